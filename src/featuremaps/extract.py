@@ -1,0 +1,297 @@
+"""Run an image through a model once and take the chosen conv layers' maps out of the graph.
+
+The intermediate model is built by replaying the user's model, layer object by layer object, on one set of
+inputs: nested Sequential and functional models are flattened into the outer graph, so their inner layers'
+outputs are reachable without "graph disconnected" errors, and never-built Sequential models are built from
+the input shape. Only public Keras 3 API is used: the functional graph is read from ``get_config()``.
+The replay calls the same layer objects (weights shared, nothing copied, the user's model is not changed).
+
+Channel selection and per-layer statistics happen inside the graph, so only the chosen maps leave it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import UserError
+from .layers import ConvLayer, conv_layers, select_layers
+
+SELECT_MODES = ("first", "top-mean", "top-max")
+STATS = ("mean", "max", "zero_fraction", "min")
+
+
+# ---------------------------------------------------------------- graph replay
+def _is_graph_model(layer) -> bool:
+    import keras
+
+    if not isinstance(layer, keras.Model) or isinstance(layer, keras.Sequential):
+        return False
+    try:
+        return "input_layers" in layer.get_config()
+    except Exception:  # subclassed models may not implement get_config
+        return False
+
+
+def _replay_sequential(model, x, taps: dict):
+    for layer in model.layers:
+        x = _call(layer, (x,), {}, taps)
+    return x
+
+
+def _call(layer, args, kwargs, taps):
+    import keras
+
+    if isinstance(layer, keras.Sequential):
+        (x,) = args
+        return _replay_sequential(layer, x, taps)
+    if _is_graph_model(layer):
+        return _replay_functional(layer, args, taps)
+    if isinstance(layer, keras.Model):
+        raise UserError(f"model '{layer.name}' is a subclassed Keras model whose graph cannot be read; "
+                        "featuremaps needs Sequential or functional models (nested ones are fine)")
+    out = layer(*args, **kwargs)
+    taps.setdefault(id(layer), out)  # the first call of a layer is the one drawn
+    return out
+
+
+def _unpack_args(args):
+    """Config ``args`` of one node -> Python structure with ``("__ref__", name, node, index)`` leaves."""
+    import keras
+
+    def conv(obj):
+        if isinstance(obj, dict):
+            cls = obj.get("class_name")
+            if cls == "__keras_tensor__":
+                name, node, idx = obj["config"]["keras_history"]
+                return ("__ref__", name, node, idx)
+            if cls == "__tuple__":
+                return tuple(conv(v) for v in obj["config"]["value"])
+            if cls is not None and "config" in obj:
+                return keras.saving.deserialize_keras_object(obj)
+            return {k: conv(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [conv(v) for v in obj]
+        if isinstance(obj, tuple):
+            return tuple(conv(v) for v in obj)
+        return obj
+
+    return conv(args)
+
+
+def _replay_functional(model, inputs, taps):
+    """Replay a functional model's graph on ``inputs`` (its positional call arguments)."""
+    cfg = model.get_config()
+    layers = {layer.name: layer for layer in model.layers}
+    outputs: dict[tuple[str, int], object] = {}
+    in_refs = cfg["input_layers"]
+    if in_refs and isinstance(in_refs[0], str):
+        in_refs = [in_refs]
+    flat_in = list(inputs[0]) if len(inputs) == 1 and isinstance(inputs[0], list | tuple) else list(inputs)
+    if len(flat_in) != len(in_refs):
+        raise UserError(f"model '{model.name}' has {len(in_refs)} inputs; featuremaps draws single-image models")
+    for (name, node, _), t in zip(in_refs, flat_in, strict=True):
+        outputs[(name, node)] = [t]
+
+    def offset(layer):  # nested functional models keep one pre-existing node in their config numbering
+        return 1 if _is_graph_model(layer) else 0
+
+    pending = []
+    for lc in cfg["layers"]:
+        layer = layers[lc["name"]]
+        for j, node in enumerate(lc.get("inbound_nodes") or []):
+            pending.append((layer, j + offset(layer), node))
+
+    def resolve(obj):
+        if isinstance(obj, tuple) and len(obj) == 4 and obj[0] == "__ref__":
+            key = (obj[1], obj[2])
+            if key not in outputs:
+                raise KeyError(key)
+            outs = outputs[key]
+            return outs[obj[3]]
+        if isinstance(obj, list):
+            return [resolve(v) for v in obj]
+        if isinstance(obj, tuple):
+            return tuple(resolve(v) for v in obj)
+        if isinstance(obj, dict):
+            return {k: resolve(v) for k, v in obj.items()}
+        return obj
+
+    while pending:
+        progressed, rest = False, []
+        for layer, node_index, node in pending:
+            try:
+                args = resolve(_unpack_args(node.get("args", [])))
+                kwargs = resolve(_unpack_args(node.get("kwargs", {})))
+            except KeyError:
+                rest.append((layer, node_index, node))
+                continue
+            out = _call(layer, tuple(args), kwargs, taps)
+            outputs[(layer.name, node_index)] = list(out) if isinstance(out, list | tuple) else [out]
+            progressed = True
+        if not progressed:
+            raise UserError(f"cannot replay the graph of model '{model.name}'; please report this model")
+        pending = rest
+
+    out_refs = cfg["output_layers"]
+    if out_refs and isinstance(out_refs[0], str):
+        return outputs[(out_refs[0], out_refs[1])][out_refs[2]]
+    res = [outputs[(n, i)][t] for n, i, t in out_refs]
+    return res[0] if len(res) == 1 else res
+
+
+def replay(model, input_shape: tuple[int, ...]):
+    """Return ``(inputs, outputs, taps)``: ``model`` re-called on a fresh Input, with every layer's output."""
+    import keras
+
+    inputs = keras.Input(shape=tuple(input_shape), name="featuremaps_input")
+    taps: dict[int, object] = {}
+    out = _call(model, (inputs,), {}, taps)
+    return inputs, out, taps
+
+
+# ---------------------------------------------------------------- selection in the graph
+def _probe_layer_class():
+    import keras
+    from keras import ops
+
+    class ChannelProbe(keras.layers.Layer):
+        """Chosen maps (B, H, W, k), their channel indices (B, k) and layer stats (B, 4) of one conv output."""
+
+        def __init__(self, mode: str, k: int, channels=None, **kw):
+            super().__init__(**kw)
+            self.mode, self.k, self.channels = mode, k, channels
+
+        def call(self, x):
+            x = ops.cast(x, "float32")
+            stats = ops.stack([ops.mean(x, axis=(1, 2, 3)), ops.max(x, axis=(1, 2, 3)),
+                               ops.mean(ops.cast(ops.equal(x, 0.0), "float32"), axis=(1, 2, 3)),
+                               ops.min(x, axis=(1, 2, 3))], axis=-1)
+            if self.mode in ("first", "list"):
+                idx = np.asarray(self.channels, dtype="int32")
+                maps = ops.take(x, idx, axis=3)
+                ids = ops.zeros_like(stats[:, :1], dtype="int32") + idx[None, :]
+                return maps, ids, stats
+            score = ops.mean(x, axis=(1, 2)) if self.mode == "top-mean" else ops.max(x, axis=(1, 2))
+            _, ids = ops.top_k(score, self.k, sorted=True)
+            onehot = ops.one_hot(ids, ops.shape(x)[-1], dtype="float32")  # (B, k, C)
+            maps = ops.einsum("bhwc,bkc->bhwk", x, onehot)
+            return maps, ops.cast(ids, "int32"), stats
+
+    return ChannelProbe
+
+
+def parse_select(select: str | list[int] | None) -> tuple[str, list[int] | None]:
+    """``first`` | ``top-mean`` | ``top-max`` | ``0,5,9`` -> (mode, channels)."""
+    if select is None:
+        return "first", None
+    if isinstance(select, list | tuple):
+        return "list", [int(c) for c in select]
+    s = select.strip()
+    if s in SELECT_MODES:
+        return s, None
+    try:
+        chans = [int(c) for c in s.split(",") if c.strip()]
+    except ValueError:
+        raise UserError(f"--select '{select}' is not first, top-mean, top-max or a channel list like 0,5,9") from None
+    if not chans or min(chans) < 0:
+        raise UserError(f"--select '{select}': channels are 0-based indices like 0,5,9")
+    return "list", chans
+
+
+@dataclass
+class LayerMaps:
+    """One layer's result for a batch: ``maps`` (B, H, W, k), ``channels`` (B, k), ``stats`` (B, 4)."""
+
+    conv: ConvLayer
+    shape: tuple[int, int, int]  # the layer's full output (H, W, C)
+    maps: np.ndarray
+    channels: np.ndarray
+    stats: np.ndarray
+    note: str = ""
+
+    def stat(self, name: str, i: int = 0) -> float:
+        return float(self.stats[i, STATS.index(name)])
+
+
+class FeatureExtractor:
+    """The intermediate model for one (model, layers, selection, input shape); call it on batches.
+
+    Built once and reused for every image, so a folder of images costs one graph build.
+    """
+
+    def __init__(self, model, input_shape: tuple[int, int, int], layers="all", maps: int | None = 16,
+                 select: str | list[int] | None = "first"):
+        import keras
+
+        self.model = model
+        self.input_shape = tuple(int(d) for d in input_shape)
+        inputs, out, taps = replay(model, self.input_shape)
+        self.model_output = out
+        convs = conv_layers(model)
+        self.all_layers = convs
+        self.layers = select_layers(convs, layers)
+        mode, chans = parse_select(select)
+        self.mode = mode
+        probe_cls = _probe_layer_class()
+        outputs, self.shapes, self.notes = [], [], []
+        for c in self.layers:
+            t = taps.get(id(c.layer))
+            if t is None:
+                raise UserError(f"layer {c.name} is not on the path from the model's input to its output")
+            shape = tuple(int(d) for d in t.shape[1:])
+            if len(shape) != 3 or any(d is None for d in shape):
+                raise UserError(f"layer {c.name} has output shape {tuple(t.shape)}; featuremaps needs (H, W, C)")
+            C = shape[-1]
+            note = ""
+            if mode == "list":
+                bad = [ch for ch in chans if ch >= C]
+                if bad:
+                    raise UserError(f"channel {bad[0]} does not exist in {c.label} {c.name} "
+                                    f"({C} channels: 0-{C - 1}); choose channels below {C}")
+                ids, k = chans, len(chans)
+            else:
+                k = C if maps is None else min(int(maps), C)
+                if maps is not None and maps > C:
+                    note = f"{maps} maps asked, layer has {C}: showing all"
+                ids = list(range(k))
+            probe = probe_cls("first" if mode == "list" else mode, k, ids, name=f"featuremaps_probe_{c.index}")
+            outputs.extend(probe(t))
+            self.shapes.append(shape)
+            self.notes.append(note)
+        self.with_predictions = _is_single_tensor(out)
+        if self.with_predictions:
+            outputs.append(out)
+        self.intermediate = keras.Model(inputs, outputs, name=f"{model.name}_featuremaps")
+
+    def __call__(self, batch: np.ndarray) -> tuple[list[LayerMaps], np.ndarray | None]:
+        """``batch`` (B, H, W, C) preprocessed float32 -> per-layer maps and the model's output (or None)."""
+        from keras import ops
+
+        res = self.intermediate(np.asarray(batch, dtype=np.float32), training=False)
+        res = [ops.convert_to_numpy(r) for r in res]
+        out = []
+        for j, c in enumerate(self.layers):
+            maps, ids, stats = res[3 * j: 3 * j + 3]
+            out.append(LayerMaps(c, self.shapes[j], maps.astype(np.float32), ids.astype(np.int64),
+                                 stats.astype(np.float32), self.notes[j]))
+        preds = res[-1].astype(np.float32) if self.with_predictions else None
+        return out, preds
+
+
+def _is_single_tensor(out) -> bool:
+    return not isinstance(out, list | tuple | dict)
+
+
+def extract(model, image: np.ndarray, layers="all", maps: int | None = None, select="first") -> dict[str, np.ndarray]:
+    """Feature maps of one preprocessed image ``(H, W, C)``: ``{layer_name: (H, W, k) float32}`` in layer order.
+
+    ``maps=None`` returns every channel; otherwise ``k = min(maps, C)`` channels chosen by ``select``.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        image = image[..., None]
+    fx = FeatureExtractor(model, image.shape, layers=layers, maps=maps, select=select)
+    results, _ = fx(image[None])
+    return {r.conv.name: r.maps[0] for r in results}
