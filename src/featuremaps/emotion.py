@@ -46,7 +46,7 @@ def build_emotion_vgg16(input_shape=INPUT_SHAPE, num_classes: int = len(EMOTIONS
 
 
 def _data_path(name: str):
-    return resources.files("featuremaps").joinpath("data", name)
+    return resources.files("featuremaps").joinpath("data").joinpath(name)
 
 
 def shipped_weights_available() -> bool:

@@ -1,0 +1,220 @@
+"""Models by name (the emotion model, keras.applications) or by file, each with its preprocessing.
+
+Named keras.applications models use their own ``preprocess_input`` (VGG16: caffe-style BGR mean
+subtraction, MobileNetV2: [-1, 1], ...). Files default to [0, 1] scaling, changed with ``--preprocess``.
+Files are loaded with Keras' safe mode: no code stored in a file runs unless the user passes ``--unsafe``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+#: name -> (keras.applications constructor, preprocessing module, default input side)
+APPLICATIONS: dict[str, tuple[str, str, int]] = {
+    "vgg16": ("VGG16", "vgg16", 224),
+    "vgg19": ("VGG19", "vgg19", 224),
+    "resnet50": ("ResNet50", "resnet", 224),
+    "resnet50v2": ("ResNet50V2", "resnet_v2", 224),
+    "mobilenet": ("MobileNet", "mobilenet", 224),
+    "mobilenetv2": ("MobileNetV2", "mobilenet_v2", 224),
+    "inceptionv3": ("InceptionV3", "inception_v3", 299),
+    "xception": ("Xception", "xception", 299),
+    "densenet121": ("DenseNet121", "densenet", 224),
+    "efficientnetb0": ("EfficientNetB0", "efficientnet", 224),
+    "convnexttiny": ("ConvNeXtTiny", "convnext", 224),
+}
+EMOTION_NAMES = ("emotion", "fer2013", "emotion-vgg16")
+PREPROCESS_MODES = {
+    "unit": "x / 255 (pixels in [0, 1])",
+    "raw": "pixels as they are, 0-255",
+    "symmetric": "x / 127.5 - 1 (pixels in [-1, 1])",
+    "caffe": "RGB->BGR, ImageNet mean subtracted (keras.applications 'caffe' mode)",
+    "torch": "x / 255, ImageNet mean/std normalised ('torch' mode)",
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model with what featuremaps needs to feed it and to label its output."""
+
+    model: object
+    name: str
+    source: str
+    preprocess: str
+    preprocess_fn: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    input_shape: tuple  # (H, W, C), entries may be None
+    classes: list[str] | None = None
+    is_emotion: bool = False
+
+    def resolve_input_shape(self, image_hw: tuple[int, int], override: tuple[int, ...] | None = None):
+        """Concrete (H, W, C): the model's own, then ``--input-shape``, then the image's size (capped at 512)."""
+        shape = list(self.input_shape) if self.input_shape else [None, None, None]
+        if override:
+            if len(override) != 3:
+                raise UserError(f"--input-shape must be H,W,C (got {','.join(map(str, override))})")
+            for i, v in enumerate(override):
+                if shape[i] is not None and shape[i] != v:
+                    raise UserError(f"--input-shape {','.join(map(str, override))} conflicts with the model's "
+                                    f"input {tuple(self.input_shape)}; drop --input-shape")
+            shape = list(override)
+        if shape[0] is None or shape[1] is None:
+            h, w = image_hw
+            s = min(1.0, 512 / max(h, w))
+            shape[0] = shape[0] or max(32, round(h * s))
+            shape[1] = shape[1] or max(32, round(w * s))
+        if shape[2] is None:
+            shape[2] = 3
+        if shape[2] not in (1, 3):
+            raise UserError(f"model input has {shape[2]} channels; featuremaps feeds images with 1 or 3 channels")
+        return tuple(int(v) for v in shape)
+
+
+def _preprocess_fn(mode: str) -> Callable[[np.ndarray], np.ndarray]:
+    if mode == "unit":
+        return lambda x: x / 255.0
+    if mode == "raw":
+        return lambda x: x
+    if mode == "symmetric":
+        return lambda x: x / 127.5 - 1.0
+    if mode in ("caffe", "torch"):
+        from keras.applications import imagenet_utils
+
+        return lambda x: imagenet_utils.preprocess_input(np.array(x, dtype=np.float32), mode=mode)
+    raise UserError(f"--preprocess '{mode}' is not one of {', '.join(PREPROCESS_MODES)}")
+
+
+def default_model_name() -> str:
+    from .emotion import shipped_weights_available
+
+    return "emotion" if shipped_weights_available() else "vgg16"
+
+
+def load(spec: str | None = None, weights: str | None = None, unsafe: bool = False,
+         preprocess: str | None = None, classes: list[str] | None = None) -> LoadedModel:
+    """``spec`` is a model name (see :data:`APPLICATIONS`, ``emotion``) or a ``.keras``/``.h5`` path."""
+    spec = spec or default_model_name()
+    key = spec.lower().replace("_", "")
+    if key in EMOTION_NAMES:
+        return _load_emotion(weights, preprocess)
+    if key in APPLICATIONS:
+        return _load_application(key, weights, preprocess)
+    path = Path(spec)
+    if path.suffix.lower() in (".keras", ".h5", ".hdf5") or path.exists():
+        return _load_file(path, unsafe, preprocess or "unit", classes)
+    names = ", ".join(("emotion", *APPLICATIONS))
+    raise UserError(f"unknown model '{spec}': use one of {names}, or a .keras/.h5 file path")
+
+
+def _load_emotion(weights, preprocess) -> LoadedModel:
+    from .emotion import EMOTIONS, build_emotion_vgg16, load_emotion_model, load_weights_npz
+
+    if weights in (None, "default"):
+        model, src = load_emotion_model(), "featuremaps bundled FER2013 VGG-16"
+    elif weights == "none":
+        model, src = build_emotion_vgg16(), "FER2013 VGG-16 architecture, random weights"
+    else:
+        model = build_emotion_vgg16()
+        try:
+            if str(weights).endswith(".npz"):
+                load_weights_npz(model, weights)
+            else:
+                model.load_weights(weights)
+        except Exception as e:
+            raise UserError(f"cannot load weights {weights} into the emotion model ({e}); "
+                            "pass a file saved from it") from None
+        src = f"FER2013 VGG-16 with weights {weights}"
+    mode = preprocess or "unit"
+    return LoadedModel(model, "emotion_vgg16", src, PREPROCESS_MODES[mode] if mode in PREPROCESS_MODES else mode,
+                       _preprocess_fn(mode), tuple(model.inputs[0].shape[1:]), list(EMOTIONS), True)
+
+
+def _load_application(key, weights, preprocess) -> LoadedModel:
+    import keras
+
+    ctor_name, module, side = APPLICATIONS[key]
+    ctor = getattr(keras.applications, ctor_name)
+    w = "imagenet" if weights in (None, "imagenet", "default") else weights
+    file = None
+    if w == "none":
+        w = None
+    elif w != "imagenet":
+        file, w = Path(w), None
+        if not file.is_file():
+            raise UserError(f"weights file {file} does not exist; pass --weights imagenet, none or a file")
+    try:
+        model = ctor(weights=w)
+    except Exception as e:  # download failures come as many types
+        raise UserError(f"could not get ImageNet weights for {key} ({type(e).__name__}: {str(e)[:80]}); "
+                        "with no internet pass --weights none (random) or --weights FILE") from None
+    if file is not None:
+        try:
+            model.load_weights(file)
+        except Exception as e:
+            raise UserError(f"cannot load {file} into {key} ({str(e)[:100]}); pass weights saved from {key}") from None
+    if preprocess:
+        fn, desc = _preprocess_fn(preprocess), PREPROCESS_MODES[preprocess]
+    else:
+        pre = getattr(keras.applications, module).preprocess_input
+        fn = lambda x: pre(np.array(x, dtype=np.float32))  # noqa: E731 (copy: some modify in place)
+        desc = f"keras.applications.{module}.preprocess_input"
+    classes = None
+    if w == "imagenet":
+        classes = _imagenet_classes()
+    source = f"keras.applications.{ctor_name} ({'ImageNet' if w == 'imagenet' else file or 'random'} weights)"
+    return LoadedModel(model, key, source, desc, fn, tuple(model.inputs[0].shape[1:]), classes)
+
+
+def _imagenet_classes() -> list[str] | None:
+    """ImageNet class names from Keras' cached index file, if it was ever downloaded (no download here)."""
+    import json
+    import os
+
+    p = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / "imagenet_class_index.json"
+    try:
+        idx = json.loads(p.read_text())
+        return [idx[str(i)][1] for i in range(len(idx))]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _load_file(path: Path, unsafe: bool, preprocess: str, classes) -> LoadedModel:
+    import keras
+
+    if not path.exists():
+        raise UserError(f"model file {path} does not exist; check the path or use a model name like vgg16")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a model file; TF SavedModel folders are not Keras 3 models, "
+                        "re-save it with model.save('model.keras')")
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+    except Exception as e:
+        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        if "safe_mode" in str(e) or "unsafe" in str(e).lower():
+            raise UserError(f"{path} contains code (e.g. a Lambda layer) that safe mode will not run; "
+                            "pass --unsafe only if you trust the file") from None
+        raise UserError(f"{path} is not a Keras model file Keras can load ({msg}); "
+                        "pass a .keras or .h5 file saved with model.save") from None
+    if not isinstance(model, keras.Model):
+        raise UserError(f"{path} holds a {type(model).__name__}, not a Keras model")
+    try:
+        shape = tuple(model.inputs[0].shape[1:])
+    except (AttributeError, ValueError, IndexError):
+        shape = (None, None, None)
+    return LoadedModel(model, model.name, str(path), PREPROCESS_MODES.get(preprocess, preprocess),
+                       _preprocess_fn(preprocess), shape, classes)
+
+
+def wrap(model, preprocess: str = "unit", classes: list[str] | None = None) -> LoadedModel:
+    """Wrap an in-memory Keras model (Python API)."""
+    try:
+        shape = tuple(model.inputs[0].shape[1:])
+    except (AttributeError, ValueError, IndexError):
+        shape = (None, None, None)
+    return LoadedModel(model, model.name, "in-memory model", PREPROCESS_MODES.get(preprocess, preprocess),
+                       _preprocess_fn(preprocess), shape, classes)

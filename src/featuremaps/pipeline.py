@@ -1,0 +1,203 @@
+"""``featuremaps show`` as a function: image -> model input -> one forward pass -> pictures and data on disk.
+
+Everything a user sees for one image lands in ``OUT/<image-stem>/`` (written as a temporary folder and
+renamed, so a folder is either complete or absent): ``overview.png``, ``layers/C01_<name>.png``...,
+``input.png`` (what the network saw), ``face.png`` (the face crop, emotion model), ``activations.npz`` and
+``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import UserError
+from .images import fit_to, load_image
+from .models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """An image ready for a model: ``x`` is preprocessed (H, W, C) float32, ``shown`` what the net saw as RGB."""
+
+    x: np.ndarray
+    shown: np.ndarray
+    face_box: list[int] | None = None
+    face: np.ndarray | None = None
+    resize: str = "crop"
+
+
+def prepare(lm: LoadedModel, rgb: np.ndarray, *, input_shape: tuple[int, ...] | None = None,
+            face_crop: bool | None = None, resize: str = "crop") -> Prepared:
+    """Crop the face (emotion model, unless ``face_crop=False``), resize, convert channels, preprocess."""
+    from .faces import largest_face
+
+    face_box, face = None, None
+    if face_crop if face_crop is not None else lm.is_emotion:
+        face, box = largest_face(rgb)
+        face_box = box.as_list() if box else None
+        rgb = face
+    shape = lm.resolve_input_shape(rgb.shape[:2], input_shape)
+    pixels = fit_to(rgb, shape[:2], shape[2], resize)
+    shown = np.clip(pixels, 0, 255).astype(np.uint8)
+    if shown.shape[2] == 1:
+        shown = np.repeat(shown, 3, axis=2)
+    x = np.asarray(lm.preprocess_fn(pixels[None]), dtype=np.float32)[0]
+    return Prepared(x, shown, face_box, face, resize)
+
+
+def describe_prediction(probs: np.ndarray | None, classes: list[str] | None, top: int = 7) -> list[dict]:
+    """Top classes of a (n,) output as ``[{class, index, probability}]`` (empty if not a classifier)."""
+    if probs is None or probs.ndim != 1 or probs.size < 2:
+        return []
+    p = probs.astype(np.float64)
+    if p.min() < 0 or abs(p.sum() - 1) > 1e-3:  # logits: softmax them for display
+        e = np.exp(p - p.max())
+        p = e / e.sum()
+    order = np.argsort(-p)[:top]
+    names = classes if classes and len(classes) == p.size else None
+    return [{"class": names[i] if names else f"class {i}", "index": int(i), "probability": float(p[i])}
+            for i in order]
+
+
+@dataclass
+class ShowOptions:
+    layers: str | list[str] = "all"
+    maps: int = 16
+    select: str = "first"
+    norm: str = "map"
+    cmap: str = "viridis"
+    overlay: bool = False
+    cell: int = 112
+    resize: str = "crop"
+    face_crop: bool | None = None
+    input_shape: tuple[int, ...] | None = None
+    max_pixels: int | None = None
+    layer_pngs: bool = True
+
+    def mode_is_top(self) -> bool:
+        return self.select in ("top-mean", "top-max")
+
+
+@dataclass
+class ShowResult:
+    image: Path
+    folder: Path
+    prediction: list[dict] = field(default_factory=list)
+
+
+class Shower:
+    """Renders many images through one model, reusing the intermediate model across images of one shape."""
+
+    def __init__(self, lm: LoadedModel, opts: ShowOptions):
+        self.lm, self.opts = lm, opts
+        self._extractors: dict[tuple, object] = {}
+
+    def extractor(self, shape):
+        from .extract import FeatureExtractor
+
+        if shape not in self._extractors:
+            if len(self._extractors) >= 2:  # bounded: models with free input size see many shapes
+                self._extractors.pop(next(iter(self._extractors)))
+            self._extractors[shape] = FeatureExtractor(self.lm.model, shape, layers=self.opts.layers,
+                                                       maps=self.opts.maps, select=self.opts.select)
+        return self._extractors[shape]
+
+    def run(self, path: Path, out_root: Path) -> ShowResult:
+        from .io import atomic_dir, safe_name, save_json, save_npz, save_png
+        from .render import render_layer, render_overview, rows_from
+
+        o = self.opts
+        kw = {"max_pixels": o.max_pixels} if o.max_pixels else {}
+        rgb = load_image(path, **kw)
+        prep = prepare(self.lm, rgb, input_shape=o.input_shape, face_crop=o.face_crop, resize=o.resize)
+        fx = self.extractor(prep.x.shape)
+        results, preds = fx(prep.x[None])
+        pred = describe_prediction(preds[0] if preds is not None else None, self.lm.classes)
+        rows = rows_from(results)
+        first_n = fx.mode == "first"
+        title = f"{self.lm.name} - {path.name}"
+        if pred:
+            title += f" - predicted: {pred[0]['class']} ({pred[0]['probability']:.0%})"
+        what = (f"first {o.maps} maps" if first_n else
+                f"{o.maps} maps with the highest {o.select[4:]} activation" if o.mode_is_top() else
+                f"channels {o.select}")
+        subtitle = f"{what} of {len(rows)} conv layers; input {'x'.join(map(str, prep.x.shape))}"
+        if len(pred) > 1:
+            subtitle += "; " + ", ".join(f"{p['class']} {p['probability']:.0%}" for p in pred[:7])
+        overview = render_overview(results, prep.shown, norm=o.norm, cmap=o.cmap, cell=o.cell, overlay=o.overlay,
+                                   title=title, subtitle=subtitle, first_n=first_n)
+        folder = out_root / safe_name(path.stem)
+        glob_range = None
+        if o.norm == "global":
+            glob_range = (min(float(r.maps.min()) for r in rows), max(float(r.maps.max()) for r in rows))
+        with atomic_dir(folder) as tmp:
+            save_png(tmp / "overview.png", overview)
+            save_png(tmp / "input.png", prep.shown)
+            if prep.face is not None and prep.face_box is not None:
+                save_png(tmp / "face.png", prep.face)
+            layer_files = []
+            if o.layer_pngs:
+                for row in rows:
+                    name = f"C{int(row.label[1:]):02d}_{safe_name(row.name)}.png"
+                    img = render_layer(row, norm=o.norm, cmap=o.cmap, image=prep.shown, overlay=o.overlay,
+                                       norm_range=glob_range, first_n=first_n)
+                    save_png(tmp / "layers" / name, img)
+                    layer_files.append(f"layers/{name}")
+            arrays = {}
+            for row in rows:
+                key = safe_name(row.name)
+                arrays[f"{key}/maps"] = row.maps
+                arrays[f"{key}/channels"] = row.channels.astype(np.int32)
+            save_npz(tmp / "activations.npz", **arrays)
+            save_json(tmp / "manifest.json", self.manifest(path, prep, rows, pred, layer_files, fx))
+        return ShowResult(path, folder, pred)
+
+    def manifest(self, path, prep, rows, pred, layer_files, fx) -> dict:
+        from .io import safe_name
+
+        o, lm = self.opts, self.lm
+        return {
+            "featuremaps": __version__,
+            "image": str(path),
+            "model": {"name": lm.name, "source": lm.source, "input_shape": list(prep.x.shape)},
+            "preprocessing": {"resize": prep.resize, "scaling": lm.preprocess,
+                              "face_crop": prep.face_box is not None, "face_box_xywh": prep.face_box},
+            "selection": {"maps": o.maps, "select": o.select, "norm": o.norm, "colormap": o.cmap},
+            "prediction": pred,
+            "layers": [{"label": r.label, "name": r.name, "type": c.kind, "output_shape": list(r.shape),
+                        "channels": [int(v) for v in r.channels], "note": r.note,
+                        "stats": {k: r.stats[k] for k in ("mean", "max", "zero_fraction")},
+                        "npz_key": f"{safe_name(r.name)}/maps",
+                        "png": layer_files[i] if i < len(layer_files) else None}
+                       for i, (r, c) in enumerate(zip(rows, fx.layers, strict=True))],
+            "files": {"overview": "overview.png", "input": "input.png", "activations": "activations.npz"},
+        }
+
+
+def show(images: Iterable[str | Path], model: str | LoadedModel | None = None, out: str | Path = "featuremaps-out",
+         progress: Callable[[int, int, Path], None] | None = None, **options) -> list[ShowResult]:
+    """Python API for ``featuremaps show``: render every image, return where each one's files are."""
+    from . import models
+    from .images import find_images
+
+    lm = model if isinstance(model, LoadedModel) else models.load(model)
+    opts = ShowOptions(**options)
+    paths = find_images([str(p) for p in images])
+    shower = Shower(lm, opts)
+    out = Path(out)
+    results = []
+    for i, p in enumerate(paths):
+        if progress:
+            progress(i, len(paths), p)
+        results.append(shower.run(p, out))
+    if progress:
+        progress(len(paths), len(paths), None)
+    return results
