@@ -113,8 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="one self-contained HTML report of maps, statistics and CAMs")
     _image_args(p)
     _model_args(p)
-    p.add_argument("--layers", default="all")
-    p.add_argument("--maps", type=_positive, default=16)
+    p.add_argument("--layers", default="all", help="names, C-numbers (C3), ranges (C1-C5), globs or all")
+    p.add_argument("--maps", type=_positive, default=16, help="maps per layer (default 16)")
+    p.add_argument("--cmap", default="viridis", help="feature-map colormap (default viridis)")
+    p.add_argument("--cam", default="gradcam", help="CAM methods, comma-separated, or none (default gradcam)")
     p.add_argument("--out", "-o", default="report.html", help="HTML file to write (default report.html)")
     p.set_defaults(func=_lazy("report", "run"))
 
@@ -125,9 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--align", default="depth", choices=["depth", "resolution"], help="align layers by")
     p.add_argument("--rows", type=_positive, default=6, help="layers shown per model (default 6)")
     p.add_argument("--maps", type=_positive, default=8)
-    p.add_argument("--norm", default="map", choices=["map", "layer", "global"])
+    p.add_argument("--norm", default="map", choices=["map", "layer", "shared", "global"],
+                   help="map: each map its own scale; layer: per layer; shared: one scale per row "
+                        "across models; global: one scale for all")
     p.add_argument("--cmap", default="viridis")
-    p.add_argument("--out", "-o", default="featuremaps-out")
+    p.add_argument("--out", "-o", default="featuremaps-out", help="output folder (writes compare_<image>/)")
     p.set_defaults(func=_lazy("compare", "run_models"))
 
     p = sub.add_parser("compare-classes", help="the same channels for one face per emotion, side by side")
@@ -162,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bfloat16 mixed precision: ~1.5x faster on CPUs with AVX512-BF16")
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows/files (counted) instead of stopping")
     p.add_argument("--limit", type=_positive, default=None, help="at most this many faces per class and split")
+    p.add_argument("--width", type=float, default=1.0, help="filter-count multiplier (1 = VGG-16; <1 for quick tries)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class metrics and a confusion matrix on FER2013")
@@ -257,9 +262,9 @@ def cmd_layers(args) -> int:
     from .layers import conv_layers
 
     lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe)
+    convs = conv_layers(lm.model)  # "no conv layers" before anything about input shapes
     shape = lm.resolve_input_shape((224, 224), args.input_shape)
     _, _, taps = replay(lm.model, shape)
-    convs = conv_layers(lm.model)
     rows = [("C#", "name", "type", "output shape", "params")]
     for c in convs:
         t = taps.get(id(c.layer))
@@ -277,7 +282,7 @@ def cmd_train(args) -> int:
 
     state = train(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   resume=args.resume, seed=args.seed, skip_bad=args.skip_bad, precision=args.precision,
-                  limit=args.limit)
+                  limit=args.limit, width=args.width)
     print(f"best PublicTest accuracy {state.get('best_val_accuracy', float('nan')):.4f} at epoch "
           f"{state.get('best_epoch')}; checkpoints, log.csv and curves.png in {args.out}")
     return 0

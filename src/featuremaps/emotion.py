@@ -1,8 +1,10 @@
 """The FER2013 emotion model: a VGG-16 for 48x48 grayscale faces, and the weights shipped with the package.
 
 Layer names follow ``keras.applications.VGG16`` (``block1_conv1`` ... ``block5_conv3``) so feature maps line
-up with the ImageNet model. Each conv layer keeps its ReLU (as in Keras' VGG16) and is followed by batch
-normalisation, so the maps featuremaps shows are post-activation, like the ImageNet model's.
+up with the ImageNet model. It is trained with batch normalisation (conv -> BN -> ReLU, Ioffe & Szegedy 2015)
+and shipped with each BN folded into its conv (``fold_batch_norm``): the shipped model's conv layers carry
+their ReLU like Keras' VGG16, so the maps featuremaps shows are post-activation, as for the ImageNet model,
+and the predictions are those of the trained network (to float rounding).
 """
 
 from __future__ import annotations
@@ -21,28 +23,62 @@ WEIGHTS_FILE = "emotion_vgg16.weights.npz"
 CARD_FILE = "emotion_vgg16.card.json"
 
 
-def build_emotion_vgg16(input_shape=INPUT_SHAPE, num_classes: int = len(EMOTIONS), dropout: float = 0.5):
-    """VGG-16 (13 conv 3x3 in 5 blocks) with batch norm and a small dense head; input in [0, 1]."""
+def build_emotion_vgg16(input_shape=INPUT_SHAPE, num_classes: int = len(EMOTIONS), dropout: float = 0.4,
+                        batch_norm: bool = False, width: float = 1.0):
+    """VGG-16 (13 conv 3x3 in 5 blocks, max pooling, dense 512-512 head with dropout); input in [0, 1].
+
+    ``batch_norm=True`` is the training form (conv -> BN -> ReLU); the default is the inference form with
+    ReLU inside each conv, which :func:`fold_batch_norm` fills from a trained BN model. ``width`` scales
+    the filter counts (tests use a narrow copy; the shipped model is width 1).
+    """
     import keras
     from keras import layers
 
     inputs = keras.Input(shape=input_shape, name="face")
     x = inputs
     for b, (filters, n) in enumerate(VGG16_BLOCKS, start=1):
+        f = max(4, int(round(filters * width)))
         for i in range(1, n + 1):
-            x = layers.Conv2D(filters, 3, padding="same", activation="relu",
-                              kernel_initializer="he_normal", name=f"block{b}_conv{i}")(x)
-            x = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{i}")(x)
+            if batch_norm:
+                x = layers.Conv2D(f, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                                  name=f"block{b}_conv{i}")(x)
+                x = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{i}")(x)
+                x = layers.Activation("relu", name=f"block{b}_relu{i}")(x)
+            else:
+                x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"block{b}_conv{i}")(x)
         x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
     x = layers.Flatten(name="flatten")(x)
+    units = max(16, int(round(512 * width)))
+    x = layers.Dense(units, activation="relu", name="fc1")(x)
     x = layers.Dropout(dropout, name="drop1")(x)
-    x = layers.Dense(512, activation="relu", name="fc1")(x)
+    x = layers.Dense(units, activation="relu", name="fc2")(x)
     x = layers.Dropout(dropout, name="drop2")(x)
-    x = layers.Dense(512, activation="relu", name="fc2")(x)
-    x = layers.Dropout(dropout, name="drop3")(x)
     # float32 output: stable softmax under mixed precision
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name="emotion_vgg16")
+
+
+def fold_batch_norm(trained, width: float = 1.0):
+    """The inference form of a ``batch_norm=True`` model: each BN folded into the conv before it.
+
+    For conv output ``z = W*x`` and BN ``g (z - m) / sqrt(v + eps) + b``: ``W' = W s``, ``bias' = b - m s``
+    with ``s = g / sqrt(v + eps)``; ReLU moves into the conv. Exact up to float rounding.
+    """
+    model = build_emotion_vgg16(tuple(trained.inputs[0].shape[1:]), int(trained.outputs[0].shape[-1]),
+                                width=width)
+    for layer in model.layers:
+        if not layer.get_weights():
+            continue
+        src = trained.get_layer(layer.name)
+        if layer.name.startswith("block") and "_conv" in layer.name:
+            (kernel,) = [np.asarray(w, np.float64) for w in src.get_weights()]
+            bn = trained.get_layer(layer.name.replace("_conv", "_bn"))
+            gamma, beta, mean, var = (np.asarray(w, np.float64) for w in bn.get_weights())
+            scale = gamma / np.sqrt(var + bn.epsilon)
+            layer.set_weights([(kernel * scale).astype(np.float32), (beta - mean * scale).astype(np.float32)])
+        else:
+            layer.set_weights([np.asarray(w, np.float32) for w in src.get_weights()])
+    return model
 
 
 def _data_path(name: str):

@@ -120,7 +120,7 @@ def _plot_curves(history: list[dict], path: Path) -> None:
 
 def train(data_path: str, out: str | Path, epochs: int = 30, batch_size: int = 64, lr: float = 0.01,
           resume: bool = False, seed: int = 0, skip_bad: bool = False, precision: str = "float32",
-          limit: int | None = None, verbose: int = 1) -> dict:
+          limit: int | None = None, verbose: int = 1, width: float = 1.0) -> dict:
     """Train (or resume) the emotion model; returns the state dict (also in ``OUT/state.json``)."""
     import keras
 
@@ -150,12 +150,12 @@ def train(data_path: str, out: str | Path, epochs: int = 30, batch_size: int = 6
     if resume:
         model = keras.models.load_model(out / "last.keras")
     else:
-        model = build_emotion_vgg16()
+        model = build_emotion_vgg16(batch_norm=True, width=width)
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
         model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         state = {"recipe": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                             "optimizer": "SGD nesterov momentum 0.9", "schedule": "1 warm-up epoch, cosine",
-                            "precision": precision, "backend": keras.backend.backend(),
+                            "precision": precision, "backend": keras.backend.backend(), "width": width,
                             "augmentation": "flip, shift 10%, rotate 10 deg, zoom 10%, random erasing p=0.5"},
                  "classes": list(EMOTIONS), "train_faces": len(tr), "val_faces": len(va)}
     start = int(state.get("epoch", 0))

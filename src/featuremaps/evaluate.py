@@ -1,0 +1,111 @@
+"""``featuremaps evaluate``: accuracy, per-class precision/recall/F1 and confusion matrices on FER2013.
+
+Test-time augmentation (``--tta``) averages the softmax over ten views of each face: the face and its
+mirror image, each also shifted by 2 pixels in the four directions (the shifts stand in for the ten-crop
+of Khaireddin & Chen 2021, since the network takes the whole 48x48 face).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+
+def metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
+    """Accuracy, confusion matrix (rows true, columns predicted) and per-class precision, recall, F1."""
+    y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    cm = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    tp = np.diag(cm).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(cm.sum(0) > 0, tp / cm.sum(0), 0.0)
+        recall = np.where(cm.sum(1) > 0, tp / cm.sum(1), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return {"accuracy": float(tp.sum() / max(1, cm.sum())), "confusion": cm, "precision": precision,
+            "recall": recall, "f1": f1, "support": cm.sum(1)}
+
+
+def tta_views(x: np.ndarray, shift: int = 2) -> list[np.ndarray]:
+    """Ten views of an (N, H, W, 1) batch: identity and 4 shifts (edge-padded), each also mirrored."""
+    views = []
+    pad = np.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
+    h, w = x.shape[1:3]
+    for base in (x, x[:, :, ::-1]):
+        pb = pad if base is x else pad[:, :, ::-1]
+        views.append(base)
+        for dy, dx in ((-shift, 0), (shift, 0), (0, -shift), (0, shift)):
+            views.append(pb[:, shift + dy:shift + dy + h, shift + dx:shift + dx + w])
+    return views
+
+
+def predict(model, faces_u8: np.ndarray, tta: bool = False, batch_size: int = 256) -> np.ndarray:
+    """Softmax outputs (N, classes) for (N, 48, 48) uint8 faces, optionally averaged over the TTA views."""
+    from keras import ops
+
+    x = faces_u8[..., None].astype(np.float32) / 255.0
+    views = tta_views(x) if tta else [x]
+    out = None
+    for v in views:
+        probs = np.concatenate([ops.convert_to_numpy(model(v[i:i + batch_size], training=False))
+                                for i in range(0, len(v), batch_size)])
+        out = probs if out is None else out + probs
+    return out / len(views)
+
+
+def load_for_eval(spec: str | None):
+    """The emotion model to evaluate: shipped (default), a .keras file, or .npz weights."""
+    from . import models
+    from .emotion import build_emotion_vgg16, load_weights_npz
+
+    if spec and spec.endswith(".npz"):
+        if not Path(spec).is_file():
+            raise UserError(f"weights file {spec} does not exist; check the path")
+        m = build_emotion_vgg16()
+        load_weights_npz(m, spec)
+        return m, spec
+    lm = models.load(spec or "emotion")
+    return lm.model, lm.source
+
+
+def evaluate(model, data, splits=("PublicTest", "PrivateTest"), tta: bool = False) -> dict:
+    from .emotion import EMOTIONS
+
+    res = {}
+    for s in splits:
+        part = data[s]
+        probs = predict(model, part.x, tta=tta)
+        res[s] = metrics(part.y, probs.argmax(1), len(EMOTIONS))
+    return res
+
+
+def run(args) -> int:
+    from . import fer
+    from .charts import render_confusion
+    from .emotion import EMOTIONS
+    from .io import ensure_dir, save_json, save_png
+
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    bad = [s for s in splits if s not in fer.SPLITS]
+    if bad:
+        raise UserError(f"unknown split '{bad[0]}'; use {', '.join(fer.SPLITS)}")
+    model, source = load_for_eval(args.model)
+    data = fer.load(args.data, skip_bad=args.skip_bad)
+    out = ensure_dir(args.out)
+    results = evaluate(model, data, splits, tta=args.tta)
+    report = {"model": source, "data": str(args.data), "tta": bool(args.tta), "classes": list(EMOTIONS)}
+    for s, m in results.items():
+        tag = " (TTA)" if args.tta else ""
+        print(f"{s}{tag}: accuracy {m['accuracy']:.2%} on {int(m['support'].sum())} faces")
+        print(f"  {'class':<10}{'precision':>10}{'recall':>8}{'F1':>8}{'n':>6}")
+        for i, c in enumerate(EMOTIONS):
+            print(f"  {c:<10}{m['precision'][i]:>10.3f}{m['recall'][i]:>8.3f}{m['f1'][i]:>8.3f}{m['support'][i]:>6d}")
+        png = out / f"confusion_{s}.png"
+        save_png(png, render_confusion(m["confusion"], list(EMOTIONS),
+                                       f"{s}{tag}: accuracy {m['accuracy']:.2%}"))
+        report[s] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
+    save_json(out / "metrics.json", report)
+    print(f"confusion matrices and metrics.json in {out}")
+    return 0

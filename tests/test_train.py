@@ -1,0 +1,105 @@
+"""Training: augmentation, schedule, checkpoints that survive a kill, resume, and learning on real faces."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import FER_ARCHIVE, needs_fer
+from PIL import Image
+
+from featuremaps.augment import augment_batch
+from featuremaps.emotion import EMOTIONS
+from featuremaps.errors import UserError
+from featuremaps.train import lr_at, train
+
+
+def test_augment_keeps_shape_range_and_is_seeded():
+    x = np.random.default_rng(0).random((8, 48, 48, 1), dtype=np.float32)
+    a = augment_batch(x, np.random.default_rng(1))
+    b = augment_batch(x, np.random.default_rng(1))
+    assert a.shape == x.shape and a.dtype == np.float32
+    assert 0 <= a.min() and a.max() <= 1
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, x)
+
+
+def test_augment_identity_when_everything_is_off():
+    x = np.random.default_rng(0).random((3, 48, 48), dtype=np.float32)
+    a = augment_batch(x, np.random.default_rng(0), shift=0, rotate=0, zoom=0, flip=False, erase_p=0)
+    np.testing.assert_allclose(a, x, atol=1e-6)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    lrs = [lr_at(e, 10, 0.01) for e in range(10)]
+    assert lrs[0] == pytest.approx(0.005)
+    assert lrs[1] == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False))
+    assert lrs[-1] == pytest.approx(0.0001)
+
+
+def _tiny_folder(root, per_class=4):
+    rng = np.random.default_rng(0)
+    for top, split in (("train", "Training"), ("test", "PublicTest"), ("test", "PrivateTest")):
+        for c in EMOTIONS:
+            d = root / top / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(d / f"{split}_{i}.png")
+    return root
+
+
+def test_checkpoint_resume_and_refusals(tmp_path):
+    data = _tiny_folder(tmp_path / "fer")
+    out = tmp_path / "run"
+    s = train(str(data), out, epochs=1, batch_size=16, width=0.0625, verbose=0)
+    assert s["epoch"] == 1
+    for f in ("last.keras", "best.keras", "state.json", "log.csv", "curves.png"):
+        assert (out / f).is_file(), f
+    with pytest.raises(UserError, match="--resume"):
+        train(str(data), out, epochs=2, width=0.0625, verbose=0)
+    with pytest.raises(UserError, match="larger --epochs"):
+        train(str(data), out, epochs=1, resume=True, verbose=0)
+    s = train(str(data), out, epochs=2, batch_size=16, resume=True, verbose=0)
+    assert s["epoch"] == 2 and [h["epoch"] for h in s["history"]] == [1, 2]
+    assert json.loads((out / "state.json").read_text())["epoch"] == 2
+    assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_killed_mid_epoch_resumes_from_the_saved_epoch(tmp_path):
+    """Kill the training process during epoch 2: state and weights stay those of epoch 1, resume goes on."""
+    data = _tiny_folder(tmp_path / "fer", per_class=12)
+    out = tmp_path / "run"
+    code = (
+        "import os, keras\n"
+        "from featuremaps.train import train\n"
+        "class Kill(keras.callbacks.Callback):\n"
+        "    epoch = 0\n"
+        "    def on_epoch_begin(self, epoch, logs=None):\n"
+        "        self.epoch = epoch\n"
+        "    def on_train_batch_end(self, batch, logs=None):\n"
+        "        if self.epoch == 1 and batch == 2:\n"
+        "            os._exit(9)\n"
+        "fit = keras.Model.fit\n"
+        "keras.Model.fit = lambda self, *a, callbacks=(), **k: fit(self, *a, callbacks=[*callbacks, Kill()], **k)\n"
+        f"train({str(data)!r}, {str(out)!r}, epochs=3, batch_size=8, width=0.0625, verbose=0)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 9, r.stderr[-2000:]
+    state = json.loads((out / "state.json").read_text())
+    assert state["epoch"] == 1
+    s = train(str(data), out, epochs=3, batch_size=8, resume=True, verbose=0)
+    assert [h["epoch"] for h in s["history"]] == [1, 2, 3]
+
+
+@needs_fer()
+def test_short_training_on_real_faces_beats_chance(tmp_path):
+    """A narrow VGG-16 trained briefly on a balanced slice (PublicTest held out) does better than chance."""
+    out = tmp_path / "run"
+    s = train(str(FER_ARCHIVE), out, epochs=2, batch_size=32, limit=60, width=0.25, lr=0.01, verbose=0)
+    best = s["best_val_accuracy"]
+    assert best > 1 / 7 + 0.04, s["history"]

@@ -1,0 +1,104 @@
+"""Ship a trained emotion checkpoint inside the package: float16 weights + a JSON model card.
+
+    python tools/ship_emotion.py RUN_DIR [--data ../shared/data/fer2013/fer2013.tar.gz]
+
+Reads RUN_DIR/best.keras (chosen on PublicTest) and RUN_DIR/state.json, checks that float16 storage costs at
+most 0.2 points of PrivateTest accuracy, writes src/featuremaps/data/emotion_vgg16.weights.npz and
+emotion_vgg16.card.json, and docs/emotion_confusion_PrivateTest.png.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "fer2013" / "fer2013.tar.gz"))
+    ap.add_argument("--checkpoint", default="best.keras")
+    a = ap.parse_args()
+    import keras
+
+    from featuremaps import fer
+    from featuremaps.charts import render_confusion
+    from featuremaps.emotion import CARD_FILE, EMOTIONS, WEIGHTS_FILE, build_emotion_vgg16, load_weights_npz, save_weights_npz
+    from featuremaps.evaluate import evaluate
+    from featuremaps.io import save_json, save_png
+
+    run = Path(a.run)
+    state = json.loads((run / "state.json").read_text())
+    trained = keras.models.load_model(run / a.checkpoint, compile=False)
+    model = build_emotion_vgg16()
+    for layer in model.layers:
+        if layer.get_weights():
+            layer.set_weights([np.asarray(w, np.float32) for w in trained.get_layer(layer.name).get_weights()])
+    data = fer.load(a.data)
+    r32 = evaluate(model, data)
+    tmp = Path(tempfile.mkdtemp()) / "w.npz"
+    save_weights_npz(model, tmp)
+    m16 = build_emotion_vgg16()
+    load_weights_npz(m16, tmp)
+    r16 = evaluate(m16, data)
+    r16t = evaluate(m16, data, tta=True)
+    drop = (r32["PrivateTest"]["accuracy"] - r16["PrivateTest"]["accuracy"]) * 100
+    print(f"float32 PrivateTest {r32['PrivateTest']['accuracy']:.4f}, float16 {r16['PrivateTest']['accuracy']:.4f}"
+          f" (drop {drop:.2f} points); TTA {r16t['PrivateTest']['accuracy']:.4f}")
+    if drop > 0.2:
+        print("float16 storage costs more than 0.2 points: not shipping", file=sys.stderr)
+        return 1
+    dest = ROOT / "src" / "featuremaps" / "data"
+    os.replace(tmp, dest / WEIGHTS_FILE)
+    hist = state.get("history", [])
+    card = {
+        "model": "VGG-16 (13 conv 3x3 layers in 5 blocks, ReLU then batch norm, dense 512-512 head with dropout 0.5)",
+        "input": "48x48 grayscale face, pixels scaled to [0, 1]",
+        "classes": list(EMOTIONS),
+        "data": "FER2013 (Goodfellow et al. 2013): Training 28,709 faces for training, PublicTest 3,589 for model "
+                "selection, PrivateTest 3,589 for this report only",
+        "recipe": state.get("recipe"),
+        "epochs_trained": state.get("epoch"),
+        "best_epoch": state.get("best_epoch"),
+        "hardware": f"CPU only: {cpu_name()}, {os.cpu_count()} cores, TensorFlow backend",
+        "weights_storage": "float16 (npz), loaded as float32",
+        "accuracy": {
+            "PublicTest": r16["PublicTest"]["accuracy"], "PrivateTest": r16["PrivateTest"]["accuracy"],
+            "PublicTest_tta": r16t["PublicTest"]["accuracy"], "PrivateTest_tta": r16t["PrivateTest"]["accuracy"],
+            "PrivateTest_float32": r32["PrivateTest"]["accuracy"],
+        },
+        "per_class_PrivateTest": {c: {"precision": float(r16["PrivateTest"]["precision"][i]),
+                                      "recall": float(r16["PrivateTest"]["recall"][i]),
+                                      "f1": float(r16["PrivateTest"]["f1"][i])} for i, c in enumerate(EMOTIONS)},
+        "confusion_PrivateTest": r16["PrivateTest"]["confusion"].tolist(),
+        "history": hist,
+        "target": "72% PrivateTest (published VGG-style single networks: 72.7-73.3%)",
+        "measured_with": "featuremaps evaluate --data ../shared/data/fer2013/fer2013.tar.gz [--tta]",
+    }
+    save_json(dest / CARD_FILE, card)
+    save_png(ROOT / "docs" / "emotion_confusion_PrivateTest.png",
+             render_confusion(r16["PrivateTest"]["confusion"], list(EMOTIONS),
+                              f"PrivateTest: accuracy {r16['PrivateTest']['accuracy']:.2%} (no TTA)"))
+    print(json.dumps(card["accuracy"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
