@@ -1,0 +1,57 @@
+"""The emotion VGG-16: architecture, BN folding, float16 weight files, and the shipped model when present."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from featuremaps.emotion import (EMOTIONS, build_emotion_vgg16, fold_batch_norm, load_weights_npz,
+                                 model_card, save_weights_npz, shipped_weights_available)
+from featuremaps.layers import conv_layers
+
+
+def test_vgg16_structure_and_names():
+    m = build_emotion_vgg16()
+    convs = conv_layers(m)
+    assert [c.short_name for c in convs][:3] == ["block1_conv1", "block1_conv2", "block2_conv1"]
+    assert len(convs) == 13 and convs[-1].short_name == "block5_conv3"
+    assert [c.layer.filters for c in convs] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    assert m.outputs[0].shape[-1] == len(EMOTIONS) == 7
+    bn = build_emotion_vgg16(batch_norm=True)
+    assert sum(type(layer).__name__ == "BatchNormalization" for layer in bn.layers) == 13
+
+
+def test_fold_batch_norm_is_exact():
+    import keras
+
+    m = build_emotion_vgg16(batch_norm=True, width=0.125)
+    rng = np.random.default_rng(0)
+    for layer in m.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, mu, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, mu.shape), rng.uniform(0.5, 2, v.shape)])
+    folded = fold_batch_norm(m, width=0.125)
+    x = rng.random((3, 48, 48, 1), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(m(x, training=False)), atol=1e-5)
+
+
+def test_npz_roundtrip_float16(tmp_path):
+    m = build_emotion_vgg16(width=0.125)
+    save_weights_npz(m, tmp_path / "w.npz")
+    m2 = build_emotion_vgg16(width=0.125)
+    load_weights_npz(m2, tmp_path / "w.npz")
+    for a, b in zip(m.get_weights(), m2.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.skipif(not shipped_weights_available(), reason="package built without the trained weights")
+def test_shipped_model_loads_and_has_a_card():
+    from featuremaps.emotion import load_emotion_model
+
+    m = load_emotion_model()
+    p = np.asarray(m(np.full((1, 48, 48, 1), 0.5, np.float32)))
+    assert p.shape == (1, 7) and abs(p.sum() - 1) < 1e-4
+    card = model_card()
+    assert card["classes"] == list(EMOTIONS)
+    assert 0.3 < card["accuracy"]["PrivateTest"] <= 1
