@@ -1,0 +1,573 @@
+"""``featuremaps atlas``: which channels respond to which class, over a whole labelled dataset.
+
+For every chosen conv layer and channel it keeps the mean activation per class (the spatial mean of the
+channel's map, averaged over the images of the class) and the 9 images that activate the channel most
+(dataset examples, as OpenAI Microscope and the deep visualization toolbox show them).
+
+Data are streamed in batches through one compiled intermediate model whose outputs are the spatial means of
+the conv layers (never the maps themselves), and folded into running per-class sums and fixed-size top-k
+tables: memory does not grow with the dataset.
+
+Class selectivity index of a channel (Morcos et al. 2018): with ``mu_max`` its largest class mean and
+``mu_rest`` the mean of its other class means, ``SI = (mu_max - mu_rest) / (mu_max + mu_rest)``: 0 when it
+responds to all classes alike, 1 when it responds to one class only (defined for non-negative, post-ReLU
+activations; 0 where the denominator is not positive).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+TOP_K = 9  # images kept per channel
+SHOW_CHANNELS = 6  # most selective channels drawn with their top images, per layer
+LIST_CHANNELS = 10  # most selective channels listed in atlas.json / index.html, per layer
+
+
+# ---------------------------------------------------------------- data sources
+@dataclass
+class Source:
+    """A labelled image collection read lazily: ``items`` are (loader, label index, source text)."""
+
+    classes: list[str]
+    paths: list | None = None  # file paths (folders), read on demand
+    labels: np.ndarray | None = None
+    arrays: np.ndarray | None = None  # (N, H, W) uint8 (FER CSV / archive, already in memory)
+    sources: list[str] = field(default_factory=list)
+    description: str = ""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, i: int) -> np.ndarray:
+        """Image ``i`` as uint8 (H, W) or (H, W, 3)."""
+        if self.arrays is not None:
+            return self.arrays[i]
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as im:
+            if im.mode in ("L", "I;16", "I", "F", "P") and im.mode != "P":
+                return np.asarray(im.convert("L"))
+            return np.asarray(im.convert("RGB"))
+
+    def subset(self, limit: int | None) -> np.ndarray:
+        """Indices to use: all, or ``limit`` of them in a fixed shuffled order (every class represented)."""
+        n = len(self)
+        if limit is None or limit >= n:
+            return np.arange(n)
+        return np.sort(np.random.default_rng(0).permutation(n)[:limit])
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(d: Path) -> list[Path]:
+    from .images import IMAGE_SUFFIXES
+
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _match_classes(
+    found: list[str], model_classes: list[str] | None, where: str
+) -> tuple[list[str], list[int]]:
+    """The class list of the atlas and each found class's index in it; folders must be model classes."""
+    if model_classes is None:
+        return list(found), list(range(len(found)))
+    lower = [c.lower() for c in model_classes]
+    bad = [c for c in found if c.lower() not in lower]
+    if bad:
+        raise UserError(
+            f"{where}: class folder(s) {', '.join(bad[:5])} do not match the model's classes "
+            f"({', '.join(model_classes[:10])}{', ...' if len(model_classes) > 10 else ''}); "
+            "rename the folders or pass --classes"
+        )
+    return list(model_classes), [lower.index(c.lower()) for c in found]
+
+
+def open_source(path: str | Path, split: str, model_classes: list[str] | None) -> Source:
+    """FER2013 (folder, CSV, archive) or ``ROOT/<class>/*.png`` (``ROOT/<split>/<class>/`` also accepted)."""
+    from . import fer
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(
+            f"dataset {p} does not exist; pass --data with a FER2013 folder, CSV or archive, "
+            "or a folder ROOT/<class>/*.png"
+        )
+    if p.is_file():  # FER2013 CSV or archive: the loader reads it into memory (48x48 bytes per face)
+        data = fer.load(p)
+        s = data[split]
+        classes, idx = _match_classes(list(data.classes), model_classes, str(p))
+        labels = np.asarray(idx, np.int64)[s.y]
+        return Source(classes, None, labels, s.x, list(s.sources), f"{p} ({split})")
+    root = p / "fer2013" if (p / "fer2013" / "test").is_dir() and not (p / "test").is_dir() else p
+    if (root / "test").is_dir() or (
+        root / "train"
+    ).is_dir():  # FER2013 folder layout: stream the split's files
+        if split not in fer.SPLITS:
+            raise UserError(f"--split '{split}' is not one of {', '.join(fer.SPLITS)}")
+        top = root / ("train" if split == "Training" else "test")
+        if not top.is_dir():
+            raise UserError(f"{root}: no {top.name}/ folder for the {split} split")
+        dirs = _class_dirs(top)
+        found = [d.name for d in dirs]
+        bad = [c for c in found if c.lower() not in fer.EMOTIONS]
+        if bad:
+            raise UserError(
+                f"{top}: class folder(s) {', '.join(bad[:5])} are not FER2013 emotions "
+                f"({', '.join(fer.EMOTIONS)}); rename or remove them"
+            )
+        classes, idx = _match_classes(found, model_classes, str(top))
+        paths, labels = [], []
+        for d, ci in zip(dirs, idx, strict=True):
+            files = [f for f in _image_files(d) if split == "Training" or f.name.startswith(split)]
+            paths += files
+            labels += [ci] * len(files)
+        desc = f"{root} ({split})"
+    else:  # generic ROOT/<class>/*.png
+        if (p / split).is_dir():
+            p = p / split
+        dirs = [d for d in _class_dirs(p) if _image_files(d)]
+        if not dirs:
+            raise UserError(f"{p}: no class folders with images; expected ROOT/<class>/*.png")
+        classes, idx = _match_classes([d.name for d in dirs], model_classes, str(p))
+        paths, labels = [], []
+        for d, ci in zip(dirs, idx, strict=True):
+            files = _image_files(d)
+            paths += files
+            labels += [ci] * len(files)
+        desc = str(p)
+    return Source(classes, paths, np.asarray(labels, np.int64), None, [str(q) for q in paths], desc)
+
+
+# ---------------------------------------------------------------- statistics
+class AtlasStats:
+    """Running per-class sums of channel means and per-channel top-k tables, for one layer each."""
+
+    def __init__(self, channels: list[int], n_classes: int, k: int = TOP_K):
+        self.k = k
+        self.counts = np.zeros(n_classes, np.int64)
+        self.sums = [np.zeros((n_classes, c), np.float64) for c in channels]
+        self.top_vals = [np.full((c, k), -np.inf, np.float32) for c in channels]
+        self.top_idx = [np.full((c, k), -1, np.int64) for c in channels]
+
+    def update(self, acts: list[np.ndarray], labels: np.ndarray, index: np.ndarray) -> None:
+        """``acts``: per layer (B, C) channel means; ``labels`` (B,); ``index`` (B,) dataset indices."""
+        n_classes = self.counts.size
+        onehot = np.zeros((labels.size, n_classes), np.float64)
+        onehot[np.arange(labels.size), labels] = 1.0
+        self.counts += onehot.sum(axis=0).astype(np.int64)
+        for j, a in enumerate(acts):
+            a = np.asarray(a, np.float32)
+            self.sums[j] += onehot.T @ a.astype(np.float64)
+            vals = np.concatenate([self.top_vals[j], a.T], axis=1)  # (C, k + B)
+            idx = np.concatenate([self.top_idx[j], np.broadcast_to(index, (a.shape[1], index.size))], axis=1)
+            keep = (
+                np.argpartition(-vals, self.k - 1, axis=1)[:, : self.k]
+                if vals.shape[1] > self.k
+                else np.argsort(-vals, axis=1)[:, : self.k]
+            )
+            self.top_vals[j] = np.take_along_axis(vals, keep, axis=1)
+            self.top_idx[j] = np.take_along_axis(idx, keep, axis=1)
+
+    def class_means(self, j: int) -> np.ndarray:
+        """(n_classes, C) mean activation per class; NaN for classes with no images."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.sums[j] / np.where(self.counts > 0, self.counts, np.nan)[:, None]
+
+    def top(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (values, dataset indices) per channel, highest first; index -1 where fewer were seen."""
+        order = np.argsort(-self.top_vals[j], axis=1, kind="stable")
+        return np.take_along_axis(self.top_vals[j], order, axis=1), np.take_along_axis(
+            self.top_idx[j], order, axis=1
+        )
+
+
+def selectivity(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class selectivity index and preferred class from (n_classes, C) means (NaN rows skipped)."""
+    m = means[~np.isnan(means).any(axis=1)]
+    if m.shape[0] < 2:
+        return np.zeros(means.shape[1]), np.zeros(means.shape[1], np.int64)
+    pref_rows = np.argmax(m, axis=0)
+    mu_max = m.max(axis=0)
+    mu_rest = (m.sum(axis=0) - mu_max) / (m.shape[0] - 1)
+    den = mu_max + mu_rest
+    with np.errstate(invalid="ignore", divide="ignore"):
+        si = np.where(den > 0, (mu_max - mu_rest) / np.where(den > 0, den, 1.0), 0.0)
+    present = np.flatnonzero(~np.isnan(means).any(axis=1))
+    return si, present[pref_rows]
+
+
+# ---------------------------------------------------------------- the model
+def atlas_model(model, input_shape, layers="all"):
+    """(keras.Model giving each chosen conv layer's (B, C) spatial means, chosen ConvLayers)."""
+    import keras
+
+    from .extract import replay
+    from .layers import conv_layers, select_layers
+
+    inputs, _, taps = replay(model, input_shape)
+    convs = select_layers(conv_layers(model), layers)
+    outs = []
+    for c in convs:
+        t = taps.get(id(c.layer))
+        if t is None:
+            raise UserError(f"layer {c.name} is not on the path from the model's input to its output")
+        outs.append(keras.layers.GlobalAveragePooling2D(name=f"featuremaps_atlas_{c.index}")(t))
+    return keras.Model(inputs, outs, name=f"{model.name}_atlas"), convs
+
+
+def _to_input(lm, images: list[np.ndarray], shape) -> tuple[np.ndarray, int]:
+    """uint8 images -> preprocessed float32 batch of ``shape``; also how many had to be resized."""
+    from .images import fit_to
+
+    h, w, ch = shape
+    if all(im.ndim == 2 and im.shape == (h, w) for im in images) and ch == 1:
+        x = np.stack(images).astype(np.float32)[..., None]
+        resized = 0
+    else:
+        resized = sum(im.shape[:2] != (h, w) for im in images)
+        rgb = [np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im for im in images]
+        x = np.stack([fit_to(im, (h, w), ch, "stretch") for im in rgb])
+    return np.asarray(lm.preprocess_fn(x), dtype=np.float32), resized
+
+
+@dataclass
+class AtlasResult:
+    classes: list[str]
+    counts: np.ndarray
+    layers: list  # ConvLayer
+    means: list[np.ndarray]  # per layer (n_classes, C)
+    si: list[np.ndarray]
+    preferred: list[np.ndarray]
+    top_vals: list[np.ndarray]
+    top_idx: list[np.ndarray]
+    images: int
+    resized: int
+    input_shape: tuple
+
+
+def compute_atlas(
+    lm, source: Source, *, layers="all", batch_size: int = 64, limit: int | None = None, progress=None
+) -> AtlasResult:
+    """Stream ``source`` through ``lm`` and return the per-class means, selectivity and top images."""
+    index = source.subset(limit)
+    if index.size == 0:
+        raise UserError(f"the dataset {source.description} has no images; check --data and --split")
+    first = source.image(int(index[0]))
+    shape = lm.resolve_input_shape(first.shape[:2])
+    if lm.input_shape and lm.input_shape[-1] is None:
+        shape = (*shape[:2], 3 if first.ndim == 3 else shape[2])
+    net, convs = atlas_model(lm.model, shape, layers)
+    stats = AtlasStats([int(c) for c in _channels(net)], len(source.classes))
+    resized = 0
+    n = index.size
+    for b0 in range(0, n, batch_size):
+        ids = index[b0 : b0 + batch_size]
+        x, r = _to_input(lm, [source.image(int(i)) for i in ids], shape)
+        resized += r
+        outs = net.predict_on_batch(x)
+        outs = outs if isinstance(outs, list | tuple) else [outs]
+        stats.update([np.asarray(o) for o in outs], source.labels[ids], ids)
+        if progress:
+            progress(min(n, b0 + batch_size), n)
+    means = [stats.class_means(j) for j in range(len(convs))]
+    sel = [selectivity(m) for m in means]
+    tops = [stats.top(j) for j in range(len(convs))]
+    return AtlasResult(
+        list(source.classes),
+        stats.counts,
+        convs,
+        means,
+        [s for s, _ in sel],
+        [p for _, p in sel],
+        [t[0] for t in tops],
+        [t[1] for t in tops],
+        n,
+        resized,
+        tuple(shape),
+    )
+
+
+def _channels(net) -> list[int]:
+    return [int(o.shape[-1]) for o in net.outputs]
+
+
+# ---------------------------------------------------------------- pictures
+def render_heatmap(res: AtlasResult, j: int, cmap: str = "viridis") -> np.ndarray:
+    """Class x channel heatmap of one layer: channels sorted by preferred class then selectivity."""
+    from PIL import Image, ImageDraw
+
+    from .compare import _text
+    from .render import apply_colormap, colormap
+
+    means, si, pref = res.means[j], res.si[j], res.preferred[j]
+    K, C = means.shape
+    order = np.lexsort((-si, pref))
+    m = np.nan_to_num(means[:, order])
+    top = m.max(axis=0)
+    scaled = np.where(top > 0, m / np.where(top > 0, top, 1), 0.0)
+    cw = max(1, min(16, 1024 // C))
+    rh = 22
+    fs = 13
+    label_w = 90
+    head_h = 2 * (fs + 10) + 8
+    width = label_w + C * cw + 16
+    height = head_h + K * rh + 10 + 14 + 8 + fs + 30
+    canvas = np.full((height, max(width, 560), 3), 255, np.uint8)
+    lut = colormap(cmap)
+    block = apply_colormap(np.repeat(np.repeat(scaled, rh, axis=0), cw, axis=1), lut)
+    canvas[head_h : head_h + K * rh, label_w : label_w + C * cw] = block
+    ys = head_h + K * rh + 6  # selectivity strip (darker = more selective)
+    strip = (255 - np.clip(si[order], 0, 1) * 255).astype(np.uint8)
+    canvas[ys : ys + 14, label_w : label_w + C * cw] = np.repeat(strip, cw)[None, :, None]
+    # class-group boundaries
+    for k in range(1, K):
+        x = label_w + int(np.searchsorted(pref[order], k)) * cw
+        canvas[head_h - 4 : ys + 14, x : x + 1] = (255, 80, 80)
+    pil = Image.fromarray(canvas)
+    d = ImageDraw.Draw(pil)
+    c = res.layers[j]
+    _text(d, (6, 4), f"{c.label} {c.name}: mean activation per class of {C} channels", fs + 4, pil.width - 12)
+    _text(
+        d,
+        (6, 10 + fs + 4),
+        f"{res.images} images; channels sorted by preferred class, then selectivity; "
+        "each channel scaled to its largest class mean",
+        fs,
+        pil.width - 12,
+        (110, 110, 110),
+    )
+    for k, name in enumerate(res.classes):
+        _text(d, (6, head_h + k * rh + 4), f"{name} ({res.counts[k]})", fs - 1, label_w - 8)
+    _text(d, (6, ys), "selectivity", fs - 2, label_w - 6, (110, 110, 110))
+    _text(
+        d,
+        (label_w, ys + 20),
+        "strip: white = SI 0, black = SI 1; red lines separate preferred classes",
+        fs - 1,
+        pil.width - label_w - 8,
+        (110, 110, 110),
+    )
+    return np.asarray(pil)
+
+
+def most_selective(res: AtlasResult, j: int, n: int) -> np.ndarray:
+    """Channels by selectivity; near-silent channels (largest class mean under 1% of the layer's) go last."""
+    peak = np.nan_to_num(res.means[j]).max(axis=0)
+    key = np.where(peak >= 0.01 * max(float(peak.max()), 1e-12), res.si[j], -1.0 + res.si[j] * 1e-3)
+    return np.argsort(-key, kind="stable")[:n]
+
+
+def render_top_images(res: AtlasResult, j: int, source: Source, n: int = SHOW_CHANNELS) -> np.ndarray:
+    """For the ``n`` most selective channels of layer j: their 9 most activating images with labels."""
+    from PIL import Image, ImageDraw
+
+    from .compare import _text
+    from .render import resize_rgb
+
+    chans = most_selective(res, j, n)
+    side, fs = 72, 12
+    label_w = 170
+    head_h = 2 * (fs + 10) + 8
+    row_h = side + fs + 12
+    width = label_w + TOP_K * (side + 4) + 8
+    height = head_h + len(chans) * row_h + 6
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    cells = []
+    for r, ch in enumerate(chans):
+        for t, idx in enumerate(res.top_idx[j][ch]):
+            if idx < 0:
+                continue
+            im = source.image(int(idx))
+            rgb = np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im
+            x0, y0 = label_w + t * (side + 4), head_h + r * row_h
+            canvas[y0 : y0 + side, x0 : x0 + side] = resize_rgb(rgb, (side, side))
+            cells.append(
+                (x0, y0 + side + 1, source.classes[int(source.labels[idx])], float(res.top_vals[j][ch, t]))
+            )
+    pil = Image.fromarray(canvas)
+    d = ImageDraw.Draw(pil)
+    c = res.layers[j]
+    _text(
+        d,
+        (6, 4),
+        f"{c.label} {c.name}: the {TOP_K} images that activate each of the most selective channels most",
+        fs + 4,
+        width - 12,
+    )
+    _text(
+        d,
+        (6, 10 + fs + 4),
+        "ranked by the channel's spatial mean activation; caption: true class",
+        fs,
+        width - 12,
+        (110, 110, 110),
+    )
+    for r, ch in enumerate(chans):
+        y0 = head_h + r * row_h
+        _text(d, (6, y0 + 4), f"channel {int(ch)}", fs + 2, label_w - 8)
+        _text(d, (6, y0 + 24), f"SI {res.si[j][ch]:.2f}", fs, label_w - 8, (110, 110, 110))
+        _text(
+            d,
+            (6, y0 + 42),
+            f"prefers {res.classes[int(res.preferred[j][ch])]}",
+            fs,
+            label_w - 8,
+            (110, 110, 110),
+        )
+    for x0, y0, lab, v in cells:
+        _text(d, (x0, y0), f"{lab} {v:.2g}", fs - 1, side + 2, (60, 60, 60))
+    return np.asarray(pil)
+
+
+# ---------------------------------------------------------------- files
+def summary(res: AtlasResult, source: Source, j: int) -> dict:
+    c = res.layers[j]
+    chans = most_selective(res, j, LIST_CHANNELS)
+    show = set(most_selective(res, j, SHOW_CHANNELS).tolist())
+    items = []
+    for ch in chans:
+        it = {
+            "channel": int(ch),
+            "selectivity": float(res.si[j][ch]),
+            "preferred_class": res.classes[int(res.preferred[j][ch])],
+            "class_means": {
+                k: (None if math.isnan(v) else float(v))
+                for k, v in zip(res.classes, res.means[j][:, ch], strict=True)
+            },
+        }
+        if int(ch) in show:
+            it["top_images"] = [
+                {
+                    "index": int(i),
+                    "source": source.sources[int(i)],
+                    "label": res.classes[int(source.labels[i])],
+                    "activation": float(v),
+                }
+                for i, v in zip(res.top_idx[j][ch], res.top_vals[j][ch], strict=True)
+                if i >= 0
+            ]
+        items.append(it)
+    return {
+        "label": c.label,
+        "name": c.name,
+        "channels": int(res.means[j].shape[1]),
+        "mean_selectivity": float(np.mean(res.si[j])),
+        "most_selective": items,
+    }
+
+
+def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
+    from .io import atomic_dir, safe_name, save_json, save_npz, save_png, save_text
+    from .report import esc, page
+
+    layers = [summary(res, source, j) for j in range(len(res.layers))]
+    with atomic_dir(out) as tmp:
+        arrays = {"classes": np.asarray(res.classes), "counts": res.counts}
+        body = [
+            f'<p class="note">{esc(lm.name)} over {res.images} images of {esc(source.description)}; '
+            f"per class: {esc(', '.join(f'{k} {n}' for k, n in zip(res.classes, res.counts, strict=True)))}"
+            "</p>"
+        ]
+        for j, c in enumerate(res.layers):
+            key = f"C{c.index:02d}_{safe_name(c.name)}"
+            save_png(tmp / "heatmaps" / f"{key}.png", render_heatmap(res, j))
+            save_png(tmp / "top" / f"{key}.png", render_top_images(res, j, source))
+            for name, a in (
+                ("means", res.means[j]),
+                ("selectivity", res.si[j]),
+                ("preferred", res.preferred[j]),
+                ("top_index", res.top_idx[j]),
+                ("top_activation", res.top_vals[j]),
+            ):
+                arrays[f"{safe_name(c.name)}/{name}"] = a
+            rows = "".join(
+                f'<tr><td class="num">{it["channel"]}</td><td class="num">{it["selectivity"]:.3f}</td>'
+                f"<td>{esc(it['preferred_class'])}</td></tr>"
+                for it in layers[j]["most_selective"]
+            )
+            body.append(
+                f'<div class="layer" id="{esc(c.label)}"><div class="meta"><h3>{esc(c.label)} '
+                f'<code>{esc(c.name)}</code></h3><table><tr><th>channel</th><th class="num">SI</th>'
+                f"<th>prefers</th></tr>{rows}</table></div><div>"
+                f'<img src="heatmaps/{key}.png" alt="{esc(c.name)} heatmap"><br>'
+                f'<img src="top/{key}.png" alt="{esc(c.name)} top images"></div></div>'
+            )
+        save_npz(tmp / "atlas.npz", **arrays)
+        save_json(
+            tmp / "atlas.json",
+            {
+                "model": lm.name,
+                "source": lm.source,
+                "data": source.description,
+                "images": res.images,
+                "resized": res.resized,
+                "input_shape": list(res.input_shape),
+                "classes": res.classes,
+                "counts": res.counts,
+                "selectivity_index": "(mu_max - mu_rest) / "
+                "(mu_max + mu_rest) over class means of the channel's spatial mean",
+                "layers": layers,
+            },
+        )
+        nav = "".join(f'<a href="#{esc(c.label)}">{esc(c.label)}</a>' for c in res.layers)
+        save_text(
+            tmp / "index.html",
+            page(
+                f"featuremaps atlas: {lm.name}",
+                f'<section class="image">{"".join(body)}</section>',
+                nav=nav,
+                local_images=True,
+            ),
+        )
+    return out
+
+
+def run(args) -> int:
+    from . import models
+    from .cli import Progress
+    from .io import ensure_dir
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a folder")
+    classes = args.classes.split(",") if args.classes else None
+    lm = models.load(
+        args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes
+    )
+    source = open_source(args.data, args.split, lm.classes)
+    if len(source) == 0:
+        raise UserError(f"the dataset {source.description} has no images; check --data and --split")
+    from .layers import conv_layers, select_layers
+
+    select_layers(conv_layers(lm.model), args.layers)
+    ensure_dir(out.parent)
+    res = compute_atlas(
+        lm,
+        source,
+        layers=args.layers,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        progress=Progress("atlas "),
+    )
+    if res.resized:
+        print(
+            f"note: {res.resized} of {res.images} images were resized to "
+            f"{res.input_shape[1]}x{res.input_shape[0]} (the model's input)"
+        )
+    write_atlas(res, source, out, lm)
+    for j, c in enumerate(res.layers):
+        best = most_selective(res, j, 3)
+        tops = ", ".join(
+            f"ch{int(ch)} SI {res.si[j][ch]:.2f} ({res.classes[int(res.preferred[j][ch])]})" for ch in best
+        )
+        print(f"  {c.label} {c.name}: {tops}")
+    print(f"atlas of {res.images} images: {out / 'index.html'}")
+    return 0

@@ -1,0 +1,234 @@
+"""featuremaps compare and compare-classes: alignment, shared scales, files written, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import needs_fer
+from PIL import Image
+
+from featuremaps import models
+from featuremaps.cli import main
+from featuremaps.compare import align_rows, compare_classes, compare_models, maps_block
+
+
+def _net(name, convs, side=16, classes=3):
+    """A tiny CNN: ``convs`` is a list of (filters, stride)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((side, side, 3))
+    h = x
+    for i, (f, s) in enumerate(convs, start=1):
+        h = keras.layers.Conv2D(f, 3, strides=s, padding="same", activation="relu", name=f"{name}_c{i}")(h)
+    y = keras.layers.Dense(classes, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    return keras.Model(x, y, name=name)
+
+
+@pytest.fixture
+def nets(tmp_path):
+    a = _net("deep", [(4, 1), (4, 1), (6, 2), (6, 1), (8, 2)])
+    b = _net("shallow", [(4, 2), (8, 2)], side=24)
+    pa, pb = tmp_path / "deep.keras", tmp_path / "shallow.keras"
+    a.save(pa)
+    b.save(pb)
+    return pa, pb
+
+
+@pytest.fixture
+def cat(tmp_path):
+    p = tmp_path / "cat.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(p)
+    return p
+
+
+def test_align_by_depth_and_resolution(nets):
+    from featuremaps.images import load_image  # noqa: F401
+
+    lms = [models.load(str(p)) for p in nets]
+    rgb = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    _, runs, labels, picks = compare_models(lms, rgb, rows=3, maps=4)
+    assert labels == ["depth 0%", "depth 50%", "depth 100%"]
+    assert picks == [[0, 0], [2, 0], [4, 1]]  # 5 layers: C1, C3, C5; 2 layers: C1, C1 (round 0.5 -> 0), C2
+    labels, picks = align_rows(runs, 3, "resolution")
+    # deep: 16 -> 16,16,8,8,4 ; shallow: 24 -> 12, 6 : levels 0, 1, 2
+    assert labels == ["input size", "1/2 of input", "1/4 of input"]
+    assert picks == [[1, None], [3, 0], [4, 1]]
+
+
+def test_shared_norm_uses_one_scale_per_row(nets):
+    lms = [models.load(str(p)) for p in nets]
+    rgb = np.full((24, 24, 3), 128, np.uint8)
+    pic_map, *_ = compare_models(lms, rgb, rows=2, maps=4, norm="map")
+    pic_shared, *_ = compare_models(lms, rgb, rows=2, maps=4, norm="shared")
+    assert pic_map.shape == pic_shared.shape and pic_map.dtype == np.uint8
+    assert not np.array_equal(pic_map, pic_shared)
+
+
+def test_maps_block_layout():
+    m = np.zeros((4, 4, 5), np.float32)
+    m[..., 4] = 1.0
+    b = maps_block(m, cols=4, side=8)
+    assert b.shape == (2 * 8 + 2, 4 * 8 + 3 * 2, 3)
+    assert (b[10:18, 0:8] != 255).any() and (b[10:18, 10:18] == 255).all()  # 5th map in row 2, col 1 only
+
+
+def test_compare_cli_writes_png_html_json(tmp_path, nets, cat):
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "compare",
+            str(cat),
+            "--models",
+            f"{nets[0]},{nets[1]}",
+            "--rows",
+            "3",
+            "--maps",
+            "4",
+            "--align",
+            "resolution",
+            "--norm",
+            "shared",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    folder = out / "compare_cat"
+    assert {p.name for p in folder.iterdir()} == {"compare.png", "compare.html", "compare.json"}
+    meta = json.loads((folder / "compare.json").read_text())
+    assert [m["name"] for m in meta["models"]] == ["deep", "shallow"]
+    assert meta["rows"][0]["layers"][1] is None
+    with Image.open(folder / "compare.png") as im:
+        assert im.width > 300 and im.height > 200
+    html = (folder / "compare.html").read_text()
+    assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
+
+
+def test_compare_keras_applications_random_weights(tmp_path, cat):
+    rc = main(
+        [
+            "compare",
+            str(cat),
+            "--models",
+            "mobilenetv2",
+            "--weights",
+            "none",
+            "--rows",
+            "2",
+            "--maps",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert rc == 0 and (tmp_path / "compare_cat" / "compare.png").is_file()
+
+
+@pytest.mark.parametrize("models_arg", ["vgg16,notanet", "", "missing.keras"])
+def test_compare_unknown_model_exit_2(tmp_path, cat, models_arg, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", str(cat), "--models", models_arg, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("featuremaps: error:") and "\n" not in err
+    assert not out.exists()
+
+
+def test_compare_classes_with_images_of_different_sizes(tmp_path, capsys):
+    import keras
+
+    x = keras.Input((48, 48, 1))
+    h = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="k1")(x)
+    h = keras.layers.Conv2D(5, 3, strides=2, padding="same", activation="relu", name="k2")(h)
+    y = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    p = tmp_path / "m.keras"
+    keras.Model(x, y, name="two").save(p)
+    rng = np.random.default_rng(0)
+    imgs = []
+    for name, size in (("happy", (48, 48)), ("sad", (60, 40))):
+        q = tmp_path / f"{name}.png"
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(q)
+        imgs.append(str(q))
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "compare-classes",
+            *imgs,
+            "--model",
+            str(p),
+            "--classes",
+            "happy,sad",
+            "--maps",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "resized to 48x48: sad 40x60" in text
+    folder = out / "compare-classes"
+    assert {"C01_k1.png", "C02_k2.png", "index.html", "manifest.json"} <= {q.name for q in folder.iterdir()}
+    man = json.loads((folder / "manifest.json").read_text())
+    assert [f["label"] for f in man["faces"]] == ["happy", "sad"]
+    assert all(f["predicted"].split()[0] in ("happy", "sad") for f in man["faces"])
+
+
+def test_compare_classes_same_channels_for_all_faces(tmp_path):
+    lm = models.load("emotion", weights="none")
+    rng = np.random.default_rng(0)
+    faces = [rng.integers(0, 256, (48, 48, 3), dtype=np.uint8) for _ in range(3)]
+    pics, preds, notes = compare_classes(lm, faces, ["a", "b", "c"], layers="C1,C13", maps=4)
+    assert [c.label for c, _ in pics] == ["C1", "C13"] and len(preds) == 3 and notes == []
+    assert all(pic.dtype == np.uint8 and pic.shape[0] > 3 * 64 for _, pic in pics)
+
+
+def test_compare_classes_bad_input(tmp_path, capsys):
+    out = tmp_path / "out"
+    one = tmp_path / "one.png"
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(one)
+    assert (
+        main(["compare-classes", str(one), "--model", "emotion", "--weights", "none", "--out", str(out)]) == 2
+    )
+    assert main(["compare-classes", "--data", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+@needs_fer()
+def test_compare_classes_fer_privatetest(tmp_path):
+    from conftest import FER_ARCHIVE
+
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "compare-classes",
+                "--data",
+                str(FER_ARCHIVE),
+                "--model",
+                "emotion",
+                "--weights",
+                "none",
+                "--layers",
+                "C1",
+                "--maps",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    man = json.loads((out / "compare-classes" / "manifest.json").read_text())
+    assert [f["label"] for f in man["faces"]] == [
+        "angry",
+        "disgust",
+        "fear",
+        "happy",
+        "neutral",
+        "sad",
+        "surprise",
+    ]
+    assert all("PrivateTest" in f["source"] for f in man["faces"])

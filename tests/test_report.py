@@ -1,0 +1,190 @@
+"""featuremaps report: one self-contained HTML file, names escaped, checked in real headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+
+import numpy as np
+import pytest
+from _chromium import load_page, why_unavailable
+from PIL import Image
+
+from featuremaps.cli import main
+
+EVIL_LAYER = "<img src=x onerror=alert(1)>"
+
+
+def _tiny_model(name="tiny_report", conv_name="conv_a"):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name=conv_name)(x)
+    h = keras.layers.MaxPooling2D()(h)
+    h = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_b")(h)
+    y = keras.layers.Dense(3, activation="softmax", name="out")(keras.layers.GlobalAveragePooling2D()(h))
+    return keras.Model(x, y, name=name)
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    p = tmp_path / "tiny.keras"
+    _tiny_model().save(p)
+    return p
+
+
+@pytest.fixture
+def evil_model_file(tmp_path):
+    p = tmp_path / "evil.keras"
+    _tiny_model(name="evil_model", conv_name=EVIL_LAYER).save(p)
+    return p
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(1)
+    d = tmp_path / "imgs"
+    d.mkdir()
+    # different sizes and aspect ratios: each is resized to the model input, and the page says so
+    Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(d / "a.png")
+    Image.fromarray(rng.integers(0, 256, (20, 64, 3), dtype=np.uint8)).save(d / "b&<i>.png")
+    return d
+
+
+def _report(tmp_path, *args):
+    out = tmp_path / "report.html"
+    rc = main(["report", *map(str, args), "--out", str(out), "--cam", "none"])
+    return rc, out
+
+
+def test_report_self_contained(tmp_path, model_file, images):
+    rc, out = _report(tmp_path, images, "--model", model_file)
+    assert rc == 0 and out.is_file()
+    doc = out.read_text()
+    assert doc.startswith("<!DOCTYPE html>")
+    srcs = re.findall(r'src="([^"]*)"', doc)
+    # per image: input, model input, and one grid per conv layer (2)
+    assert len(srcs) == 2 * (2 + 2)
+    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "http://" not in doc and "https://" not in doc and "<link" not in doc
+    for text in (
+        "conv_a",
+        "conv_b",
+        "zero activations",
+        "original 30x40",
+        "resized (crop) to 16x16x3",
+        'href="#img2-C2"',
+        'id="img1-C1"',
+    ):
+        assert text in doc
+    assert not list(tmp_path.glob(".report.html*"))  # no temporary file left beside it
+
+
+def test_report_escapes_layer_and_file_names(tmp_path, evil_model_file, images):
+    # one image: extract.py runs a second image through a traced predict step, and TensorFlow refuses
+    # '<' in a traced layer name (a scope name), so the HTML-named layer can only be drawn eagerly
+    rc, out = _report(tmp_path, images / "b&<i>.png", "--model", evil_model_file)
+    assert rc == 0
+    doc = out.read_text()
+    assert EVIL_LAYER not in doc and "<i>" not in doc
+    assert "&lt;img src=x onerror=alert(1)&gt;" in doc
+    assert "b&amp;&lt;i&gt;.png" in doc
+    assert doc.count("<img") == len(re.findall(r'src="data:image/png;base64,', doc))
+
+
+def test_report_cam_section_uses_cam_module_when_present(tmp_path, model_file, images, monkeypatch):
+    calls = []
+
+    def compute_cam(model, x, method="gradcam", layer=None, class_index=None):
+        calls.append(method)
+        hm = np.linspace(0, 1, x.shape[0] * x.shape[1], dtype=np.float32).reshape(x.shape[:2])
+        return types.SimpleNamespace(
+            method=method,
+            layer="conv_b",
+            class_index=1,
+            probability=0.5,
+            probs=np.array([0.2, 0.5, 0.3]),
+            heatmap=hm,
+            heatmap_up=hm,
+        )
+
+    def overlay(rgb, heat, cmap="jet", alpha=0.45):
+        return (rgb * 0.5 + 100 * heat[..., None]).astype(np.uint8)
+
+    fake = types.ModuleType("featuremaps.cam")
+    fake.compute_cam, fake.overlay = compute_cam, overlay
+    monkeypatch.setitem(sys.modules, "featuremaps.cam", fake)
+    out = tmp_path / "r.html"
+    assert (
+        main(
+            [
+                "report",
+                str(images / "a.png"),
+                "--model",
+                str(model_file),
+                "--out",
+                str(out),
+                "--cam",
+                "gradcam,layercam",
+            ]
+        )
+        == 0
+    )
+    doc = out.read_text()
+    assert calls == ["gradcam", "layercam"]
+    assert "gradcam on conv_b for class 1 (50%)" in doc and "layercam on conv_b" in doc
+
+
+def test_report_without_classifier_notes_no_cam(tmp_path, images):
+    import keras
+
+    x = keras.Input((16, 16, 3))
+    m = keras.Model(x, keras.layers.Conv2D(3, 3, name="only")(x), name="fcn")
+    p = tmp_path / "fcn.keras"
+    m.save(p)
+    out = tmp_path / "r.html"
+    assert main(["report", str(images / "a.png"), "--model", str(p), "--out", str(out)]) == 0
+    doc = out.read_text()
+    assert "No CAM: the model has no classification output" in doc
+
+
+@pytest.mark.parametrize("bad", ["unknown_model", "missing_image", "not_html", "bad_layers"])
+def test_report_bad_input_exit_2_nothing_written(tmp_path, model_file, images, bad, capsys):
+    out = tmp_path / "r.html"
+    args = ["report", str(images), "--model", str(model_file), "--out", str(out)]
+    if bad == "unknown_model":
+        args[args.index("--model") + 1] = "vgg99"
+    elif bad == "missing_image":
+        args[1] = str(tmp_path / "nope.png")
+    elif bad == "not_html":
+        out = tmp_path / "r.txt"
+        args[-1] = str(out)
+    else:
+        args += ["--layers", "C9"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("featuremaps: error:") and "\n" not in err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".r.")]
+
+
+@pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))
+def test_report_in_headless_chromium(tmp_path, model_file, images):
+    rc, out = _report(tmp_path, images / "b&<i>.png", images / "a.png", "--model", model_file)
+    assert rc == 0
+    res = load_page(out, script="document.querySelectorAll('section.image').length")
+    assert res.console_errors == []
+    assert res.requests == [out.resolve().as_uri()]  # the page itself, nothing else
+    assert len(res.images) == 8
+    assert all(i["complete"] and i["naturalWidth"] > 0 and i["naturalHeight"] > 0 for i in res.images)
+    assert res.evaluated == 2
+    assert res.title == "featuremaps report: tiny_report"
+    shot = tmp_path / "screenshot.png"
+    shot.write_bytes(res.screenshot)
+    with Image.open(shot) as im:
+        assert im.size == (1366, 768)
+        a = np.asarray(im.convert("RGB"), dtype=np.float32)
+    assert a.std() > 20  # not blank: header, text and pictures
+    assert (a[:30].mean(axis=(0, 1)) < 80).all()  # the dark sticky header is at the top
