@@ -1,0 +1,61 @@
+"""Training throughput: `featuremaps train`'s input pipeline (shuffling + NumPy/OpenCV augmentation in a
+keras PyDataset) vs a bare `model.fit` on the same in-memory arrays, same network, same process.
+
+    python benchmarks/bench_train.py [--steps 40] [--precision bfloat16]
+
+Prints images/s for both and their ratio (target >= 0.9x). Runs alternate (bare, pipeline, bare, pipeline)
+and the best of each is kept, so load from other processes hurts both alike.
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--width", type=float, default=1.0)
+    a = ap.parse_args()
+    import keras
+
+    from featuremaps.emotion import build_emotion_vgg16
+    from featuremaps.train import _dataset_class
+
+    if a.precision == "bfloat16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    n = a.steps * a.batch_size
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
+    labels = rng.integers(0, 7, n)
+    x = faces[..., None].astype(np.float32) / 255.0
+
+    def fresh():
+        m = build_emotion_vgg16(batch_norm=True, width=a.width)
+        m.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        m.fit(x[:2 * a.batch_size], labels[:2 * a.batch_size], batch_size=a.batch_size, epochs=1, verbose=0)
+        return m
+
+    bare, ours = [], []
+    for _ in range(2):
+        m = fresh()
+        t = time.perf_counter()
+        m.fit(x, labels, batch_size=a.batch_size, epochs=1, verbose=0, shuffle=True)
+        bare.append(n / (time.perf_counter() - t))
+        m = fresh()
+        ds = _dataset_class()(faces, labels, a.batch_size, seed=0)
+        t = time.perf_counter()
+        m.fit(ds, epochs=1, verbose=0)
+        ours.append(n / (time.perf_counter() - t))
+    b, o = max(bare), max(ours)
+    print(f"bare model.fit on in-memory arrays: {b:.1f} img/s (runs: {', '.join(f'{v:.1f}' for v in bare)})")
+    print(f"featuremaps train pipeline:         {o:.1f} img/s (runs: {', '.join(f'{v:.1f}' for v in ours)})")
+    print(f"ratio pipeline / bare: {o / b:.2f}x (target >= 0.9x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Are the CAMs right? Two checks on FER2013 PrivateTest faces with the emotion model.
+
+1. Model-parameter randomisation (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018): the
+   top layers (predictions, fc2, fc1) get random weights; a faithful map must change: Spearman rank
+   correlation between the maps of the trained and the randomised model, averaged over faces, below 0.5.
+2. Deletion / insertion (Petsiuk et al., "RISE", BMVC 2018): pixels are removed (set to 0) or inserted
+   (into a blurred copy) in the order of the map, most salient first; the predicted class probability is
+   recorded after each step. The area under the curve (mean probability) should be lower for deletion and
+   higher for insertion than with a random map.
+
+    python benchmarks/cam_sanity.py --weights runs/emotion/best.keras --limit 64
+    python benchmarks/cam_sanity.py --methods gradcam,layercam          # shipped weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013" / "fer2013.tar.gz"
+TOP_LAYERS = ("predictions", "fc2", "fc1")
+
+
+def load_model(weights: str | None):
+    import keras
+
+    from featuremaps.emotion import build_emotion_vgg16, load_emotion_model, load_weights_npz
+
+    if weights is None:
+        return load_emotion_model()
+    if weights.endswith(".npz"):
+        m = build_emotion_vgg16()
+        load_weights_npz(m, weights)
+        return m
+    return keras.models.load_model(weights, compile=False)
+
+
+def randomised_copy(model, layers=TOP_LAYERS, seed: int = 0):
+    """A copy of ``model`` (same architecture) with ``layers`` re-drawn from N(0, std of their weights)."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for name in layers:
+        layer = copy.get_layer(name)
+        layer.set_weights([rng.normal(0, max(float(np.std(w)), 1e-3), w.shape).astype(np.float32)
+                           for w in layer.get_weights()])
+    return copy
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra = np.argsort(np.argsort(a.ravel())).astype(np.float64)
+    rb = np.argsort(np.argsort(b.ravel())).astype(np.float64)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    d = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
+    return float((ra * rb).sum() / d) if d > 0 else 0.0
+
+
+def curves(predict, x: np.ndarray, saliency: np.ndarray, c: int, steps: int = 48) -> tuple[float, float]:
+    """Deletion and insertion AUCs (mean class probability over ``steps + 1`` points) for one face."""
+    import cv2
+
+    order = np.argsort(-saliency.ravel(), kind="stable")
+    n = order.size
+    blurred = cv2.GaussianBlur(x[..., 0], (0, 0), 5)[..., None]
+    dels, ins = [], []
+    for i in range(steps + 1):
+        k = round(i * n / steps)
+        mask = np.zeros(n, bool)
+        mask[order[:k]] = True
+        mask = mask.reshape(saliency.shape)[..., None]
+        dels.append(np.where(mask, 0.0, x))
+        ins.append(np.where(mask, x, blurred))
+    p = predict(np.stack(dels + ins).astype(np.float32))[:, c]
+    return float(p[:steps + 1].mean()), float(p[steps + 1:].mean())
+
+
+def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "scorecam", "layercam"),
+        log=print):
+    from featuremaps import fer
+    from featuremaps.cam import CamEngine
+
+    model = load_model(weights)
+    faces = fer.load(data, limit=limit)["PrivateTest"]
+    xs = faces.x[:limit].astype(np.float32)[..., None] / 255.0
+    eng = CamEngine(model, (48, 48, 1))
+    rand_eng = CamEngine(randomised_copy(model), (48, 48, 1))
+    rng = np.random.default_rng(0)
+    out = {m: {"spearman": [], "deletion": [], "insertion": [], "seconds": 0.0} for m in (*methods, "random")}
+    for x in xs:
+        for m in methods:
+            t = time.perf_counter()
+            r = eng.run(x, [m])[0]
+            out[m]["seconds"] += time.perf_counter() - t
+            rr = rand_eng.run(x, [m], [r.class_index])[0]
+            out[m]["spearman"].append(spearman(r.heatmap_up, rr.heatmap_up))
+            d, i = curves(eng.forward, x, r.heatmap_up, r.class_index)
+            out[m]["deletion"].append(d)
+            out[m]["insertion"].append(i)
+        c = int(np.argmax(eng.forward(x[None])[0]))
+        d, i = curves(eng.forward, x, rng.uniform(size=(48, 48)), c)
+        out["random"]["deletion"].append(d)
+        out["random"]["insertion"].append(i)
+    summary = {}
+    log(f"{len(xs)} PrivateTest faces; randomised layers: {', '.join(TOP_LAYERS)}")
+    log(f"{'method':<10} {'spearman':>9} {'deletion AUC':>13} {'insertion AUC':>14} {'s/face':>7}")
+    for m, v in out.items():
+        s = {"spearman": float(np.mean(v["spearman"])) if v["spearman"] else float("nan"),
+             "deletion": float(np.mean(v["deletion"])), "insertion": float(np.mean(v["insertion"])),
+             "seconds_per_face": v["seconds"] / len(xs)}
+        summary[m] = s
+        log(f"{m:<10} {s['spearman']:9.3f} {s['deletion']:13.4f} {s['insertion']:14.4f} "
+            f"{s['seconds_per_face']:7.2f}")
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default=None, help=".keras model or .npz weights (default: shipped weights)")
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--limit", type=int, default=64, help="PrivateTest faces used (default 64)")
+    ap.add_argument("--methods", default="gradcam,gradcam++,scorecam,layercam")
+    args = ap.parse_args()
+    run(args.weights, args.data, args.limit, tuple(args.methods.split(",")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""``featuremaps cam``: class activation maps for images and folders, written to disk.
+
+For each image, ``OUT/<image-stem>/cam/`` (written as a temporary folder and renamed: complete or absent)
+holds
+
+* ``panel.png``: the input (or face crop) and each map blended over it, a row per method, a column per class,
+  each labelled with the class name and its probability;
+* ``<method>_<class>.png`` the heatmap, ``<method>_<class>_overlay.png`` it blended over the model input,
+  ``<method>_<class>_face.png`` blended over the face crop (emotion model, when a face was cropped);
+* ``input.png`` (what the network saw), ``face.png`` (the face crop), ``cam.npz`` (raw maps at the layer's
+  resolution under ``<method>/<class>``, upsampled [0, 1] maps under ``<method>/<class>/up``, ``probs``) and
+  ``cam.json`` (model, target layer, classes, probabilities, file names).
+
+``featuremaps show`` rewrites ``OUT/<image-stem>/`` whole: run ``cam`` after ``show`` (or use another --out).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+DISPLAY = 224  # smallest side drawn (FER faces are 48x48)
+
+
+def _display(rgb: np.ndarray, side: int = DISPLAY) -> np.ndarray:
+    from .render import resize_rgb
+
+    h, w = rgb.shape[:2]
+    s = max(1.0, side / max(h, w))
+    return resize_rgb(rgb, (round(h * s), round(w * s))) if s > 1 else rgb
+
+
+def render_panel(image: np.ndarray, rows: list[tuple[str, list]], cmap: str = "jet", cell: int = 176,
+                 title: str = "", subtitle: str = "") -> np.ndarray:
+    """A grid: the image, then one overlay per result; ``rows`` = [(method, [CamResult, ...]), ...]."""
+    from PIL import Image, ImageDraw
+
+    from .cam import overlay
+    from .render import BG, INK, MUTED, _fit_text, colormap, font, resize_rgb
+
+    fs = 14
+    ncol = 1 + max(len(r) for _, r in rows)
+    lab_h = 2 * fs + 10
+    head_h = 2 * (fs + 8) + 6
+    bar_h = 30
+    width = max(8 + ncol * (cell + 6), 620)
+    height = head_h + len(rows) * (cell + lab_h + 6) + bar_h + 6
+    canvas = np.full((height, width, 3), BG, np.uint8)
+    img = resize_rgb(image, (cell, cell)) if image.shape[:2] != (cell, cell) else image
+    for i, (_, results) in enumerate(rows):
+        y = head_h + i * (cell + lab_h + 6) + lab_h
+        canvas[y:y + cell, 4:4 + cell] = img
+        for j, r in enumerate(results, start=1):
+            x = 4 + j * (cell + 6)
+            canvas[y:y + cell, x:x + cell] = overlay(img, r.heatmap_up, cmap=cmap)
+    bar_w = min(260, width - 140)
+    ramp = np.linspace(0, 1, bar_w, dtype=np.float32)[None].repeat(12, axis=0)
+    from .render import apply_colormap
+
+    yb = height - bar_h + 4
+    canvas[yb:yb + 12, 60:60 + bar_w] = apply_colormap(ramp, colormap(cmap))
+    pil = Image.fromarray(canvas)
+    d = ImageDraw.Draw(pil)
+    d.text((6, 4), _fit_text(title, fs + 4, width - 12), fill=INK, font=font(fs + 4))
+    d.text((6, 10 + fs + 4), _fit_text(subtitle, fs, width - 12), fill=MUTED, font=font(fs))
+    for i, (method, results) in enumerate(rows):
+        y = head_h + i * (cell + lab_h + 6)
+        d.text((6, y + 2), _fit_text(method, fs + 2, cell - 4), fill=INK, font=font(fs + 2))
+        d.text((6, y + fs + 6), "input", fill=MUTED, font=font(fs))
+        for j, r in enumerate(results, start=1):
+            x = 4 + j * (cell + 6)
+            name = r.class_name or f"class {r.class_index}"
+            p = f"{r.probability:.1%}" if r.probability is not None else ""
+            top = r.probs is not None and int(np.argmax(r.probs)) == r.class_index
+            d.text((x + 2, y + 2), _fit_text(name + (" (predicted)" if top else ""), fs + 1, cell - 4),
+                   fill=INK, font=font(fs + 1))
+            zero = " (map all zero)" if not float(r.heatmap.max()) > 0 else ""
+            d.text((x + 2, y + fs + 6), _fit_text(f"p = {p}{zero}", fs, cell - 4), fill=MUTED, font=font(fs))
+    d.text((6, yb - 1), "low", fill=MUTED, font=font(fs))
+    d.text((66 + bar_w, yb - 1), "high (each map scaled to its own max)", fill=MUTED, font=font(fs))
+    return np.asarray(pil)
+
+
+class CamRunner:
+    """Runs the cam command for many images with one model, reusing the cut model per input shape."""
+
+    def __init__(self, lm, methods: list[str], layer=None, target_class=None, all_classes=False, cmap="jet",
+                 input_shape=None, resize="crop", face_crop=None, max_pixels=None):
+        self.lm, self.methods, self.layer_spec = lm, methods, layer
+        self.target_class, self.all_classes, self.cmap = target_class, all_classes, cmap
+        self.input_shape, self.resize = input_shape, resize
+        self.face_crop, self.max_pixels = face_crop, max_pixels
+        self._engines: dict[tuple, object] = {}
+
+    def engine(self, shape):
+        from .cam import CamEngine
+
+        if shape not in self._engines:
+            if len(self._engines) >= 2:
+                self._engines.pop(next(iter(self._engines)))
+            self._engines[shape] = CamEngine(self.lm.model, shape, self.layer_spec)
+        return self._engines[shape]
+
+    def check(self, shape) -> None:
+        """Fail on a bad layer/class before any image is read or file written."""
+        from .cam import resolve_class
+
+        eng = self.engine(shape)
+        resolve_class(self.target_class, self.lm.classes, eng.n_classes)
+
+    def run(self, path: Path, out_root: Path) -> tuple[Path, list]:
+        from .cam import heatmap_rgb, overlay, resolve_class, upsample
+        from .images import load_image
+        from .io import atomic_dir, safe_name, save_json, save_npz, save_png
+        from .pipeline import describe_prediction, prepare
+
+        kw = {"max_pixels": self.max_pixels} if self.max_pixels else {}
+        rgb = load_image(path, **kw)
+        prep = prepare(self.lm, rgb, input_shape=self.input_shape, face_crop=self.face_crop,
+                       resize=self.resize)
+        eng = self.engine(prep.x.shape)
+        names = self.lm.classes if self.lm.classes and len(self.lm.classes) == eng.n_classes else None
+        if self.all_classes:
+            cls = list(range(eng.n_classes))
+        else:
+            c = resolve_class(self.target_class, names, eng.n_classes)
+            cls = None if c is None else [c]
+        results = eng.run(prep.x, self.methods, cls, names)
+        shown = _display(prep.shown)
+        face = prep.face if prep.face_box is not None and prep.face is not None else None
+        pred = describe_prediction(results[0].probs, names)
+        lay = eng.layer
+        title = f"{self.lm.name} - {path.name} - {lay.label} {lay.name}"
+        if pred:
+            title += f" - predicted: {pred[0]['class']} ({pred[0]['probability']:.0%})"
+        sub = (f"score: {'pre-softmax logit' if eng.score == 'logit' else 'model output'}; maps blended over "
+               f"{'the face crop' if face is not None else 'the model input'}; colormap {self.cmap}")
+        rows = [(m, [r for r in results if r.method == m]) for m in self.methods]
+        panel = render_panel(_display(face if face is not None else prep.shown, 176), rows, cmap=self.cmap,
+                             title=title, subtitle=sub)
+        folder = out_root / safe_name(path.stem) / "cam"
+        entries, arrays = [], {"probs": results[0].probs.astype(np.float32)}
+        with atomic_dir(folder) as tmp:
+            save_png(tmp / "panel.png", panel)
+            save_png(tmp / "input.png", prep.shown)
+            if face is not None:
+                save_png(tmp / "face.png", face)
+            for r in results:
+                cname = safe_name(r.class_name or f"class{r.class_index}")
+                key = f"{r.method}/{cname}"
+                stem = f"{safe_name(r.method)}_{cname}"
+                big = upsample(r.heatmap_up, shown.shape[:2])
+                files = {"heatmap": f"{stem}.png", "overlay": f"{stem}_overlay.png"}
+                save_png(tmp / files["heatmap"], heatmap_rgb(big, self.cmap))
+                save_png(tmp / files["overlay"], overlay(shown, big, cmap=self.cmap))
+                if face is not None:
+                    files["overlay_face"] = f"{stem}_face.png"
+                    save_png(tmp / files["overlay_face"], overlay(face, r.heatmap_up, cmap=self.cmap))
+                arrays[key] = r.heatmap
+                arrays[f"{key}/up"] = r.heatmap_up
+                entries.append({"method": r.method, "class_index": r.class_index, "class": r.class_name,
+                                "probability": r.probability, "map_shape": list(r.heatmap.shape),
+                                "map_max": float(r.heatmap.max()), "npz_key": key,
+                                "npz_key_upsampled": f"{key}/up",
+                                "files": files})
+            save_npz(tmp / "cam.npz", **arrays)
+            save_json(tmp / "cam.json", {
+                "featuremaps": __version__,
+                "image": str(path),
+                "model": {"name": self.lm.name, "source": self.lm.source, "input_shape": list(prep.x.shape)},
+                "preprocessing": {"resize": prep.resize, "scaling": self.lm.preprocess,
+                                  "face_crop": prep.face_box is not None, "face_box_xywh": prep.face_box},
+                "target_layer": {"label": lay.label, "name": lay.name, "type": lay.kind,
+                                 "default": self.layer_spec is None,
+                                 "output_shape": list(results[0].heatmap.shape) + [lay.channels]},
+                "score": eng.score,
+                "prediction": pred,
+                "maps": entries,
+                "normalisation": "PNGs and <key>/up: min-max scaled to [0, 1] per map; npz <key>: raw",
+                "files": {"panel": "panel.png", "input": "input.png", "npz": "cam.npz",
+                          **({"face": "face.png"} if face is not None else {})},
+            })
+        return folder, results
+
+
+def run(args) -> int:
+    """Entry point of ``featuremaps cam`` (called by :mod:`featuremaps.cli`)."""
+    from . import models
+    from .cam import parse_methods
+    from .cli import Progress
+    from .images import find_images
+    from .render import colormap
+
+    methods = parse_methods(args.method)
+    colormap(args.cmap)  # unknown colormap: fail now
+    if args.all_classes and args.target_class is not None:
+        raise UserError("--class and --all-classes exclude each other; pass one")
+    paths = find_images(args.images)
+    classes = args.classes.split(",") if args.classes else None
+    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess,
+                     classes=classes)
+    runner = CamRunner(lm, methods, layer=args.layer, target_class=args.target_class,
+                       all_classes=args.all_classes, cmap=args.cmap, input_shape=args.input_shape,
+                       resize=args.resize, face_crop=args.face_crop, max_pixels=args.max_pixels)
+    if lm.input_shape and all(d is not None for d in lm.input_shape[:2]):
+        runner.check(lm.resolve_input_shape((224, 224), args.input_shape))
+    out = Path(args.out)
+    progress = Progress("cam ")
+    for i, p in enumerate(paths):
+        progress(i, len(paths), p)
+        folder, results = runner.run(p, out)
+        r = results[0]
+        eng_layer = r.layer
+        print(f"{p}: {folder / 'panel.png'}  ({eng_layer.label} {eng_layer.name})")
+        if not args.all_classes:
+            print(f"  {', '.join(sorted({x.method for x in results}, key=methods.index))} for "
+                  f"{r.class_name or f'class {r.class_index}'} (p = {r.probability:.1%})")
+    progress(len(paths), len(paths), None)
+    print(f"maps are in {out.resolve()}")
+    return 0

@@ -1,0 +1,137 @@
+"""Gradients of class scores with respect to one layer's activations: the only backend-specific module.
+
+``class_gradients(head, inputs, classes)`` runs the *head* of a split model
+(:func:`featuremaps.extract.split_at`: everything after the target layer) on ``inputs = [A, *skips]`` and
+returns the head's outputs and ``d score[:, c] / d A`` for each class ``c`` in one forward pass of the head:
+
+* TensorFlow: ``tf.GradientTape`` inside ``tf.function(jit_compile=True)``. XLA compiles the head's forward
+  and backward pass with its own kernels, not oneDNN's: oneDNN in TensorFlow 2.21 corrupts the heap in
+  the backward pass of some convolutions on AVX-512 CPUs (1x1, stride 2, 8 -> 16 channels), which kills
+  the process; measured in ``tests/test_cam_crash.py``. If XLA cannot compile the head, a traced
+  ``tf.function`` (graph mode, which did not crash in our tests either) is used.
+* JAX: ``jax.vjp`` (one forward, one pullback per class).
+* torch: ``torch.autograd.grad`` with oneDNN (mkldnn) switched off for the backward pass, for the same reason.
+
+The head's first output is the model output (probabilities); its second, the score differentiated
+(pre-softmax logits where they could be reached, else the output itself).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_TF_FUNCS: dict[int, tuple[object, object]] = {}
+
+
+def backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def class_gradients(head, inputs: list[np.ndarray],
+                    classes: list[int]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Head outputs (NumPy) and gradients ``(len(classes), B, h, w, C)`` of ``score[:, c]`` w.r.t. A."""
+    inputs = [np.asarray(a, dtype=np.float32) for a in inputs]
+    classes = [int(c) for c in classes]
+    name = backend()
+    if name == "tensorflow":
+        return _tf(head, inputs, classes)
+    if name == "jax":
+        return _jax(head, inputs, classes)
+    if name == "torch":
+        return _torch(head, inputs, classes)
+    raise NotImplementedError(f"gradients are not implemented for the Keras backend '{name}'; use "
+                              "tensorflow, jax or torch (set KERAS_BACKEND)")
+
+
+# ---------------------------------------------------------------- TensorFlow
+def _tf_step(head, jit: bool):
+    import tensorflow as tf
+
+    def step(inputs, onehots):
+        a = inputs[0]
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(a)
+            outs = head(list(inputs), training=False)
+            outs = outs if isinstance(outs, list | tuple) else [outs]
+            score = tf.cast(outs[-1], tf.float32)
+            picked = [tf.reduce_sum(score * onehots[i]) for i in range(onehots.shape[0])]
+        grads = tf.stack([tape.gradient(p, a) for p in picked])
+        del tape
+        return [tf.cast(o, tf.float32) for o in outs], grads
+
+    return tf.function(step, jit_compile=jit, reduce_retracing=True)
+
+
+def _tf(head, inputs, classes):
+    import tensorflow as tf
+
+    n_out = int(head.outputs[-1].shape[-1])
+    onehots = np.zeros((len(classes), n_out), np.float32)
+    onehots[np.arange(len(classes)), classes] = 1.0
+    key = id(head)
+    if key not in _TF_FUNCS or _TF_FUNCS[key][0] is not head:
+        if len(_TF_FUNCS) >= 4:
+            _TF_FUNCS.pop(next(iter(_TF_FUNCS)))
+        _TF_FUNCS[key] = (head, _tf_step(head, jit=True))
+    fn = _TF_FUNCS[key][1]
+    args = ([tf.constant(a) for a in inputs], tf.constant(onehots))
+    try:
+        outs, grads = fn(*args)
+    except Exception as e:  # XLA could not compile some op of the head: graph mode instead
+        log.info("XLA could not compile the head (%s); using a traced tf.function", type(e).__name__)
+        fn = _tf_step(head, jit=False)
+        _TF_FUNCS[key] = (head, fn)
+        outs, grads = fn(*args)
+    return [o.numpy() for o in outs], grads.numpy()
+
+
+# ---------------------------------------------------------------- JAX
+def _jax(head, inputs, classes):
+    import jax
+    import jax.numpy as jnp
+
+    rest = [jnp.asarray(a) for a in inputs[1:]]
+
+    def f(a):
+        outs = head([a, *rest], training=False)
+        outs = outs if isinstance(outs, list | tuple) else [outs]
+        return [jnp.asarray(o, jnp.float32) for o in outs]
+
+    outs, pullback = jax.vjp(f, jnp.asarray(inputs[0]))
+    grads = []
+    for c in classes:
+        cot = [jnp.zeros_like(o) for o in outs]
+        cot[-1] = cot[-1].at[..., c].set(1.0)
+        grads.append(np.asarray(pullback(cot)[0]))
+    return [np.asarray(o) for o in outs], np.stack(grads)
+
+
+# ---------------------------------------------------------------- torch
+def _torch(head, inputs, classes):
+    import torch
+    from keras import ops
+
+    dev = _torch_device()
+    with torch.backends.mkldnn.flags(enabled=False):
+        a = torch.tensor(inputs[0], device=dev, requires_grad=True)
+        rest = [torch.tensor(x, device=dev) for x in inputs[1:]]
+        outs = head([a, *rest], training=False)
+        outs = outs if isinstance(outs, list | tuple) else [outs]
+        score = outs[-1].float()
+        grads = []
+        for i, c in enumerate(classes):
+            (g,) = torch.autograd.grad(score[..., c].sum(), a, retain_graph=i < len(classes) - 1)
+            grads.append(g.detach().cpu().numpy())
+    return [ops.convert_to_numpy(o.detach()).astype(np.float32) for o in outs], np.stack(grads)
+
+
+def _torch_device():
+    from keras import ops
+
+    return ops.convert_to_tensor(np.zeros(1, np.float32)).device
