@@ -11,7 +11,7 @@ holds
   resolution under ``<method>/<class>``, upsampled [0, 1] maps under ``<method>/<class>/up``, ``probs``) and
   ``cam.json`` (model, target layer, classes, probabilities, file names).
 
-``featuremaps show`` rewrites ``OUT/<image-stem>/`` whole: run ``cam`` after ``show`` (or use another --out).
+``featuremaps show`` rewrites ``OUT/<image-stem>/`` but keeps its ``cam/``: the two commands share a folder.
 """
 
 from __future__ import annotations

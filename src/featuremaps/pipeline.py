@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import UserError
 from .images import fit_to, load_image
 from .models import LoadedModel
 
@@ -25,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Prepared:
-    """An image ready for a model: ``x`` is preprocessed (H, W, C) float32, ``shown`` what the net saw as RGB."""
+    """An image ready for a model: ``x`` preprocessed (H, W, C) float32, ``shown`` what the net saw (RGB)."""
 
     x: np.ndarray
     shown: np.ndarray
@@ -132,13 +131,14 @@ class Shower:
         subtitle = f"{what} of {len(rows)} conv layers; input {'x'.join(map(str, prep.x.shape))}"
         if len(pred) > 1:
             subtitle += "; " + ", ".join(f"{p['class']} {p['probability']:.0%}" for p in pred[:7])
-        overview = render_overview(results, prep.shown, norm=o.norm, cmap=o.cmap, cell=o.cell, overlay=o.overlay,
+        overview = render_overview(results, prep.shown, norm=o.norm, cmap=o.cmap, cell=o.cell,
+                                   overlay=o.overlay,
                                    title=title, subtitle=subtitle, first_n=first_n)
         folder = out_root / safe_name(path.stem)
         glob_range = None
         if o.norm == "global":
             glob_range = (min(float(r.maps.min()) for r in rows), max(float(r.maps.max()) for r in rows))
-        with atomic_dir(folder) as tmp:
+        with atomic_dir(folder, keep=("cam",)) as tmp:  # `featuremaps cam` writes OUT/<stem>/cam/
             save_png(tmp / "overview.png", overview)
             save_png(tmp / "input.png", prep.shown)
             if prep.face is not None and prep.face_box is not None:
@@ -182,15 +182,19 @@ class Shower:
         }
 
 
-def show(images: Iterable[str | Path], model: str | LoadedModel | None = None, out: str | Path = "featuremaps-out",
+def show(images: Iterable[str | Path], model: str | LoadedModel | None = None,
+         out: str | Path = "featuremaps-out",
          progress: Callable[[int, int, Path], None] | None = None, **options) -> list[ShowResult]:
     """Python API for ``featuremaps show``: render every image, return where each one's files are."""
     from . import models
     from .images import find_images
+    from .layers import conv_layers, select_layers
 
     lm = model if isinstance(model, LoadedModel) else models.load(model)
     opts = ShowOptions(**options)
     paths = find_images([str(p) for p in images])
+    # a model without conv layers or a bad --layers: fail before the first image
+    select_layers(conv_layers(lm.model), opts.layers)
     shower = Shower(lm, opts)
     out = Path(out)
     results = []

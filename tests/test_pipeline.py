@@ -1,0 +1,58 @@
+"""The show pipeline on the emotion model (random weights): face crop, prediction, and folders shared with cam."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import EXAMPLES
+
+from featuremaps.cli import main
+
+
+def test_emotion_show_crops_the_face_and_predicts_seven_emotions(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["show", str(EXAMPLES / "astronaut.png"), "--model", "emotion", "--weights", "none",
+               "--layers", "C1,C13", "--out", str(out)])
+    assert rc == 0
+    folder = out / "astronaut"
+    for f in ("overview.png", "input.png", "face.png", "activations.npz", "manifest.json",
+              "layers/C01_block1_conv1.png", "layers/C13_block5_conv3.png"):
+        assert (folder / f).is_file(), f
+    man = json.loads((folder / "manifest.json").read_text())
+    assert man["preprocessing"]["face_crop"] is True
+    x, y, w, h = man["preprocessing"]["face_box_xywh"]
+    assert 190 < x + w / 2 < 260 and 85 < y + h / 2 < 150  # on her face
+    assert man["model"]["input_shape"] == [48, 48, 1]
+    assert sorted(p["class"] for p in man["prediction"]) == sorted(
+        ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"])
+    printed = capsys.readouterr().out
+    assert "predicted" in printed and str(out.resolve()) in printed
+
+
+def test_no_face_crop_feeds_the_whole_image(tmp_path):
+    out = tmp_path / "out"
+    assert main(["show", str(EXAMPLES / "chelsea.png"), "--model", "emotion", "--weights", "none",
+                 "--layers", "C1", "--no-face-crop", "--out", str(out)]) == 0
+    man = json.loads((out / "chelsea" / "manifest.json").read_text())
+    assert man["preprocessing"]["face_crop"] is False and not (out / "chelsea" / "face.png").exists()
+
+
+def test_no_face_is_a_clear_error(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["show", str(EXAMPLES / "chelsea.png"), "--model", "emotion", "--weights", "none",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no face found" in err and "--no-face-crop" in err and len(err.splitlines()) == 1
+    assert not (out / "chelsea").exists()
+
+
+def test_show_keeps_the_cam_results_of_the_same_image(tmp_path):
+    out = tmp_path / "out"
+    img = str(EXAMPLES / "astronaut.png")
+    common = ["--model", "emotion", "--weights", "none", "--out", str(out)]
+    assert main(["cam", img, *common]) == 0
+    assert (out / "astronaut" / "cam" / "panel.png").is_file()
+    assert main(["show", img, "--layers", "C1", *common]) == 0
+    assert (out / "astronaut" / "cam" / "panel.png").is_file()
+    assert (out / "astronaut" / "overview.png").is_file()
+    assert not [p for p in out.rglob(".*")]  # no temporary leftovers
