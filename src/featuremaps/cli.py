@@ -242,7 +242,7 @@ def cmd_show(args) -> int:
     out = ensure_dir(args.out)
     classes = args.classes.split(",") if args.classes else None
     lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess,
-                     classes=classes)
+                     classes=classes, random_head=False)
     results = show(args.images, lm, out, progress=Progress("show "), layers=args.layers, maps=args.maps,
                    select=args.select, norm=args.norm, cmap=args.cmap, overlay=args.overlay, cell=args.cell,
                    resize=args.resize, face_crop=args.face_crop, input_shape=args.input_shape,
@@ -261,7 +261,7 @@ def cmd_layers(args) -> int:
     from .extract import replay
     from .layers import conv_layers
 
-    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe)
+    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, random_head=False)
     convs = conv_layers(lm.model)  # "no conv layers" before anything about input shapes
     shape = lm.resolve_input_shape((224, 224), args.input_shape)
     _, _, taps = replay(lm.model, shape)

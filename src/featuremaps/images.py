@@ -61,9 +61,11 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except PermissionError:
         raise UserError(f"cannot read {path}: permission denied; check its permissions") from None
     except UnidentifiedImageError:
-        raise UserError(f"{path} is not an image Pillow can read; pass a PNG, JPEG, BMP, TIFF or WebP file") from None
+        raise UserError(f"{path} is not an image Pillow can read; "
+                        "pass a PNG, JPEG, BMP, TIFF or WebP file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"{path} is too large (decompression bomb limit); shrink it or raise --max-pixels") from None
+        raise UserError(f"{path} is too large (decompression bomb limit); "
+                        "shrink it or raise --max-pixels") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
         raise UserError(f"{path} is truncated or corrupt ({e}); re-export or re-download it") from None
 
@@ -87,7 +89,7 @@ def pil_to_rgb(im) -> np.ndarray:
 
 
 def fit_to(rgb: np.ndarray, size: tuple[int, int], channels: int = 3, mode: str = "crop") -> np.ndarray:
-    """Resize RGB uint8 to ``size`` (H, W) and convert to ``channels`` (1 = luminance, 3 = RGB): float32 0-255.
+    """Resize RGB uint8 to ``size`` (H, W), convert to ``channels`` (1 = luminance, 3 = RGB): float32 0-255.
 
     ``crop`` centre-crops to the target aspect ratio first, ``pad`` letterboxes with black, ``stretch``
     ignores the aspect ratio (as ``keras.utils.load_img(target_size=...)`` does).

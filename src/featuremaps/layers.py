@@ -92,7 +92,8 @@ def conv_layers(model) -> list[ConvLayer]:
             unsupported.append(f"{name} ({kind})")
     if not found:
         if unsupported:
-            raise UserError(f"model '{model.name}' has only 1-D/3-D convolutions ({', '.join(unsupported[:3])}),"
+            raise UserError(f"model '{model.name}' has only 1-D/3-D convolutions "
+                            f"({', '.join(unsupported[:3])}),"
                             " which featuremaps does not support; it draws Conv2D-family layers")
         raise UserError(f"model '{model.name}' has no convolutional layers (Conv2D, SeparableConv2D, "
                         "DepthwiseConv2D, Conv2DTranspose); pass a CNN")
@@ -104,7 +105,7 @@ _CNUM = re.compile(r"^[cC](\d+)$")
 
 
 def select_layers(convs: list[ConvLayer], spec: str | list[str] | None) -> list[ConvLayer]:
-    """Pick layers by ``all``, names (full or short), C-numbers, ranges (``C1-C5``) or globs, in model order."""
+    """Pick layers by ``all``, names (full or short), C-numbers, ranges (``C1-C5``), globs; in model order."""
     if spec is None or spec == "all" or spec == ["all"]:
         return list(convs)
     items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
@@ -126,7 +127,8 @@ def select_layers(convs: list[ConvLayer], spec: str | list[str] | None) -> list[
         if m := _CNUM.match(item):
             i = int(m.group(1))
             if not 1 <= i <= n:
-                raise UserError(f"no layer {item}: the model has C1-C{n}; run 'featuremaps layers' to list them")
+                raise UserError(f"no layer {item}: the model has C1-C{n}; "
+                                "run 'featuremaps layers' to list them")
             chosen.add(i)
             continue
         hits = [c.index for c in convs if item in (c.name, c.short_name)]

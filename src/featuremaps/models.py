@@ -53,14 +53,18 @@ class LoadedModel:
     is_emotion: bool = False
 
     def resolve_input_shape(self, image_hw: tuple[int, int], override: tuple[int, ...] | None = None):
-        """Concrete (H, W, C): the model's own, then ``--input-shape``, then the image's size (capped at 512)."""
+        """Concrete (H, W, C): the model's own, then ``--input-shape``, then the image's size (max 512)."""
         shape = list(self.input_shape) if self.input_shape else [None, None, None]
+        if len(shape) != 3:
+            raise UserError(f"model '{self.name}' takes input of shape {tuple(self.input_shape)}, not images "
+                            "(H, W, C); featuremaps draws 2-D CNNs")
         if override:
             if len(override) != 3:
                 raise UserError(f"--input-shape must be H,W,C (got {','.join(map(str, override))})")
             for i, v in enumerate(override):
                 if shape[i] is not None and shape[i] != v:
-                    raise UserError(f"--input-shape {','.join(map(str, override))} conflicts with the model's "
+                    raise UserError(f"--input-shape {','.join(map(str, override))} conflicts with the "
+                                    "model's "
                                     f"input {tuple(self.input_shape)}; drop --input-shape")
             shape = list(override)
         if shape[0] is None or shape[1] is None:
@@ -71,7 +75,8 @@ class LoadedModel:
         if shape[2] is None:
             shape[2] = 3
         if shape[2] not in (1, 3):
-            raise UserError(f"model input has {shape[2]} channels; featuremaps feeds images with 1 or 3 channels")
+            raise UserError(f"model input has {shape[2]} channels; "
+                            "featuremaps feeds images with 1 or 3 channels")
         return tuple(int(v) for v in shape)
 
 
@@ -96,14 +101,21 @@ def default_model_name() -> str:
 
 
 def load(spec: str | None = None, weights: str | None = None, unsafe: bool = False,
-         preprocess: str | None = None, classes: list[str] | None = None) -> LoadedModel:
-    """``spec`` is a model name (see :data:`APPLICATIONS`, ``emotion``) or a ``.keras``/``.h5`` path."""
+         preprocess: str | None = None, classes: list[str] | None = None,
+         random_head: bool = True) -> LoadedModel:
+    """``spec`` is a model name (see :data:`APPLICATIONS`, ``emotion``) or a ``.keras``/``.h5`` path.
+
+    ``random_head=False`` (feature maps only): a keras.applications model with random weights
+    (``weights="none"``) is built without its classifier head (``include_top=False`` at the default input
+    size). Its conv layers, their names and maps are the same; skipped are the head's random parameters
+    (VGG16: 124 of 138 M, most of its build time) and a prediction that would be noise anyway.
+    """
     spec = spec or default_model_name()
     key = spec.lower().replace("_", "")
     if key in EMOTION_NAMES:
         return _load_emotion(weights, preprocess)
     if key in APPLICATIONS:
-        return _load_application(key, weights, preprocess)
+        return _load_application(key, weights, preprocess, random_head)
     path = Path(spec)
     if path.suffix.lower() in (".keras", ".h5", ".hdf5") or path.exists():
         return _load_file(path, unsafe, preprocess or "unit", classes)
@@ -130,11 +142,12 @@ def _load_emotion(weights, preprocess) -> LoadedModel:
                             "pass a file saved from it") from None
         src = f"FER2013 VGG-16 with weights {weights}"
     mode = preprocess or "unit"
-    return LoadedModel(model, "emotion_vgg16", src, PREPROCESS_MODES[mode] if mode in PREPROCESS_MODES else mode,
+    return LoadedModel(model, "emotion_vgg16", src,
+                       PREPROCESS_MODES[mode] if mode in PREPROCESS_MODES else mode,
                        _preprocess_fn(mode), tuple(model.inputs[0].shape[1:]), list(EMOTIONS), True)
 
 
-def _load_application(key, weights, preprocess) -> LoadedModel:
+def _load_application(key, weights, preprocess, random_head: bool = True) -> LoadedModel:
     import keras
 
     ctor_name, module, side = APPLICATIONS[key]
@@ -147,8 +160,12 @@ def _load_application(key, weights, preprocess) -> LoadedModel:
         file, w = Path(w), None
         if not file.is_file():
             raise UserError(f"weights file {file} does not exist; pass --weights imagenet, none or a file")
+    headless = w is None and file is None and not random_head
     try:
-        model = ctor(weights=w)
+        if headless:
+            model = ctor(weights=w, include_top=False, input_shape=(side, side, 3))
+        else:
+            model = ctor(weights=w)
     except Exception as e:  # download failures come as many types
         raise UserError(f"could not get ImageNet weights for {key} ({type(e).__name__}: {str(e)[:80]}); "
                         "with no internet pass --weights none (random) or --weights FILE") from None
@@ -156,7 +173,8 @@ def _load_application(key, weights, preprocess) -> LoadedModel:
         try:
             model.load_weights(file)
         except Exception as e:
-            raise UserError(f"cannot load {file} into {key} ({str(e)[:100]}); pass weights saved from {key}") from None
+            raise UserError(f"cannot load {file} into {key} ({str(e)[:100]}); "
+                            f"pass weights saved from {key}") from None
     if preprocess:
         fn, desc = _preprocess_fn(preprocess), PREPROCESS_MODES[preprocess]
     else:
@@ -167,6 +185,8 @@ def _load_application(key, weights, preprocess) -> LoadedModel:
     if w == "imagenet":
         classes = _imagenet_classes()
     source = f"keras.applications.{ctor_name} ({'ImageNet' if w == 'imagenet' else file or 'random'} weights)"
+    if headless:
+        source += ", without its classifier head (random weights: no meaningful prediction)"
     return LoadedModel(model, key, source, desc, fn, tuple(model.inputs[0].shape[1:]), classes)
 
 
@@ -189,8 +209,15 @@ def _load_file(path: Path, unsafe: bool, preprocess: str, classes) -> LoadedMode
     if not path.exists():
         raise UserError(f"model file {path} does not exist; check the path or use a model name like vgg16")
     if path.is_dir():
-        raise UserError(f"{path} is a folder, not a model file; TF SavedModel folders are not Keras 3 models, "
+        raise UserError(f"{path} is a folder, not a model file; "
+                        "TF SavedModel folders are not Keras 3 models, "
                         "re-save it with model.save('model.keras')")
+    if path.suffix.lower() == ".keras":
+        import zipfile
+
+        if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a file that exists
+            raise UserError(f"{path} is not a Keras model file (a .keras file is a zip archive); "
+                            "pass a .keras or .h5 file saved with model.save")
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as e:

@@ -30,7 +30,8 @@ GAP = 2
 @lru_cache(maxsize=32)
 def colormap(name: str) -> np.ndarray:
     """A (256, 3) uint8 lookup table: the shipped Matplotlib tables, else Matplotlib itself if installed."""
-    with resources.files("featuremaps").joinpath("data").joinpath("colormaps.npz").open("rb") as f, np.load(f) as tables:
+    table_file = resources.files("featuremaps").joinpath("data").joinpath("colormaps.npz")
+    with table_file.open("rb") as f, np.load(f) as tables:
         if name in tables.files:
             return tables[name]
         shipped = list(tables.files)
@@ -43,10 +44,41 @@ def colormap(name: str) -> np.ndarray:
     return (cmap(np.linspace(0, 1, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
 
 
+def quantise(norm: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (any shape) -> uint8 LUT indices (NaN -> 0, out of range clipped)."""
+    x = np.asarray(norm, dtype=np.float32)
+    if not np.isfinite(x).all():
+        x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)
+    idx = x * np.float32(255.0)
+    idx += np.float32(0.5)
+    np.clip(idx, 0, 255, out=idx)
+    return idx.astype(np.uint8)
+
+
 def apply_colormap(norm: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """Values in [0, 1] (any shape) -> RGB uint8 via the lookup table."""
-    idx = np.clip(np.nan_to_num(norm) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return lut[idx]
+    return np.take(lut, quantise(norm), axis=0)
+
+
+def map_tiles(scaled: np.ndarray, size: tuple[int, int], lut: np.ndarray) -> np.ndarray:
+    """(H, W, k) maps in [0, 1] -> (k, h, w, 3) RGB tiles, each map contiguous for pasting.
+
+    Upsampling is nearest, so colouring the small map first and repeating its RGB pixels gives the same
+    picture as colouring the big one, at a fraction of the cost; downsampling averages values first.
+    """
+    H, W = scaled.shape[:2]
+    h, w = size
+    if h < H or w < W:
+        scaled = resize_maps(scaled, (h, w))
+        H, W = h, w
+    rgb = np.take(lut, quantise(scaled).transpose(2, 0, 1), axis=0)  # (k, H, W, 3)
+    if (H, W) == (h, w):
+        return rgb
+    if h % H == 0 and w % W == 0:
+        return rgb.repeat(h // H, axis=1).repeat(w // W, axis=2)
+    iy = np.minimum((np.arange(h) + 0.5) * H / h, H - 1).astype(np.intp)
+    ix = np.minimum((np.arange(w) + 0.5) * W / w, W - 1).astype(np.intp)
+    return rgb[:, iy][:, :, ix]
 
 
 # ---------------------------------------------------------------- normalisation
@@ -74,15 +106,17 @@ def normalise(layers: list[np.ndarray], mode: str = "map") -> tuple[list[np.ndar
     out = []
     for m, r in zip(layers, ranges, strict=True):
         lo, hi = r[:, 0], r[:, 1]
-        span = np.where(hi > lo, hi - lo, 1.0)
-        scaled = np.where(hi > lo, (m - lo) / span, 0.0)
-        out.append(np.clip(scaled, 0.0, 1.0).astype(np.float32))
+        inv = np.where(hi > lo, 1.0 / np.where(hi > lo, hi - lo, 1.0), 0.0).astype(np.float32)
+        scaled = np.asarray(m, dtype=np.float32) - lo  # a new array: the caller's maps are not touched
+        scaled *= inv  # a constant map (high == low) becomes all zeros
+        np.clip(scaled, 0.0, 1.0, out=scaled)
+        out.append(scaled)
     return out, ranges
 
 
 # ---------------------------------------------------------------- geometry
 def fit_size(h: int, w: int, cell: int) -> tuple[int, int]:
-    """Size of an (h, w) map drawn in a cell x cell box, aspect kept; integer nearest factors when upsampling."""
+    """Size of an (h, w) map in a cell x cell box, aspect kept; integer nearest factors when upsampling."""
     m = max(h, w)
     if m <= cell and (cell // m) * m >= 0.8 * cell:
         f = cell // m
@@ -93,8 +127,6 @@ def fit_size(h: int, w: int, cell: int) -> tuple[int, int]:
 
 def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(H, W, k) -> (h, w, k): nearest (integer repeat) up, area average down."""
-    import cv2
-
     H, W = maps.shape[:2]
     h, w = size
     if (h, w) == (H, W):
@@ -108,6 +140,8 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     k = maps.shape[2]
     if H % h == 0 and W % w == 0:  # integer factor down: block mean
         return maps.reshape(h, H // h, w, W // w, k).mean(axis=(1, 3))
+    import cv2  # only here: importing OpenCV costs ~0.3 s
+
     parts = [cv2.resize(np.ascontiguousarray(maps[..., i:i + 4]), (w, h), interpolation=cv2.INTER_AREA)
              for i in range(0, k, 4)]  # cv2's area resize takes at most 4 channels at once
     parts = [p[..., None] if p.ndim == 2 else p for p in parts]
@@ -121,6 +155,21 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         rgb = rgb[..., 0]
     im = Image.fromarray(rgb.astype(np.uint8))
     return np.asarray(im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR))
+
+
+def _blank(height: int, width: int) -> np.ndarray:
+    """A background-coloured canvas (a plain memset when the background is grey/white)."""
+    if len(set(BG)) == 1:
+        return np.full((height, width, 3), BG[0], np.uint8)
+    return np.full((height, width, 3), BG, np.uint8)
+
+
+def _blend(tiles: np.ndarray, under: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """(k, h, w, 3) map tiles over an (h, w, 3) image: alpha * map + (1 - alpha) * image."""
+    out = tiles.astype(np.float32)
+    out *= alpha
+    out += (1.0 - alpha) * under.astype(np.float32)[None]
+    return out.astype(np.uint8)
 
 
 # ---------------------------------------------------------------- text
@@ -147,6 +196,56 @@ def _fit_text(text: str, size: int, width: int) -> str:
     return text + "…"
 
 
+@lru_cache(maxsize=2048)
+def _text_mask(text: str, fnt) -> np.ndarray:
+    """Coverage (0-1 float32, (h, w)) of ``text`` drawn at the origin; captions like F1..F16 repeat a lot."""
+    from PIL import Image, ImageDraw
+
+    _, _, r, b = fnt.getbbox(text)
+    mask = Image.new("L", (max(1, int(r)), max(1, int(b))), 0)
+    ImageDraw.Draw(mask).text((0, 0), text, fill=255, font=fnt)
+    a = np.asarray(mask, dtype=np.float32) * np.float32(1 / 255)
+    a.flags.writeable = False
+    return a
+
+
+class _Draw:
+    """``ImageDraw``-like ``text`` and ``paste`` straight onto an RGB uint8 NumPy canvas, in place.
+
+    Each string is rasterised by Pillow into a small 8-bit mask and blended into the canvas, which saves
+    converting the whole page to a Pillow image and back (two full copies per picture).
+    """
+
+    def __init__(self, canvas: np.ndarray):
+        self.canvas = canvas
+
+    def _clip(self, x: int, y: int, w: int, h: int):
+        H, W = self.canvas.shape[:2]
+        x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+    def text(self, xy, text: str, fill=INK, font=None) -> None:
+        if not text:
+            return
+        x, y = int(xy[0]), int(xy[1])
+        _, _, r, b = font.getbbox(text)
+        box = self._clip(x, y, int(r), int(b)) if r > 0 and b > 0 else None
+        if box is None:
+            return
+        x0, y0, x1, y1 = box
+        a = _text_mask(text, font)[y0 - y:y1 - y, x0 - x:x1 - x, None]
+        region = self.canvas[y0:y1, x0:x1].astype(np.float32)
+        region += (np.asarray(fill, np.float32) - region) * a
+        self.canvas[y0:y1, x0:x1] = (region + 0.5).astype(np.uint8)
+
+    def paste(self, rgb: np.ndarray, xy) -> None:
+        x, y = int(xy[0]), int(xy[1])
+        box = self._clip(x, y, rgb.shape[1], rgb.shape[0])
+        if box is not None:
+            x0, y0, x1, y1 = box
+            self.canvas[y0:y1, x0:x1] = rgb[y0 - y:y1 - y, x0 - x:x1 - x]
+
+
 # ---------------------------------------------------------------- data for drawing
 @dataclass
 class Row:
@@ -166,9 +265,11 @@ class Row:
 
 
 def rows_from(results, index: int = 0) -> list[Row]:
-    """Accept :class:`~featuremaps.extract.LayerMaps` results or an ``{name: (H, W, k)}`` mapping."""
+    """Accept :class:`~featuremaps.extract.LayerMaps` results, :class:`Row` s or ``{name: (H, W, k)}``."""
     from .extract import STATS
 
+    if isinstance(results, list | tuple) and all(isinstance(r, Row) for r in results):
+        return list(results)
     if isinstance(results, dict):
         return [Row(f"C{i}", name, tuple(m.shape), np.asarray(m, np.float32), np.arange(m.shape[-1]))
                 for i, (name, m) in enumerate(results.items(), start=1)]
@@ -195,8 +296,6 @@ def render_overview(results, image: np.ndarray | None = None, *, norm: str = "ma
     ``overlay`` is set. When the maps are not the first k channels (``first_n=False``), each cell is
     captioned with its channel index. Returns RGB uint8.
     """
-    from PIL import Image, ImageDraw
-
     rows = rows_from(results, index)
     if not rows:
         raise UserError("nothing to draw: no layers were selected")
@@ -213,7 +312,7 @@ def render_overview(results, image: np.ndarray | None = None, *, norm: str = "ma
     row_h = cell + cap_h + GAP
     width = label_w + kmax * (cell + GAP) + legend_w + 8
     height = head_h + len(rows) * row_h + 8 + (26 + fs if norm == "global" else 0)
-    canvas = np.full((height, width, 3), BG, np.uint8)
+    canvas = _blank(height, width)
 
     col_y = head_h - fs - 8
     for j in range(kmax if first_n else 0):
@@ -225,24 +324,21 @@ def render_overview(results, image: np.ndarray | None = None, *, norm: str = "ma
         img_cell = resize_rgb(image, (ih, iw))
         canvas[4:4 + ih, 4:4 + iw] = img_cell
 
-    for i, (row, s, rng) in enumerate(zip(rows, scaled, ranges, strict=True)):
+    for i, s in enumerate(scaled):
         y0 = head_h + i * row_h
         h, w = fit_size(s.shape[0], s.shape[1], cell)
-        big = resize_maps(s, (h, w))
-        rgb = apply_colormap(big, lut)  # (h, w, k, 3)
+        rgb = map_tiles(s, (h, w), lut)  # (k, h, w, 3)
         if overlay and image is not None:
-            under = resize_rgb(image, (h, w)).astype(np.float32)
-            rgb = (0.55 * rgb + 0.45 * under[:, :, None, :]).astype(np.uint8)
+            rgb = _blend(rgb, resize_rgb(image, (h, w)))
         oy, ox = (cell - h) // 2, (cell - w) // 2
         for j in range(s.shape[-1]):
             x0 = label_w + j * (cell + GAP)
-            canvas[y0 + cap_h + oy:y0 + cap_h + oy + h, x0 + ox:x0 + ox + w] = rgb[:, :, j]
+            canvas[y0 + cap_h + oy:y0 + cap_h + oy + h, x0 + ox:x0 + ox + w] = rgb[j]
         if norm == "layer":
             x0 = label_w + kmax * (cell + GAP) + 6
             canvas[y0 + cap_h + cell // 2 - 6:y0 + cap_h + cell // 2 + 6, x0:x0 + 70] = _colorbar(70, 12, lut)
 
-    pil = Image.fromarray(canvas)
-    d = ImageDraw.Draw(pil)
+    d = _Draw(canvas)
     tx = 4 + (cell + 12 if image is not None else 0)
     d.text((tx, 6), _fit_text(title, fs + 4, width - tx - 8), fill=INK, font=font(fs + 4))
     sub = subtitle or ""
@@ -266,7 +362,8 @@ def render_overview(results, image: np.ndarray | None = None, *, norm: str = "ma
             for j, ch in enumerate(row.channels):
                 x0 = label_w + j * (cell + GAP)
                 t = f"F{j + 1} ch{int(ch)}"
-                d.text((x0 + 2, y0 - cap_h + 1), _fit_text(t, fs - 1, cell - 4), fill=MUTED, font=font(fs - 1))
+                d.text((x0 + 2, y0 - cap_h + 1), _fit_text(t, fs - 1, cell - 4), fill=MUTED,
+                       font=font(fs - 1))
         if norm == "layer":
             x0 = label_w + kmax * (cell + GAP) + 6
             yc = y0 + cell // 2
@@ -278,11 +375,11 @@ def render_overview(results, image: np.ndarray | None = None, *, norm: str = "ma
         yb = height - 26 - fs
         x0 = label_w
         bar_w = min(400, width - label_w - 16)
-        pil.paste(Image.fromarray(_colorbar(bar_w, 12, lut)), (x0, yb + fs + 4))
+        d.paste(_colorbar(bar_w, 12, lut), (x0, yb + fs + 4))
         d.text((x0 - _text_width(_fmt(lo), fs) - 6, yb + fs + 1), _fmt(lo), fill=INK, font=font(fs))
         d.text((x0 + bar_w + 6, yb + fs + 1), _fmt(hi), fill=INK, font=font(fs))
         d.text((x0, yb), "activation (all layers)", fill=MUTED, font=font(fs))
-    return np.asarray(pil)
+    return canvas
 
 
 # ---------------------------------------------------------------- one layer
@@ -290,8 +387,6 @@ def render_layer(row: Row, *, norm: str = "map", cmap: str = "viridis", cell: in
                  image: np.ndarray | None = None, overlay: bool = False, norm_range=None,
                  first_n: bool = True) -> np.ndarray:
     """One layer's maps as a near-square grid (16 maps -> 4x4), each captioned F1.. (and its channel)."""
-    from PIL import Image, ImageDraw
-
     lut = colormap(cmap)
     if norm_range is not None:  # a range computed across layers (global normalisation)
         lo, hi = norm_range
@@ -312,18 +407,15 @@ def render_layer(row: Row, *, norm: str = "map", cmap: str = "viridis", cell: in
     legend_h = 34 if norm != "map" else 0
     width = max(cols * (w + GAP) + 8, 420)
     height = head_h + nrows * (h + cap_h + GAP) + legend_h + 6
-    canvas = np.full((height, width, 3), BG, np.uint8)
-    big = resize_maps(s, (h, w))
-    rgb = apply_colormap(big, lut)
+    canvas = _blank(height, width)
+    rgb = map_tiles(s, (h, w), lut)  # (k, h, w, 3)
     if overlay and image is not None:
-        under = resize_rgb(image, (h, w)).astype(np.float32)
-        rgb = (0.55 * rgb + 0.45 * under[:, :, None, :]).astype(np.uint8)
+        rgb = _blend(rgb, resize_rgb(image, (h, w)))
     for j in range(k):
         r, c = divmod(j, cols)
         y0, x0 = head_h + r * (h + cap_h + GAP) + cap_h, 4 + c * (w + GAP)
-        canvas[y0:y0 + h, x0:x0 + w] = rgb[:, :, j]
-    pil = Image.fromarray(canvas)
-    d = ImageDraw.Draw(pil)
+        canvas[y0:y0 + h, x0:x0 + w] = rgb[j]
+    d = _Draw(canvas)
     d.text((4, 4), _fit_text(f"{row.label}  {row.name}  {row.shape_text}", fs + 4, width - 8), fill=INK,
            font=font(fs + 4))
     what = f"maps {k} of {row.shape[-1]}" + (f" ({row.note})" if row.note else "")
@@ -337,7 +429,7 @@ def render_layer(row: Row, *, norm: str = "map", cmap: str = "viridis", cell: in
     if norm != "map":
         yb = height - legend_h + 4
         bar_w = min(300, width - 120)
-        pil.paste(Image.fromarray(_colorbar(bar_w, 12, lut)), (60, yb + 4))
+        d.paste(_colorbar(bar_w, 12, lut), (60, yb + 4))
         d.text((6, yb + 2), _fmt(rng[0, 0]), fill=INK, font=font(fs))
         d.text((66 + bar_w, yb + 2), _fmt(rng[0, 1]), fill=INK, font=font(fs))
-    return np.asarray(pil)
+    return canvas

@@ -1,0 +1,131 @@
+"""Models: keras.applications by name (weights none only: no downloads), .keras/.h5 files in safe mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from featuremaps import UserError
+from featuremaps import load_model as load
+from featuremaps.models import LoadedModel, wrap
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny CNN as .keras and legacy .h5, a Lambda model, a grayscale model and a never-built one."""
+    import keras
+
+    d = tmp_path_factory.mktemp("models")
+    keras.utils.set_random_seed(0)
+    cnn = keras.Sequential(
+        [
+            keras.Input((12, 10, 3)),
+            keras.layers.Conv2D(2, 3, name="c"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ],
+        name="small",
+    )
+    cnn.save(d / "small.keras")
+    cnn.save(d / "small.h5")
+    lam = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Lambda(lambda x: x * 2), keras.layers.Conv2D(2, 3)], name="lam"
+    )
+    lam.save(d / "lambda.keras")
+    lam.save(d / "lambda.h5")
+    gray = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3)], name="gray")
+    gray.save(d / "gray.keras")
+    unbuilt = keras.Sequential([keras.layers.Conv2D(2, 3), keras.layers.Conv2D(3, 3)], name="unbuilt")
+    unbuilt.save(d / "unbuilt.keras")
+    (d / "text.keras").write_text("not a model")
+    (d / "text.h5").write_text("not a model")
+    (d / "folder.keras").mkdir()
+    return d, cnn
+
+
+def test_keras_and_h5_files(saved):
+    d, cnn = saved
+    x = np.random.default_rng(0).random((1, 12, 10, 3)).astype(np.float32)
+    for name in ("small.keras", "small.h5"):
+        lm = load(str(d / name))
+        assert isinstance(lm, LoadedModel) and lm.input_shape == (12, 10, 3) and lm.source == str(d / name)
+        np.testing.assert_allclose(np.asarray(lm.model(x)), np.asarray(cnn(x)), rtol=1e-5, atol=1e-6)
+        assert lm.preprocess.startswith("x / 255")
+        np.testing.assert_allclose(lm.preprocess_fn(np.float32([255.0])), [1.0])
+
+
+@pytest.mark.parametrize("name", ["lambda.keras", "lambda.h5"])
+def test_lambda_refused_without_unsafe(saved, name):
+    d, _ = saved
+    with pytest.raises(UserError, match="safe mode.*--unsafe") as e:
+        load(str(d / name))
+    assert "\n" not in str(e.value)
+    assert load(str(d / name), unsafe=True).model is not None
+
+
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        ("missing.keras", "does not exist"),
+        ("text.keras", "not a Keras model"),
+        ("text.h5", "not a Keras model"),
+        ("folder.keras", "is a folder"),
+        ("nosuch", "unknown model 'nosuch': use one of emotion, vgg16"),
+    ],
+)
+def test_bad_model_specs(saved, name, match):
+    d, _ = saved
+    spec = name if name == "nosuch" else str(d / name)
+    with pytest.raises(UserError, match=match) as e:
+        load(spec)
+    assert "\n" not in str(e.value)
+
+
+def test_preprocess_modes(saved):
+    d, _ = saved
+    x = np.float32([[0.0, 127.5, 255.0]])
+    assert load(str(d / "small.keras"), preprocess="raw").preprocess_fn(x).tolist() == x.tolist()
+    np.testing.assert_allclose(
+        load(str(d / "small.keras"), preprocess="symmetric").preprocess_fn(x), [[-1, 0, 1]]
+    )
+    with pytest.raises(UserError, match="--preprocess 'odd'"):
+        load(str(d / "small.keras"), preprocess="odd")
+
+
+def test_resolve_input_shape(saved):
+    d, _ = saved
+    lm = load(str(d / "small.keras"))
+    assert lm.resolve_input_shape((500, 300)) == (12, 10, 3)  # the model's own
+    assert lm.resolve_input_shape((500, 300), (12, 10, 3)) == (12, 10, 3)
+    with pytest.raises(UserError, match="conflicts with the model's input"):
+        lm.resolve_input_shape((5, 5), (20, 20, 3))
+    with pytest.raises(UserError, match="H,W,C"):
+        lm.resolve_input_shape((5, 5), (20, 20))
+    assert load(str(d / "gray.keras")).resolve_input_shape((40, 40)) == (8, 8, 1)
+    free = load(str(d / "unbuilt.keras"))
+    assert free.input_shape in ((None, None, None), ())
+    assert free.resolve_input_shape((40, 30)) == (40, 32, 3)  # the image's size (at least 32)
+    assert free.resolve_input_shape((2000, 1000)) == (512, 256, 3)  # capped at 512 on the long side
+    assert free.resolve_input_shape((40, 30), (20, 24, 1)) == (20, 24, 1)
+    with pytest.raises(UserError, match="4 channels"):
+        free.resolve_input_shape((40, 30), (20, 24, 4))
+
+
+def test_named_application_random_weights():
+    lm = load("mobilenet_v2", weights="none")  # no download
+    assert lm.name == "mobilenetv2" and lm.input_shape == (224, 224, 3) and lm.classes is None
+    assert "random" in lm.source and lm.preprocess == "keras.applications.mobilenet_v2.preprocess_input"
+    x = np.float32([[0.0, 255.0]])
+    np.testing.assert_allclose(lm.preprocess_fn(x), [[-1.0, 1.0]])
+    assert x.tolist() == [[0.0, 255.0]]  # not modified in place
+
+
+def test_named_application_weights_file_missing(tmp_path):
+    with pytest.raises(UserError, match="weights file .* does not exist"):
+        load("mobilenetv2", weights=str(tmp_path / "w.weights.h5"))
+
+
+def test_wrap_in_memory(tiny_sequential, tiny_unbuilt):
+    lm = wrap(tiny_sequential, preprocess="raw")
+    assert lm.input_shape == (16, 16, 3) and lm.source == "in-memory model"
+    assert wrap(tiny_unbuilt).resolve_input_shape((64, 64)) == (64, 64, 3)
