@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featuremaps.emotion import (EMOTIONS, build_emotion_vgg16, fold_batch_norm, load_weights_npz,
-                                 model_card, save_weights_npz, shipped_weights_available)
+from featuremaps.emotion import (
+    EMOTIONS,
+    build_emotion_vgg16,
+    fold_batch_norm,
+    load_weights_npz,
+    model_card,
+    save_weights_npz,
+    shipped_weights_available,
+)
 from featuremaps.layers import conv_layers
 
 

@@ -40,7 +40,14 @@ def main() -> int:
 
     from featuremaps import fer
     from featuremaps.charts import render_confusion
-    from featuremaps.emotion import CARD_FILE, EMOTIONS, WEIGHTS_FILE, build_emotion_vgg16, load_weights_npz, save_weights_npz
+    from featuremaps.emotion import (
+        CARD_FILE,
+        EMOTIONS,
+        WEIGHTS_FILE,
+        build_emotion_vgg16,
+        load_weights_npz,
+        save_weights_npz,
+    )
     from featuremaps.evaluate import evaluate
     from featuremaps.io import save_json, save_png
 

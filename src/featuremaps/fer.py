@@ -135,7 +135,10 @@ def _check_classes(counts: dict[str, int], root: str) -> None:
 
 
 def load_folder(root: str | Path, skip_bad: bool = False, limit: int | None = None) -> FerData:
-    """``ROOT/{train,test}/<emotion>/*.png`` (or the folder holding ``fer2013/``); ``limit`` faces per class and split."""
+    """``ROOT/{train,test}/<emotion>/*.png`` (or the folder holding ``fer2013/``).
+
+    ``limit`` caps the faces read per class and split (quick tests and tries).
+    """
     root = Path(root)
     if not (root / "train").is_dir() and (root / "fer2013" / "train").is_dir():
         root = root / "fer2013"
