@@ -26,6 +26,7 @@ _API = {
     "normalise": "render",
     "plot": "plot",
     "load_image": "images",
+    "fit_to": "images",
     "load_model": ("models", "load"),
     "build_emotion_vgg16": "emotion",
     "load_emotion_model": "emotion",
@@ -34,6 +35,7 @@ _API = {
     "show": "pipeline",
     "cam": "cam",
     "CAM_METHODS": "cam",
+    "compute_cam": "cam",
 }
 
 __all__ = sorted(_API)
