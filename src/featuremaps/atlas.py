@@ -533,7 +533,7 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
 def run(args) -> int:
     from . import models
     from .cli import Progress
-    from .io import ensure_dir
+    from .io import check_writable
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -548,7 +548,7 @@ def run(args) -> int:
     from .layers import conv_layers, select_layers
 
     select_layers(conv_layers(lm.model), args.layers)
-    ensure_dir(out.parent)
+    check_writable(out.parent)
     res = compute_atlas(
         lm,
         source,

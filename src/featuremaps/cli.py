@@ -235,11 +235,11 @@ class Progress:
 def cmd_show(args) -> int:
     from . import models
     from .images import find_images
-    from .io import ensure_dir
+    from .io import check_writable
     from .pipeline import show
 
     find_images(args.images)  # fail on a bad path before loading (or downloading) a model
-    out = ensure_dir(args.out)
+    out = check_writable(args.out)
     classes = args.classes.split(",") if args.classes else None
     lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess,
                      classes=classes, random_head=False)

@@ -327,12 +327,12 @@ def _models_html(pic, runs, labels, picks, title) -> str:
 def run_models(args) -> int:
     from . import models
     from .images import find_images, load_image
-    from .io import atomic_dir, ensure_dir, safe_name, save_json, save_png, save_text
+    from .io import atomic_dir, check_writable, safe_name, save_json, save_png, save_text
 
     names = check_model_names(args.models)
     (path,) = find_images([args.image])
     rgb = load_image(path)
-    out_root = ensure_dir(args.out)
+    out_root = check_writable(args.out)
     if args.norm not in NORMS:
         raise UserError(f"--norm '{args.norm}' is not one of {', '.join(NORMS)}")
     lms = [models.load(n, weights=args.weights) for n in names]
@@ -537,7 +537,7 @@ def compare_classes(
 def run_classes(args) -> int:
     from . import models
     from .images import find_images, load_image
-    from .io import atomic_dir, ensure_dir, safe_name, save_json, save_png, save_text
+    from .io import atomic_dir, check_writable, safe_name, save_json, save_png, save_text
     from .layers import conv_layers, select_layers
     from .report import esc, img_tag, page
 
@@ -555,7 +555,7 @@ def run_classes(args) -> int:
         if data is None:
             raise UserError("no FER2013 data found at ../shared/data/fer2013; pass --data PATH or images")
         faces, labels, sources = faces_from_fer(data)
-    out_root = ensure_dir(args.out)
+    out_root = check_writable(args.out)
     classes = args.classes.split(",") if args.classes else None
     lm = models.load(
         args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes

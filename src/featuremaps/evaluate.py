@@ -85,7 +85,7 @@ def run(args) -> int:
     from . import fer
     from .charts import render_confusion
     from .emotion import EMOTIONS
-    from .io import ensure_dir, save_json, save_png
+    from .io import check_writable, save_json, save_png
 
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     bad = [s for s in splits if s not in fer.SPLITS]
@@ -93,7 +93,7 @@ def run(args) -> int:
         raise UserError(f"unknown split '{bad[0]}'; use {', '.join(fer.SPLITS)}")
     model, source = load_for_eval(args.model)
     data = fer.load(args.data, skip_bad=args.skip_bad)
-    out = ensure_dir(args.out)
+    out = check_writable(args.out)
     results = evaluate(model, data, splits, tta=args.tta)
     report = {"model": source, "data": str(args.data), "tta": bool(args.tta), "classes": list(EMOTIONS)}
     for s, m in results.items():

@@ -45,6 +45,21 @@ def ensure_dir(path: str | Path) -> Path:
     return p
 
 
+def check_writable(path: str | Path) -> Path:
+    """Fail early (UserError) if ``path`` could not be created or written, without creating anything."""
+    p = Path(path)
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UserError(f"cannot create output folder {p}: {probe} is a file; choose another with --out")
+    if not os.access(probe, os.W_OK):
+        raise UserError(f"output folder {p} is not writable ({probe}); choose another with --out")
+    return p
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it."""
