@@ -103,3 +103,21 @@ def test_short_training_on_real_faces_beats_chance(tmp_path):
     s = train(str(FER_ARCHIVE), out, epochs=2, batch_size=32, limit=200, width=0.25, lr=0.01, verbose=0)
     best = s["best_val_accuracy"]
     assert best > 1 / 7 + 0.04, s["history"]
+
+
+@pytest.mark.parametrize("backend, module", [("jax", "jax"), ("torch", "torch")])
+def test_train_runs_on_other_backends(tmp_path, backend, module):
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed (pip install {'torch==2.13.0' if module == 'torch' else 'jax'})")
+    data = _tiny_folder(tmp_path / "fer")
+    out = tmp_path / "run"
+    code = (f"from featuremaps.train import train\n"
+            f"s = train({str(data)!r}, {str(out)!r}, epochs=1, batch_size=16, width=0.0625, verbose=0)\n"
+            f"assert s['recipe']['backend'] == {backend!r}, s['recipe']\n")
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "best.keras").is_file() and json.loads((out / "state.json").read_text())["epoch"] == 1
