@@ -93,6 +93,8 @@ def run(args) -> int:
         raise UserError(f"unknown split '{bad[0]}'; use {', '.join(fer.SPLITS)}")
     model, source = load_for_eval(args.model)
     data = fer.load(args.data, skip_bad=args.skip_bad)
+    if data.skipped:
+        print(f"skipped {len(data.skipped)} bad entries (first: {data.skipped[0]})")
     out = check_writable(args.out)
     results = evaluate(model, data, splits, tta=args.tta)
     report = {"model": source, "data": str(args.data), "tta": bool(args.tta), "classes": list(EMOTIONS)}
