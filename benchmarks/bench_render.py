@@ -46,13 +46,14 @@ def ours(rows, image, out: Path, level: int, strategy: int | None = None, row_fi
     if row_filter is not None:
         io.PNG_FILTER = row_filter
     sizes = {}
-    ov = render_overview(rows, image, title="vgg16 - bench", subtitle="first 16 maps")
-    io.save_png(out / "overview.png", ov)
-    sizes["overview"] = ov.shape[:2]
-    for r in rows:
-        img = render_layer(r, image=image)
-        io.save_png(out / "layers" / f"{r.label}.png", img)
-        sizes[r.label] = img.shape[:2]
+    with io.png_writer() as save:  # as featuremaps show does: encoding overlaps the next render
+        ov = render_overview(rows, image, title="vgg16 - bench", subtitle="first 16 maps")
+        save(out / "overview.png", ov)
+        sizes["overview"] = ov.shape[:2]
+        for r in rows:
+            img = render_layer(r, image=image)
+            save(out / "layers" / f"{r.label}.png", img)
+            sizes[r.label] = img.shape[:2]
     return sizes
 
 

@@ -126,6 +126,23 @@ def save_png(path: str | Path, rgb: np.ndarray) -> Path:
     return Path(path)
 
 
+@contextlib.contextmanager
+def png_writer(workers: int = 1) -> Iterator:
+    """``save(path, rgb)`` that encodes and writes on a worker thread, so the caller renders the next picture
+    meanwhile (zlib releases the GIL). Leaving the block waits for every file and re-raises the first error.
+    Arrays passed in must not be changed afterwards (the renderers return fresh ones)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featuremaps-png")
+    futures = []
+    try:
+        yield lambda path, rgb: futures.append(pool.submit(save_png, path, rgb))
+        for f in futures:
+            f.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def save_json(path: str | Path, obj) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -110,7 +110,7 @@ class Shower:
         return self._extractors[shape]
 
     def run(self, path: Path, out_root: Path) -> ShowResult:
-        from .io import atomic_dir, safe_name, save_json, save_npz, save_png
+        from .io import atomic_dir, png_writer, safe_name, save_json, save_npz
         from .render import render_layer, render_overview, rows_from
 
         o = self.opts
@@ -138,7 +138,8 @@ class Shower:
         glob_range = None
         if o.norm == "global":
             glob_range = (min(float(r.maps.min()) for r in rows), max(float(r.maps.max()) for r in rows))
-        with atomic_dir(folder, keep=("cam",)) as tmp:  # `featuremaps cam` writes OUT/<stem>/cam/
+        # `featuremaps cam` writes OUT/<stem>/cam/: kept. PNGs encode on a thread while the next one renders.
+        with atomic_dir(folder, keep=("cam",)) as tmp, png_writer() as save_png:
             save_png(tmp / "overview.png", overview)
             save_png(tmp / "input.png", prep.shown)
             if prep.face is not None and prep.face_box is not None:
