@@ -8,7 +8,9 @@
 2. Deletion / insertion (Petsiuk et al., "RISE", BMVC 2018): pixels are removed (set to 0) or inserted
    (into a blurred copy) in the order of the map, most salient first; the predicted class probability is
    recorded after each step. The area under the curve (mean probability) should be lower for deletion and
-   higher for insertion than with a random map.
+   higher for insertion than with a random map. Two random baselines: a random map at the target layer's
+   resolution upsampled like the CAMs ("random", the fair one: same granularity), and random pixels
+   ("random px": scattered black pixels are far from any face, so the probability falls fast).
 
     python benchmarks/cam_sanity.py --weights runs/emotion/best.keras --limit 64
     python benchmarks/cam_sanity.py --methods gradcam,layercam          # shipped weights
@@ -88,7 +90,7 @@ def curves(predict, x: np.ndarray, saliency: np.ndarray, c: int, steps: int = 48
 def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "scorecam", "layercam"),
         log=print, layer=None):
     from featuremaps import fer
-    from featuremaps.cam import CamEngine
+    from featuremaps.cam import CamEngine, upsample
 
     model = load_model(weights)
     faces = fer.load(data, limit=-(-limit // 7))["PrivateTest"]  # the same number of faces per emotion
@@ -98,7 +100,7 @@ def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "sco
     head_eng = CamEngine(randomised_copy(model, HEAD_LAYERS), (48, 48, 1), layer)
     rng = np.random.default_rng(0)
     out = {m: {"spearman": [], "spearman_head": [], "deletion": [], "insertion": [], "seconds": 0.0}
-           for m in (*methods, "random")}
+           for m in (*methods, "random", "random px")}
     for x in xs:
         for m in methods:
             t = time.perf_counter()
@@ -112,9 +114,12 @@ def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "sco
             out[m]["deletion"].append(d)
             out[m]["insertion"].append(i)
         c = int(np.argmax(eng.forward(x[None])[0]))
-        d, i = curves(eng.forward, x, rng.uniform(size=(48, 48)), c)
-        out["random"]["deletion"].append(d)
-        out["random"]["insertion"].append(i)
+        h, w = (int(d) for d in eng.body.outputs[0].shape[1:3])
+        for name, sal in (("random", upsample(rng.uniform(size=(h, w)).astype(np.float32), (48, 48))),
+                          ("random px", rng.uniform(size=(48, 48)))):
+            d, i = curves(eng.forward, x, sal, c)
+            out[name]["deletion"].append(d)
+            out[name]["insertion"].append(i)
     summary = {}
     log(f"target layer {eng.layer.label} {eng.layer.name}; {len(xs)} PrivateTest faces")
     log(f"Spearman after randomising the head ({', '.join(HEAD_LAYERS)}) and "
