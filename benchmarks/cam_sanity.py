@@ -34,14 +34,10 @@ TOP_LAYERS = (*HEAD_LAYERS, "block5_conv3", "block5_conv2", "block5_conv1")
 def load_model(weights: str | None):
     import keras
 
-    from featuremaps.emotion import build_emotion_vgg16, load_emotion_model, load_weights_npz
+    from featuremaps import models
 
-    if weights is None:
-        return load_emotion_model()
-    if weights.endswith(".npz"):
-        m = build_emotion_vgg16()
-        load_weights_npz(m, weights)
-        return m
+    if weights is None or weights.endswith(".npz"):  # shipped weights, or an .npz of the emotion model
+        return models.load("emotion", weights=weights).model
     return keras.models.load_model(weights, compile=False)
 
 

@@ -58,15 +58,13 @@ def predict(model, faces_u8: np.ndarray, tta: bool = False, batch_size: int = 25
 def load_for_eval(spec: str | None):
     """The emotion model to evaluate: shipped (default), a .keras file, or .npz weights."""
     from . import models
-    from .emotion import build_emotion_vgg16, load_weights_npz
 
     if spec and spec.endswith(".npz"):
         if not Path(spec).is_file():
             raise UserError(f"weights file {spec} does not exist; check the path")
-        m = build_emotion_vgg16()
-        load_weights_npz(m, spec)
-        return m, spec
-    lm = models.load(spec or "emotion")
+        lm = models.load("emotion", weights=spec)
+    else:
+        lm = models.load(spec or "emotion")
     return lm.model, lm.source
 
 
