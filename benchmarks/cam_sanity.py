@@ -55,9 +55,25 @@ def randomised_copy(model, layers=TOP_LAYERS, seed: int = 0):
     return copy
 
 
+def rank_average(a: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 with ties sharing their mean rank (scipy's ``rankdata(method="average") - 1``).
+
+    Ties matter here: ReLU leaves CAMs with flat zero regions, and breaking those ties by position (as a
+    plain double argsort does) would invent a correlation with the image layout.
+    """
+    a = np.asarray(a).ravel()
+    order = np.argsort(a, kind="stable")
+    sorted_a = a[order]
+    starts = np.flatnonzero(np.r_[True, sorted_a[1:] != sorted_a[:-1]])
+    ends = np.r_[starts[1:], a.size]
+    ranks = np.empty(a.size, np.float64)
+    ranks[order] = np.repeat((starts + ends - 1) / 2.0, ends - starts)
+    return ranks
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra = np.argsort(np.argsort(a.ravel())).astype(np.float64)
-    rb = np.argsort(np.argsort(b.ravel())).astype(np.float64)
+    """Spearman rank correlation with average ranks for ties; 0 when either map is constant (no ranking)."""
+    ra, rb = rank_average(a), rank_average(b)
     ra -= ra.mean()
     rb -= rb.mean()
     d = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
@@ -95,7 +111,7 @@ def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "sco
     rand_eng = CamEngine(randomised_copy(model), (48, 48, 1), layer)
     head_eng = CamEngine(randomised_copy(model, HEAD_LAYERS), (48, 48, 1), layer)
     rng = np.random.default_rng(0)
-    out = {m: {"spearman": [], "spearman_head": [], "deletion": [], "insertion": [], "seconds": 0.0}
+    out = {m: {"spearman": [], "spearman_head": [], "deletion": [], "insertion": [], "seconds": 0.0, "flat": 0}
            for m in (*methods, "random", "random px")}
     for x in xs:
         for m in methods:
@@ -106,6 +122,7 @@ def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "sco
             out[m]["spearman"].append(spearman(r.heatmap_up, rr.heatmap_up))
             rh = head_eng.run(x, [m], [r.class_index])[0]
             out[m]["spearman_head"].append(spearman(r.heatmap_up, rh.heatmap_up))
+            out[m]["flat"] += sum(float(np.ptp(h.heatmap)) == 0.0 for h in (r, rr, rh))
             d, i = curves(eng.forward, x, r.heatmap_up, r.class_index)
             out[m]["deletion"].append(d)
             out[m]["insertion"].append(i)
@@ -120,15 +137,15 @@ def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "sco
     log(f"target layer {eng.layer.label} {eng.layer.name}; {len(xs)} PrivateTest faces")
     log(f"Spearman after randomising the head ({', '.join(HEAD_LAYERS)}) and "
         f"the top layers (head + block5)")
-    log(f"{'method':<10} {'rho head':>9} {'rho top':>8} {'deletion AUC':>13} {'insertion AUC':>14} {'s/face':>7}")
+    log(f"{'method':<10} {'rho head':>9} {'rho top':>8} {'deletion AUC':>13} {'insertion AUC':>14} {'s/face':>7} {'flat':>5}")
     for m, v in out.items():
         s = {"spearman": float(np.mean(v["spearman"])) if v["spearman"] else float("nan"),
              "spearman_head": float(np.mean(v["spearman_head"])) if v["spearman_head"] else float("nan"),
              "deletion": float(np.mean(v["deletion"])), "insertion": float(np.mean(v["insertion"])),
-             "seconds_per_face": v["seconds"] / len(xs)}
+             "seconds_per_face": v["seconds"] / len(xs), "flat_maps": v["flat"]}
         summary[m] = s
         log(f"{m:<10} {s['spearman_head']:9.3f} {s['spearman']:8.3f} {s['deletion']:13.4f} {s['insertion']:14.4f} "
-            f"{s['seconds_per_face']:7.2f}")
+            f"{s['seconds_per_face']:7.2f} {s['flat_maps']:5d}")
     return summary
 
 
