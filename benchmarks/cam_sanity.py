@@ -137,7 +137,8 @@ def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "sco
     log(f"target layer {eng.layer.label} {eng.layer.name}; {len(xs)} PrivateTest faces")
     log(f"Spearman after randomising the head ({', '.join(HEAD_LAYERS)}) and "
         f"the top layers (head + block5)")
-    log(f"{'method':<10} {'rho head':>9} {'rho top':>8} {'deletion AUC':>13} {'insertion AUC':>14} {'s/face':>7} {'flat':>5}")
+    log(f"{'method':<10} {'rho head':>9} {'rho top':>8} {'deletion AUC':>13} {'insertion AUC':>14} "
+        f"{'s/face':>7} {'flat':>5}")
     for m, v in out.items():
         s = {"spearman": float(np.mean(v["spearman"])) if v["spearman"] else float("nan"),
              "spearman_head": float(np.mean(v["spearman_head"])) if v["spearman_head"] else float("nan"),
