@@ -98,9 +98,15 @@ def test_killed_mid_epoch_resumes_from_the_saved_epoch(tmp_path):
 
 @needs_fer()
 def test_short_training_on_real_faces_beats_chance(tmp_path):
-    """A narrow VGG-16 trained briefly on a balanced slice (PublicTest held out) does better than chance."""
+    """A narrow VGG-16 trained briefly on a balanced slice (PublicTest held out) does better than chance.
+
+    A plain 13-conv network needs a few hundred SGD steps (and its learning rate decaying) before it leaves
+    chance: 2-3 epochs on 1,400-2,800 faces (90-350 steps) ended at 15-20% held-out accuracy in 6 tries,
+    around the bar. So: 2,100 faces, 6 short epochs (~400 steps, cosine decay), 1/8 width (21.9% when
+    measured); about a minute on 2 CPU cores.
+    """
     out = tmp_path / "run"
-    s = train(str(FER_ARCHIVE), out, epochs=2, batch_size=32, limit=200, width=0.25, lr=0.01, verbose=0)
+    s = train(str(FER_ARCHIVE), out, epochs=6, batch_size=32, limit=300, width=0.125, lr=0.01, verbose=0)
     best = s["best_val_accuracy"]
     assert best > 1 / 7 + 0.04, s["history"]
 

@@ -73,9 +73,10 @@ def main() -> int:
     os.replace(tmp, dest / WEIGHTS_FILE)
     hist = state.get("history", [])
     card = {
-        "model": "VGG-16: 13 conv 3x3 layers in 5 blocks (64, 64 | 128, 128 | 256 x3 | 512 x3 | 512 x3), max "
-                 "pooling, dense 512-512 head with dropout 0.4, 7-way softmax; trained with batch normalisation "
-                 "(conv -> BN -> ReLU), shipped with each BN folded into its conv (same outputs)",
+        "model": "VGG-16: 13 conv 3x3 layers in 5 blocks (64, 64 | 128, 128 | 256 x3 | 512 x3 | 512 x3), 2x2 max "
+                 "pooling after blocks 1-4 and a max over the whole 3x3 map after block 5, dense 512-512 head "
+                 "with dropout 0.4, 7-way softmax; trained with batch normalisation (conv -> BN -> ReLU), "
+                 "shipped with each BN folded into its conv (same outputs)",
         "input": "48x48 grayscale face, pixels scaled to [0, 1]",
         "classes": list(EMOTIONS),
         "data": "FER2013 (Goodfellow et al. 2013): Training 28,709 faces for training, PublicTest 3,589 for model "

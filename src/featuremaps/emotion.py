@@ -27,6 +27,9 @@ def build_emotion_vgg16(input_shape=INPUT_SHAPE, num_classes: int = len(EMOTIONS
                         batch_norm: bool = False, width: float = 1.0):
     """VGG-16 (13 conv 3x3 in 5 blocks, max pooling, dense 512-512 head with dropout); input in [0, 1].
 
+    The last pool takes the maximum over the whole final map (3x3 at 48 px), so every position reaches the
+    head; Keras' 2x2 pool there would drop the bottom row and right column of a 3x3 map.
+
     ``batch_norm=True`` is the training form (conv -> BN -> ReLU); the default is the inference form with
     ReLU inside each conv, which :func:`fold_batch_norm` fills from a trained BN model. ``width`` scales
     the filter counts (tests use a narrow copy; the shipped model is width 1).
@@ -46,7 +49,12 @@ def build_emotion_vgg16(input_shape=INPUT_SHAPE, num_classes: int = len(EMOTIONS
                 x = layers.Activation("relu", name=f"block{b}_relu{i}")(x)
             else:
                 x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"block{b}_conv{i}")(x)
-        x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
+        if b < len(VGG16_BLOCKS):
+            x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
+        else:
+            # 48 px -> 3x3 here; a 2x2 pool would keep only the top-left 2x2 and the head would never see
+            # the bottom row and right column (gradients there are exactly 0, CAMs blank over the mouth).
+            x = layers.GlobalMaxPooling2D(keepdims=True, name=f"block{b}_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     units = max(16, int(round(512 * width)))
     x = layers.Dense(units, activation="relu", name="fc1")(x)
