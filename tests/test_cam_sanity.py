@@ -17,19 +17,16 @@ pytestmark = [needs_fer(), pytest.mark.skipif(not shipped_weights_available(),
 
 
 def test_randomisation_and_deletion_insertion():
-    """What holds for the shipped model (BENCHMARKS.md has the table): Grad-CAM passes every check; Grad-CAM++
-    changes once the top layers are random and beats the random map on insertion; LayerCAM beats it on
-    deletion and insertion but fails the randomisation check at the 3x3 last layer (it follows the
-    activations, as Adebayo et al. found for several methods)."""
+    """Each gradient method changes once the top layers are random (Spearman < 0.5 after randomising the head,
+    and the head + block5) and beats a random map of the layer's resolution on deletion and insertion.
+    Score-CAM is left to the benchmark (512 masked passes per map)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import cam_sanity
 
     s = cam_sanity.run(None, FER_ARCHIVE, limit=32, methods=("gradcam", "gradcam++", "layercam"),
                        log=lambda *a: None)
     rnd = s["random"]
-    assert s["gradcam"]["spearman"] < 0.5 and s["gradcam"]["spearman_head"] < 0.5, s["gradcam"]
-    assert s["gradcam++"]["spearman"] < 0.5, s["gradcam++"]
-    for m in ("gradcam", "layercam"):
-        assert s[m]["deletion"] < rnd["deletion"], (m, s[m], rnd)
     for m in ("gradcam", "gradcam++", "layercam"):
+        assert s[m]["spearman"] < 0.5 and s[m]["spearman_head"] < 0.5, (m, s[m])
+        assert s[m]["deletion"] < rnd["deletion"], (m, s[m], rnd)
         assert s[m]["insertion"] > rnd["insertion"], (m, s[m], rnd)

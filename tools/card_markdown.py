@@ -9,10 +9,11 @@ r = card["recipe"]
 lines = [
     f"- **Model**: {card['model']}. Input: {card['input']}. Classes: {', '.join(card['classes'])}.",
     f"- **Data**: {card['data']}.",
-    f"- **Recipe**: {r['optimizer']}, lr {r['lr']}, batch {r['batch_size']}, {r['schedule']} over {r['epochs']} "
-    f"epochs, "
+    f"- **Recipe**: {r['optimizer']}, lr {r['lr']}, batch {r['batch_size']}, {r['schedule']}; "
+    f"{card['epochs_trained']} epochs, "
     f"{r['augmentation']}, {r['precision']} mixed precision, seed {r['seed']}; best epoch on PublicTest: "
-    f"{card['best_epoch']} of {card['epochs_trained']}.",
+    f"{card['best_epoch']} of {card['epochs_trained']}."
+    + (f" {r['notes']}." if r.get("notes") else ""),
     f"- **Hardware**: {card['hardware']}.",
     f"- **Accuracy** (float16 weights as shipped): PublicTest {acc['PublicTest']:.2%}, "
     f"**PrivateTest {acc['PrivateTest']:.2%}**"
