@@ -52,8 +52,7 @@ def build_emotion_vgg16(input_shape=INPUT_SHAPE, num_classes: int = len(EMOTIONS
         if b < len(VGG16_BLOCKS):
             x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
         else:
-            # 48 px -> 3x3 here; a 2x2 pool would keep only the top-left 2x2 and the head would never see
-            # the bottom row and right column (gradients there are exactly 0, CAMs blank over the mouth).
+            # the whole final map (see the docstring): a 2x2 pool of a 3x3 map blanks CAMs over the mouth
             x = layers.GlobalMaxPooling2D(keepdims=True, name=f"block{b}_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     units = max(16, int(round(512 * width)))
