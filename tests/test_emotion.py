@@ -13,6 +13,7 @@ from featuremaps.emotion import (
     model_card,
     save_weights_npz,
     shipped_weights_available,
+    unfold_batch_norm,
 )
 from featuremaps.layers import conv_layers
 
@@ -41,6 +42,35 @@ def test_fold_batch_norm_is_exact():
     folded = fold_batch_norm(m, width=0.125)
     x = rng.random((3, 48, 48, 1), dtype=np.float32)
     np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(m(x, training=False)), atol=1e-5)
+
+
+def test_unfold_batch_norm_keeps_outputs_and_measures_statistics():
+    """Unfolding gives the folded model's outputs with stored statistics, and nearly so with batch ones."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    folded = build_emotion_vgg16(width=0.125)
+    faces = rng.integers(0, 256, (64, 48, 48), dtype=np.uint8)
+    bn_model = unfold_batch_norm(folded, faces, width=0.125, batch_size=16)
+    x = faces[:8, ..., None].astype(np.float32) / 255.0
+    np.testing.assert_allclose(np.asarray(bn_model(x, training=False)), np.asarray(folded(x)), atol=1e-5)
+    # the stored mean/variance are those of the conv output on the calibration faces (first conv by hand)
+    kernel, bias = folded.get_layer("block1_conv1").get_weights()
+    z = np.asarray(keras.ops.conv(faces[..., None].astype(np.float32) / 255.0, kernel, padding="same"))
+    g, b, mean, var = bn_model.get_layer("block1_bn1").get_weights()
+    np.testing.assert_allclose(mean, z.mean((0, 1, 2)), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(var, z.var((0, 1, 2)), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(b, bias + mean, rtol=1e-5, atol=1e-6)
+    # in training mode BN uses the batch's statistics: on the calibration faces these are the stored ones
+    conv_bn = keras.Model(bn_model.inputs, bn_model.get_layer("block1_bn1").output)
+    conv = keras.Model(folded.inputs, folded.get_layer("block1_conv1").output)
+    allx = faces[..., None].astype(np.float32) / 255.0
+    pre = np.asarray(conv_bn(allx, training=True))
+    np.testing.assert_allclose(np.maximum(pre, 0), np.asarray(conv(allx)), atol=1e-3)
+    # and the round trip folds back to the same weights
+    again = fold_batch_norm(bn_model, width=0.125)
+    for a, c in zip(again.get_weights(), folded.get_weights(), strict=True):
+        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5)
 
 
 def test_npz_roundtrip_float16(tmp_path):

@@ -70,6 +70,31 @@ def test_checkpoint_resume_and_refusals(tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
+def test_init_from_trained_weights_starts_where_they_are(tmp_path):
+    """--init: the first epoch starts from the given weights (unfolded), not from random ones."""
+    from featuremaps.emotion import build_emotion_vgg16, save_weights_npz
+
+    data = _tiny_folder(tmp_path / "fer")
+    start = build_emotion_vgg16(width=0.0625)
+    save_weights_npz(start, tmp_path / "start.npz", dtype=np.float32)
+    out = tmp_path / "run"
+    s = train(str(data), out, epochs=1, batch_size=16, width=0.0625, verbose=0, lr=0.0,
+              init=str(tmp_path / "start.npz"))
+    assert s["recipe"]["init"] == {"from": str(tmp_path / "start.npz")}
+    import keras
+
+    trained = keras.models.load_model(out / "last.keras", compile=False)
+    np.testing.assert_allclose(trained.get_layer("block3_conv2").get_weights()[0],
+                               start.get_layer("block3_conv2").get_weights()[0], atol=1e-6)  # lr 0: unchanged
+    with pytest.raises(UserError, match="--resume"):
+        train(str(data), out, epochs=2, resume=True, init="bundled", verbose=0)
+    with pytest.raises(UserError, match="no such file"):
+        train(str(data), tmp_path / "run2", epochs=1, init=str(tmp_path / "missing.npz"), verbose=0)
+    with pytest.raises(UserError, match="--resume instead"):
+        train(str(data), tmp_path / "run3", epochs=1, init=str(out / "last.keras"), verbose=0)
+    assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists()  # nothing half-made
+
+
 def test_killed_mid_epoch_resumes_from_the_saved_epoch(tmp_path):
     """Kill the training process during epoch 2: state and weights stay those of epoch 1, resume goes on."""
     data = _tiny_folder(tmp_path / "fer", per_class=12)

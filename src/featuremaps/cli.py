@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--out", "-o", default="runs/emotion")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--init", default=None, metavar="bundled|FILE",
+                   help="start from trained weights (the bundled model or an emotion .npz/.keras) instead of random")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                    help="bfloat16 mixed precision: ~1.5x faster on CPUs with AVX512-BF16")
@@ -282,7 +284,7 @@ def cmd_train(args) -> int:
 
     state = train(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   resume=args.resume, seed=args.seed, skip_bad=args.skip_bad, precision=args.precision,
-                  limit=args.limit, width=args.width)
+                  limit=args.limit, width=args.width, init=args.init)
     print(f"best PublicTest accuracy {state.get('best_val_accuracy', float('nan')):.4f} at epoch "
           f"{state.get('best_epoch')}; checkpoints, log.csv and curves.png in {args.out}")
     return 0

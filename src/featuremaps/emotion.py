@@ -88,6 +88,50 @@ def fold_batch_norm(trained, width: float = 1.0):
     return model
 
 
+def unfold_batch_norm(folded, faces: np.ndarray, width: float = 1.0, batch_size: int = 128):
+    """The training form of an inference-form model, with the same outputs: a warm start for more training.
+
+    The inverse of :func:`fold_batch_norm` is not unique; this one keeps each conv kernel ``W'`` and sets
+    each BN to the statistics of ``z = W' * x`` measured on ``faces`` (uint8 (N, 48, 48)): ``m``, ``v`` =
+    the channel mean and variance, ``g = sqrt(v + eps)``, ``b = bias' + m``. Then ``BN(z) = z + bias'``
+    exactly with the stored statistics, and nearly so with batch statistics in training, so training
+    resumes where the folded model is instead of from a disturbed network.
+    """
+    import keras
+
+    model = build_emotion_vgg16(tuple(folded.inputs[0].shape[1:]), int(folded.outputs[0].shape[-1]),
+                                batch_norm=True, width=width)
+    convs = [layer for layer in model.layers if layer.name.startswith("block") and "_conv" in layer.name]
+    for layer in model.layers:
+        if not layer.get_weights() or "_bn" in layer.name:
+            continue
+        src = folded.get_layer(layer.name)
+        if layer in convs:
+            kernel, bias = src.get_weights()
+            layer.set_weights([kernel])
+            bn = model.get_layer(layer.name.replace("_conv", "_bn"))  # identity + bias until measured
+            one = np.ones_like(bias)
+            bn.set_weights([one, bias, np.zeros_like(bias), one - bn.epsilon])
+        else:
+            layer.set_weights(src.get_weights())
+    probe = keras.Model(model.inputs, [layer.output for layer in convs])
+    sums = [np.zeros((2, layer.filters)) for layer in convs]  # per channel: sum of z, sum of z^2
+    count = np.zeros(len(convs))
+    for i in range(0, len(faces), batch_size):  # in batches: all maps of 4k faces would take ~10 GB
+        x = faces[i:i + batch_size, ..., None].astype(np.float32) / 255.0
+        for j, z in enumerate(probe.predict_on_batch(x)):
+            z = np.asarray(z, np.float64).reshape(-1, z.shape[-1])
+            sums[j] += (z.sum(0), (z * z).sum(0))
+            count[j] += len(z)
+    for layer, (s1, s2), n in zip(convs, sums, count, strict=True):
+        mean = s1 / n
+        var = np.maximum(s2 / n - mean * mean, 0.0)
+        bn = model.get_layer(layer.name.replace("_conv", "_bn"))
+        bias = bn.get_weights()[1]
+        bn.set_weights([w.astype(np.float32) for w in (np.sqrt(var + bn.epsilon), bias + mean, mean, var)])
+    return model
+
+
 def _data_path(name: str):
     return resources.files("featuremaps").joinpath("data").joinpath(name)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .io import atomic_path, ensure_dir, save_json
+from .io import atomic_path, check_writable, ensure_dir, save_json
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +118,53 @@ def _plot_curves(history: list[dict], path: Path) -> None:
         fig.savefig(tmp, format="png")
 
 
+def _initial_model(init: str | None, faces: np.ndarray, width: float, calibration: int = 4096):
+    """The BN model to train and a note on where its weights came from (None: random, He init)."""
+    import keras
+
+    from . import emotion
+
+    if not init:
+        return emotion.build_emotion_vgg16(batch_norm=True, width=width), None
+    if init == "bundled":
+        folded, card = emotion.load_emotion_model(), emotion.model_card() or {}
+        note = {"from": "bundled", "epochs_before": card.get("epochs_trained"),
+                "PrivateTest_before": (card.get("accuracy") or {}).get("PrivateTest")}
+    else:
+        path = Path(init)
+        if not path.is_file():
+            raise UserError(f"--init {init}: no such file; pass 'bundled' or an emotion .npz/.keras weights file")
+        try:
+            if path.suffix == ".npz":
+                folded = emotion.build_emotion_vgg16(width=width)
+                emotion.load_weights_npz(folded, path)
+            else:
+                folded = keras.models.load_model(path, compile=False)
+        except Exception as e:
+            raise UserError(f"--init {init} is not an emotion model's weights ({e}); pass a file saved from "
+                            "featuremaps (shipped .npz or a fold of best.keras)") from None
+        note = {"from": str(path)}
+    if any(layer.name.endswith("_bn1") for layer in folded.layers):
+        raise UserError(f"--init {init} is a training checkpoint (with BN); continue it with --resume instead")
+    rng = np.random.default_rng(0)
+    sample = faces[rng.permutation(len(faces))[:calibration]]
+    return emotion.unfold_batch_norm(folded, sample, width=width), note
+
+
 def train(data_path: str, out: str | Path, epochs: int = 30, batch_size: int = 64, lr: float = 0.01,
           resume: bool = False, seed: int = 0, skip_bad: bool = False, precision: str = "float32",
-          limit: int | None = None, verbose: int = 1, width: float = 1.0) -> dict:
-    """Train (or resume) the emotion model; returns the state dict (also in ``OUT/state.json``)."""
+          limit: int | None = None, verbose: int = 1, width: float = 1.0, init: str | None = None) -> dict:
+    """Train (or resume) the emotion model; returns the state dict (also in ``OUT/state.json``).
+
+    ``init`` starts a new run from trained weights instead of random ones: ``"bundled"`` (the shipped
+    model) or an inference-form ``.npz``/``.keras`` file, unfolded back to the BN form (:func:`_initial_model`).
+    """
     import keras
 
     from . import fer
-    from .emotion import EMOTIONS, build_emotion_vgg16
+    from .emotion import EMOTIONS
 
-    out = ensure_dir(out)
+    out = check_writable(out)  # created once data and weights are loaded: bad input leaves no empty folder
     state_path = out / "state.json"
     state: dict = {}
     if resume:
@@ -138,6 +175,8 @@ def train(data_path: str, out: str | Path, epochs: int = 30, batch_size: int = 6
             raise UserError(f"{out} already has {state['epoch']} epochs; pass a larger --epochs to go on")
     elif state_path.exists():
         raise UserError(f"{out} already holds a training run; pass --resume to continue it or another --out")
+    if resume and init:
+        raise UserError("--init starts a new run and --resume continues one; drop one of them")
 
     if precision == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -150,7 +189,7 @@ def train(data_path: str, out: str | Path, epochs: int = 30, batch_size: int = 6
     if resume:
         model = keras.models.load_model(out / "last.keras")
     else:
-        model = build_emotion_vgg16(batch_norm=True, width=width)
+        model, init_note = _initial_model(init, tr.x, width)
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
         model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         state = {"recipe": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
@@ -158,6 +197,9 @@ def train(data_path: str, out: str | Path, epochs: int = 30, batch_size: int = 6
                             "precision": precision, "backend": keras.backend.backend(), "width": width,
                             "augmentation": "flip, shift 10%, rotate 10 deg, zoom 10%, random erasing p=0.5"},
                  "classes": list(EMOTIONS), "train_faces": len(tr), "val_faces": len(va)}
+        if init_note:
+            state["recipe"]["init"] = init_note
+    ensure_dir(out)
     start = int(state.get("epoch", 0))
     state["recipe"]["epochs"] = epochs
     batches = _dataset_class()(tr.x, tr.y, batch_size, seed, epoch=start)
