@@ -152,3 +152,22 @@ def test_train_runs_on_other_backends(tmp_path, backend, module):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (out / "best.keras").is_file() and json.loads((out / "state.json").read_text())["epoch"] == 1
+
+
+def test_train_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys):
+    from featuremaps.cli import main
+
+    data = _tiny_folder(tmp_path / "fer", per_class=1)
+    out = tmp_path / "run"
+    cases = [
+        (["--data", str(tmp_path / "missing")], "does not exist"),
+        (["--data", str(data), "--resume"], "nothing to resume"),
+        (["--data", str(data), "--init", str(tmp_path / "none.npz")], "no such file"),
+        (["--data", str(data), "--init", "bundled", "--resume"], "drop one of them"),
+    ]
+    for args, match in cases:
+        capsys.readouterr()
+        assert main(["train", *args, "--out", str(out), "--width", "0.0625"]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert match in err and len(err.splitlines()) == 1, (args, err)
+        assert not out.exists(), args

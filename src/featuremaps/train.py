@@ -167,6 +167,8 @@ def train(data_path: str, out: str | Path, epochs: int = 30, batch_size: int = 6
     out = check_writable(out)  # created once data and weights are loaded: bad input leaves no empty folder
     state_path = out / "state.json"
     state: dict = {}
+    if resume and init:
+        raise UserError("--init starts a new run and --resume continues one; drop one of them")
     if resume:
         if not state_path.is_file() or not (out / "last.keras").is_file():
             raise UserError(f"nothing to resume in {out} (no state.json/last.keras); drop --resume to start")
@@ -175,8 +177,6 @@ def train(data_path: str, out: str | Path, epochs: int = 30, batch_size: int = 6
             raise UserError(f"{out} already has {state['epoch']} epochs; pass a larger --epochs to go on")
     elif state_path.exists():
         raise UserError(f"{out} already holds a training run; pass --resume to continue it or another --out")
-    if resume and init:
-        raise UserError("--init starts a new run and --resume continues one; drop one of them")
 
     if precision == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
