@@ -4,7 +4,9 @@
 
 Reads RUN_DIR/best.keras (chosen on PublicTest) and RUN_DIR/state.json, checks that float16 storage costs at
 most 0.2 points of PrivateTest accuracy, writes src/featuremaps/data/emotion_vgg16.weights.npz and
-emotion_vgg16.card.json, and docs/emotion_confusion_PrivateTest.png.
+emotion_vgg16.card.json, and docs/emotion_confusion_PrivateTest.png. A run started with
+`featuremaps train --init bundled` continues the shipped model: the new card keeps the old one's stages and
+history, and counts epochs across all of them.
 """
 
 import argparse
@@ -46,6 +48,7 @@ def main() -> int:
         build_emotion_vgg16,
         fold_batch_norm,
         load_weights_npz,
+        model_card,
         save_weights_npz,
     )
     from featuremaps.evaluate import evaluate
@@ -53,6 +56,14 @@ def main() -> int:
 
     run = Path(a.run)
     state = json.loads((run / "state.json").read_text())
+    hardware = f"CPU only: {cpu_name()}, {os.cpu_count()} cores, {state['recipe'].get('backend', 'tensorflow')} backend"
+    stage = {"epochs": state.get("epoch"), "recipe": state["recipe"], "hardware": hardware}
+    # a run started with --init bundled continues the shipped model: its card's stages and history come first
+    prior = model_card() if (state["recipe"].get("init") or {}).get("from") == "bundled" else None
+    stages = (prior.get("stages") or [{"epochs": prior["epochs_trained"], "recipe": prior["recipe"],
+                                       "hardware": prior["hardware"]}]) if prior else []
+    before = sum(st["epochs"] for st in stages)
+    stages.append(stage)
     trained = keras.models.load_model(run / a.checkpoint, compile=False)
     model = fold_batch_norm(trained, width=state["recipe"].get("width", 1.0))  # BN folded into the convs
     data = fer.load(a.data)
@@ -71,7 +82,7 @@ def main() -> int:
         return 1
     dest = ROOT / "src" / "featuremaps" / "data"
     os.replace(tmp, dest / WEIGHTS_FILE)
-    hist = state.get("history", [])
+    hist = (prior or {}).get("history", []) + [h | {"epoch": h["epoch"] + before} for h in state.get("history", [])]
     card = {
         "model": "VGG-16: 13 conv 3x3 layers in 5 blocks (64, 64 | 128, 128 | 256 x3 | 512 x3 | 512 x3), 2x2 max "
                  "pooling after blocks 1-4 and a max over the whole 3x3 map after block 5, dense 512-512 head "
@@ -82,9 +93,10 @@ def main() -> int:
         "data": "FER2013 (Goodfellow et al. 2013): Training 28,709 faces for training, PublicTest 3,589 for model "
                 "selection, PrivateTest 3,589 for this report only",
         "recipe": state.get("recipe"),
-        "epochs_trained": state.get("epoch"),
-        "best_epoch": state.get("best_epoch"),
-        "hardware": f"CPU only: {cpu_name()}, {os.cpu_count()} cores, TensorFlow backend",
+        "stages": stages,
+        "epochs_trained": before + state.get("epoch", 0),
+        "best_epoch": before + state.get("best_epoch", 0),
+        "hardware": hardware,
         "weights_storage": "float16 (npz), loaded as float32",
         "accuracy": {
             "PublicTest": r16["PublicTest"]["accuracy"], "PrivateTest": r16["PrivateTest"]["accuracy"],

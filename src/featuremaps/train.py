@@ -193,7 +193,8 @@ def train(data_path: str, out: str | Path, epochs: int = 30, batch_size: int = 6
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
         model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         state = {"recipe": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                            "optimizer": "SGD nesterov momentum 0.9", "schedule": "1 warm-up epoch, cosine",
+                            "optimizer": "SGD nesterov momentum 0.9",
+                            "schedule": "1 warm-up epoch at half lr, then cosine to 1% of lr",
                             "precision": precision, "backend": keras.backend.backend(), "width": width,
                             "augmentation": "flip, shift 10%, rotate 10 deg, zoom 10%, random erasing p=0.5"},
                  "classes": list(EMOTIONS), "train_faces": len(tr), "val_faces": len(va)}
