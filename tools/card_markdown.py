@@ -22,7 +22,7 @@ def recipe_lines(card: dict) -> list[str]:
         init = r.get("init")
         start = (f"from the shipped weights after epoch {init['epochs_before']} (BN unfolded with statistics measured "
                  "on 4,096 training faces, fresh SGD momentum)" if init else "from random weights (He init)")
-        sched = r["schedule"] + (f" over {st['epochs']} epochs, peak lr {r['lr']}" if init else "")
+        sched = r["schedule"] + (f" over {r['epochs']} epochs, peak lr {r['lr']}" if init else "")
         out.append(f"  - Stage {i}, epochs {first}-{last}, {st['hardware']}: {start}; lr schedule: {sched}."
                    + (f" {r['notes']}." if r.get("notes") else ""))
         first = last + 1

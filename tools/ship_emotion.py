@@ -80,6 +80,11 @@ def main() -> int:
     if drop > 0.2:
         print("float16 storage costs more than 0.2 points: not shipping", file=sys.stderr)
         return 1
+    if prior and r16["PublicTest"]["accuracy"] <= prior["accuracy"]["PublicTest"]:
+        # models are chosen on PublicTest, never on PrivateTest
+        print(f"PublicTest {r16['PublicTest']['accuracy']:.4f} is not above the shipped model's "
+              f"{prior['accuracy']['PublicTest']:.4f}: not shipping", file=sys.stderr)
+        return 1
     dest = ROOT / "src" / "featuremaps" / "data"
     os.replace(tmp, dest / WEIGHTS_FILE)
     hist = (prior or {}).get("history", []) + [h | {"epoch": h["epoch"] + before} for h in state.get("history", [])]
