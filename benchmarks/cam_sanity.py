@@ -111,9 +111,13 @@ def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "sco
     rand_eng = CamEngine(randomised_copy(model), (48, 48, 1), layer)
     head_eng = CamEngine(randomised_copy(model, HEAD_LAYERS), (48, 48, 1), layer)
     rng = np.random.default_rng(0)
-    out = {m: {"spearman": [], "spearman_head": [], "deletion": [], "insertion": [], "seconds": 0.0, "flat": 0}
-           for m in (*methods, "random", "random px")}
+    out = {m: {"spearman": [], "spearman_head": [], "spearman_acts": [], "deletion": [], "insertion": [],
+               "seconds": 0.0, "flat": 0} for m in (*methods, "random", "random px")}
     for x in xs:
+        # the class-agnostic map: the target layer's activations summed over channels
+        res = eng.body(x[None], training=False)
+        acts = np.asarray(res[0] if isinstance(res, list | tuple) else res, np.float32)[0]
+        act_sum = upsample(acts.sum(-1), x.shape[:2])
         for m in methods:
             t = time.perf_counter()
             r = eng.run(x, [m])[0]
@@ -122,6 +126,7 @@ def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "sco
             out[m]["spearman"].append(spearman(r.heatmap_up, rr.heatmap_up))
             rh = head_eng.run(x, [m], [r.class_index])[0]
             out[m]["spearman_head"].append(spearman(r.heatmap_up, rh.heatmap_up))
+            out[m]["spearman_acts"].append(spearman(r.heatmap_up, act_sum))
             out[m]["flat"] += sum(float(np.ptp(h.heatmap)) == 0.0 for h in (r, rr, rh))
             d, i = curves(eng.forward, x, r.heatmap_up, r.class_index)
             out[m]["deletion"].append(d)
@@ -137,16 +142,18 @@ def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "sco
     log(f"target layer {eng.layer.label} {eng.layer.name}; {len(xs)} PrivateTest faces")
     log(f"Spearman after randomising the head ({', '.join(HEAD_LAYERS)}) and "
         f"the top layers (head + block5)")
-    log(f"{'method':<10} {'rho head':>9} {'rho top':>8} {'deletion AUC':>13} {'insertion AUC':>14} "
+    log("rho acts: Spearman with the channel sum of the layer's activations (a map that ignores the class)")
+    log(f"{'method':<10} {'rho head':>9} {'rho top':>8} {'rho acts':>9} {'deletion AUC':>13} {'insertion AUC':>14} "
         f"{'s/face':>7} {'flat':>5}")
     for m, v in out.items():
         s = {"spearman": float(np.mean(v["spearman"])) if v["spearman"] else float("nan"),
              "spearman_head": float(np.mean(v["spearman_head"])) if v["spearman_head"] else float("nan"),
+             "spearman_acts": float(np.mean(v["spearman_acts"])) if v["spearman_acts"] else float("nan"),
              "deletion": float(np.mean(v["deletion"])), "insertion": float(np.mean(v["insertion"])),
              "seconds_per_face": v["seconds"] / len(xs), "flat_maps": v["flat"]}
         summary[m] = s
-        log(f"{m:<10} {s['spearman_head']:9.3f} {s['spearman']:8.3f} {s['deletion']:13.4f} {s['insertion']:14.4f} "
-            f"{s['seconds_per_face']:7.2f} {s['flat_maps']:5d}")
+        log(f"{m:<10} {s['spearman_head']:9.3f} {s['spearman']:8.3f} {s['spearman_acts']:9.3f} "
+            f"{s['deletion']:13.4f} {s['insertion']:14.4f} {s['seconds_per_face']:7.2f} {s['flat_maps']:5d}")
     return summary
 
 
