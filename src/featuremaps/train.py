@@ -99,18 +99,20 @@ def _checkpoint_callback(out: Path, epochs: int, state: dict):
 def _plot_curves(history: list[dict], path: Path) -> None:
     try:
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:  # plotting is optional
         return
     ep = [h["epoch"] for h in history]
     fig = Figure(figsize=(9, 3.5), dpi=100)
     ax1, ax2 = fig.subplots(1, 2)
-    for key, label in (("loss", "train"), ("val_loss", "PublicTest")):
+    for key, label in (("loss", "train (augmented)"), ("val_loss", "PublicTest")):
         ax1.plot(ep, [h.get(key, np.nan) for h in history], marker="o", label=label)
-    for key, label in (("accuracy", "train"), ("val_accuracy", "PublicTest")):
+    for key, label in (("accuracy", "train (augmented)"), ("val_accuracy", "PublicTest")):
         ax2.plot(ep, [h.get(key, np.nan) for h in history], marker="o", label=label)
     ax1.set(title="loss", xlabel="epoch")
     ax2.set(title="accuracy", xlabel="epoch")
     for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
