@@ -90,6 +90,10 @@ def test_init_from_trained_weights_starts_where_they_are(tmp_path):
         train(str(data), out, epochs=2, resume=True, init="bundled", verbose=0)
     with pytest.raises(UserError, match="no such file"):
         train(str(data), tmp_path / "run2", epochs=1, init=str(tmp_path / "missing.npz"), verbose=0)
+    other = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(2, 3, name="c")])
+    other.save(tmp_path / "other.keras")
+    with pytest.raises(UserError, match="does not fit the emotion VGG-16"):
+        train(str(data), tmp_path / "run2", epochs=1, init=str(tmp_path / "other.keras"), verbose=0)
     with pytest.raises(UserError, match="--resume instead"):
         train(str(data), tmp_path / "run3", epochs=1, init=str(out / "last.keras"), verbose=0)
     assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists()  # nothing half-made

@@ -150,7 +150,11 @@ def _initial_model(init: str | None, faces: np.ndarray, width: float, calibratio
         raise UserError(f"--init {init} is a training checkpoint (with BN); continue it with --resume instead")
     rng = np.random.default_rng(0)
     sample = faces[rng.permutation(len(faces))[:calibration]]
-    return emotion.unfold_batch_norm(folded, sample, width=width), note
+    try:
+        return emotion.unfold_batch_norm(folded, sample, width=width), note
+    except ValueError as e:  # another architecture: a missing layer or a weight of another shape
+        raise UserError(f"--init {init} does not fit the emotion VGG-16 at width {width} ({e}); pass weights "
+                        "saved from it") from None
 
 
 def train(data_path: str, out: str | Path, epochs: int = 30, batch_size: int = 64, lr: float = 0.01,
