@@ -8,9 +8,8 @@ acc = card["accuracy"]
 
 
 def recipe_lines(card: dict) -> list[str]:
-    """One line for the whole recipe, or one per training stage (a run continued with --init bundled)."""
-    stages = card.get("stages") or [{"epochs": card["epochs_trained"], "recipe": card["recipe"],
-                                     "hardware": card["hardware"]}]
+    """A line for the common recipe, then one per training stage (a run continued with --init bundled)."""
+    stages = card["stages"]  # tools/ship_emotion.py writes them
     r = stages[-1]["recipe"]
     out = [f"- **Recipe**: {r['optimizer']}, batch {r['batch_size']}, {r['augmentation']}, {r['precision']} mixed "
            f"precision, seed {r['seed']}; {card['epochs_trained']} epochs in {len(stages)} stage(s); best epoch on "

@@ -60,8 +60,7 @@ def main() -> int:
     stage = {"epochs": state.get("epoch"), "recipe": state["recipe"], "hardware": hardware}
     # a run started with --init bundled continues the shipped model: its card's stages and history come first
     prior = model_card() if (state["recipe"].get("init") or {}).get("from") == "bundled" else None
-    stages = (prior.get("stages") or [{"epochs": prior["epochs_trained"], "recipe": prior["recipe"],
-                                       "hardware": prior["hardware"]}]) if prior else []
+    stages = list(prior["stages"]) if prior else []
     before = sum(st["epochs"] for st in stages)
     stages.append(stage)
     trained = keras.models.load_model(run / a.checkpoint, compile=False)
