@@ -75,12 +75,13 @@ def test_atomic_path_failure_keeps_old_file(tmp_path):
 def test_atomic_dir_replaces_whole_or_nothing(tmp_path):
     out = tmp_path / "img"
     with atomic_dir(out) as d:
+        save_json(d / "manifest.json", {"featuremaps": "test"})  # what makes the folder featuremaps' own
         (d / "a.txt").write_text("1")
-    assert _all_files(tmp_path) == ["img", "img/a.txt"]
+    assert _all_files(tmp_path) == ["img", "img/a.txt", "img/manifest.json"]
     with pytest.raises(KeyboardInterrupt), atomic_dir(out) as d:
         (d / "b.txt").write_text("2")
         raise KeyboardInterrupt
-    assert _all_files(tmp_path) == ["img", "img/a.txt"]  # the old result is untouched, no temp folder
+    assert _all_files(tmp_path) == ["img", "img/a.txt", "img/manifest.json"]  # old result untouched, no temp
     with atomic_dir(out) as d:
         (d / "c.txt").write_text("3")
     assert _all_files(tmp_path) == ["img", "img/c.txt"]  # replaced whole, old copy removed

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
 from .errors import UserError
 
 TOP_K = 9  # images kept per channel
@@ -465,10 +466,13 @@ def summary(res: AtlasResult, source: Source, j: int) -> dict:
 
 
 def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
-    from .io import atomic_dir, safe_name, save_json, save_npz, save_png, save_text
+    from .io import atomic_dir, safe_name, save_json, save_npz, save_png, save_text, unique_names
     from .report import esc, page
 
     layers = [summary(res, source, j) for j in range(len(res.layers))]
+    keys = unique_names(safe_name(c.name) for c in res.layers)  # "a b" and "a_b" must not share a key
+    for item, key in zip(layers, keys, strict=True):
+        item["npz_prefix"] = key
     with atomic_dir(out) as tmp:
         arrays = {"classes": np.asarray(res.classes), "counts": res.counts}
         body = [
@@ -487,7 +491,7 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
                 ("top_index", res.top_idx[j]),
                 ("top_activation", res.top_vals[j]),
             ):
-                arrays[f"{safe_name(c.name)}/{name}"] = a
+                arrays[f"{keys[j]}/{name}"] = a
             rows = "".join(
                 f'<tr><td class="num">{it["channel"]}</td><td class="num">{it["selectivity"]:.3f}</td>'
                 f"<td>{esc(it['preferred_class'])}</td></tr>"
@@ -504,6 +508,7 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
         save_json(
             tmp / "atlas.json",
             {
+                "featuremaps": __version__,
                 "model": lm.name,
                 "source": lm.source,
                 "data": source.description,
@@ -533,11 +538,9 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
 def run(args) -> int:
     from . import models
     from .cli import Progress
-    from .io import check_writable
+    from .io import check_replaceable, check_writable
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; pass a folder")
+    out = check_replaceable(Path(args.out))  # only a folder featuremaps made is replaced; fail before any work
     classes = args.classes.split(",") if args.classes else None
     lm = models.load(
         args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes

@@ -115,11 +115,17 @@ class CamRunner:
         eng = self.engine(shape)
         resolve_class(self.target_class, self.lm.classes, eng.n_classes)
 
-    def run(self, path: Path, out_root: Path) -> tuple[Path, list]:
+    def run(self, path: Path, out_root: Path, name: str | None = None) -> tuple[Path, list]:
         from .cam import heatmap_rgb, overlay, resolve_class, upsample
         from .images import load_image
-        from .io import atomic_dir, safe_name, save_json, save_npz, save_png
+        from .io import (atomic_dir, check_replaceable, made_by_featuremaps, safe_name, save_json, save_npz,
+                         save_png, unique_names)
         from .pipeline import describe_prediction, prepare
+
+        image_folder = out_root / (name or safe_name(path.stem))
+        if image_folder.exists() and not made_by_featuremaps(image_folder):
+            check_replaceable(image_folder)  # never write cam/ into a user's folder: one line, untouched
+        folder = check_replaceable(image_folder / "cam")
 
         kw = {"max_pixels": self.max_pixels} if self.max_pixels else {}
         rgb = load_image(path, **kw)
@@ -145,15 +151,16 @@ class CamRunner:
         rows = [(m, [r for r in results if r.method == m]) for m in self.methods]
         panel = render_panel(_display(face if face is not None else prep.shown, 176), rows, cmap=self.cmap,
                              title=title, subtitle=sub)
-        folder = out_root / safe_name(path.stem) / "cam"
         entries, arrays = [], {"probs": results[0].probs.astype(np.float32)}
         with atomic_dir(folder) as tmp:
             save_png(tmp / "panel.png", panel)
             save_png(tmp / "input.png", prep.shown)
             if face is not None:
                 save_png(tmp / "face.png", face)
+            classes = {r.class_index: r.class_name or f"class{r.class_index}" for r in results}
+            cnames = dict(zip(classes, unique_names(safe_name(n) for n in classes.values()), strict=True))
             for r in results:
-                cname = safe_name(r.class_name or f"class{r.class_index}")
+                cname = cnames[r.class_index]
                 key = f"{r.method}/{cname}"
                 stem = f"{safe_name(r.method)}_{cname}"
                 big = upsample(r.heatmap_up, shown.shape[:2])
@@ -196,6 +203,7 @@ def run(args) -> int:
     from .cam import parse_methods
     from .cli import Progress
     from .images import find_images
+    from .io import output_names
     from .render import colormap
 
     methods = parse_methods(args.method)
@@ -213,9 +221,9 @@ def run(args) -> int:
         runner.check(lm.resolve_input_shape((224, 224), args.input_shape))
     out = Path(args.out)
     progress = Progress("cam ")
-    for i, p in enumerate(paths):
+    for i, (p, name) in enumerate(zip(paths, output_names(paths), strict=True)):
         progress(i, len(paths), p)
-        folder, results = runner.run(p, out)
+        folder, results = runner.run(p, out, name)
         r = results[0]
         eng_layer = r.layer
         print(f"{p}: {folder / 'panel.png'}  ({eng_layer.label} {eng_layer.name})")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
 from .errors import UserError
 
 NORMS = ("map", "layer", "shared", "global")
@@ -327,12 +328,13 @@ def _models_html(pic, runs, labels, picks, title) -> str:
 def run_models(args) -> int:
     from . import models
     from .images import find_images, load_image
-    from .io import atomic_dir, check_writable, safe_name, save_json, save_png, save_text
+    from .io import atomic_dir, check_replaceable, check_writable, safe_name, save_json, save_png, save_text
 
     names = check_model_names(args.models)
     (path,) = find_images([args.image])
     rgb = load_image(path)
     out_root = check_writable(args.out)
+    folder = check_replaceable(out_root / f"compare_{safe_name(path.stem)}")
     if args.norm not in NORMS:
         raise UserError(f"--norm '{args.norm}' is not one of {', '.join(NORMS)}")
     lms = [models.load(n, weights=args.weights) for n in names]
@@ -346,9 +348,9 @@ def run_models(args) -> int:
         cmap=args.cmap,
         image_name=path.name,
     )
-    folder = out_root / f"compare_{safe_name(path.stem)}"
     title = f"{path.name}: {', '.join(r.lm.name for r in runs)} aligned by {args.align}"
     manifest = {
+        "featuremaps": __version__,
         "image": str(path),
         "align": args.align,
         "norm": args.norm,
@@ -537,7 +539,7 @@ def compare_classes(
 def run_classes(args) -> int:
     from . import models
     from .images import find_images, load_image
-    from .io import atomic_dir, check_writable, safe_name, save_json, save_png, save_text
+    from .io import atomic_dir, check_replaceable, check_writable, safe_name, save_json, save_png, save_text
     from .layers import conv_layers, select_layers
     from .report import esc, img_tag, page
 
@@ -556,6 +558,7 @@ def run_classes(args) -> int:
             raise UserError("no FER2013 data found at ../shared/data/fer2013; pass --data PATH or images")
         faces, labels, sources = faces_from_fer(data)
     out_root = check_writable(args.out)
+    folder = check_replaceable(out_root / "compare-classes")
     classes = args.classes.split(",") if args.classes else None
     lm = models.load(
         args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes
@@ -566,7 +569,6 @@ def run_classes(args) -> int:
     )
     for n in notes:
         print(f"note: {n}")
-    folder = out_root / "compare-classes"
     files = []
     with atomic_dir(folder) as tmp:
         for conv, pic in pics:
@@ -586,6 +588,7 @@ def run_classes(args) -> int:
         save_json(
             tmp / "manifest.json",
             {
+                "featuremaps": __version__,
                 "model": lm.name,
                 "source": lm.source,
                 "faces": [

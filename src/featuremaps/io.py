@@ -7,12 +7,16 @@ never leaves a half-written file where a user would look for a result.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import shutil
 import struct
 import tempfile
+import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +69,7 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it."""
     path = Path(path)
     ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should be as readable as any file
     try:
@@ -180,38 +184,144 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+#: The manifest files by which featuremaps recognises the folders it wrote (``show``, ``cam``, ``compare``,
+#: ``compare-classes``, ``atlas``): a JSON object with a top-level ``"featuremaps"`` key (its version).
+MANIFESTS = ("manifest.json", "cam.json", "compare.json", "atlas.json")
+#: Sub-folders another command writes inside an output folder (``cam`` writes ``OUT/<image>/cam/``).
+OWN_SUBFOLDERS = ("cam",)
+
+
+def _is_manifest(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and "featuremaps" in obj
+
+
+def made_by_featuremaps(folder: str | Path) -> bool:
+    """True if ``folder`` is one featuremaps wrote (so it may replace it), or an empty folder.
+
+    A folder counts as featuremaps' own when it holds one of :data:`MANIFESTS` with a ``"featuremaps"``
+    key, or holds nothing but featuremaps' own sub-folders (``cam/``, written before ``show`` ran). A
+    symlink, a file, or a folder holding anything else is the user's and is never replaced.
+    """
+    p = Path(folder)
+    if p.is_symlink() or not p.is_dir():
+        return False
+    try:
+        entries = list(p.iterdir())
+    except OSError:
+        return False
+    if any(_is_manifest(p / name) for name in MANIFESTS if (p / name).is_file()):
+        return True
+    return all(e.name in OWN_SUBFOLDERS and made_by_featuremaps(e) for e in entries)
+
+
+def check_replaceable(path: str | Path) -> Path:
+    """Fail (UserError) unless ``path`` is absent or a folder featuremaps made and may replace."""
+    p = Path(path)
+    if not (p.exists() or p.is_symlink()):
+        return p
+    here = Path.cwd().resolve()
+    if p.resolve() == here or p.resolve() in here.parents:
+        raise UserError(f"{p} is the current folder or holds it; featuremaps writes its output into a folder of "
+                        "its own: pass --out with a new folder name")
+    if not made_by_featuremaps(p):
+        what = "a file" if p.is_file() else "a link" if p.is_symlink() else "a folder featuremaps did not make"
+        raise UserError(f"{p} is {what}; featuremaps replaces only its own output folders: move it away or "
+                        "choose another --out")
+    if not os.access(p, os.W_OK):
+        raise UserError(f"output folder {p} is not writable; choose another with --out")
+    return p
+
+
+def _temp_prefix(name: str) -> str:
+    # file names may be 255 bytes: keep the temporary name well under that whatever the final name
+    return "." + name.encode("utf-8", "surrogateescape")[:96].decode("utf-8", "ignore") + "."
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole, else it is removed.
 
-    Entries of the old folder named in ``keep`` (another command's results, e.g. ``cam``) move into the
-    new one unless it made its own.
+    ``path`` may only be absent or a folder featuremaps made (:func:`made_by_featuremaps`): anything else is
+    the user's, and a one-line UserError leaves it untouched. Entries of the old folder named in ``keep``
+    (another command's results, e.g. ``cam``) move into the new one unless it made its own. Two processes
+    committing the same folder at once both succeed; the last one's folder stays.
     """
-    import shutil
-
     path = Path(path)
+    check_replaceable(path)  # fail before any work
     ensure_dir(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
-        if path.exists():
-            for name in keep:
-                if (path / name).exists() and not (tmp / name).exists():
-                    os.replace(path / name, tmp / name)
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        _commit_dir(tmp, path, keep)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+def _commit_dir(tmp: Path, path: Path, keep: tuple[str, ...]) -> None:
+    olds = []
+    try:
+        for _ in range(100):  # another process may commit the same folder between our two renames
+            if path.exists() or path.is_symlink():
+                if not made_by_featuremaps(path) and (path.exists() or path.is_symlink()):
+                    if made_by_featuremaps(path) or not (path.exists() or path.is_symlink()):
+                        continue  # it was being swapped by another writer: look again
+                    check_replaceable(path)  # a user's folder appeared while we worked: one line, untouched
+                old = path.with_name(f"{_temp_prefix(path.name)}{os.getpid()}-{uuid.uuid4().hex[:8]}.old")
+                try:
+                    os.replace(path, old)
+                except FileNotFoundError:
+                    continue  # the other writer moved it away first
+                olds.append(old)
+                for name in keep:
+                    if (old / name).exists() and not (tmp / name).exists():
+                        os.replace(old / name, tmp / name)
+            try:
+                os.replace(tmp, path)
+                return
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        raise UserError(f"could not replace {path}: other processes keep writing it; try again")
+    finally:
+        for old in olds:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def unique_names(names: Iterable[str], alternatives: Iterable[str] | None = None) -> list[str]:
+    """``names`` made unique (case-insensitively, as on macOS/Windows disks), in order.
+
+    A repeated name takes its alternative (e.g. the stem with the file's suffix: ``x.png``, ``x.jpg`` ->
+    ``x``, ``x_jpg``) if that is free, else a number: ``a_b``, ``a_b-2``.
+    """
+    names = list(names)
+    alts = list(alternatives) if alternatives is not None else names
+    used: set[str] = set()
+    out = []
+    for name, alt in zip(names, alts, strict=True):
+        cand, k = name, 2
+        if cand.lower() in used:
+            cand = alt
+        while cand.lower() in used:
+            cand, k = f"{name}-{k}", k + 1
+        used.add(cand.lower())
+        out.append(cand)
+    return out
+
+
+def output_names(paths: Iterable[str | Path]) -> list[str]:
+    """One output folder name per input image, never shared: the stem, made unique (:func:`unique_names`)."""
+    paths = [Path(p) for p in paths]
+    return unique_names([safe_name(p.stem) for p in paths],
+                        [safe_name(f"{p.stem}_{p.suffix[1:]}") for p in paths])
+
+
 def safe_name(name: str) -> str:
     """A layer or image name as a file name: path separators and odd characters become '_' or '.'."""
-    import re
-
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", name.replace("/", ".")).strip(".") or "x"

@@ -109,11 +109,13 @@ class Shower:
                                                        maps=self.opts.maps, select=self.opts.select)
         return self._extractors[shape]
 
-    def run(self, path: Path, out_root: Path) -> ShowResult:
-        from .io import atomic_dir, png_writer, safe_name, save_json, save_npz
+    def run(self, path: Path, out_root: Path, name: str | None = None) -> ShowResult:
+        """Draw one image into ``out_root/name`` (default: the image's stem; a batch passes unique names)."""
+        from .io import atomic_dir, check_replaceable, png_writer, safe_name, save_json, save_npz, unique_names
         from .render import render_layer, render_overview, rows_from
 
         o = self.opts
+        folder = check_replaceable(out_root / (name or safe_name(path.stem)))  # a user's folder: before any work
         kw = {"max_pixels": o.max_pixels} if o.max_pixels else {}
         rgb = load_image(path, **kw)
         prep = prepare(self.lm, rgb, input_shape=o.input_shape, face_crop=o.face_crop, resize=o.resize)
@@ -134,7 +136,6 @@ class Shower:
         overview = render_overview(results, prep.shown, norm=o.norm, cmap=o.cmap, cell=o.cell,
                                    overlay=o.overlay,
                                    title=title, subtitle=subtitle, first_n=first_n)
-        folder = out_root / safe_name(path.stem)
         glob_range = None
         if o.norm == "global":
             glob_range = (min(float(r.maps.min()) for r in rows), max(float(r.maps.max()) for r in rows))
@@ -153,17 +154,15 @@ class Shower:
                     save_png(tmp / "layers" / name, img)
                     layer_files.append(f"layers/{name}")
             arrays = {}
-            for row in rows:
-                key = safe_name(row.name)
+            keys = unique_names(safe_name(row.name) for row in rows)  # "a b" and "a_b" must not share a key
+            for row, key in zip(rows, keys, strict=True):
                 arrays[f"{key}/maps"] = row.maps
                 arrays[f"{key}/channels"] = row.channels.astype(np.int32)
             save_npz(tmp / "activations.npz", **arrays)
-            save_json(tmp / "manifest.json", self.manifest(path, prep, rows, pred, layer_files, fx))
+            save_json(tmp / "manifest.json", self.manifest(path, prep, rows, pred, layer_files, fx, keys))
         return ShowResult(path, folder, pred)
 
-    def manifest(self, path, prep, rows, pred, layer_files, fx) -> dict:
-        from .io import safe_name
-
+    def manifest(self, path, prep, rows, pred, layer_files, fx, keys) -> dict:
         o, lm = self.opts, self.lm
         return {
             "featuremaps": __version__,
@@ -176,7 +175,7 @@ class Shower:
             "layers": [{"label": r.label, "name": r.name, "type": c.kind, "output_shape": list(r.shape),
                         "channels": [int(v) for v in r.channels], "note": r.note,
                         "stats": {k: r.stats[k] for k in ("mean", "max", "zero_fraction")},
-                        "npz_key": f"{safe_name(r.name)}/maps",
+                        "npz_key": f"{keys[i]}/maps",
                         "png": layer_files[i] if i < len(layer_files) else None}
                        for i, (r, c) in enumerate(zip(rows, fx.layers, strict=True))],
             "files": {"overview": "overview.png", "input": "input.png", "activations": "activations.npz"},
@@ -189,6 +188,7 @@ def show(images: Iterable[str | Path], model: str | LoadedModel | None = None,
     """Python API for ``featuremaps show``: render every image, return where each one's files are."""
     from . import models
     from .images import find_images
+    from .io import output_names
     from .layers import conv_layers, select_layers
 
     lm = model if isinstance(model, LoadedModel) else models.load(model)
@@ -199,10 +199,10 @@ def show(images: Iterable[str | Path], model: str | LoadedModel | None = None,
     shower = Shower(lm, opts)
     out = Path(out)
     results = []
-    for i, p in enumerate(paths):
+    for i, (p, name) in enumerate(zip(paths, output_names(paths), strict=True)):
         if progress:
             progress(i, len(paths), p)
-        results.append(shower.run(p, out))
+        results.append(shower.run(p, out, name))
     if progress:
         progress(len(paths), len(paths), None)
     return results
