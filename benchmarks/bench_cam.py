@@ -40,7 +40,7 @@ def main() -> None:
     import numpy as np
 
     from featuremaps.cam import compute_cam
-    from featuremaps.emotion import build_emotion_vgg16
+    from featuremaps.emotion.model import build_emotion_vgg16
 
     keras.utils.set_random_seed(0)
     model = keras.applications.VGG16(weights=None)

@@ -26,7 +26,7 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from featuremaps.extract import FeatureExtractor
+    from featuremaps.extractor import FeatureExtractor
 
     model = keras.applications.VGG16(weights=None)
     x = np.random.default_rng(0).uniform(-120, 130, (1, 224, 224, 3)).astype(np.float32)

@@ -25,7 +25,7 @@ def vgg16_rows(k=16):
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from featuremaps import models
-    from featuremaps.extract import FeatureExtractor
+    from featuremaps.extractor import FeatureExtractor
     from featuremaps.images import load_image
     from featuremaps.pipeline import prepare
     from featuremaps.render import rows_from

@@ -22,8 +22,8 @@ def main():
     a = ap.parse_args()
     import keras
 
-    from featuremaps.emotion import build_emotion_vgg16
-    from featuremaps.train import _dataset_class
+    from featuremaps.emotion.model import build_emotion_vgg16
+    from featuremaps.emotion.train import _dataset_class
 
     if a.precision == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")

@@ -101,7 +101,7 @@ def curves(predict, x: np.ndarray, saliency: np.ndarray, c: int, steps: int = 48
 
 def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "scorecam", "layercam"),
         log=print, layer=None):
-    from featuremaps import fer
+    from featuremaps.emotion import data as fer
     from featuremaps.cam import CamEngine, upsample
 
     model = load_model(weights)

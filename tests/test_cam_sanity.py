@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import FER_ARCHIVE, ROOT, needs_fer
 
-from featuremaps.emotion import shipped_weights_available
+from featuremaps.emotion.model import shipped_weights_available
 
 pytestmark = [needs_fer(), pytest.mark.skipif(not shipped_weights_available(),
                                               reason="the trained emotion model is not shipped yet")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featuremaps.emotion import (
+from featuremaps.emotion.model import (
     EMOTIONS,
     build_emotion_vgg16,
     fold_batch_norm,
@@ -84,7 +84,7 @@ def test_npz_roundtrip_float16(tmp_path):
 
 @pytest.mark.skipif(not shipped_weights_available(), reason="package built without the trained weights")
 def test_shipped_model_loads_and_has_a_card():
-    from featuremaps.emotion import load_emotion_model
+    from featuremaps.emotion.model import load_emotion_model
 
     m = load_emotion_model()
     p = np.asarray(m(np.full((1, 48, 48, 1), 0.5, np.float32)))

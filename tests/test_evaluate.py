@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from featuremaps.cli import main
-from featuremaps.evaluate import metrics, tta_views
+from featuremaps.emotion.evaluate import metrics, tta_views
 
 
 def test_metrics_hand_computed():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from featuremaps import FeatureExtractor, UserError, extract
-from featuremaps.extract import STATS, parse_select
+from featuremaps.extractor import STATS, parse_select
 
 
 def _img(shape, seed=0, scale=255.0):

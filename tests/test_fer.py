@@ -9,8 +9,8 @@ import pytest
 from conftest import FER_ARCHIVE, needs_fer
 from PIL import Image
 
-from featuremaps import fer
-from featuremaps.emotion import EMOTIONS
+from featuremaps.emotion import data as fer
+from featuremaps.emotion.model import EMOTIONS
 from featuremaps.errors import UserError
 
 

@@ -59,10 +59,13 @@ def test_plot_model_needs_image(tiny_sequential):
         featuremaps.plot(tiny_sequential)
 
 
-def test_api_names_are_functions_after_submodule_imports():
-    import featuremaps.extract  # noqa: F401  (binds the submodule; the function must stay)
-    import featuremaps.plot  # noqa: F401
+def test_api_names_and_modules_do_not_clash():
+    import featuremaps.cam
+    import featuremaps.extractor
+    import featuremaps.figure
 
-    assert callable(featuremaps.extract) and callable(featuremaps.plot)
-    assert featuremaps.extract.__module__ == "featuremaps.extract"
+    assert callable(featuremaps.extract) and callable(featuremaps.plot) and callable(featuremaps.compute_cam)
+    assert featuremaps.extract.__module__ == "featuremaps.extractor"
     assert featuremaps.plot.__name__ == "plot"
+    assert featuremaps.cam.compute_cam is featuremaps.compute_cam  # the cam package, its function inside
+    assert {"extract", "plot", "compute_cam", "show", "conv_layers", "load_model"} <= set(dir(featuremaps))

@@ -11,10 +11,10 @@ import pytest
 from conftest import FER_ARCHIVE, needs_fer
 from PIL import Image
 
-from featuremaps.augment import augment_batch
-from featuremaps.emotion import EMOTIONS
+from featuremaps.emotion.augment import augment_batch
+from featuremaps.emotion.model import EMOTIONS
 from featuremaps.errors import UserError
-from featuremaps.train import lr_at, train
+from featuremaps.emotion.train import lr_at, train
 
 
 def test_augment_keeps_shape_range_and_is_seeded():
@@ -72,7 +72,7 @@ def test_checkpoint_resume_and_refusals(tmp_path):
 
 def test_init_from_trained_weights_starts_where_they_are(tmp_path):
     """--init: the first epoch starts from the given weights (unfolded), not from random ones."""
-    from featuremaps.emotion import build_emotion_vgg16, save_weights_npz
+    from featuremaps.emotion.model import build_emotion_vgg16, save_weights_npz
 
     data = _tiny_folder(tmp_path / "fer")
     start = build_emotion_vgg16(width=0.0625)
@@ -105,7 +105,7 @@ def test_killed_mid_epoch_resumes_from_the_saved_epoch(tmp_path):
     out = tmp_path / "run"
     code = (
         "import os, keras\n"
-        "from featuremaps.train import train\n"
+        "from featuremaps.emotion.train import train\n"
         "class Kill(keras.callbacks.Callback):\n"
         "    epoch = 0\n"
         "    def on_epoch_begin(self, epoch, logs=None):\n"
@@ -149,7 +149,7 @@ def test_train_runs_on_other_backends(tmp_path, backend, module):
         pytest.skip(f"{module} is not installed (pip install {'torch==2.13.0' if module == 'torch' else 'jax'})")
     data = _tiny_folder(tmp_path / "fer")
     out = tmp_path / "run"
-    code = (f"from featuremaps.train import train\n"
+    code = (f"from featuremaps.emotion.train import train\n"
             f"s = train({str(data)!r}, {str(out)!r}, epochs=1, batch_size=16, width=0.0625, verbose=0)\n"
             f"assert s['recipe']['backend'] == {backend!r}, s['recipe']\n")
     env = {**os.environ, "KERAS_BACKEND": backend}

@@ -39,9 +39,9 @@ def main() -> int:
     a = ap.parse_args()
     import keras
 
-    from featuremaps import fer
+    from featuremaps.emotion import data as fer
     from featuremaps.charts import render_confusion
-    from featuremaps.emotion import (
+    from featuremaps.emotion.model import (
         CARD_FILE,
         EMOTIONS,
         WEIGHTS_FILE,
@@ -51,7 +51,7 @@ def main() -> int:
         model_card,
         save_weights_npz,
     )
-    from featuremaps.evaluate import evaluate
+    from featuremaps.emotion.evaluate import evaluate
     from featuremaps.io import save_json, save_png
 
     run = Path(a.run)

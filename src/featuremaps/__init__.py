@@ -1,39 +1,48 @@
 """featuremaps: see what a convolutional network sees.
 
-The public API is imported lazily, so ``import featuremaps`` (and ``featuremaps --help``) stays fast and
-loads no deep-learning framework until a function that needs one is called.
+The public API is imported lazily (this module's ``__getattr__``), so ``import featuremaps`` (and
+``featuremaps --help``) stays fast and loads no deep-learning framework until a function that needs one is
+called. ``dir(featuremaps)`` lists it.
 
 Data conventions: activations are ``{layer_name: (H, W, C) float32}`` in layer order; images are RGB uint8
 or float32 in [0, 1]; channels last.
+
+The package, as a table of contents:
+
+* core, model -> maps: ``errors``, ``models``, ``images``, ``faces``, ``layers``, ``extractor``
+* pixels, arrays in and arrays out: ``colormaps``, ``draw``, ``render``, ``charts``, ``figure``
+* ``cam/``: class activation maps (methods, engine, gradients, heatmaps, metrics)
+* products: ``pipeline`` (show), ``explain`` (cam), ``report``, ``html``, ``compare``, ``atlas``; ``io`` is
+  the only module that writes files
+* ``emotion/``: the FER2013 models, data, augmentation, training and evaluation
+* ``cli/``: the command line; nothing outside it imports it
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 __version__ = "0.1.0"
 
 _API = {
     "conv_layers": "layers",
     "select_layers": "layers",
-    "extract": "extract",
-    "FeatureExtractor": "extract",
+    "extract": "extractor",
+    "FeatureExtractor": "extractor",
     "render_overview": "render",
     "render_layer": "render",
     "colormap": "render",
     "normalise": "render",
-    "plot": "plot",
+    "plot": "figure",
     "load_image": "images",
     "fit_to": "images",
     "load_model": ("models", "load"),
+    "wrap_model": ("models", "wrap"),
     "build_emotion_vgg16": "emotion",
     "load_emotion_model": "emotion",
     "EMOTIONS": "emotion",
     "UserError": "errors",
     "show": "pipeline",
-    "cam": "cam",
     "CAM_METHODS": "cam",
     "compute_cam": "cam",
 }
@@ -41,32 +50,14 @@ _API = {
 __all__ = sorted(_API)
 
 
-def _target(name: str) -> tuple[str, str]:
-    return _API[name] if isinstance(_API[name], tuple) else (_API[name], name)
-
-
-class _Package(types.ModuleType):
-    """Keeps ``featuremaps.extract`` / ``plot`` / ``cam`` the functions once their same-named submodules load.
-
-    Importing ``featuremaps.extract`` binds the submodule as a package attribute, which would hide the
-    function of the same name (``featuremaps.extract(...)`` -> "'module' object is not callable"). Such a
-    binding is dropped here; the submodules stay importable (``from featuremaps.extract import X``,
-    ``importlib.import_module("featuremaps.extract")``).
-    """
-
-    def __setattr__(self, name, value):
-        if isinstance(value, types.ModuleType) and name in _API and _target(name) == (name, name):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 def __getattr__(name: str):
     if name not in _API:
         raise AttributeError(f"module 'featuremaps' has no attribute {name!r}")
-    mod, attr = _target(name)
-    value = getattr(importlib.import_module(f".{mod}", __name__), attr)
+    mod, attr = _API[name] if isinstance(_API[name], tuple) else (_API[name], name)
+    value = getattr(importlib.import_module(f"featuremaps.{mod}"), attr)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

@@ -20,10 +20,20 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
+from PIL import Image, ImageDraw
 
-from . import __version__
-from .errors import UserError
+from featuremaps import __version__
+from featuremaps.compare import _text
+from featuremaps.emotion import data as fer
+from featuremaps.errors import UserError
+from featuremaps.extractor import replay
+from featuremaps.html import esc, page
+from featuremaps.images import IMAGE_SUFFIXES, fit_to
+from featuremaps.io import atomic_dir, safe_name, save_json, save_npz, save_png, save_text, unique_names
+from featuremaps.layers import conv_layers, select_layers
+from featuremaps.render import apply_colormap, colormap, resize_rgb
 
 TOP_K = 9  # images kept per channel
 SHOW_CHANNELS = 6  # most selective channels drawn with their top images, per layer
@@ -34,7 +44,6 @@ LIST_CHANNELS = 10  # most selective channels listed in atlas.json / index.html,
 @dataclass
 class Source:
     """A labelled image collection read lazily: ``items`` are (loader, label index, source text)."""
-
     classes: list[str]
     paths: list | None = None  # file paths (folders), read on demand
     labels: np.ndarray | None = None
@@ -49,7 +58,6 @@ class Source:
         """Image ``i`` as uint8 (H, W) or (H, W, 3)."""
         if self.arrays is not None:
             return self.arrays[i]
-        from PIL import Image
 
         with Image.open(self.paths[i]) as im:
             if im.mode in ("L", "I;16", "I", "F", "P") and im.mode != "P":
@@ -69,7 +77,6 @@ def _class_dirs(root: Path) -> list[Path]:
 
 
 def _image_files(d: Path) -> list[Path]:
-    from .images import IMAGE_SUFFIXES
 
     return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -93,8 +100,6 @@ def _match_classes(
 
 def open_source(path: str | Path, split: str, model_classes: list[str] | None) -> Source:
     """FER2013 (folder, CSV, archive) or ``ROOT/<class>/*.png`` (``ROOT/<split>/<class>/`` also accepted)."""
-    from . import fer
-
     p = Path(path)
     if not p.exists():
         raise UserError(
@@ -150,7 +155,6 @@ def open_source(path: str | Path, split: str, model_classes: list[str] | None) -
 # ---------------------------------------------------------------- statistics
 class AtlasStats:
     """Running per-class sums of channel means and per-channel top-k tables, for one layer each."""
-
     def __init__(self, channels: list[int], n_classes: int, k: int = TOP_K):
         self.k = k
         self.counts = np.zeros(n_classes, np.int64)
@@ -208,10 +212,7 @@ def selectivity(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- the model
 def atlas_model(model, input_shape, layers="all"):
     """(keras.Model giving each chosen conv layer's (B, C) spatial means, chosen ConvLayers)."""
-    import keras
 
-    from .extract import replay
-    from .layers import conv_layers, select_layers
 
     inputs, _, taps = replay(model, input_shape)
     convs = select_layers(conv_layers(model), layers)
@@ -226,8 +227,6 @@ def atlas_model(model, input_shape, layers="all"):
 
 def _to_input(lm, images: list[np.ndarray], shape) -> tuple[np.ndarray, int]:
     """uint8 images -> preprocessed float32 batch of ``shape``; also how many had to be resized."""
-    from .images import fit_to
-
     h, w, ch = shape
     if all(im.ndim == 2 and im.shape == (h, w) for im in images) and ch == 1:
         x = np.stack(images).astype(np.float32)[..., None]
@@ -303,10 +302,7 @@ def _channels(net) -> list[int]:
 # ---------------------------------------------------------------- pictures
 def render_heatmap(res: AtlasResult, j: int, cmap: str = "viridis") -> np.ndarray:
     """Class x channel heatmap of one layer: channels sorted by preferred class then selectivity."""
-    from PIL import Image, ImageDraw
 
-    from .compare import _text
-    from .render import apply_colormap, colormap
 
     means, si, pref = res.means[j], res.si[j], res.preferred[j]
     K, C = means.shape
@@ -368,10 +364,7 @@ def most_selective(res: AtlasResult, j: int, n: int) -> np.ndarray:
 
 def render_top_images(res: AtlasResult, j: int, source: Source, n: int = SHOW_CHANNELS) -> np.ndarray:
     """For the ``n`` most selective channels of layer j: their 9 most activating images with labels."""
-    from PIL import Image, ImageDraw
 
-    from .compare import _text
-    from .render import resize_rgb
 
     chans = most_selective(res, j, n)
     side, fs = 72, 12
@@ -466,8 +459,6 @@ def summary(res: AtlasResult, source: Source, j: int) -> dict:
 
 
 def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
-    from .io import atomic_dir, safe_name, save_json, save_npz, save_png, save_text, unique_names
-    from .report import esc, page
 
     layers = [summary(res, source, j) for j in range(len(res.layers))]
     keys = unique_names(safe_name(c.name) for c in res.layers)  # "a b" and "a_b" must not share a key
@@ -533,44 +524,3 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
             ),
         )
     return out
-
-
-def run(args) -> int:
-    from . import models
-    from .cli import Progress
-    from .io import check_replaceable, check_writable
-
-    out = check_replaceable(Path(args.out))  # only a folder featuremaps made is replaced; fail before any work
-    classes = args.classes.split(",") if args.classes else None
-    lm = models.load(
-        args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes
-    )
-    source = open_source(args.data, args.split, lm.classes)
-    if len(source) == 0:
-        raise UserError(f"the dataset {source.description} has no images; check --data and --split")
-    from .layers import conv_layers, select_layers
-
-    select_layers(conv_layers(lm.model), args.layers)
-    check_writable(out.parent)
-    res = compute_atlas(
-        lm,
-        source,
-        layers=args.layers,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        progress=Progress("atlas "),
-    )
-    if res.resized:
-        print(
-            f"note: {res.resized} of {res.images} images were resized to "
-            f"{res.input_shape[1]}x{res.input_shape[0]} (the model's input)"
-        )
-    write_atlas(res, source, out, lm)
-    for j, c in enumerate(res.layers):
-        best = most_selective(res, j, 3)
-        tops = ", ".join(
-            f"ch{int(ch)} SI {res.si[j][ch]:.2f} ({res.classes[int(res.preferred[j][ch])]})" for ch in best
-        )
-        print(f"  {c.label} {c.name}: {tops}")
-    print(f"atlas of {res.images} images: {out / 'index.html'}")
-    return 0

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image, ImageDraw
 
-from .render import BG, INK, MUTED, _fit_text, _text_width, apply_colormap, colormap, font
+from featuremaps.render import BG, INK, MUTED, _fit_text, _text_width, apply_colormap, colormap, font
 
 
 def render_confusion(matrix: np.ndarray, classes: list[str], title: str = "", cell: int = 64) -> np.ndarray:
     """Rows are true classes, columns predicted; colour is the row-normalised rate, text the count and rate."""
-    from PIL import Image, ImageDraw
-
     m = np.asarray(matrix, dtype=np.int64)
     n = len(classes)
     rates = m / np.maximum(1, m.sum(axis=1, keepdims=True))

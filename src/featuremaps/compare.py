@@ -17,9 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
-from . import __version__
-from .errors import UserError
+from featuremaps.emotion import data as fer
+from featuremaps.errors import UserError
+from featuremaps.extractor import FeatureExtractor
+from featuremaps.html import esc, img_tag, page
+from featuremaps.models import APPLICATIONS, EMOTION_NAMES
+from featuremaps.pipeline import describe_prediction, prepare
+from featuremaps.render import _fit_text, apply_colormap, colormap, fit_size, font, resize_maps, resize_rgb
 
 NORMS = ("map", "layer", "shared", "global")
 NORM_TEXT = {
@@ -42,8 +48,6 @@ def _scaled(maps: np.ndarray, lo, hi) -> np.ndarray:
 
 def maps_block(maps01: np.ndarray, cols: int, side: int = MINI, cmap: str = "viridis") -> np.ndarray:
     """Scaled (H, W, k) maps in [0, 1] -> an RGB grid of ``cols`` columns, maps fitted into ``side`` px."""
-    from .render import apply_colormap, colormap, fit_size, resize_maps
-
     k = maps01.shape[-1]
     rows = math.ceil(k / cols)
     h, w = fit_size(maps01.shape[0], maps01.shape[1], side)
@@ -58,15 +62,12 @@ def maps_block(maps01: np.ndarray, cols: int, side: int = MINI, cmap: str = "vir
 
 
 def _text(draw, xy, text, size, width, fill=(20, 20, 20)):
-    from .render import _fit_text, font
 
     draw.text(xy, _fit_text(str(text), size, width), fill=fill, font=font(size))
 
 
 def check_model_names(spec: str) -> list[str]:
     """Split ``--models`` and refuse unknown names before anything is loaded or downloaded."""
-    from .models import APPLICATIONS, EMOTION_NAMES
-
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if len(names) < 1:
         raise UserError("--models is empty; give comma-separated names like vgg16,resnet50")
@@ -87,7 +88,6 @@ def check_model_names(spec: str) -> list[str]:
 @dataclass
 class ModelRun:
     """One network's pass over the image: every conv layer's first k maps, its prediction."""
-
     lm: object
     shown: np.ndarray
     input_shape: tuple[int, int, int]
@@ -100,8 +100,6 @@ class ModelRun:
 
 
 def run_model(lm, rgb: np.ndarray, maps: int, resize: str = "crop") -> ModelRun:
-    from .extract import FeatureExtractor
-    from .pipeline import describe_prediction, prepare
 
     prep = prepare(lm, rgb, face_crop=False, resize=resize)
     fx = FeatureExtractor(lm.model, prep.x.shape, layers="all", maps=maps, select="first")
@@ -152,9 +150,7 @@ def render_models(
     subtitle: str = "",
 ) -> np.ndarray:
     """The comparison picture: a column per model (input and prediction on top), a row per aligned layer."""
-    from PIL import Image, ImageDraw
 
-    from .render import colormap, fit_size, resize_rgb
 
     if norm not in NORMS:
         raise UserError(f"--norm '{norm}' is not one of {', '.join(NORMS)}")
@@ -300,7 +296,6 @@ def compare_models(
 
 
 def _models_html(pic, runs, labels, picks, title) -> str:
-    from .report import esc, img_tag, page
 
     head = "".join(f"<th>{esc(r.lm.name)}</th>" for r in runs)
     body = []
@@ -325,71 +320,6 @@ def _models_html(pic, runs, labels, picks, title) -> str:
     return page(f"featuremaps compare: {title}", section)
 
 
-def run_models(args) -> int:
-    from . import models
-    from .images import find_images, load_image
-    from .io import atomic_dir, check_replaceable, check_writable, safe_name, save_json, save_png, save_text
-
-    names = check_model_names(args.models)
-    (path,) = find_images([args.image])
-    rgb = load_image(path)
-    out_root = check_writable(args.out)
-    folder = check_replaceable(out_root / f"compare_{safe_name(path.stem)}")
-    if args.norm not in NORMS:
-        raise UserError(f"--norm '{args.norm}' is not one of {', '.join(NORMS)}")
-    lms = [models.load(n, weights=args.weights) for n in names]
-    pic, runs, labels, picks = compare_models(
-        lms,
-        rgb,
-        rows=args.rows,
-        maps=args.maps,
-        align=args.align,
-        norm=args.norm,
-        cmap=args.cmap,
-        image_name=path.name,
-    )
-    title = f"{path.name}: {', '.join(r.lm.name for r in runs)} aligned by {args.align}"
-    manifest = {
-        "featuremaps": __version__,
-        "image": str(path),
-        "align": args.align,
-        "norm": args.norm,
-        "maps": args.maps,
-        "models": [
-            {
-                "name": r.lm.name,
-                "source": r.lm.source,
-                "input_shape": list(r.input_shape),
-                "conv_layers": r.depth,
-                "prediction": r.prediction,
-            }
-            for r in runs
-        ],
-        "rows": [
-            {
-                "label": lab,
-                "layers": [
-                    None
-                    if i is None
-                    else {
-                        "label": r.results[i].conv.label,
-                        "name": r.results[i].conv.name,
-                        "shape": list(r.results[i].shape),
-                    }
-                    for r, i in zip(runs, row, strict=True)
-                ],
-            }
-            for lab, row in zip(labels, picks, strict=True)
-        ],
-    }
-    with atomic_dir(folder) as tmp:
-        save_png(tmp / "compare.png", pic)
-        save_text(tmp / "compare.html", _models_html(pic, runs, labels, picks, title))
-        save_json(tmp / "compare.json", manifest)
-    print(f"{path}: {folder / 'compare.png'} and compare.html")
-    return 0
-
-
 # ---------------------------------------------------------------- compare classes
 def default_fer_path() -> Path | None:
     """``../shared/data/fer2013`` (the folder, else the archive) beside the current folder or the checkout."""
@@ -405,8 +335,6 @@ def default_fer_path() -> Path | None:
 
 def faces_from_fer(path, split: str = "PrivateTest") -> tuple[list[np.ndarray], list[str], list[str]]:
     """The first face of each class in ``split``: RGB arrays, their class names and where they come from."""
-    from . import fer
-
     data = fer.load(path, limit=1)
     s = data[split]
     faces, labels, sources = [], [], []
@@ -435,9 +363,7 @@ def render_classes(
     cmap: str = "viridis",
 ) -> np.ndarray:
     """One layer: a row per face (face, true and predicted class, then the same k channels)."""
-    from PIL import Image, ImageDraw
 
-    from .render import colormap, fit_size, resize_rgb
 
     stack = np.stack(row_maps)  # (n, H, W, k): each channel scaled over all faces
     lo, hi = stack.min(axis=(0, 1, 2)), stack.max(axis=(0, 1, 2))
@@ -491,9 +417,6 @@ def compare_classes(
     resize: str = "crop",
 ):
     """Python API: ``(pictures [(ConvLayer, RGB)], predictions [str], notes [str])`` of the faces."""
-    from .extract import FeatureExtractor
-    from .pipeline import describe_prediction, prepare
-
     preps = [prepare(lm, f, face_crop=False, resize=resize) for f in faces]
     shape = preps[0].x.shape
     notes = []
@@ -534,75 +457,3 @@ def compare_classes(
             )
         )
     return pics, pred_text, notes
-
-
-def run_classes(args) -> int:
-    from . import models
-    from .images import find_images, load_image
-    from .io import atomic_dir, check_replaceable, check_writable, safe_name, save_json, save_png, save_text
-    from .layers import conv_layers, select_layers
-    from .report import esc, img_tag, page
-
-    if args.images and args.data:
-        raise UserError("pass either images or --data, not both")
-    if args.images:
-        paths = find_images(args.images)
-        if len(paths) < 2:
-            raise UserError("compare-classes needs at least 2 images (one per class); or pass --data")
-        faces = [load_image(p) for p in paths]
-        labels = [p.stem for p in paths]
-        sources = [str(p) for p in paths]
-    else:
-        data = args.data or default_fer_path()
-        if data is None:
-            raise UserError("no FER2013 data found at ../shared/data/fer2013; pass --data PATH or images")
-        faces, labels, sources = faces_from_fer(data)
-    out_root = check_writable(args.out)
-    folder = check_replaceable(out_root / "compare-classes")
-    classes = args.classes.split(",") if args.classes else None
-    lm = models.load(
-        args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes
-    )
-    select_layers(conv_layers(lm.model), args.layers)
-    pics, preds, notes = compare_classes(
-        lm, faces, labels, layers=args.layers, maps=args.maps, cmap=args.cmap
-    )
-    for n in notes:
-        print(f"note: {n}")
-    files = []
-    with atomic_dir(folder) as tmp:
-        for conv, pic in pics:
-            name = f"C{conv.index:02d}_{safe_name(conv.name)}.png"
-            save_png(tmp / name, pic)
-            files.append(name)
-        body = "".join(
-            f'<div class="layer" id="{esc(conv.label)}">{img_tag(pic, conv.name)}</div>' for conv, pic in pics
-        )
-        nav = "".join(f'<a href="#{esc(c.label)}">{esc(c.label)}</a>' for c, _ in pics)
-        save_text(
-            tmp / "index.html",
-            page(
-                f"featuremaps compare-classes: {lm.name}", f'<section class="image">{body}</section>', nav=nav
-            ),
-        )
-        save_json(
-            tmp / "manifest.json",
-            {
-                "featuremaps": __version__,
-                "model": lm.name,
-                "source": lm.source,
-                "faces": [
-                    {"label": lab, "source": src, "predicted": pr}
-                    for lab, src, pr in zip(labels, sources, preds, strict=True)
-                ],
-                "layers": [
-                    {"label": c.label, "name": c.name, "png": f}
-                    for (c, _), f in zip(pics, files, strict=True)
-                ],
-                "notes": notes,
-            },
-        )
-    for lab, pr in zip(labels, preds, strict=True):
-        print(f"  {lab}: predicted {pr}")
-    print(f"{len(pics)} layers: {folder}")
-    return 0

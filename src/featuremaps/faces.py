@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
-from .errors import UserError
+from featuremaps.errors import UserError
 
 
 @dataclass
@@ -30,7 +31,6 @@ _CASCADE = None
 def _cascade():
     global _CASCADE
     if _CASCADE is None:
-        import cv2
 
         path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
         _CASCADE = cv2.CascadeClassifier(path)
@@ -41,8 +41,6 @@ def _cascade():
 
 def detect_faces(rgb: np.ndarray) -> list[FaceBox]:
     """All faces found, largest first (the photo is scaled to at most 1024 px on its long side to detect)."""
-    import cv2
-
     gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
     s = min(1.0, 1024 / max(gray.shape))
     small = cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else gray

@@ -11,8 +11,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import UserError
+from featuremaps.errors import UserError
 
 #: Images above this many pixels are refused (decompression bombs); ``--max-pixels`` changes it.
 MAX_PIXELS = 64_000_000
@@ -39,8 +40,6 @@ def find_images(paths: list[str]) -> list[Path]:
 
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file as RGB uint8 (H, W, 3), or raise a one-line UserError saying what is wrong."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     try:
         with warnings.catch_warnings():
@@ -72,8 +71,6 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def pil_to_rgb(im) -> np.ndarray:
     """Any Pillow mode -> RGB uint8; 16/32-bit grayscale scaled by its range, alpha composited on white."""
-    from PIL import Image
-
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
         hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
@@ -94,7 +91,6 @@ def fit_to(rgb: np.ndarray, size: tuple[int, int], channels: int = 3, mode: str 
     ``crop`` centre-crops to the target aspect ratio first, ``pad`` letterboxes with black, ``stretch``
     ignores the aspect ratio (as ``keras.utils.load_img(target_size=...)`` does).
     """
-    from PIL import Image
 
     if mode not in RESIZE_MODES:
         raise UserError(f"--resize '{mode}' is not one of {', '.join(RESIZE_MODES)}")

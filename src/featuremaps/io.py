@@ -15,13 +15,16 @@ import shutil
 import struct
 import tempfile
 import uuid
+import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from .errors import UserError
+from featuremaps.errors import UserError
 
 #: PNG settings chosen by benchmarks/bench_render.py. Rendered pictures are nearest-upsampled blocks on a
 #: white page, which zlib's LZ77 matches best *unfiltered*: no PNG row filter + zlib level 1 gave the smallest
@@ -118,7 +121,6 @@ def save_png(path: str | Path, rgb: np.ndarray) -> Path:
     rgb = np.asarray(rgb)
     data = encode_png(rgb)
     if data is None:  # other dtypes/shapes: as Pillow writes them
-        from PIL import Image
 
         img = Image.fromarray(np.ascontiguousarray(rgb))
         with atomic_path(path) as tmp:
@@ -135,7 +137,6 @@ def png_writer(workers: int = 1) -> Iterator:
     """``save(path, rgb)`` that encodes and writes on a worker thread, so the caller renders the next picture
     meanwhile (zlib releases the GIL). Leaving the block waits for every file and re-raises the first error.
     Arrays passed in must not be changed afterwards (the renderers return fresh ones)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featuremaps-png")
     futures = []
@@ -157,8 +158,6 @@ def save_json(path: str | Path, obj) -> Path:
 
 def save_npz(path: str | Path, **arrays) -> Path:
     """Like ``np.savez_compressed`` (read with ``np.load``), at zlib level 1: ~3x faster for float maps."""
-    import zipfile
-
     with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             for name, a in arrays.items():

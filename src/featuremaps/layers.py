@@ -10,7 +10,9 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 
-from .errors import UserError
+import keras
+
+from featuremaps.errors import UserError
 
 #: Class names (``type(layer).__name__``) featuremaps draws; subclasses of these count too.
 CONV2D_TYPES = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose")
@@ -21,7 +23,6 @@ UNSUPPORTED_TYPES = ("Conv1D", "Conv3D", "Conv1DTranspose", "Conv3DTranspose", "
 @dataclass
 class ConvLayer:
     """One conv layer: ``index`` is its C-number, ``name`` its path (``outer/inner`` for nested models)."""
-
     index: int
     name: str
     layer: object = field(repr=False)
@@ -63,7 +64,6 @@ def _conv_kind(layer) -> str | None:
 
 
 def is_model(layer) -> bool:
-    import keras
 
     return isinstance(layer, keras.Model)
 

@@ -7,13 +7,25 @@ Files are loaded with Keras' safe mode: no code stored in a file runs unless the
 
 from __future__ import annotations
 
+import json
+import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
+from keras.applications import imagenet_utils
 
-from .errors import UserError
+from featuremaps.emotion.model import (
+    EMOTIONS,
+    build_emotion_vgg16,
+    load_emotion_model,
+    load_weights_npz,
+    shipped_weights_available,
+)
+from featuremaps.errors import UserError
 
 #: name -> (keras.applications constructor, preprocessing module, default input side)
 APPLICATIONS: dict[str, tuple[str, str, int]] = {
@@ -42,7 +54,6 @@ PREPROCESS_MODES = {
 @dataclass
 class LoadedModel:
     """A model with what featuremaps needs to feed it and to label its output."""
-
     model: object
     name: str
     source: str
@@ -88,14 +99,12 @@ def _preprocess_fn(mode: str) -> Callable[[np.ndarray], np.ndarray]:
     if mode == "symmetric":
         return lambda x: x / 127.5 - 1.0
     if mode in ("caffe", "torch"):
-        from keras.applications import imagenet_utils
 
         return lambda x: imagenet_utils.preprocess_input(np.array(x, dtype=np.float32), mode=mode)
     raise UserError(f"--preprocess '{mode}' is not one of {', '.join(PREPROCESS_MODES)}")
 
 
 def default_model_name() -> str:
-    from .emotion import shipped_weights_available
 
     return "emotion" if shipped_weights_available() else "vgg16"
 
@@ -124,7 +133,6 @@ def load(spec: str | None = None, weights: str | None = None, unsafe: bool = Fal
 
 
 def _load_emotion(weights, preprocess) -> LoadedModel:
-    from .emotion import EMOTIONS, build_emotion_vgg16, load_emotion_model, load_weights_npz
 
     if weights in (None, "default"):
         model, src = load_emotion_model(), "featuremaps bundled FER2013 VGG-16"
@@ -148,7 +156,6 @@ def _load_emotion(weights, preprocess) -> LoadedModel:
 
 
 def _load_application(key, weights, preprocess, random_head: bool = True) -> LoadedModel:
-    import keras
 
     ctor_name, module, side = APPLICATIONS[key]
     ctor = getattr(keras.applications, ctor_name)
@@ -192,9 +199,6 @@ def _load_application(key, weights, preprocess, random_head: bool = True) -> Loa
 
 def _imagenet_classes() -> list[str] | None:
     """ImageNet class names from Keras' cached index file, if it was ever downloaded (no download here)."""
-    import json
-    import os
-
     p = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / "imagenet_class_index.json"
     try:
         idx = json.loads(p.read_text())
@@ -204,7 +208,6 @@ def _imagenet_classes() -> list[str] | None:
 
 
 def _load_file(path: Path, unsafe: bool, preprocess: str, classes) -> LoadedModel:
-    import keras
 
     if not path.exists():
         raise UserError(f"model file {path} does not exist; check the path or use a model name like vgg16")
@@ -213,7 +216,6 @@ def _load_file(path: Path, unsafe: bool, preprocess: str, classes) -> LoadedMode
                         "TF SavedModel folders are not Keras 3 models, "
                         "re-save it with model.save('model.keras')")
     if path.suffix.lower() == ".keras":
-        import zipfile
 
         if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a file that exists
             raise UserError(f"{path} is not a Keras model file (a .keras file is a zip archive); "

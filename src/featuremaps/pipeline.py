@@ -15,9 +15,23 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .images import fit_to, load_image
-from .models import LoadedModel
+from featuremaps import __version__, models
+from featuremaps.extractor import FeatureExtractor
+from featuremaps.faces import largest_face
+from featuremaps.images import find_images, fit_to, load_image
+from featuremaps.io import (
+    atomic_dir,
+    check_replaceable,
+    output_names,
+    png_writer,
+    safe_name,
+    save_json,
+    save_npz,
+    unique_names,
+)
+from featuremaps.layers import conv_layers, select_layers
+from featuremaps.models import LoadedModel
+from featuremaps.render import render_layer, render_overview, rows_from
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +39,6 @@ log = logging.getLogger(__name__)
 @dataclass
 class Prepared:
     """An image ready for a model: ``x`` preprocessed (H, W, C) float32, ``shown`` what the net saw (RGB)."""
-
     x: np.ndarray
     shown: np.ndarray
     face_box: list[int] | None = None
@@ -36,8 +49,6 @@ class Prepared:
 def prepare(lm: LoadedModel, rgb: np.ndarray, *, input_shape: tuple[int, ...] | None = None,
             face_crop: bool | None = None, resize: str = "crop") -> Prepared:
     """Crop the face (emotion model, unless ``face_crop=False``), resize, convert channels, preprocess."""
-    from .faces import largest_face
-
     face_box, face = None, None
     if face_crop if face_crop is not None else lm.is_emotion:
         face, box = largest_face(rgb)
@@ -94,13 +105,11 @@ class ShowResult:
 
 class Shower:
     """Renders many images through one model, reusing the intermediate model across images of one shape."""
-
     def __init__(self, lm: LoadedModel, opts: ShowOptions):
         self.lm, self.opts = lm, opts
         self._extractors: dict[tuple, object] = {}
 
     def extractor(self, shape):
-        from .extract import FeatureExtractor
 
         if shape not in self._extractors:
             if len(self._extractors) >= 2:  # bounded: models with free input size see many shapes
@@ -111,8 +120,6 @@ class Shower:
 
     def run(self, path: Path, out_root: Path, name: str | None = None) -> ShowResult:
         """Draw one image into ``out_root/name`` (default: the image's stem; a batch passes unique names)."""
-        from .io import atomic_dir, check_replaceable, png_writer, safe_name, save_json, save_npz, unique_names
-        from .render import render_layer, render_overview, rows_from
 
         o = self.opts
         folder = check_replaceable(out_root / (name or safe_name(path.stem)))  # a user's folder: before any work
@@ -186,11 +193,6 @@ def show(images: Iterable[str | Path], model: str | LoadedModel | None = None,
          out: str | Path = "featuremaps-out",
          progress: Callable[[int, int, Path], None] | None = None, **options) -> list[ShowResult]:
     """Python API for ``featuremaps show``: render every image, return where each one's files are."""
-    from . import models
-    from .images import find_images
-    from .io import output_names
-    from .layers import conv_layers, select_layers
-
     lm = model if isinstance(model, LoadedModel) else models.load(model)
     opts = ShowOptions(**options)
     paths = find_images([str(p) for p in images])

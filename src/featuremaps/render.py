@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
+import cv2
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-from .errors import UserError
+from featuremaps.errors import UserError
+from featuremaps.extractor import STATS
 
 NORM_MODES = ("map", "layer", "global")
 NORM_TEXT = {"map": "each map scaled to its own min-max",
@@ -140,7 +143,6 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     k = maps.shape[2]
     if H % h == 0 and W % w == 0:  # integer factor down: block mean
         return maps.reshape(h, H // h, w, W // w, k).mean(axis=(1, 3))
-    import cv2  # only here: importing OpenCV costs ~0.3 s
 
     parts = [cv2.resize(np.ascontiguousarray(maps[..., i:i + 4]), (w, h), interpolation=cv2.INTER_AREA)
              for i in range(0, k, 4)]  # cv2's area resize takes at most 4 channels at once
@@ -149,7 +151,6 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
 
     if rgb.ndim == 3 and rgb.shape[2] == 1:
         rgb = rgb[..., 0]
@@ -175,7 +176,6 @@ def _blend(tiles: np.ndarray, under: np.ndarray, alpha: float = 0.55) -> np.ndar
 # ---------------------------------------------------------------- text
 @lru_cache(maxsize=8)
 def font(size: int):
-    from PIL import ImageFont
 
     try:
         return ImageFont.load_default(size=size)
@@ -199,8 +199,6 @@ def _fit_text(text: str, size: int, width: int) -> str:
 @lru_cache(maxsize=2048)
 def _text_mask(text: str, fnt) -> np.ndarray:
     """Coverage (0-1 float32, (h, w)) of ``text`` drawn at the origin; captions like F1..F16 repeat a lot."""
-    from PIL import Image, ImageDraw
-
     _, _, r, b = fnt.getbbox(text)
     mask = Image.new("L", (max(1, int(r)), max(1, int(b))), 0)
     ImageDraw.Draw(mask).text((0, 0), text, fill=255, font=fnt)
@@ -250,7 +248,6 @@ class _Draw:
 @dataclass
 class Row:
     """One layer as drawn: label ``C3``, name, full output shape, shown maps and their channel indices."""
-
     label: str
     name: str
     shape: tuple[int, int, int]
@@ -266,8 +263,6 @@ class Row:
 
 def rows_from(results, index: int = 0) -> list[Row]:
     """Accept :class:`~featuremaps.extract.LayerMaps` results, :class:`Row` s or ``{name: (H, W, k)}``."""
-    from .extract import STATS
-
     if isinstance(results, list | tuple) and all(isinstance(r, Row) for r in results):
         return list(results)
     if isinstance(results, dict):

@@ -13,7 +13,12 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import keras
 import numpy as np
+from keras import layers
+
+from featuremaps.errors import UserError
+from featuremaps.io import atomic_path
 
 #: Class names in the model's output order (alphabetical, as the FER2013 folder layout sorts them).
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -34,8 +39,6 @@ def build_emotion_vgg16(input_shape=INPUT_SHAPE, num_classes: int = len(EMOTIONS
     ReLU inside each conv, which :func:`fold_batch_norm` fills from a trained BN model. ``width`` scales
     the filter counts (tests use a narrow copy; the shipped model is width 1).
     """
-    import keras
-    from keras import layers
 
     inputs = keras.Input(shape=input_shape, name="face")
     x = inputs
@@ -97,7 +100,6 @@ def unfold_batch_norm(folded, faces: np.ndarray, width: float = 1.0, batch_size:
     exactly with the stored statistics, and nearly so with batch statistics in training, so training
     resumes where the folded model is instead of from a disturbed network.
     """
-    import keras
 
     model = build_emotion_vgg16(tuple(folded.inputs[0].shape[1:]), int(folded.outputs[0].shape[-1]),
                                 batch_norm=True, width=width)
@@ -148,8 +150,6 @@ def model_card() -> dict | None:
 
 def save_weights_npz(model, path: str | Path, dtype=np.float16) -> None:
     """Store every weight by layer name (float16 by default: half the size, same accuracy to 0.1 points)."""
-    from .io import atomic_path
-
     arrays = {}
     for layer in model.layers:
         for j, w in enumerate(layer.get_weights()):
@@ -172,8 +172,6 @@ def load_weights_npz(model, path) -> None:
 
 def load_emotion_model():
     """The shipped, trained emotion model (raises UserError if the package was built without weights)."""
-    from .errors import UserError
-
     if not shipped_weights_available():
         raise UserError("the bundled emotion model weights are missing from this install; "
                         "reinstall featuremaps or pass --model vgg16")

@@ -11,7 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from featuremaps.errors import UserError
+from featuremaps.extractor import FeatureExtractor
+from featuremaps.images import load_image
+from featuremaps.models import wrap
+from featuremaps.pipeline import prepare
+from featuremaps.render import render_overview
 
 
 def _display_image(x: np.ndarray) -> np.ndarray:
@@ -26,10 +31,6 @@ def _display_image(x: np.ndarray) -> np.ndarray:
 
 
 def _results_for_model(model, image, layers, maps, select, preprocess, input_shape, resize):
-    from .extract import FeatureExtractor
-    from .images import load_image
-    from .models import wrap
-    from .pipeline import prepare
 
     if image is None:
         raise UserError("plot(model, image): pass an image (a file path or an (H, W, C) array)")
@@ -78,7 +79,6 @@ def plot(
             "featuremaps.plot needs Matplotlib; pip install matplotlib "
             "(or use featuremaps.render_overview for an RGB array)"
         ) from None
-    from .render import render_overview
 
     first_n = True
     if isinstance(model_or_results, dict | list | tuple):

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import keras
 import numpy as np
+from keras import ops
 
-from .errors import UserError
-from .layers import ConvLayer, conv_layers, select_layers
+from featuremaps.errors import UserError
+from featuremaps.layers import ConvLayer, conv_layers, select_layers
 
 SELECT_MODES = ("first", "top-mean", "top-max")
 STATS = ("mean", "max", "zero_fraction", "min")
@@ -24,7 +26,6 @@ STATS = ("mean", "max", "zero_fraction", "min")
 
 # ---------------------------------------------------------------- graph replay
 def _is_graph_model(layer) -> bool:
-    import keras
 
     if not isinstance(layer, keras.Model) or isinstance(layer, keras.Sequential):
         return False
@@ -41,7 +42,6 @@ def _replay_sequential(model, x, taps: dict, cut=None):
 
 
 def _call(layer, args, kwargs, taps, cut=None):
-    import keras
 
     if isinstance(layer, keras.Sequential):
         (x,) = args
@@ -60,8 +60,6 @@ def _call(layer, args, kwargs, taps, cut=None):
 
 def _unpack_args(args):
     """Config ``args`` of one node -> Python structure with ``("__ref__", name, node, index)`` leaves."""
-    import keras
-
     def conv(obj):
         if isinstance(obj, dict):
             cls = obj.get("class_name")
@@ -146,8 +144,6 @@ def _replay_functional(model, inputs, taps, cut=None):
 
 def replay(model, input_shape: tuple[int, ...]):
     """Return ``(inputs, outputs, taps)``: ``model`` re-called on a fresh Input, with every layer's output."""
-    import keras
-
     inputs = keras.Input(shape=tuple(input_shape), name="featuremaps_input")
     taps: dict[int, object] = {}
     out = _call(model, (inputs,), {}, taps)
@@ -156,8 +152,6 @@ def replay(model, input_shape: tuple[int, ...]):
 
 # ---------------------------------------------------------------- selection in the graph
 def _probe_layer_class():
-    import keras
-    from keras import ops
 
     class ChannelProbe(keras.layers.Layer):
         """Chosen maps (B, H, W, k), their channel indices (B, k), layer stats (B, 4) of one conv output."""
@@ -214,7 +208,6 @@ def parse_select(select: str | list[int] | None) -> tuple[str, list[int] | None]
 @dataclass
 class LayerMaps:
     """One layer's result for a batch: ``maps`` (B, H, W, k), ``channels`` (B, k), ``stats`` (B, 4)."""
-
     conv: ConvLayer
     shape: tuple[int, int, int]  # the layer's full output (H, W, C)
     maps: np.ndarray
@@ -234,7 +227,6 @@ class FeatureExtractor:
 
     def __init__(self, model, input_shape: tuple[int, int, int], layers="all", maps: int | None = 16,
                  select: str | list[int] | None = "first"):
-        import keras
 
         self.model = model
         self.input_shape = tuple(int(d) for d in input_shape)
@@ -281,7 +273,6 @@ class FeatureExtractor:
 
     def __call__(self, batch: np.ndarray) -> tuple[list[LayerMaps], np.ndarray | None]:
         """``batch`` (B, H, W, C) preprocessed float32 -> per-layer maps and the model's output (or None)."""
-        from keras import ops
 
         batch = np.asarray(batch, dtype=np.float32)
         res = None
@@ -338,14 +329,12 @@ class _Cut:
         self.producer: dict[int, tuple[object, tuple, dict]] = {}  # id(head tensor) -> (layer, args, kwargs)
 
     def _mark(self, out):
-        import keras
 
         for t in keras.tree.flatten(out):
             if isinstance(t, keras.KerasTensor):
                 self.head_ids[id(t)] = t
 
     def call(self, layer, args, kwargs, taps):
-        import keras
 
         flat = [t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
         in_head = any(id(t) in self.head_ids for t in flat)
@@ -392,12 +381,10 @@ class Split:
     taps: dict
 
     def body_model(self):
-        import keras
 
         return keras.Model(self.inputs, [self.activation, *self.skips], name="featuremaps_body")
 
     def head_model(self, outputs=None):
-        import keras
 
         outputs = self.output if outputs is None else outputs
         return keras.Model(self.head_inputs, outputs, name="featuremaps_head")
@@ -409,7 +396,6 @@ def split_at(model, input_shape: tuple[int, ...], layer) -> Split:
     The user's model is not changed: the same layer objects are called on new tensors. Raises UserError if
     the layer is not on the path from the input to the (single) output.
     """
-    import keras
 
     inputs = keras.Input(shape=tuple(input_shape), name="featuremaps_input")
     cut = _Cut(layer)

@@ -17,10 +17,15 @@ import math
 import os
 from pathlib import Path
 
+import keras
 import numpy as np
 
-from .errors import UserError
-from .io import atomic_path, check_writable, ensure_dir, save_json
+from featuremaps.emotion import data as fer
+from featuremaps.emotion import model as emotion
+from featuremaps.emotion.augment import augment_batch
+from featuremaps.emotion.model import EMOTIONS
+from featuremaps.errors import UserError
+from featuremaps.io import atomic_path, check_writable, ensure_dir, save_json
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +39,7 @@ def lr_at(epoch: int, epochs: int, base_lr: float, warmup: int = 1) -> float:
 
 
 def _dataset_class():
-    import keras
 
-    from .augment import augment_batch
 
     class FaceBatches(keras.utils.PyDataset):
         """Shuffled, augmented batches; epoch ``e`` always uses seed ``seed + e`` (resumable)."""
@@ -69,7 +72,6 @@ def _dataset_class():
 
 
 def _checkpoint_callback(out: Path, epochs: int, state: dict):
-    import keras
 
     class Checkpoint(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -122,9 +124,7 @@ def _plot_curves(history: list[dict], path: Path) -> None:
 
 def _initial_model(init: str | None, faces: np.ndarray, width: float, calibration: int = 4096):
     """The BN model to train and a note on where its weights came from (None: random, He init)."""
-    import keras
 
-    from . import emotion
 
     if not init:
         return emotion.build_emotion_vgg16(batch_norm=True, width=width), None
@@ -165,10 +165,7 @@ def train(data_path: str, out: str | Path, epochs: int = 30, batch_size: int = 6
     ``init`` starts a new run from trained weights instead of random ones: ``"bundled"`` (the shipped
     model) or an inference-form ``.npz``/``.keras`` file, unfolded back to the BN form (:func:`_initial_model`).
     """
-    import keras
 
-    from . import fer
-    from .emotion import EMOTIONS
 
     out = check_writable(out)  # created once data and weights are loaded: bad input leaves no empty folder
     state_path = out / "state.json"

@@ -1,23 +1,10 @@
-"""Class activation maps: why did the network decide what it decided?
+"""The CAM engine: cut the model at the target layer, run the body forward, differentiate the head.
 
-Four methods, each one small function of a layer's activations ``A`` (h, w, C) and the gradients ``G`` of
-the class score with respect to them (or, for Score-CAM, of scores of masked inputs):
-
-* Grad-CAM (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
-  Localization", ICCV 2017): ``ReLU(sum_k mean_ij(G_k) A_k)``.
-* Grad-CAM++ (Chattopadhay et al., "Grad-CAM++: Generalized Gradient-based Visual Explanations for Deep
-  Convolutional Networks", WACV 2018): pixel-wise weights ``alpha`` from second and third powers of G.
-* Score-CAM (Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural
-  Networks", CVPR Workshops 2020): each channel, upsampled and scaled to [0, 1], masks the input; the
-  class probability of the masked input weighs the channel. Gradient-free; masked inputs are batched.
-* LayerCAM (Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for Localization",
-  IEEE TIP 2021): ``ReLU(sum_k ReLU(G_k) * A_k)``, element-wise.
-
-Speed and robustness come from cutting the model at the target layer (:func:`featuremaps.extract.split_at`):
-the *body* (input -> A) runs forward only, gradients flow only through the *head* (A -> output). The
-score differentiated is the pre-softmax logit when the output layer is a softmax Dense/Activation/Softmax
-layer (as in the papers), else the output itself. Gradients are computed in :mod:`featuremaps.gradients`,
-the only backend-specific module.
+Speed and robustness come from cutting the model at the target layer (:func:`featuremaps.extractor.split_at`):
+the *body* (input -> A) runs forward only, gradients flow only through the *head* (A -> output). The score
+differentiated is the pre-softmax logit when the output layer is a softmax Dense/Activation/Softmax layer (as
+in the papers), else the output itself. Gradients are computed in :mod:`featuremaps.cam.gradients`, the only
+backend-specific module.
 """
 
 from __future__ import annotations
@@ -25,134 +12,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import keras
 import numpy as np
+from keras import ops
 
-from .errors import UserError
-from .layers import ConvLayer, conv_layers, select_layers, walk
+from featuremaps.cam.gradients import class_gradients
+from featuremaps.cam.heatmaps import normalise01, upsample
+from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, parse_methods
+from featuremaps.errors import UserError
+from featuremaps.extractor import split_at
+from featuremaps.layers import ConvLayer, conv_layers, select_layers, walk
 
 log = logging.getLogger(__name__)
-
-EPS = 1e-7
-SCORECAM_BATCH = 32
-
-
-# ---------------------------------------------------------------- the methods
-def gradcam(acts: np.ndarray, grads: np.ndarray, **_) -> np.ndarray:
-    """Grad-CAM (Selvaraju et al. 2017): channel weights are the spatially averaged gradients."""
-    weights = grads.mean(axis=(0, 1))  # (C,)
-    return np.maximum(acts @ weights, 0.0).astype(np.float32)
-
-
-def gradcam_pp(acts: np.ndarray, grads: np.ndarray, **_) -> np.ndarray:
-    """Grad-CAM++ (Chattopadhay et al. 2018, eq. 19 with the exponential score, so only first gradients).
-
-    ``alpha_ij^k = g^2 / (2 g^2 + sum_ab A_ab^k g^3)``; channel weight ``sum_ij alpha_ij^k ReLU(g_ij^k)``.
-    """
-    g2 = grads ** 2
-    g3 = g2 * grads
-    denom = 2.0 * g2 + acts.sum(axis=(0, 1), keepdims=True) * g3
-    alpha = np.where(grads != 0.0, g2 / np.where(np.abs(denom) > EPS, denom, EPS), 0.0)
-    weights = (alpha * np.maximum(grads, 0.0)).sum(axis=(0, 1))
-    return np.maximum(acts @ weights, 0.0).astype(np.float32)
-
-
-def layercam(acts: np.ndarray, grads: np.ndarray, **_) -> np.ndarray:
-    """LayerCAM (Jiang et al. 2021): element-wise positive gradients times activations, summed over C."""
-    return np.maximum((np.maximum(grads, 0.0) * acts).sum(axis=-1), 0.0).astype(np.float32)
-
-
-def scorecam_masks(acts: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Score-CAM's masks: each non-constant channel upsampled (bilinear) to ``size`` and scaled to [0, 1].
-
-    Returns ``(masks (k, H, W), channel indices (k,))``; constant channels carry no spatial information and
-    are skipped, as in the authors' code.
-    """
-    lo, hi = acts.min(axis=(0, 1)), acts.max(axis=(0, 1))
-    keep = np.flatnonzero(hi - lo > EPS)
-    masks = np.empty((len(keep), *size), np.float32)
-    for j, k in enumerate(keep):
-        m = upsample(acts[..., k], size)
-        mlo, mhi = m.min(), m.max()
-        masks[j] = (m - mlo) / (mhi - mlo) if mhi > mlo else 0.0
-    return masks, keep
-
-
-def scorecam(acts: np.ndarray, grads=None, *, x: np.ndarray, class_index: int, predict, **_) -> np.ndarray:
-    """Score-CAM (Wang et al. 2020): channel weights are the softmax class scores of the input masked by each
-    channel (upsampled, scaled to [0, 1]); ``predict`` maps a batch of inputs to class probabilities.
-    """
-    masks, keep = scorecam_masks(acts, x.shape[:2])
-    weights = np.zeros(acts.shape[-1], np.float32)
-    for i in range(0, len(keep), SCORECAM_BATCH):
-        m = masks[i:i + SCORECAM_BATCH]
-        probs = predict(x[None] * m[..., None])
-        weights[keep[i:i + SCORECAM_BATCH]] = probs[:, class_index]
-    return np.maximum(acts @ weights, 0.0).astype(np.float32)
-
-
-#: method name -> function; gradient methods take (acts, grads), Score-CAM also the input and a predictor.
-CAM_METHODS = {"gradcam": gradcam, "gradcam++": gradcam_pp, "scorecam": scorecam, "layercam": layercam}
-NEEDS_GRADIENTS = {"gradcam", "gradcam++", "layercam"}
-
-
-# ---------------------------------------------------------------- maps as pictures
-def upsample(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) -> (H, W) float32, bilinear (pixel centres aligned)."""
-    import cv2
-
-    m = np.asarray(m, np.float32)
-    if m.shape == tuple(size):
-        return m.copy()
-    return cv2.resize(m, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
-
-
-def normalise01(m: np.ndarray) -> np.ndarray:
-    """Min-max scale to [0, 1]; a constant map becomes zeros."""
-    m = np.asarray(m, np.float32)
-    lo, hi = float(m.min()), float(m.max())
-    return ((m - lo) / (hi - lo)).astype(np.float32) if hi - lo > EPS else np.zeros_like(m)
-
-
-def overlay(rgb_uint8: np.ndarray, heatmap01: np.ndarray, cmap: str = "jet",
-            alpha: float = 0.45) -> np.ndarray:
-    """Blend a [0, 1] heatmap (any size; resized bilinearly) over an RGB uint8 image (``alpha`` of heat)."""
-    from .render import apply_colormap, colormap
-
-    rgb = np.asarray(rgb_uint8)
-    if rgb.ndim == 2:
-        rgb = rgb[..., None]
-    if rgb.shape[2] == 1:
-        rgb = np.repeat(rgb, 3, axis=2)
-    heat = np.clip(upsample(heatmap01, rgb.shape[:2]), 0.0, 1.0)
-    colour = apply_colormap(heat, colormap(cmap)).astype(np.float32)
-    out = alpha * colour + (1.0 - alpha) * rgb[..., :3].astype(np.float32)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def heatmap_rgb(heatmap01: np.ndarray, cmap: str = "jet") -> np.ndarray:
-    """A [0, 1] map as RGB uint8 through a colormap."""
-    from .render import apply_colormap, colormap
-
-    return apply_colormap(np.clip(heatmap01, 0.0, 1.0), colormap(cmap))
-
-
-# ---------------------------------------------------------------- choosing layer, class, method
-def parse_methods(spec: str | list[str] | None) -> list[str]:
-    """``"gradcam,scorecam"`` -> ``["gradcam", "scorecam"]``; unknown names raise a UserError."""
-    items = spec if isinstance(spec, list | tuple) else (spec or "gradcam").split(",")
-    out = []
-    for m in (s.strip().lower() for s in items):
-        if not m:
-            continue
-        m = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "grad-cam++": "gradcam++",
-             "score-cam": "scorecam", "layer-cam": "layercam"}.get(m, m)
-        if m not in CAM_METHODS:
-            raise UserError(f"unknown CAM method '{m}'; use one or more of {', '.join(CAM_METHODS)}")
-        if m not in out:
-            out.append(m)
-    if not out:
-        raise UserError(f"--method is empty; use one or more of {', '.join(CAM_METHODS)}")
-    return out
 
 
 def resolve_layer(model, spec: str | int | None) -> ConvLayer:
@@ -204,7 +75,6 @@ def resolve_class(spec: str | int | None, classes: list[str] | None, n: int) -> 
 @dataclass
 class CamResult:
     """One map: ``heatmap`` the raw (h, w) map at the layer's resolution, ``heatmap_up`` (H, W) in [0, 1]."""
-
     method: str
     layer: ConvLayer
     class_index: int
@@ -228,9 +98,7 @@ def _is_probabilities(p: np.ndarray) -> bool:
 
 class CamEngine:
     """A model cut at its target layer (built once per model, input shape and layer; reused per image)."""
-
     def __init__(self, model, input_shape: tuple[int, int, int], layer: str | int | ConvLayer | None = None):
-        from .extract import split_at
 
         self.model = model
         self.input_shape = tuple(int(d) for d in input_shape)
@@ -254,7 +122,6 @@ class CamEngine:
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities of a batch of inputs (Score-CAM's masked inputs); no gradients."""
-        from keras import ops
 
         res = self.body(np.asarray(batch, np.float32), training=False)
         res = res if isinstance(res, list | tuple) else [res]
@@ -265,9 +132,7 @@ class CamEngine:
     def run(self, x: np.ndarray, methods=("gradcam",), class_indices: list[int] | None = None,
             classes: list[str] | None = None) -> list[CamResult]:
         """Maps of one preprocessed image ``x`` (H, W, C): each method for each class (default: predicted)."""
-        from keras import ops
 
-        from .gradients import class_gradients
 
         x = np.asarray(x, np.float32)
         if x.ndim == 2:
@@ -301,8 +166,6 @@ class CamEngine:
 
 def _logits_tensor(producer):
     """The pre-softmax tensor of a softmax output layer (Dense, Activation or Softmax), else None."""
-    import keras
-
     if producer is None:
         return None
     layer, args, kwargs = producer
@@ -321,8 +184,6 @@ _DENSE_LOGITS = None
 def _dense_logits_layer():
     global _DENSE_LOGITS
     if _DENSE_LOGITS is None:
-        import keras
-        from keras import ops
 
         class DenseLogits(keras.layers.Layer):
             """``x @ kernel + bias`` of a softmax Dense layer (its weights, shared): its logits."""
@@ -375,10 +236,3 @@ def compute_cam(model, x: np.ndarray, method: str = "gradcam", layer: str | int 
     eng = engine_for(model, x.shape, layer)
     c = resolve_class(class_index, classes, eng.n_classes)
     return eng.run(x, [m], None if c is None else [c], classes)[0]
-
-
-def cam(model, x: np.ndarray, method: str = "gradcam", layer=None, class_index=None,
-        classes=None) -> np.ndarray:
-    """The (H, W) [0, 1] map of :func:`compute_cam` alone (``featuremaps.cam`` in the package API)."""
-    res = compute_cam(model, x, method=method, layer=layer, class_index=class_index, classes=classes)
-    return res.heatmap_up

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from .emotion import EMOTIONS
-from .errors import UserError
+from featuremaps.emotion.model import EMOTIONS
+from featuremaps.errors import UserError
 
 SPLITS = ("Training", "PublicTest", "PrivateTest")
 CSV_CODES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -28,7 +29,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 @dataclass
 class FerSplit:
     """Faces of one split: ``x`` (N, 48, 48) uint8, ``y`` (N,) int64 indices into ``classes``, ``sources``."""
-
     x: np.ndarray
     y: np.ndarray
     sources: list[str]
@@ -78,7 +78,6 @@ class _Collector:
 
 
 def _decode_face(data: bytes | Path) -> np.ndarray:
-    from PIL import Image
 
     with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
         im = im.convert("L")

@@ -20,9 +20,23 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
-from . import __version__
-from .errors import UserError
+from featuremaps import __version__
+from featuremaps.cam import CamEngine, heatmap_rgb, overlay, resolve_class, upsample
+from featuremaps.images import load_image
+from featuremaps.io import (
+    atomic_dir,
+    check_replaceable,
+    made_by_featuremaps,
+    safe_name,
+    save_json,
+    save_npz,
+    save_png,
+    unique_names,
+)
+from featuremaps.pipeline import describe_prediction, prepare
+from featuremaps.render import BG, INK, MUTED, _fit_text, apply_colormap, colormap, font, resize_rgb
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +44,6 @@ DISPLAY = 224  # smallest side drawn (FER faces are 48x48)
 
 
 def _display(rgb: np.ndarray, side: int = DISPLAY) -> np.ndarray:
-    from .render import resize_rgb
 
     h, w = rgb.shape[:2]
     s = max(1.0, side / max(h, w))
@@ -40,10 +53,7 @@ def _display(rgb: np.ndarray, side: int = DISPLAY) -> np.ndarray:
 def render_panel(image: np.ndarray, rows: list[tuple[str, list]], cmap: str = "jet", cell: int = 176,
                  title: str = "", subtitle: str = "") -> np.ndarray:
     """A grid: the image, then one overlay per result; ``rows`` = [(method, [CamResult, ...]), ...]."""
-    from PIL import Image, ImageDraw
 
-    from .cam import overlay
-    from .render import BG, INK, MUTED, _fit_text, colormap, font, resize_rgb
 
     fs = 14
     ncol = 1 + max(len(r) for _, r in rows)
@@ -62,7 +72,6 @@ def render_panel(image: np.ndarray, rows: list[tuple[str, list]], cmap: str = "j
             canvas[y:y + cell, x:x + cell] = overlay(img, r.heatmap_up, cmap=cmap)
     bar_w = min(260, width - 140)
     ramp = np.linspace(0, 1, bar_w, dtype=np.float32)[None].repeat(12, axis=0)
-    from .render import apply_colormap
 
     yb = height - bar_h + 4
     canvas[yb:yb + 12, 60:60 + bar_w] = apply_colormap(ramp, colormap(cmap))
@@ -90,7 +99,6 @@ def render_panel(image: np.ndarray, rows: list[tuple[str, list]], cmap: str = "j
 
 class CamRunner:
     """Runs the cam command for many images with one model, reusing the cut model per input shape."""
-
     def __init__(self, lm, methods: list[str], layer=None, target_class=None, all_classes=False, cmap="jet",
                  input_shape=None, resize="crop", face_crop=None, max_pixels=None):
         self.lm, self.methods, self.layer_spec = lm, methods, layer
@@ -100,7 +108,6 @@ class CamRunner:
         self._engines: dict[tuple, object] = {}
 
     def engine(self, shape):
-        from .cam import CamEngine
 
         if shape not in self._engines:
             if len(self._engines) >= 2:
@@ -110,17 +117,11 @@ class CamRunner:
 
     def check(self, shape) -> None:
         """Fail on a bad layer/class before any image is read or file written."""
-        from .cam import resolve_class
 
         eng = self.engine(shape)
         resolve_class(self.target_class, self.lm.classes, eng.n_classes)
 
     def run(self, path: Path, out_root: Path, name: str | None = None) -> tuple[Path, list]:
-        from .cam import heatmap_rgb, overlay, resolve_class, upsample
-        from .images import load_image
-        from .io import (atomic_dir, check_replaceable, made_by_featuremaps, safe_name, save_json, save_npz,
-                         save_png, unique_names)
-        from .pipeline import describe_prediction, prepare
 
         image_folder = out_root / (name or safe_name(path.stem))
         if image_folder.exists() and not made_by_featuremaps(image_folder):
@@ -195,41 +196,3 @@ class CamRunner:
                           **({"face": "face.png"} if face is not None else {})},
             })
         return folder, results
-
-
-def run(args) -> int:
-    """Entry point of ``featuremaps cam`` (called by :mod:`featuremaps.cli`)."""
-    from . import models
-    from .cam import parse_methods
-    from .cli import Progress
-    from .images import find_images
-    from .io import output_names
-    from .render import colormap
-
-    methods = parse_methods(args.method)
-    colormap(args.cmap)  # unknown colormap: fail now
-    if args.all_classes and args.target_class is not None:
-        raise UserError("--class and --all-classes exclude each other; pass one")
-    paths = find_images(args.images)
-    classes = args.classes.split(",") if args.classes else None
-    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess,
-                     classes=classes)
-    runner = CamRunner(lm, methods, layer=args.layer, target_class=args.target_class,
-                       all_classes=args.all_classes, cmap=args.cmap, input_shape=args.input_shape,
-                       resize=args.resize, face_crop=args.face_crop, max_pixels=args.max_pixels)
-    if lm.input_shape and all(d is not None for d in lm.input_shape[:2]):
-        runner.check(lm.resolve_input_shape((224, 224), args.input_shape))
-    out = Path(args.out)
-    progress = Progress("cam ")
-    for i, (p, name) in enumerate(zip(paths, output_names(paths), strict=True)):
-        progress(i, len(paths), p)
-        folder, results = runner.run(p, out, name)
-        r = results[0]
-        eng_layer = r.layer
-        print(f"{p}: {folder / 'panel.png'}  ({eng_layer.label} {eng_layer.name})")
-        if not args.all_classes:
-            print(f"  {', '.join(sorted({x.method for x in results}, key=methods.index))} for "
-                  f"{r.class_name or f'class {r.class_index}'} (p = {r.probability:.1%})")
-    progress(len(paths), len(paths), None)
-    print(f"maps are in {out.resolve()}")
-    return 0

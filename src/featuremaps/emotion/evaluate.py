@@ -10,8 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from keras import ops
 
-from .errors import UserError
+from featuremaps import models
+from featuremaps.emotion.model import EMOTIONS
+from featuremaps.errors import UserError
 
 
 def metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
@@ -43,8 +46,6 @@ def tta_views(x: np.ndarray, shift: int = 2) -> list[np.ndarray]:
 
 def predict(model, faces_u8: np.ndarray, tta: bool = False, batch_size: int = 256) -> np.ndarray:
     """Softmax outputs (N, classes) for (N, 48, 48) uint8 faces, optionally averaged over the TTA views."""
-    from keras import ops
-
     x = faces_u8[..., None].astype(np.float32) / 255.0
     views = tta_views(x) if tta else [x]
     out = None
@@ -57,8 +58,6 @@ def predict(model, faces_u8: np.ndarray, tta: bool = False, batch_size: int = 25
 
 def load_for_eval(spec: str | None):
     """The emotion model to evaluate: shipped (default), a .keras file, or .npz weights."""
-    from . import models
-
     if spec and spec.endswith(".npz"):
         if not Path(spec).is_file():
             raise UserError(f"weights file {spec} does not exist; check the path")
@@ -69,7 +68,6 @@ def load_for_eval(spec: str | None):
 
 
 def evaluate(model, data, splits=("PublicTest", "PrivateTest"), tta: bool = False) -> dict:
-    from .emotion import EMOTIONS
 
     res = {}
     for s in splits:
@@ -77,35 +75,3 @@ def evaluate(model, data, splits=("PublicTest", "PrivateTest"), tta: bool = Fals
         probs = predict(model, part.x, tta=tta)
         res[s] = metrics(part.y, probs.argmax(1), len(EMOTIONS))
     return res
-
-
-def run(args) -> int:
-    from . import fer
-    from .charts import render_confusion
-    from .emotion import EMOTIONS
-    from .io import check_writable, save_json, save_png
-
-    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-    bad = [s for s in splits if s not in fer.SPLITS]
-    if bad:
-        raise UserError(f"unknown split '{bad[0]}'; use {', '.join(fer.SPLITS)}")
-    model, source = load_for_eval(args.model)
-    data = fer.load(args.data, skip_bad=args.skip_bad)
-    if data.skipped:
-        print(f"skipped {len(data.skipped)} bad entries (first: {data.skipped[0]})")
-    out = check_writable(args.out)
-    results = evaluate(model, data, splits, tta=args.tta)
-    report = {"model": source, "data": str(args.data), "tta": bool(args.tta), "classes": list(EMOTIONS)}
-    for s, m in results.items():
-        tag = " (TTA)" if args.tta else ""
-        print(f"{s}{tag}: accuracy {m['accuracy']:.2%} on {int(m['support'].sum())} faces")
-        print(f"  {'class':<10}{'precision':>10}{'recall':>8}{'F1':>8}{'n':>6}")
-        for i, c in enumerate(EMOTIONS):
-            print(f"  {c:<10}{m['precision'][i]:>10.3f}{m['recall'][i]:>8.3f}{m['f1'][i]:>8.3f}{m['support'][i]:>6d}")
-        png = out / f"confusion_{s}.png"
-        save_png(png, render_confusion(m["confusion"], list(EMOTIONS),
-                                       f"{s}{tag}: accuracy {m['accuracy']:.2%}"))
-        report[s] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
-    save_json(out / "metrics.json", report)
-    print(f"confusion matrices and metrics.json in {out}")
-    return 0

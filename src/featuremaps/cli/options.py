@@ -1,17 +1,16 @@
-"""Command line: ``featuremaps show|layers|cam|report|compare|compare-classes|atlas|train|evaluate``.
+"""The command line's options: one parser per command, with help text, defaults and examples.
 
-Parsing imports no deep-learning framework, so ``featuremaps --help`` answers at once. A user mistake
-(:class:`UserError`, bad option values) ends in one line on stderr and exit code 2, never a traceback.
+Building the parser imports no deep-learning framework, so ``featuremaps --help`` answers at once. Each
+command's parser names the module of :mod:`featuremaps.cli` that runs it (``run="show"`` ->
+``featuremaps.cli.show.run``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import time
 
-from .errors import UserError
+from featuremaps import __version__
+from featuremaps.errors import UserError
 
 EXAMPLES = """examples:
   featuremaps show examples/astronaut.png                 # a face through the bundled emotion model
@@ -72,8 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     top = _Parser(prog="featuremaps", description="See what a convolutional network sees: feature maps of "
                   "every conv layer, Grad-CAM explanations and comparisons, for any Keras CNN.",
                   epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from . import __version__
-
     top.add_argument("--version", action="version", version=f"featuremaps {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -90,14 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell", type=_positive, default=112, help="overview cell size in pixels (default 112)")
     p.add_argument("--no-layer-pngs", dest="layer_pngs", action="store_false", help="write only the overview")
     p.add_argument("--out", "-o", default="featuremaps-out", help="output folder (default featuremaps-out)")
-    p.set_defaults(func=cmd_show)
+    p.set_defaults(run="show")
 
     p = sub.add_parser("layers", help="list a model's conv layers as C1..Cn")
     p.add_argument("model", nargs="?", default=None, help="model name or file (default: the emotion model)")
     p.add_argument("--weights", default="none", help="weights to load (default none: the table needs no weights)")
     p.add_argument("--unsafe", action="store_true", help="allow code stored in a model file to run")
     p.add_argument("--input-shape", type=_int_list, default=None, metavar="H,W,C")
-    p.set_defaults(func=cmd_layers)
+    p.set_defaults(run="layers")
 
     p = sub.add_parser("cam", help="class activation maps: Grad-CAM, Grad-CAM++, Score-CAM, LayerCAM")
     _image_args(p)
@@ -108,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-classes", action="store_true", help="one map per class, side by side")
     p.add_argument("--cmap", default="jet", help="heatmap colormap (default jet)")
     p.add_argument("--out", "-o", default="featuremaps-out", help="output folder")
-    p.set_defaults(func=_lazy("cam_cli", "run"))
+    p.set_defaults(run="cam")
 
     p = sub.add_parser("report", help="one self-contained HTML report of maps, statistics and CAMs")
     _image_args(p)
@@ -118,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cmap", default="viridis", help="feature-map colormap (default viridis)")
     p.add_argument("--cam", default="gradcam", help="CAM methods, comma-separated, or none (default gradcam)")
     p.add_argument("--out", "-o", default="report.html", help="HTML file to write (default report.html)")
-    p.set_defaults(func=_lazy("report", "run"))
+    p.set_defaults(run="report")
 
     p = sub.add_parser("compare", help="one image through several architectures, layers aligned")
     p.add_argument("image", metavar="IMAGE")
@@ -132,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "across models; global: one scale for all")
     p.add_argument("--cmap", default="viridis")
     p.add_argument("--out", "-o", default="featuremaps-out", help="output folder (writes compare_<image>/)")
-    p.set_defaults(func=_lazy("compare", "run_models"))
+    p.set_defaults(run="compare:run_models")
 
     p = sub.add_parser("compare-classes", help="the same channels for one face per emotion, side by side")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="one image per class (default: PrivateTest faces)")
@@ -142,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--maps", type=_positive, default=8)
     p.add_argument("--cmap", default="viridis")
     p.add_argument("--out", "-o", default="featuremaps-out")
-    p.set_defaults(func=_lazy("compare", "run_classes"))
+    p.set_defaults(run="compare:run_classes")
 
     p = sub.add_parser("atlas", help="channel x class statistics and top images over a labelled dataset")
     p.add_argument("--data", required=True, help="FER2013 folder, CSV or archive, or ROOT/<class>/*.png")
@@ -152,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--limit", type=_positive, default=None, help="use at most this many images")
     p.add_argument("--out", "-o", default="featuremaps-out/atlas")
-    p.set_defaults(func=_lazy("atlas", "run"))
+    p.set_defaults(run="atlas")
 
     p = sub.add_parser("train", help="train the FER2013 emotion VGG-16 (checkpoints every epoch)")
     p.add_argument("--data", required=True, help="FER2013 folder, fer2013.csv or fer2013.tar.gz")
@@ -169,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows/files (counted) instead of stopping")
     p.add_argument("--limit", type=_positive, default=None, help="at most this many faces per class and split")
     p.add_argument("--width", type=float, default=1.0, help="filter-count multiplier (1 = VGG-16; <1 for quick tries)")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(run="train")
 
     p = sub.add_parser("evaluate", help="accuracy, per-class metrics and a confusion matrix on FER2013")
     p.add_argument("model", nargs="?", default=None, help="emotion (default), a .keras file or an .npz weights file")
@@ -178,140 +175,5 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="test-time augmentation: flips and shifted crops")
     p.add_argument("--skip-bad", action="store_true")
     p.add_argument("--out", "-o", default="featuremaps-out/evaluate")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(run="evaluate")
     return top
-
-
-def _lazy(module: str, func: str):
-    def call(args):
-        import importlib
-
-        return getattr(importlib.import_module(f"featuremaps.{module}"), func)(args)
-
-    return call
-
-
-def _quiet_frameworks() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import logging
-    import warnings
-
-    logging.basicConfig(level=logging.WARNING, format="featuremaps: %(message)s")
-    warnings.filterwarnings("ignore", module="keras")
-    logging.getLogger("absl").setLevel(logging.ERROR)
-    # TensorFlow's C++ start-up lines ("oneDNN custom operations are on", absl notices) ignore
-    # TF_CPP_MIN_LOG_LEVEL: import Keras once with the stderr file descriptor pointed at /dev/null.
-    if "keras" not in sys.modules:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 2)
-            import keras  # noqa: F401
-        except Exception:  # a broken install: let the real import below raise with its message
-            pass
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            os.close(devnull)
-
-
-class Progress:
-    """A one-line progress bar on stderr (only when there are several items)."""
-
-    def __init__(self, label: str = ""):
-        self.label, self.t0 = label, time.monotonic()
-
-    def __call__(self, i: int, n: int, item=None) -> None:
-        if n < 2:
-            return
-        width = 28
-        done = int(width * i / n)
-        rate = i / max(1e-9, time.monotonic() - self.t0)
-        name = f" {item.name}" if item is not None and hasattr(item, "name") else ""
-        end = "\n" if i >= n else ""
-        sys.stderr.write(f"\r{self.label}[{'#' * done}{'.' * (width - done)}] {i}/{n} {rate:.1f}/s{name[:40]:<41}{end}")
-        sys.stderr.flush()
-
-
-def cmd_show(args) -> int:
-    from . import models
-    from .images import find_images
-    from .io import check_writable
-    from .pipeline import show
-
-    find_images(args.images)  # fail on a bad path before loading (or downloading) a model
-    out = check_writable(args.out)
-    classes = args.classes.split(",") if args.classes else None
-    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess,
-                     classes=classes, random_head=False)
-    results = show(args.images, lm, out, progress=Progress("show "), layers=args.layers, maps=args.maps,
-                   select=args.select, norm=args.norm, cmap=args.cmap, overlay=args.overlay, cell=args.cell,
-                   resize=args.resize, face_crop=args.face_crop, input_shape=args.input_shape,
-                   max_pixels=args.max_pixels, layer_pngs=args.layer_pngs)
-    for r in results:
-        print(f"{r.image}: {r.folder / 'overview.png'}")
-        if r.prediction:
-            top = r.prediction if lm.is_emotion else r.prediction[:3]
-            print("  predicted " + ", ".join(f"{p['class']} {p['probability']:.1%}" for p in top))
-    print(f"pictures are in {out.resolve()}")
-    return 0
-
-
-def cmd_layers(args) -> int:
-    from . import models
-    from .extract import replay
-    from .layers import conv_layers
-
-    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, random_head=False)
-    convs = conv_layers(lm.model)  # "no conv layers" before anything about input shapes
-    shape = lm.resolve_input_shape((224, 224), args.input_shape)
-    _, _, taps = replay(lm.model, shape)
-    rows = [("C#", "name", "type", "output shape", "params")]
-    for c in convs:
-        t = taps.get(id(c.layer))
-        oshape = "x".join(str(d) for d in t.shape[1:]) if t is not None else "?"
-        rows.append((c.label, c.name, c.kind, oshape, f"{c.params:,}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    print(f"{lm.name}: {len(convs)} conv layers, input {'x'.join(map(str, shape))}")
-    for r in rows:
-        print("  ".join(v.ljust(w) if i < 4 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))))
-    return 0
-
-
-def cmd_train(args) -> int:
-    from .train import train
-
-    state = train(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                  resume=args.resume, seed=args.seed, skip_bad=args.skip_bad, precision=args.precision,
-                  limit=args.limit, width=args.width, init=args.init)
-    print(f"best PublicTest accuracy {state.get('best_val_accuracy', float('nan')):.4f} at epoch "
-          f"{state.get('best_epoch')}; checkpoints, log.csv and curves.png in {args.out}")
-    return 0
-
-
-def cmd_evaluate(args) -> int:
-    from .evaluate import run
-
-    return run(args)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        if not getattr(args, "command", None):
-            parser.print_help()
-            return 2
-        _quiet_frameworks()
-        return int(args.func(args) or 0)
-    except UserError as e:
-        print(f"featuremaps: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("featuremaps: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,14 +6,13 @@ Flips, shifts, rotations and zoom as one affine warp per face, then random erasi
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
 def augment_batch(x: np.ndarray, rng: np.random.Generator, *, shift: float = 0.1, rotate: float = 10.0,
                   zoom: float = 0.1, flip: bool = True, erase_p: float = 0.5) -> np.ndarray:
     """Augment an (N, H, W) or (N, H, W, 1) float batch in [0, 1]; returns a new array of the same shape."""
-    import cv2
-
     squeeze = x.ndim == 4
     faces = x[..., 0] if squeeze else x
     n, h, w = faces.shape

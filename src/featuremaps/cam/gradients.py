@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import logging
 
+import keras
 import numpy as np
+from keras import ops
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,6 @@ _TF_FUNCS: dict[int, tuple[object, object]] = {}
 
 
 def backend() -> str:
-    import keras
 
     return keras.backend.backend()
 
@@ -115,7 +116,6 @@ def _jax(head, inputs, classes):
 # ---------------------------------------------------------------- torch
 def _torch(head, inputs, classes):
     import torch
-    from keras import ops
 
     dev = _torch_device()
     with torch.backends.mkldnn.flags(enabled=False):
@@ -132,6 +132,5 @@ def _torch(head, inputs, classes):
 
 
 def _torch_device():
-    from keras import ops
 
     return ops.convert_to_tensor(np.zeros(1, np.float32)).device

@@ -1,0 +1,146 @@
+"""``featuremaps compare`` (one image through several models) and ``compare-classes`` (one face per class)."""
+
+from __future__ import annotations
+
+from featuremaps import __version__, models
+from featuremaps.compare import (
+    NORMS,
+    _models_html,
+    check_model_names,
+    compare_classes,
+    compare_models,
+    default_fer_path,
+    faces_from_fer,
+)
+from featuremaps.errors import UserError
+from featuremaps.html import esc, img_tag, page
+from featuremaps.images import find_images, load_image
+from featuremaps.io import atomic_dir, check_replaceable, check_writable, safe_name, save_json, save_png, save_text
+from featuremaps.layers import conv_layers, select_layers
+
+
+def run_models(args) -> int:
+    names = check_model_names(args.models)
+    (path,) = find_images([args.image])
+    rgb = load_image(path)
+    out_root = check_writable(args.out)
+    folder = check_replaceable(out_root / f"compare_{safe_name(path.stem)}")
+    if args.norm not in NORMS:
+        raise UserError(f"--norm '{args.norm}' is not one of {', '.join(NORMS)}")
+    lms = [models.load(n, weights=args.weights) for n in names]
+    pic, runs, labels, picks = compare_models(
+        lms,
+        rgb,
+        rows=args.rows,
+        maps=args.maps,
+        align=args.align,
+        norm=args.norm,
+        cmap=args.cmap,
+        image_name=path.name,
+    )
+    title = f"{path.name}: {', '.join(r.lm.name for r in runs)} aligned by {args.align}"
+    manifest = {
+        "featuremaps": __version__,
+        "image": str(path),
+        "align": args.align,
+        "norm": args.norm,
+        "maps": args.maps,
+        "models": [
+            {
+                "name": r.lm.name,
+                "source": r.lm.source,
+                "input_shape": list(r.input_shape),
+                "conv_layers": r.depth,
+                "prediction": r.prediction,
+            }
+            for r in runs
+        ],
+        "rows": [
+            {
+                "label": lab,
+                "layers": [
+                    None
+                    if i is None
+                    else {
+                        "label": r.results[i].conv.label,
+                        "name": r.results[i].conv.name,
+                        "shape": list(r.results[i].shape),
+                    }
+                    for r, i in zip(runs, row, strict=True)
+                ],
+            }
+            for lab, row in zip(labels, picks, strict=True)
+        ],
+    }
+    with atomic_dir(folder) as tmp:
+        save_png(tmp / "compare.png", pic)
+        save_text(tmp / "compare.html", _models_html(pic, runs, labels, picks, title))
+        save_json(tmp / "compare.json", manifest)
+    print(f"{path}: {folder / 'compare.png'} and compare.html")
+    return 0
+
+
+def run_classes(args) -> int:
+    if args.images and args.data:
+        raise UserError("pass either images or --data, not both")
+    if args.images:
+        paths = find_images(args.images)
+        if len(paths) < 2:
+            raise UserError("compare-classes needs at least 2 images (one per class); or pass --data")
+        faces = [load_image(p) for p in paths]
+        labels = [p.stem for p in paths]
+        sources = [str(p) for p in paths]
+    else:
+        data = args.data or default_fer_path()
+        if data is None:
+            raise UserError("no FER2013 data found at ../shared/data/fer2013; pass --data PATH or images")
+        faces, labels, sources = faces_from_fer(data)
+    out_root = check_writable(args.out)
+    folder = check_replaceable(out_root / "compare-classes")
+    classes = args.classes.split(",") if args.classes else None
+    lm = models.load(
+        args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes
+    )
+    select_layers(conv_layers(lm.model), args.layers)
+    pics, preds, notes = compare_classes(
+        lm, faces, labels, layers=args.layers, maps=args.maps, cmap=args.cmap
+    )
+    for n in notes:
+        print(f"note: {n}")
+    files = []
+    with atomic_dir(folder) as tmp:
+        for conv, pic in pics:
+            name = f"C{conv.index:02d}_{safe_name(conv.name)}.png"
+            save_png(tmp / name, pic)
+            files.append(name)
+        body = "".join(
+            f'<div class="layer" id="{esc(conv.label)}">{img_tag(pic, conv.name)}</div>' for conv, pic in pics
+        )
+        nav = "".join(f'<a href="#{esc(c.label)}">{esc(c.label)}</a>' for c, _ in pics)
+        save_text(
+            tmp / "index.html",
+            page(
+                f"featuremaps compare-classes: {lm.name}", f'<section class="image">{body}</section>', nav=nav
+            ),
+        )
+        save_json(
+            tmp / "manifest.json",
+            {
+                "featuremaps": __version__,
+                "model": lm.name,
+                "source": lm.source,
+                "faces": [
+                    {"label": lab, "source": src, "predicted": pr}
+                    for lab, src, pr in zip(labels, sources, preds, strict=True)
+                ],
+                "layers": [
+                    {"label": c.label, "name": c.name, "png": f}
+                    for (c, _), f in zip(pics, files, strict=True)
+                ],
+                "notes": notes,
+            },
+        )
+    for lab, pr in zip(labels, preds, strict=True):
+        print(f"  {lab}: predicted {pr}")
+    print(f"{len(pics)} layers: {folder}")
+    return 0

@@ -1,0 +1,39 @@
+"""``featuremaps evaluate``: accuracy, per-class metrics and confusion matrices of an emotion model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from featuremaps.charts import render_confusion
+from featuremaps.emotion import data as fer
+from featuremaps.emotion.evaluate import evaluate, load_for_eval
+from featuremaps.emotion.model import EMOTIONS
+from featuremaps.errors import UserError
+from featuremaps.io import check_writable, save_json, save_png
+
+
+def run(args) -> int:
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    bad = [s for s in splits if s not in fer.SPLITS]
+    if bad:
+        raise UserError(f"unknown split '{bad[0]}'; use {', '.join(fer.SPLITS)}")
+    model, source = load_for_eval(args.model)
+    data = fer.load(args.data, skip_bad=args.skip_bad)
+    if data.skipped:
+        print(f"skipped {len(data.skipped)} bad entries (first: {data.skipped[0]})")
+    out = check_writable(args.out)
+    results = evaluate(model, data, splits, tta=args.tta)
+    report = {"model": source, "data": str(args.data), "tta": bool(args.tta), "classes": list(EMOTIONS)}
+    for s, m in results.items():
+        tag = " (TTA)" if args.tta else ""
+        print(f"{s}{tag}: accuracy {m['accuracy']:.2%} on {int(m['support'].sum())} faces")
+        print(f"  {'class':<10}{'precision':>10}{'recall':>8}{'F1':>8}{'n':>6}")
+        for i, c in enumerate(EMOTIONS):
+            print(f"  {c:<10}{m['precision'][i]:>10.3f}{m['recall'][i]:>8.3f}{m['f1'][i]:>8.3f}{m['support'][i]:>6d}")
+        png = out / f"confusion_{s}.png"
+        save_png(png, render_confusion(m["confusion"], list(EMOTIONS),
+                                       f"{s}{tag}: accuracy {m['accuracy']:.2%}"))
+        report[s] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
+    save_json(out / "metrics.json", report)
+    print(f"confusion matrices and metrics.json in {out}")
+    return 0
