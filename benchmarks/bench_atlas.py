@@ -69,12 +69,8 @@ def main() -> None:
         f"images: {n} ({a.split}, input {'x'.join(map(str, shape))}, batch {a.batch_size}, "
         f"{len(res.layers)} conv layers)"
     )
-    print(
-        f"model.predict  : {bp:7.2f} s  {n / bp:7.1f} img/s   (runs: {' '.join(f'{t:.1f}' for t in t_pred)})"
-    )
-    print(
-        f"compute_atlas  : {ba:7.2f} s  {n / ba:7.1f} img/s   (runs: {' '.join(f'{t:.1f}' for t in t_atlas)})"
-    )
+    print(f"model.predict  : {bp:7.2f} s  {n / bp:7.1f} img/s   (runs: {' '.join(f'{t:.1f}' for t in t_pred)})")
+    print(f"compute_atlas  : {ba:7.2f} s  {n / ba:7.1f} img/s   (runs: {' '.join(f'{t:.1f}' for t in t_atlas)})")
     print(f"atlas / predict throughput: {bp / ba:.2f}x")
     del x
     if a.skip_memory:

@@ -28,9 +28,7 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 
 def peak_kib(cmd: list[str]) -> int:
-    r = subprocess.run(
-        [sys.executable, "-c", MEASURE, *cmd], check=True, capture_output=True, text=True, cwd=ROOT
-    )
+    r = subprocess.run([sys.executable, "-c", MEASURE, *cmd], check=True, capture_output=True, text=True, cwd=ROOT)
     return int(r.stdout.strip())
 
 

@@ -66,9 +66,7 @@ def pillow_way(rows, image, out: Path):
     (out / "layers").mkdir(parents=True, exist_ok=True)
     Image.fromarray(render_overview(rows, image)).save(out / "overview.png", compress_level=1)
     for r in rows:
-        Image.fromarray(render_layer(r, image=image)).save(
-            out / "layers" / f"{r.label}.png", compress_level=1
-        )
+        Image.fromarray(render_layer(r, image=image)).save(out / "layers" / f"{r.label}.png", compress_level=1)
 
 
 def matplotlib_way(rows, sizes, out: Path, dpi=100):
@@ -127,9 +125,7 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         sizes = ours(rows, image, d / "warm", *chosen)  # warm-up: fonts, colormap tables, cv2 import
-        print(
-            "PNG zlib level / strategy / row filter: overview + 13 layer PNGs (render + encode), total bytes"
-        )
+        print("PNG zlib level / strategy / row filter: overview + 13 layer PNGs (render + encode), total bytes")
         results = {}
         for cfg in [
             (1, -1, 0),
@@ -159,9 +155,7 @@ def main():
         mpl_bytes = sum(p.stat().st_size for p in (d / "mpl").glob("*.png"))
     t = results[chosen]
     print(f"overview {sizes['overview'][1]}x{sizes['overview'][0]} px + 13 layer PNGs, 16 maps each")
-    print(
-        f"featuremaps (level {chosen[0]} {names[chosen[1]]}, filter {filters[chosen[2]]})  {t * 1000:8.0f} ms"
-    )
+    print(f"featuremaps (level {chosen[0]} {names[chosen[1]]}, filter {filters[chosen[2]]})  {t * 1000:8.0f} ms")
     print(f"matplotlib subplots       {t_mpl * 1000:8.0f} ms  ({mpl_bytes / 1e6:.2f} MB)")
     print(f"speed-up {t_mpl / t:.1f}x (target >= 30x) {'PASS' if t_mpl / t >= 30 else 'FAIL'}")
 

@@ -42,13 +42,19 @@ def main():
         warmed up with its own kind: the timed steps then measure steady-state training, not tracing.
         """
         m = build_emotion_vgg16(batch_norm=True, width=a.width)
-        m.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        m.compile(
+            optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
         if warm_input == "arrays":
-            m.fit(x[:2 * a.batch_size], labels[:2 * a.batch_size], batch_size=a.batch_size, epochs=1, verbose=0)
+            m.fit(x[: 2 * a.batch_size], labels[: 2 * a.batch_size], batch_size=a.batch_size, epochs=1, verbose=0)
         else:
-            m.fit(FaceBatches(faces[:2 * a.batch_size], labels[:2 * a.batch_size], a.batch_size, seed=1),
-                  epochs=1, verbose=0)
+            m.fit(
+                FaceBatches(faces[: 2 * a.batch_size], labels[: 2 * a.batch_size], a.batch_size, seed=1),
+                epochs=1,
+                verbose=0,
+            )
         return m
 
     bare, ours = [], []

@@ -50,8 +50,9 @@ def randomised_copy(model, layers=TOP_LAYERS, seed: int = 0):
     copy.set_weights(model.get_weights())
     for name in layers:
         layer = copy.get_layer(name)
-        layer.set_weights([rng.normal(0, max(float(np.std(w)), 1e-3), w.shape).astype(np.float32)
-                           for w in layer.get_weights()])
+        layer.set_weights(
+            [rng.normal(0, max(float(np.std(w)), 1e-3), w.shape).astype(np.float32) for w in layer.get_weights()]
+        )
     return copy
 
 
@@ -76,7 +77,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     ra, rb = rank_average(a), rank_average(b)
     ra -= ra.mean()
     rb -= rb.mean()
-    d = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
+    d = np.sqrt((ra**2).sum() * (rb**2).sum())
     return float((ra * rb).sum() / d) if d > 0 else 0.0
 
 
@@ -96,13 +97,14 @@ def curves(predict, x: np.ndarray, saliency: np.ndarray, c: int, steps: int = 48
         dels.append(np.where(mask, 0.0, x))
         ins.append(np.where(mask, x, blurred))
     p = predict(np.stack(dels + ins).astype(np.float32))[:, c]
-    return float(p[:steps + 1].mean()), float(p[steps + 1:].mean())
+    return float(p[: steps + 1].mean()), float(p[steps + 1 :].mean())
 
 
-def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "scorecam", "layercam"),
-        log=print, layer=None):
-    from featuremaps.emotion import data as fer
+def run(
+    weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "scorecam", "layercam"), log=print, layer=None
+):
     from featuremaps.cam import CamEngine, upsample
+    from featuremaps.emotion import data as fer
 
     model = load_model(weights)
     faces = fer.load(data, limit=-(-limit // 7))["PrivateTest"]  # the same number of faces per emotion
@@ -111,8 +113,18 @@ def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "sco
     rand_eng = CamEngine(randomised_copy(model), (48, 48, 1), layer)
     head_eng = CamEngine(randomised_copy(model, HEAD_LAYERS), (48, 48, 1), layer)
     rng = np.random.default_rng(0)
-    out = {m: {"spearman": [], "spearman_head": [], "spearman_acts": [], "deletion": [], "insertion": [],
-               "seconds": 0.0, "flat": 0} for m in (*methods, "random", "random px")}
+    out = {
+        m: {
+            "spearman": [],
+            "spearman_head": [],
+            "spearman_acts": [],
+            "deletion": [],
+            "insertion": [],
+            "seconds": 0.0,
+            "flat": 0,
+        }
+        for m in (*methods, "random", "random px")
+    }
     for x in xs:
         # the class-agnostic map: the target layer's activations summed over channels
         res = eng.body(x[None], training=False)
@@ -133,27 +145,36 @@ def run(weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "sco
             out[m]["insertion"].append(i)
         c = int(np.argmax(eng.forward(x[None])[0]))
         h, w = (int(d) for d in eng.body.outputs[0].shape[1:3])
-        for name, sal in (("random", upsample(rng.uniform(size=(h, w)).astype(np.float32), (48, 48))),
-                          ("random px", rng.uniform(size=(48, 48)))):
+        for name, sal in (
+            ("random", upsample(rng.uniform(size=(h, w)).astype(np.float32), (48, 48))),
+            ("random px", rng.uniform(size=(48, 48))),
+        ):
             d, i = curves(eng.forward, x, sal, c)
             out[name]["deletion"].append(d)
             out[name]["insertion"].append(i)
     summary = {}
     log(f"target layer {eng.layer.label} {eng.layer.name}; {len(xs)} PrivateTest faces")
-    log(f"Spearman after randomising the head ({', '.join(HEAD_LAYERS)}) and "
-        f"the top layers (head + block5)")
+    log(f"Spearman after randomising the head ({', '.join(HEAD_LAYERS)}) and the top layers (head + block5)")
     log("rho acts: Spearman with the channel sum of the layer's activations (a map that ignores the class)")
-    log(f"{'method':<10} {'rho head':>9} {'rho top':>8} {'rho acts':>9} {'deletion AUC':>13} {'insertion AUC':>14} "
-        f"{'s/face':>7} {'flat':>5}")
+    log(
+        f"{'method':<10} {'rho head':>9} {'rho top':>8} {'rho acts':>9} {'deletion AUC':>13} {'insertion AUC':>14} "
+        f"{'s/face':>7} {'flat':>5}"
+    )
     for m, v in out.items():
-        s = {"spearman": float(np.mean(v["spearman"])) if v["spearman"] else float("nan"),
-             "spearman_head": float(np.mean(v["spearman_head"])) if v["spearman_head"] else float("nan"),
-             "spearman_acts": float(np.mean(v["spearman_acts"])) if v["spearman_acts"] else float("nan"),
-             "deletion": float(np.mean(v["deletion"])), "insertion": float(np.mean(v["insertion"])),
-             "seconds_per_face": v["seconds"] / len(xs), "flat_maps": v["flat"]}
+        s = {
+            "spearman": float(np.mean(v["spearman"])) if v["spearman"] else float("nan"),
+            "spearman_head": float(np.mean(v["spearman_head"])) if v["spearman_head"] else float("nan"),
+            "spearman_acts": float(np.mean(v["spearman_acts"])) if v["spearman_acts"] else float("nan"),
+            "deletion": float(np.mean(v["deletion"])),
+            "insertion": float(np.mean(v["insertion"])),
+            "seconds_per_face": v["seconds"] / len(xs),
+            "flat_maps": v["flat"],
+        }
         summary[m] = s
-        log(f"{m:<10} {s['spearman_head']:9.3f} {s['spearman']:8.3f} {s['spearman_acts']:9.3f} "
-            f"{s['deletion']:13.4f} {s['insertion']:14.4f} {s['seconds_per_face']:7.2f} {s['flat_maps']:5d}")
+        log(
+            f"{m:<10} {s['spearman_head']:9.3f} {s['spearman']:8.3f} {s['spearman_acts']:9.3f} "
+            f"{s['deletion']:13.4f} {s['insertion']:14.4f} {s['seconds_per_face']:7.2f} {s['flat_maps']:5d}"
+        )
     return summary
 
 

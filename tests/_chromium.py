@@ -155,9 +155,7 @@ def _run(cdp: _Cdp, html_file: Path, width, height, full_page, script, timeout) 
     res = PageResult()
     for domain in ("Page", "Runtime", "Log", "Network"):
         cdp.call(f"{domain}.enable")
-    cdp.call(
-        "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
-    )
+    cdp.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
     cdp.events.clear()
     cdp.call("Page.navigate", url=Path(html_file).resolve().as_uri())
     cdp.wait_event("Page.loadEventFired", timeout)
@@ -176,13 +174,9 @@ def _run(cdp: _Cdp, html_file: Path, width, height, full_page, script, timeout) 
         ),
     )
     res.images = imgs["result"]["value"]
-    res.title = cdp.call("Runtime.evaluate", expression="document.title", returnByValue=True)["result"][
-        "value"
-    ]
+    res.title = cdp.call("Runtime.evaluate", expression="document.title", returnByValue=True)["result"]["value"]
     if script:
-        res.evaluated = cdp.call("Runtime.evaluate", expression=script, returnByValue=True)["result"].get(
-            "value"
-        )
+        res.evaluated = cdp.call("Runtime.evaluate", expression=script, returnByValue=True)["result"].get("value")
     if full_page:
         m = cdp.call("Page.getLayoutMetrics")["cssContentSize"]
         shot = cdp.call(
@@ -197,9 +191,7 @@ def _run(cdp: _Cdp, html_file: Path, width, height, full_page, script, timeout) 
     for ev in cdp.events:
         m, p = ev.get("method"), ev.get("params", {})
         if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-            res.console_errors.append(
-                " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"])
-            )
+            res.console_errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in p["args"]))
         elif m == "Runtime.exceptionThrown":
             d = p.get("exceptionDetails", {})
             res.console_errors.append(d.get("exception", {}).get("description") or d.get("text", "exception"))

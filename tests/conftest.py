@@ -18,8 +18,9 @@ EXAMPLES = ROOT / "examples"
 
 def needs_fer():
     """Skip marker for tests that read real FER2013 faces (never committed to the repo)."""
-    return pytest.mark.skipif(not FER_ARCHIVE.is_file(),
-                              reason=f"FER2013 archive not found at {FER_ARCHIVE} (a fresh clone has no ../shared)")
+    return pytest.mark.skipif(
+        not FER_ARCHIVE.is_file(), reason=f"FER2013 archive not found at {FER_ARCHIVE} (a fresh clone has no ../shared)"
+    )
 
 
 @pytest.fixture
@@ -27,14 +28,17 @@ def tiny_sequential():
     import keras
 
     keras.utils.set_random_seed(0)
-    return keras.Sequential([
-        keras.Input((16, 16, 3)),
-        keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_a"),
-        keras.layers.MaxPooling2D(name="pool"),
-        keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_b"),
-        keras.layers.GlobalAveragePooling2D(name="gap"),
-        keras.layers.Dense(3, activation="softmax", name="out"),
-    ], name="tiny_seq")
+    return keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_a"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_b"),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ],
+        name="tiny_seq",
+    )
 
 
 @pytest.fixture
@@ -63,18 +67,31 @@ def tiny_nested():
     h = keras.layers.MaxPooling2D(name="block1_pool")(h)
     h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="block2_conv1")(h)
     base = keras.Model(bi, h, name="base")
-    return keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255.0), base,
-                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(7, activation="softmax")],
-                            name="transfer")
+    return keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            base,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(7, activation="softmax"),
+        ],
+        name="transfer",
+    )
 
 
 @pytest.fixture
 def tiny_unbuilt():
     import keras
 
-    return keras.Sequential([keras.layers.Conv2D(3, 3, activation="relu", name="u1"),
-                             keras.layers.Conv2D(5, 3, activation="relu", name="u2"),
-                             keras.layers.Flatten(), keras.layers.Dense(2)], name="unbuilt")
+    return keras.Sequential(
+        [
+            keras.layers.Conv2D(3, 3, activation="relu", name="u1"),
+            keras.layers.Conv2D(5, 3, activation="relu", name="u2"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2),
+        ],
+        name="unbuilt",
+    )
 
 
 @pytest.fixture

@@ -23,9 +23,7 @@ def _hand_model():
     x = keras.Input((4, 4, 1))
     conv = keras.layers.Conv2D(2, 1, name="hand")
     h = conv(x)
-    conv.set_weights(
-        [np.array([1.0, -1.0], np.float32).reshape(1, 1, 1, 2), np.array([0.0, 1.0], np.float32)]
-    )
+    conv.set_weights([np.array([1.0, -1.0], np.float32).reshape(1, 1, 1, 2), np.array([0.0, 1.0], np.float32)])
     y = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
     return keras.Model(x, y, name="hand_model")
 
@@ -164,9 +162,7 @@ def _bad(tmp_path, case, hand_data, hand_model_file):
     return args
 
 
-@pytest.mark.parametrize(
-    "case", ["unknown_model", "empty_dataset", "wrong_classes", "missing_data", "fer_wrong_split"]
-)
+@pytest.mark.parametrize("case", ["unknown_model", "empty_dataset", "wrong_classes", "missing_data", "fer_wrong_split"])
 def test_atlas_bad_input_exit_2_nothing_written(tmp_path, hand_data, hand_model_file, case, capsys):
     out = tmp_path / "out" / "atlas"
     assert main([*_bad(tmp_path, case, hand_data, hand_model_file), "--out", str(out)]) == 2

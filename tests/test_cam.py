@@ -50,11 +50,14 @@ def test_gradcam_by_hand(activation, c):
     expected_gradcam = np.maximum(x @ g, 0)
     expected_layercam = np.maximum(x @ np.maximum(g, 0), 0)
     s = x.sum(axis=(0, 1))
-    alpha = g ** 2 / (2 * g ** 2 + s * g ** 3)
+    alpha = g**2 / (2 * g**2 + s * g**3)
     expected_pp = np.maximum(x @ (16 * alpha * np.maximum(g, 0)), 0)
     m = _known_model(activation)
-    for method, expected in (("gradcam", expected_gradcam), ("layercam", expected_layercam),
-                             ("gradcam++", expected_pp)):
+    for method, expected in (
+        ("gradcam", expected_gradcam),
+        ("layercam", expected_layercam),
+        ("gradcam++", expected_pp),
+    ):
         r = compute_cam(m, x, method, class_index=c)
         assert r.layer.name == "conv" and r.class_index == c
         assert r.score == ("logit" if activation else "output")
@@ -86,7 +89,7 @@ def test_scorecam_masks_and_weights():
 
     def predict(batch):
         seen.append(batch.copy())
-        return np.array([[0.1, 0.9], [0.7, 0.3]], np.float32)[:len(batch)]
+        return np.array([[0.1, 0.9], [0.7, 0.3]], np.float32)[: len(batch)]
 
     h = scorecam(acts, x=x, class_index=1, predict=predict)
     batch = np.concatenate(seen)
@@ -208,19 +211,21 @@ def regression_file(tmp_path):
     return p
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--method", "gradcam,nope"], "unknown CAM method 'nope'"),
-    (["--class", "cat"], "unknown class 'cat'"),
-    (["--class", "7"], "class 7 does not exist"),
-    (["--layer", "C9"], "no conv layer 'C9'"),
-    (["--layer", "add"], "not a convolutional layer"),
-    (["--class", "1", "--all-classes"], "exclude each other"),
-    (["--cmap", "nocmap"], "unknown colormap"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--method", "gradcam,nope"], "unknown CAM method 'nope'"),
+        (["--class", "cat"], "unknown class 'cat'"),
+        (["--class", "7"], "class 7 does not exist"),
+        (["--layer", "C9"], "no conv layer 'C9'"),
+        (["--layer", "add"], "not a convolutional layer"),
+        (["--class", "1", "--all-classes"], "exclude each other"),
+        (["--cmap", "nocmap"], "unknown colormap"),
+    ],
+)
 def test_cli_bad_input(extra, message, model_file, rgb_image, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["cam", str(rgb_image), "--model", str(model_file), "--classes", "no,yes", "--out", str(out),
-               *extra])
+    rc = main(["cam", str(rgb_image), "--model", str(model_file), "--classes", "no,yes", "--out", str(out), *extra])
     err = capsys.readouterr().err
     assert rc == 2, err
     assert message in err and len(err.strip().splitlines()) == 1
@@ -236,8 +241,23 @@ def test_cli_not_a_classifier(regression_file, rgb_image, tmp_path, capsys):
 
 def test_cli_happy_path(model_file, rgb_image, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["cam", str(rgb_image), "--model", str(model_file), "--classes", "no,yes", "--all-classes",
-               "--method", "gradcam,gradcam++,scorecam,layercam", "--layer", "C2", "--out", str(out)])
+    rc = main(
+        [
+            "cam",
+            str(rgb_image),
+            "--model",
+            str(model_file),
+            "--classes",
+            "no,yes",
+            "--all-classes",
+            "--method",
+            "gradcam,gradcam++,scorecam,layercam",
+            "--layer",
+            "C2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     folder = out / "img" / "cam"
     manifest = json.loads((folder / "cam.json").read_text())

@@ -50,8 +50,13 @@ np.savez(out, **res)
 def _run(backend, tmp_path):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     out = tmp_path / f"{backend}.npz"
-    p = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), str(tmp_path / "w.npz"), str(out)],
-                       env=env, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SCRIPT), str(tmp_path / "w.npz"), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, f"{backend}: exit {p.returncode}: {p.stderr[-1500:]}"
     return dict(np.load(out))
 

@@ -55,8 +55,7 @@ print("ok", r.layer.name)
 """
 
 
-def _run(build: str, layers, methods=("gradcam", "gradcam++", "layercam"), repeat=3, backend="tensorflow",
-         timeout=600):
+def _run(build: str, layers, methods=("gradcam", "gradcam++", "layercam"), repeat=3, backend="tensorflow", timeout=600):
     code = textwrap.dedent(build) + RUN.format(layers=list(layers), methods=list(methods), repeat=repeat)
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("ONEDNN_MAX_CPU_ISA", None)  # prove the mitigation in the code, not in the environment

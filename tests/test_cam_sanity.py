@@ -12,8 +12,10 @@ from conftest import FER_ARCHIVE, ROOT, needs_fer
 
 from featuremaps.emotion.model import shipped_weights_available
 
-pytestmark = [needs_fer(), pytest.mark.skipif(not shipped_weights_available(),
-                                              reason="the trained emotion model is not shipped yet")]
+pytestmark = [
+    needs_fer(),
+    pytest.mark.skipif(not shipped_weights_available(), reason="the trained emotion model is not shipped yet"),
+]
 
 
 def test_randomisation_and_deletion_insertion():
@@ -23,8 +25,7 @@ def test_randomisation_and_deletion_insertion():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import cam_sanity
 
-    s = cam_sanity.run(None, FER_ARCHIVE, limit=32, methods=("gradcam", "gradcam++", "layercam"),
-                       log=lambda *a: None)
+    s = cam_sanity.run(None, FER_ARCHIVE, limit=32, methods=("gradcam", "gradcam++", "layercam"), log=lambda *a: None)
     rnd = s["random"]
     for m in ("gradcam", "gradcam++", "layercam"):
         assert s[m]["spearman"] < 0.5 and s[m]["spearman_head"] < 0.5, (m, s[m])

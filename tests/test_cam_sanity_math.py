@@ -13,8 +13,9 @@ import cam_sanity  # noqa: E402
 
 
 def test_rank_average_shares_tied_ranks():
-    np.testing.assert_array_equal(cam_sanity.rank_average(np.array([3.0, 0.0, 0.0, 5.0, 0.0])),
-                                  [3.0, 1.0, 1.0, 4.0, 1.0])
+    np.testing.assert_array_equal(
+        cam_sanity.rank_average(np.array([3.0, 0.0, 0.0, 5.0, 0.0])), [3.0, 1.0, 1.0, 4.0, 1.0]
+    )
 
 
 def test_spearman_hand_computed_with_ties():

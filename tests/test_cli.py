@@ -41,9 +41,9 @@ def models_dir(tmp_path_factory):
         ],
         name="transfer",
     ).save(d / "nested.keras")
-    keras.Sequential(
-        [keras.layers.Conv2D(3, 3, name="u1"), keras.layers.Conv2D(2, 3, name="u2")], name="unbuilt"
-    ).save(d / "unbuilt.keras")
+    keras.Sequential([keras.layers.Conv2D(3, 3, name="u1"), keras.layers.Conv2D(2, 3, name="u2")], name="unbuilt").save(
+        d / "unbuilt.keras"
+    )
     keras.Sequential(
         [keras.Input((12, 24, 1)), keras.layers.Conv2D(3, 3, padding="same", name="g1")], name="gray_wide"
     ).save(d / "gray.keras")
@@ -380,7 +380,5 @@ def test_help_imports_no_deep_learning_framework():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.split() == ["False", "False", "False"], r.stderr
-    r = subprocess.run(
-        [sys.executable, "-m", "featuremaps.cli", "--help"], capture_output=True, text=True, timeout=60
-    )
+    r = subprocess.run([sys.executable, "-m", "featuremaps.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "examples:" in r.stdout

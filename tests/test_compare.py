@@ -189,9 +189,7 @@ def test_compare_classes_bad_input(tmp_path, capsys):
     out = tmp_path / "out"
     one = tmp_path / "one.png"
     Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(one)
-    assert (
-        main(["compare-classes", str(one), "--model", "emotion", "--weights", "none", "--out", str(out)]) == 2
-    )
+    assert main(["compare-classes", str(one), "--model", "emotion", "--weights", "none", "--out", str(out)]) == 2
     assert main(["compare-classes", "--data", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert not out.exists()
 

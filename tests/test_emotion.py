@@ -37,8 +37,14 @@ def test_fold_batch_norm_is_exact():
     for layer in m.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             g, b, mu, v = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
-                               rng.normal(0, 0.1, mu.shape), rng.uniform(0.5, 2, v.shape)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, g.shape),
+                    rng.normal(0, 0.1, b.shape),
+                    rng.normal(0, 0.1, mu.shape),
+                    rng.uniform(0.5, 2, v.shape),
+                ]
+            )
     folded = fold_batch_norm(m, width=0.125)
     x = rng.random((3, 48, 48, 1), dtype=np.float32)
     np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(m(x, training=False)), atol=1e-5)

@@ -110,9 +110,7 @@ def test_top_n_selection_matches_numpy(tiny_functional, mode):
         f = full[r.conv.name]
         score = f.mean(axis=(0, 1)) if mode == "top-mean" else f.max(axis=(0, 1))
         want = np.argsort(-score, kind="stable")[:3]
-        assert sorted(score[r.channels[0]].tolist(), reverse=True) == pytest.approx(
-            score[want].tolist(), rel=1e-5
-        )
+        assert sorted(score[r.channels[0]].tolist(), reverse=True) == pytest.approx(score[want].tolist(), rel=1e-5)
         np.testing.assert_allclose(r.maps[0], f[..., r.channels[0]], rtol=1e-5, atol=1e-6)
 
 

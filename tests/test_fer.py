@@ -66,12 +66,15 @@ def test_csv_codes_are_mapped_by_name_not_position(tmp_path):
     assert [EMOTIONS[i] for i in d["Training"].y] == ["sad", "neutral"]
 
 
-@pytest.mark.parametrize("row, why", [
-    ("3,1 2 3,Training", "3 pixels instead of 2304"),
-    ("3,{bad},Training", "not all numbers"),
-    ("9,{ok},Training", "unknown emotion label '9'"),
-    ("3,{ok},Validation", "unknown Usage 'Validation'"),
-])
+@pytest.mark.parametrize(
+    "row, why",
+    [
+        ("3,1 2 3,Training", "3 pixels instead of 2304"),
+        ("3,{bad},Training", "not all numbers"),
+        ("9,{ok},Training", "unknown emotion label '9'"),
+        ("3,{ok},Validation", "unknown Usage 'Validation'"),
+    ],
+)
 def test_bad_csv_rows_are_named_or_skipped(tmp_path, row, why):
     ok = " ".join(["1"] * 2304)
     bad = " ".join(["1"] * 2303 + ["x"])

@@ -95,9 +95,11 @@ def test_one_bit_and_bmp_webp_tiff(tmp_path):
     assert load_image(_save(tmp_path, bw, "b.png"))[0, :, 0].tolist() == [0, 255]
     rgb = Image.fromarray(np.full((4, 4, 3), 9, np.uint8))
     for ext in ("bmp", "tiff", "webp"):
-        assert load_image(
-            _save(tmp_path, rgb, f"x.{ext}", **({"lossless": True} if ext == "webp" else {}))
-        ).shape == (4, 4, 3)
+        assert load_image(_save(tmp_path, rgb, f"x.{ext}", **({"lossless": True} if ext == "webp" else {}))).shape == (
+            4,
+            4,
+            3,
+        )
 
 
 @pytest.mark.parametrize(
@@ -145,19 +147,11 @@ def _png_header_only(path, width, height):
     """A valid-looking PNG that claims width x height (a decompression bomb's header) with a tiny body."""
 
     def chunk(kind, data):
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
     )
     return path
 

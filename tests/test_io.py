@@ -43,9 +43,7 @@ def test_save_png_roundtrip_and_mode(tmp_path):
 
 
 def test_save_json_numpy_values(tmp_path):
-    p = save_json(
-        tmp_path / "m.json", {"a": np.float32(1.5), "b": np.arange(3), "c": tmp_path, "d": np.int64(2)}
-    )
+    p = save_json(tmp_path / "m.json", {"a": np.float32(1.5), "b": np.arange(3), "c": tmp_path, "d": np.int64(2)})
     assert json.loads(p.read_text()) == {"a": 1.5, "b": [0, 1, 2], "c": str(tmp_path), "d": 2}
     with pytest.raises(TypeError):
         save_json(tmp_path / "bad.json", {"x": object()})
@@ -53,9 +51,7 @@ def test_save_json_numpy_values(tmp_path):
 
 
 def test_save_npz_and_text(tmp_path):
-    save_npz(
-        tmp_path / "a.npz", **{"conv/maps": np.ones((2, 2, 1), np.float32), "conv/channels": np.int32([0])}
-    )
+    save_npz(tmp_path / "a.npz", **{"conv/maps": np.ones((2, 2, 1), np.float32), "conv/channels": np.int32([0])})
     with np.load(tmp_path / "a.npz") as z:
         assert z["conv/maps"].dtype == np.float32 and z["conv/channels"].tolist() == [0]
     assert save_text(tmp_path / "t.txt", "hé\n").read_text(encoding="utf-8") == "hé\n"

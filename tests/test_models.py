@@ -85,9 +85,7 @@ def test_preprocess_modes(saved):
     d, _ = saved
     x = np.float32([[0.0, 127.5, 255.0]])
     assert load(str(d / "small.keras"), preprocess="raw").preprocess_fn(x).tolist() == x.tolist()
-    np.testing.assert_allclose(
-        load(str(d / "small.keras"), preprocess="symmetric").preprocess_fn(x), [[-1, 0, 1]]
-    )
+    np.testing.assert_allclose(load(str(d / "small.keras"), preprocess="symmetric").preprocess_fn(x), [[-1, 0, 1]])
     with pytest.raises(UserError, match="--preprocess 'odd'"):
         load(str(d / "small.keras"), preprocess="odd")
 

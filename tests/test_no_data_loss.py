@@ -115,7 +115,12 @@ def test_concurrent_commits_of_one_folder_all_succeed(tmp_path):
 def test_unique_names():
     assert unique_names(["a_b", "a_b", "A_B", "c"]) == ["a_b", "a_b-2", "A_B-3", "c"]
     assert output_names(["x.png", "d/x.jpg", "a b.png", "a_b.png", "e/x.png"]) == [
-        "x", "x_jpg", "a_b", "a_b_png", "x_png"]
+        "x",
+        "x_jpg",
+        "a_b",
+        "a_b_png",
+        "x_png",
+    ]
 
 
 def test_long_file_name_temp_name_fits(tmp_path):
@@ -173,8 +178,12 @@ def test_cam_never_writes_into_a_users_folder(tmp_path, tiny_model):
 
 
 def test_same_stem_images_get_their_own_folders(tmp_path, tiny_model, capsys):
-    imgs = [_png(tmp_path / "x.png", 1), _png(tmp_path / "x.jpg", 2), _png(tmp_path / "a b.png", 3),
-            _png(tmp_path / "a_b.png", 4)]
+    imgs = [
+        _png(tmp_path / "x.png", 1),
+        _png(tmp_path / "x.jpg", 2),
+        _png(tmp_path / "a b.png", 3),
+        _png(tmp_path / "a_b.png", 4),
+    ]
     out = tmp_path / "out"
     assert main(["show", *map(str, imgs), "--model", str(tiny_model), "--out", str(out), *SHOW]) == 0
     folders = sorted(p.name for p in out.iterdir())

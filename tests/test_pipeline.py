@@ -11,12 +11,31 @@ from featuremaps.cli import main
 
 def test_emotion_show_crops_the_face_and_predicts_seven_emotions(tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["show", str(EXAMPLES / "astronaut.png"), "--model", "emotion", "--weights", "none",
-               "--layers", "C1,C13", "--out", str(out)])
+    rc = main(
+        [
+            "show",
+            str(EXAMPLES / "astronaut.png"),
+            "--model",
+            "emotion",
+            "--weights",
+            "none",
+            "--layers",
+            "C1,C13",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     folder = out / "astronaut"
-    for f in ("overview.png", "input.png", "face.png", "activations.npz", "manifest.json",
-              "layers/C01_block1_conv1.png", "layers/C13_block5_conv3.png"):
+    for f in (
+        "overview.png",
+        "input.png",
+        "face.png",
+        "activations.npz",
+        "manifest.json",
+        "layers/C01_block1_conv1.png",
+        "layers/C13_block5_conv3.png",
+    ):
         assert (folder / f).is_file(), f
     man = json.loads((folder / "manifest.json").read_text())
     assert man["preprocessing"]["face_crop"] is True
@@ -24,23 +43,41 @@ def test_emotion_show_crops_the_face_and_predicts_seven_emotions(tmp_path, capsy
     assert 190 < x + w / 2 < 260 and 85 < y + h / 2 < 150  # on her face
     assert man["model"]["input_shape"] == [48, 48, 1]
     assert sorted(p["class"] for p in man["prediction"]) == sorted(
-        ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"])
+        ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    )
     printed = capsys.readouterr().out
     assert "predicted" in printed and str(out.resolve()) in printed
 
 
 def test_no_face_crop_feeds_the_whole_image(tmp_path):
     out = tmp_path / "out"
-    assert main(["show", str(EXAMPLES / "chelsea.png"), "--model", "emotion", "--weights", "none",
-                 "--layers", "C1", "--no-face-crop", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "show",
+                str(EXAMPLES / "chelsea.png"),
+                "--model",
+                "emotion",
+                "--weights",
+                "none",
+                "--layers",
+                "C1",
+                "--no-face-crop",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     man = json.loads((out / "chelsea" / "manifest.json").read_text())
     assert man["preprocessing"]["face_crop"] is False and not (out / "chelsea" / "face.png").exists()
 
 
 def test_no_face_is_a_clear_error(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["show", str(EXAMPLES / "chelsea.png"), "--model", "emotion", "--weights", "none",
-                 "--out", str(out)]) == 2
+    assert (
+        main(["show", str(EXAMPLES / "chelsea.png"), "--model", "emotion", "--weights", "none", "--out", str(out)]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "no face found" in err and "--no-face-crop" in err and len(err.splitlines()) == 1
     assert not out.exists()  # not even an empty output folder

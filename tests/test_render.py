@@ -36,9 +36,7 @@ def test_apply_colormap():
     assert out[0, :, 0].tolist() == [0, 128, 255, 0, 255, 0]
 
 
-A = np.array(
-    [[[0.0, 10.0], [1.0, 10.0]], [[2.0, 10.0], [4.0, 10.0]]], np.float32
-)  # (2, 2, 2): ramp, constant
+A = np.array([[[0.0, 10.0], [1.0, 10.0]], [[2.0, 10.0], [4.0, 10.0]]], np.float32)  # (2, 2, 2): ramp, constant
 B = np.array([[[-2.0]], [[6.0]]], np.float32)  # (2, 1, 1)
 
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 from featuremaps.emotion.augment import augment_batch
 from featuremaps.emotion.model import EMOTIONS
-from featuremaps.errors import UserError
 from featuremaps.emotion.train import lr_at, train
+from featuremaps.errors import UserError
 
 
 def test_augment_keeps_shape_range_and_is_seeded():
@@ -78,14 +78,16 @@ def test_init_from_trained_weights_starts_where_they_are(tmp_path):
     start = build_emotion_vgg16(width=0.0625)
     save_weights_npz(start, tmp_path / "start.npz", dtype=np.float32)
     out = tmp_path / "run"
-    s = train(str(data), out, epochs=1, batch_size=16, width=0.0625, verbose=0, lr=0.0,
-              init=str(tmp_path / "start.npz"))
+    s = train(
+        str(data), out, epochs=1, batch_size=16, width=0.0625, verbose=0, lr=0.0, init=str(tmp_path / "start.npz")
+    )
     assert s["recipe"]["init"] == {"from": str(tmp_path / "start.npz")}
     import keras
 
     trained = keras.models.load_model(out / "last.keras", compile=False)
-    np.testing.assert_allclose(trained.get_layer("block3_conv2").get_weights()[0],
-                               start.get_layer("block3_conv2").get_weights()[0], atol=1e-6)  # lr 0: unchanged
+    np.testing.assert_allclose(
+        trained.get_layer("block3_conv2").get_weights()[0], start.get_layer("block3_conv2").get_weights()[0], atol=1e-6
+    )  # lr 0: unchanged
     with pytest.raises(UserError, match="--resume"):
         train(str(data), out, epochs=2, resume=True, init="bundled", verbose=0)
     with pytest.raises(UserError, match="no such file"):
@@ -149,9 +151,11 @@ def test_train_runs_on_other_backends(tmp_path, backend, module):
         pytest.skip(f"{module} is not installed (pip install {'torch==2.13.0' if module == 'torch' else 'jax'})")
     data = _tiny_folder(tmp_path / "fer")
     out = tmp_path / "run"
-    code = (f"from featuremaps.emotion.train import train\n"
-            f"s = train({str(data)!r}, {str(out)!r}, epochs=1, batch_size=16, width=0.0625, verbose=0)\n"
-            f"assert s['recipe']['backend'] == {backend!r}, s['recipe']\n")
+    code = (
+        f"from featuremaps.emotion.train import train\n"
+        f"s = train({str(data)!r}, {str(out)!r}, epochs=1, batch_size=16, width=0.0625, verbose=0)\n"
+        f"assert s['recipe']['backend'] == {backend!r}, s['recipe']\n"
+    )
     env = {**os.environ, "KERAS_BACKEND": backend}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]

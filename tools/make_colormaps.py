@@ -9,8 +9,23 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-NAMES = ["viridis", "magma", "inferno", "plasma", "cividis", "gray", "turbo", "jet", "hot", "coolwarm",
-         "RdBu_r", "bwr", "seismic", "Greys_r", "bone"]
+NAMES = [
+    "viridis",
+    "magma",
+    "inferno",
+    "plasma",
+    "cividis",
+    "gray",
+    "turbo",
+    "jet",
+    "hot",
+    "coolwarm",
+    "RdBu_r",
+    "bwr",
+    "seismic",
+    "Greys_r",
+    "bone",
+]
 
 out = Path(__file__).resolve().parents[1] / "src" / "featuremaps" / "data" / "colormaps.npz"
 tables = {n: (matplotlib.colormaps[n](np.linspace(0, 1, 256))[:, :3] * 255 + 0.5).astype(np.uint8) for n in NAMES}

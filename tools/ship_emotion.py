@@ -39,8 +39,9 @@ def main() -> int:
     a = ap.parse_args()
     import keras
 
-    from featuremaps.emotion import data as fer
     from featuremaps.charts import render_confusion
+    from featuremaps.emotion import data as fer
+    from featuremaps.emotion.evaluate import evaluate
     from featuremaps.emotion.model import (
         CARD_FILE,
         EMOTIONS,
@@ -51,7 +52,6 @@ def main() -> int:
         model_card,
         save_weights_npz,
     )
-    from featuremaps.emotion.evaluate import evaluate
     from featuremaps.io import save_json, save_png
 
     run = Path(a.run)
@@ -74,28 +74,33 @@ def main() -> int:
     r16 = evaluate(m16, data)
     r16t = evaluate(m16, data, ("PrivateTest",), tta=True) if a.tta else None
     drop = (r32["PrivateTest"]["accuracy"] - r16["PrivateTest"]["accuracy"]) * 100
-    print(f"float32 PrivateTest {r32['PrivateTest']['accuracy']:.4f}, float16 {r16['PrivateTest']['accuracy']:.4f}"
-          f" (drop {drop:.2f} points)" + (f"; TTA {r16t['PrivateTest']['accuracy']:.4f}" if r16t else ""))
+    print(
+        f"float32 PrivateTest {r32['PrivateTest']['accuracy']:.4f}, float16 {r16['PrivateTest']['accuracy']:.4f}"
+        f" (drop {drop:.2f} points)" + (f"; TTA {r16t['PrivateTest']['accuracy']:.4f}" if r16t else "")
+    )
     if drop > 0.2:
         print("float16 storage costs more than 0.2 points: not shipping", file=sys.stderr)
         return 1
     if prior and r16["PublicTest"]["accuracy"] <= prior["accuracy"]["PublicTest"]:
         # models are chosen on PublicTest, never on PrivateTest
-        print(f"PublicTest {r16['PublicTest']['accuracy']:.4f} is not above the shipped model's "
-              f"{prior['accuracy']['PublicTest']:.4f}: not shipping", file=sys.stderr)
+        print(
+            f"PublicTest {r16['PublicTest']['accuracy']:.4f} is not above the shipped model's "
+            f"{prior['accuracy']['PublicTest']:.4f}: not shipping",
+            file=sys.stderr,
+        )
         return 1
     dest = ROOT / "src" / "featuremaps" / "data"
     os.replace(tmp, dest / WEIGHTS_FILE)
     hist = (prior or {}).get("history", []) + [h | {"epoch": h["epoch"] + before} for h in state.get("history", [])]
     card = {
         "model": "VGG-16: 13 conv 3x3 layers in 5 blocks (64, 64 | 128, 128 | 256 x3 | 512 x3 | 512 x3), 2x2 max "
-                 "pooling after blocks 1-4 and a max over the whole 3x3 map after block 5, dense 512-512 head "
-                 "with dropout 0.4, 7-way softmax; trained with batch normalisation (conv -> BN -> ReLU), "
-                 "shipped with each BN folded into its conv (same outputs)",
+        "pooling after blocks 1-4 and a max over the whole 3x3 map after block 5, dense 512-512 head "
+        "with dropout 0.4, 7-way softmax; trained with batch normalisation (conv -> BN -> ReLU), "
+        "shipped with each BN folded into its conv (same outputs)",
         "input": "48x48 grayscale face, pixels scaled to [0, 1]",
         "classes": list(EMOTIONS),
         "data": "FER2013 (Goodfellow et al. 2013): Training 28,709 faces for training, PublicTest 3,589 for model "
-                "selection, PrivateTest 3,589 for this report only",
+        "selection, PrivateTest 3,589 for this report only",
         "recipe": state.get("recipe"),
         "stages": stages,
         "epochs_trained": before + state.get("epoch", 0),
@@ -103,22 +108,33 @@ def main() -> int:
         "hardware": hardware,
         "weights_storage": "float16 (npz), loaded as float32",
         "accuracy": {
-            "PublicTest": r16["PublicTest"]["accuracy"], "PrivateTest": r16["PrivateTest"]["accuracy"],
+            "PublicTest": r16["PublicTest"]["accuracy"],
+            "PrivateTest": r16["PrivateTest"]["accuracy"],
             "PrivateTest_tta": r16t["PrivateTest"]["accuracy"] if r16t else None,
             "PrivateTest_float32": r32["PrivateTest"]["accuracy"],
         },
-        "per_class_PrivateTest": {c: {"precision": float(r16["PrivateTest"]["precision"][i]),
-                                      "recall": float(r16["PrivateTest"]["recall"][i]),
-                                      "f1": float(r16["PrivateTest"]["f1"][i])} for i, c in enumerate(EMOTIONS)},
+        "per_class_PrivateTest": {
+            c: {
+                "precision": float(r16["PrivateTest"]["precision"][i]),
+                "recall": float(r16["PrivateTest"]["recall"][i]),
+                "f1": float(r16["PrivateTest"]["f1"][i]),
+            }
+            for i, c in enumerate(EMOTIONS)
+        },
         "confusion_PrivateTest": r16["PrivateTest"]["confusion"].tolist(),
         "history": hist,
         "target": "72% PrivateTest (published VGG-style single networks: 72.7-73.3%)",
         "measured_with": "featuremaps evaluate --data ../shared/data/fer2013/fer2013.tar.gz [--tta]",
     }
     save_json(dest / CARD_FILE, card)
-    save_png(ROOT / "docs" / "emotion_confusion_PrivateTest.png",
-             render_confusion(r16["PrivateTest"]["confusion"], list(EMOTIONS),
-                              f"PrivateTest: accuracy {r16['PrivateTest']['accuracy']:.2%} (no TTA)"))
+    save_png(
+        ROOT / "docs" / "emotion_confusion_PrivateTest.png",
+        render_confusion(
+            r16["PrivateTest"]["confusion"],
+            list(EMOTIONS),
+            f"PrivateTest: accuracy {r16['PrivateTest']['accuracy']:.2%} (no TTA)",
+        ),
+    )
     print(json.dumps(card["accuracy"], indent=1))
     return 0
 

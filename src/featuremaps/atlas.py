@@ -44,6 +44,7 @@ LIST_CHANNELS = 10  # most selective channels listed in atlas.json / index.html,
 @dataclass
 class Source:
     """A labelled image collection read lazily: ``items`` are (loader, label index, source text)."""
+
     classes: list[str]
     paths: list | None = None  # file paths (folders), read on demand
     labels: np.ndarray | None = None
@@ -81,9 +82,7 @@ def _image_files(d: Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _match_classes(
-    found: list[str], model_classes: list[str] | None, where: str
-) -> tuple[list[str], list[int]]:
+def _match_classes(found: list[str], model_classes: list[str] | None, where: str) -> tuple[list[str], list[int]]:
     """The class list of the atlas and each found class's index in it; folders must be model classes."""
     if model_classes is None:
         return list(found), list(range(len(found)))
@@ -113,9 +112,7 @@ def open_source(path: str | Path, split: str, model_classes: list[str] | None) -
         labels = np.asarray(idx, np.int64)[s.y]
         return Source(classes, None, labels, s.x, list(s.sources), f"{p} ({split})")
     root = p / "fer2013" if (p / "fer2013" / "test").is_dir() and not (p / "test").is_dir() else p
-    if (root / "test").is_dir() or (
-        root / "train"
-    ).is_dir():  # FER2013 folder layout: stream the split's files
+    if (root / "test").is_dir() or (root / "train").is_dir():  # FER2013 folder layout: stream the split's files
         if split not in fer.SPLITS:
             raise UserError(f"--split '{split}' is not one of {', '.join(fer.SPLITS)}")
         top = root / ("train" if split == "Training" else "test")
@@ -155,6 +152,7 @@ def open_source(path: str | Path, split: str, model_classes: list[str] | None) -
 # ---------------------------------------------------------------- statistics
 class AtlasStats:
     """Running per-class sums of channel means and per-channel top-k tables, for one layer each."""
+
     def __init__(self, channels: list[int], n_classes: int, k: int = TOP_K):
         self.k = k
         self.counts = np.zeros(n_classes, np.int64)
@@ -189,9 +187,7 @@ class AtlasStats:
     def top(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (values, dataset indices) per channel, highest first; index -1 where fewer were seen."""
         order = np.argsort(-self.top_vals[j], axis=1, kind="stable")
-        return np.take_along_axis(self.top_vals[j], order, axis=1), np.take_along_axis(
-            self.top_idx[j], order, axis=1
-        )
+        return np.take_along_axis(self.top_vals[j], order, axis=1), np.take_along_axis(self.top_idx[j], order, axis=1)
 
 
 def selectivity(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +208,6 @@ def selectivity(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- the model
 def atlas_model(model, input_shape, layers="all"):
     """(keras.Model giving each chosen conv layer's (B, C) spatial means, chosen ConvLayers)."""
-
 
     inputs, _, taps = replay(model, input_shape)
     convs = select_layers(conv_layers(model), layers)
@@ -303,7 +298,6 @@ def _channels(net) -> list[int]:
 def render_heatmap(res: AtlasResult, j: int, cmap: str = "viridis") -> np.ndarray:
     """Class x channel heatmap of one layer: channels sorted by preferred class then selectivity."""
 
-
     means, si, pref = res.means[j], res.si[j], res.preferred[j]
     K, C = means.shape
     order = np.lexsort((-si, pref))
@@ -365,7 +359,6 @@ def most_selective(res: AtlasResult, j: int, n: int) -> np.ndarray:
 def render_top_images(res: AtlasResult, j: int, source: Source, n: int = SHOW_CHANNELS) -> np.ndarray:
     """For the ``n`` most selective channels of layer j: their 9 most activating images with labels."""
 
-
     chans = most_selective(res, j, n)
     side, fs = 72, 12
     label_w = 170
@@ -383,9 +376,7 @@ def render_top_images(res: AtlasResult, j: int, source: Source, n: int = SHOW_CH
             rgb = np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im
             x0, y0 = label_w + t * (side + 4), head_h + r * row_h
             canvas[y0 : y0 + side, x0 : x0 + side] = resize_rgb(rgb, (side, side))
-            cells.append(
-                (x0, y0 + side + 1, source.classes[int(source.labels[idx])], float(res.top_vals[j][ch, t]))
-            )
+            cells.append((x0, y0 + side + 1, source.classes[int(source.labels[idx])], float(res.top_vals[j][ch, t])))
     pil = Image.fromarray(canvas)
     d = ImageDraw.Draw(pil)
     c = res.layers[j]
@@ -433,8 +424,7 @@ def summary(res: AtlasResult, source: Source, j: int) -> dict:
             "selectivity": float(res.si[j][ch]),
             "preferred_class": res.classes[int(res.preferred[j][ch])],
             "class_means": {
-                k: (None if math.isnan(v) else float(v))
-                for k, v in zip(res.classes, res.means[j][:, ch], strict=True)
+                k: (None if math.isnan(v) else float(v)) for k, v in zip(res.classes, res.means[j][:, ch], strict=True)
             },
         }
         if int(ch) in show:

@@ -21,7 +21,7 @@ def render_confusion(matrix: np.ndarray, classes: list[str], title: str = "", ce
     for i in range(n):
         for j in range(n):
             y0, x0 = top + i * cell, left + j * cell
-            canvas[y0 + 1:y0 + cell - 1, x0 + 1:x0 + cell - 1] = colours[i, j]
+            canvas[y0 + 1 : y0 + cell - 1, x0 + 1 : x0 + cell - 1] = colours[i, j]
     pil = Image.fromarray(canvas)
     d = ImageDraw.Draw(pil)
     d.text((6, 6), _fit_text(title, fs + 3, width - 12), fill=INK, font=font(fs + 3))
@@ -35,9 +35,17 @@ def render_confusion(matrix: np.ndarray, classes: list[str], title: str = "", ce
             ink = (255, 255, 255) if rates[i, j] < 0.6 else (0, 0, 0)  # viridis is dark below ~0.6
             t1, t2 = f"{m[i, j]}", f"{rates[i, j]:.0%}"
             x = left + j * cell
-            d.text((x + (cell - _text_width(t1, fs)) // 2, top + i * cell + cell // 2 - fs - 1), t1, fill=ink,
-                   font=font(fs))
-            d.text((x + (cell - _text_width(t2, fs - 2)) // 2, top + i * cell + cell // 2 + 2), t2, fill=ink,
-                   font=font(fs - 2))
+            d.text(
+                (x + (cell - _text_width(t1, fs)) // 2, top + i * cell + cell // 2 - fs - 1),
+                t1,
+                fill=ink,
+                font=font(fs),
+            )
+            d.text(
+                (x + (cell - _text_width(t2, fs - 2)) // 2, top + i * cell + cell // 2 + 2),
+                t2,
+                fill=ink,
+                font=font(fs - 2),
+            )
     d.text((6, height - 30), "rows: true class (colour = share of the row)", fill=MUTED, font=font(fs - 1))
     return np.asarray(pil)

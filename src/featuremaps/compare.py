@@ -78,8 +78,7 @@ def check_model_names(spec: str) -> list[str]:
         if Path(n).suffix.lower() in (".keras", ".h5", ".hdf5") and Path(n).is_file():
             continue
         raise UserError(
-            f"unknown model '{n}' in --models: use names from {', '.join(APPLICATIONS)}, emotion, "
-            f"or .keras/.h5 files"
+            f"unknown model '{n}' in --models: use names from {', '.join(APPLICATIONS)}, emotion, or .keras/.h5 files"
         )
     return names
 
@@ -88,6 +87,7 @@ def check_model_names(spec: str) -> list[str]:
 @dataclass
 class ModelRun:
     """One network's pass over the image: every conv layer's first k maps, its prediction."""
+
     lm: object
     shown: np.ndarray
     input_shape: tuple[int, int, int]
@@ -108,9 +108,7 @@ def run_model(lm, rgb: np.ndarray, maps: int, resize: str = "crop") -> ModelRun:
     return ModelRun(lm, prep.shown, tuple(prep.x.shape), results, pred)
 
 
-def align_rows(
-    runs: list[ModelRun], rows: int, align: str = "depth"
-) -> tuple[list[str], list[list[int | None]]]:
+def align_rows(runs: list[ModelRun], rows: int, align: str = "depth") -> tuple[list[str], list[list[int | None]]]:
     """Row labels and, per row, each model's layer index (into ``run.results``) or None (no such layer).
 
     ``depth``: row j takes the layer at relative depth j / (rows - 1) of each model (first and last conv at
@@ -132,9 +130,7 @@ def align_rows(
             by_level[s] = i  # the deepest conv at this resolution wins
         levels.append(by_level)
     all_levels = sorted(set().union(*levels))
-    labels = [
-        f"1/{2**s} of input" if s > 0 else ("input size" if s == 0 else f"{2**-s}x input") for s in all_levels
-    ]
+    labels = [f"1/{2**s} of input" if s > 0 else ("input size" if s == 0 else f"{2**-s}x input") for s in all_levels]
     picks = [[lv.get(s) for lv in levels] for s in all_levels]
     return labels, picks
 
@@ -150,7 +146,6 @@ def render_models(
     subtitle: str = "",
 ) -> np.ndarray:
     """The comparison picture: a column per model (input and prediction on top), a row per aligned layer."""
-
 
     if norm not in NORMS:
         raise UserError(f"--norm '{norm}' is not one of {', '.join(NORMS)}")
@@ -183,9 +178,7 @@ def render_models(
         y0 = head_h + top_h + j * row_h
         texts.append(((6, y0 + fs + 8), label, fs + 1, label_w - 10, (20, 20, 20)))
         present = [maps_of(r, i) for r, i in zip(runs, row, strict=True) if i is not None]
-        shared = (
-            (min(float(m.min()) for m in present), max(float(m.max()) for m in present)) if present else None
-        )
+        shared = (min(float(m.min()) for m in present), max(float(m.max()) for m in present)) if present else None
         for c, (r, i) in enumerate(zip(runs, row, strict=True)):
             x0 = label_w + c * col_w
             if i is None:
@@ -209,9 +202,7 @@ def render_models(
                 lo, hi = glob if norm == "global" else shared
                 s = _scaled(m, lo, hi)
             cells.append((x0 + 4, y0 + 2 * (fs + 4) + 4, maps_block(s, cols, MINI, cmap)))
-            texts.append(
-                ((x0 + 4, y0 + 2), f"{res.conv.label} {res.conv.short_name}", fs, col_w - 12, (20, 20, 20))
-            )
+            texts.append(((x0 + 4, y0 + 2), f"{res.conv.label} {res.conv.short_name}", fs, col_w - 12, (20, 20, 20)))
             texts.append(
                 (
                     (x0 + 4, y0 + fs + 6),
@@ -364,7 +355,6 @@ def render_classes(
 ) -> np.ndarray:
     """One layer: a row per face (face, true and predicted class, then the same k channels)."""
 
-
     stack = np.stack(row_maps)  # (n, H, W, k): each channel scaled over all faces
     lo, hi = stack.min(axis=(0, 1, 2)), stack.max(axis=(0, 1, 2))
     k = stack.shape[-1]
@@ -421,9 +411,7 @@ def compare_classes(
     shape = preps[0].x.shape
     notes = []
     resized = [
-        f"{lab} {f.shape[1]}x{f.shape[0]}"
-        for f, lab in zip(faces, labels, strict=True)
-        if f.shape[:2] != shape[:2]
+        f"{lab} {f.shape[1]}x{f.shape[0]}" for f, lab in zip(faces, labels, strict=True) if f.shape[:2] != shape[:2]
     ]
     if resized:
         notes.append(f"resized to {shape[1]}x{shape[0]}: {', '.join(resized)}")

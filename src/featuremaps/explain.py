@@ -50,10 +50,15 @@ def _display(rgb: np.ndarray, side: int = DISPLAY) -> np.ndarray:
     return resize_rgb(rgb, (round(h * s), round(w * s))) if s > 1 else rgb
 
 
-def render_panel(image: np.ndarray, rows: list[tuple[str, list]], cmap: str = "jet", cell: int = 176,
-                 title: str = "", subtitle: str = "") -> np.ndarray:
+def render_panel(
+    image: np.ndarray,
+    rows: list[tuple[str, list]],
+    cmap: str = "jet",
+    cell: int = 176,
+    title: str = "",
+    subtitle: str = "",
+) -> np.ndarray:
     """A grid: the image, then one overlay per result; ``rows`` = [(method, [CamResult, ...]), ...]."""
-
 
     fs = 14
     ncol = 1 + max(len(r) for _, r in rows)
@@ -66,15 +71,15 @@ def render_panel(image: np.ndarray, rows: list[tuple[str, list]], cmap: str = "j
     img = resize_rgb(image, (cell, cell)) if image.shape[:2] != (cell, cell) else image
     for i, (_, results) in enumerate(rows):
         y = head_h + i * (cell + lab_h + 6) + lab_h
-        canvas[y:y + cell, 4:4 + cell] = img
+        canvas[y : y + cell, 4 : 4 + cell] = img
         for j, r in enumerate(results, start=1):
             x = 4 + j * (cell + 6)
-            canvas[y:y + cell, x:x + cell] = overlay(img, r.heatmap_up, cmap=cmap)
+            canvas[y : y + cell, x : x + cell] = overlay(img, r.heatmap_up, cmap=cmap)
     bar_w = min(260, width - 140)
     ramp = np.linspace(0, 1, bar_w, dtype=np.float32)[None].repeat(12, axis=0)
 
     yb = height - bar_h + 4
-    canvas[yb:yb + 12, 60:60 + bar_w] = apply_colormap(ramp, colormap(cmap))
+    canvas[yb : yb + 12, 60 : 60 + bar_w] = apply_colormap(ramp, colormap(cmap))
     pil = Image.fromarray(canvas)
     d = ImageDraw.Draw(pil)
     d.text((6, 4), _fit_text(title, fs + 4, width - 12), fill=INK, font=font(fs + 4))
@@ -88,8 +93,12 @@ def render_panel(image: np.ndarray, rows: list[tuple[str, list]], cmap: str = "j
             name = r.class_name or f"class {r.class_index}"
             p = f"{r.probability:.1%}" if r.probability is not None else ""
             top = r.probs is not None and int(np.argmax(r.probs)) == r.class_index
-            d.text((x + 2, y + 2), _fit_text(name + (" (predicted)" if top else ""), fs + 1, cell - 4),
-                   fill=INK, font=font(fs + 1))
+            d.text(
+                (x + 2, y + 2),
+                _fit_text(name + (" (predicted)" if top else ""), fs + 1, cell - 4),
+                fill=INK,
+                font=font(fs + 1),
+            )
             zero = " (map all zero)" if not float(r.heatmap.max()) > 0 else ""
             d.text((x + 2, y + fs + 6), _fit_text(f"p = {p}{zero}", fs, cell - 4), fill=MUTED, font=font(fs))
     d.text((6, yb - 1), "low", fill=MUTED, font=font(fs))
@@ -99,8 +108,20 @@ def render_panel(image: np.ndarray, rows: list[tuple[str, list]], cmap: str = "j
 
 class CamRunner:
     """Runs the cam command for many images with one model, reusing the cut model per input shape."""
-    def __init__(self, lm, methods: list[str], layer=None, target_class=None, all_classes=False, cmap="jet",
-                 input_shape=None, resize="crop", face_crop=None, max_pixels=None):
+
+    def __init__(
+        self,
+        lm,
+        methods: list[str],
+        layer=None,
+        target_class=None,
+        all_classes=False,
+        cmap="jet",
+        input_shape=None,
+        resize="crop",
+        face_crop=None,
+        max_pixels=None,
+    ):
         self.lm, self.methods, self.layer_spec = lm, methods, layer
         self.target_class, self.all_classes, self.cmap = target_class, all_classes, cmap
         self.input_shape, self.resize = input_shape, resize
@@ -130,8 +151,7 @@ class CamRunner:
 
         kw = {"max_pixels": self.max_pixels} if self.max_pixels else {}
         rgb = load_image(path, **kw)
-        prep = prepare(self.lm, rgb, input_shape=self.input_shape, face_crop=self.face_crop,
-                       resize=self.resize)
+        prep = prepare(self.lm, rgb, input_shape=self.input_shape, face_crop=self.face_crop, resize=self.resize)
         eng = self.engine(prep.x.shape)
         names = self.lm.classes if self.lm.classes and len(self.lm.classes) == eng.n_classes else None
         if self.all_classes:
@@ -147,11 +167,14 @@ class CamRunner:
         title = f"{self.lm.name} - {path.name} - {lay.label} {lay.name}"
         if pred:
             title += f" - predicted: {pred[0]['class']} ({pred[0]['probability']:.0%})"
-        sub = (f"score: {'pre-softmax logit' if eng.score == 'logit' else 'model output'}; maps blended over "
-               f"{'the face crop' if face is not None else 'the model input'}; colormap {self.cmap}")
+        sub = (
+            f"score: {'pre-softmax logit' if eng.score == 'logit' else 'model output'}; maps blended over "
+            f"{'the face crop' if face is not None else 'the model input'}; colormap {self.cmap}"
+        )
         rows = [(m, [r for r in results if r.method == m]) for m in self.methods]
-        panel = render_panel(_display(face if face is not None else prep.shown, 176), rows, cmap=self.cmap,
-                             title=title, subtitle=sub)
+        panel = render_panel(
+            _display(face if face is not None else prep.shown, 176), rows, cmap=self.cmap, title=title, subtitle=sub
+        )
         entries, arrays = [], {"probs": results[0].probs.astype(np.float32)}
         with atomic_dir(folder) as tmp:
             save_png(tmp / "panel.png", panel)
@@ -173,26 +196,49 @@ class CamRunner:
                     save_png(tmp / files["overlay_face"], overlay(face, r.heatmap_up, cmap=self.cmap))
                 arrays[key] = r.heatmap
                 arrays[f"{key}/up"] = r.heatmap_up
-                entries.append({"method": r.method, "class_index": r.class_index, "class": r.class_name,
-                                "probability": r.probability, "map_shape": list(r.heatmap.shape),
-                                "map_max": float(r.heatmap.max()), "npz_key": key,
-                                "npz_key_upsampled": f"{key}/up",
-                                "files": files})
+                entries.append(
+                    {
+                        "method": r.method,
+                        "class_index": r.class_index,
+                        "class": r.class_name,
+                        "probability": r.probability,
+                        "map_shape": list(r.heatmap.shape),
+                        "map_max": float(r.heatmap.max()),
+                        "npz_key": key,
+                        "npz_key_upsampled": f"{key}/up",
+                        "files": files,
+                    }
+                )
             save_npz(tmp / "cam.npz", **arrays)
-            save_json(tmp / "cam.json", {
-                "featuremaps": __version__,
-                "image": str(path),
-                "model": {"name": self.lm.name, "source": self.lm.source, "input_shape": list(prep.x.shape)},
-                "preprocessing": {"resize": prep.resize, "scaling": self.lm.preprocess,
-                                  "face_crop": prep.face_box is not None, "face_box_xywh": prep.face_box},
-                "target_layer": {"label": lay.label, "name": lay.name, "type": lay.kind,
-                                 "default": self.layer_spec is None,
-                                 "output_shape": list(results[0].heatmap.shape) + [lay.channels]},
-                "score": eng.score,
-                "prediction": pred,
-                "maps": entries,
-                "normalisation": "PNGs and <key>/up: min-max scaled to [0, 1] per map; npz <key>: raw",
-                "files": {"panel": "panel.png", "input": "input.png", "npz": "cam.npz",
-                          **({"face": "face.png"} if face is not None else {})},
-            })
+            save_json(
+                tmp / "cam.json",
+                {
+                    "featuremaps": __version__,
+                    "image": str(path),
+                    "model": {"name": self.lm.name, "source": self.lm.source, "input_shape": list(prep.x.shape)},
+                    "preprocessing": {
+                        "resize": prep.resize,
+                        "scaling": self.lm.preprocess,
+                        "face_crop": prep.face_box is not None,
+                        "face_box_xywh": prep.face_box,
+                    },
+                    "target_layer": {
+                        "label": lay.label,
+                        "name": lay.name,
+                        "type": lay.kind,
+                        "default": self.layer_spec is None,
+                        "output_shape": list(results[0].heatmap.shape) + [lay.channels],
+                    },
+                    "score": eng.score,
+                    "prediction": pred,
+                    "maps": entries,
+                    "normalisation": "PNGs and <key>/up: min-max scaled to [0, 1] per map; npz <key>: raw",
+                    "files": {
+                        "panel": "panel.png",
+                        "input": "input.png",
+                        "npz": "cam.npz",
+                        **({"face": "face.png"} if face is not None else {}),
+                    },
+                },
+            )
         return folder, results

@@ -49,8 +49,10 @@ def _call(layer, args, kwargs, taps, cut=None):
     if _is_graph_model(layer):
         return _replay_functional(layer, args, taps, cut)
     if isinstance(layer, keras.Model):
-        raise UserError(f"model '{layer.name}' is a subclassed Keras model whose graph cannot be read; "
-                        "featuremaps needs Sequential or functional models (nested ones are fine)")
+        raise UserError(
+            f"model '{layer.name}' is a subclassed Keras model whose graph cannot be read; "
+            "featuremaps needs Sequential or functional models (nested ones are fine)"
+        )
     if cut is not None:
         return cut.call(layer, args, kwargs, taps)
     out = layer(*args, **kwargs)
@@ -60,6 +62,7 @@ def _call(layer, args, kwargs, taps, cut=None):
 
 def _unpack_args(args):
     """Config ``args`` of one node -> Python structure with ``("__ref__", name, node, index)`` leaves."""
+
     def conv(obj):
         if isinstance(obj, dict):
             cls = obj.get("class_name")
@@ -90,8 +93,7 @@ def _replay_functional(model, inputs, taps, cut=None):
         in_refs = [in_refs]
     flat_in = list(inputs[0]) if len(inputs) == 1 and isinstance(inputs[0], list | tuple) else list(inputs)
     if len(flat_in) != len(in_refs):
-        raise UserError(f"model '{model.name}' has {len(in_refs)} inputs; "
-                        "featuremaps draws single-image models")
+        raise UserError(f"model '{model.name}' has {len(in_refs)} inputs; featuremaps draws single-image models")
     for (name, node, _), t in zip(in_refs, flat_in, strict=True):
         outputs[(name, node)] = [t]
 
@@ -163,15 +165,23 @@ def _probe_layer_class():
         def compute_output_spec(self, x):
             # Shapes are known: saves tracing call() symbolically (~35 ms a layer when building the model).
             b, h, w = x.shape[0], x.shape[1], x.shape[2]
-            return (keras.KerasTensor((b, h, w, self.k), dtype="float32"),
-                    keras.KerasTensor((b, self.k), dtype="int32"),
-                    keras.KerasTensor((b, len(STATS)), dtype="float32"))
+            return (
+                keras.KerasTensor((b, h, w, self.k), dtype="float32"),
+                keras.KerasTensor((b, self.k), dtype="int32"),
+                keras.KerasTensor((b, len(STATS)), dtype="float32"),
+            )
 
         def call(self, x):
             x = ops.cast(x, "float32")
-            stats = ops.stack([ops.mean(x, axis=(1, 2, 3)), ops.max(x, axis=(1, 2, 3)),
-                               ops.mean(ops.cast(ops.equal(x, 0.0), "float32"), axis=(1, 2, 3)),
-                               ops.min(x, axis=(1, 2, 3))], axis=-1)
+            stats = ops.stack(
+                [
+                    ops.mean(x, axis=(1, 2, 3)),
+                    ops.max(x, axis=(1, 2, 3)),
+                    ops.mean(ops.cast(ops.equal(x, 0.0), "float32"), axis=(1, 2, 3)),
+                    ops.min(x, axis=(1, 2, 3)),
+                ],
+                axis=-1,
+            )
             if self.mode in ("first", "list"):
                 idx = np.asarray(self.channels, dtype="int32")
                 maps = ops.take(x, idx, axis=3)
@@ -198,8 +208,7 @@ def parse_select(select: str | list[int] | None) -> tuple[str, list[int] | None]
     try:
         chans = [int(c) for c in s.split(",") if c.strip()]
     except ValueError:
-        raise UserError(f"--select '{select}' is not first, top-mean, top-max "
-                        "or a channel list like 0,5,9") from None
+        raise UserError(f"--select '{select}' is not first, top-mean, top-max or a channel list like 0,5,9") from None
     if not chans or min(chans) < 0:
         raise UserError(f"--select '{select}': channels are 0-based indices like 0,5,9")
     return "list", chans
@@ -208,6 +217,7 @@ def parse_select(select: str | list[int] | None) -> tuple[str, list[int] | None]
 @dataclass
 class LayerMaps:
     """One layer's result for a batch: ``maps`` (B, H, W, k), ``channels`` (B, k), ``stats`` (B, 4)."""
+
     conv: ConvLayer
     shape: tuple[int, int, int]  # the layer's full output (H, W, C)
     maps: np.ndarray
@@ -225,8 +235,14 @@ class FeatureExtractor:
     Built once and reused for every image, so a folder of images costs one graph build.
     """
 
-    def __init__(self, model, input_shape: tuple[int, int, int], layers="all", maps: int | None = 16,
-                 select: str | list[int] | None = "first"):
+    def __init__(
+        self,
+        model,
+        input_shape: tuple[int, int, int],
+        layers="all",
+        maps: int | None = 16,
+        select: str | list[int] | None = "first",
+    ):
 
         self.model = model
         self.input_shape = tuple(int(d) for d in input_shape)
@@ -245,23 +261,23 @@ class FeatureExtractor:
                 raise UserError(f"layer {c.name} is not on the path from the model's input to its output")
             shape = tuple(int(d) for d in t.shape[1:])
             if len(shape) != 3 or any(d is None for d in shape):
-                raise UserError(f"layer {c.name} has output shape {tuple(t.shape)}; "
-                                "featuremaps needs (H, W, C)")
+                raise UserError(f"layer {c.name} has output shape {tuple(t.shape)}; featuremaps needs (H, W, C)")
             C = shape[-1]
             note = ""
             if mode == "list":
                 bad = [ch for ch in chans if ch >= C]
                 if bad:
-                    raise UserError(f"channel {bad[0]} does not exist in {c.label} {c.name} "
-                                    f"({C} channels: 0-{C - 1}); choose channels below {C}")
+                    raise UserError(
+                        f"channel {bad[0]} does not exist in {c.label} {c.name} "
+                        f"({C} channels: 0-{C - 1}); choose channels below {C}"
+                    )
                 ids, k = chans, len(chans)
             else:
                 k = C if maps is None else min(int(maps), C)
                 if maps is not None and maps > C:
                     note = f"{maps} maps asked, layer has {C}: showing all"
                 ids = list(range(k))
-            probe = probe_cls("first" if mode == "list" else mode, k, ids,
-                              name=f"featuremaps_probe_{c.index}")
+            probe = probe_cls("first" if mode == "list" else mode, k, ids, name=f"featuremaps_probe_{c.index}")
             outputs.extend(probe(t))
             self.shapes.append(shape)
             self.notes.append(note)
@@ -286,9 +302,17 @@ class FeatureExtractor:
         self._calls += 1
         out = []
         for j, c in enumerate(self.layers):
-            maps, ids, stats = res[3 * j: 3 * j + 3]
-            out.append(LayerMaps(c, self.shapes[j], maps.astype(np.float32), ids.astype(np.int64),
-                                 stats.astype(np.float32), self.notes[j]))
+            maps, ids, stats = res[3 * j : 3 * j + 3]
+            out.append(
+                LayerMaps(
+                    c,
+                    self.shapes[j],
+                    maps.astype(np.float32),
+                    ids.astype(np.int64),
+                    stats.astype(np.float32),
+                    self.notes[j],
+                )
+            )
         preds = res[-1].astype(np.float32) if self.with_predictions else None
         return out, preds
 
@@ -297,8 +321,7 @@ def _is_single_tensor(out) -> bool:
     return not isinstance(out, list | tuple | dict)
 
 
-def extract(model, image: np.ndarray, layers="all", maps: int | None = None,
-            select="first") -> dict[str, np.ndarray]:
+def extract(model, image: np.ndarray, layers="all", maps: int | None = None, select="first") -> dict[str, np.ndarray]:
     """Feature maps of one preprocessed image ``(H, W, C)``: ``{layer_name: (H, W, k) float32}``, in order.
 
     ``maps=None`` returns every channel; otherwise ``k = min(maps, C)`` channels chosen by ``select``.
@@ -343,8 +366,7 @@ class _Cut:
             taps.setdefault(id(layer), out)
             if layer is self.target and self.head_input is None:
                 self.activation = out
-                self.head_input = keras.Input(shape=tuple(out.shape[1:]), dtype=out.dtype,
-                                              name="featuremaps_cut")
+                self.head_input = keras.Input(shape=tuple(out.shape[1:]), dtype=out.dtype, name="featuremaps_cut")
                 self._mark(self.head_input)
                 return self.head_input
             return out
@@ -403,11 +425,12 @@ def split_at(model, input_shape: tuple[int, ...], layer) -> Split:
     out = _call(model, (inputs,), {}, taps, cut)
     name = getattr(layer, "name", "?")
     if cut.head_input is None:
-        raise UserError(f"layer {name} is not on the path from the model's input to its output; "
-                        "choose another")
+        raise UserError(f"layer {name} is not on the path from the model's input to its output; choose another")
     if not _is_single_tensor(out) or id(out) not in cut.head_ids:
-        raise UserError(f"the output of model '{model.name}' does not depend on layer {name}; choose a layer "
-                        "between the input and the output")
+        raise UserError(
+            f"the output of model '{model.name}' does not depend on layer {name}; choose a layer "
+            "between the input and the output"
+        )
     skips = [t for t, _ in cut.crossing.values()]
     head_inputs = [cut.head_input] + [i for _, i in cut.crossing.values()]
     return Split(inputs, cut.activation, skips, head_inputs, out, cut.producer.get(id(out)), taps)

@@ -31,7 +31,6 @@ _CASCADE = None
 def _cascade():
     global _CASCADE
     if _CASCADE is None:
-
         path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
         _CASCADE = cv2.CascadeClassifier(path)
         if _CASCADE.empty():
@@ -72,6 +71,7 @@ def largest_face(rgb: np.ndarray, margin: float = 0.15) -> tuple[np.ndarray, Fac
         return rgb, None
     faces = detect_faces(rgb)
     if not faces:
-        raise UserError("no face found in the image; crop it to the face yourself or pass --no-face-crop "
-                        "to feed the whole image")
+        raise UserError(
+            "no face found in the image; crop it to the face yourself or pass --no-face-crop to feed the whole image"
+        )
     return crop_face(rgb, faces[0], margin), faces[0]

@@ -84,8 +84,6 @@ def png_data_uri(rgb: np.ndarray) -> str:
     """An RGB/gray uint8 array as a ``data:image/png;base64`` URI (io.py's encoder and settings)."""
     data = encode_png(np.asarray(rgb))
     if data is None:  # shapes/dtypes the encoder does not take: as Pillow writes them
-
-
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=1)
         data = buf.getvalue()

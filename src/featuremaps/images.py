@@ -28,8 +28,10 @@ def find_images(paths: list[str]) -> list[Path]:
         if p.is_dir():
             found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise UserError(f"folder {p} has no images ({', '.join(IMAGE_SUFFIXES[:5])}, ...); "
-                                "pass image files or a folder of them")
+                raise UserError(
+                    f"folder {p} has no images ({', '.join(IMAGE_SUFFIXES[:5])}, ...); "
+                    "pass image files or a folder of them"
+                )
             out.extend(found)
         elif p.exists():
             out.append(p)
@@ -47,8 +49,10 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h > max_pixels:
-                    raise UserError(f"{path} is {w}x{h} = {w * h / 1e6:.0f} Mpixels, over the "
-                                    f"{max_pixels / 1e6:.0f} Mpixel limit; shrink it or raise --max-pixels")
+                    raise UserError(
+                        f"{path} is {w}x{h} = {w * h / 1e6:.0f} Mpixels, over the "
+                        f"{max_pixels / 1e6:.0f} Mpixel limit; shrink it or raise --max-pixels"
+                    )
                 im.load()
                 return pil_to_rgb(ImageOps.exif_transpose(im))
     except UserError:
@@ -60,11 +64,9 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except PermissionError:
         raise UserError(f"cannot read {path}: permission denied; check its permissions") from None
     except UnidentifiedImageError:
-        raise UserError(f"{path} is not an image Pillow can read; "
-                        "pass a PNG, JPEG, BMP, TIFF or WebP file") from None
+        raise UserError(f"{path} is not an image Pillow can read; pass a PNG, JPEG, BMP, TIFF or WebP file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"{path} is too large (decompression bomb limit); "
-                        "shrink it or raise --max-pixels") from None
+        raise UserError(f"{path} is too large (decompression bomb limit); shrink it or raise --max-pixels") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
         raise UserError(f"{path} is truncated or corrupt ({e}); re-export or re-download it") from None
 

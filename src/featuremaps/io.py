@@ -45,8 +45,7 @@ def ensure_dir(path: str | Path) -> Path:
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create output folder {p}: {e.strerror or e}; "
-                        "choose another with --out") from None
+        raise UserError(f"cannot create output folder {p}: {e.strerror or e}; choose another with --out") from None
     if not os.access(p, os.W_OK):
         raise UserError(f"output folder {p} is not writable; choose another with --out")
     return p
@@ -88,8 +87,9 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
-def encode_png(a: np.ndarray, level: int | None = None, strategy: int | None = None,
-               row_filter: int | None = None) -> bytes | None:
+def encode_png(
+    a: np.ndarray, level: int | None = None, strategy: int | None = None, row_filter: int | None = None
+) -> bytes | None:
     """PNG bytes of a uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array; None for anything else."""
     level = PNG_COMPRESS_LEVEL if level is None else level
     strategy = PNG_COMPRESS_TYPE if strategy is None else strategy
@@ -105,15 +105,13 @@ def encode_png(a: np.ndarray, level: int | None = None, strategy: int | None = N
     raw[:, 0] = row_filter
     raw[:, 1:] = rows
     if row_filter == 1:  # sub: minus the pixel to the left
-        raw[:, 1 + c:] -= rows[:, :-c]
+        raw[:, 1 + c :] -= rows[:, :-c]
     elif row_filter == 2:  # up: minus the row above (the first row's "above" is zeros)
         raw[1:, 1:] -= rows[:-1]
-    co = zlib.compressobj(level, zlib.DEFLATED, 15, 9,
-                          zlib.Z_DEFAULT_STRATEGY if strategy == -1 else strategy)
+    co = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY if strategy == -1 else strategy)
     data = co.compress(raw) + co.flush()
     ihdr = struct.pack(">IIBBBBB", w, h, 8, {1: 0, 3: 2, 4: 6}[c], 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", data)
-            + _png_chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
 
 
 def save_png(path: str | Path, rgb: np.ndarray) -> Path:
@@ -121,7 +119,6 @@ def save_png(path: str | Path, rgb: np.ndarray) -> Path:
     rgb = np.asarray(rgb)
     data = encode_png(rgb)
     if data is None:  # other dtypes/shapes: as Pillow writes them
-
         img = Image.fromarray(np.ascontiguousarray(rgb))
         with atomic_path(path) as tmp:
             img.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL, compress_type=PNG_COMPRESS_TYPE)
@@ -225,12 +222,15 @@ def check_replaceable(path: str | Path) -> Path:
         return p
     here = Path.cwd().resolve()
     if p.resolve() == here or p.resolve() in here.parents:
-        raise UserError(f"{p} is the current folder or holds it; featuremaps writes its output into a folder of "
-                        "its own: pass --out with a new folder name")
+        raise UserError(
+            f"{p} is the current folder or holds it; featuremaps writes its output into a folder of "
+            "its own: pass --out with a new folder name"
+        )
     if not made_by_featuremaps(p):
         what = "a file" if p.is_file() else "a link" if p.is_symlink() else "a folder featuremaps did not make"
-        raise UserError(f"{p} is {what}; featuremaps replaces only its own output folders: move it away or "
-                        "choose another --out")
+        raise UserError(
+            f"{p} is {what}; featuremaps replaces only its own output folders: move it away or choose another --out"
+        )
     if not os.access(p, os.W_OK):
         raise UserError(f"output folder {p} is not writable; choose another with --out")
     return p
@@ -317,8 +317,7 @@ def unique_names(names: Iterable[str], alternatives: Iterable[str] | None = None
 def output_names(paths: Iterable[str | Path]) -> list[str]:
     """One output folder name per input image, never shared: the stem, made unique (:func:`unique_names`)."""
     paths = [Path(p) for p in paths]
-    return unique_names([safe_name(p.stem) for p in paths],
-                        [safe_name(f"{p.stem}_{p.suffix[1:]}") for p in paths])
+    return unique_names([safe_name(p.stem) for p in paths], [safe_name(f"{p.stem}_{p.suffix[1:]}") for p in paths])
 
 
 def safe_name(name: str) -> str:

@@ -16,13 +16,13 @@ from featuremaps.errors import UserError
 
 #: Class names (``type(layer).__name__``) featuremaps draws; subclasses of these count too.
 CONV2D_TYPES = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose")
-UNSUPPORTED_TYPES = ("Conv1D", "Conv3D", "Conv1DTranspose", "Conv3DTranspose", "SeparableConv1D",
-                     "DepthwiseConv1D")
+UNSUPPORTED_TYPES = ("Conv1D", "Conv3D", "Conv1DTranspose", "Conv3DTranspose", "SeparableConv1D", "DepthwiseConv1D")
 
 
 @dataclass
 class ConvLayer:
     """One conv layer: ``index`` is its C-number, ``name`` its path (``outer/inner`` for nested models)."""
+
     index: int
     name: str
     layer: object = field(repr=False)
@@ -92,11 +92,15 @@ def conv_layers(model) -> list[ConvLayer]:
             unsupported.append(f"{name} ({kind})")
     if not found:
         if unsupported:
-            raise UserError(f"model '{model.name}' has only 1-D/3-D convolutions "
-                            f"({', '.join(unsupported[:3])}),"
-                            " which featuremaps does not support; it draws Conv2D-family layers")
-        raise UserError(f"model '{model.name}' has no convolutional layers (Conv2D, SeparableConv2D, "
-                        "DepthwiseConv2D, Conv2DTranspose); pass a CNN")
+            raise UserError(
+                f"model '{model.name}' has only 1-D/3-D convolutions "
+                f"({', '.join(unsupported[:3])}),"
+                " which featuremaps does not support; it draws Conv2D-family layers"
+            )
+        raise UserError(
+            f"model '{model.name}' has no convolutional layers (Conv2D, SeparableConv2D, "
+            "DepthwiseConv2D, Conv2DTranspose); pass a CNN"
+        )
     return found
 
 
@@ -120,24 +124,24 @@ def select_layers(convs: list[ConvLayer], spec: str | list[str] | None) -> list[
         if m := _RANGE.match(item):
             a, b = int(m.group(1)), int(m.group(2))
             if not (1 <= a <= b <= n):
-                raise UserError(f"layer range '{item}' is outside C1-C{n}; "
-                                f"run 'featuremaps layers' to list them")
+                raise UserError(f"layer range '{item}' is outside C1-C{n}; run 'featuremaps layers' to list them")
             chosen.update(range(a, b + 1))
             continue
         if m := _CNUM.match(item):
             i = int(m.group(1))
             if not 1 <= i <= n:
-                raise UserError(f"no layer {item}: the model has C1-C{n}; "
-                                "run 'featuremaps layers' to list them")
+                raise UserError(f"no layer {item}: the model has C1-C{n}; run 'featuremaps layers' to list them")
             chosen.add(i)
             continue
         hits = [c.index for c in convs if item in (c.name, c.short_name)]
         if not hits and any(ch in item for ch in "*?["):
-            hits = [c.index for c in convs if fnmatch.fnmatchcase(c.name, item)
-                    or fnmatch.fnmatchcase(c.short_name, item)]
+            hits = [
+                c.index for c in convs if fnmatch.fnmatchcase(c.name, item) or fnmatch.fnmatchcase(c.short_name, item)
+            ]
         if not hits:
             names = ", ".join(c.short_name for c in convs[:8]) + (", ..." if n > 8 else "")
-            raise UserError(f"no conv layer matches '{item}'; the model has {n} ({names}); "
-                            f"use names, C1-C{n}, ranges or globs")
+            raise UserError(
+                f"no conv layer matches '{item}'; the model has {n} ({names}); use names, C1-C{n}, ranges or globs"
+            )
         chosen.update(hits)
     return [c for c in convs if c.index in chosen]

@@ -54,6 +54,7 @@ PREPROCESS_MODES = {
 @dataclass
 class LoadedModel:
     """A model with what featuremaps needs to feed it and to label its output."""
+
     model: object
     name: str
     source: str
@@ -67,16 +68,20 @@ class LoadedModel:
         """Concrete (H, W, C): the model's own, then ``--input-shape``, then the image's size (max 512)."""
         shape = list(self.input_shape) if self.input_shape else [None, None, None]
         if len(shape) != 3:
-            raise UserError(f"model '{self.name}' takes input of shape {tuple(self.input_shape)}, not images "
-                            "(H, W, C); featuremaps draws 2-D CNNs")
+            raise UserError(
+                f"model '{self.name}' takes input of shape {tuple(self.input_shape)}, not images "
+                "(H, W, C); featuremaps draws 2-D CNNs"
+            )
         if override:
             if len(override) != 3:
                 raise UserError(f"--input-shape must be H,W,C (got {','.join(map(str, override))})")
             for i, v in enumerate(override):
                 if shape[i] is not None and shape[i] != v:
-                    raise UserError(f"--input-shape {','.join(map(str, override))} conflicts with the "
-                                    "model's "
-                                    f"input {tuple(self.input_shape)}; drop --input-shape")
+                    raise UserError(
+                        f"--input-shape {','.join(map(str, override))} conflicts with the "
+                        "model's "
+                        f"input {tuple(self.input_shape)}; drop --input-shape"
+                    )
             shape = list(override)
         if shape[0] is None or shape[1] is None:
             h, w = image_hw
@@ -86,8 +91,7 @@ class LoadedModel:
         if shape[2] is None:
             shape[2] = 3
         if shape[2] not in (1, 3):
-            raise UserError(f"model input has {shape[2]} channels; "
-                            "featuremaps feeds images with 1 or 3 channels")
+            raise UserError(f"model input has {shape[2]} channels; featuremaps feeds images with 1 or 3 channels")
         return tuple(int(v) for v in shape)
 
 
@@ -99,7 +103,6 @@ def _preprocess_fn(mode: str) -> Callable[[np.ndarray], np.ndarray]:
     if mode == "symmetric":
         return lambda x: x / 127.5 - 1.0
     if mode in ("caffe", "torch"):
-
         return lambda x: imagenet_utils.preprocess_input(np.array(x, dtype=np.float32), mode=mode)
     raise UserError(f"--preprocess '{mode}' is not one of {', '.join(PREPROCESS_MODES)}")
 
@@ -109,9 +112,14 @@ def default_model_name() -> str:
     return "emotion" if shipped_weights_available() else "vgg16"
 
 
-def load(spec: str | None = None, weights: str | None = None, unsafe: bool = False,
-         preprocess: str | None = None, classes: list[str] | None = None,
-         random_head: bool = True) -> LoadedModel:
+def load(
+    spec: str | None = None,
+    weights: str | None = None,
+    unsafe: bool = False,
+    preprocess: str | None = None,
+    classes: list[str] | None = None,
+    random_head: bool = True,
+) -> LoadedModel:
     """``spec`` is a model name (see :data:`APPLICATIONS`, ``emotion``) or a ``.keras``/``.h5`` path.
 
     ``random_head=False`` (feature maps only): a keras.applications model with random weights
@@ -146,13 +154,21 @@ def _load_emotion(weights, preprocess) -> LoadedModel:
             else:
                 model.load_weights(weights)
         except Exception as e:
-            raise UserError(f"cannot load weights {weights} into the emotion model ({e}); "
-                            "pass a file saved from it") from None
+            raise UserError(
+                f"cannot load weights {weights} into the emotion model ({e}); pass a file saved from it"
+            ) from None
         src = f"FER2013 VGG-16 with weights {weights}"
     mode = preprocess or "unit"
-    return LoadedModel(model, "emotion_vgg16", src,
-                       PREPROCESS_MODES[mode] if mode in PREPROCESS_MODES else mode,
-                       _preprocess_fn(mode), tuple(model.inputs[0].shape[1:]), list(EMOTIONS), True)
+    return LoadedModel(
+        model,
+        "emotion_vgg16",
+        src,
+        PREPROCESS_MODES[mode] if mode in PREPROCESS_MODES else mode,
+        _preprocess_fn(mode),
+        tuple(model.inputs[0].shape[1:]),
+        list(EMOTIONS),
+        True,
+    )
 
 
 def _load_application(key, weights, preprocess, random_head: bool = True) -> LoadedModel:
@@ -174,14 +190,15 @@ def _load_application(key, weights, preprocess, random_head: bool = True) -> Loa
         else:
             model = ctor(weights=w)
     except Exception as e:  # download failures come as many types
-        raise UserError(f"could not get ImageNet weights for {key} ({type(e).__name__}: {str(e)[:80]}); "
-                        "with no internet pass --weights none (random) or --weights FILE") from None
+        raise UserError(
+            f"could not get ImageNet weights for {key} ({type(e).__name__}: {str(e)[:80]}); "
+            "with no internet pass --weights none (random) or --weights FILE"
+        ) from None
     if file is not None:
         try:
             model.load_weights(file)
         except Exception as e:
-            raise UserError(f"cannot load {file} into {key} ({str(e)[:100]}); "
-                            f"pass weights saved from {key}") from None
+            raise UserError(f"cannot load {file} into {key} ({str(e)[:100]}); pass weights saved from {key}") from None
     if preprocess:
         fn, desc = _preprocess_fn(preprocess), PREPROCESS_MODES[preprocess]
     else:
@@ -212,31 +229,44 @@ def _load_file(path: Path, unsafe: bool, preprocess: str, classes) -> LoadedMode
     if not path.exists():
         raise UserError(f"model file {path} does not exist; check the path or use a model name like vgg16")
     if path.is_dir():
-        raise UserError(f"{path} is a folder, not a model file; "
-                        "TF SavedModel folders are not Keras 3 models, "
-                        "re-save it with model.save('model.keras')")
+        raise UserError(
+            f"{path} is a folder, not a model file; "
+            "TF SavedModel folders are not Keras 3 models, "
+            "re-save it with model.save('model.keras')"
+        )
     if path.suffix.lower() == ".keras":
-
         if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a file that exists
-            raise UserError(f"{path} is not a Keras model file (a .keras file is a zip archive); "
-                            "pass a .keras or .h5 file saved with model.save")
+            raise UserError(
+                f"{path} is not a Keras model file (a .keras file is a zip archive); "
+                "pass a .keras or .h5 file saved with model.save"
+            )
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as e:
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         if "safe_mode" in str(e) or "unsafe" in str(e).lower():
-            raise UserError(f"{path} contains code (e.g. a Lambda layer) that safe mode will not run; "
-                            "pass --unsafe only if you trust the file") from None
-        raise UserError(f"{path} is not a Keras model file Keras can load ({msg}); "
-                        "pass a .keras or .h5 file saved with model.save") from None
+            raise UserError(
+                f"{path} contains code (e.g. a Lambda layer) that safe mode will not run; "
+                "pass --unsafe only if you trust the file"
+            ) from None
+        raise UserError(
+            f"{path} is not a Keras model file Keras can load ({msg}); pass a .keras or .h5 file saved with model.save"
+        ) from None
     if not isinstance(model, keras.Model):
         raise UserError(f"{path} holds a {type(model).__name__}, not a Keras model")
     try:
         shape = tuple(model.inputs[0].shape[1:])
     except (AttributeError, ValueError, IndexError):
         shape = (None, None, None)
-    return LoadedModel(model, model.name, str(path), PREPROCESS_MODES.get(preprocess, preprocess),
-                       _preprocess_fn(preprocess), shape, classes)
+    return LoadedModel(
+        model,
+        model.name,
+        str(path),
+        PREPROCESS_MODES.get(preprocess, preprocess),
+        _preprocess_fn(preprocess),
+        shape,
+        classes,
+    )
 
 
 def wrap(model, preprocess: str = "unit", classes: list[str] | None = None) -> LoadedModel:
@@ -245,5 +275,12 @@ def wrap(model, preprocess: str = "unit", classes: list[str] | None = None) -> L
         shape = tuple(model.inputs[0].shape[1:])
     except (AttributeError, ValueError, IndexError):
         shape = (None, None, None)
-    return LoadedModel(model, model.name, "in-memory model", PREPROCESS_MODES.get(preprocess, preprocess),
-                       _preprocess_fn(preprocess), shape, classes)
+    return LoadedModel(
+        model,
+        model.name,
+        "in-memory model",
+        PREPROCESS_MODES.get(preprocess, preprocess),
+        _preprocess_fn(preprocess),
+        shape,
+        classes,
+    )

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Prepared:
     """An image ready for a model: ``x`` preprocessed (H, W, C) float32, ``shown`` what the net saw (RGB)."""
+
     x: np.ndarray
     shown: np.ndarray
     face_box: list[int] | None = None
@@ -46,8 +47,14 @@ class Prepared:
     resize: str = "crop"
 
 
-def prepare(lm: LoadedModel, rgb: np.ndarray, *, input_shape: tuple[int, ...] | None = None,
-            face_crop: bool | None = None, resize: str = "crop") -> Prepared:
+def prepare(
+    lm: LoadedModel,
+    rgb: np.ndarray,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    face_crop: bool | None = None,
+    resize: str = "crop",
+) -> Prepared:
     """Crop the face (emotion model, unless ``face_crop=False``), resize, convert channels, preprocess."""
     face_box, face = None, None
     if face_crop if face_crop is not None else lm.is_emotion:
@@ -73,8 +80,7 @@ def describe_prediction(probs: np.ndarray | None, classes: list[str] | None, top
         p = e / e.sum()
     order = np.argsort(-p)[:top]
     names = classes if classes and len(classes) == p.size else None
-    return [{"class": names[i] if names else f"class {i}", "index": int(i), "probability": float(p[i])}
-            for i in order]
+    return [{"class": names[i] if names else f"class {i}", "index": int(i), "probability": float(p[i])} for i in order]
 
 
 @dataclass
@@ -105,6 +111,7 @@ class ShowResult:
 
 class Shower:
     """Renders many images through one model, reusing the intermediate model across images of one shape."""
+
     def __init__(self, lm: LoadedModel, opts: ShowOptions):
         self.lm, self.opts = lm, opts
         self._extractors: dict[tuple, object] = {}
@@ -114,8 +121,9 @@ class Shower:
         if shape not in self._extractors:
             if len(self._extractors) >= 2:  # bounded: models with free input size see many shapes
                 self._extractors.pop(next(iter(self._extractors)))
-            self._extractors[shape] = FeatureExtractor(self.lm.model, shape, layers=self.opts.layers,
-                                                       maps=self.opts.maps, select=self.opts.select)
+            self._extractors[shape] = FeatureExtractor(
+                self.lm.model, shape, layers=self.opts.layers, maps=self.opts.maps, select=self.opts.select
+            )
         return self._extractors[shape]
 
     def run(self, path: Path, out_root: Path, name: str | None = None) -> ShowResult:
@@ -134,15 +142,27 @@ class Shower:
         title = f"{self.lm.name} - {path.name}"
         if pred:
             title += f" - predicted: {pred[0]['class']} ({pred[0]['probability']:.0%})"
-        what = (f"first {o.maps} maps" if first_n else
-                f"{o.maps} maps with the highest {o.select[4:]} activation" if o.mode_is_top() else
-                f"channels {o.select}")
+        what = (
+            f"first {o.maps} maps"
+            if first_n
+            else f"{o.maps} maps with the highest {o.select[4:]} activation"
+            if o.mode_is_top()
+            else f"channels {o.select}"
+        )
         subtitle = f"{what} of {len(rows)} conv layers; input {'x'.join(map(str, prep.x.shape))}"
         if len(pred) > 1:
             subtitle += "; " + ", ".join(f"{p['class']} {p['probability']:.0%}" for p in pred[:7])
-        overview = render_overview(results, prep.shown, norm=o.norm, cmap=o.cmap, cell=o.cell,
-                                   overlay=o.overlay,
-                                   title=title, subtitle=subtitle, first_n=first_n)
+        overview = render_overview(
+            results,
+            prep.shown,
+            norm=o.norm,
+            cmap=o.cmap,
+            cell=o.cell,
+            overlay=o.overlay,
+            title=title,
+            subtitle=subtitle,
+            first_n=first_n,
+        )
         glob_range = None
         if o.norm == "global":
             glob_range = (min(float(r.maps.min()) for r in rows), max(float(r.maps.max()) for r in rows))
@@ -156,8 +176,15 @@ class Shower:
             if o.layer_pngs:
                 for row in rows:
                     name = f"C{int(row.label[1:]):02d}_{safe_name(row.name)}.png"
-                    img = render_layer(row, norm=o.norm, cmap=o.cmap, image=prep.shown, overlay=o.overlay,
-                                       norm_range=glob_range, first_n=first_n)
+                    img = render_layer(
+                        row,
+                        norm=o.norm,
+                        cmap=o.cmap,
+                        image=prep.shown,
+                        overlay=o.overlay,
+                        norm_range=glob_range,
+                        first_n=first_n,
+                    )
                     save_png(tmp / "layers" / name, img)
                     layer_files.append(f"layers/{name}")
             arrays = {}
@@ -175,23 +202,39 @@ class Shower:
             "featuremaps": __version__,
             "image": str(path),
             "model": {"name": lm.name, "source": lm.source, "input_shape": list(prep.x.shape)},
-            "preprocessing": {"resize": prep.resize, "scaling": lm.preprocess,
-                              "face_crop": prep.face_box is not None, "face_box_xywh": prep.face_box},
+            "preprocessing": {
+                "resize": prep.resize,
+                "scaling": lm.preprocess,
+                "face_crop": prep.face_box is not None,
+                "face_box_xywh": prep.face_box,
+            },
             "selection": {"maps": o.maps, "select": o.select, "norm": o.norm, "colormap": o.cmap},
             "prediction": pred,
-            "layers": [{"label": r.label, "name": r.name, "type": c.kind, "output_shape": list(r.shape),
-                        "channels": [int(v) for v in r.channels], "note": r.note,
-                        "stats": {k: r.stats[k] for k in ("mean", "max", "zero_fraction")},
-                        "npz_key": f"{keys[i]}/maps",
-                        "png": layer_files[i] if i < len(layer_files) else None}
-                       for i, (r, c) in enumerate(zip(rows, fx.layers, strict=True))],
+            "layers": [
+                {
+                    "label": r.label,
+                    "name": r.name,
+                    "type": c.kind,
+                    "output_shape": list(r.shape),
+                    "channels": [int(v) for v in r.channels],
+                    "note": r.note,
+                    "stats": {k: r.stats[k] for k in ("mean", "max", "zero_fraction")},
+                    "npz_key": f"{keys[i]}/maps",
+                    "png": layer_files[i] if i < len(layer_files) else None,
+                }
+                for i, (r, c) in enumerate(zip(rows, fx.layers, strict=True))
+            ],
             "files": {"overview": "overview.png", "input": "input.png", "activations": "activations.npz"},
         }
 
 
-def show(images: Iterable[str | Path], model: str | LoadedModel | None = None,
-         out: str | Path = "featuremaps-out",
-         progress: Callable[[int, int, Path], None] | None = None, **options) -> list[ShowResult]:
+def show(
+    images: Iterable[str | Path],
+    model: str | LoadedModel | None = None,
+    out: str | Path = "featuremaps-out",
+    progress: Callable[[int, int, Path], None] | None = None,
+    **options,
+) -> list[ShowResult]:
     """Python API for ``featuremaps show``: render every image, return where each one's files are."""
     lm = model if isinstance(model, LoadedModel) else models.load(model)
     opts = ShowOptions(**options)

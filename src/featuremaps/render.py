@@ -20,9 +20,11 @@ from featuremaps.errors import UserError
 from featuremaps.extractor import STATS
 
 NORM_MODES = ("map", "layer", "global")
-NORM_TEXT = {"map": "each map scaled to its own min-max",
-             "layer": "one scale per layer",
-             "global": "one scale across all layers"}
+NORM_TEXT = {
+    "map": "each map scaled to its own min-max",
+    "layer": "one scale per layer",
+    "global": "one scale across all layers",
+}
 BG = (255, 255, 255)
 INK = (20, 20, 20)
 MUTED = (110, 110, 110)
@@ -144,8 +146,10 @@ def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if H % h == 0 and W % w == 0:  # integer factor down: block mean
         return maps.reshape(h, H // h, w, W // w, k).mean(axis=(1, 3))
 
-    parts = [cv2.resize(np.ascontiguousarray(maps[..., i:i + 4]), (w, h), interpolation=cv2.INTER_AREA)
-             for i in range(0, k, 4)]  # cv2's area resize takes at most 4 channels at once
+    parts = [
+        cv2.resize(np.ascontiguousarray(maps[..., i : i + 4]), (w, h), interpolation=cv2.INTER_AREA)
+        for i in range(0, k, 4)
+    ]  # cv2's area resize takes at most 4 channels at once
     parts = [p[..., None] if p.ndim == 2 else p for p in parts]
     return np.concatenate(parts, axis=2)
 
@@ -231,7 +235,7 @@ class _Draw:
         if box is None:
             return
         x0, y0, x1, y1 = box
-        a = _text_mask(text, font)[y0 - y:y1 - y, x0 - x:x1 - x, None]
+        a = _text_mask(text, font)[y0 - y : y1 - y, x0 - x : x1 - x, None]
         region = self.canvas[y0:y1, x0:x1].astype(np.float32)
         region += (np.asarray(fill, np.float32) - region) * a
         self.canvas[y0:y1, x0:x1] = (region + 0.5).astype(np.uint8)
@@ -241,13 +245,14 @@ class _Draw:
         box = self._clip(x, y, rgb.shape[1], rgb.shape[0])
         if box is not None:
             x0, y0, x1, y1 = box
-            self.canvas[y0:y1, x0:x1] = rgb[y0 - y:y1 - y, x0 - x:x1 - x]
+            self.canvas[y0:y1, x0:x1] = rgb[y0 - y : y1 - y, x0 - x : x1 - x]
 
 
 # ---------------------------------------------------------------- data for drawing
 @dataclass
 class Row:
     """One layer as drawn: label ``C3``, name, full output shape, shown maps and their channel indices."""
+
     label: str
     name: str
     shape: tuple[int, int, int]
@@ -266,10 +271,22 @@ def rows_from(results, index: int = 0) -> list[Row]:
     if isinstance(results, list | tuple) and all(isinstance(r, Row) for r in results):
         return list(results)
     if isinstance(results, dict):
-        return [Row(f"C{i}", name, tuple(m.shape), np.asarray(m, np.float32), np.arange(m.shape[-1]))
-                for i, (name, m) in enumerate(results.items(), start=1)]
-    return [Row(r.conv.label, r.conv.name, r.shape, r.maps[index], r.channels[index], r.note,
-                dict(zip(STATS, (float(v) for v in r.stats[index]), strict=True))) for r in results]
+        return [
+            Row(f"C{i}", name, tuple(m.shape), np.asarray(m, np.float32), np.arange(m.shape[-1]))
+            for i, (name, m) in enumerate(results.items(), start=1)
+        ]
+    return [
+        Row(
+            r.conv.label,
+            r.conv.name,
+            r.shape,
+            r.maps[index],
+            r.channels[index],
+            r.note,
+            dict(zip(STATS, (float(v) for v in r.stats[index]), strict=True)),
+        )
+        for r in results
+    ]
 
 
 def _colorbar(width: int, height: int, lut: np.ndarray) -> np.ndarray:
@@ -282,9 +299,19 @@ def _fmt(v: float) -> str:
 
 
 # ---------------------------------------------------------------- the overview
-def render_overview(results, image: np.ndarray | None = None, *, norm: str = "map", cmap: str = "viridis",
-                    cell: int = 112, overlay: bool = False, title: str = "", subtitle: str = "",
-                    first_n: bool = True, index: int = 0) -> np.ndarray:
+def render_overview(
+    results,
+    image: np.ndarray | None = None,
+    *,
+    norm: str = "map",
+    cmap: str = "viridis",
+    cell: int = 112,
+    overlay: bool = False,
+    title: str = "",
+    subtitle: str = "",
+    first_n: bool = True,
+    index: int = 0,
+) -> np.ndarray:
     """All chosen layers in one picture: a row per layer (``C1 ... Cn``, name, shape), columns ``F1 ... Fk``.
 
     ``image`` (RGB uint8, what the model saw) is drawn at the top left and under the maps when
@@ -312,12 +339,12 @@ def render_overview(results, image: np.ndarray | None = None, *, norm: str = "ma
     col_y = head_h - fs - 8
     for j in range(kmax if first_n else 0):
         x0 = label_w + j * (cell + GAP)
-        canvas[col_y + fs + 4:col_y + fs + 6, x0:x0 + cell] = (200, 200, 200)
+        canvas[col_y + fs + 4 : col_y + fs + 6, x0 : x0 + cell] = (200, 200, 200)
     img_cell = None
     if image is not None:
         ih, iw = fit_size(*image.shape[:2], cell)
         img_cell = resize_rgb(image, (ih, iw))
-        canvas[4:4 + ih, 4:4 + iw] = img_cell
+        canvas[4 : 4 + ih, 4 : 4 + iw] = img_cell
 
     for i, s in enumerate(scaled):
         y0 = head_h + i * row_h
@@ -328,18 +355,22 @@ def render_overview(results, image: np.ndarray | None = None, *, norm: str = "ma
         oy, ox = (cell - h) // 2, (cell - w) // 2
         for j in range(s.shape[-1]):
             x0 = label_w + j * (cell + GAP)
-            canvas[y0 + cap_h + oy:y0 + cap_h + oy + h, x0 + ox:x0 + ox + w] = rgb[j]
+            canvas[y0 + cap_h + oy : y0 + cap_h + oy + h, x0 + ox : x0 + ox + w] = rgb[j]
         if norm == "layer":
             x0 = label_w + kmax * (cell + GAP) + 6
-            canvas[y0 + cap_h + cell // 2 - 6:y0 + cap_h + cell // 2 + 6, x0:x0 + 70] = _colorbar(70, 12, lut)
+            canvas[y0 + cap_h + cell // 2 - 6 : y0 + cap_h + cell // 2 + 6, x0 : x0 + 70] = _colorbar(70, 12, lut)
 
     d = _Draw(canvas)
     tx = 4 + (cell + 12 if image is not None else 0)
     d.text((tx, 6), _fit_text(title, fs + 4, width - tx - 8), fill=INK, font=font(fs + 4))
     sub = subtitle or ""
     d.text((tx, 12 + fs + 4), _fit_text(sub, fs, width - tx - 8), fill=MUTED, font=font(fs))
-    d.text((tx, 18 + 2 * fs + 4), _fit_text(f"colormap {cmap}; {NORM_TEXT[norm]}", fs, width - tx - 8),
-           fill=MUTED, font=font(fs))
+    d.text(
+        (tx, 18 + 2 * fs + 4),
+        _fit_text(f"colormap {cmap}; {NORM_TEXT[norm]}", fs, width - tx - 8),
+        fill=MUTED,
+        font=font(fs),
+    )
     if first_n:
         for j in range(kmax):
             x0 = label_w + j * (cell + GAP)
@@ -351,14 +382,14 @@ def render_overview(results, image: np.ndarray | None = None, *, norm: str = "ma
         d.text((6, y0 + fs + 12), _fit_text(row.name, fs, label_w - 12), fill=INK, font=font(fs))
         d.text((6, y0 + 2 * fs + 16), row.shape_text, fill=MUTED, font=font(fs))
         if row.note:
-            d.text((6, y0 + 3 * fs + 20), _fit_text("all maps shown", fs - 1, label_w - 12), fill=MUTED,
-                   font=font(fs - 1))
+            d.text(
+                (6, y0 + 3 * fs + 20), _fit_text("all maps shown", fs - 1, label_w - 12), fill=MUTED, font=font(fs - 1)
+            )
         if not first_n:
             for j, ch in enumerate(row.channels):
                 x0 = label_w + j * (cell + GAP)
                 t = f"F{j + 1} ch{int(ch)}"
-                d.text((x0 + 2, y0 - cap_h + 1), _fit_text(t, fs - 1, cell - 4), fill=MUTED,
-                       font=font(fs - 1))
+                d.text((x0 + 2, y0 - cap_h + 1), _fit_text(t, fs - 1, cell - 4), fill=MUTED, font=font(fs - 1))
         if norm == "layer":
             x0 = label_w + kmax * (cell + GAP) + 6
             yc = y0 + cell // 2
@@ -378,9 +409,17 @@ def render_overview(results, image: np.ndarray | None = None, *, norm: str = "ma
 
 
 # ---------------------------------------------------------------- one layer
-def render_layer(row: Row, *, norm: str = "map", cmap: str = "viridis", cell: int | None = None,
-                 image: np.ndarray | None = None, overlay: bool = False, norm_range=None,
-                 first_n: bool = True) -> np.ndarray:
+def render_layer(
+    row: Row,
+    *,
+    norm: str = "map",
+    cmap: str = "viridis",
+    cell: int | None = None,
+    image: np.ndarray | None = None,
+    overlay: bool = False,
+    norm_range=None,
+    first_n: bool = True,
+) -> np.ndarray:
     """One layer's maps as a near-square grid (16 maps -> 4x4), each captioned F1.. (and its channel)."""
     lut = colormap(cmap)
     if norm_range is not None:  # a range computed across layers (global normalisation)
@@ -409,13 +448,18 @@ def render_layer(row: Row, *, norm: str = "map", cmap: str = "viridis", cell: in
     for j in range(k):
         r, c = divmod(j, cols)
         y0, x0 = head_h + r * (h + cap_h + GAP) + cap_h, 4 + c * (w + GAP)
-        canvas[y0:y0 + h, x0:x0 + w] = rgb[j]
+        canvas[y0 : y0 + h, x0 : x0 + w] = rgb[j]
     d = _Draw(canvas)
-    d.text((4, 4), _fit_text(f"{row.label}  {row.name}  {row.shape_text}", fs + 4, width - 8), fill=INK,
-           font=font(fs + 4))
+    d.text(
+        (4, 4), _fit_text(f"{row.label}  {row.name}  {row.shape_text}", fs + 4, width - 8), fill=INK, font=font(fs + 4)
+    )
     what = f"maps {k} of {row.shape[-1]}" + (f" ({row.note})" if row.note else "")
-    d.text((4, 10 + fs + 4), _fit_text(f"{what}; colormap {cmap}; {NORM_TEXT[norm]}", fs, width - 8),
-           fill=MUTED, font=font(fs))
+    d.text(
+        (4, 10 + fs + 4),
+        _fit_text(f"{what}; colormap {cmap}; {NORM_TEXT[norm]}", fs, width - 8),
+        fill=MUTED,
+        font=font(fs),
+    )
     for j in range(k):
         r, c = divmod(j, cols)
         y0, x0 = head_h + r * (h + cap_h + GAP), 4 + c * (w + GAP)

@@ -38,9 +38,7 @@ def cam_section(lm, x: np.ndarray, shown: np.ndarray, probs, methods=("gradcam",
             figs.append(f'<p class="note">{esc(method)}: {esc(e)}</p>')
             continue
         except Exception as e:  # an unexpected CAM failure must not lose the rest of the report
-            figs.append(
-                f'<p class="note">{esc(method)} failed ({esc(type(e).__name__)}: {esc(str(e)[:120])})</p>'
-            )
+            figs.append(f'<p class="note">{esc(method)} failed ({esc(type(e).__name__)}: {esc(str(e)[:120])})</p>')
             continue
         cls = (
             lm.classes[res.class_index]
@@ -49,9 +47,7 @@ def cam_section(lm, x: np.ndarray, shown: np.ndarray, probs, methods=("gradcam",
         )
         layer = getattr(res.layer, "name", res.layer)  # a ConvLayer or its name
         cap = f"{method} on {layer} for {cls} ({float(res.probability):.0%})"
-        figs.append(
-            f"<figure>{img_tag(np.asarray(over, np.uint8), cap)}<figcaption>{esc(cap)}</figcaption></figure>"
-        )
+        figs.append(f"<figure>{img_tag(np.asarray(over, np.uint8), cap)}<figcaption>{esc(cap)}</figcaption></figure>")
     return f'<div class="cams">{"".join(figs)}</div>'
 
 
@@ -128,8 +124,7 @@ def image_section(i: int, path: Path, lm, shower, cam_methods=("gradcam",), max_
     )
     parts.append(f'<p class="note">{esc(sized)}; scaling {esc(lm.preprocess)}</p>')
     parts.append(
-        f'<h3 id="{sid}-cam">Class activation map</h3>'
-        + cam_section(lm, prep.x, prep.shown, probs, cam_methods)
+        f'<h3 id="{sid}-cam">Class activation map</h3>' + cam_section(lm, prep.x, prep.shown, probs, cam_methods)
     )
     first_n = fx.mode == "first"
     for r in rows:
@@ -146,8 +141,7 @@ def image_section(i: int, path: Path, lm, shower, cam_methods=("gradcam",), max_
             f"range ({esc(o.cmap)})</p></div>"
         )
         parts.append(
-            f'<div class="layer" id="{sid}-{r.label}">{meta}'
-            f"{img_tag(grid, f'{r.label} {r.name} feature maps')}</div>"
+            f'<div class="layer" id="{sid}-{r.label}">{meta}{img_tag(grid, f"{r.label} {r.name} feature maps")}</div>'
         )
     parts.append("</section>")
     return ImageSection(path, "".join(parts), pred, len(rows))
@@ -172,9 +166,7 @@ def build_report(
         raise UserError("no images to report on; pass image files or folders")
     shower = Shower(
         lm,
-        ShowOptions(
-            layers=layers, maps=maps, cmap=cmap, resize=resize, face_crop=face_crop, input_shape=input_shape
-        ),
+        ShowOptions(layers=layers, maps=maps, cmap=cmap, resize=resize, face_crop=face_crop, input_shape=input_shape),
     )
     sections = []
     for i, p in enumerate(paths):
@@ -184,14 +176,11 @@ def build_report(
     if progress:
         progress(len(paths), len(paths), None)
     nav = "".join(
-        f'<a href="#img{i + 1}" title="{esc(s.path)}">{i + 1}. {esc(s.path.name)}</a>'
-        for i, s in enumerate(sections)
+        f'<a href="#img{i + 1}" title="{esc(s.path)}">{i + 1}. {esc(s.path.name)}</a>' for i, s in enumerate(sections)
     )
     intro = (
         f'<p class="note">Model <b>{esc(lm.name)}</b> ({esc(lm.source)}); {len(paths)} image(s); '
         f"up to {maps} maps per conv layer. Keys: <code>n</code>/<code>p</code> next/previous image. "
         f"featuremaps {esc(__version__)}.</p>"
     )
-    return page(
-        f"featuremaps report: {lm.name}", intro + "".join(s.html for s in sections), nav=f"<span>{nav}</span>"
-    )
+    return page(f"featuremaps report: {lm.name}", intro + "".join(s.html for s in sections), nav=f"<span>{nav}</span>")

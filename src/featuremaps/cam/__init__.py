@@ -15,6 +15,22 @@ from featuremaps.cam.methods import (
     scorecam_masks,
 )
 
-__all__ = ["CAM_METHODS", "NEEDS_GRADIENTS", "CamEngine", "CamResult", "compute_cam", "gradcam", "gradcam_pp",
-           "heatmap_rgb", "layercam", "normalise01", "overlay", "parse_methods", "resolve_class", "resolve_layer",
-           "scorecam", "scorecam_masks", "upsample"]
+__all__ = [
+    "CAM_METHODS",
+    "NEEDS_GRADIENTS",
+    "CamEngine",
+    "CamResult",
+    "compute_cam",
+    "gradcam",
+    "gradcam_pp",
+    "heatmap_rgb",
+    "layercam",
+    "normalise01",
+    "overlay",
+    "parse_methods",
+    "resolve_class",
+    "resolve_layer",
+    "scorecam",
+    "scorecam_masks",
+    "upsample",
+]

@@ -38,14 +38,18 @@ def resolve_layer(model, spec: str | int | None) -> ConvLayer:
     try:
         hits = select_layers(convs, item)
     except UserError:
-        others = [(name, type(layer).__name__) for name, layer in walk(model)
-                  if item in (name, name.rsplit("/", 1)[-1])]
+        others = [
+            (name, type(layer).__name__) for name, layer in walk(model) if item in (name, name.rsplit("/", 1)[-1])
+        ]
         if others:
-            raise UserError(f"layer '{item}' is a {others[0][1]}, not a convolutional layer; CAMs need a "
-                            f"conv layer: C1-C{n} ({listing}); the default is the last, C{n} "
-                            f"{convs[-1].name}") from None
-        raise UserError(f"no conv layer '{item}'; the model has C1-C{n} ({listing}); the default is the "
-                        f"last, C{n} {convs[-1].name}") from None
+            raise UserError(
+                f"layer '{item}' is a {others[0][1]}, not a convolutional layer; CAMs need a "
+                f"conv layer: C1-C{n} ({listing}); the default is the last, C{n} "
+                f"{convs[-1].name}"
+            ) from None
+        raise UserError(
+            f"no conv layer '{item}'; the model has C1-C{n} ({listing}); the default is the last, C{n} {convs[-1].name}"
+        ) from None
     if len(hits) != 1:
         found = ", ".join(c.name for c in hits[:4])
         raise UserError(f"--layer '{item}' matches {len(hits)} layers ({found}); name one layer")
@@ -75,6 +79,7 @@ def resolve_class(spec: str | int | None, classes: list[str] | None, n: int) -> 
 @dataclass
 class CamResult:
     """One map: ``heatmap`` the raw (h, w) map at the layer's resolution, ``heatmap_up`` (H, W) in [0, 1]."""
+
     method: str
     layer: ConvLayer
     class_index: int
@@ -98,6 +103,7 @@ def _is_probabilities(p: np.ndarray) -> bool:
 
 class CamEngine:
     """A model cut at its target layer (built once per model, input shape and layer; reused per image)."""
+
     def __init__(self, model, input_shape: tuple[int, int, int], layer: str | int | ConvLayer | None = None):
 
         self.model = model
@@ -106,8 +112,10 @@ class CamEngine:
         split = split_at(model, self.input_shape, self.layer.layer)
         out_shape = tuple(split.output.shape)
         if len(out_shape) != 2 or out_shape[-1] is None or out_shape[-1] < 2:
-            raise UserError(f"model '{model.name}' outputs shape {out_shape}, not class scores; CAMs need a "
-                            "classifier with one (batch, classes) output")
+            raise UserError(
+                f"model '{model.name}' outputs shape {out_shape}, not class scores; CAMs need a "
+                "classifier with one (batch, classes) output"
+            )
         a_shape = tuple(split.activation.shape[1:])
         if len(a_shape) != 3:
             raise UserError(f"layer {self.layer.name} outputs shape {a_shape}; CAMs need an (H, W, C) map")
@@ -117,8 +125,7 @@ class CamEngine:
         self.body = split.body_model()
         self.head = split.head_model([split.output, logits if logits is not None else split.output])
         self._forward = None
-        log.info("CAM target %s %s (%s), score: %s", self.layer.label, self.layer.name, self.layer.kind,
-                 self.score)
+        log.info("CAM target %s %s (%s), score: %s", self.layer.label, self.layer.name, self.layer.kind, self.score)
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities of a batch of inputs (Score-CAM's masked inputs); no gradients."""
@@ -129,10 +136,14 @@ class CamEngine:
         p = ops.convert_to_numpy(out[0]).astype(np.float32)
         return p if _is_probabilities(p) else _softmax(p)
 
-    def run(self, x: np.ndarray, methods=("gradcam",), class_indices: list[int] | None = None,
-            classes: list[str] | None = None) -> list[CamResult]:
+    def run(
+        self,
+        x: np.ndarray,
+        methods=("gradcam",),
+        class_indices: list[int] | None = None,
+        classes: list[str] | None = None,
+    ) -> list[CamResult]:
         """Maps of one preprocessed image ``x`` (H, W, C): each method for each class (default: predicted)."""
-
 
         x = np.asarray(x, np.float32)
         if x.ndim == 2:
@@ -158,9 +169,19 @@ class CamEngine:
                     h = fn(acts, grads[j][0])
                 else:
                     h = fn(acts, None, x=x, class_index=c, predict=self.forward)
-                results.append(CamResult(m, self.layer, int(c), float(probs[c]), probs, h.astype(np.float32),
-                                         normalise01(upsample(h, x.shape[:2])),
-                                         names[c] if names else None, self.score))
+                results.append(
+                    CamResult(
+                        m,
+                        self.layer,
+                        int(c),
+                        float(probs[c]),
+                        probs,
+                        h.astype(np.float32),
+                        normalise01(upsample(h, x.shape[:2])),
+                        names[c] if names else None,
+                        self.score,
+                    )
+                )
         return results
 
 
@@ -220,8 +241,14 @@ def engine_for(model, input_shape, layer=None) -> CamEngine:
     return eng
 
 
-def compute_cam(model, x: np.ndarray, method: str = "gradcam", layer: str | int | None = None,
-                class_index: int | str | None = None, classes: list[str] | None = None) -> CamResult:
+def compute_cam(
+    model,
+    x: np.ndarray,
+    method: str = "gradcam",
+    layer: str | int | None = None,
+    class_index: int | str | None = None,
+    classes: list[str] | None = None,
+) -> CamResult:
     """One class activation map of one preprocessed image ``x`` (H, W, C) float32.
 
     ``layer``: conv layer name or C-number (default: the last conv layer); ``class_index``: index or name

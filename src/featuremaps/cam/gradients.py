@@ -34,8 +34,7 @@ def backend() -> str:
     return keras.backend.backend()
 
 
-def class_gradients(head, inputs: list[np.ndarray],
-                    classes: list[int]) -> tuple[list[np.ndarray], np.ndarray]:
+def class_gradients(head, inputs: list[np.ndarray], classes: list[int]) -> tuple[list[np.ndarray], np.ndarray]:
     """Head outputs (NumPy) and gradients ``(len(classes), B, h, w, C)`` of ``score[:, c]`` w.r.t. A."""
     inputs = [np.asarray(a, dtype=np.float32) for a in inputs]
     classes = [int(c) for c in classes]
@@ -46,8 +45,10 @@ def class_gradients(head, inputs: list[np.ndarray],
         return _jax(head, inputs, classes)
     if name == "torch":
         return _torch(head, inputs, classes)
-    raise NotImplementedError(f"gradients are not implemented for the Keras backend '{name}'; use "
-                              "tensorflow, jax or torch (set KERAS_BACKEND)")
+    raise NotImplementedError(
+        f"gradients are not implemented for the Keras backend '{name}'; use "
+        "tensorflow, jax or torch (set KERAS_BACKEND)"
+    )
 
 
 # ---------------------------------------------------------------- TensorFlow

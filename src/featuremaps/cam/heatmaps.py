@@ -26,8 +26,7 @@ def normalise01(m: np.ndarray) -> np.ndarray:
     return ((m - lo) / (hi - lo)).astype(np.float32) if hi - lo > EPS else np.zeros_like(m)
 
 
-def overlay(rgb_uint8: np.ndarray, heatmap01: np.ndarray, cmap: str = "jet",
-            alpha: float = 0.45) -> np.ndarray:
+def overlay(rgb_uint8: np.ndarray, heatmap01: np.ndarray, cmap: str = "jet", alpha: float = 0.45) -> np.ndarray:
     """Blend a [0, 1] heatmap (any size; resized bilinearly) over an RGB uint8 image (``alpha`` of heat)."""
     rgb = np.asarray(rgb_uint8)
     if rgb.ndim == 2:

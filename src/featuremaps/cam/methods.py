@@ -36,7 +36,7 @@ def gradcam_pp(acts: np.ndarray, grads: np.ndarray, **_) -> np.ndarray:
 
     ``alpha_ij^k = g^2 / (2 g^2 + sum_ab A_ab^k g^3)``; channel weight ``sum_ij alpha_ij^k ReLU(g_ij^k)``.
     """
-    g2 = grads ** 2
+    g2 = grads**2
     g3 = g2 * grads
     denom = 2.0 * g2 + acts.sum(axis=(0, 1), keepdims=True) * g3
     alpha = np.where(grads != 0.0, g2 / np.where(np.abs(denom) > EPS, denom, EPS), 0.0)
@@ -72,9 +72,9 @@ def scorecam(acts: np.ndarray, grads=None, *, x: np.ndarray, class_index: int, p
     masks, keep = scorecam_masks(acts, x.shape[:2])
     weights = np.zeros(acts.shape[-1], np.float32)
     for i in range(0, len(keep), SCORECAM_BATCH):
-        m = masks[i:i + SCORECAM_BATCH]
+        m = masks[i : i + SCORECAM_BATCH]
         probs = predict(x[None] * m[..., None])
-        weights[keep[i:i + SCORECAM_BATCH]] = probs[:, class_index]
+        weights[keep[i : i + SCORECAM_BATCH]] = probs[:, class_index]
     return np.maximum(acts @ weights, 0.0).astype(np.float32)
 
 
@@ -90,8 +90,13 @@ def parse_methods(spec: str | list[str] | None) -> list[str]:
     for m in (s.strip().lower() for s in items):
         if not m:
             continue
-        m = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "grad-cam++": "gradcam++",
-             "score-cam": "scorecam", "layer-cam": "layercam"}.get(m, m)
+        m = {
+            "grad-cam": "gradcam",
+            "gradcampp": "gradcam++",
+            "grad-cam++": "gradcam++",
+            "score-cam": "scorecam",
+            "layer-cam": "layercam",
+        }.get(m, m)
         if m not in CAM_METHODS:
             raise UserError(f"unknown CAM method '{m}'; use one or more of {', '.join(CAM_METHODS)}")
         if m not in out:
@@ -99,5 +104,3 @@ def parse_methods(spec: str | list[str] | None) -> list[str]:
     if not out:
         raise UserError(f"--method is empty; use one or more of {', '.join(CAM_METHODS)}")
     return out
-
-

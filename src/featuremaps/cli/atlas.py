@@ -15,9 +15,7 @@ from featuremaps.layers import conv_layers, select_layers
 def run(args) -> int:
     out = check_replaceable(Path(args.out))  # only a folder featuremaps made is replaced; fail before any work
     classes = args.classes.split(",") if args.classes else None
-    lm = models.load(
-        args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes
-    )
+    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
     source = open_source(args.data, args.split, lm.classes)
     if len(source) == 0:
         raise UserError(f"the dataset {source.description} has no images; check --data and --split")

@@ -23,11 +23,19 @@ def run(args) -> int:
         raise UserError("--class and --all-classes exclude each other; pass one")
     paths = find_images(args.images)
     classes = args.classes.split(",") if args.classes else None
-    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess,
-                     classes=classes)
-    runner = CamRunner(lm, methods, layer=args.layer, target_class=args.target_class,
-                       all_classes=args.all_classes, cmap=args.cmap, input_shape=args.input_shape,
-                       resize=args.resize, face_crop=args.face_crop, max_pixels=args.max_pixels)
+    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
+    runner = CamRunner(
+        lm,
+        methods,
+        layer=args.layer,
+        target_class=args.target_class,
+        all_classes=args.all_classes,
+        cmap=args.cmap,
+        input_shape=args.input_shape,
+        resize=args.resize,
+        face_crop=args.face_crop,
+        max_pixels=args.max_pixels,
+    )
     if lm.input_shape and all(d is not None for d in lm.input_shape[:2]):
         runner.check(lm.resolve_input_shape((224, 224), args.input_shape))
     out = Path(args.out)
@@ -39,8 +47,10 @@ def run(args) -> int:
         eng_layer = r.layer
         print(f"{p}: {folder / 'panel.png'}  ({eng_layer.label} {eng_layer.name})")
         if not args.all_classes:
-            print(f"  {', '.join(sorted({x.method for x in results}, key=methods.index))} for "
-                  f"{r.class_name or f'class {r.class_index}'} (p = {r.probability:.1%})")
+            print(
+                f"  {', '.join(sorted({x.method for x in results}, key=methods.index))} for "
+                f"{r.class_name or f'class {r.class_index}'} (p = {r.probability:.1%})"
+            )
     progress(len(paths), len(paths), None)
     print(f"maps are in {out.resolve()}")
     return 0

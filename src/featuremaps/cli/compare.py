@@ -98,13 +98,9 @@ def run_classes(args) -> int:
     out_root = check_writable(args.out)
     folder = check_replaceable(out_root / "compare-classes")
     classes = args.classes.split(",") if args.classes else None
-    lm = models.load(
-        args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes
-    )
+    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
     select_layers(conv_layers(lm.model), args.layers)
-    pics, preds, notes = compare_classes(
-        lm, faces, labels, layers=args.layers, maps=args.maps, cmap=args.cmap
-    )
+    pics, preds, notes = compare_classes(lm, faces, labels, layers=args.layers, maps=args.maps, cmap=args.cmap)
     for n in notes:
         print(f"note: {n}")
     files = []
@@ -119,9 +115,7 @@ def run_classes(args) -> int:
         nav = "".join(f'<a href="#{esc(c.label)}">{esc(c.label)}</a>' for c, _ in pics)
         save_text(
             tmp / "index.html",
-            page(
-                f"featuremaps compare-classes: {lm.name}", f'<section class="image">{body}</section>', nav=nav
-            ),
+            page(f"featuremaps compare-classes: {lm.name}", f'<section class="image">{body}</section>', nav=nav),
         )
         save_json(
             tmp / "manifest.json",
@@ -133,10 +127,7 @@ def run_classes(args) -> int:
                     {"label": lab, "source": src, "predicted": pr}
                     for lab, src, pr in zip(labels, sources, preds, strict=True)
                 ],
-                "layers": [
-                    {"label": c.label, "name": c.name, "png": f}
-                    for (c, _), f in zip(pics, files, strict=True)
-                ],
+                "layers": [{"label": c.label, "name": c.name, "png": f} for (c, _), f in zip(pics, files, strict=True)],
                 "notes": notes,
             },
         )

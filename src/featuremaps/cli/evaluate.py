@@ -31,8 +31,7 @@ def run(args) -> int:
         for i, c in enumerate(EMOTIONS):
             print(f"  {c:<10}{m['precision'][i]:>10.3f}{m['recall'][i]:>8.3f}{m['f1'][i]:>8.3f}{m['support'][i]:>6d}")
         png = out / f"confusion_{s}.png"
-        save_png(png, render_confusion(m["confusion"], list(EMOTIONS),
-                                       f"{s}{tag}: accuracy {m['accuracy']:.2%}"))
+        save_png(png, render_confusion(m["confusion"], list(EMOTIONS), f"{s}{tag}: accuracy {m['accuracy']:.2%}"))
         report[s] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
     save_json(out / "metrics.json", report)
     print(f"confusion matrices and metrics.json in {out}")

@@ -46,36 +46,66 @@ def _positive(s: str) -> int:
 
 
 def _model_args(p, default_help="the bundled emotion model (vgg16 if absent)"):
-    p.add_argument("--model", "-m", default=None,
-                   help=f"model name (emotion, vgg16, resnet50, mobilenetv2, inceptionv3, xception, densenet121, "
-                        f"efficientnetb0, convnexttiny, ...) or a .keras/.h5 file; default {default_help}")
+    p.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help=f"model name (emotion, vgg16, resnet50, mobilenetv2, inceptionv3, xception, densenet121, "
+        f"efficientnetb0, convnexttiny, ...) or a .keras/.h5 file; default {default_help}",
+    )
     p.add_argument("--weights", default=None, help="imagenet (default for named models), none (random) or a file")
     p.add_argument("--unsafe", action="store_true", help="allow code stored in a model file (Lambda layers) to run")
-    p.add_argument("--preprocess", default=None, choices=["unit", "raw", "symmetric", "caffe", "torch"],
-                   help="scaling for model files (default unit: [0, 1]); named models use their own")
+    p.add_argument(
+        "--preprocess",
+        default=None,
+        choices=["unit", "raw", "symmetric", "caffe", "torch"],
+        help="scaling for model files (default unit: [0, 1]); named models use their own",
+    )
     p.add_argument("--classes", default=None, help="comma-separated class names for a model file's outputs")
 
 
 def _image_args(p):
     p.add_argument("images", nargs="+", metavar="IMAGE|FOLDER", help="image files and/or folders of images")
-    p.add_argument("--input-shape", type=_int_list, default=None, metavar="H,W,C",
-                   help="input shape for models that do not fix it (never-built Sequential, free-size nets)")
-    p.add_argument("--resize", default="crop", choices=["crop", "stretch", "pad"],
-                   help="how to fit an image to the model input (default: centre crop, aspect kept)")
-    p.add_argument("--no-face-crop", dest="face_crop", action="store_false", default=None,
-                   help="feed the whole image to the emotion model instead of the largest face")
+    p.add_argument(
+        "--input-shape",
+        type=_int_list,
+        default=None,
+        metavar="H,W,C",
+        help="input shape for models that do not fix it (never-built Sequential, free-size nets)",
+    )
+    p.add_argument(
+        "--resize",
+        default="crop",
+        choices=["crop", "stretch", "pad"],
+        help="how to fit an image to the model input (default: centre crop, aspect kept)",
+    )
+    p.add_argument(
+        "--no-face-crop",
+        dest="face_crop",
+        action="store_false",
+        default=None,
+        help="feed the whole image to the emotion model instead of the largest face",
+    )
     p.add_argument("--max-pixels", type=_positive, default=None, help="refuse larger images (default 64 M)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    top = _Parser(prog="featuremaps", description="See what a convolutional network sees: feature maps of "
-                  "every conv layer, Grad-CAM explanations and comparisons, for any Keras CNN.",
-                  epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = _Parser(
+        prog="featuremaps",
+        description="See what a convolutional network sees: feature maps of "
+        "every conv layer, Grad-CAM explanations and comparisons, for any Keras CNN.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     top.add_argument("--version", action="version", version=f"featuremaps {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("show", help="draw the feature maps of each conv layer", epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "show",
+        help="draw the feature maps of each conv layer",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _image_args(p)
     _model_args(p)
     p.add_argument("--layers", default="all", help="names, C-numbers (C3), ranges (C1-C5), globs or all")
@@ -124,9 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--align", default="depth", choices=["depth", "resolution"], help="align layers by")
     p.add_argument("--rows", type=_positive, default=6, help="layers shown per model (default 6)")
     p.add_argument("--maps", type=_positive, default=8)
-    p.add_argument("--norm", default="map", choices=["map", "layer", "shared", "global"],
-                   help="map: each map its own scale; layer: per layer; shared: one scale per row "
-                        "across models; global: one scale for all")
+    p.add_argument(
+        "--norm",
+        default="map",
+        choices=["map", "layer", "shared", "global"],
+        help="map: each map its own scale; layer: per layer; shared: one scale per row "
+        "across models; global: one scale for all",
+    )
     p.add_argument("--cmap", default="viridis")
     p.add_argument("--out", "-o", default="featuremaps-out", help="output folder (writes compare_<image>/)")
     p.set_defaults(run="compare:run_models")
@@ -158,11 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--out", "-o", default="runs/emotion")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
-    p.add_argument("--init", default=None, metavar="bundled|FILE",
-                   help="start from trained weights (the bundled model or an emotion .npz/.keras) instead of random")
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="bundled|FILE",
+        help="start from trained weights (the bundled model or an emotion .npz/.keras) instead of random",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
-                   help="bfloat16 mixed precision: ~1.5x faster on CPUs with AVX512-BF16")
+    p.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="bfloat16 mixed precision: ~1.5x faster on CPUs with AVX512-BF16",
+    )
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows/files (counted) instead of stopping")
     p.add_argument("--limit", type=_positive, default=None, help="at most this many faces per class and split")
     p.add_argument("--width", type=float, default=1.0, help="filter-count multiplier (1 = VGG-16; <1 for quick tries)")

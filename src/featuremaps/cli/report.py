@@ -21,9 +21,7 @@ def run(args) -> int:
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; pass a file name like {out / 'report.html'}")
     classes = args.classes.split(",") if getattr(args, "classes", None) else None
-    lm = models.load(
-        args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes
-    )
+    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
 
     select_layers(conv_layers(lm.model), args.layers)  # a bad --layers fails before any progress output
     cams = tuple(m.strip() for m in (args.cam or "").split(",") if m.strip() and m.strip() != "none")

@@ -14,5 +14,15 @@ from featuremaps.emotion.model import (
     unfold_batch_norm,
 )
 
-__all__ = ["EMOTIONS", "INPUT_SHAPE", "build_emotion_vgg16", "fold_batch_norm", "load_emotion_model",
-           "load_weights_npz", "model_card", "save_weights_npz", "shipped_weights_available", "unfold_batch_norm"]
+__all__ = [
+    "EMOTIONS",
+    "INPUT_SHAPE",
+    "build_emotion_vgg16",
+    "fold_batch_norm",
+    "load_emotion_model",
+    "load_weights_npz",
+    "model_card",
+    "save_weights_npz",
+    "shipped_weights_available",
+    "unfold_batch_norm",
+]

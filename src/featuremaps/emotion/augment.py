@@ -10,8 +10,16 @@ import cv2
 import numpy as np
 
 
-def augment_batch(x: np.ndarray, rng: np.random.Generator, *, shift: float = 0.1, rotate: float = 10.0,
-                  zoom: float = 0.1, flip: bool = True, erase_p: float = 0.5) -> np.ndarray:
+def augment_batch(
+    x: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    shift: float = 0.1,
+    rotate: float = 10.0,
+    zoom: float = 0.1,
+    flip: bool = True,
+    erase_p: float = 0.5,
+) -> np.ndarray:
     """Augment an (N, H, W) or (N, H, W, 1) float batch in [0, 1]; returns a new array of the same shape."""
     squeeze = x.ndim == 4
     faces = x[..., 0] if squeeze else x
@@ -25,13 +33,18 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator, *, shift: float = 0.1
         m = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), angles[i], scales[i])
         m[:, 2] += shifts[i]
         face = faces[i][:, ::-1] if flips[i] else faces[i]
-        out[i] = cv2.warpAffine(np.ascontiguousarray(face, dtype=np.float32), m, (w, h),
-                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        out[i] = cv2.warpAffine(
+            np.ascontiguousarray(face, dtype=np.float32),
+            m,
+            (w, h),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT_101,
+        )
     for i in np.flatnonzero(rng.random(n) < erase_p):
         area = rng.uniform(0.02, 0.2) * h * w
         ratio = np.exp(rng.uniform(np.log(0.3), np.log(3.3)))
         eh, ew = int(round(np.sqrt(area * ratio))), int(round(np.sqrt(area / ratio)))
         if 0 < eh < h and 0 < ew < w:
             y0, x0 = rng.integers(0, h - eh), rng.integers(0, w - ew)
-            out[i, y0:y0 + eh, x0:x0 + ew] = rng.random((eh, ew))
+            out[i, y0 : y0 + eh, x0 : x0 + ew] = rng.random((eh, ew))
     return out[..., None] if squeeze else out

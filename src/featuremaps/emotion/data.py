@@ -29,6 +29,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 @dataclass
 class FerSplit:
     """Faces of one split: ``x`` (N, 48, 48) uint8, ``y`` (N,) int64 indices into ``classes``, ``sources``."""
+
     x: np.ndarray
     y: np.ndarray
     sources: list[str]
@@ -46,8 +47,9 @@ class FerData:
     def __getitem__(self, split: str) -> FerSplit:
         if split not in self.splits or len(self.splits[split]) == 0:
             have = ", ".join(k for k, v in self.splits.items() if len(v)) or "none"
-            raise UserError(f"the dataset has no {split} faces (splits found: {have}); "
-                            f"check the --data path and its layout")
+            raise UserError(
+                f"the dataset has no {split} faces (splits found: {have}); check the --data path and its layout"
+            )
         return self.splits[split]
 
 
@@ -110,13 +112,19 @@ def _add_file(col: _Collector, rel: tuple[str, ...], where: str, read) -> None:
         return
     label = _label_of(rel[1])
     if label is None:
-        col.bad(where, f"class folder '{rel[1]}' is not one of {', '.join(EMOTIONS)}",
-                "rename the folder to an emotion name")
+        col.bad(
+            where,
+            f"class folder '{rel[1]}' is not one of {', '.join(EMOTIONS)}",
+            "rename the folder to an emotion name",
+        )
         return
     split = _split_of(rel)
     if split is None:
-        col.bad(where, "file names under test/ must start with PublicTest_ or PrivateTest_",
-                "rename it so its split is known")
+        col.bad(
+            where,
+            "file names under test/ must start with PublicTest_ or PrivateTest_",
+            "rename it so its split is known",
+        )
         return
     try:
         face = _decode_face(read())
@@ -129,8 +137,10 @@ def _add_file(col: _Collector, rel: tuple[str, ...], where: str, read) -> None:
 def _check_classes(counts: dict[str, int], root: str) -> None:
     for emotion in EMOTIONS:
         if counts.get(emotion, 0) == 0:
-            raise UserError(f"{root}: class folder '{emotion}' is missing or empty under train/; "
-                            f"FER2013 needs all of {', '.join(EMOTIONS)}")
+            raise UserError(
+                f"{root}: class folder '{emotion}' is missing or empty under train/; "
+                f"FER2013 needs all of {', '.join(EMOTIONS)}"
+            )
 
 
 def load_folder(root: str | Path, skip_bad: bool = False, limit: int | None = None) -> FerData:
@@ -142,8 +152,10 @@ def load_folder(root: str | Path, skip_bad: bool = False, limit: int | None = No
     if not (root / "train").is_dir() and (root / "fer2013" / "train").is_dir():
         root = root / "fer2013"
     if not (root / "train").is_dir() and not (root / "test").is_dir():
-        raise UserError(f"{root}: no train/ or test/ folder; expected ROOT/train/<emotion>/*.png and "
-                        f"ROOT/test/<emotion>/PublicTest_*.png")
+        raise UserError(
+            f"{root}: no train/ or test/ folder; expected ROOT/train/<emotion>/*.png and "
+            f"ROOT/test/<emotion>/PublicTest_*.png"
+        )
     col = _Collector(skip_bad)
     counts: dict[str, int] = {}
     for top in ("train", "test"):
@@ -202,8 +214,10 @@ def load_csv(path: str | Path, skip_bad: bool = False) -> FerData:
         reader = csv.DictReader(f)
         need = {"emotion", "pixels", "Usage"}
         if not reader.fieldnames or not need <= set(reader.fieldnames):
-            raise UserError(f"{path}: expected the columns emotion,pixels,Usage, found "
-                            f"{','.join(reader.fieldnames or []) or 'nothing'}; is this fer2013.csv?")
+            raise UserError(
+                f"{path}: expected the columns emotion,pixels,Usage, found "
+                f"{','.join(reader.fieldnames or []) or 'nothing'}; is this fer2013.csv?"
+            )
         for row_no, row in enumerate(reader, start=2):  # row 1 is the header
             where = f"{path} row {row_no}"
             usage = (row["Usage"] or "").strip()

@@ -27,8 +27,14 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
         precision = np.where(cm.sum(0) > 0, tp / cm.sum(0), 0.0)
         recall = np.where(cm.sum(1) > 0, tp / cm.sum(1), 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    return {"accuracy": float(tp.sum() / max(1, cm.sum())), "confusion": cm, "precision": precision,
-            "recall": recall, "f1": f1, "support": cm.sum(1)}
+    return {
+        "accuracy": float(tp.sum() / max(1, cm.sum())),
+        "confusion": cm,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "support": cm.sum(1),
+    }
 
 
 def tta_views(x: np.ndarray, shift: int = 2) -> list[np.ndarray]:
@@ -40,7 +46,7 @@ def tta_views(x: np.ndarray, shift: int = 2) -> list[np.ndarray]:
         pb = pad if base is x else pad[:, :, ::-1]
         views.append(base)
         for dy, dx in ((-shift, 0), (shift, 0), (0, -shift), (0, shift)):
-            views.append(pb[:, shift + dy:shift + dy + h, shift + dx:shift + dx + w])
+            views.append(pb[:, shift + dy : shift + dy + h, shift + dx : shift + dx + w])
     return views
 
 
@@ -50,8 +56,9 @@ def predict(model, faces_u8: np.ndarray, tta: bool = False, batch_size: int = 25
     views = tta_views(x) if tta else [x]
     out = None
     for v in views:
-        probs = np.concatenate([ops.convert_to_numpy(model(v[i:i + batch_size], training=False))
-                                for i in range(0, len(v), batch_size)])
+        probs = np.concatenate(
+            [ops.convert_to_numpy(model(v[i : i + batch_size], training=False)) for i in range(0, len(v), batch_size)]
+        )
         out = probs if out is None else out + probs
     return out / len(views)
 

@@ -28,8 +28,13 @@ WEIGHTS_FILE = "emotion_vgg16.weights.npz"
 CARD_FILE = "emotion_vgg16.card.json"
 
 
-def build_emotion_vgg16(input_shape=INPUT_SHAPE, num_classes: int = len(EMOTIONS), dropout: float = 0.4,
-                        batch_norm: bool = False, width: float = 1.0):
+def build_emotion_vgg16(
+    input_shape=INPUT_SHAPE,
+    num_classes: int = len(EMOTIONS),
+    dropout: float = 0.4,
+    batch_norm: bool = False,
+    width: float = 1.0,
+):
     """VGG-16 (13 conv 3x3 in 5 blocks, max pooling, dense 512-512 head with dropout); input in [0, 1].
 
     The last pool takes the maximum over the whole final map (3x3 at 48 px), so every position reaches the
@@ -46,8 +51,9 @@ def build_emotion_vgg16(input_shape=INPUT_SHAPE, num_classes: int = len(EMOTIONS
         f = max(4, int(round(filters * width)))
         for i in range(1, n + 1):
             if batch_norm:
-                x = layers.Conv2D(f, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
-                                  name=f"block{b}_conv{i}")(x)
+                x = layers.Conv2D(
+                    f, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"block{b}_conv{i}"
+                )(x)
                 x = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{i}")(x)
                 x = layers.Activation("relu", name=f"block{b}_relu{i}")(x)
             else:
@@ -74,8 +80,7 @@ def fold_batch_norm(trained, width: float = 1.0):
     For conv output ``z = W*x`` and BN ``g (z - m) / sqrt(v + eps) + b``: ``W' = W s``, ``bias' = b - m s``
     with ``s = g / sqrt(v + eps)``; ReLU moves into the conv. Exact up to float rounding.
     """
-    model = build_emotion_vgg16(tuple(trained.inputs[0].shape[1:]), int(trained.outputs[0].shape[-1]),
-                                width=width)
+    model = build_emotion_vgg16(tuple(trained.inputs[0].shape[1:]), int(trained.outputs[0].shape[-1]), width=width)
     for layer in model.layers:
         if not layer.get_weights():
             continue
@@ -101,8 +106,9 @@ def unfold_batch_norm(folded, faces: np.ndarray, width: float = 1.0, batch_size:
     resumes where the folded model is instead of from a disturbed network.
     """
 
-    model = build_emotion_vgg16(tuple(folded.inputs[0].shape[1:]), int(folded.outputs[0].shape[-1]),
-                                batch_norm=True, width=width)
+    model = build_emotion_vgg16(
+        tuple(folded.inputs[0].shape[1:]), int(folded.outputs[0].shape[-1]), batch_norm=True, width=width
+    )
     convs = [layer for layer in model.layers if layer.name.startswith("block") and "_conv" in layer.name]
     for layer in model.layers:
         if not layer.get_weights() or "_bn" in layer.name:
@@ -120,7 +126,7 @@ def unfold_batch_norm(folded, faces: np.ndarray, width: float = 1.0, batch_size:
     sums = [np.zeros((2, layer.filters)) for layer in convs]  # per channel: sum of z, sum of z^2
     count = np.zeros(len(convs))
     for i in range(0, len(faces), batch_size):  # in batches: all maps of 4k faces would take ~10 GB
-        x = faces[i:i + batch_size, ..., None].astype(np.float32) / 255.0
+        x = faces[i : i + batch_size, ..., None].astype(np.float32) / 255.0
         for j, z in enumerate(probe.predict_on_batch(x)):
             z = np.asarray(z, np.float64).reshape(-1, z.shape[-1])
             sums[j] += (z.sum(0), (z * z).sum(0))
@@ -173,8 +179,10 @@ def load_weights_npz(model, path) -> None:
 def load_emotion_model():
     """The shipped, trained emotion model (raises UserError if the package was built without weights)."""
     if not shipped_weights_available():
-        raise UserError("the bundled emotion model weights are missing from this install; "
-                        "reinstall featuremaps or pass --model vgg16")
+        raise UserError(
+            "the bundled emotion model weights are missing from this install; "
+            "reinstall featuremaps or pass --model vgg16"
+        )
     model = build_emotion_vgg16()
     with _data_path(WEIGHTS_FILE).open("rb") as f:
         load_weights_npz(model, f)

@@ -40,7 +40,6 @@ def lr_at(epoch: int, epochs: int, base_lr: float, warmup: int = 1) -> float:
 
 def _dataset_class():
 
-
     class FaceBatches(keras.utils.PyDataset):
         """Shuffled, augmented batches; epoch ``e`` always uses seed ``seed + e`` (resumable)."""
 
@@ -58,7 +57,7 @@ def _dataset_class():
             return math.ceil(len(self.y) / self.batch_size)
 
         def __getitem__(self, i):
-            idx = self.perm[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = self.perm[i * self.batch_size : (i + 1) * self.batch_size]
             xb = self.x[idx].astype(np.float32) / 255.0
             if self.augment:
                 xb = augment_batch(xb, np.random.default_rng((self.seed, self.epoch, i)))
@@ -79,8 +78,7 @@ def _checkpoint_callback(out: Path, epochs: int, state: dict):
             val = float(logs.get("val_accuracy", float("nan")))
             state["epoch"] = epoch + 1
             state["epochs"] = epochs
-            state.setdefault("history", []).append(
-                {k: float(v) for k, v in logs.items()} | {"epoch": epoch + 1})
+            state.setdefault("history", []).append({k: float(v) for k, v in logs.items()} | {"epoch": epoch + 1})
             if val > state.get("best_val_accuracy", -1.0):
                 state["best_val_accuracy"] = val
                 state["best_epoch"] = epoch + 1
@@ -125,13 +123,15 @@ def _plot_curves(history: list[dict], path: Path) -> None:
 def _initial_model(init: str | None, faces: np.ndarray, width: float, calibration: int = 4096):
     """The BN model to train and a note on where its weights came from (None: random, He init)."""
 
-
     if not init:
         return emotion.build_emotion_vgg16(batch_norm=True, width=width), None
     if init == "bundled":
         folded, card = emotion.load_emotion_model(), emotion.model_card() or {}
-        note = {"from": "bundled", "epochs_before": card.get("epochs_trained"),
-                "PrivateTest_before": (card.get("accuracy") or {}).get("PrivateTest")}
+        note = {
+            "from": "bundled",
+            "epochs_before": card.get("epochs_trained"),
+            "PrivateTest_before": (card.get("accuracy") or {}).get("PrivateTest"),
+        }
     else:
         path = Path(init)
         if not path.is_file():
@@ -143,8 +143,10 @@ def _initial_model(init: str | None, faces: np.ndarray, width: float, calibratio
             else:
                 folded = keras.models.load_model(path, compile=False)
         except Exception as e:
-            raise UserError(f"--init {init} is not an emotion model's weights ({e}); pass a file saved from "
-                            "featuremaps (shipped .npz or a fold of best.keras)") from None
+            raise UserError(
+                f"--init {init} is not an emotion model's weights ({e}); pass a file saved from "
+                "featuremaps (shipped .npz or a fold of best.keras)"
+            ) from None
         note = {"from": str(path)}
     if any(layer.name.endswith("_bn1") for layer in folded.layers):
         raise UserError(f"--init {init} is a training checkpoint (with BN); continue it with --resume instead")
@@ -153,19 +155,31 @@ def _initial_model(init: str | None, faces: np.ndarray, width: float, calibratio
     try:
         return emotion.unfold_batch_norm(folded, sample, width=width), note
     except ValueError as e:  # another architecture: a missing layer or a weight of another shape
-        raise UserError(f"--init {init} does not fit the emotion VGG-16 at width {width} ({e}); pass weights "
-                        "saved from it") from None
+        raise UserError(
+            f"--init {init} does not fit the emotion VGG-16 at width {width} ({e}); pass weights saved from it"
+        ) from None
 
 
-def train(data_path: str, out: str | Path, epochs: int = 30, batch_size: int = 64, lr: float = 0.01,
-          resume: bool = False, seed: int = 0, skip_bad: bool = False, precision: str = "float32",
-          limit: int | None = None, verbose: int = 1, width: float = 1.0, init: str | None = None) -> dict:
+def train(
+    data_path: str,
+    out: str | Path,
+    epochs: int = 30,
+    batch_size: int = 64,
+    lr: float = 0.01,
+    resume: bool = False,
+    seed: int = 0,
+    skip_bad: bool = False,
+    precision: str = "float32",
+    limit: int | None = None,
+    verbose: int = 1,
+    width: float = 1.0,
+    init: str | None = None,
+) -> dict:
     """Train (or resume) the emotion model; returns the state dict (also in ``OUT/state.json``).
 
     ``init`` starts a new run from trained weights instead of random ones: ``"bundled"`` (the shipped
     model) or an inference-form ``.npz``/``.keras`` file, unfolded back to the BN form (:func:`_initial_model`).
     """
-
 
     out = check_writable(out)  # created once data and weights are loaded: bad input leaves no empty folder
     state_path = out / "state.json"
@@ -195,12 +209,23 @@ def train(data_path: str, out: str | Path, epochs: int = 30, batch_size: int = 6
         model, init_note = _initial_model(init, tr.x, width)
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
         model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        state = {"recipe": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                            "optimizer": "SGD nesterov momentum 0.9",
-                            "schedule": "1 warm-up epoch at half lr, then cosine to 1% of lr",
-                            "precision": precision, "backend": keras.backend.backend(), "width": width,
-                            "augmentation": "flip, shift 10%, rotate 10 deg, zoom 10%, random erasing p=0.5"},
-                 "classes": list(EMOTIONS), "train_faces": len(tr), "val_faces": len(va)}
+        state = {
+            "recipe": {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "lr": lr,
+                "seed": seed,
+                "optimizer": "SGD nesterov momentum 0.9",
+                "schedule": "1 warm-up epoch at half lr, then cosine to 1% of lr",
+                "precision": precision,
+                "backend": keras.backend.backend(),
+                "width": width,
+                "augmentation": "flip, shift 10%, rotate 10 deg, zoom 10%, random erasing p=0.5",
+            },
+            "classes": list(EMOTIONS),
+            "train_faces": len(tr),
+            "val_faces": len(va),
+        }
         if init_note:
             state["recipe"]["init"] = init_note
     ensure_dir(out)
@@ -213,6 +238,13 @@ def train(data_path: str, out: str | Path, epochs: int = 30, batch_size: int = 6
         keras.callbacks.CSVLogger(str(out / "log.csv"), append=True),
         _checkpoint_callback(out, epochs, state),
     ]
-    model.fit(batches, validation_data=(x_val, va.y), batch_size=batch_size, epochs=epochs,
-              initial_epoch=start, callbacks=callbacks, verbose=verbose)
+    model.fit(
+        batches,
+        validation_data=(x_val, va.y),
+        batch_size=batch_size,
+        epochs=epochs,
+        initial_epoch=start,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
     return state
