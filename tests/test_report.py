@@ -96,7 +96,7 @@ def test_report_escapes_layer_and_file_names(tmp_path, evil_model_file, images):
 def test_report_cam_section_calls_each_method(tmp_path, model_file, images, monkeypatch):
     calls = []
 
-    def compute_cam(model, x, method="gradcam", layer=None, class_index=None):
+    def compute_cam(model, x, method="gradcam", layer=None, class_index=None, engine=None):
         calls.append(method)
         hm = np.linspace(0, 1, x.shape[0] * x.shape[1], dtype=np.float32).reshape(x.shape[:2])
         return types.SimpleNamespace(

@@ -22,13 +22,14 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from keras import ops
 from PIL import Image, ImageDraw
 
 from featuremaps import __version__
 from featuremaps.compare import _text
 from featuremaps.emotion import data as fer
 from featuremaps.errors import UserError
-from featuremaps.extractor import replay
+from featuremaps.extractor import replay, traceable
 from featuremaps.html import esc, page
 from featuremaps.images import IMAGE_SUFFIXES, fit_to
 from featuremaps.io import atomic_dir, safe_name, save_json, save_npz, save_png, save_text, unique_names
@@ -260,6 +261,7 @@ def compute_atlas(
     if lm.input_shape and lm.input_shape[-1] is None:
         shape = (*shape[:2], 3 if first.ndim == 3 else shape[2])
     net, convs = atlas_model(lm.model, shape, layers)
+    compiled = traceable(lm.model)  # names TensorFlow cannot trace ("class scores"): eager calls instead
     stats = AtlasStats([int(c) for c in _channels(net)], len(source.classes))
     resized = 0
     n = index.size
@@ -267,7 +269,7 @@ def compute_atlas(
         ids = index[b0 : b0 + batch_size]
         x, r = _to_input(lm, [source.image(int(i)) for i in ids], shape)
         resized += r
-        outs = net.predict_on_batch(x)
+        outs = net.predict_on_batch(x) if compiled else [ops.convert_to_numpy(o) for o in net(x, training=False)]
         outs = outs if isinstance(outs, list | tuple) else [outs]
         stats.update([np.asarray(o) for o in outs], source.labels[ids], ids)
         if progress:

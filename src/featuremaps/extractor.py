@@ -11,6 +11,7 @@ Channel selection and per-layer statistics happen inside the graph, so only the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import keras
@@ -18,7 +19,7 @@ import numpy as np
 from keras import ops
 
 from featuremaps.errors import UserError
-from featuremaps.layers import ConvLayer, conv_layers, select_layers
+from featuremaps.layers import ConvLayer, conv_layers, is_model, select_layers
 
 SELECT_MODES = ("first", "top-mean", "top-max")
 STATS = ("mean", "max", "zero_fraction", "min")
@@ -285,7 +286,7 @@ class FeatureExtractor:
         if self.with_predictions:
             outputs.append(out)
         self.intermediate = keras.Model(inputs, outputs, name=f"{model.name}_featuremaps")
-        self._calls, self._compiled = 0, True
+        self._calls, self._compiled = 0, traceable(model)
 
     def __call__(self, batch: np.ndarray) -> tuple[list[LayerMaps], np.ndarray | None]:
         """``batch`` (B, H, W, C) preprocessed float32 -> per-layer maps and the model's output (or None)."""
@@ -293,10 +294,7 @@ class FeatureExtractor:
         batch = np.asarray(batch, dtype=np.float32)
         res = None
         if self._calls > 0 and self._compiled:  # repeated calls: the compiled predict step, ~25% faster
-            try:
-                res = list(self.intermediate.predict_on_batch(batch))
-            except Exception:  # e.g. TF refuses to trace layer names with '<' in a name scope
-                self._compiled = False
+            res = list(self.intermediate.predict_on_batch(batch))
         if res is None:  # one image (the CLI's usual case): eager, no tracing cost
             res = [ops.convert_to_numpy(r) for r in self.intermediate(batch, training=False)]
         self._calls += 1
@@ -315,6 +313,21 @@ class FeatureExtractor:
             )
         preds = res[-1].astype(np.float32) if self.with_predictions else None
         return out, preds
+
+
+#: The names TensorFlow accepts as name scopes when it traces a model (``tf.name_scope``'s own rule).
+_TF_SCOPE = re.compile(r"^[A-Za-z0-9_.\\/>-]*$")
+
+
+def traceable(model) -> bool:
+    """False when the backend cannot trace ``model`` into a graph: on TensorFlow, a model or layer name that
+    is not a valid name scope (``class scores``, ``my model``, ``<b>``). Such models run eagerly (same
+    numbers, no compiled step)."""
+    if keras.backend.backend() != "tensorflow":
+        return True
+    return _TF_SCOPE.match(model.name) is not None and all(
+        traceable(layer) if is_model(layer) else _TF_SCOPE.match(layer.name) is not None for layer in model.layers
+    )
 
 
 def _is_single_tensor(out) -> bool:

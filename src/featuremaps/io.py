@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import struct
-import tempfile
 import uuid
 import zipfile
 import zlib
@@ -35,8 +34,6 @@ PNG_COMPRESS_LEVEL = 1
 PNG_COMPRESS_TYPE = -1
 #: PNG row filter for the built-in encoder: 0 none, 1 sub, 2 up.
 PNG_FILTER = 0
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def ensure_dir(path: str | Path) -> Path:
@@ -71,9 +68,11 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it."""
     path = Path(path)
     ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should be as readable as any file
+    tmp = str(_temp_name(path))
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies, as to any file
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}; choose another output location") from None
     try:
         yield tmp
         os.replace(tmp, path)
@@ -241,6 +240,11 @@ def _temp_prefix(name: str) -> str:
     return "." + name.encode("utf-8", "surrogateescape")[:96].decode("utf-8", "ignore") + "."
 
 
+def _temp_name(path: Path) -> Path:
+    """A fresh name beside ``path`` in featuremaps' temp pattern ``.<name>.<random>.tmp``."""
+    return path.with_name(f"{_temp_prefix(path.name)}{uuid.uuid4().hex[:12]}.tmp")
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole, else it is removed.
@@ -253,8 +257,11 @@ def atomic_dir(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     path = Path(path)
     check_replaceable(path)  # fail before any work
     ensure_dir(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)
+    tmp = _temp_name(path)
+    try:
+        os.mkdir(tmp, 0o777)  # the process umask applies, as to any folder
+    except OSError as e:
+        raise UserError(f"cannot write into {path.parent}: {e.strerror or e}; choose another --out") from None
     try:
         yield tmp
         _commit_dir(tmp, path, keep)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from featuremaps import __version__
-from featuremaps.cam import compute_cam, overlay
+from featuremaps.cam import CamEngine, compute_cam, overlay
 from featuremaps.errors import UserError
 from featuremaps.html import REPORT_CELL, esc, img_tag, page, thumb
 from featuremaps.images import load_image
@@ -23,8 +23,12 @@ from featuremaps.render import render_layer, rows_from
 
 
 # ---------------------------------------------------------------- CAM
-def cam_section(lm, x: np.ndarray, shown: np.ndarray, probs, methods=("gradcam",)) -> str:
-    """Overlays for the predicted class, or a note saying why there are none."""
+def cam_section(lm, x: np.ndarray, shown: np.ndarray, probs, methods=("gradcam",), engines=None) -> str:
+    """Overlays for the predicted class, or a note saying why there are none.
+
+    ``engines``: a dict the caller keeps for one report, holding a :class:`CamEngine` per input shape.
+    """
+    engines = {} if engines is None else engines
     if not methods:
         return '<p class="note">CAM overlays turned off (--cam none).</p>'
     if probs is None or np.ndim(probs) != 1 or np.size(probs) < 2:
@@ -32,7 +36,9 @@ def cam_section(lm, x: np.ndarray, shown: np.ndarray, probs, methods=("gradcam",
     figs = []
     for method in methods:
         try:
-            res = compute_cam(lm.model, x, method=method)
+            if x.shape not in engines:
+                engines[x.shape] = CamEngine(lm.model, x.shape)
+            res = compute_cam(lm.model, x, method=method, engine=engines[x.shape])
             over = overlay(shown, np.asarray(res.heatmap_up, dtype=np.float32))
         except UserError as e:
             figs.append(f'<p class="note">{esc(method)}: {esc(e)}</p>')
@@ -71,7 +77,9 @@ def prediction_table(pred: list[dict]) -> str:
     return f'<table><tr><th>class</th><th class="num">prob.</th><th></th></tr>{rows}</table>'
 
 
-def image_section(i: int, path: Path, lm, shower, cam_methods=("gradcam",), max_pixels=None) -> ImageSection:
+def image_section(
+    i: int, path: Path, lm, shower, cam_methods=("gradcam",), max_pixels=None, engines=None
+) -> ImageSection:
 
     o = shower.opts
     kw = {"max_pixels": max_pixels} if max_pixels else {}
@@ -124,7 +132,8 @@ def image_section(i: int, path: Path, lm, shower, cam_methods=("gradcam",), max_
     )
     parts.append(f'<p class="note">{esc(sized)}; scaling {esc(lm.preprocess)}</p>')
     parts.append(
-        f'<h3 id="{sid}-cam">Class activation map</h3>' + cam_section(lm, prep.x, prep.shown, probs, cam_methods)
+        f'<h3 id="{sid}-cam">Class activation map</h3>'
+        + cam_section(lm, prep.x, prep.shown, probs, cam_methods, engines)
     )
     first_n = fx.mode == "first"
     for r in rows:
@@ -168,11 +177,11 @@ def build_report(
         lm,
         ShowOptions(layers=layers, maps=maps, cmap=cmap, resize=resize, face_crop=face_crop, input_shape=input_shape),
     )
-    sections = []
+    sections, engines = [], {}  # one CamEngine per input shape, for this report only
     for i, p in enumerate(paths):
         if progress:
             progress(i, len(paths), p)
-        sections.append(image_section(i, p, lm, shower, cam_methods, max_pixels))
+        sections.append(image_section(i, p, lm, shower, cam_methods, max_pixels, engines))
     if progress:
         progress(len(paths), len(paths), None)
     nav = "".join(

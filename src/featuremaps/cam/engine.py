@@ -105,7 +105,7 @@ class CamEngine:
     """A model cut at its target layer (built once per model, input shape and layer; reused per image)."""
 
     def __init__(self, model, input_shape: tuple[int, int, int], layer: str | int | ConvLayer | None = None):
-
+        self._gradient_cache: dict = {}  # the head's compiled gradient step (TensorFlow), owned by this engine
         self.model = model
         self.input_shape = tuple(int(d) for d in input_shape)
         self.layer = layer if isinstance(layer, ConvLayer) else resolve_layer(model, layer)
@@ -159,7 +159,7 @@ class CamEngine:
             class_indices = [int(np.argmax(probs))]
         grads = None
         if any(m in NEEDS_GRADIENTS for m in methods):
-            _, grads = class_gradients(self.head, res, class_indices)
+            _, grads = class_gradients(self.head, res, class_indices, cache=self._gradient_cache)
         names = classes if classes and len(classes) == self.n_classes else None
         results = []
         for j, c in enumerate(class_indices):
@@ -226,21 +226,6 @@ def _dense_logits_layer():
     return _DENSE_LOGITS
 
 
-_ENGINES: dict[tuple, CamEngine] = {}
-
-
-def engine_for(model, input_shape, layer=None) -> CamEngine:
-    """A cached :class:`CamEngine` (at most 2 kept: a report calls :func:`compute_cam` once per image)."""
-    lkey = layer.name if isinstance(layer, ConvLayer) else layer
-    key = (id(model), tuple(int(d) for d in input_shape), lkey)
-    eng = _ENGINES.get(key)
-    if eng is None or eng.model is not model:
-        if len(_ENGINES) >= 2:
-            _ENGINES.pop(next(iter(_ENGINES)))
-        eng = _ENGINES[key] = CamEngine(model, key[1], layer)
-    return eng
-
-
 def compute_cam(
     model,
     x: np.ndarray,
@@ -248,11 +233,19 @@ def compute_cam(
     layer: str | int | None = None,
     class_index: int | str | None = None,
     classes: list[str] | None = None,
+    engine: CamEngine | None = None,
 ) -> CamResult:
     """One class activation map of one preprocessed image ``x`` (H, W, C) float32.
 
     ``layer``: conv layer name or C-number (default: the last conv layer); ``class_index``: index or name
     (default: the predicted class). Returns a :class:`CamResult`; the model is neither changed nor compiled.
+    Each call cuts the model anew; for many images of one shape pass ``engine=CamEngine(model, x.shape, layer)``
+    to reuse the cut (nothing is cached behind the caller's back, so no model outlives its user).
+
+    Example::
+
+        res = compute_cam(model, x, method="gradcam++", class_index="happy", classes=EMOTIONS)
+        overlay(image, res.heatmap_up)
     """
     x = np.asarray(x, np.float32)
     if x.ndim == 2:
@@ -260,6 +253,6 @@ def compute_cam(
     (m,) = parse_methods(method) if isinstance(method, str) and "," not in method else (None,)
     if m is None:
         raise UserError("compute_cam takes one method; call it once per method")
-    eng = engine_for(model, x.shape, layer)
+    eng = engine if engine is not None else CamEngine(model, x.shape, layer)
     c = resolve_class(class_index, classes, eng.n_classes)
     return eng.run(x, [m], None if c is None else [c], classes)[0]

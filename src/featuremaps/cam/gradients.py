@@ -24,23 +24,28 @@ import keras
 import numpy as np
 from keras import ops
 
-log = logging.getLogger(__name__)
+from featuremaps.extractor import traceable
 
-_TF_FUNCS: dict[int, tuple[object, object]] = {}
+log = logging.getLogger(__name__)
 
 
 def backend() -> str:
-
     return keras.backend.backend()
 
 
-def class_gradients(head, inputs: list[np.ndarray], classes: list[int]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Head outputs (NumPy) and gradients ``(len(classes), B, h, w, C)`` of ``score[:, c]`` w.r.t. A."""
+def class_gradients(
+    head, inputs: list[np.ndarray], classes: list[int], cache: dict | None = None
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Head outputs (NumPy) and gradients ``(len(classes), B, h, w, C)`` of ``score[:, c]`` w.r.t. A.
+
+    ``cache``: a dict owned by the caller (a :class:`~featuremaps.cam.engine.CamEngine`) where the compiled
+    gradient step of ``head`` is kept between calls; it lives and dies with its owner.
+    """
     inputs = [np.asarray(a, dtype=np.float32) for a in inputs]
     classes = [int(c) for c in classes]
     name = backend()
     if name == "tensorflow":
-        return _tf(head, inputs, classes)
+        return _tf(head, inputs, classes, {} if cache is None else cache)
     if name == "jax":
         return _jax(head, inputs, classes)
     if name == "torch":
@@ -52,7 +57,7 @@ def class_gradients(head, inputs: list[np.ndarray], classes: list[int]) -> tuple
 
 
 # ---------------------------------------------------------------- TensorFlow
-def _tf_step(head, jit: bool):
+def _tf_step(head, jit: bool | None):
     import tensorflow as tf
 
     def step(inputs, onehots):
@@ -67,28 +72,26 @@ def _tf_step(head, jit: bool):
         del tape
         return [tf.cast(o, tf.float32) for o in outs], grads
 
+    if jit is None:  # names TensorFlow cannot trace (featuremaps.extractor.traceable): eager, same numbers
+        return step
     return tf.function(step, jit_compile=jit, reduce_retracing=True)
 
 
-def _tf(head, inputs, classes):
+def _tf(head, inputs, classes, cache: dict):
     import tensorflow as tf
 
     n_out = int(head.outputs[-1].shape[-1])
     onehots = np.zeros((len(classes), n_out), np.float32)
     onehots[np.arange(len(classes)), classes] = 1.0
-    key = id(head)
-    if key not in _TF_FUNCS or _TF_FUNCS[key][0] is not head:
-        if len(_TF_FUNCS) >= 4:
-            _TF_FUNCS.pop(next(iter(_TF_FUNCS)))
-        _TF_FUNCS[key] = (head, _tf_step(head, jit=True))
-    fn = _TF_FUNCS[key][1]
+    if cache.get("head") is not head:
+        cache.update(head=head, step=_tf_step(head, jit=True if traceable(head) else None))
+    fn = cache["step"]
     args = ([tf.constant(a) for a in inputs], tf.constant(onehots))
     try:
         outs, grads = fn(*args)
     except Exception as e:  # XLA could not compile some op of the head: graph mode instead
         log.info("XLA could not compile the head (%s); using a traced tf.function", type(e).__name__)
-        fn = _tf_step(head, jit=False)
-        _TF_FUNCS[key] = (head, fn)
+        fn = cache["step"] = _tf_step(head, jit=False)
         outs, grads = fn(*args)
     return [o.numpy() for o in outs], grads.numpy()
 
