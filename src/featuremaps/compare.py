@@ -13,7 +13,7 @@ true and predicted class of each face.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from featuremaps.draw import (
 )
 from featuremaps.emotion import data as fer
 from featuremaps.errors import UserError
-from featuremaps.extractor import FeatureExtractor
+from featuremaps.extractor import FeatureExtractor, parse_select
 from featuremaps.html import esc, img_tag, page
 from featuremaps.models import APPLICATIONS, EMOTION_NAMES
 from featuremaps.pipeline import describe_prediction, prepare
@@ -374,6 +374,15 @@ def render_classes(
     return c.rgb
 
 
+def _top_channels(r, k: int, mode: str):
+    """LayerMaps ``r`` (all channels) cut to the ``k`` channels with the largest spatial mean or max, averaged
+    over the batch, the same channels for every image (in channel order)."""
+    score = r.maps.mean(axis=(1, 2)) if mode == "top-mean" else r.maps.max(axis=(1, 2))  # (B, C)
+    keep = np.sort(np.argsort(-score.mean(axis=0), kind="stable")[: min(k, r.maps.shape[-1])])
+    chans = np.broadcast_to(keep, (r.maps.shape[0], keep.size)).copy()
+    return replace(r, maps=np.ascontiguousarray(r.maps[..., keep]), channels=chans)
+
+
 def compare_classes(
     lm,
     faces: list[np.ndarray],
@@ -383,8 +392,19 @@ def compare_classes(
     maps: int = 8,
     cmap: str = "viridis",
     resize: str = "crop",
+    select="first",
 ):
-    """Python API: ``(pictures [(ConvLayer, RGB)], predictions [str], notes [str])`` of the faces."""
+    """Python API: ``(pictures [(ConvLayer, RGB)], predictions [str], notes [str])`` of the faces.
+
+    ``select`` picks the same channels for every face, like ``show --select``: ``first`` (channels
+    0..maps-1), ``top-mean`` / ``top-max`` (the ``maps`` channels with the largest spatial mean / max,
+    averaged over the faces) or a channel list like ``"0,5,9"`` (or ``[0, 5, 9]``).
+
+    Example::
+
+        >>> pics, preds, notes = compare_classes(lm, faces, labels, layers="C1-C3", maps=8, select="top-mean")
+    """
+    mode, _ = parse_select(select)
     preps = [prepare(lm, f, face_crop=False, resize=resize) for f in faces]
     shape = preps[0].x.shape
     notes = []
@@ -393,8 +413,11 @@ def compare_classes(
     ]
     if resized:
         notes.append(f"resized to {shape[1]}x{shape[0]}: {', '.join(resized)}")
-    fx = FeatureExtractor(lm.model, shape, layers=layers, maps=maps, select="first")
+    top = mode in ("top-mean", "top-max")  # ranked over all faces at once, so every face shows the same channels
+    fx = FeatureExtractor(lm.model, shape, layers=layers, maps=None if top else maps, select="first" if top else select)
     results, preds = fx(np.stack([p.x for p in preps]))
+    if top:
+        results = [_top_channels(r, maps, mode) for r in results]
     pred_text = []
     for i in range(len(faces)):
         d = describe_prediction(preds[i] if preds is not None else None, lm.classes, top=1)
@@ -404,7 +427,7 @@ def compare_classes(
     for r in results:
         title = (
             f"{r.conv.label} {r.conv.name} {'x'.join(map(str, r.shape))}: the same {r.maps.shape[-1]} "
-            f"channels for {len(faces)} faces"
+            f"channels for {len(faces)} faces" + (f" (chosen by {mode}, over all faces)" if top else "")
         )
         sub = f"{lm.name}; rows: true class, predicted class" + (f"; {notes[0]}" if notes else "")
         pics.append(
