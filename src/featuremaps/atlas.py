@@ -472,9 +472,9 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
                 for it in layers[j]["most_selective"]
             )
             body.append(
-                f'<div class="layer" id="{esc(c.label)}"><div class="meta"><h3>{esc(c.label)} '
+                f'<div class="layer wide" id="{esc(c.label)}"><div class="meta"><h3>{esc(c.label)} '
                 f'<code>{esc(c.name)}</code></h3><table><tr><th>channel</th><th class="num">SI</th>'
-                f"<th>prefers</th></tr>{rows}</table></div><div>"
+                f'<th>prefers</th></tr>{rows}</table></div><div class="scroll">'
                 f'<img src="heatmaps/{key}.png" alt="{esc(c.name)} heatmap"><br>'
                 f'<img src="top/{key}.png" alt="{esc(c.name)} top images"></div></div>'
             )

@@ -168,7 +168,7 @@ def render_models(
 
     if norm not in NORMS:
         raise UserError(f"--norm '{norm}' is not one of {', '.join(NORMS)}")
-    k = max(r.results[0].maps.shape[-1] for r in runs)
+    k = max(r.results[i].maps.shape[-1] for row in picks for r, i in zip(runs, row, strict=True) if i is not None)
     cols = min(4, k)
     block_w = cols * (MINI + GAP) - GAP
     block_h = math.ceil(k / cols) * (MINI + GAP) - GAP
@@ -203,7 +203,9 @@ def render_models(
     if norm == "global":
         allm = [maps_of(r, i) for row in picks for r, i in zip(runs, row, strict=True) if i is not None]
         glob = (min(float(m.min()) for m in allm), max(float(m.max()) for m in allm))
-    foot_h = colorbar_height(fs - 1) + 14
+    legend = f"activation; {NORM_TEXT[norm]}" if glob else f"colour: 0 = low, 1 = high; {NORM_TEXT[norm]}"
+    legend_lines = wrap_text(legend, fs - 1, width - label_w - 8)
+    foot_h = len(legend_lines) * line_height(fs - 1) + 4 + colorbar_height(fs - 1) + 14
     height = head_h + top_h + len(labels) * row_h + foot_h
     c = Canvas.blank(height, width)
     tb.draw(c, 6, 4)
@@ -239,12 +241,9 @@ def render_models(
             c.text((x0 + 4, y0 + 2), fit_text(f"{res.conv.label} {res.conv.short_name}", fs, col_w - 12), fs, INK)
             stats = "x".join(map(str, res.shape)) + f"  mean {res.stat('mean'):.3g}"
             c.text((x0 + 4, y0 + line_height(fs) + 2), fit_text_keep_end(stats, fs - 1, col_w - 12), fs - 1, MUTED)
-    yb = height - foot_h + 4
-    lut = colormap(cmap)
-    if glob:
-        c.colorbar(label_w, yb, 240, lut, glob[0], glob[1], size=fs - 1, label=f"activation; {NORM_TEXT[norm]}")
-    else:
-        c.colorbar(label_w, yb, 240, lut, 0.0, 1.0, size=fs - 1, label=f"0 = low, 1 = high; {NORM_TEXT[norm]}")
+    yb = c.lines((label_w, height - foot_h + 4), legend_lines, fs - 1, MUTED) + 4
+    lo, hi = glob if glob else (0.0, 1.0)
+    c.colorbar(label_w, yb, min(240, width - label_w - 16), colormap(cmap), lo, hi, size=fs - 1)
     return c.rgb
 
 
