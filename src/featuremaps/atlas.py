@@ -383,7 +383,7 @@ def render_top_images(res: AtlasResult, j: int, source: Source, n: int = SHOW_CH
         sub_size=fs,
     )
     head_h = tb.height + 10
-    row_h = side + line_height(fs - 1) + 6
+    row_h = side + 2 * line_height(fs - 1) + 6
     height = head_h + len(chans) * row_h + 6
     c = Canvas.blank(height, width)
     tb.draw(c, 6, 4)
@@ -400,8 +400,8 @@ def render_top_images(res: AtlasResult, j: int, source: Source, n: int = SHOW_CH
             x0 = label_w + t * (side + 4)
             c.paste(resize_rgb(rgb, (side, side)), (x0, y0))
             lab = source.classes[int(source.labels[idx])]
-            cap = fit_text_keep_end(f"{lab} {float(res.top_vals[j][ch, t]):.2g}", fs - 1, side + 2)
-            c.text((x0, y0 + side + 1), cap, fs - 1, (60, 60, 60))
+            c.text((x0, y0 + side + 1), fit_text(lab, fs - 1, side), fs - 1, (60, 60, 60))
+            c.text((x0, y0 + side + 1 + line_height(fs - 1)), f"{float(res.top_vals[j][ch, t]):.2g}", fs - 1, MUTED)
     return c.rgb
 
 
