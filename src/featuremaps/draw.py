@@ -11,10 +11,12 @@ ellipsis); :func:`fit_text` (an ellipsis) is for names in fixed-width cells only
 Example::
 
     >>> from featuremaps.draw import Canvas, title_block, colorbar_height
+    >>> from featuremaps.render import colormap
+    >>> lut = colormap("viridis")  # a (256, 3) uint8 lookup table
     >>> tb = title_block(600, "vgg16 - chelsea.png - predicted: tabby (41%)", ["first 16 maps of each layer"])
     >>> c = Canvas.blank(tb.height + colorbar_height() + 8, 600)
     >>> y = tb.draw(c, 6, 4)
-    >>> c.colorbar(60, y + 4, 300, lut, -1.5, 2.0, label="activation")  # lut: (256, 3) uint8
+    >>> c.colorbar(60, y + 4, 300, lut, -1.5, 2.0, label="activation")
     >>> rgb = c.rgb  # (H, W, 3) uint8
 """
 

@@ -2,7 +2,8 @@
 
 Conventions: maps are ``(H, W, k)`` float32; rendered images are ``(H, W, 3)`` uint8. Small deep maps are
 upsampled with nearest-neighbour to a common cell size (a 3x3 map is as visible as a 224x224 one, with its
-pixels shown as blocks, not blurred); larger maps are area-averaged down. Aspect ratios are kept.
+pixels shown as blocks, not blurred); larger maps are area-averaged down. Aspect ratios are kept. Text,
+colour bars, title blocks and the all-zero mark come from :mod:`featuremaps.draw`.
 """
 
 from __future__ import annotations
