@@ -1,5 +1,6 @@
-"""Render time of every figure besides the feature-map grids (bench_render.py times those): the confusion
-matrix, the CAM panel, compare's models and classes pictures, the atlas heatmap and top-images pictures.
+"""Render time of every figure: the feature-map grids without PNG encoding (bench_render.py times them with
+it, against Matplotlib), the confusion matrix, the CAM panel, compare's models and classes pictures, the
+atlas heatmap and top-images pictures.
 
 Synthetic inputs of the CLI's usual sizes (7 classes, 5 models x 6 rows, a 512-channel layer), no model,
 no files: only the renderers, through their public signatures, so the same script times an older checkout
@@ -100,7 +101,24 @@ def figures():
     source = SimpleNamespace(
         image=lambda i: faces[i % 7][..., 0], labels=np.arange(700) % 7, classes=CLASSES, sources=[""] * 700
     )
+    from featuremaps.render import Row, render_layer, render_overview
+
+    grid_rows = []
+    for i, s in enumerate([224] * 2 + [112] * 2 + [56] * 3 + [28] * 3 + [14] * 3):
+        m = np.maximum(rng.normal(size=(s, s, 16)).astype(np.float32), 0)
+        if i > 8:
+            m[..., :3] = 0  # dead channels, as deep layers of random networks have
+        grid_rows.append(Row(f"C{i + 1}", f"block{i}_conv", (s, s, 64), m, np.arange(16)))
+    image = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+
+    def grids():
+        out = render_overview(grid_rows, image, title="vgg16 - bench", subtitle="first 16 maps")
+        for r in grid_rows:
+            render_layer(r, image=image)
+        return out
+
     return {
+        "overview + 13 layer grids (render only)": grids,
         "confusion matrix (7 classes)": lambda: render_confusion(conf, CLASSES, title="emotion on PrivateTest"),
         "cam panel (2 methods x 7 classes)": lambda: render_panel(
             face, cam_rows, title="emotion - face.png - C13 block5_conv3", subtitle="score: logit"
@@ -123,7 +141,7 @@ def main():
     for name, f in figures().items():
         t = timed(f, args.repeats)
         shape = f().shape
-        print(f"{name:38s} {t * 1000:7.1f} ms  {shape[1]}x{shape[0]} px")
+        print(f"{name:40s} {t * 1000:7.1f} ms  {shape[1]}x{shape[0]} px")
 
 
 if __name__ == "__main__":
