@@ -124,7 +124,6 @@ def test_long_title_adds_lines_not_width():
     short, long = _panel("m - a.png"), _panel(LONG)
     assert long.shape[1] == short.shape[1] == 620  # bounded: the panel does not grow sideways
     assert long.shape[0] > short.shape[0]  # the title wrapped onto more lines
-    assert np.all(long[-80:] == long[-80:], axis=-1).all()
     hatch = np.all(long == HATCH, axis=-1)
     assert hatch.any()  # the all-zero CAM map is marked
 
