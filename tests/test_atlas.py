@@ -9,7 +9,7 @@ import pytest
 from conftest import needs_fer
 from PIL import Image
 
-from featuremaps import models
+from featuremaps import colormap, models
 from featuremaps.atlas import AtlasStats, compute_atlas, open_source, selectivity
 from featuremaps.cli import main
 
@@ -116,6 +116,21 @@ def test_atlas_cli_writes_everything(tmp_path, hand_data, hand_model_file, capsy
         with Image.open(out / png) as im:
             assert im.width >= 400 and np.asarray(im).std() > 10
     assert "ch0 SI 0.33 (light)" in capsys.readouterr().out
+    html = (out / "index.html").read_text()
+    assert 'class="layer wide"' in html and 'class="scroll"' in html  # pictures at full size, text readable
+    assert ".layer.wide img{max-width:none}" in html
+    with Image.open(out / "heatmaps/C01_hand.png") as im:
+        heat = np.asarray(im.convert("RGB"))
+    lut = colormap("viridis")
+    bar_rows = [y for y in range(heat.shape[0]) if {0, 255} <= _lut_hits(heat[y], lut)]
+    assert bar_rows and max(bar_rows) > heat.shape[0] - 60  # a colour bar from the lowest to the top colour...
+    assert (heat[max(bar_rows) + 4 :] < 128).any()  # ...with its numbers under it
+
+
+def _lut_hits(row: np.ndarray, lut: np.ndarray) -> set[int]:
+    """LUT indices whose colour occurs in ``row``."""
+    colours = {tuple(p) for p in row.tolist()}
+    return {i for i, c in enumerate(lut.tolist()) if tuple(c) in colours}
 
 
 def test_atlas_resizes_images_of_other_sizes(tmp_path, hand_data, hand_model_file, capsys):

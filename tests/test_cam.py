@@ -281,3 +281,24 @@ def test_cli_default_is_predicted_class(model_file, rgb_image, tmp_path, capsys)
     assert entry["method"] == "gradcam" and manifest["target_layer"]["default"]
     assert entry["class_index"] == manifest["prediction"][0]["index"]
     assert "C4 c4" in capsys.readouterr().out
+
+
+def test_cli_long_names_wrap_the_panel_title(tiny_functional, rgb_image, tmp_path):
+    """Text never loses its number: a long model and image name add title lines, the figure stays bounded."""
+    import shutil
+
+    from PIL import Image
+
+    long_model = tmp_path / ("a_tiny_functional_model_with_a_really_long_descriptive_file_name_" * 2 + ".keras")
+    tiny_functional.save(long_model)
+    long_image = tmp_path / ("holiday_photo_of_the_whole_family_at_the_beach_" * 2 + ".png")
+    shutil.copy(rgb_image, long_image)
+    sizes = []
+    for image, out in ((long_image, "long"), (rgb_image, "short")):
+        folder = tmp_path / out
+        assert main(["cam", str(image), "--model", str(long_model), "--classes", "no,yes", "--out", str(folder)]) == 0
+        (panel,) = folder.rglob("panel.png")
+        with Image.open(panel) as im:
+            sizes.append(im.size)
+    (lw, lh), (sw, sh) = sizes
+    assert lw == sw and lh > sh  # wrapped onto more lines, not wider, nothing cut

@@ -185,6 +185,33 @@ def test_compare_classes_same_channels_for_all_faces(tmp_path):
     assert all(pic.dtype == np.uint8 and pic.shape[0] > 3 * 64 for _, pic in pics)
 
 
+def test_compare_classes_select_like_show(tmp_path, capsys):
+    from featuremaps.compare import _top_channels
+    from featuremaps.extractor import LayerMaps
+
+    maps = np.zeros((2, 3, 3, 5), np.float32)
+    maps[0, ..., 3], maps[1, ..., 1], maps[:, ..., 4] = 5.0, 4.0, 1.0  # means over faces: ch3 2.5, ch1 2, ch4 1
+    r = _top_channels(LayerMaps(None, (3, 3, 5), maps, np.tile(np.arange(5), (2, 1)), np.zeros((2, 4))), 2, "top-mean")
+    assert r.channels.tolist() == [[1, 3], [1, 3]]  # the same channels for both faces, in channel order
+    np.testing.assert_array_equal(r.maps, maps[..., [1, 3]])
+
+    lm = models.load("emotion", weights="none")
+    rng = np.random.default_rng(0)
+    faces = [rng.integers(0, 256, (48, 48, 3), dtype=np.uint8) for _ in range(2)]
+    for select in ("top-mean", "top-max", "5,9,2"):
+        pics, _, _ = compare_classes(lm, faces, ["a", "b"], layers="C2", maps=3, select=select)
+        assert len(pics) == 1 and pics[0][1].dtype == np.uint8
+    paths = []
+    for i, f in enumerate(faces):
+        paths.append(tmp_path / f"f{i}.png")
+        Image.fromarray(f).save(paths[-1])
+    args = ["compare-classes", *map(str, paths), "--model", "emotion", "--weights", "none", "--layers", "C1"]
+    assert main([*args, "--select", "top-mean", "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "compare-classes" / "C01_block1_conv1.png").is_file()
+    assert main([*args, "--select", "99", "--out", str(tmp_path / "o2")]) == 2
+    assert "channel 99 does not exist" in capsys.readouterr().err
+
+
 def test_compare_classes_bad_input(tmp_path, capsys):
     out = tmp_path / "out"
     one = tmp_path / "one.png"

@@ -69,3 +69,18 @@ def test_api_names_and_modules_do_not_clash():
     assert featuremaps.plot.__name__ == "plot"
     assert featuremaps.cam.compute_cam is featuremaps.compute_cam  # the cam package, its function inside
     assert {"extract", "plot", "compute_cam", "show", "conv_layers", "load_model"} <= set(dir(featuremaps))
+
+
+def test_plot_extract_results_keep_layer_shape_and_channel_ids(tiny_sequential):
+    from featuremaps.render import rows_from
+
+    x = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    maps = featuremaps.extract(tiny_sequential, x, maps=2, select="top-mean")
+    full = featuremaps.extract(tiny_sequential, x)
+    rows = rows_from(maps)
+    assert [r.shape for r in rows] == [m.shape for m in full.values()]  # the layer's shape, not (H, W, 2)
+    assert all(r.maps.shape[-1] == 2 for r in rows)
+    for r, m in zip(rows, full.values(), strict=True):  # the channel ids are the chosen ones
+        np.testing.assert_array_equal(r.maps, m[..., r.channels])
+    captioned = featuremaps.plot(maps, cell=40).axes[0].images[0].get_array()
+    assert captioned.shape == featuremaps.render_overview(maps, cell=40, first_n=False).shape

@@ -115,7 +115,7 @@ def _constant_maps(h, w, k):
 
 def test_layer_grid_16_maps_is_4x4():
     lut = colormap("viridis")
-    maps = _constant_maps(4, 4, 16)  # map j is the constant j: with one scale per layer, its own colour
+    maps = _constant_maps(4, 4, 16) + 1  # map j is the constant j + 1: with one scale per layer, its own colour
     img = render_layer(_row(maps), norm="layer", cell=64)
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
     img = img[:-40]  # without the colour bar under the grid
@@ -160,7 +160,7 @@ def test_non_square_map_keeps_aspect_ratio():
 
 def test_overview_rows_and_columns():
     lut = colormap("viridis")
-    d = {"a": _constant_maps(8, 8, 16), "b": _constant_maps(4, 4, 16), "c": _constant_maps(2, 2, 4)}
+    d = {"a": _constant_maps(8, 8, 16) + 1, "b": _constant_maps(4, 4, 16) + 1, "c": _constant_maps(2, 2, 4) + 1}
     img = render_overview(d, norm="layer", cell=40)[:, :-90]
     f8 = lut[int(7 / 15 * 255 + 0.5)]  # F8 of the 16-map rows; the 4-map row has no such value
     rows = {y for y, x in zip(*np.nonzero(np.all(img == f8, axis=-1)), strict=True)}
@@ -173,10 +173,12 @@ def test_overview_rows_and_columns():
 
 
 def test_channel_captions_add_room_when_not_first_n():
-    d = {"a": _constant_maps(4, 4, 3)}
-    plain = render_overview(d, cell=40)
-    captioned = render_overview(d, cell=40, first_n=False)
-    assert captioned.shape[0] > plain.shape[0]
+    one, two = {"a": _constant_maps(4, 4, 3)}, {"a": _constant_maps(4, 4, 3), "b": _constant_maps(4, 4, 3)}
+    plain = render_overview(two, cell=40).shape[0] - render_overview(one, cell=40).shape[0]
+    captioned = (
+        render_overview(two, cell=40, first_n=False).shape[0] - render_overview(one, cell=40, first_n=False).shape[0]
+    )
+    assert captioned > plain  # each row gets a caption line above its cells
 
 
 def test_overview_with_image_and_overlay():

@@ -23,10 +23,20 @@ from pathlib import Path
 import keras
 import numpy as np
 from keras import ops
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from featuremaps import __version__
-from featuremaps.compare import _text
+from featuremaps.draw import (
+    INK,
+    MUTED,
+    Canvas,
+    colorbar_height,
+    fit_text,
+    fit_text_keep_end,
+    line_height,
+    text_width,
+    title_block,
+)
 from featuremaps.emotion import data as fer
 from featuremaps.errors import UserError
 from featuremaps.extractor import replay, traceable
@@ -298,7 +308,12 @@ def _channels(net) -> list[int]:
 
 # ---------------------------------------------------------------- pictures
 def render_heatmap(res: AtlasResult, j: int, cmap: str = "viridis") -> np.ndarray:
-    """Class x channel heatmap of one layer: channels sorted by preferred class then selectivity."""
+    """Class x channel heatmap of one layer: channels sorted by preferred class then selectivity.
+
+    Colour is a channel's class mean divided by its largest class mean (the numeric colour bar below reads
+    0 to 1); a grey strip under it shows each channel's selectivity index, red lines separate the groups of
+    channels that prefer each class.
+    """
 
     means, si, pref = res.means[j], res.si[j], res.preferred[j]
     K, C = means.shape
@@ -309,46 +324,42 @@ def render_heatmap(res: AtlasResult, j: int, cmap: str = "viridis") -> np.ndarra
     cw = max(1, min(16, 1024 // C))
     rh = 22
     fs = 13
-    label_w = 90
-    head_h = 2 * (fs + 10) + 8
-    width = label_w + C * cw + 16
-    height = head_h + K * rh + 10 + 14 + 8 + fs + 30
-    canvas = np.full((height, max(width, 560), 3), 255, np.uint8)
-    lut = colormap(cmap)
-    block = apply_colormap(np.repeat(np.repeat(scaled, rh, axis=0), cw, axis=1), lut)
-    canvas[head_h : head_h + K * rh, label_w : label_w + C * cw] = block
-    ys = head_h + K * rh + 6  # selectivity strip (darker = more selective)
-    strip = (255 - np.clip(si[order], 0, 1) * 255).astype(np.uint8)
-    canvas[ys : ys + 14, label_w : label_w + C * cw] = np.repeat(strip, cw)[None, :, None]
-    # class-group boundaries
-    for k in range(1, K):
-        x = label_w + int(np.searchsorted(pref[order], k)) * cw
-        canvas[head_h - 4 : ys + 14, x : x + 1] = (255, 80, 80)
-    pil = Image.fromarray(canvas)
-    d = ImageDraw.Draw(pil)
-    c = res.layers[j]
-    _text(d, (6, 4), f"{c.label} {c.name}: mean activation per class of {C} channels", fs + 4, pil.width - 12)
-    _text(
-        d,
-        (6, 10 + fs + 4),
+    names = [f"{name} ({n})" for name, n in zip(res.classes, res.counts, strict=True)]
+    label_w = min(200, max(90, max(text_width(t, fs - 1) for t in names) + 12))
+    width = max(label_w + C * cw + 16, 560)
+    c_ = res.layers[j]
+    tb = title_block(
+        width - 12,
+        f"{c_.label} {c_.name}: mean activation per class of {C} channels",
         f"{res.images} images; channels sorted by preferred class, then selectivity; "
         "each channel scaled to its largest class mean",
-        fs,
-        pil.width - 12,
-        (110, 110, 110),
+        size=fs + 4,
+        sub_size=fs,
     )
-    for k, name in enumerate(res.classes):
-        _text(d, (6, head_h + k * rh + 4), f"{name} ({res.counts[k]})", fs - 1, label_w - 8)
-    _text(d, (6, ys), "selectivity", fs - 2, label_w - 6, (110, 110, 110))
-    _text(
-        d,
-        (label_w, ys + 20),
-        "strip: white = SI 0, black = SI 1; red lines separate preferred classes",
-        fs - 1,
-        pil.width - label_w - 8,
-        (110, 110, 110),
-    )
-    return np.asarray(pil)
+    head_h = tb.height + 12
+    ys = head_h + K * rh + 6  # selectivity strip (darker = more selective)
+    foot = line_height(fs - 1) + 10 + colorbar_height(fs - 1) + 8
+    height = ys + 14 + 6 + foot
+    c = Canvas.blank(height, width)
+    lut = colormap(cmap)
+    block = apply_colormap(np.repeat(np.repeat(scaled, rh, axis=0), cw, axis=1), lut)
+    c.paste(block, (label_w, head_h))
+    strip = (255 - np.clip(si[order], 0, 1) * 255).astype(np.uint8)
+    c.rgb[ys : ys + 14, label_w : label_w + C * cw] = np.repeat(strip, cw)[None, :, None]
+    for k in range(1, K):  # class-group boundaries
+        x = label_w + int(np.searchsorted(pref[order], k)) * cw
+        c.rgb[head_h - 4 : ys + 14, x : x + 1] = (255, 80, 80)
+    tb.draw(c, 6, 4)
+    for k, name in enumerate(names):
+        c.text((6, head_h + k * rh + 4), fit_text_keep_end(name, fs - 1, label_w - 8), fs - 1)
+    c.text((6, ys), "selectivity", fs - 2, MUTED)
+    y = ys + 20
+    c.text((label_w, y), "strip: white = SI 0, black = SI 1; red lines separate preferred classes", fs - 1, MUTED)
+    y += line_height(fs - 1) + 6
+    finite = means[np.isfinite(means)]
+    span = f" (class means span {finite.min():.3g} to {finite.max():.3g})" if finite.size else ""
+    c.colorbar(label_w, y, 200, lut, 0.0, 1.0, size=fs - 1, label=f"class mean / channel's largest{span}")
+    return c.rgb
 
 
 def most_selective(res: AtlasResult, j: int, n: int) -> np.ndarray:
@@ -364,54 +375,36 @@ def render_top_images(res: AtlasResult, j: int, source: Source, n: int = SHOW_CH
     chans = most_selective(res, j, n)
     side, fs = 72, 12
     label_w = 170
-    head_h = 2 * (fs + 10) + 8
-    row_h = side + fs + 12
     width = label_w + TOP_K * (side + 4) + 8
+    cl = res.layers[j]
+    tb = title_block(
+        width - 12,
+        f"{cl.label} {cl.name}: the {TOP_K} images that activate each of the most selective channels most",
+        "ranked by the channel's spatial mean activation; caption: true class and activation",
+        size=fs + 4,
+        sub_size=fs,
+    )
+    head_h = tb.height + 10
+    row_h = side + 2 * line_height(fs - 1) + 6
     height = head_h + len(chans) * row_h + 6
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    cells = []
+    c = Canvas.blank(height, width)
+    tb.draw(c, 6, 4)
     for r, ch in enumerate(chans):
+        y0 = head_h + r * row_h
+        c.text((6, y0 + 4), f"channel {int(ch)}", fs + 2, INK)
+        c.text((6, y0 + 24), f"SI {res.si[j][ch]:.2f}", fs, MUTED)
+        c.text((6, y0 + 42), fit_text(f"prefers {res.classes[int(res.preferred[j][ch])]}", fs, label_w - 8), fs, MUTED)
         for t, idx in enumerate(res.top_idx[j][ch]):
             if idx < 0:
                 continue
             im = source.image(int(idx))
             rgb = np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im
-            x0, y0 = label_w + t * (side + 4), head_h + r * row_h
-            canvas[y0 : y0 + side, x0 : x0 + side] = resize_rgb(rgb, (side, side))
-            cells.append((x0, y0 + side + 1, source.classes[int(source.labels[idx])], float(res.top_vals[j][ch, t])))
-    pil = Image.fromarray(canvas)
-    d = ImageDraw.Draw(pil)
-    c = res.layers[j]
-    _text(
-        d,
-        (6, 4),
-        f"{c.label} {c.name}: the {TOP_K} images that activate each of the most selective channels most",
-        fs + 4,
-        width - 12,
-    )
-    _text(
-        d,
-        (6, 10 + fs + 4),
-        "ranked by the channel's spatial mean activation; caption: true class",
-        fs,
-        width - 12,
-        (110, 110, 110),
-    )
-    for r, ch in enumerate(chans):
-        y0 = head_h + r * row_h
-        _text(d, (6, y0 + 4), f"channel {int(ch)}", fs + 2, label_w - 8)
-        _text(d, (6, y0 + 24), f"SI {res.si[j][ch]:.2f}", fs, label_w - 8, (110, 110, 110))
-        _text(
-            d,
-            (6, y0 + 42),
-            f"prefers {res.classes[int(res.preferred[j][ch])]}",
-            fs,
-            label_w - 8,
-            (110, 110, 110),
-        )
-    for x0, y0, lab, v in cells:
-        _text(d, (x0, y0), f"{lab} {v:.2g}", fs - 1, side + 2, (60, 60, 60))
-    return np.asarray(pil)
+            x0 = label_w + t * (side + 4)
+            c.paste(resize_rgb(rgb, (side, side)), (x0, y0))
+            lab = source.classes[int(source.labels[idx])]
+            c.text((x0, y0 + side + 1), fit_text(lab, fs - 1, side), fs - 1, (60, 60, 60))
+            c.text((x0, y0 + side + 1 + line_height(fs - 1)), f"{float(res.top_vals[j][ch, t]):.2g}", fs - 1, MUTED)
+    return c.rgb
 
 
 # ---------------------------------------------------------------- files
@@ -481,9 +474,9 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
                 for it in layers[j]["most_selective"]
             )
             body.append(
-                f'<div class="layer" id="{esc(c.label)}"><div class="meta"><h3>{esc(c.label)} '
+                f'<div class="layer wide" id="{esc(c.label)}"><div class="meta"><h3>{esc(c.label)} '
                 f'<code>{esc(c.name)}</code></h3><table><tr><th>channel</th><th class="num">SI</th>'
-                f"<th>prefers</th></tr>{rows}</table></div><div>"
+                f'<th>prefers</th></tr>{rows}</table></div><div class="scroll">'
                 f'<img src="heatmaps/{key}.png" alt="{esc(c.name)} heatmap"><br>'
                 f'<img src="top/{key}.png" alt="{esc(c.name)} top images"></div></div>'
             )

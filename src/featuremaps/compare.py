@@ -13,19 +13,30 @@ true and predicted class of each face.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
+from featuremaps.draw import (
+    INK,
+    MUTED,
+    Canvas,
+    colorbar_height,
+    fit_text,
+    fit_text_keep_end,
+    line_height,
+    title_block,
+    wrap_text,
+    zero_maps,
+)
 from featuremaps.emotion import data as fer
 from featuremaps.errors import UserError
-from featuremaps.extractor import FeatureExtractor
+from featuremaps.extractor import FeatureExtractor, parse_select
 from featuremaps.html import esc, img_tag, page
 from featuremaps.models import APPLICATIONS, EMOTION_NAMES
 from featuremaps.pipeline import describe_prediction, prepare
-from featuremaps.render import _fit_text, apply_colormap, colormap, fit_size, font, resize_maps, resize_rgb
+from featuremaps.render import apply_colormap, colormap, fit_size, resize_maps, resize_rgb
 
 NORMS = ("map", "layer", "shared", "global")
 NORM_TEXT = {
@@ -46,24 +57,28 @@ def _scaled(maps: np.ndarray, lo, hi) -> np.ndarray:
     return np.where(hi > lo, np.clip((maps - lo) / span, 0, 1), 0.0).astype(np.float32)
 
 
-def maps_block(maps01: np.ndarray, cols: int, side: int = MINI, cmap: str = "viridis") -> np.ndarray:
-    """Scaled (H, W, k) maps in [0, 1] -> an RGB grid of ``cols`` columns, maps fitted into ``side`` px."""
+def maps_block(
+    maps01: np.ndarray, cols: int, side: int = MINI, cmap: str = "viridis", zero: np.ndarray | None = None
+) -> np.ndarray:
+    """Scaled (H, W, k) maps in [0, 1] -> an RGB grid of ``cols`` columns, maps fitted into ``side`` px.
+
+    ``zero`` ((k,) bool, from :func:`featuremaps.draw.zero_maps` of the raw maps) marks the maps that are
+    zero everywhere: hatched and labelled, unlike a weak map.
+    """
     k = maps01.shape[-1]
     rows = math.ceil(k / cols)
     h, w = fit_size(maps01.shape[0], maps01.shape[1], side)
     rgb = apply_colormap(resize_maps(maps01, (h, w)), colormap(cmap))
-    out = np.full((rows * (side + GAP) - GAP, cols * (side + GAP) - GAP, 3), 255, np.uint8)
+    c = Canvas.blank(rows * (side + GAP) - GAP, cols * (side + GAP) - GAP)
     oy, ox = (side - h) // 2, (side - w) // 2
     for j in range(k):
-        r, c = divmod(j, cols)
-        y0, x0 = r * (side + GAP) + oy, c * (side + GAP) + ox
-        out[y0 : y0 + h, x0 : x0 + w] = rgb[:, :, j]
-    return out
-
-
-def _text(draw, xy, text, size, width, fill=(20, 20, 20)):
-
-    draw.text(xy, _fit_text(str(text), size, width), fill=fill, font=font(size))
+        r, col = divmod(j, cols)
+        y0, x0 = r * (side + GAP) + oy, col * (side + GAP) + ox
+        if zero is not None and zero[j]:
+            c.mark_blank((x0, y0), (w, h), text_size=10)
+        else:
+            c.rgb[y0 : y0 + h, x0 : x0 + w] = rgb[:, :, j]
+    return c.rgb
 
 
 def check_model_names(spec: str) -> list[str]:
@@ -145,11 +160,15 @@ def render_models(
     title: str = "",
     subtitle: str = "",
 ) -> np.ndarray:
-    """The comparison picture: a column per model (input and prediction on top), a row per aligned layer."""
+    """The comparison picture: a column per model (input and prediction on top), a row per aligned layer.
+
+    Model names, the title and the subtitle wrap (a long name never hides a prediction); a map that is zero
+    everywhere is hatched and labelled; the colour bar under the grid is numeric.
+    """
 
     if norm not in NORMS:
         raise UserError(f"--norm '{norm}' is not one of {', '.join(NORMS)}")
-    k = max(r.results[0].maps.shape[-1] for r in runs)
+    k = max(r.results[i].maps.shape[-1] for row in picks for r, i in zip(runs, row, strict=True) if i is not None)
     cols = min(4, k)
     block_w = cols * (MINI + GAP) - GAP
     block_h = math.ceil(k / cols) * (MINI + GAP) - GAP
@@ -157,12 +176,24 @@ def render_models(
     label_w = 118
     fs = 13
     thumb = 112
-    head_h = 2 * (fs + 10) + 10
-    top_h = thumb + 3 * (fs + 4) + 18
-    row_h = block_h + 2 * (fs + 4) + 12
     width = label_w + len(runs) * col_w + 8
-    height = head_h + top_h + len(labels) * row_h + 40
-    canvas = np.full((height, width, 3), 255, np.uint8)
+    tb = title_block(width - 12, title, subtitle, size=fs + 5, sub_size=fs)
+    head_h = tb.height + 10
+
+    # the model heads: name (wrapped), layers and input size (wrapped), top prediction (its number kept)
+    heads = []
+    for r in runs:
+        lines = [(t, fs + 2, INK) for t in wrap_text(r.lm.name, fs + 2, col_w - 12)]
+        info = f"{r.depth} conv layers, input {'x'.join(map(str, r.input_shape))}"
+        lines += [(t, fs - 1, MUTED) for t in wrap_text(info, fs - 1, col_w - 12)]
+        if r.prediction:
+            p = r.prediction[0]
+            pred = fit_text_keep_end(f"{p['class']} {p['probability']:.0%}", fs - 1, col_w - 12)
+            lines.append((pred, fs - 1, MUTED))
+        heads.append(lines)
+    top_h = thumb + 8 + max(sum(line_height(sz) for _, sz, _ in h) for h in heads) + 10
+    text_h = line_height(fs) + line_height(fs - 1) + 4
+    row_h = block_h + text_h + 12
 
     # value ranges
     def maps_of(r, i):
@@ -172,25 +203,30 @@ def render_models(
     if norm == "global":
         allm = [maps_of(r, i) for row in picks for r, i in zip(runs, row, strict=True) if i is not None]
         glob = (min(float(m.min()) for m in allm), max(float(m.max()) for m in allm))
-    cells = []  # (x, y, rgb)
-    texts = []
+    legend = f"activation; {NORM_TEXT[norm]}" if glob else f"colour: 0 = low, 1 = high; {NORM_TEXT[norm]}"
+    legend_lines = wrap_text(legend, fs - 1, width - label_w - 8)
+    foot_h = len(legend_lines) * line_height(fs - 1) + 4 + colorbar_height(fs - 1) + 14
+    height = head_h + top_h + len(labels) * row_h + foot_h
+    c = Canvas.blank(height, width)
+    tb.draw(c, 6, 4)
+    for col, (r, lines) in enumerate(zip(runs, heads, strict=True)):
+        x0 = label_w + col * col_w
+        h, w = fit_size(*r.shown.shape[:2], thumb)
+        c.paste(resize_rgb(r.shown, (h, w)), (x0 + 4, head_h))
+        y = head_h + thumb + 4
+        for t, sz, colour in lines:
+            c.text((x0 + 4, y), t, sz, colour)
+            y += line_height(sz)
     for j, (label, row) in enumerate(zip(labels, picks, strict=True)):
         y0 = head_h + top_h + j * row_h
-        texts.append(((6, y0 + fs + 8), label, fs + 1, label_w - 10, (20, 20, 20)))
+        c.lines((6, y0 + line_height(fs) + 4), wrap_text(label, fs + 1, label_w - 10), fs + 1, INK)
         present = [maps_of(r, i) for r, i in zip(runs, row, strict=True) if i is not None]
         shared = (min(float(m.min()) for m in present), max(float(m.max()) for m in present)) if present else None
-        for c, (r, i) in enumerate(zip(runs, row, strict=True)):
-            x0 = label_w + c * col_w
+        for col, (r, i) in enumerate(zip(runs, row, strict=True)):
+            x0 = label_w + col * col_w
             if i is None:
-                texts.append(
-                    (
-                        (x0 + 4, y0 + fs + 30),
-                        "no layer at this resolution",
-                        fs - 1,
-                        col_w - 12,
-                        (120, 120, 120),
-                    )
-                )
+                t = fit_text("no layer at this resolution", fs - 1, col_w - 12)
+                c.text((x0 + 4, y0 + text_h + 8), t, fs - 1, MUTED)
                 continue
             res = r.results[i]
             m = maps_of(r, i)
@@ -201,64 +237,14 @@ def render_models(
             else:
                 lo, hi = glob if norm == "global" else shared
                 s = _scaled(m, lo, hi)
-            cells.append((x0 + 4, y0 + 2 * (fs + 4) + 4, maps_block(s, cols, MINI, cmap)))
-            texts.append(((x0 + 4, y0 + 2), f"{res.conv.label} {res.conv.short_name}", fs, col_w - 12, (20, 20, 20)))
-            texts.append(
-                (
-                    (x0 + 4, y0 + fs + 6),
-                    "x".join(map(str, res.shape)) + f"  mean {res.stat('mean'):.3g}",
-                    fs - 1,
-                    col_w - 12,
-                    (110, 110, 110),
-                )
-            )
-    for c, r in enumerate(runs):
-        x0 = label_w + c * col_w
-        h, w = fit_size(*r.shown.shape[:2], thumb)
-        canvas[head_h : head_h + h, x0 + 4 : x0 + 4 + w] = resize_rgb(r.shown, (h, w))
-        yt = head_h + thumb + 4
-        texts.append(((x0 + 4, yt), r.lm.name, fs + 2, col_w - 12, (20, 20, 20)))
-        texts.append(
-            (
-                (x0 + 4, yt + fs + 6),
-                f"{r.depth} conv layers, input {'x'.join(map(str, r.input_shape))}",
-                fs - 1,
-                col_w - 12,
-                (110, 110, 110),
-            )
-        )
-        if r.prediction:
-            p = r.prediction[0]
-            texts.append(
-                (
-                    (x0 + 4, yt + 2 * fs + 10),
-                    f"{p['class']} {p['probability']:.0%}",
-                    fs - 1,
-                    col_w - 12,
-                    (110, 110, 110),
-                )
-            )
-    for x, y, rgb in cells:
-        canvas[y : y + rgb.shape[0], x : x + rgb.shape[1]] = rgb
-    pil = Image.fromarray(canvas)
-    d = ImageDraw.Draw(pil)
-    _text(d, (6, 4), title, fs + 5, width - 12)
-    _text(d, (6, 10 + fs + 5), subtitle, fs, width - 12, (110, 110, 110))
-    yb = height - 30
-    lut = colormap(cmap)
-    bar = lut[np.linspace(0, 255, 200).astype(int)][None].repeat(10, axis=0)
-    pil.paste(Image.fromarray(bar), (label_w, yb + 4))
-    _text(
-        d,
-        (label_w + 210, yb),
-        f"low -> high activation; {NORM_TEXT[norm]}" + (f" ({glob[0]:.3g} to {glob[1]:.3g})" if glob else ""),
-        fs,
-        width - label_w - 220,
-        (110, 110, 110),
-    )
-    for xy, t, size, w, fill in texts:
-        _text(d, xy, t, size, w, fill)
-    return np.asarray(pil)
+            c.paste(maps_block(s, cols, MINI, cmap, zero=zero_maps(m)), (x0 + 4, y0 + text_h + 4))
+            c.text((x0 + 4, y0 + 2), fit_text(f"{res.conv.label} {res.conv.short_name}", fs, col_w - 12), fs, INK)
+            stats = "x".join(map(str, res.shape)) + f"  mean {res.stat('mean'):.3g}"
+            c.text((x0 + 4, y0 + line_height(fs) + 2), fit_text_keep_end(stats, fs - 1, col_w - 12), fs - 1, MUTED)
+    yb = c.lines((label_w, height - foot_h + 4), legend_lines, fs - 1, MUTED) + 4
+    lo, hi = glob if glob else (0.0, 1.0)
+    c.colorbar(label_w, yb, min(240, width - label_w - 16), colormap(cmap), lo, hi, size=fs - 1)
+    return c.rgb
 
 
 def compare_models(
@@ -353,7 +339,11 @@ def render_classes(
     subtitle: str,
     cmap: str = "viridis",
 ) -> np.ndarray:
-    """One layer: a row per face (face, true and predicted class, then the same k channels)."""
+    """One layer: a row per face (face, true and predicted class, then the same k channels).
+
+    Each channel is on one colour scale across the faces (0 on the colour bar is the channel's smallest
+    value over all faces, 1 its largest); a channel that is zero for a face is hatched and labelled.
+    """
 
     stack = np.stack(row_maps)  # (n, H, W, k): each channel scaled over all faces
     lo, hi = stack.min(axis=(0, 1, 2)), stack.max(axis=(0, 1, 2))
@@ -361,39 +351,35 @@ def render_classes(
     side = 64
     fs = 13
     label_w = 190
-    head_h = 2 * (fs + 10) + fs + 12
+    width = max(label_w + k * (side + GAP) + 8, 520)
+    tb = title_block(width - 12, title, subtitle, size=fs + 4, sub_size=fs)
+    head_h = tb.height + 10 + line_height(fs) + 4
     row_h = side + GAP + 4
-    width = label_w + k * (side + GAP) + 8
-    height = head_h + len(faces) * row_h + 36
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    for i, face in enumerate(faces):
+    foot_h = colorbar_height(fs - 1) + 12
+    height = head_h + len(faces) * row_h + foot_h
+    c = Canvas.blank(height, width)
+    tb.draw(c, 6, 4)
+    for j, ch in enumerate(channels):
+        c.text((label_w + j * (side + GAP) + 2, head_h - line_height(fs) - 2), fit_text(f"ch{int(ch)}", fs, side), fs)
+    for i, (face, lab, pr) in enumerate(zip(faces, labels, preds, strict=True)):
         y0 = head_h + i * row_h
         h, w = fit_size(*face.shape[:2], side)
-        canvas[y0 : y0 + h, 4 : 4 + w] = resize_rgb(face, (h, w))
-        block = maps_block(_scaled(stack[i], lo, hi), k, side, cmap)
-        canvas[y0 : y0 + block.shape[0], label_w : label_w + block.shape[1]] = block
-    pil = Image.fromarray(canvas)
-    d = ImageDraw.Draw(pil)
-    _text(d, (6, 4), title, fs + 4, width - 12)
-    _text(d, (6, 10 + fs + 4), subtitle, fs, width - 12, (110, 110, 110))
-    for j, ch in enumerate(channels):
-        _text(d, (label_w + j * (side + GAP) + 2, head_h - fs - 6), f"ch{int(ch)}", fs, side)
-    for i, (lab, pr) in enumerate(zip(labels, preds, strict=True)):
-        y0 = head_h + i * row_h
-        _text(d, (side + 12, y0 + 8), lab, fs + 2, label_w - side - 16)
-        _text(d, (side + 12, y0 + 30), f"pred: {pr}", fs - 1, label_w - side - 16, (110, 110, 110))
-    lut = colormap(cmap)
-    bar = lut[np.linspace(0, 255, 160).astype(int)][None].repeat(10, axis=0)
-    pil.paste(Image.fromarray(bar), (label_w, height - 24))
-    _text(
-        d,
-        (label_w + 170, height - 28),
-        "low -> high: each channel on one scale across all faces",
-        fs,
-        width - label_w - 175,
-        (110, 110, 110),
-    )
-    return np.asarray(pil)
+        c.paste(resize_rgb(face, (h, w)), (4, y0))
+        c.paste(maps_block(_scaled(stack[i], lo, hi), k, side, cmap, zero=zero_maps(stack[i])), (label_w, y0))
+        c.text((side + 12, y0 + 8), fit_text(lab, fs + 2, label_w - side - 16), fs + 2, INK)
+        c.text((side + 12, y0 + 30), fit_text_keep_end(f"pred: {pr}", fs - 1, label_w - side - 16), fs - 1, MUTED)
+    label = "0 = channel's min, 1 = its max over all faces"
+    c.colorbar(label_w, height - foot_h + 4, 160, colormap(cmap), 0.0, 1.0, size=fs - 1, label=label)
+    return c.rgb
+
+
+def _top_channels(r, k: int, mode: str):
+    """LayerMaps ``r`` (all channels) cut to the ``k`` channels with the largest spatial mean or max, averaged
+    over the batch, the same channels for every image (in channel order)."""
+    score = r.maps.mean(axis=(1, 2)) if mode == "top-mean" else r.maps.max(axis=(1, 2))  # (B, C)
+    keep = np.sort(np.argsort(-score.mean(axis=0), kind="stable")[: min(k, r.maps.shape[-1])])
+    chans = np.broadcast_to(keep, (r.maps.shape[0], keep.size)).copy()
+    return replace(r, maps=np.ascontiguousarray(r.maps[..., keep]), channels=chans)
 
 
 def compare_classes(
@@ -405,8 +391,19 @@ def compare_classes(
     maps: int = 8,
     cmap: str = "viridis",
     resize: str = "crop",
+    select="first",
 ):
-    """Python API: ``(pictures [(ConvLayer, RGB)], predictions [str], notes [str])`` of the faces."""
+    """Python API: ``(pictures [(ConvLayer, RGB)], predictions [str], notes [str])`` of the faces.
+
+    ``select`` picks the same channels for every face, like ``show --select``: ``first`` (channels
+    0..maps-1), ``top-mean`` / ``top-max`` (the ``maps`` channels with the largest spatial mean / max,
+    averaged over the faces) or a channel list like ``"0,5,9"`` (or ``[0, 5, 9]``).
+
+    Example::
+
+        >>> pics, preds, notes = compare_classes(lm, faces, labels, layers="C1-C3", maps=8, select="top-mean")
+    """
+    mode, _ = parse_select(select)
     preps = [prepare(lm, f, face_crop=False, resize=resize) for f in faces]
     shape = preps[0].x.shape
     notes = []
@@ -415,8 +412,11 @@ def compare_classes(
     ]
     if resized:
         notes.append(f"resized to {shape[1]}x{shape[0]}: {', '.join(resized)}")
-    fx = FeatureExtractor(lm.model, shape, layers=layers, maps=maps, select="first")
+    top = mode in ("top-mean", "top-max")  # ranked over all faces at once, so every face shows the same channels
+    fx = FeatureExtractor(lm.model, shape, layers=layers, maps=None if top else maps, select="first" if top else select)
     results, preds = fx(np.stack([p.x for p in preps]))
+    if top:
+        results = [_top_channels(r, maps, mode) for r in results]
     pred_text = []
     for i in range(len(faces)):
         d = describe_prediction(preds[i] if preds is not None else None, lm.classes, top=1)
@@ -426,7 +426,7 @@ def compare_classes(
     for r in results:
         title = (
             f"{r.conv.label} {r.conv.name} {'x'.join(map(str, r.shape))}: the same {r.maps.shape[-1]} "
-            f"channels for {len(faces)} faces"
+            f"channels for {len(faces)} faces" + (f" (chosen by {mode}, over all faces)" if top else "")
         )
         sub = f"{lm.name}; rows: true class, predicted class" + (f"; {notes[0]}" if notes else "")
         pics.append(

@@ -20,10 +20,10 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from featuremaps import __version__
 from featuremaps.cam import CamEngine, heatmap_rgb, overlay, resolve_class, upsample
+from featuremaps.draw import INK, MUTED, Canvas, colorbar_height, fit_text, line_height, title_block
 from featuremaps.images import load_image
 from featuremaps.io import (
     atomic_dir,
@@ -36,7 +36,7 @@ from featuremaps.io import (
     unique_names,
 )
 from featuremaps.pipeline import describe_prediction, prepare
-from featuremaps.render import BG, INK, MUTED, _fit_text, apply_colormap, colormap, font, resize_rgb
+from featuremaps.render import colormap, resize_rgb
 
 log = logging.getLogger(__name__)
 
@@ -58,52 +58,43 @@ def render_panel(
     title: str = "",
     subtitle: str = "",
 ) -> np.ndarray:
-    """A grid: the image, then one overlay per result; ``rows`` = [(method, [CamResult, ...]), ...]."""
+    """A grid: the image, then one overlay per result; ``rows`` = [(method, [CamResult, ...]), ...].
+
+    Each overlay is captioned with its class (``(predicted)`` for the top class) and probability, which is
+    never cut: a long class name is shortened before it. An all-zero map is hatched and labelled. The title
+    and subtitle wrap, so a long model or image name never hides the prediction.
+    """
 
     fs = 14
     ncol = 1 + max(len(r) for _, r in rows)
-    lab_h = 2 * fs + 10
-    head_h = 2 * (fs + 8) + 6
-    bar_h = 30
+    lab_h = line_height(fs + 1) + line_height(fs) + 4
     width = max(8 + ncol * (cell + 6), 620)
+    tb = title_block(width - 12, title, subtitle, size=fs + 4, sub_size=fs)
+    head_h = tb.height + 10
+    bar_h = colorbar_height(fs - 1) + 10
     height = head_h + len(rows) * (cell + lab_h + 6) + bar_h + 6
-    canvas = np.full((height, width, 3), BG, np.uint8)
+    c = Canvas.blank(height, width)
     img = resize_rgb(image, (cell, cell)) if image.shape[:2] != (cell, cell) else image
-    for i, (_, results) in enumerate(rows):
-        y = head_h + i * (cell + lab_h + 6) + lab_h
-        canvas[y : y + cell, 4 : 4 + cell] = img
-        for j, r in enumerate(results, start=1):
-            x = 4 + j * (cell + 6)
-            canvas[y : y + cell, x : x + cell] = overlay(img, r.heatmap_up, cmap=cmap)
-    bar_w = min(260, width - 140)
-    ramp = np.linspace(0, 1, bar_w, dtype=np.float32)[None].repeat(12, axis=0)
-
-    yb = height - bar_h + 4
-    canvas[yb : yb + 12, 60 : 60 + bar_w] = apply_colormap(ramp, colormap(cmap))
-    pil = Image.fromarray(canvas)
-    d = ImageDraw.Draw(pil)
-    d.text((6, 4), _fit_text(title, fs + 4, width - 12), fill=INK, font=font(fs + 4))
-    d.text((6, 10 + fs + 4), _fit_text(subtitle, fs, width - 12), fill=MUTED, font=font(fs))
+    tb.draw(c, 6, 4)
     for i, (method, results) in enumerate(rows):
         y = head_h + i * (cell + lab_h + 6)
-        d.text((6, y + 2), _fit_text(method, fs + 2, cell - 4), fill=INK, font=font(fs + 2))
-        d.text((6, y + fs + 6), "input", fill=MUTED, font=font(fs))
+        c.paste(img, (4, y + lab_h))
+        c.text((6, y + 2), fit_text(method, fs + 2, cell - 4), fs + 2, INK)
+        c.text((6, y + line_height(fs + 1) + 2), "input", fs, MUTED)
         for j, r in enumerate(results, start=1):
             x = 4 + j * (cell + 6)
+            if float(r.heatmap.max()) > 0:
+                c.paste(overlay(img, r.heatmap_up, cmap=cmap), (x, y + lab_h))
+            else:
+                c.mark_blank((x, y + lab_h), (cell, cell), "map all zero", fs - 2)
             name = r.class_name or f"class {r.class_index}"
-            p = f"{r.probability:.1%}" if r.probability is not None else ""
             top = r.probs is not None and int(np.argmax(r.probs)) == r.class_index
-            d.text(
-                (x + 2, y + 2),
-                _fit_text(name + (" (predicted)" if top else ""), fs + 1, cell - 4),
-                fill=INK,
-                font=font(fs + 1),
-            )
-            zero = " (map all zero)" if not float(r.heatmap.max()) > 0 else ""
-            d.text((x + 2, y + fs + 6), _fit_text(f"p = {p}{zero}", fs, cell - 4), fill=MUTED, font=font(fs))
-    d.text((6, yb - 1), "low", fill=MUTED, font=font(fs))
-    d.text((66 + bar_w, yb - 1), "high (each map scaled to its own max)", fill=MUTED, font=font(fs))
-    return np.asarray(pil)
+            c.text((x + 2, y + 2), fit_text(name + (" (predicted)" if top else ""), fs + 1, cell - 4), fs + 1, INK)
+            p = f"p = {r.probability:.1%}" if r.probability is not None else ""
+            c.text((x + 2, y + line_height(fs + 1) + 2), p, fs, MUTED)
+    yb = height - bar_h + 4
+    c.colorbar(8, yb, min(260, width - 300), colormap(cmap), 0.0, 1.0, size=fs - 1, label="map / its own max", ticks=5)
+    return c.rgb
 
 
 class CamRunner:

@@ -334,7 +334,7 @@ def _is_single_tensor(out) -> bool:
     return not isinstance(out, list | tuple | dict)
 
 
-def extract(model, image: np.ndarray, layers="all", maps: int | None = None, select="first") -> dict[str, np.ndarray]:
+def extract(model, image: np.ndarray, layers="all", maps: int | None = None, select="first") -> LayerDict:
     """Feature maps of one preprocessed image ``(H, W, C)``: ``{layer_name: (H, W, k) float32}``, in order.
 
     ``maps=None`` returns every channel; otherwise ``k = min(maps, C)`` channels chosen by ``select``.
@@ -344,7 +344,19 @@ def extract(model, image: np.ndarray, layers="all", maps: int | None = None, sel
         image = image[..., None]
     fx = FeatureExtractor(model, image.shape, layers=layers, maps=maps, select=select)
     results, _ = fx(image[None])
-    return {r.conv.name: r.maps[0] for r in results}
+    out = LayerDict((r.conv.name, r.maps[0]) for r in results)
+    out.shapes = {r.conv.name: r.shape for r in results}
+    out.channels = {r.conv.name: r.channels[0] for r in results}
+    return out
+
+
+class LayerDict(dict):
+    """The dict :func:`extract` returns, ``{layer_name: (H, W, k) maps}``, which also knows each layer's full
+    output shape (``shapes``) and which channels its k maps are (``channels``), so figures drawn from it
+    label rows with the layer's shape and cells with their channel ids."""
+
+    shapes: dict
+    channels: dict
 
 
 # ---------------------------------------------------------------- splitting the graph at one layer

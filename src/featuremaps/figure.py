@@ -70,7 +70,9 @@ def plot(
     ``model_or_results`` is a Keras model, the dict :func:`featuremaps.extract` returns, or the LayerMaps list
     of a :class:`~featuremaps.extract.FeatureExtractor` call. With a model, ``image`` is a file path (read,
     fitted to the model input and scaled by ``preprocess``) or an array fed to the model as is. With results,
-    ``image`` (RGB uint8, optional) is drawn beside the title.
+    ``image`` (RGB uint8, optional) is drawn beside the title. Rows are labelled with each layer's full
+    output shape and, when the maps are not channels 0..k-1 (``select="top-mean"``, a channel list, or the
+    dict of ``featuremaps.extract(..., select=...)``), each cell with its channel id.
     """
     try:
         from matplotlib.figure import Figure

@@ -51,6 +51,9 @@ scroll-margin-top:80px}
 .layer img{max-width:min(100%,560px);height:auto;image-rendering:pixelated}
 .layer h3{margin:0 0 4px;font-size:15px}
 .layer .meta{min-width:250px;max-width:360px}
+.layer.wide{flex-direction:column}
+.layer.wide .scroll{overflow-x:auto;max-width:100%}
+.layer.wide img{max-width:none}
 .note{color:#666;font-size:12.5px}
 .cams{display:flex;gap:14px;flex-wrap:wrap}
 .cams img{width:160px;height:auto;border:1px solid #ccc}

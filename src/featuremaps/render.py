@@ -2,7 +2,8 @@
 
 Conventions: maps are ``(H, W, k)`` float32; rendered images are ``(H, W, 3)`` uint8. Small deep maps are
 upsampled with nearest-neighbour to a common cell size (a 3x3 map is as visible as a 224x224 one, with its
-pixels shown as blocks, not blurred); larger maps are area-averaged down. Aspect ratios are kept.
+pixels shown as blocks, not blurred); larger maps are area-averaged down. Aspect ratios are kept. Text,
+colour bars, title blocks and the all-zero mark come from :mod:`featuremaps.draw`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,21 @@ from importlib import resources
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
+from featuremaps.draw import (
+    GAP,
+    INK,
+    MUTED,
+    Canvas,
+    fit_text,
+    fmt_number,
+    line_height,
+    text_width,
+    title_block,
+    wrap_text,
+    zero_maps,
+)
 from featuremaps.errors import UserError
 from featuremaps.extractor import STATS
 
@@ -25,10 +39,6 @@ NORM_TEXT = {
     "layer": "one scale per layer",
     "global": "one scale across all layers",
 }
-BG = (255, 255, 255)
-INK = (20, 20, 20)
-MUTED = (110, 110, 110)
-GAP = 2
 
 
 # ---------------------------------------------------------------- colour
@@ -162,90 +172,12 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR))
 
 
-def _blank(height: int, width: int) -> np.ndarray:
-    """A background-coloured canvas (a plain memset when the background is grey/white)."""
-    if len(set(BG)) == 1:
-        return np.full((height, width, 3), BG[0], np.uint8)
-    return np.full((height, width, 3), BG, np.uint8)
-
-
 def _blend(tiles: np.ndarray, under: np.ndarray, alpha: float = 0.55) -> np.ndarray:
     """(k, h, w, 3) map tiles over an (h, w, 3) image: alpha * map + (1 - alpha) * image."""
     out = tiles.astype(np.float32)
     out *= alpha
     out += (1.0 - alpha) * under.astype(np.float32)[None]
     return out.astype(np.uint8)
-
-
-# ---------------------------------------------------------------- text
-@lru_cache(maxsize=8)
-def font(size: int):
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType: fixed bitmap font
-        return ImageFont.load_default()
-
-
-def _text_width(text: str, size: int) -> int:
-    f = font(size)
-    return int(math.ceil(f.getlength(text))) if hasattr(f, "getlength") else 6 * len(text)
-
-
-def _fit_text(text: str, size: int, width: int) -> str:
-    if _text_width(text, size) <= width:
-        return text
-    while len(text) > 2 and _text_width(text + "…", size) > width:
-        text = text[:-1]
-    return text + "…"
-
-
-@lru_cache(maxsize=2048)
-def _text_mask(text: str, fnt) -> np.ndarray:
-    """Coverage (0-1 float32, (h, w)) of ``text`` drawn at the origin; captions like F1..F16 repeat a lot."""
-    _, _, r, b = fnt.getbbox(text)
-    mask = Image.new("L", (max(1, int(r)), max(1, int(b))), 0)
-    ImageDraw.Draw(mask).text((0, 0), text, fill=255, font=fnt)
-    a = np.asarray(mask, dtype=np.float32) * np.float32(1 / 255)
-    a.flags.writeable = False
-    return a
-
-
-class _Draw:
-    """``ImageDraw``-like ``text`` and ``paste`` straight onto an RGB uint8 NumPy canvas, in place.
-
-    Each string is rasterised by Pillow into a small 8-bit mask and blended into the canvas, which saves
-    converting the whole page to a Pillow image and back (two full copies per picture).
-    """
-
-    def __init__(self, canvas: np.ndarray):
-        self.canvas = canvas
-
-    def _clip(self, x: int, y: int, w: int, h: int):
-        H, W = self.canvas.shape[:2]
-        x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
-        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
-
-    def text(self, xy, text: str, fill=INK, font=None) -> None:
-        if not text:
-            return
-        x, y = int(xy[0]), int(xy[1])
-        _, _, r, b = font.getbbox(text)
-        box = self._clip(x, y, int(r), int(b)) if r > 0 and b > 0 else None
-        if box is None:
-            return
-        x0, y0, x1, y1 = box
-        a = _text_mask(text, font)[y0 - y : y1 - y, x0 - x : x1 - x, None]
-        region = self.canvas[y0:y1, x0:x1].astype(np.float32)
-        region += (np.asarray(fill, np.float32) - region) * a
-        self.canvas[y0:y1, x0:x1] = (region + 0.5).astype(np.uint8)
-
-    def paste(self, rgb: np.ndarray, xy) -> None:
-        x, y = int(xy[0]), int(xy[1])
-        box = self._clip(x, y, rgb.shape[1], rgb.shape[0])
-        if box is not None:
-            x0, y0, x1, y1 = box
-            self.canvas[y0:y1, x0:x1] = rgb[y0 - y : y1 - y, x0 - x : x1 - x]
 
 
 # ---------------------------------------------------------------- data for drawing
@@ -265,14 +197,26 @@ class Row:
     def shape_text(self) -> str:
         return "x".join(str(d) for d in self.shape)
 
+    @property
+    def first_n(self) -> bool:
+        """Whether the maps are channels 0..k-1 (then F1..Fk name them; otherwise captions add the channel)."""
+        return np.array_equal(self.channels, np.arange(self.maps.shape[-1]))
+
 
 def rows_from(results, index: int = 0) -> list[Row]:
     """Accept :class:`~featuremaps.extract.LayerMaps` results, :class:`Row` s or ``{name: (H, W, k)}``."""
     if isinstance(results, list | tuple) and all(isinstance(r, Row) for r in results):
         return list(results)
-    if isinstance(results, dict):
+    if isinstance(results, dict):  # extract()'s LayerDict knows the layers' full shapes and channel ids
+        shapes, chans = getattr(results, "shapes", {}), getattr(results, "channels", {})
         return [
-            Row(f"C{i}", name, tuple(m.shape), np.asarray(m, np.float32), np.arange(m.shape[-1]))
+            Row(
+                f"C{i}",
+                name,
+                tuple(shapes.get(name, m.shape)),
+                np.asarray(m, np.float32),
+                np.asarray(chans.get(name, np.arange(m.shape[-1]))),
+            )
             for i, (name, m) in enumerate(results.items(), start=1)
         ]
     return [
@@ -289,13 +233,22 @@ def rows_from(results, index: int = 0) -> list[Row]:
     ]
 
 
-def _colorbar(width: int, height: int, lut: np.ndarray) -> np.ndarray:
-    ramp = np.linspace(0, 1, width, dtype=np.float32)[None, :].repeat(height, axis=0)
-    return apply_colormap(ramp, lut)
+def _legend_text(norm: str, cmap: str, hatched: bool = False) -> str:
+    return f"colormap {cmap}; {NORM_TEXT[norm]}" + ("; hatched 'all 0' = map zero everywhere" if hatched else "")
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.3g}"
+def _row_label(c: Canvas, row: Row, x: int, y: int, width: int, height: int, fs: int) -> None:
+    """A row's head: ``C3`` big, the layer name (wrapped to two lines when there is room), its full shape."""
+    y = c.lines((x, y), [row.label], fs + 6, INK) + 2
+    name = wrap_text(row.name, fs, width)
+    room = (height - (y - 2) - 2 * line_height(fs)) // line_height(fs)
+    if len(name) > max(1, room):
+        keep = max(1, room)
+        name = name[: keep - 1] + [fit_text(" ".join(name[keep - 1 :]), fs, width)]
+    y = c.lines((x, y), name, fs, INK)
+    y = c.lines((x, y), [row.shape_text], fs, MUTED)
+    if row.note:
+        c.lines((x, y), [fit_text("all maps shown", fs - 1, width)], fs - 1, MUTED)
 
 
 # ---------------------------------------------------------------- the overview
@@ -312,99 +265,92 @@ def render_overview(
     first_n: bool = True,
     index: int = 0,
 ) -> np.ndarray:
-    """All chosen layers in one picture: a row per layer (``C1 ... Cn``, name, shape), columns ``F1 ... Fk``.
+    """All chosen layers in one picture: a row per layer (``C1 ... Cn``, name, full shape), columns ``F1 ... Fk``.
 
     ``image`` (RGB uint8, what the model saw) is drawn at the top left and under the maps when
-    ``overlay`` is set. When the maps are not the first k channels (``first_n=False``), each cell is
-    captioned with its channel index. Returns RGB uint8.
+    ``overlay`` is set. When the maps are not the first k channels (``first_n=False``, or rows whose
+    channel ids say so), each cell is captioned with its channel index. A map that is zero everywhere is
+    hatched and labelled ``all 0``. Title and subtitle wrap (the number in a long title is never cut).
+    Returns RGB uint8.
+
+    Example::
+
+        >>> maps = fm.extract(model, x, layers="C1-C5", maps=16)
+        >>> rgb = fm.render_overview(maps, image, title="VGG16", norm="layer")  # (H, W, 3) uint8
     """
     rows = rows_from(results, index)
     if not rows:
         raise UserError("nothing to draw: no layers were selected")
+    first_n = first_n and all(r.first_n for r in rows)
     lut = colormap(cmap)
     scaled, ranges = normalise([r.maps for r in rows], norm)
     kmax = max(r.maps.shape[-1] for r in rows)
     fs = max(11, cell // 7)
     label_w = max(150, min(260, 2 * cell + 40))
-    cap_h = fs + 4 if not first_n else 0
-    legend_w = 90 if norm == "layer" else 0
-    head_h = 2 * (fs + 8) + 8 + (fs + 10)
-    if image is not None:
-        head_h = max(head_h, cell + 8 + fs + 10)
-    row_h = cell + cap_h + GAP
-    width = label_w + kmax * (cell + GAP) + legend_w + 8
-    height = head_h + len(rows) * row_h + 8 + (26 + fs if norm == "global" else 0)
-    canvas = _blank(height, width)
-
-    col_y = head_h - fs - 8
-    for j in range(kmax if first_n else 0):
-        x0 = label_w + j * (cell + GAP)
-        canvas[col_y + fs + 4 : col_y + fs + 6, x0 : x0 + cell] = (200, 200, 200)
-    img_cell = None
+    cap_h = line_height(fs - 1) if not first_n else 0
+    bar_w = 0
+    if norm == "layer":
+        bar_w = max(
+            70,
+            *(text_width(fmt_number(r[0, 0]), fs - 1) + text_width(fmt_number(r[0, 1]), fs - 1) + 12 for r in ranges),
+        )
+    legend_w = bar_w + 16 if bar_w else 0
+    grid_w = label_w + kmax * (cell + GAP)
+    tx = 4 + (cell + 12 if image is not None else 0)
+    width = max(grid_w + legend_w + 8, tx + 300)
+    zeros = [zero_maps(r.maps) for r in rows]
+    legend = _legend_text(norm, cmap, any(z.any() for z in zeros))
+    tb = title_block(width - tx - 8, title, [subtitle, legend], size=fs + 4, sub_size=fs)
+    img_h = 0
     if image is not None:
         ih, iw = fit_size(*image.shape[:2], cell)
-        img_cell = resize_rgb(image, (ih, iw))
-        canvas[4 : 4 + ih, 4 : 4 + iw] = img_cell
+        img_h = ih + 4
+    col_h = line_height(fs) + 6 if first_n else 0
+    head_h = max(6 + tb.height, 4 + img_h) + 6 + col_h
+    row_h = cell + cap_h + GAP
+    foot_h = 12 + line_height(fs) + 2 + 12 + line_height(fs) if norm == "global" else 0
+    height = head_h + len(rows) * row_h + 8 + foot_h
+    c = Canvas.blank(height, width)
+    canvas = c.rgb
 
-    for i, s in enumerate(scaled):
+    col_y = head_h - col_h
+    if image is not None:
+        canvas[4 : 4 + ih, 4 : 4 + iw] = resize_rgb(image, (ih, iw))
+    tb.draw(c, tx, 6)
+    if first_n:
+        for j in range(kmax):
+            x0 = label_w + j * (cell + GAP)
+            canvas[col_y + line_height(fs) + 1 : col_y + line_height(fs) + 3, x0 : x0 + cell] = (200, 200, 200)
+            c.text((x0 + cell // 2, col_y), f"F{j + 1}", fs, INK, align="center")
+
+    for i, (row, s, rng) in enumerate(zip(rows, scaled, ranges, strict=True)):
         y0 = head_h + i * row_h
         h, w = fit_size(s.shape[0], s.shape[1], cell)
         rgb = map_tiles(s, (h, w), lut)  # (k, h, w, 3)
         if overlay and image is not None:
             rgb = _blend(rgb, resize_rgb(image, (h, w)))
         oy, ox = (cell - h) // 2, (cell - w) // 2
+        zero = zeros[i]
         for j in range(s.shape[-1]):
             x0 = label_w + j * (cell + GAP)
-            canvas[y0 + cap_h + oy : y0 + cap_h + oy + h, x0 + ox : x0 + ox + w] = rgb[j]
+            if zero[j]:
+                c.mark_blank((x0 + ox, y0 + cap_h + oy), (w, h), text_size=max(9, fs - 3))
+            else:
+                canvas[y0 + cap_h + oy : y0 + cap_h + oy + h, x0 + ox : x0 + ox + w] = rgb[j]
+            if not first_n:
+                t = fit_text(f"F{j + 1} ch{int(row.channels[j])}", fs - 1, cell - 4)
+                c.text((x0 + 2, y0 + 1), t, fs - 1, MUTED)
+        _row_label(c, row, 6, y0 + cap_h + 2, label_w - 12, cell, fs)
         if norm == "layer":
-            x0 = label_w + kmax * (cell + GAP) + 6
-            canvas[y0 + cap_h + cell // 2 - 6 : y0 + cap_h + cell // 2 + 6, x0 : x0 + 70] = _colorbar(70, 12, lut)
-
-    d = _Draw(canvas)
-    tx = 4 + (cell + 12 if image is not None else 0)
-    d.text((tx, 6), _fit_text(title, fs + 4, width - tx - 8), fill=INK, font=font(fs + 4))
-    sub = subtitle or ""
-    d.text((tx, 12 + fs + 4), _fit_text(sub, fs, width - tx - 8), fill=MUTED, font=font(fs))
-    d.text(
-        (tx, 18 + 2 * fs + 4),
-        _fit_text(f"colormap {cmap}; {NORM_TEXT[norm]}", fs, width - tx - 8),
-        fill=MUTED,
-        font=font(fs),
-    )
-    if first_n:
-        for j in range(kmax):
-            x0 = label_w + j * (cell + GAP)
-            t = f"F{j + 1}"
-            d.text((x0 + (cell - _text_width(t, fs)) // 2, col_y), t, fill=INK, font=font(fs))
-    for i, (row, rng) in enumerate(zip(rows, ranges, strict=True)):
-        y0 = head_h + i * row_h + cap_h
-        d.text((6, y0 + 2), row.label, fill=INK, font=font(fs + 6))
-        d.text((6, y0 + fs + 12), _fit_text(row.name, fs, label_w - 12), fill=INK, font=font(fs))
-        d.text((6, y0 + 2 * fs + 16), row.shape_text, fill=MUTED, font=font(fs))
-        if row.note:
-            d.text(
-                (6, y0 + 3 * fs + 20), _fit_text("all maps shown", fs - 1, label_w - 12), fill=MUTED, font=font(fs - 1)
-            )
-        if not first_n:
-            for j, ch in enumerate(row.channels):
-                x0 = label_w + j * (cell + GAP)
-                t = f"F{j + 1} ch{int(ch)}"
-                d.text((x0 + 2, y0 - cap_h + 1), _fit_text(t, fs - 1, cell - 4), fill=MUTED, font=font(fs - 1))
-        if norm == "layer":
-            x0 = label_w + kmax * (cell + GAP) + 6
-            yc = y0 + cell // 2
-            d.text((x0, yc - 8 - fs), _fmt(rng[0, 0]), fill=MUTED, font=font(fs - 1))
-            t = _fmt(rng[0, 1])
-            d.text((x0 + 70 - _text_width(t, fs - 1), yc + 8), t, fill=MUTED, font=font(fs - 1))
+            x0 = grid_w + 8
+            c.colorbar(x0, y0 + cap_h + cell // 2 - 12, bar_w, lut, rng[0, 0], rng[0, 1], size=fs - 1, ticks=0)
     if norm == "global":
         lo, hi = ranges[0][0]
-        yb = height - 26 - fs
-        x0 = label_w
-        bar_w = min(400, width - label_w - 16)
-        d.paste(_colorbar(bar_w, 12, lut), (x0, yb + fs + 4))
-        d.text((x0 - _text_width(_fmt(lo), fs) - 6, yb + fs + 1), _fmt(lo), fill=INK, font=font(fs))
-        d.text((x0 + bar_w + 6, yb + fs + 1), _fmt(hi), fill=INK, font=font(fs))
-        d.text((x0, yb), "activation (all layers)", fill=MUTED, font=font(fs))
+        yb = height - foot_h
+        label = "activation, all layers on one scale"
+        c.text((label_w, yb), label, fs, MUTED)
+        bw = max(120, min(400, width - label_w - 16))
+        c.colorbar(label_w, yb + line_height(fs) + 4, bw, lut, lo, hi, size=fs)
     return canvas
 
 
@@ -420,7 +366,11 @@ def render_layer(
     norm_range=None,
     first_n: bool = True,
 ) -> np.ndarray:
-    """One layer's maps as a near-square grid (16 maps -> 4x4), each captioned F1.. (and its channel)."""
+    """One layer's maps as a near-square grid (16 maps -> 4x4), each captioned F1.. (and its channel).
+
+    A map that is zero everywhere is hatched and labelled ``all 0``; with ``norm`` other than ``map`` a
+    colour bar with numeric ticks sits under the grid.
+    """
     lut = colormap(cmap)
     if norm_range is not None:  # a range computed across layers (global normalisation)
         lo, hi = norm_range
@@ -429,6 +379,7 @@ def render_layer(
         rng = np.tile(np.float32([lo, hi]), (row.maps.shape[-1], 1))
     else:
         (s,), (rng,) = normalise([row.maps], norm)
+    first_n = first_n and row.first_n
     k = s.shape[-1]
     cols = math.ceil(math.sqrt(k))
     nrows = math.ceil(k / cols)
@@ -436,39 +387,31 @@ def render_layer(
     cell = cell or max(128, min(256, max(H, W)))
     h, w = fit_size(H, W, cell)
     fs = 13
-    cap_h = fs + 6
-    head_h = 2 * (fs + 10) + 8
-    legend_h = 34 if norm != "map" else 0
+    cap_h = line_height(fs) + 1
     width = max(cols * (w + GAP) + 8, 420)
+    what = f"maps {k} of {row.shape[-1]}" + (f" ({row.note})" if row.note else "")
+    zero = zero_maps(row.maps)
+    legend = _legend_text(norm, cmap, bool(zero.any()))
+    tb = title_block(width - 8, f"{row.label}  {row.name}  {row.shape_text}", f"{what}; {legend}", size=fs + 4)
+    head_h = tb.height + 10
+    legend_h = 40 if norm != "map" else 0
     height = head_h + nrows * (h + cap_h + GAP) + legend_h + 6
-    canvas = _blank(height, width)
+    c = Canvas.blank(height, width)
     rgb = map_tiles(s, (h, w), lut)  # (k, h, w, 3)
     if overlay and image is not None:
         rgb = _blend(rgb, resize_rgb(image, (h, w)))
+    tb.draw(c, 4, 4)
     for j in range(k):
-        r, c = divmod(j, cols)
-        y0, x0 = head_h + r * (h + cap_h + GAP) + cap_h, 4 + c * (w + GAP)
-        canvas[y0 : y0 + h, x0 : x0 + w] = rgb[j]
-    d = _Draw(canvas)
-    d.text(
-        (4, 4), _fit_text(f"{row.label}  {row.name}  {row.shape_text}", fs + 4, width - 8), fill=INK, font=font(fs + 4)
-    )
-    what = f"maps {k} of {row.shape[-1]}" + (f" ({row.note})" if row.note else "")
-    d.text(
-        (4, 10 + fs + 4),
-        _fit_text(f"{what}; colormap {cmap}; {NORM_TEXT[norm]}", fs, width - 8),
-        fill=MUTED,
-        font=font(fs),
-    )
-    for j in range(k):
-        r, c = divmod(j, cols)
-        y0, x0 = head_h + r * (h + cap_h + GAP), 4 + c * (w + GAP)
+        r, col = divmod(j, cols)
+        y0, x0 = head_h + r * (h + cap_h + GAP), 4 + col * (w + GAP)
+        if zero[j]:
+            c.mark_blank((x0, y0 + cap_h), (w, h))
+        else:
+            c.rgb[y0 + cap_h : y0 + cap_h + h, x0 : x0 + w] = rgb[j]
         t = f"F{j + 1}" if first_n else f"F{j + 1} ch{int(row.channels[j])}"
-        d.text((x0 + 2, y0 + 2), _fit_text(t, fs, w - 4), fill=INK, font=font(fs))
+        c.text((x0 + 2, y0 + 1), fit_text(t, fs, w - 4), fs, INK)
     if norm != "map":
-        yb = height - legend_h + 4
-        bar_w = min(300, width - 120)
-        d.paste(_colorbar(bar_w, 12, lut), (60, yb + 4))
-        d.text((6, yb + 2), _fmt(rng[0, 0]), fill=INK, font=font(fs))
-        d.text((66 + bar_w, yb + 2), _fmt(rng[0, 1]), fill=INK, font=font(fs))
-    return canvas
+        yb = height - legend_h + 3
+        bar_w = min(300, width - 40)
+        c.colorbar(8, yb, bar_w, lut, float(rng[0, 0]), float(rng[0, 1]), size=fs - 1)
+    return c.rgb

@@ -100,7 +100,9 @@ def run_classes(args) -> int:
     classes = args.classes.split(",") if args.classes else None
     lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
     select_layers(conv_layers(lm.model), args.layers)
-    pics, preds, notes = compare_classes(lm, faces, labels, layers=args.layers, maps=args.maps, cmap=args.cmap)
+    pics, preds, notes = compare_classes(
+        lm, faces, labels, layers=args.layers, maps=args.maps, cmap=args.cmap, select=args.select
+    )
     for n in notes:
         print(f"note: {n}")
     files = []

@@ -171,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--layers", default="all")
     p.add_argument("--maps", type=_positive, default=8)
+    p.add_argument(
+        "--select",
+        default="first",
+        help="channels shown for every face: first | top-mean | top-max (ranked over all faces) | a list like 0,5,9",
+    )
     p.add_argument("--cmap", default="viridis")
     p.add_argument("--out", "-o", default="featuremaps-out")
     p.set_defaults(run="compare:run_classes")
