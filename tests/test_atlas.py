@@ -115,7 +115,7 @@ def test_atlas_cli_writes_everything(tmp_path, hand_data, hand_model_file, capsy
     for png in ("heatmaps/C01_hand.png", "top/C01_hand.png"):
         with Image.open(out / png) as im:
             assert im.width >= 400 and np.asarray(im).std() > 10
-    assert "ch0 SI 0.33 (light)" in capsys.readouterr().out
+    assert "F1 SI 0.33 (light)" in capsys.readouterr().out  # channels are 1-based F-numbers in text
 
 
 def test_atlas_resizes_images_of_other_sizes(tmp_path, hand_data, hand_model_file, capsys):

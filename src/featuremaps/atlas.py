@@ -397,7 +397,7 @@ def render_top_images(res: AtlasResult, j: int, source: Source, n: int = SHOW_CH
     )
     for r, ch in enumerate(chans):
         y0 = head_h + r * row_h
-        _text(d, (6, y0 + 4), f"channel {int(ch)}", fs + 2, label_w - 8)
+        _text(d, (6, y0 + 4), f"channel F{int(ch) + 1}", fs + 2, label_w - 8)
         _text(d, (6, y0 + 24), f"SI {res.si[j][ch]:.2f}", fs, label_w - 8, (110, 110, 110))
         _text(
             d,
@@ -474,7 +474,7 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
             ):
                 arrays[f"{keys[j]}/{name}"] = a
             rows = "".join(
-                f'<tr><td class="num">{it["channel"]}</td><td class="num">{it["selectivity"]:.3f}</td>'
+                f'<tr><td class="num">F{it["channel"] + 1}</td><td class="num">{it["selectivity"]:.3f}</td>'
                 f"<td>{esc(it['preferred_class'])}</td></tr>"
                 for it in layers[j]["most_selective"]
             )

@@ -24,7 +24,7 @@ from featuremaps.errors import UserError
 from featuremaps.extractor import FeatureExtractor
 from featuremaps.html import esc, img_tag, page
 from featuremaps.models import APPLICATIONS, EMOTION_NAMES
-from featuremaps.pipeline import describe_prediction, prepare
+from featuremaps.pipeline import model_title, prediction_of, prepare
 from featuremaps.render import _fit_text, apply_colormap, colormap, fit_size, font, resize_maps, resize_rgb
 
 NORMS = ("map", "layer", "shared", "global")
@@ -99,12 +99,12 @@ class ModelRun:
         return len(self.results)
 
 
-def run_model(lm, rgb: np.ndarray, maps: int, resize: str = "crop") -> ModelRun:
-
-    prep = prepare(lm, rgb, face_crop=False, resize=resize)
+def run_model(lm, rgb: np.ndarray, maps: int, resize: str = "crop", face_crop: bool | None = None) -> ModelRun:
+    """One model's pass; the emotion model sees the largest face, as in ``show`` (``face_crop=False``: the image)."""
+    prep = prepare(lm, rgb, face_crop=face_crop, resize=resize)
     fx = FeatureExtractor(lm.model, prep.x.shape, layers="all", maps=maps, select="first")
     results, preds = fx(prep.x[None])
-    pred = describe_prediction(preds[0] if preds is not None else None, lm.classes, top=3)
+    pred = prediction_of(lm, preds[0] if preds is not None else None, top=3)
     return ModelRun(lm, prep.shown, tuple(prep.x.shape), results, pred)
 
 
@@ -217,7 +217,7 @@ def render_models(
         h, w = fit_size(*r.shown.shape[:2], thumb)
         canvas[head_h : head_h + h, x0 + 4 : x0 + 4 + w] = resize_rgb(r.shown, (h, w))
         yt = head_h + thumb + 4
-        texts.append(((x0 + 4, yt), r.lm.name, fs + 2, col_w - 12, (20, 20, 20)))
+        texts.append(((x0 + 4, yt), model_title(r.lm), fs + 2, col_w - 12, (20, 20, 20)))
         texts.append(
             (
                 (x0 + 4, yt + fs + 6),
@@ -272,12 +272,23 @@ def compare_models(
     cmap: str = "viridis",
     image_name: str = "image",
     resize: str = "crop",
+    face_crop: bool | None = None,
+    progress=None,
 ):
-    """Python API: returns ``(picture RGB uint8, runs, labels, picks)``."""
-    runs = [run_model(lm, rgb, maps, resize) for lm in lms]
+    """Python API: returns ``(picture RGB uint8, runs, labels, picks)``; ``progress(i, n, model name)`` per model."""
+    runs = []
+    for i, lm in enumerate(lms):
+        if progress:
+            progress(i, len(lms), lm.name)
+        runs.append(run_model(lm, rgb, maps, resize, face_crop))
+    if progress:
+        progress(len(lms), len(lms), None)
     labels, picks = align_rows(runs, rows, align)
     sizes = sorted({"x".join(map(str, r.input_shape[:2])) for r in runs})
     title = f"{image_name} through {len(runs)} networks, layers aligned by {align}"
+    random = [r.lm.name for r in runs if getattr(r.lm, "random_weights", False)]
+    if random:
+        title += f" ({'all' if len(random) == len(runs) else ', '.join(random)} with random weights)"
     subtitle = (
         f"first {maps} maps of each layer; image {rgb.shape[1]}x{rgb.shape[0]} resized ({resize}) "
         f"to each network's input ({', '.join(sizes)})"
@@ -377,7 +388,7 @@ def render_classes(
     _text(d, (6, 4), title, fs + 4, width - 12)
     _text(d, (6, 10 + fs + 4), subtitle, fs, width - 12, (110, 110, 110))
     for j, ch in enumerate(channels):
-        _text(d, (label_w + j * (side + GAP) + 2, head_h - fs - 6), f"ch{int(ch)}", fs, side)
+        _text(d, (label_w + j * (side + GAP) + 2, head_h - fs - 6), f"F{int(ch) + 1}", fs, side)
     for i, (lab, pr) in enumerate(zip(labels, preds, strict=True)):
         y0 = head_h + i * row_h
         _text(d, (side + 12, y0 + 8), lab, fs + 2, label_w - side - 16)
@@ -407,7 +418,7 @@ def compare_classes(
     resize: str = "crop",
 ):
     """Python API: ``(pictures [(ConvLayer, RGB)], predictions [str], notes [str])`` of the faces."""
-    preps = [prepare(lm, f, face_crop=False, resize=resize) for f in faces]
+    preps = [prepare(lm, f, resize=resize) for f in faces]  # photos: the face, as in show; FER faces pass as is
     shape = preps[0].x.shape
     notes = []
     resized = [
@@ -419,8 +430,9 @@ def compare_classes(
     results, preds = fx(np.stack([p.x for p in preps]))
     pred_text = []
     for i in range(len(faces)):
-        d = describe_prediction(preds[i] if preds is not None else None, lm.classes, top=1)
-        pred_text.append(f"{d[0]['class']} {d[0]['probability']:.0%}" if d else "n/a")
+        d = prediction_of(lm, preds[i] if preds is not None else None, top=1)
+        random = getattr(lm, "random_weights", False)
+        pred_text.append(f"{d[0]['class']} {d[0]['probability']:.0%}" if d else "random weights" if random else "n/a")
     shown = [p.shown for p in preps]
     pics = []
     for r in results:
@@ -428,7 +440,7 @@ def compare_classes(
             f"{r.conv.label} {r.conv.name} {'x'.join(map(str, r.shape))}: the same {r.maps.shape[-1]} "
             f"channels for {len(faces)} faces"
         )
-        sub = f"{lm.name}; rows: true class, predicted class" + (f"; {notes[0]}" if notes else "")
+        sub = f"{model_title(lm)}; rows: true class, predicted class" + (f"; {notes[0]}" if notes else "")
         pics.append(
             (
                 r.conv,

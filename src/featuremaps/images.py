@@ -7,6 +7,7 @@ aspect ratio) and converts to the model's channel count.
 
 from __future__ import annotations
 
+import stat
 import warnings
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from featuremaps.errors import UserError
 MAX_PIXELS = 64_000_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 RESIZE_MODES = ("crop", "stretch", "pad")
+#: Narrower or shorter images are refused (a 3 px sliver has nothing to draw and breaks resizing).
+MIN_SIDE = 8
 
 
 def find_images(paths: list[str]) -> list[Path]:
@@ -40,18 +43,38 @@ def find_images(paths: list[str]) -> list[Path]:
     return out
 
 
+def _mpx(n: float) -> str:
+    """Pixel counts for messages: ``64 Mpixels``, ``0.0001 Mpixels`` (never "0 Mpixels")."""
+    return f"{n / 1e6:.3g} Mpixels" if n >= 1e5 else f"{int(n)} pixels"
+
+
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3), or raise a one-line UserError saying what is wrong."""
+    """Read an image file as RGB uint8 (H, W, 3), or raise a one-line UserError saying what is wrong.
+
+    Only regular files are read (a FIFO or device would block or never end); images smaller than
+    :data:`MIN_SIDE` px on a side are refused, as are images over ``max_pixels`` or Pillow's own limit.
+    """
     path = Path(path)
     try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = None  # missing or unreadable: the open below says which
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise UserError(f"{path} is not a regular file (a FIFO, socket or device); pass an image file")
+    try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # our own limit (max_pixels) decides up to Pillow's hard one (DecompressionBombError, 2x its warning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise UserError(
-                        f"{path} is {w}x{h} = {w * h / 1e6:.0f} Mpixels, over the "
-                        f"{max_pixels / 1e6:.0f} Mpixel limit; shrink it or raise --max-pixels"
+                        f"{path} is {w}x{h} = {_mpx(w * h)}, over the {_mpx(max_pixels)} limit; "
+                        "shrink it or raise --max-pixels"
+                    )
+                if min(w, h) < MIN_SIDE:
+                    raise UserError(
+                        f"{path} is {w}x{h} px; images need at least {MIN_SIDE} px on each side to be drawn"
                     )
                 im.load()
                 return pil_to_rgb(ImageOps.exif_transpose(im))
@@ -66,7 +89,10 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except UnidentifiedImageError:
         raise UserError(f"{path} is not an image Pillow can read; pass a PNG, JPEG, BMP, TIFF or WebP file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"{path} is too large (decompression bomb limit); shrink it or raise --max-pixels") from None
+        raise UserError(
+            f"{path} is over Pillow's decompression-bomb limit ({_mpx(2 * (Image.MAX_IMAGE_PIXELS or 0))}), "
+            "which --max-pixels cannot raise; shrink it"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
         raise UserError(f"{path} is truncated or corrupt ({e}); re-export or re-download it") from None
 

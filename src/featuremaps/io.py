@@ -14,6 +14,7 @@ import re
 import shutil
 import struct
 import tempfile
+import time
 import uuid
 import zipfile
 import zlib
@@ -71,6 +72,7 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it."""
     path = Path(path)
     ensure_dir(path.parent)
+    _sweep_once(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should be as readable as any file
@@ -236,6 +238,49 @@ def check_replaceable(path: str | Path) -> Path:
     return p
 
 
+#: featuremaps' own leftovers: ``.<name>.<random>.tmp`` (atomic writes) and ``.<name>.<pid>-<hex>.old``
+#: (a replaced folder). Only names of this shape, older than :data:`STALE_AFTER` seconds, are ever swept.
+TEMP_PATTERN = re.compile(r"^\..+\.(?:[A-Za-z0-9_]{6,}\.tmp|\d+-[0-9a-f]{8}\.old)$")
+STALE_AFTER = 3600.0
+_SWEPT: set[str] = set()
+
+
+def sweep_stale(folder: str | Path, older_than: float = STALE_AFTER) -> list[Path]:
+    """Remove featuremaps' own temporary files and folders left in ``folder`` by a killed run.
+
+    Only entries named by :data:`TEMP_PATTERN` and unmodified for ``older_than`` seconds go (a running
+    process's temporary files are younger); anything else is left alone. Returns what was removed.
+    """
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for e in entries:
+        if not TEMP_PATTERN.match(e.name):
+            continue
+        try:
+            if now - e.stat(follow_symlinks=False).st_mtime < older_than:
+                continue
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path)
+            else:
+                os.unlink(e.path)
+            removed.append(Path(e.path))
+        except OSError:
+            continue
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    key = str(folder.resolve()) if folder.exists() else str(folder)
+    if key not in _SWEPT:
+        _SWEPT.add(key)
+        sweep_stale(folder)
+
+
 def _temp_prefix(name: str) -> str:
     # file names may be 255 bytes: keep the temporary name well under that whatever the final name
     return "." + name.encode("utf-8", "surrogateescape")[:96].decode("utf-8", "ignore") + "."
@@ -253,6 +298,7 @@ def atomic_dir(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     path = Path(path)
     check_replaceable(path)  # fail before any work
     ensure_dir(path.parent)
+    _sweep_once(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:

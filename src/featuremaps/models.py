@@ -63,6 +63,8 @@ class LoadedModel:
     input_shape: tuple  # (H, W, C), entries may be None
     classes: list[str] | None = None
     is_emotion: bool = False
+    #: built with random weights (``--weights none``): figures say so and show no prediction
+    random_weights: bool = False
 
     def resolve_input_shape(self, image_hw: tuple[int, int], override: tuple[int, ...] | None = None):
         """Concrete (H, W, C): the model's own, then ``--input-shape``, then the image's size (max 512)."""
@@ -168,6 +170,7 @@ def _load_emotion(weights, preprocess) -> LoadedModel:
         tuple(model.inputs[0].shape[1:]),
         list(EMOTIONS),
         True,
+        weights == "none",
     )
 
 
@@ -211,7 +214,8 @@ def _load_application(key, weights, preprocess, random_head: bool = True) -> Loa
     source = f"keras.applications.{ctor_name} ({'ImageNet' if w == 'imagenet' else file or 'random'} weights)"
     if headless:
         source += ", without its classifier head (random weights: no meaningful prediction)"
-    return LoadedModel(model, key, source, desc, fn, tuple(model.inputs[0].shape[1:]), classes)
+    random = w is None and file is None
+    return LoadedModel(model, key, source, desc, fn, tuple(model.inputs[0].shape[1:]), classes, False, random)
 
 
 def _imagenet_classes() -> list[str] | None:

@@ -388,7 +388,7 @@ def render_overview(
         if not first_n:
             for j, ch in enumerate(row.channels):
                 x0 = label_w + j * (cell + GAP)
-                t = f"F{j + 1} ch{int(ch)}"
+                t = f"F{int(ch) + 1}"  # channels are F-numbers, 1-based, everywhere
                 d.text((x0 + 2, y0 - cap_h + 1), _fit_text(t, fs - 1, cell - 4), fill=MUTED, font=font(fs - 1))
         if norm == "layer":
             x0 = label_w + kmax * (cell + GAP) + 6
@@ -463,7 +463,7 @@ def render_layer(
     for j in range(k):
         r, c = divmod(j, cols)
         y0, x0 = head_h + r * (h + cap_h + GAP), 4 + c * (w + GAP)
-        t = f"F{j + 1}" if first_n else f"F{j + 1} ch{int(row.channels[j])}"
+        t = f"F{int(row.channels[j]) + 1}"  # 1-based channel number
         d.text((x0 + 2, y0 + 2), _fit_text(t, fs, w - 4), fill=INK, font=font(fs))
     if norm != "map":
         yb = height - legend_h + 4

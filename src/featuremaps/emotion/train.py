@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import keras
@@ -174,6 +175,7 @@ def train(
     verbose: int = 1,
     width: float = 1.0,
     init: str | None = None,
+    status=None,
 ) -> dict:
     """Train (or resume) the emotion model; returns the state dict (also in ``OUT/state.json``).
 
@@ -189,7 +191,15 @@ def train(
     if resume:
         if not state_path.is_file() or not (out / "last.keras").is_file():
             raise UserError(f"nothing to resume in {out} (no state.json/last.keras); drop --resume to start")
-        state = json.loads(state_path.read_text())
+        try:
+            state = json.loads(state_path.read_text())
+            if not isinstance(state, dict) or "recipe" not in state:
+                raise ValueError("no recipe")
+        except (ValueError, OSError) as e:
+            raise UserError(
+                f"{state_path} is damaged ({type(e).__name__}); the run cannot be resumed: start a new one with "
+                "another --out (or --init FILE from its best.keras)"
+            ) from None
         if state.get("epoch", 0) >= epochs:
             raise UserError(f"{out} already has {state['epoch']} epochs; pass a larger --epochs to go on")
     elif state_path.exists():
@@ -197,14 +207,25 @@ def train(
 
     if precision == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    if status:
+        status(f"reading FER2013 from {data_path}")
+    t0 = time.monotonic()
     data = fer.load(data_path, skip_bad=skip_bad, limit=limit)
+    if status:
+        status(f"read {sum(len(v) for v in data.splits.values())} faces in {time.monotonic() - t0:.0f} s")
     if data.skipped:
         log.warning("skipped %d bad entries, e.g. %s", len(data.skipped), data.skipped[0])
     tr, va = data["Training"], data["PublicTest"]
     keras.utils.set_random_seed(seed)
 
     if resume:
-        model = keras.models.load_model(out / "last.keras")
+        try:
+            model = keras.models.load_model(out / "last.keras")
+        except Exception as e:  # a cut or foreign file: Keras raises many types
+            raise UserError(
+                f"{out / 'last.keras'} cannot be loaded ({type(e).__name__}); the run cannot be resumed: "
+                "start a new one with another --out (or --init FILE from its best.keras)"
+            ) from None
     else:
         model, init_note = _initial_model(init, tr.x, width)
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
