@@ -64,7 +64,7 @@ def _folder_with_bad_images(root: Path) -> Path:
     src = root / "imgs"
     _png(src / "a_good.png")
     (src / "b_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    _png(src / "c_sliver.png", (200, 3, 3))
+    (src / "c_empty.png").write_bytes(b"")
     os.mkfifo(src / "d_fifo.png")
     _png(src / "e_good.png", value=90)
     return src
@@ -74,7 +74,7 @@ def _folder_with_bad_images(root: Path) -> Path:
 def test_show_batch_skips_unusable_images_and_exits_1(models_dir, tmp_path, capsys):
     src = _folder_with_bad_images(tmp_path)
     out = tmp_path / "out"
-    rc = main(["show", str(src / "a_good.png"), str(src / "b_broken.png"), str(src / "c_sliver.png"),
+    rc = main(["show", str(src / "a_good.png"), str(src / "b_broken.png"), str(src / "c_empty.png"),
                str(src / "d_fifo.png"), str(src / "e_good.png"),
                "--model", str(models_dir / "tiny.keras"), "--out", str(out), "--no-layer-pngs"])  # fmt: skip
     assert rc == 1
@@ -82,7 +82,7 @@ def test_show_batch_skips_unusable_images_and_exits_1(models_dir, tmp_path, caps
     skipped = [ln for ln in err if ln.startswith("featuremaps: warning: skipped")]
     assert len(skipped) == 3, err
     assert "b_broken.png" in skipped[0] and "not an image Pillow can read" in skipped[0]
-    assert "c_sliver.png" in skipped[1] and "at least 8 px" in skipped[1]
+    assert "c_empty.png" in skipped[1]
     assert "d_fifo.png" in skipped[2] and "not a regular file" in skipped[2]  # a FIFO never blocks
     assert err[-1] == "featuremaps: skipped 3 of 5 images; the other 2 are done"
     assert all("\r" not in ln for ln in err)  # not a terminal: no bar, no carriage returns
@@ -102,13 +102,11 @@ def test_show_batch_nothing_usable_exits_2(models_dir, tmp_path, capsys):
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_show_single_bad_image_is_one_error_line(models_dir, tmp_path, capsys):
-    _png(tmp_path / "thin.png", (3, 300, 3))
-    out = tmp_path / "out"
-    assert main(["show", str(tmp_path / "thin.png"), "--model", str(models_dir / "tiny.keras"), "--out", str(out)]) == 2
-    _, err = _err_lines(capsys)
-    assert err == [f"featuremaps: error: {tmp_path / 'thin.png'} is 300x3 px; images need at least 8 px on each side "
-                   "to be drawn"]  # fmt: skip
+def test_slivers_are_drawn(models_dir, tmp_path, capsys):
+    for shape in ((3, 300, 3), (300, 3, 3), (1, 1, 3)):
+        img = _png(tmp_path / f"s{shape[0]}x{shape[1]}.png", shape)
+        argv = ["show", str(img), "--model", str(models_dir / "tiny.keras"), "--no-layer-pngs"]
+        assert main([*argv, "--out", str(tmp_path / "out")]) == 0, shape
 
 
 def test_show_emotion_model_skips_faceless_photo(tmp_path, capsys):
@@ -390,7 +388,7 @@ def test_train_resume_with_cut_state_is_one_line(tmp_path, capsys):
 
 
 def test_tiny_image_through_face_detector_is_one_line(tmp_path, capsys):
-    img = _png(tmp_path / "tall.png", (30000, 8, 3), value=128)
+    img = _png(tmp_path / "tall.png", (30000, 3, 3), value=128)  # cv2.resize to 0 px wide crashed
     assert main(["show", str(img), "--out", str(tmp_path / "out"), "--layers", "C1"]) == 2
     _, err = _err_lines(capsys)
     assert len(err) == 1 and "no face found" in err[0]
@@ -455,3 +453,117 @@ def test_stale_temp_files_of_featuremaps_are_swept(models_dir, tmp_path):
     img = _png(tmp_path / "b.png")
     assert main(["show", str(img), "--model", str(models_dir / "tiny.keras"), "--out", str(out)]) == 0
     assert not old_file.exists() and fresh.exists()
+
+
+# ---------------------------------------------------------------- issue 11 parts 2-4: more one-line cases
+def _fer_csv(path: Path, rows: list[str], bom: bool = False, raw: bytes | None = None) -> Path:
+    text = "emotion,pixels,Usage\n" + "".join(r + "\n" for r in rows)
+    path.write_bytes(raw if raw is not None else (b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    return path
+
+
+def test_fer_csv_bom_nan_non_utf8_and_huge_field(tmp_path):
+    from featuremaps.emotion import data as fer
+
+    px = " ".join(["7"] * 48 * 48)
+    d = fer.load(_fer_csv(tmp_path / "bom.csv", [f"3,{px},Training"], bom=True))
+    assert len(d["Training"]) == 1  # a BOM before the header is accepted
+    nan = " ".join(["nan"] + ["7"] * (48 * 48 - 1))
+    with pytest.raises(UserError, match="row 2: pixels include nan or inf"):
+        fer.load(_fer_csv(tmp_path / "nan.csv", [f"3,{nan},Training"]))
+    bad = b"emotion,pixels,Usage\n3,\xff\xfe,Training\n"
+    with pytest.raises(UserError, match="is not UTF-8 text") as e:
+        fer.load(_fer_csv(tmp_path / "latin.csv", [], raw=bad))
+    assert "\n" not in str(e.value)
+    huge = b'emotion,pixels,Usage\n3,"' + b"1 " * 100_000 + b'",Training\n'
+    with pytest.raises(UserError, match="not a readable CSV") as e:
+        fer.load(_fer_csv(tmp_path / "huge.csv", [], raw=huge))
+    assert "\n" not in str(e.value)
+
+
+def test_truncated_archive_blamed_on_the_archive(tmp_path):
+    import tarfile
+
+    from featuremaps.emotion import data as fer
+
+    src = tmp_path / "fer2013" / "train" / "happy"
+    src.mkdir(parents=True)
+    for i in range(40):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (48, 48), dtype=np.uint8)).save(src / f"{i}.png")
+    arc = tmp_path / "fer.tar.gz"
+    with tarfile.open(arc, "w:gz") as t:
+        t.add(tmp_path / "fer2013", arcname="fer2013")
+    arc.write_bytes(arc.read_bytes()[: arc.stat().st_size // 2])
+    with pytest.raises(UserError, match="cannot read the archive, it is truncated or corrupt") as e:
+        fer.load(arc, skip_bad=True)
+    assert "\n" not in str(e.value)
+
+
+def test_messages_that_misled(models_dir, tmp_path, capsys):
+    img = _png(tmp_path / "a.png")
+    tiny = str(models_dir / "tiny.keras")
+    out = str(tmp_path / "out")
+    cases = [
+        (["show", str(img), "--model", tiny, "--layers", "C2-C1"], "is reversed; write it low to high: C1-C2"),
+        (["show", str(img), "--model", tiny, "--classes", "a,b"], "names 2 classes but the model has 3 outputs"),
+    ]
+    h5 = tmp_path / "legacy.keras"
+    h5.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    cases.append((["show", str(img), "--model", str(h5)], "is an HDF5 (legacy .h5) model named .keras; rename it"))
+    npz = tmp_path / "w.npz"
+    npz.write_text("hello")
+    cases.append((["show", str(img), "--model", "emotion", "--weights", str(npz)], "is not an .npz file"))
+    for argv, match in cases:
+        assert main([*argv, "--out", out]) == 2, argv
+        _, err = _err_lines(capsys)
+        assert len(err) == 1 and match in err[0], err
+        assert "allow_pickle" not in err[0] and "File not found" not in err[0]
+
+
+def test_newline_and_escapes_in_file_names_stay_on_one_line(models_dir, tmp_path, capsys):
+    bad = tmp_path / "evil\n\x1b[31mname.png"
+    bad.write_bytes(b"not an image")
+    assert main(["show", str(bad), "--model", str(models_dir / "tiny.keras"), "--out", str(tmp_path / "o")]) == 2
+    _, err = _err_lines(capsys)
+    assert len(err) == 1 and "\\n\\x1b[31mname.png" in err[0] and "\x1b" not in err[0]
+
+
+def test_non_utf8_file_name_in_report(models_dir, tmp_path, capsys):
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: a lone surrogate in Python
+    img = _png(tmp_path / name)
+    out = tmp_path / "r.html"
+    argv = ["report", str(img), "--model", str(models_dir / "tiny.keras"), "--method", "none"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "caf?.png" in out.read_text(encoding="utf-8")  # the undecodable byte shown as ?
+
+
+def test_report_out_where_no_temp_file_can_be_made(models_dir, tmp_path, capsys):
+    img = _png(tmp_path / "a.png")
+    argv = ["report", str(img), "--model", str(models_dir / "tiny.keras"), "--method", "none"]
+    assert main([*argv, "--out", "/proc/featuremaps-report.html"]) == 2
+    _, err = _err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith("featuremaps: error: cannot write /proc/featuremaps-report.html")
+
+
+def test_32_bit_tiff_keeps_its_range(tmp_path):
+    from featuremaps.images import load_image
+
+    a = np.array([[0, 1 << 20], [1 << 19, 1 << 20]] * 4, dtype=np.int32).repeat(4, 1)
+    p = tmp_path / "i32.tif"
+    Image.fromarray(a, mode="I").save(p)
+    g = load_image(p)[..., 0]
+    assert g.max() == 255 and 120 <= g[1, 0] <= 135 and g.min() == 0  # scaled by its max, not clipped
+
+
+def test_forgotten_weights_none_fails_before_building_with_the_url(tmp_path, monkeypatch, capsys):
+    import featuremaps.models as fm_models
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setattr(fm_models, "_reachable", lambda host, timeout=3.0: False)
+    built = []
+    monkeypatch.setattr(fm_models.keras.applications, "VGG16", lambda **kw: built.append(kw))
+    img = _png(tmp_path / "a.png")
+    assert main(["show", str(img), "--model", "vgg16", "--out", str(tmp_path / "o")]) == 2
+    _, err = _err_lines(capsys)
+    assert len(err) == 1 and "https://storage.googleapis.com/tensorflow/keras-applications/" in err[0]
+    assert "--weights none" in err[0] and built == []

@@ -20,8 +20,6 @@ from featuremaps.errors import UserError
 MAX_PIXELS = 64_000_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 RESIZE_MODES = ("crop", "stretch", "pad")
-#: Narrower or shorter images are refused (a 3 px sliver has nothing to draw and breaks resizing).
-MIN_SIDE = 8
 
 
 def find_images(paths: list[str]) -> list[Path]:
@@ -51,8 +49,8 @@ def _mpx(n: float) -> str:
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file as RGB uint8 (H, W, 3), or raise a one-line UserError saying what is wrong.
 
-    Only regular files are read (a FIFO or device would block or never end); images smaller than
-    :data:`MIN_SIDE` px on a side are refused, as are images over ``max_pixels`` or Pillow's own limit.
+    Only regular files are read (a FIFO or device would block or never end); images over ``max_pixels``
+    or Pillow's own limit are refused from their header, before any pixel is decoded.
     """
     path = Path(path)
     try:
@@ -71,10 +69,6 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                     raise UserError(
                         f"{path} is {w}x{h} = {_mpx(w * h)}, over the {_mpx(max_pixels)} limit; "
                         "shrink it or raise --max-pixels"
-                    )
-                if min(w, h) < MIN_SIDE:
-                    raise UserError(
-                        f"{path} is {w}x{h} px; images need at least {MIN_SIDE} px on each side to be drawn"
                     )
                 im.load()
                 return pil_to_rgb(ImageOps.exif_transpose(im))
@@ -101,7 +95,9 @@ def pil_to_rgb(im) -> np.ndarray:
     """Any Pillow mode -> RGB uint8; 16/32-bit grayscale scaled by its range, alpha composited on white."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        top = float(a.max()) if a.size else 0.0
+        # 16-bit by their range; 32-bit integers or floats beyond 16 bits by their own maximum (never clip to white)
+        hi = 65535.0 if im.mode.startswith("I;16") or 255 < top <= 65535 else (top if top > 65535 else 255.0)
         g = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2)
     if im.mode == "P" and "transparency" in im.info:

@@ -73,7 +73,10 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     path = Path(path)
     ensure_dir(path.parent)
     _sweep_once(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+    except OSError as e:  # /proc, a read-only mount, a full disk
+        raise UserError(f"cannot write {path}: {e.strerror or e}; choose another --out") from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should be as readable as any file
     try:
@@ -167,7 +170,8 @@ def save_npz(path: str | Path, **arrays) -> Path:
 
 def save_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
+        # errors=replace: a non-UTF-8 file name (a lone surrogate in Python) shows as ?, never a crash
+        with open(tmp, "w", encoding="utf-8", errors="replace") as f:
             f.write(text)
     return Path(path)
 
@@ -299,7 +303,10 @@ def atomic_dir(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     check_replaceable(path)  # fail before any work
     ensure_dir(path.parent)
     _sweep_once(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}; choose another --out") from None
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp

@@ -21,6 +21,7 @@ import threading
 import warnings
 
 from featuremaps.cli.options import build_parser
+from featuremaps.cli.progress import clean
 from featuremaps.errors import UserError
 
 
@@ -29,6 +30,9 @@ def _quiet_frameworks() -> None:
     logging.basicConfig(level=logging.WARNING, format="featuremaps: %(message)s")
     warnings.filterwarnings("ignore", module="keras")
     logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # "tf.function retracing" notices
+    # numpy's "invalid value"/"divide by zero" RuntimeWarnings on odd inputs are handled where they matter
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
     # TensorFlow's C++ start-up lines ("oneDNN custom operations are on", absl notices) ignore
     # TF_CPP_MIN_LOG_LEVEL: import Keras once with the stderr file descriptor pointed at /dev/null.
     if "keras" not in sys.modules:
@@ -83,8 +87,8 @@ def _main(argv: list[str] | None) -> int:
         module, _, func = args.run.partition(":")
         command = getattr(importlib.import_module(f"featuremaps.cli.{module}"), func or "run")
         return int(command(args) or 0)
-    except UserError as e:
-        print(f"featuremaps: error: {e}", file=sys.stderr)
+    except UserError as e:  # one line: newlines and terminal escapes (from file names) made visible
+        print(f"featuremaps: error: {clean(e)}", file=sys.stderr)
         return 2
     except Terminated:
         print(f"{_fresh()}featuremaps: terminated (SIGTERM); unfinished files removed", file=sys.stderr)
