@@ -137,7 +137,7 @@ def test_atlas_resizes_images_of_other_sizes(tmp_path, hand_data, hand_model_fil
         )
         == 0
     )
-    assert "note: 1 of 6 images were resized to 4x4" in capsys.readouterr().out
+    assert "note: 1 of 6 images were resized to 4x4" in capsys.readouterr().err  # notes go to stderr
 
 
 def _bad(tmp_path, case, hand_data, hand_model_file):

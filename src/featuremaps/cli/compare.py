@@ -20,15 +20,18 @@ from featuremaps.html import esc, img_tag, page
 from featuremaps.images import find_images, load_image
 from featuremaps.io import atomic_dir, check_replaceable, check_writable, safe_name, save_json, save_png, save_text
 from featuremaps.layers import conv_layers, select_layers
-from featuremaps.models import EMOTION_NAMES
+from featuremaps.models import APPLICATIONS, EMOTION_NAMES
 from featuremaps.pipeline import model_title
 
 
-def _load_for_compare(name: str, weights: str | None):
+def _load_for_compare(name: str, weights: str | None, unsafe: bool = False):
     """``--weights`` applies to the keras.applications models; the bundled emotion model keeps its training."""
-    if name.lower().replace("_", "") in EMOTION_NAMES:
+    key = name.lower().replace("_", "")
+    if key in EMOTION_NAMES:
         return models.load(name)
-    return models.load(name, weights=weights)
+    if key in APPLICATIONS:
+        return models.load(name, weights=weights)
+    return models.load(name, unsafe=unsafe)  # a model file: its own weights
 
 
 def run_models(args) -> int:
@@ -39,7 +42,7 @@ def run_models(args) -> int:
             "(for many images use 'featuremaps show' or 'report')"
         )
     (path,) = find_images([args.image])
-    rgb = load_image(path)
+    rgb = load_image(path, **({"max_pixels": args.max_pixels} if args.max_pixels else {}))
     out_root = check_writable(args.out)
     folder = check_replaceable(out_root / f"compare_{safe_name(path.stem)}")
     if args.norm not in NORMS:
@@ -48,7 +51,7 @@ def run_models(args) -> int:
     lms = []
     for i, n in enumerate(names):
         loading(i, len(names), n)
-        lms.append(_load_for_compare(n, args.weights))
+        lms.append(_load_for_compare(n, args.weights, args.unsafe))
     loading(len(names), len(names), None)
     pic, runs, labels, picks = compare_models(
         lms,
@@ -112,7 +115,7 @@ def run_classes(args) -> int:
         paths = find_images(args.images)
         if len(paths) < 2:
             raise UserError("compare-classes needs at least 2 images (one per class); or pass --data")
-        faces = [load_image(p) for p in paths]
+        faces = [load_image(p, **({"max_pixels": args.max_pixels} if args.max_pixels else {})) for p in paths]
         labels = [p.stem for p in paths]
         sources = [str(p) for p in paths]
     else:

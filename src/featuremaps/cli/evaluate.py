@@ -24,7 +24,7 @@ def run(args) -> int:
     data_path = fer_data(args.data)
     model, source = load_for_eval(args.model)
     status = Progress("evaluate ")
-    status.note(f"reading {clean(data_path)}")
+    status.status(f"reading {clean(data_path)}")
     data = fer.load(data_path, skip_bad=args.skip_bad)
     if data.skipped:
         status.warn(f"skipped {len(data.skipped)} bad entries (first: {clean(data.skipped[0])})")

@@ -188,6 +188,10 @@ def _image_args(p):
         default=None,
         help="feed the whole image to the emotion model instead of the largest face (default: crop the face)",
     )
+    _max_pixels_arg(p)
+
+
+def _max_pixels_arg(p):
     p.add_argument(
         "--max-pixels",
         type=_bounded(1, 2**31),
@@ -298,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="feed the whole image to the emotion model instead of the largest face (default: crop the face)",
     )
+    p.add_argument("--unsafe", action="store_true", help="allow code stored in a model file (Lambda layers) to run")
+    _max_pixels_arg(p)
     _out_arg(p, "featuremaps-out", "parent folder: writes FOLDER/compare_<image name>/")
     p.set_defaults(run="compare:run_models")
 
@@ -312,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default="all", help="names, C-numbers (C3), ranges (C1-C5), globs or all")
     p.add_argument("--maps", type=_bounded(1, 64), default=8, help="maps per layer")
     p.add_argument("--cmap", default="viridis", help="colormap")
+    _max_pixels_arg(p)
     _out_arg(p, "featuremaps-out", "parent folder: writes FOLDER/compare-classes/")
     p.set_defaults(run="compare:run_classes")
 

@@ -95,6 +95,11 @@ class Progress:
             self._draw(*self._state)
         self.stream.flush()
 
+    def status(self, message: str) -> None:
+        """What is going on now ("reading FER2013 ..."), on a terminal only: logs stay free of chatter."""
+        if self.tty:
+            self.warn(message, prefix=self.label)
+
     def note(self, message: str) -> None:
         """An informational line (``featuremaps: note: ...``), same placement rules as :meth:`warn`."""
         self.warn(message, prefix="featuremaps: note: ")

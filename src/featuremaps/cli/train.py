@@ -24,7 +24,7 @@ def run(args) -> int:
         limit=args.limit,
         width=args.width,
         init=args.init,
-        status=status.note,
+        status=status.status,
     )
     out = Path(args.out)
     # say only what is on disk: curves.png needs matplotlib (an optional dependency)
