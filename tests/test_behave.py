@@ -567,3 +567,28 @@ def test_forgotten_weights_none_fails_before_building_with_the_url(tmp_path, mon
     _, err = _err_lines(capsys)
     assert len(err) == 1 and "https://storage.googleapis.com/tensorflow/keras-applications/" in err[0]
     assert "--weights none" in err[0] and built == []
+
+
+def test_250_character_file_names(models_dir, tmp_path, capsys):
+    img = _png(tmp_path / ("y" * 251 + ".png"))
+    tiny = str(models_dir / "tiny.keras")
+    out = tmp_path / "out"
+    assert main(["show", str(img), "--model", tiny, "--out", str(out), "--no-layer-pngs"]) == 0
+    assert main(["compare", str(img), "--models", tiny, "--rows", "1", "--maps", "1", "--out", str(out)]) == 0
+    assert main(["report", str(img), "--model", tiny, "--method", "none", "--out", str(tmp_path / "r.html")]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["compare_" + "y" * 200, "y" * 200]
+
+
+def test_overview_size_is_bounded(models_dir, tmp_path, capsys):
+    img = _png(tmp_path / "a.png")
+    argv = ["show", str(img), "--model", str(models_dir / "tiny.keras"), "--maps", "1024", "--cell", "1024"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    _, err = _err_lines(capsys)
+    assert len(err) == 1 and "Mpixels); lower --maps or --cell" in err[0]
+
+
+def test_evaluate_refuses_imagenet_models_before_loading(tmp_path, capsys):
+    assert main(["evaluate", "vgg16", "--data", str(tmp_path)]) == 2
+    _, err = _err_lines(capsys)
+    assert len(err) == 1 and "is an ImageNet model" in err[0] and "--weights" not in err[0]

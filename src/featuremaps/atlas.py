@@ -33,6 +33,7 @@ from featuremaps.html import esc, page
 from featuremaps.images import IMAGE_SUFFIXES, fit_to
 from featuremaps.io import atomic_dir, safe_name, save_json, save_npz, save_png, save_text, unique_names
 from featuremaps.layers import conv_layers, select_layers
+from featuremaps.pipeline import model_title
 from featuremaps.render import apply_colormap, colormap, resize_rgb
 
 TOP_K = 9  # images kept per channel
@@ -457,7 +458,7 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
     with atomic_dir(out) as tmp:
         arrays = {"classes": np.asarray(res.classes), "counts": res.counts}
         body = [
-            f'<p class="note">{esc(lm.name)} over {res.images} images of {esc(source.description)}; '
+            f'<p class="note">{esc(model_title(lm))} over {res.images} images of {esc(source.description)}; '
             f"per class: {esc(', '.join(f'{k} {n}' for k, n in zip(res.classes, res.counts, strict=True)))}"
             "</p>"
         ]
@@ -507,7 +508,7 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
         save_text(
             tmp / "index.html",
             page(
-                f"featuremaps atlas: {lm.name}",
+                f"featuremaps atlas: {model_title(lm)}",
                 f'<section class="image">{"".join(body)}</section>',
                 nav=nav,
                 local_images=True,

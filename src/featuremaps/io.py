@@ -374,5 +374,13 @@ def output_names(paths: Iterable[str | Path]) -> list[str]:
 
 
 def safe_name(name: str) -> str:
-    """A layer or image name as a file name: path separators and odd characters become '_' or '.'."""
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name.replace("/", ".")).strip(".") or "x"
+    """A layer or image name as a file name: path separators and odd characters become '_' or '.'.
+
+    At most :data:`MAX_NAME` characters, so prefixes (``compare_``, ``C01_``) and suffixes keep a name under
+    the file system's 255 bytes; names that then collide are told apart by :func:`unique_names`.
+    """
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name.replace("/", ".")).strip(".")[:MAX_NAME] or "x"
+
+
+#: Longest name :func:`safe_name` returns.
+MAX_NAME = 200

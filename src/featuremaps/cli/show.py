@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from featuremaps import models
 from featuremaps.cli.progress import Batch, clean
+from featuremaps.errors import UserError
 from featuremaps.images import find_images
 from featuremaps.io import check_writable, output_names
 from featuremaps.layers import conv_layers, select_layers
 from featuremaps.pipeline import Shower, ShowOptions
+
+#: The overview is never drawn larger than this many pixels (a 200 Mpx RGB canvas is 600 MB).
+MAX_FIGURE_PIXELS = 200_000_000
+
+
+def check_figure_size(maps: int, cell: int, layers: int) -> None:
+    """Refuse ``--maps`` x ``--cell`` x layers that would draw an overview too large to hold (one line)."""
+    w = maps * (cell + 2) + 2 * cell + 300
+    h = layers * (cell + cell // 7 + 24) + 200
+    if w * h > MAX_FIGURE_PIXELS:
+        raise UserError(
+            f"--maps {maps} and --cell {cell} over {layers} layers would draw a {w}x{h} px overview "
+            f"(over {MAX_FIGURE_PIXELS // 1_000_000} Mpixels); lower --maps or --cell, or pick --layers"
+        )
 
 
 def run(args) -> int:
@@ -36,7 +51,8 @@ def run(args) -> int:
         max_pixels=args.max_pixels,
         layer_pngs=args.layer_pngs,
     )
-    select_layers(conv_layers(lm.model), opts.layers)  # a bad --layers fails before the first image
+    chosen = select_layers(conv_layers(lm.model), opts.layers)  # a bad --layers fails before the first image
+    check_figure_size(opts.maps, opts.cell, len(chosen))
     shower = Shower(lm, opts)
     batch = Batch("show ")
     results = batch.run(

@@ -76,6 +76,11 @@ def predict(model, faces_u8: np.ndarray, tta: bool = False, batch_size: int = 25
 
 def load_for_eval(spec: str | None):
     """The emotion model to evaluate: shipped (default), a .keras file, or .npz weights."""
+    if spec and spec.lower().replace("_", "") in models.APPLICATIONS:
+        raise UserError(
+            f"evaluate measures the emotion model on FER2013; {spec} is an ImageNet model: pass emotion, "
+            "a trained run's best.keras or its .npz"
+        )
     if spec and spec.endswith(".npz"):
         if not Path(spec).is_file():
             raise UserError(f"weights file {spec} does not exist; check the path")
