@@ -592,3 +592,14 @@ def test_evaluate_refuses_imagenet_models_before_loading(tmp_path, capsys):
     assert main(["evaluate", "vgg16", "--data", str(tmp_path)]) == 2
     _, err = _err_lines(capsys)
     assert len(err) == 1 and "is an ImageNet model" in err[0] and "--weights" not in err[0]
+
+
+def test_resume_trims_log_rows_written_after_the_last_checkpoint(tmp_path):
+    from featuremaps.emotion.train import trim_log
+
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,accuracy\n0,0.2\n1,0.3\n2,0.35\n")  # killed after epoch 3's row, before its checkpoint
+    trim_log(log, 2)
+    assert log.read_text() == "epoch,accuracy\n0,0.2\n1,0.3\n"
+    trim_log(log, 2)
+    assert log.read_text() == "epoch,accuracy\n0,0.2\n1,0.3\n"

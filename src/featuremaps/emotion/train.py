@@ -2,7 +2,8 @@
 
 Recipe after Khaireddin & Chen 2021 ("Facial Emotion Recognition: State of the Art Performance on FER2013"):
 SGD with Nesterov momentum, lr 0.01, batch 64, strong augmentation; here with a cosine learning-rate decay
-over ``--epochs`` (deterministic per epoch, so ``--resume`` continues the same schedule). Model selection on
+over ``--epochs`` (deterministic per epoch, so ``--resume`` continues the same schedule; a resumed run is not
+bit-identical to an uninterrupted one: the augmentation's random state is not restored). Model selection on
 PublicTest only; PrivateTest is left for ``featuremaps evaluate``.
 
 Files in ``OUT``: ``last.keras`` (model + optimizer, every epoch), ``best.keras`` (best PublicTest accuracy),
@@ -26,7 +27,7 @@ from featuremaps.emotion import model as emotion
 from featuremaps.emotion.augment import augment_batch
 from featuremaps.emotion.model import EMOTIONS
 from featuremaps.errors import UserError
-from featuremaps.io import atomic_path, check_writable, ensure_dir, save_json
+from featuremaps.io import atomic_path, check_writable, ensure_dir, save_json, save_text
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,24 @@ def _checkpoint_callback(out: Path, epochs: int, state: dict):
             _plot_curves(state["history"], out / "curves.png")
 
     return Checkpoint()
+
+
+def trim_log(path: Path, epochs_done: int) -> None:
+    """Drop ``log.csv`` rows of epochs after the last checkpoint (a run killed between the CSV row and the
+    checkpoint wrote its row already): the resumed run writes them again, once."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    if not lines:
+        return
+    keep = [lines[0]]
+    for ln in lines[1:]:
+        head = ln.split(",", 1)[0].strip()
+        if head.isdigit() and int(head) >= epochs_done:  # CSVLogger's epoch column is 0-based
+            continue
+        keep.append(ln)
+    if len(keep) != len(lines):
+        save_text(path, "".join(keep))
 
 
 def _plot_curves(history: list[dict], path: Path) -> None:
@@ -251,6 +270,8 @@ def train(
             state["recipe"]["init"] = init_note
     ensure_dir(out)
     start = int(state.get("epoch", 0))
+    if resume:
+        trim_log(out / "log.csv", start)
     state["recipe"]["epochs"] = epochs
     batches = _dataset_class()(tr.x, tr.y, batch_size, seed, epoch=start)
     x_val = va.x[..., None].astype(np.float32) / 255.0
