@@ -603,3 +603,13 @@ def test_resume_trims_log_rows_written_after_the_last_checkpoint(tmp_path):
     assert log.read_text() == "epoch,accuracy\n0,0.2\n1,0.3\n"
     trim_log(log, 2)
     assert log.read_text() == "epoch,accuracy\n0,0.2\n1,0.3\n"
+
+
+def test_cam_random_weights_says_so(tmp_path, capsys):
+    img = _png(tmp_path / "face.png", (48, 48, 3))
+    out = tmp_path / "out"
+    assert main(["cam", str(img), "--model", "emotion", "--weights", "none", "--out", str(out)]) == 0
+    stdout, _ = _err_lines(capsys)
+    assert "random weights: the class is arbitrary" in stdout and "p = " not in stdout
+    meta = json.loads((out / "face" / "cam" / "cam.json").read_text())
+    assert meta["model"]["random_weights"] is True and meta["prediction"] == []

@@ -187,6 +187,8 @@ class CamRunner:
         shown_classes = ""
         if self.all_classes and len(results) and eng.n_classes > len({r.class_index for r in results}):
             shown_classes = f"the {len({r.class_index for r in results})} most probable of {eng.n_classes} classes; "
+        if getattr(self.lm, "random_weights", False):
+            shown_classes = "random weights: classes and probabilities are noise; " + shown_classes
         sub = shown_classes + (
             f"score: {'pre-softmax logit' if eng.score == 'logit' else 'model output'}; maps blended over "
             f"{'the face crop' if face is not None else 'the model input'}; colormap {self.cmap}"
@@ -235,7 +237,12 @@ class CamRunner:
                 {
                     "featuremaps": __version__,
                     "image": str(path),
-                    "model": {"name": self.lm.name, "source": self.lm.source, "input_shape": list(prep.x.shape)},
+                    "model": {
+                        "name": self.lm.name,
+                        "source": self.lm.source,
+                        "input_shape": list(prep.x.shape),
+                        "random_weights": bool(getattr(self.lm, "random_weights", False)),
+                    },
                     "preprocessing": {
                         "resize": prep.resize,
                         "scaling": self.lm.preprocess,
