@@ -12,14 +12,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-FER_ARCHIVE = SHARED / "data" / "fer2013" / "fer2013.tar.gz"
+#: FER2013 as users name it (the FEATUREMAPS_FER2013 environment variable), else ../shared beside the checkout
+FER_ARCHIVE = Path(os.environ.get("FEATUREMAPS_FER2013") or SHARED / "data" / "fer2013" / "fer2013.tar.gz")
 EXAMPLES = ROOT / "examples"
 
 
 def needs_fer():
     """Skip marker for tests that read real FER2013 faces (never committed to the repo)."""
     return pytest.mark.skipif(
-        not FER_ARCHIVE.is_file(), reason=f"FER2013 archive not found at {FER_ARCHIVE} (a fresh clone has no ../shared)"
+        not FER_ARCHIVE.is_file(),
+        reason=f"FER2013 archive not found at {FER_ARCHIVE} (set FEATUREMAPS_FER2013; a fresh clone has no ../shared)",
     )
 
 

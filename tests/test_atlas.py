@@ -115,7 +115,7 @@ def test_atlas_cli_writes_everything(tmp_path, hand_data, hand_model_file, capsy
     for png in ("heatmaps/C01_hand.png", "top/C01_hand.png"):
         with Image.open(out / png) as im:
             assert im.width >= 400 and np.asarray(im).std() > 10
-    assert "ch0 SI 0.33 (light)" in capsys.readouterr().out
+    assert "F1 SI 0.33 (light)" in capsys.readouterr().out
     html = (out / "index.html").read_text()
     assert 'class="layer wide"' in html and 'class="scroll"' in html  # pictures at full size, text readable
     assert ".layer.wide img{max-width:none}" in html
@@ -152,7 +152,7 @@ def test_atlas_resizes_images_of_other_sizes(tmp_path, hand_data, hand_model_fil
         )
         == 0
     )
-    assert "note: 1 of 6 images were resized to 4x4" in capsys.readouterr().out
+    assert "note: 1 of 6 images were resized to 4x4" in capsys.readouterr().err  # notes go to stderr
 
 
 def _bad(tmp_path, case, hand_data, hand_model_file):

@@ -16,9 +16,7 @@ def test_emotion_show_crops_the_face_and_predicts_seven_emotions(tmp_path, capsy
             "show",
             str(EXAMPLES / "astronaut.png"),
             "--model",
-            "emotion",
-            "--weights",
-            "none",
+            "emotion",  # trained weights: a model with random weights shows no prediction
             "--layers",
             "C1,C13",
             "--out",

@@ -44,6 +44,7 @@ from featuremaps.html import esc, page
 from featuremaps.images import IMAGE_SUFFIXES, fit_to
 from featuremaps.io import atomic_dir, safe_name, save_json, save_npz, save_png, save_text, unique_names
 from featuremaps.layers import conv_layers, select_layers
+from featuremaps.pipeline import model_title
 from featuremaps.render import apply_colormap, colormap, resize_rgb
 
 TOP_K = 9  # images kept per channel
@@ -452,7 +453,7 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
     with atomic_dir(out) as tmp:
         arrays = {"classes": np.asarray(res.classes), "counts": res.counts}
         body = [
-            f'<p class="note">{esc(lm.name)} over {res.images} images of {esc(source.description)}; '
+            f'<p class="note">{esc(model_title(lm))} over {res.images} images of {esc(source.description)}; '
             f"per class: {esc(', '.join(f'{k} {n}' for k, n in zip(res.classes, res.counts, strict=True)))}"
             "</p>"
         ]
@@ -469,7 +470,7 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
             ):
                 arrays[f"{keys[j]}/{name}"] = a
             rows = "".join(
-                f'<tr><td class="num">{it["channel"]}</td><td class="num">{it["selectivity"]:.3f}</td>'
+                f'<tr><td class="num">F{it["channel"] + 1}</td><td class="num">{it["selectivity"]:.3f}</td>'
                 f"<td>{esc(it['preferred_class'])}</td></tr>"
                 for it in layers[j]["most_selective"]
             )
@@ -502,7 +503,7 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
         save_text(
             tmp / "index.html",
             page(
-                f"featuremaps atlas: {lm.name}",
+                f"featuremaps atlas: {model_title(lm)}",
                 f'<section class="image">{"".join(body)}</section>',
                 nav=nav,
                 local_images=True,

@@ -35,7 +35,7 @@ from featuremaps.errors import UserError
 from featuremaps.extractor import FeatureExtractor, parse_select
 from featuremaps.html import esc, img_tag, page
 from featuremaps.models import APPLICATIONS, EMOTION_NAMES
-from featuremaps.pipeline import describe_prediction, prepare
+from featuremaps.pipeline import model_title, prediction_of, prepare
 from featuremaps.render import apply_colormap, colormap, fit_size, resize_maps, resize_rgb
 
 NORMS = ("map", "layer", "shared", "global")
@@ -114,12 +114,12 @@ class ModelRun:
         return len(self.results)
 
 
-def run_model(lm, rgb: np.ndarray, maps: int, resize: str = "crop") -> ModelRun:
-
-    prep = prepare(lm, rgb, face_crop=False, resize=resize)
+def run_model(lm, rgb: np.ndarray, maps: int, resize: str = "crop", face_crop: bool | None = None) -> ModelRun:
+    """One model's pass; the emotion model sees the largest face, as in ``show`` (``face_crop=False``: the image)."""
+    prep = prepare(lm, rgb, face_crop=face_crop, resize=resize)
     fx = FeatureExtractor(lm.model, prep.x.shape, layers="all", maps=maps, select="first")
     results, preds = fx(prep.x[None])
-    pred = describe_prediction(preds[0] if preds is not None else None, lm.classes, top=3)
+    pred = prediction_of(lm, preds[0] if preds is not None else None, top=3)
     return ModelRun(lm, prep.shown, tuple(prep.x.shape), results, pred)
 
 
@@ -183,7 +183,7 @@ def render_models(
     # the model heads: name (wrapped), layers and input size (wrapped), top prediction (its number kept)
     heads = []
     for r in runs:
-        lines = [(t, fs + 2, INK) for t in wrap_text(r.lm.name, fs + 2, col_w - 12)]
+        lines = [(t, fs + 2, INK) for t in wrap_text(model_title(r.lm), fs + 2, col_w - 12)]
         info = f"{r.depth} conv layers, input {'x'.join(map(str, r.input_shape))}"
         lines += [(t, fs - 1, MUTED) for t in wrap_text(info, fs - 1, col_w - 12)]
         if r.prediction:
@@ -258,12 +258,23 @@ def compare_models(
     cmap: str = "viridis",
     image_name: str = "image",
     resize: str = "crop",
+    face_crop: bool | None = None,
+    progress=None,
 ):
-    """Python API: returns ``(picture RGB uint8, runs, labels, picks)``."""
-    runs = [run_model(lm, rgb, maps, resize) for lm in lms]
+    """Python API: returns ``(picture RGB uint8, runs, labels, picks)``; ``progress(i, n, model name)`` per model."""
+    runs = []
+    for i, lm in enumerate(lms):
+        if progress:
+            progress(i, len(lms), lm.name)
+        runs.append(run_model(lm, rgb, maps, resize, face_crop))
+    if progress:
+        progress(len(lms), len(lms), None)
     labels, picks = align_rows(runs, rows, align)
     sizes = sorted({"x".join(map(str, r.input_shape[:2])) for r in runs})
     title = f"{image_name} through {len(runs)} networks, layers aligned by {align}"
+    random = [r.lm.name for r in runs if getattr(r.lm, "random_weights", False)]
+    if random:
+        title += f" ({'all' if len(random) == len(runs) else ', '.join(random)} with random weights)"
     subtitle = (
         f"first {maps} maps of each layer; image {rgb.shape[1]}x{rgb.shape[0]} resized ({resize}) "
         f"to each network's input ({', '.join(sizes)})"
@@ -360,7 +371,9 @@ def render_classes(
     c = Canvas.blank(height, width)
     tb.draw(c, 6, 4)
     for j, ch in enumerate(channels):
-        c.text((label_w + j * (side + GAP) + 2, head_h - line_height(fs) - 2), fit_text(f"ch{int(ch)}", fs, side), fs)
+        c.text(
+            (label_w + j * (side + GAP) + 2, head_h - line_height(fs) - 2), fit_text(f"F{int(ch) + 1}", fs, side), fs
+        )
     for i, (face, lab, pr) in enumerate(zip(faces, labels, preds, strict=True)):
         y0 = head_h + i * row_h
         h, w = fit_size(*face.shape[:2], side)
@@ -397,14 +410,14 @@ def compare_classes(
 
     ``select`` picks the same channels for every face, like ``show --select``: ``first`` (channels
     0..maps-1), ``top-mean`` / ``top-max`` (the ``maps`` channels with the largest spatial mean / max,
-    averaged over the faces) or a channel list like ``"0,5,9"`` (or ``[0, 5, 9]``).
+    averaged over the faces) or a channel list like ``"F1,F6,F10"`` (or 0-based ``[0, 5, 9]``).
 
     Example::
 
         >>> pics, preds, notes = compare_classes(lm, faces, labels, layers="C1-C3", maps=8, select="top-mean")
     """
     mode, _ = parse_select(select)
-    preps = [prepare(lm, f, face_crop=False, resize=resize) for f in faces]
+    preps = [prepare(lm, f, resize=resize) for f in faces]  # photos: the face, as in show; FER faces pass as is
     shape = preps[0].x.shape
     notes = []
     resized = [
@@ -419,8 +432,9 @@ def compare_classes(
         results = [_top_channels(r, maps, mode) for r in results]
     pred_text = []
     for i in range(len(faces)):
-        d = describe_prediction(preds[i] if preds is not None else None, lm.classes, top=1)
-        pred_text.append(f"{d[0]['class']} {d[0]['probability']:.0%}" if d else "n/a")
+        d = prediction_of(lm, preds[i] if preds is not None else None, top=1)
+        random = getattr(lm, "random_weights", False)
+        pred_text.append(f"{d[0]['class']} {d[0]['probability']:.0%}" if d else "random weights" if random else "n/a")
     shown = [p.shown for p in preps]
     pics = []
     for r in results:
@@ -428,7 +442,7 @@ def compare_classes(
             f"{r.conv.label} {r.conv.name} {'x'.join(map(str, r.shape))}: the same {r.maps.shape[-1]} "
             f"channels for {len(faces)} faces" + (f" (chosen by {mode}, over all faces)" if top else "")
         )
-        sub = f"{lm.name}; rows: true class, predicted class" + (f"; {notes[0]}" if notes else "")
+        sub = f"{model_title(lm)}; rows: true class, predicted class" + (f"; {notes[0]}" if notes else "")
         pics.append(
             (
                 r.conv,

@@ -35,7 +35,7 @@ from featuremaps.io import (
     save_png,
     unique_names,
 )
-from featuremaps.pipeline import describe_prediction, prepare
+from featuremaps.pipeline import model_title, prediction_of, prepare
 from featuremaps.render import colormap, resize_rgb
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,10 @@ class CamRunner:
         resize="crop",
         face_crop=None,
         max_pixels=None,
+        top_classes: int = 10,
     ):
         self.lm, self.methods, self.layer_spec = lm, methods, layer
+        self.top_classes = top_classes
         self.target_class, self.all_classes, self.cmap = target_class, all_classes, cmap
         self.input_shape, self.resize = input_shape, resize
         self.face_crop, self.max_pixels = face_crop, max_pixels
@@ -133,7 +135,19 @@ class CamRunner:
         eng = self.engine(shape)
         resolve_class(self.target_class, self.lm.classes, eng.n_classes)
 
-    def run(self, path: Path, out_root: Path, name: str | None = None) -> tuple[Path, list]:
+    def classes_for(self, eng, x: np.ndarray) -> list[int] | None:
+        """Class indices to explain: the ``top_classes`` most probable with ``all_classes``, else the target."""
+        names = self.lm.classes if self.lm.classes and len(self.lm.classes) == eng.n_classes else None
+        if not self.all_classes:
+            c = resolve_class(self.target_class, names, eng.n_classes)
+            return None if c is None else [c]
+        if eng.n_classes <= self.top_classes:
+            return list(range(eng.n_classes))
+        probs = eng.forward(x[None])[0]
+        return [int(c) for c in np.argsort(-probs, kind="stable")[: self.top_classes]]
+
+    def run(self, path: Path, out_root: Path, name: str | None = None, progress=None) -> tuple[Path, list]:
+        """CAMs of one image into ``out_root/name/cam/``; ``progress(i, n, label)`` is called per class."""
 
         image_folder = out_root / (name or safe_name(path.stem))
         if image_folder.exists() and not made_by_featuremaps(image_folder):
@@ -145,20 +159,28 @@ class CamRunner:
         prep = prepare(self.lm, rgb, input_shape=self.input_shape, face_crop=self.face_crop, resize=self.resize)
         eng = self.engine(prep.x.shape)
         names = self.lm.classes if self.lm.classes and len(self.lm.classes) == eng.n_classes else None
-        if self.all_classes:
-            cls = list(range(eng.n_classes))
+        cls = self.classes_for(eng, prep.x)
+        if cls is not None and len(cls) > 1 and progress is not None:
+            results = []
+            for i, c in enumerate(cls):
+                progress(i, len(cls), names[c] if names else f"class {c}")
+                results += eng.run(prep.x, self.methods, [c], names)
+            progress(len(cls), len(cls), None)
         else:
-            c = resolve_class(self.target_class, names, eng.n_classes)
-            cls = None if c is None else [c]
-        results = eng.run(prep.x, self.methods, cls, names)
+            results = eng.run(prep.x, self.methods, cls, names)
         shown = _display(prep.shown)
         face = prep.face if prep.face_box is not None and prep.face is not None else None
-        pred = describe_prediction(results[0].probs, names)
+        pred = prediction_of(self.lm, results[0].probs)
         lay = eng.layer
-        title = f"{self.lm.name} - {path.name} - {lay.label} {lay.name}"
+        title = f"{model_title(self.lm)} - {path.name} - {lay.label} {lay.name}"
         if pred:
             title += f" - predicted: {pred[0]['class']} ({pred[0]['probability']:.0%})"
-        sub = (
+        shown_classes = ""
+        if self.all_classes and len(results) and eng.n_classes > len({r.class_index for r in results}):
+            shown_classes = f"the {len({r.class_index for r in results})} most probable of {eng.n_classes} classes; "
+        if getattr(self.lm, "random_weights", False):
+            shown_classes = "random weights: classes and probabilities are noise; " + shown_classes
+        sub = shown_classes + (
             f"score: {'pre-softmax logit' if eng.score == 'logit' else 'model output'}; maps blended over "
             f"{'the face crop' if face is not None else 'the model input'}; colormap {self.cmap}"
         )
@@ -206,7 +228,12 @@ class CamRunner:
                 {
                     "featuremaps": __version__,
                     "image": str(path),
-                    "model": {"name": self.lm.name, "source": self.lm.source, "input_shape": list(prep.x.shape)},
+                    "model": {
+                        "name": self.lm.name,
+                        "source": self.lm.source,
+                        "input_shape": list(prep.x.shape),
+                        "random_weights": bool(getattr(self.lm, "random_weights", False)),
+                    },
                     "preprocessing": {
                         "resize": prep.resize,
                         "scaling": self.lm.preprocess,

@@ -206,12 +206,19 @@ def parse_select(select: str | list[int] | None) -> tuple[str, list[int] | None]
     s = select.strip()
     if s in SELECT_MODES:
         return s, None
-    try:
-        chans = [int(c) for c in s.split(",") if c.strip()]
+    try:  # F-numbers as figures label them (F1 = channel 0) or 0-based indices
+        chans = [int(c.strip()[1:]) - 1 if c.strip()[:1] in "Ff" else int(c) for c in s.split(",") if c.strip()]
     except ValueError:
-        raise UserError(f"--select '{select}' is not first, top-mean, top-max or a channel list like 0,5,9") from None
+        raise UserError(
+            f"--select '{select}' is not first, top-mean, top-max or a channel list like F1,F6 or 0,5"
+        ) from None
     if not chans or min(chans) < 0:
-        raise UserError(f"--select '{select}': channels are 0-based indices like 0,5,9")
+        raise UserError(f"--select '{select}': channels are F-numbers from F1 or 0-based indices like 0,5,9")
+    dup = sorted({c for c in chans if chans.count(c) > 1}) if len(chans) <= 4096 else []
+    if dup:
+        raise UserError(f"--select '{select}' names channel F{dup[0] + 1} more than once; list each channel once")
+    if len(chans) > 4096:
+        raise UserError(f"--select lists {len(chans)} channels; at most 4096")
     return "list", chans
 
 

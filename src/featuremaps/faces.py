@@ -25,6 +25,10 @@ class FaceBox:
         return [self.x, self.y, self.w, self.h]
 
 
+class NoFaceError(UserError):
+    """No face was found where the emotion model needs one (a batch may skip the image or feed it whole)."""
+
+
 _CASCADE = None
 
 
@@ -42,7 +46,12 @@ def detect_faces(rgb: np.ndarray) -> list[FaceBox]:
     """All faces found, largest first (the photo is scaled to at most 1024 px on its long side to detect)."""
     gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
     s = min(1.0, 1024 / max(gray.shape))
-    small = cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else gray
+    h, w = gray.shape
+    if min(h, w) * s < 24:  # a sliver (30000x3): no face fits, and OpenCV cannot resize it to 0 px
+        return []
+    small = (
+        cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA) if s < 1 else gray
+    )
     small = cv2.equalizeHist(small)
     min_side = max(24, int(min(small.shape) * 0.08))
     boxes = _cascade().detectMultiScale(small, scaleFactor=1.1, minNeighbors=6, minSize=(min_side, min_side))
@@ -71,7 +80,7 @@ def largest_face(rgb: np.ndarray, margin: float = 0.15) -> tuple[np.ndarray, Fac
         return rgb, None
     faces = detect_faces(rgb)
     if not faces:
-        raise UserError(
+        raise NoFaceError(
             "no face found in the image; crop it to the face yourself or pass --no-face-crop to feed the whole image"
         )
     return crop_face(rgb, faces[0], margin), faces[0]

@@ -7,6 +7,7 @@ aspect ratio) and converts to the model's channel count.
 
 from __future__ import annotations
 
+import stat
 import warnings
 from pathlib import Path
 
@@ -40,18 +41,34 @@ def find_images(paths: list[str]) -> list[Path]:
     return out
 
 
+def _mpx(n: float) -> str:
+    """Pixel counts for messages: ``64 Mpixels``, ``0.0001 Mpixels`` (never "0 Mpixels")."""
+    return f"{n / 1e6:.3g} Mpixels" if n >= 1e5 else f"{int(n)} pixels"
+
+
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3), or raise a one-line UserError saying what is wrong."""
+    """Read an image file as RGB uint8 (H, W, 3), or raise a one-line UserError saying what is wrong.
+
+    Only regular files are read (a FIFO or device would block or never end); images over ``max_pixels``
+    or Pillow's own limit are refused from their header, before any pixel is decoded.
+    """
     path = Path(path)
     try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = None  # missing or unreadable: the open below says which
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise UserError(f"{path} is not a regular file (a FIFO, socket or device); pass an image file")
+    try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # our own limit (max_pixels) decides up to Pillow's hard one (DecompressionBombError, 2x its warning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise UserError(
-                        f"{path} is {w}x{h} = {w * h / 1e6:.0f} Mpixels, over the "
-                        f"{max_pixels / 1e6:.0f} Mpixel limit; shrink it or raise --max-pixels"
+                        f"{path} is {w}x{h} = {_mpx(w * h)}, over the {_mpx(max_pixels)} limit; "
+                        "shrink it or raise --max-pixels"
                     )
                 im.load()
                 return pil_to_rgb(ImageOps.exif_transpose(im))
@@ -66,7 +83,10 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except UnidentifiedImageError:
         raise UserError(f"{path} is not an image Pillow can read; pass a PNG, JPEG, BMP, TIFF or WebP file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"{path} is too large (decompression bomb limit); shrink it or raise --max-pixels") from None
+        raise UserError(
+            f"{path} is over Pillow's decompression-bomb limit ({_mpx(2 * (Image.MAX_IMAGE_PIXELS or 0))}), "
+            "which --max-pixels cannot raise; shrink it"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
         raise UserError(f"{path} is truncated or corrupt ({e}); re-export or re-download it") from None
 
@@ -75,7 +95,9 @@ def pil_to_rgb(im) -> np.ndarray:
     """Any Pillow mode -> RGB uint8; 16/32-bit grayscale scaled by its range, alpha composited on white."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        top = float(a.max()) if a.size else 0.0
+        # 16-bit by their range; 32-bit integers or floats beyond 16 bits by their own maximum (never clip to white)
+        hi = 65535.0 if im.mode.startswith("I;16") or 255 < top <= 65535 else (top if top > 65535 else 255.0)
         g = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2)
     if im.mode == "P" and "transparency" in im.info:

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import struct
+import time
 import uuid
 import zipfile
 import zlib
@@ -68,6 +69,7 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it."""
     path = Path(path)
     ensure_dir(path.parent)
+    _sweep_once(path.parent)
     tmp = str(_temp_name(path))
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies, as to any file
@@ -164,7 +166,8 @@ def save_npz(path: str | Path, **arrays) -> Path:
 
 def save_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
+        # errors=replace: a non-UTF-8 file name (a lone surrogate in Python) shows as ?, never a crash
+        with open(tmp, "w", encoding="utf-8", errors="replace") as f:
             f.write(text)
     return Path(path)
 
@@ -235,6 +238,49 @@ def check_replaceable(path: str | Path) -> Path:
     return p
 
 
+#: featuremaps' own leftovers: ``.<name>.<random>.tmp`` (atomic writes) and ``.<name>.<pid>-<hex>.old``
+#: (a replaced folder). Only names of this shape, older than :data:`STALE_AFTER` seconds, are ever swept.
+TEMP_PATTERN = re.compile(r"^\..+\.(?:[A-Za-z0-9_]{6,}\.tmp|\d+-[0-9a-f]{8}\.old)$")
+STALE_AFTER = 3600.0
+_SWEPT: set[str] = set()
+
+
+def sweep_stale(folder: str | Path, older_than: float = STALE_AFTER) -> list[Path]:
+    """Remove featuremaps' own temporary files and folders left in ``folder`` by a killed run.
+
+    Only entries named by :data:`TEMP_PATTERN` and unmodified for ``older_than`` seconds go (a running
+    process's temporary files are younger); anything else is left alone. Returns what was removed.
+    """
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for e in entries:
+        if not TEMP_PATTERN.match(e.name):
+            continue
+        try:
+            if now - e.stat(follow_symlinks=False).st_mtime < older_than:
+                continue
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path)
+            else:
+                os.unlink(e.path)
+            removed.append(Path(e.path))
+        except OSError:
+            continue
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    key = str(folder.resolve()) if folder.exists() else str(folder)
+    if key not in _SWEPT:
+        _SWEPT.add(key)
+        sweep_stale(folder)
+
+
 def _temp_prefix(name: str) -> str:
     # file names may be 255 bytes: keep the temporary name well under that whatever the final name
     return "." + name.encode("utf-8", "surrogateescape")[:96].decode("utf-8", "ignore") + "."
@@ -257,6 +303,7 @@ def atomic_dir(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     path = Path(path)
     check_replaceable(path)  # fail before any work
     ensure_dir(path.parent)
+    _sweep_once(path.parent)
     tmp = _temp_name(path)
     try:
         os.mkdir(tmp, 0o777)  # the process umask applies, as to any folder
@@ -328,5 +375,13 @@ def output_names(paths: Iterable[str | Path]) -> list[str]:
 
 
 def safe_name(name: str) -> str:
-    """A layer or image name as a file name: path separators and odd characters become '_' or '.'."""
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name.replace("/", ".")).strip(".") or "x"
+    """A layer or image name as a file name: path separators and odd characters become '_' or '.'.
+
+    At most :data:`MAX_NAME` characters, so prefixes (``compare_``, ``C01_``) and suffixes keep a name under
+    the file system's 255 bytes; names that then collide are told apart by :func:`unique_names`.
+    """
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name.replace("/", ".")).strip(".")[:MAX_NAME] or "x"
+
+
+#: Longest name :func:`safe_name` returns.
+MAX_NAME = 200

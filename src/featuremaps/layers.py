@@ -123,6 +123,8 @@ def select_layers(convs: list[ConvLayer], spec: str | list[str] | None) -> list[
             continue
         if m := _RANGE.match(item):
             a, b = int(m.group(1)), int(m.group(2))
+            if a > b and 1 <= b <= a <= n:
+                raise UserError(f"layer range '{item}' is reversed; write it low to high: C{b}-C{a}")
             if not (1 <= a <= b <= n):
                 raise UserError(f"layer range '{item}' is outside C1-C{n}; run 'featuremaps layers' to list them")
             chosen.update(range(a, b + 1))

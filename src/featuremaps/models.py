@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ class LoadedModel:
     input_shape: tuple  # (H, W, C), entries may be None
     classes: list[str] | None = None
     is_emotion: bool = False
+    #: built with random weights (``--weights none``): figures say so and show no prediction
+    random_weights: bool = False
 
     def resolve_input_shape(self, image_hw: tuple[int, int], override: tuple[int, ...] | None = None):
         """Concrete (H, W, C): the model's own, then ``--input-shape``, then the image's size (max 512)."""
@@ -148,6 +151,8 @@ def _load_emotion(weights, preprocess) -> LoadedModel:
         model, src = build_emotion_vgg16(), "FER2013 VGG-16 architecture, random weights"
     else:
         model = build_emotion_vgg16()
+        if str(weights).endswith(".npz") and Path(weights).is_file() and not zipfile.is_zipfile(weights):
+            raise UserError(f"{weights} is not an .npz file (not a zip archive); pass weights saved by featuremaps")
         try:
             if str(weights).endswith(".npz"):
                 load_weights_npz(model, weights)
@@ -168,6 +173,7 @@ def _load_emotion(weights, preprocess) -> LoadedModel:
         tuple(model.inputs[0].shape[1:]),
         list(EMOTIONS),
         True,
+        weights == "none",
     )
 
 
@@ -184,6 +190,12 @@ def _load_application(key, weights, preprocess, random_head: bool = True) -> Loa
         if not file.is_file():
             raise UserError(f"weights file {file} does not exist; pass --weights imagenet, none or a file")
     headless = w is None and file is None and not random_head
+    if w == "imagenet" and not _imagenet_cached(key) and not _reachable(WEIGHTS_HOST):
+        # fail before building the model (VGG16's head alone is 124 M parameters) with the URL to fetch
+        raise UserError(
+            f"ImageNet weights for {key} are not in {_keras_models_dir()} and {WEIGHTS_URL} cannot be reached; "
+            "pass --weights none (random) or --weights FILE, or connect once to download them"
+        )
     try:
         if headless:
             model = ctor(weights=w, include_top=False, input_shape=(side, side, 3))
@@ -211,12 +223,54 @@ def _load_application(key, weights, preprocess, random_head: bool = True) -> Loa
     source = f"keras.applications.{ctor_name} ({'ImageNet' if w == 'imagenet' else file or 'random'} weights)"
     if headless:
         source += ", without its classifier head (random weights: no meaningful prediction)"
-    return LoadedModel(model, key, source, desc, fn, tuple(model.inputs[0].shape[1:]), classes)
+    random = w is None and file is None
+    return LoadedModel(model, key, source, desc, fn, tuple(model.inputs[0].shape[1:]), classes, False, random)
+
+
+#: Where keras.applications downloads ImageNet weights from.
+WEIGHTS_HOST = "storage.googleapis.com"
+WEIGHTS_URL = f"https://{WEIGHTS_HOST}/tensorflow/keras-applications/"
+#: How each model's cached weight file begins in ~/.keras/models (Keras' file names).
+_WEIGHT_FILES = {
+    "vgg16": "vgg16_weights",
+    "vgg19": "vgg19_weights",
+    "resnet50": "resnet50_weights",
+    "resnet50v2": "resnet50v2_weights",
+    "mobilenet": "mobilenet_1_0_224",
+    "mobilenetv2": "mobilenet_v2_weights",
+    "inceptionv3": "inception_v3_weights",
+    "xception": "xception_weights",
+    "densenet121": "densenet121_weights",
+    "efficientnetb0": "efficientnetb0",
+    "convnexttiny": "convnext_tiny",
+}
+
+
+def _keras_models_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def _imagenet_cached(key: str) -> bool:
+    """A weight file for ``key`` already in Keras' cache (then nothing is downloaded)."""
+    prefix = _WEIGHT_FILES.get(key, key)
+    try:
+        return any(p.name.startswith(prefix) and p.stat().st_size > 0 for p in _keras_models_dir().iterdir())
+    except OSError:
+        return False
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    """Whether ``host``:443 accepts a connection (no data is sent)."""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _imagenet_classes() -> list[str] | None:
     """ImageNet class names from Keras' cached index file, if it was ever downloaded (no download here)."""
-    p = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / "imagenet_class_index.json"
+    p = _keras_models_dir() / "imagenet_class_index.json"
     try:
         idx = json.loads(p.read_text())
         return [idx[str(i)][1] for i in range(len(idx))]
@@ -236,6 +290,9 @@ def _load_file(path: Path, unsafe: bool, preprocess: str, classes) -> LoadedMode
         )
     if path.suffix.lower() == ".keras":
         if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a file that exists
+            with open(path, "rb") as fh:
+                if fh.read(8) == b"\x89HDF\r\n\x1a\n":
+                    raise UserError(f"{path} is an HDF5 (legacy .h5) model named .keras; rename it to .h5")
             raise UserError(
                 f"{path} is not a Keras model file (a .keras file is a zip archive); "
                 "pass a .keras or .h5 file saved with model.save"
@@ -258,6 +315,7 @@ def _load_file(path: Path, unsafe: bool, preprocess: str, classes) -> LoadedMode
         shape = tuple(model.inputs[0].shape[1:])
     except (AttributeError, ValueError, IndexError):
         shape = (None, None, None)
+    _check_classes(model, classes)
     return LoadedModel(
         model,
         model.name,
@@ -267,6 +325,18 @@ def _load_file(path: Path, unsafe: bool, preprocess: str, classes) -> LoadedMode
         shape,
         classes,
     )
+
+
+def _check_classes(model, classes) -> None:
+    """``--classes`` must name every output: a wrong count is an error, not silently ignored."""
+    if not classes:
+        return
+    try:
+        n = int(model.outputs[0].shape[-1])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return
+    if len(classes) != n:
+        raise UserError(f"--classes names {len(classes)} classes but the model has {n} outputs; give {n} names")
 
 
 def wrap(model, preprocess: str = "unit", classes: list[str] | None = None) -> LoadedModel:

@@ -83,6 +83,18 @@ def describe_prediction(probs: np.ndarray | None, classes: list[str] | None, top
     return [{"class": names[i] if names else f"class {i}", "index": int(i), "probability": float(p[i])} for i in order]
 
 
+def model_title(lm: LoadedModel) -> str:
+    """The model's name as every figure and page titles it: ``"vgg16 (random weights)"`` when untrained."""
+    return f"{lm.name} (random weights)" if getattr(lm, "random_weights", False) else lm.name
+
+
+def prediction_of(lm: LoadedModel, probs: np.ndarray | None, top: int = 7) -> list[dict]:
+    """:func:`describe_prediction` for ``lm``; empty for a model with random weights (its prediction is noise)."""
+    if getattr(lm, "random_weights", False):
+        return []
+    return describe_prediction(probs, lm.classes, top)
+
+
 @dataclass
 class ShowOptions:
     layers: str | list[str] = "all"
@@ -136,10 +148,10 @@ class Shower:
         prep = prepare(self.lm, rgb, input_shape=o.input_shape, face_crop=o.face_crop, resize=o.resize)
         fx = self.extractor(prep.x.shape)
         results, preds = fx(prep.x[None])
-        pred = describe_prediction(preds[0] if preds is not None else None, self.lm.classes)
+        pred = prediction_of(self.lm, preds[0] if preds is not None else None)
         rows = rows_from(results)
         first_n = fx.mode == "first"
-        title = f"{self.lm.name} - {path.name}"
+        title = f"{model_title(self.lm)} - {path.name}"
         if pred:
             title += f" - predicted: {pred[0]['class']} ({pred[0]['probability']:.0%})"
         what = (

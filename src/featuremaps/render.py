@@ -338,7 +338,7 @@ def render_overview(
             else:
                 canvas[y0 + cap_h + oy : y0 + cap_h + oy + h, x0 + ox : x0 + ox + w] = rgb[j]
             if not first_n:
-                t = fit_text(f"F{j + 1} ch{int(row.channels[j])}", fs - 1, cell - 4)
+                t = fit_text(f"F{int(row.channels[j]) + 1}", fs - 1, cell - 4)  # 1-based F-numbers everywhere
                 c.text((x0 + 2, y0 + 1), t, fs - 1, MUTED)
         _row_label(c, row, 6, y0 + cap_h + 2, label_w - 12, cell, fs)
         if norm == "layer":
@@ -408,7 +408,7 @@ def render_layer(
             c.mark_blank((x0, y0 + cap_h), (w, h))
         else:
             c.rgb[y0 + cap_h : y0 + cap_h + h, x0 : x0 + w] = rgb[j]
-        t = f"F{j + 1}" if first_n else f"F{j + 1} ch{int(row.channels[j])}"
+        t = f"F{int(row.channels[j]) + 1}"  # the channel, 1-based, as everywhere
         c.text((x0 + 2, y0 + 1), fit_text(t, fs, w - 4), fs, INK)
     if norm != "map":
         yb = height - legend_h + 3

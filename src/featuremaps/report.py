@@ -16,9 +16,10 @@ import numpy as np
 from featuremaps import __version__
 from featuremaps.cam import CamEngine, compute_cam, overlay
 from featuremaps.errors import UserError
+from featuremaps.faces import NoFaceError
 from featuremaps.html import REPORT_CELL, esc, img_tag, page, thumb
 from featuremaps.images import load_image
-from featuremaps.pipeline import Shower, ShowOptions, describe_prediction, prepare
+from featuremaps.pipeline import Shower, ShowOptions, model_title, prediction_of, prepare
 from featuremaps.render import render_layer, rows_from
 
 
@@ -52,7 +53,8 @@ def cam_section(lm, x: np.ndarray, shown: np.ndarray, probs, methods=("gradcam",
             else f"class {res.class_index}"
         )
         layer = getattr(res.layer, "name", res.layer)  # a ConvLayer or its name
-        cap = f"{method} on {layer} for {cls} ({float(res.probability):.0%})"
+        p = "random weights" if getattr(lm, "random_weights", False) else f"{float(res.probability):.0%}"
+        cap = f"{method} on {layer} for {cls} ({p})"
         figs.append(f"<figure>{img_tag(np.asarray(over, np.uint8), cap)}<figcaption>{esc(cap)}</figcaption></figure>")
     return f'<div class="cams">{"".join(figs)}</div>'
 
@@ -64,9 +66,12 @@ class ImageSection:
     html: str
     prediction: list[dict] = field(default_factory=list)
     layers: int = 0
+    note: str = ""
 
 
-def prediction_table(pred: list[dict]) -> str:
+def prediction_table(pred: list[dict], random_weights: bool = False) -> str:
+    if random_weights:
+        return '<p class="note">Random weights: the model\'s prediction is noise (not shown).</p>'
     if not pred:
         return '<p class="note">The model has no classification output (no prediction shown).</p>'
     rows = "".join(
@@ -84,11 +89,22 @@ def image_section(
     o = shower.opts
     kw = {"max_pixels": max_pixels} if max_pixels else {}
     rgb = load_image(path, **kw)
-    prep = prepare(lm, rgb, input_shape=o.input_shape, face_crop=o.face_crop, resize=o.resize)
+    note = ""
+    try:
+        prep = prepare(lm, rgb, input_shape=o.input_shape, face_crop=o.face_crop, resize=o.resize)
+    except NoFaceError:
+        if o.face_crop:  # the user asked for a face crop: the image cannot be used
+            raise
+        # the emotion model's default face crop found none (a cat): feed the whole image, and say so
+        prep = prepare(lm, rgb, input_shape=o.input_shape, face_crop=False, resize=o.resize)
+        note = (
+            f"No face found in {path.name}: the whole image was fed to {lm.name}, which was trained on faces, "
+            "so its prediction means little here."
+        )
     fx = shower.extractor(prep.x.shape)
     results, preds = fx(prep.x[None])
     probs = preds[0] if preds is not None else None
-    pred = describe_prediction(probs, lm.classes)
+    pred = prediction_of(lm, probs)
     rows = rows_from(results)
     sid = f"img{i + 1}"
     H, W, C = prep.x.shape
@@ -116,11 +132,16 @@ def image_section(
         f"<figure>{img_tag(thumb(view), 'model input')}<figcaption>what the network sees: "
         f"{W}x{H}x{C}</figcaption></figure>"
     )
-    title = pred[0]["class"] + f" ({pred[0]['probability']:.0%})" if pred else "no classification output"
+    if getattr(lm, "random_weights", False):
+        title = "random weights (no prediction)"
+    else:
+        title = pred[0]["class"] + f" ({pred[0]['probability']:.0%})" if pred else "no classification output"
     parts = [
         f'<section class="image" id="{sid}"><h2>{i + 1}. {esc(path.name)} &mdash; '
         f'<span class="note">predicted:</span> {esc(title)}</h2>'
     ]
+    if note:
+        parts.append(f'<p class="note warn">{esc(note)}</p>')
     nav = "".join(f'<a href="#{sid}-{r.label}" title="{esc(r.name)}">{esc(r.label)}</a>' for r in rows)
     parts.append(
         f'<nav class="layers"><a href="#{sid}">top</a> <a href="#{sid}-pred">prediction</a> '
@@ -128,7 +149,7 @@ def image_section(
     )
     parts.append(
         f'<div class="inputs">{"".join(figs)}<div id="{sid}-pred"><h3>Prediction</h3>'
-        f"{prediction_table(pred)}</div></div>"
+        f"{prediction_table(pred, getattr(lm, 'random_weights', False))}</div></div>"
     )
     parts.append(f'<p class="note">{esc(sized)}; scaling {esc(lm.preprocess)}</p>')
     parts.append(
@@ -153,7 +174,11 @@ def image_section(
             f'<div class="layer" id="{sid}-{r.label}">{meta}{img_tag(grid, f"{r.label} {r.name} feature maps")}</div>'
         )
     parts.append("</section>")
-    return ImageSection(path, "".join(parts), pred, len(rows))
+    return ImageSection(path, "".join(parts), pred, len(rows), note)
+
+
+#: A report stops taking images past this many bytes of HTML (``--max-mb``); the rest are named as skipped.
+MAX_BYTES = 200_000_000
 
 
 def build_report(
@@ -169,27 +194,57 @@ def build_report(
     input_shape=None,
     max_pixels=None,
     progress=None,
+    on_skip=None,
+    max_bytes: int = MAX_BYTES,
 ) -> str:
-    """The whole HTML document for ``paths`` through ``lm`` (a :class:`~featuremaps.models.LoadedModel`)."""
+    """The whole HTML document for ``paths`` through ``lm`` (a :class:`~featuremaps.models.LoadedModel`).
+
+    ``on_skip(path, reason)``: an image that cannot be used (unreadable, too large, no face with ``face_crop=True``)
+    is passed to it and left out, the rest go on; without it the first such image raises its UserError.
+    Images past ``max_bytes`` of HTML are skipped the same way (a page of hundreds of MB will not open).
+    A default emotion-model face crop that finds no face feeds the whole image, with a note in its section.
+    """
     if not paths:
         raise UserError("no images to report on; pass image files or folders")
     shower = Shower(
         lm,
         ShowOptions(layers=layers, maps=maps, cmap=cmap, resize=resize, face_crop=face_crop, input_shape=input_shape),
     )
-    sections, engines = [], {}  # one CamEngine per input shape, for this report only
+    sections, skipped, size, engines = [], [], 0, {}  # engines: a CamEngine per input shape
     for i, p in enumerate(paths):
         if progress:
             progress(i, len(paths), p)
-        sections.append(image_section(i, p, lm, shower, cam_methods, max_pixels, engines))
+        if size > max_bytes:
+            reason = (
+                f"the report reached its {max_bytes / 1e6:.0f} MB cap; report the rest separately or raise --max-mb"
+            )
+        else:
+            try:
+                sec = image_section(len(sections), p, lm, shower, cam_methods, max_pixels, engines)
+                sections.append(sec)
+                size += len(sec.html)
+                continue
+            except UserError as e:
+                if on_skip is None:
+                    raise
+                reason = str(e)
+        skipped.append((p, reason))
+        on_skip(p, reason)
     if progress:
         progress(len(paths), len(paths), None)
+    if not sections:
+        raise UserError(f"none of the {len(paths)} image(s) could be used; see the warnings above")
     nav = "".join(
         f'<a href="#img{i + 1}" title="{esc(s.path)}">{i + 1}. {esc(s.path.name)}</a>' for i, s in enumerate(sections)
     )
     intro = (
-        f'<p class="note">Model <b>{esc(lm.name)}</b> ({esc(lm.source)}); {len(paths)} image(s); '
+        f'<p class="note">Model <b>{esc(model_title(lm))}</b> ({esc(lm.source)}); {len(sections)} image(s); '
         f"up to {maps} maps per conv layer. Keys: <code>n</code>/<code>p</code> next/previous image. "
         f"featuremaps {esc(__version__)}.</p>"
     )
-    return page(f"featuremaps report: {lm.name}", intro + "".join(s.html for s in sections), nav=f"<span>{nav}</span>")
+    if skipped:
+        items = "".join(f"<li>{esc(p.name)}: {esc(r)}</li>" for p, r in skipped)
+        intro += f'<p class="note warn">{len(skipped)} image(s) left out:</p><ul class="note">{items}</ul>'
+    return page(
+        f"featuremaps report: {model_title(lm)}", intro + "".join(s.html for s in sections), nav=f"<span>{nav}</span>"
+    )

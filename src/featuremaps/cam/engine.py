@@ -10,6 +10,7 @@ backend-specific module.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 import keras
@@ -210,7 +211,9 @@ def _dense_logits_layer():
             """``x @ kernel + bias`` of a softmax Dense layer (its weights, shared): its logits."""
 
             def __init__(self, dense, **kw):
-                super().__init__(name=f"featuremaps_logits_{dense.name}", dtype="float32", **kw)
+                # TF name scopes take [A-Za-z0-9_.-] only: a layer called "class scores" must not break the CAM
+                safe = re.sub(r"[^A-Za-z0-9_.-]", "_", dense.name)
+                super().__init__(name=f"featuremaps_logits_{safe}", dtype="float32", **kw)
                 self.dense = dense
 
             def call(self, x):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from featuremaps import models
 from featuremaps.cam import parse_methods
-from featuremaps.cli.progress import Progress
+from featuremaps.cli.progress import Batch, Progress, clean
 from featuremaps.errors import UserError
 from featuremaps.explain import CamRunner
 from featuremaps.images import find_images
@@ -35,22 +35,36 @@ def run(args) -> int:
         resize=args.resize,
         face_crop=args.face_crop,
         max_pixels=args.max_pixels,
+        top_classes=args.top_classes,
     )
     if lm.input_shape and all(d is not None for d in lm.input_shape[:2]):
         runner.check(lm.resolve_input_shape((224, 224), args.input_shape))
     out = Path(args.out)
-    progress = Progress("cam ")
-    for i, (p, name) in enumerate(zip(paths, output_names(paths), strict=True)):
-        progress(i, len(paths), p)
-        folder, results = runner.run(p, out, name)
+    batch = Batch("cam ")
+    per_class = Progress("  classes ") if args.all_classes else None
+    random = getattr(lm, "random_weights", False)
+
+    def one(pn):
+        p, name = pn
+        folder, results = runner.run(p, out, name, progress=per_class)
         r = results[0]
-        eng_layer = r.layer
-        print(f"{p}: {folder / 'panel.png'}  ({eng_layer.label} {eng_layer.name})")
-        if not args.all_classes:
-            print(
-                f"  {', '.join(sorted({x.method for x in results}, key=methods.index))} for "
-                f"{r.class_name or f'class {r.class_index}'} (p = {r.probability:.1%})"
+        lay = r.layer
+        lines = [f"{clean(p)}: {clean(folder / 'panel.png')}  ({lay.label} {clean(lay.name)})"]
+        shown = sorted({x.class_index for x in results})
+        if args.all_classes:
+            lines.append(
+                f"  {len(shown)} classes"
+                + (f" (the most probable of {r.probs.size})" if r.probs.size > len(shown) else "")
             )
-    progress(len(paths), len(paths), None)
-    print(f"maps are in {out.resolve()}")
-    return 0
+        else:
+            what = r.class_name or f"class {r.class_index}"
+            p_text = "random weights: the class is arbitrary" if random else f"p = {r.probability:.1%}"
+            lines.append(f"  {', '.join(sorted({x.method for x in results}, key=methods.index))} for {what} ({p_text})")
+        return lines
+
+    done = batch.run(list(zip(paths, output_names(paths), strict=True)), one, name=lambda pn: pn[0])
+    for lines in done:
+        print("\n".join(lines))
+    if done:
+        print(f"maps are in {clean(out.resolve())}")
+    return batch.finish()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from featuremaps import __version__, models
+from featuremaps.cli.options import fer_data
+from featuremaps.cli.progress import Progress, clean
 from featuremaps.compare import (
     NORMS,
     _models_html,
     check_model_names,
     compare_classes,
     compare_models,
-    default_fer_path,
     faces_from_fer,
 )
 from featuremaps.errors import UserError
@@ -17,17 +20,39 @@ from featuremaps.html import esc, img_tag, page
 from featuremaps.images import find_images, load_image
 from featuremaps.io import atomic_dir, check_replaceable, check_writable, safe_name, save_json, save_png, save_text
 from featuremaps.layers import conv_layers, select_layers
+from featuremaps.models import APPLICATIONS, EMOTION_NAMES
+from featuremaps.pipeline import model_title
+
+
+def _load_for_compare(name: str, weights: str | None, unsafe: bool = False):
+    """``--weights`` applies to the keras.applications models; the bundled emotion model keeps its training."""
+    key = name.lower().replace("_", "")
+    if key in EMOTION_NAMES:
+        return models.load(name)
+    if key in APPLICATIONS:
+        return models.load(name, weights=weights)
+    return models.load(name, unsafe=unsafe)  # a model file: its own weights
 
 
 def run_models(args) -> int:
     names = check_model_names(args.models)
+    if Path(args.image).is_dir():
+        raise UserError(
+            f"compare takes one image, and {clean(args.image)} is a folder; pass one image from it "
+            "(for many images use 'featuremaps show' or 'report')"
+        )
     (path,) = find_images([args.image])
-    rgb = load_image(path)
+    rgb = load_image(path, **({"max_pixels": args.max_pixels} if args.max_pixels else {}))
     out_root = check_writable(args.out)
     folder = check_replaceable(out_root / f"compare_{safe_name(path.stem)}")
     if args.norm not in NORMS:
         raise UserError(f"--norm '{args.norm}' is not one of {', '.join(NORMS)}")
-    lms = [models.load(n, weights=args.weights) for n in names]
+    loading = Progress("loading ")
+    lms = []
+    for i, n in enumerate(names):
+        loading(i, len(names), n)
+        lms.append(_load_for_compare(n, args.weights, args.unsafe))
+    loading(len(names), len(names), None)
     pic, runs, labels, picks = compare_models(
         lms,
         rgb,
@@ -37,8 +62,10 @@ def run_models(args) -> int:
         norm=args.norm,
         cmap=args.cmap,
         image_name=path.name,
+        face_crop=args.face_crop,
+        progress=Progress("compare "),
     )
-    title = f"{path.name}: {', '.join(r.lm.name for r in runs)} aligned by {args.align}"
+    title = f"{path.name}: {', '.join(model_title(r.lm) for r in runs)} aligned by {args.align}"
     manifest = {
         "featuremaps": __version__,
         "image": str(path),
@@ -49,6 +76,7 @@ def run_models(args) -> int:
             {
                 "name": r.lm.name,
                 "source": r.lm.source,
+                "random_weights": bool(getattr(r.lm, "random_weights", False)),
                 "input_shape": list(r.input_shape),
                 "conv_layers": r.depth,
                 "prediction": r.prediction,
@@ -76,25 +104,22 @@ def run_models(args) -> int:
         save_png(tmp / "compare.png", pic)
         save_text(tmp / "compare.html", _models_html(pic, runs, labels, picks, title))
         save_json(tmp / "compare.json", manifest)
-    print(f"{path}: {folder / 'compare.png'} and compare.html")
+    print(f"{clean(path)}: {clean(folder / 'compare.png')} and compare.html")
     return 0
 
 
 def run_classes(args) -> int:
-    if args.images and args.data:
+    if args.images and args.data:  # (the environment variable yields to images given)
         raise UserError("pass either images or --data, not both")
     if args.images:
         paths = find_images(args.images)
         if len(paths) < 2:
             raise UserError("compare-classes needs at least 2 images (one per class); or pass --data")
-        faces = [load_image(p) for p in paths]
+        faces = [load_image(p, **({"max_pixels": args.max_pixels} if args.max_pixels else {})) for p in paths]
         labels = [p.stem for p in paths]
         sources = [str(p) for p in paths]
     else:
-        data = args.data or default_fer_path()
-        if data is None:
-            raise UserError("no FER2013 data found at ../shared/data/fer2013; pass --data PATH or images")
-        faces, labels, sources = faces_from_fer(data)
+        faces, labels, sources = faces_from_fer(fer_data(args.data))
     out_root = check_writable(args.out)
     folder = check_replaceable(out_root / "compare-classes")
     classes = args.classes.split(",") if args.classes else None
@@ -117,7 +142,9 @@ def run_classes(args) -> int:
         nav = "".join(f'<a href="#{esc(c.label)}">{esc(c.label)}</a>' for c, _ in pics)
         save_text(
             tmp / "index.html",
-            page(f"featuremaps compare-classes: {lm.name}", f'<section class="image">{body}</section>', nav=nav),
+            page(
+                f"featuremaps compare-classes: {model_title(lm)}", f'<section class="image">{body}</section>', nav=nav
+            ),
         )
         save_json(
             tmp / "manifest.json",
@@ -135,5 +162,5 @@ def run_classes(args) -> int:
         )
     for lab, pr in zip(labels, preds, strict=True):
         print(f"  {lab}: predicted {pr}")
-    print(f"{len(pics)} layers: {folder}")
+    print(f"{len(pics)} layers: {clean(folder)}")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from featuremaps.charts import render_confusion
+from featuremaps.cli.options import fer_data
+from featuremaps.cli.progress import Progress, clean
 from featuremaps.emotion import data as fer
 from featuremaps.emotion.evaluate import evaluate, load_for_eval
 from featuremaps.emotion.model import EMOTIONS
@@ -14,16 +16,21 @@ from featuremaps.io import check_writable, save_json, save_png
 
 def run(args) -> int:
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    if not splits:
+        raise UserError(f"--split '{args.splits}' names no split; use one or more of {', '.join(fer.SPLITS)}")
     bad = [s for s in splits if s not in fer.SPLITS]
     if bad:
-        raise UserError(f"unknown split '{bad[0]}'; use {', '.join(fer.SPLITS)}")
+        raise UserError(f"unknown split '{clean(bad[0])}'; use {', '.join(fer.SPLITS)}")
+    data_path = fer_data(args.data)
     model, source = load_for_eval(args.model)
-    data = fer.load(args.data, skip_bad=args.skip_bad)
+    status = Progress("evaluate ")
+    status.status(f"reading {clean(data_path)}")
+    data = fer.load(data_path, skip_bad=args.skip_bad)
     if data.skipped:
-        print(f"skipped {len(data.skipped)} bad entries (first: {data.skipped[0]})")
+        status.warn(f"skipped {len(data.skipped)} bad entries (first: {clean(data.skipped[0])})")
     out = check_writable(args.out)
-    results = evaluate(model, data, splits, tta=args.tta)
-    report = {"model": source, "data": str(args.data), "tta": bool(args.tta), "classes": list(EMOTIONS)}
+    results = evaluate(model, data, splits, tta=args.tta, progress=lambda s: Progress(f"evaluate {s} "))
+    report = {"model": source, "data": str(data_path), "tta": bool(args.tta), "classes": list(EMOTIONS)}
     for s, m in results.items():
         tag = " (TTA)" if args.tta else ""
         print(f"{s}{tag}: accuracy {m['accuracy']:.2%} on {int(m['support'].sum())} faces")
@@ -34,5 +41,5 @@ def run(args) -> int:
         save_png(png, render_confusion(m["confusion"], list(EMOTIONS), f"{s}{tag}: accuracy {m['accuracy']:.2%}"))
         report[s] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
     save_json(out / "metrics.json", report)
-    print(f"confusion matrices and metrics.json in {out}")
+    print(f"confusion matrices and metrics.json in {clean(out)}")
     return 0

@@ -8,19 +8,65 @@ command's parser names the module of :mod:`featuremaps.cli` that runs it (``run=
 from __future__ import annotations
 
 import argparse
+import os
 
 from featuremaps import __version__
 from featuremaps.errors import UserError
 
 EXAMPLES = """examples:
   featuremaps show examples/astronaut.png                 # a face through the bundled emotion model
-  featuremaps show cat.png --model vgg16 --layers C1-C5 --select top-mean
+  featuremaps show cat.png --model vgg16 --weights none --layers C1-C5 --select top-mean
   featuremaps show photos/ --model resnet50 --weights none --norm layer --cmap magma
   featuremaps layers vgg16                                # list conv layers as C1..Cn
   featuremaps cam face.png --all-classes                  # Grad-CAM for each emotion
   featuremaps report photos/ --out report.html            # one self-contained HTML page
   featuremaps train --data fer2013.tar.gz --epochs 30     # train the emotion model
+
+exit status: 0 everything done; 1 some images were skipped (each named in a warning), the rest done;
+2 nothing could be done (bad option, model or input; one 'featuremaps: error:' line); 130 interrupted.
+Options shared by all commands: --model, --weights (named ImageNet models only), --method (CAM methods),
+--split, --limit (images in total), --out (a folder; report: an .html file). Channels are F1..Fk (1-based),
+conv layers C1..Cn. Without internet pass --weights none (random) to the ImageNet models.
 """
+
+#: A few examples per command, shown at the end of ``featuremaps COMMAND --help``.
+COMMAND_EXAMPLES = {
+    "show": """examples:
+  featuremaps show examples/astronaut.png                 # a face through the bundled emotion model
+  featuremaps show cat.png --model vgg16 --weights none --layers C1-C5 --select top-mean
+  featuremaps show photos/ --model resnet50 --weights none --norm layer --cmap magma""",
+    "layers": """examples:
+  featuremaps layers                                      # the bundled emotion model
+  featuremaps layers vgg16
+  featuremaps layers my_model.keras --input-shape 64,64,3""",
+    "cam": """examples:
+  featuremaps cam examples/astronaut.png                  # Grad-CAM for the predicted emotion
+  featuremaps cam examples/astronaut.png --all-classes --method gradcam,scorecam
+  featuremaps cam cat.png --model vgg16 --weights none --all-classes --top-classes 5""",
+    "report": """examples:
+  featuremaps report examples/ --out report.html         # one self-contained HTML page
+  featuremaps report photos/ --model mobilenetv2 --weights none --method none --out r.html""",
+    "compare": """examples:
+  featuremaps compare cat.png --models vgg16,resnet50 --weights none
+  featuremaps compare examples/astronaut.png --models emotion,vgg16 --weights none --align resolution""",
+    "compare-classes": """examples:
+  featuremaps compare-classes --data fer2013.tar.gz       # one PrivateTest face per emotion
+  FEATUREMAPS_FER2013=fer2013.tar.gz featuremaps compare-classes --layers C1-C3
+  featuremaps compare-classes angry.png happy.png sad.png""",
+    "atlas": """examples:
+  featuremaps atlas --data fer2013.tar.gz --limit 700
+  featuremaps atlas --data photos_by_class/ --model mobilenetv2 --weights none --out atlas""",
+    "train": """examples:
+  featuremaps train --data fer2013.tar.gz --epochs 30
+  featuremaps train --data fer2013.tar.gz --out runs/emotion --resume
+  featuremaps train --data fer2013.tar.gz --width 0.25 --limit-per-class 200 --epochs 2   # a quick try""",
+    "evaluate": """examples:
+  featuremaps evaluate --data fer2013.tar.gz
+  featuremaps evaluate runs/emotion/best.keras --data fer2013.tar.gz --split PrivateTest --tta""",
+}
+
+#: Environment variable naming the FER2013 data (folder, CSV or archive) when --data is not given.
+FER_ENV = "FEATUREMAPS_FER2013"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,21 +74,66 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see '{self.prog} --help')")
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Examples kept as written; every option's help ends with its default."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if "%(default)" in h or "default" in h.lower() or action.default in (None, False, argparse.SUPPRESS):
+            return h
+        return h + " (default: %(default)s)"
+
+
 def _int_list(s: str) -> tuple[int, ...]:
     try:
-        return tuple(int(v) for v in s.replace("x", ",").split(",") if v)
+        v = tuple(int(v) for v in s.replace("x", ",").split(",") if v)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{s}' is not H,W,C like 224,224,3") from None
+    if any(d < 1 or d > 8192 for d in v):
+        raise argparse.ArgumentTypeError(f"'{s}': each size must be 1-8192 (like 224,224,3)")
+    return v
+
+
+def _bounded(lo: int, hi: int):
+    """A whole number in [lo, hi] (every size option is capped: a figure never needs 100 GiB)."""
+
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{s}' is not a whole number") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{v} must be at least {lo}")
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"{v} is over the limit of {hi}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
 
 
 def _positive(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{s}' is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} must be at least 1")
-    return v
+    return _bounded(1, 2**31)(s)
+
+
+def _real(lo: float, hi: float):
+    """A finite number in (lo, hi] (nan, inf and negative learning rates are refused)."""
+
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{s}' is not a number") from None
+        if not (lo < v <= hi):
+            raise argparse.ArgumentTypeError(f"{s} must be a number above {lo:g} and at most {hi:g}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _sub(sub, name: str, help: str):
+    return sub.add_parser(name, help=help, description=help, epilog=COMMAND_EXAMPLES[name], formatter_class=_Formatter)
 
 
 def _model_args(p, default_help="the bundled emotion model (vgg16 if absent)"):
@@ -53,7 +144,7 @@ def _model_args(p, default_help="the bundled emotion model (vgg16 if absent)"):
         help=f"model name (emotion, vgg16, resnet50, mobilenetv2, inceptionv3, xception, densenet121, "
         f"efficientnetb0, convnexttiny, ...) or a .keras/.h5 file; default {default_help}",
     )
-    p.add_argument("--weights", default=None, help="imagenet (default for named models), none (random) or a file")
+    _weights_arg(p)
     p.add_argument("--unsafe", action="store_true", help="allow code stored in a model file (Lambda layers) to run")
     p.add_argument(
         "--preprocess",
@@ -61,7 +152,18 @@ def _model_args(p, default_help="the bundled emotion model (vgg16 if absent)"):
         choices=["unit", "raw", "symmetric", "caffe", "torch"],
         help="scaling for model files (default unit: [0, 1]); named models use their own",
     )
-    p.add_argument("--classes", default=None, help="comma-separated class names for a model file's outputs")
+    p.add_argument(
+        "--classes", default=None, help="comma-separated class names for a model file's outputs (default: none)"
+    )
+
+
+def _weights_arg(p):
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="for the keras.applications models: imagenet (default; downloaded once), none (random, offline) "
+        "or a weights file; the bundled emotion model always keeps its trained weights unless given none or a file",
+    )
 
 
 def _image_args(p):
@@ -71,22 +173,35 @@ def _image_args(p):
         type=_int_list,
         default=None,
         metavar="H,W,C",
-        help="input shape for models that do not fix it (never-built Sequential, free-size nets)",
+        help="input shape for models that do not fix it (default: the model's, else the image's, at most 512)",
     )
     p.add_argument(
         "--resize",
         default="crop",
         choices=["crop", "stretch", "pad"],
-        help="how to fit an image to the model input (default: centre crop, aspect kept)",
+        help="how to fit an image to the model input (default crop: centre crop, aspect kept)",
     )
     p.add_argument(
         "--no-face-crop",
         dest="face_crop",
         action="store_false",
         default=None,
-        help="feed the whole image to the emotion model instead of the largest face",
+        help="feed the whole image to the emotion model instead of the largest face (default: crop the face)",
     )
-    p.add_argument("--max-pixels", type=_positive, default=None, help="refuse larger images (default 64 M)")
+    _max_pixels_arg(p)
+
+
+def _max_pixels_arg(p):
+    p.add_argument(
+        "--max-pixels",
+        type=_bounded(1, 2**31),
+        default=None,
+        help="refuse larger images (default 64000000, i.e. 64 Mpixels)",
+    )
+
+
+def _out_arg(p, default: str, what: str):
+    p.add_argument("--out", "-o", default=default, metavar="FOLDER", help=what)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,60 +215,78 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"featuremaps {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser(
-        "show",
-        help="draw the feature maps of each conv layer",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = _sub(sub, "show", "draw the feature maps of each conv layer")
     _image_args(p)
     _model_args(p)
     p.add_argument("--layers", default="all", help="names, C-numbers (C3), ranges (C1-C5), globs or all")
-    p.add_argument("--maps", type=_positive, default=16, help="maps per layer (default 16)")
-    p.add_argument("--select", default="first", help="first | top-mean | top-max | a channel list like 0,5,9")
-    p.add_argument("--norm", default="map", choices=["map", "layer", "global"], help="normalisation (default map)")
+    p.add_argument("--maps", type=_bounded(1, 1024), default=16, help="maps per layer")
+    p.add_argument(
+        "--select",
+        default="first",
+        help="first | top-mean | top-max | channels as F-numbers (F1,F6: 1-based, as figures label them) "
+        "or 0-based indices (0,5)",
+    )
+    p.add_argument("--norm", default="map", choices=["map", "layer", "global"], help="normalisation")
     p.add_argument("--cmap", default="viridis", help="colormap: viridis, magma, gray, inferno, turbo, ...")
     p.add_argument("--overlay", action="store_true", help="blend each map over the input image")
-    p.add_argument("--cell", type=_positive, default=112, help="overview cell size in pixels (default 112)")
+    p.add_argument("--cell", type=_bounded(8, 1024), default=112, help="overview cell size in pixels")
     p.add_argument("--no-layer-pngs", dest="layer_pngs", action="store_false", help="write only the overview")
-    p.add_argument("--out", "-o", default="featuremaps-out", help="output folder (default featuremaps-out)")
+    _out_arg(p, "featuremaps-out", "parent folder: each image gets its own folder FOLDER/<image name>/")
     p.set_defaults(run="show")
 
-    p = sub.add_parser("layers", help="list a model's conv layers as C1..Cn")
+    p = _sub(sub, "layers", "list a model's conv layers as C1..Cn")
     p.add_argument("model", nargs="?", default=None, help="model name or file (default: the emotion model)")
-    p.add_argument("--weights", default="none", help="weights to load (default none: the table needs no weights)")
+    p.add_argument("--weights", default="none", help="weights to load (none: the table needs no weights)")
     p.add_argument("--unsafe", action="store_true", help="allow code stored in a model file to run")
-    p.add_argument("--input-shape", type=_int_list, default=None, metavar="H,W,C")
+    p.add_argument(
+        "--input-shape", type=_int_list, default=None, metavar="H,W,C", help="input shape (default: the model's)"
+    )
     p.set_defaults(run="layers")
 
-    p = sub.add_parser("cam", help="class activation maps: Grad-CAM, Grad-CAM++, Score-CAM, LayerCAM")
+    p = _sub(sub, "cam", "class activation maps: Grad-CAM, Grad-CAM++, Score-CAM, LayerCAM")
     _image_args(p)
     _model_args(p)
     p.add_argument("--method", default="gradcam", help="comma list of gradcam, gradcam++, scorecam, layercam")
     p.add_argument("--layer", default=None, help="target conv layer (name or C-number; default the last conv)")
-    p.add_argument("--class", dest="target_class", default=None, help="class name or index (default predicted)")
-    p.add_argument("--all-classes", action="store_true", help="one map per class, side by side")
-    p.add_argument("--cmap", default="jet", help="heatmap colormap (default jet)")
-    p.add_argument("--out", "-o", default="featuremaps-out", help="output folder")
+    p.add_argument("--class", dest="target_class", default=None, help="class name or index (default: predicted)")
+    p.add_argument(
+        "--all-classes", action="store_true", help="one map per class, side by side (the --top-classes most probable)"
+    )
+    p.add_argument(
+        "--top-classes",
+        type=_bounded(1, 20),
+        default=10,
+        metavar="K",
+        help="with --all-classes on a model of more than K classes: the K most probable",
+    )
+    p.add_argument("--cmap", default="jet", help="heatmap colormap")
+    _out_arg(p, "featuremaps-out", "parent folder: each image's maps go to FOLDER/<image name>/cam/")
     p.set_defaults(run="cam")
 
-    p = sub.add_parser("report", help="one self-contained HTML report of maps, statistics and CAMs")
+    p = _sub(sub, "report", "one self-contained HTML report of maps, statistics and CAMs")
     _image_args(p)
     _model_args(p)
     p.add_argument("--layers", default="all", help="names, C-numbers (C3), ranges (C1-C5), globs or all")
-    p.add_argument("--maps", type=_positive, default=16, help="maps per layer (default 16)")
-    p.add_argument("--cmap", default="viridis", help="feature-map colormap (default viridis)")
-    p.add_argument("--cam", default="gradcam", help="CAM methods, comma-separated, or none (default gradcam)")
-    p.add_argument("--out", "-o", default="report.html", help="HTML file to write (default report.html)")
+    p.add_argument("--maps", type=_bounded(1, 1024), default=16, help="maps per layer")
+    p.add_argument("--cmap", default="viridis", help="feature-map colormap")
+    p.add_argument("--method", default="gradcam", help="CAM methods, comma-separated, or none")
+    p.add_argument("--cam", default=None, help=argparse.SUPPRESS)  # deprecated alias of --method
+    p.add_argument(
+        "--max-mb",
+        type=_real(0, 10_000),
+        default=200,
+        help="stop adding images once the page holds this many MB (the rest are named as skipped)",
+    )
+    p.add_argument("--out", "-o", default="report.html", metavar="FILE", help="the .html file to write")
     p.set_defaults(run="report")
 
-    p = sub.add_parser("compare", help="one image through several architectures, layers aligned")
-    p.add_argument("image", metavar="IMAGE")
+    p = _sub(sub, "compare", "one image through several architectures, layers aligned")
+    p.add_argument("image", metavar="IMAGE", help="one image file (compare takes a single image)")
     p.add_argument("--models", default="vgg16,resnet50,mobilenetv2,inceptionv3", help="comma-separated models")
-    p.add_argument("--weights", default=None, help="imagenet (default) or none (random)")
+    _weights_arg(p)
     p.add_argument("--align", default="depth", choices=["depth", "resolution"], help="align layers by")
-    p.add_argument("--rows", type=_positive, default=6, help="layers shown per model (default 6)")
-    p.add_argument("--maps", type=_positive, default=8)
+    p.add_argument("--rows", type=_bounded(1, 64), default=6, help="layers shown per model")
+    p.add_argument("--maps", type=_bounded(1, 64), default=8, help="maps per layer and model")
     p.add_argument(
         "--norm",
         default="map",
@@ -161,41 +294,57 @@ def build_parser() -> argparse.ArgumentParser:
         help="map: each map its own scale; layer: per layer; shared: one scale per row "
         "across models; global: one scale for all",
     )
-    p.add_argument("--cmap", default="viridis")
-    p.add_argument("--out", "-o", default="featuremaps-out", help="output folder (writes compare_<image>/)")
+    p.add_argument("--cmap", default="viridis", help="colormap")
+    p.add_argument(
+        "--no-face-crop",
+        dest="face_crop",
+        action="store_false",
+        default=None,
+        help="feed the whole image to the emotion model instead of the largest face (default: crop the face)",
+    )
+    p.add_argument("--unsafe", action="store_true", help="allow code stored in a model file (Lambda layers) to run")
+    _max_pixels_arg(p)
+    _out_arg(p, "featuremaps-out", "parent folder: writes FOLDER/compare_<image name>/")
     p.set_defaults(run="compare:run_models")
 
-    p = sub.add_parser("compare-classes", help="the same channels for one face per emotion, side by side")
+    p = _sub(sub, "compare-classes", "the same channels for one face per emotion, side by side")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="one image per class (default: PrivateTest faces)")
-    p.add_argument("--data", default=None, help="FER2013 folder, CSV or archive (default ../shared/data/fer2013)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help=f"FER2013 folder, CSV or archive (default: the {FER_ENV} environment variable)",
+    )
     _model_args(p)
-    p.add_argument("--layers", default="all")
-    p.add_argument("--maps", type=_positive, default=8)
+    p.add_argument("--layers", default="all", help="names, C-numbers (C3), ranges (C1-C5), globs or all")
+    p.add_argument("--maps", type=_bounded(1, 64), default=8, help="maps per layer")
     p.add_argument(
         "--select",
         default="first",
-        help="channels shown for every face: first | top-mean | top-max (ranked over all faces) | a list like 0,5,9",
+        help="channels shown for every face: first | top-mean | top-max (ranked over all faces) | F-numbers like F1,F6",
     )
-    p.add_argument("--cmap", default="viridis")
-    p.add_argument("--out", "-o", default="featuremaps-out")
+    p.add_argument("--cmap", default="viridis", help="colormap")
+    _max_pixels_arg(p)
+    _out_arg(p, "featuremaps-out", "parent folder: writes FOLDER/compare-classes/")
     p.set_defaults(run="compare:run_classes")
 
-    p = sub.add_parser("atlas", help="channel x class statistics and top images over a labelled dataset")
-    p.add_argument("--data", required=True, help="FER2013 folder, CSV or archive, or ROOT/<class>/*.png")
+    p = _sub(sub, "atlas", "channel x class statistics and top images over a labelled dataset")
+    p.add_argument(
+        "--data", default=None, help=f"FER2013 folder, CSV or archive, or ROOT/<class>/*.png (default: ${FER_ENV})"
+    )
     _model_args(p)
-    p.add_argument("--split", default="PrivateTest", help="dataset split (default PrivateTest)")
-    p.add_argument("--layers", default="all")
-    p.add_argument("--batch-size", type=_positive, default=64)
-    p.add_argument("--limit", type=_positive, default=None, help="use at most this many images")
-    p.add_argument("--out", "-o", default="featuremaps-out/atlas")
+    p.add_argument("--split", default="PrivateTest", help="dataset split")
+    p.add_argument("--layers", default="all", help="names, C-numbers (C3), ranges (C1-C5), globs or all")
+    p.add_argument("--batch-size", type=_bounded(1, 4096), default=64, help="images per forward pass")
+    p.add_argument("--limit", type=_positive, default=None, help="use at most this many images in total (default: all)")
+    _out_arg(p, "featuremaps-out/atlas", "the atlas folder itself (index.html, atlas.npz, ...)")
     p.set_defaults(run="atlas")
 
-    p = sub.add_parser("train", help="train the FER2013 emotion VGG-16 (checkpoints every epoch)")
-    p.add_argument("--data", required=True, help="FER2013 folder, fer2013.csv or fer2013.tar.gz")
-    p.add_argument("--epochs", type=_positive, default=30)
-    p.add_argument("--batch-size", type=_positive, default=64)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--out", "-o", default="runs/emotion")
+    p = _sub(sub, "train", "train the FER2013 emotion VGG-16 (checkpoints every epoch)")
+    p.add_argument("--data", default=None, help=f"FER2013 folder, fer2013.csv or fer2013.tar.gz (default: ${FER_ENV})")
+    p.add_argument("--epochs", type=_bounded(1, 10_000), default=30, help="epochs to train")
+    p.add_argument("--batch-size", type=_bounded(1, 4096), default=64, help="faces per step")
+    p.add_argument("--lr", type=_real(0, 10), default=0.01, help="learning rate")
+    _out_arg(p, "runs/emotion", "the run folder itself (checkpoints, log.csv, state.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     p.add_argument(
         "--init",
@@ -203,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="bundled|FILE",
         help="start from trained weights (the bundled model or an emotion .npz/.keras) instead of random",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_bounded(0, 2**32 - 1), default=0, help="random seed")
     p.add_argument(
         "--precision",
         default="float32",
@@ -211,16 +360,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="bfloat16 mixed precision: ~1.5x faster on CPUs with AVX512-BF16",
     )
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows/files (counted) instead of stopping")
-    p.add_argument("--limit", type=_positive, default=None, help="at most this many faces per class and split")
-    p.add_argument("--width", type=float, default=1.0, help="filter-count multiplier (1 = VGG-16; <1 for quick tries)")
+    p.add_argument(
+        "--limit-per-class",
+        "--limit",
+        dest="limit",
+        type=_positive,
+        default=None,
+        help="at most this many faces per class and split (default: all; --limit is its old name)",
+    )
+    p.add_argument(
+        "--width", type=_real(0, 4), default=1.0, help="filter-count multiplier (1 = VGG-16; <1 for quick tries)"
+    )
     p.set_defaults(run="train")
 
-    p = sub.add_parser("evaluate", help="accuracy, per-class metrics and a confusion matrix on FER2013")
+    p = _sub(sub, "evaluate", "accuracy, per-class metrics and a confusion matrix on FER2013")
     p.add_argument("model", nargs="?", default=None, help="emotion (default), a .keras file or an .npz weights file")
-    p.add_argument("--data", required=True, help="FER2013 folder, fer2013.csv or fer2013.tar.gz")
-    p.add_argument("--splits", default="PublicTest,PrivateTest")
+    p.add_argument("--data", default=None, help=f"FER2013 folder, fer2013.csv or fer2013.tar.gz (default: ${FER_ENV})")
+    p.add_argument(
+        "--split",
+        "--splits",
+        dest="splits",
+        default="PublicTest,PrivateTest",
+        help="split or comma-separated splits to evaluate (--splits is its old name)",
+    )
     p.add_argument("--tta", action="store_true", help="test-time augmentation: flips and shifted crops")
-    p.add_argument("--skip-bad", action="store_true")
-    p.add_argument("--out", "-o", default="featuremaps-out/evaluate")
+    p.add_argument("--skip-bad", action="store_true", help="skip bad rows/files (counted) instead of stopping")
+    _out_arg(p, "featuremaps-out/evaluate", "the folder itself (confusion_<split>.png, metrics.json)")
     p.set_defaults(run="evaluate")
     return top
+
+
+def fer_data(args_data: str | None, option: str = "--data") -> str:
+    """``--data``, else ``$FEATUREMAPS_FER2013``, else a one-line error saying how to name the data."""
+    v = args_data or os.environ.get(FER_ENV)
+    if not v:
+        raise UserError(f"no FER2013 data given; pass {option} PATH (folder, CSV or .tar.gz) or set {FER_ENV}")
+    return v

@@ -1,24 +1,155 @@
-"""The progress bar every command shows on stderr for work that takes more than a moment."""
+"""Progress and warnings on stderr, shared by every command: a bar on a terminal, plain lines in a log.
+
+On a terminal (stderr is a TTY) :class:`Progress` redraws one line with ``\\r``. Anywhere else (a log file,
+a pipe, a CI job) it never writes ``\\r`` or escape sequences: it writes a plain line at most every
+``every`` seconds and one at the end, so a log shows that work goes on without filling up. Warnings
+(:meth:`Progress.warn`) always start on a fresh line, never glued to a bar, and the bar is redrawn after them.
+
+:class:`Batch` runs a command over many items: an item that raises :class:`~featuremaps.errors.UserError` is
+named in a warning and skipped, the rest go on, and :meth:`Batch.finish` prints the summary and returns the
+exit status (0 all done, 1 some skipped, 2 none could be used).
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterable
+
+from featuremaps.errors import UserError
+
+#: Exit statuses of every command (README "Exit codes").
+EXIT_OK, EXIT_SKIPPED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def clean(text: object) -> str:
+    """One printable line: newlines and control characters (terminal escapes in file names) made visible."""
+    s = str(text)
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in s)
 
 
 class Progress:
-    """A one-line progress bar on stderr (only when there are several items)."""
+    """Progress of ``n`` items on stderr: ``progress(i, n, item)`` before item ``i``, ``progress(n, n)`` at the end.
 
-    def __init__(self, label: str = ""):
+    Example::
+
+        progress = Progress("show ")
+        for i, p in enumerate(paths):
+            progress(i, len(paths), p)
+            ...
+        progress(len(paths), len(paths))
+    """
+
+    def __init__(self, label: str = "", stream=None, every: float = 10.0, tty: bool | None = None):
         self.label, self.t0 = label, time.monotonic()
+        self.stream = stream if stream is not None else sys.stderr
+        if tty is None:
+            isatty = getattr(self.stream, "isatty", None)
+            tty = bool(isatty and isatty())
+        self.tty, self.every = tty, every
+        self._drawn = False  # a bar is on the current line (TTY only)
+        self._last_plain = time.monotonic()
+        self._state: tuple[int, int, object] | None = None
 
     def __call__(self, i: int, n: int, item=None) -> None:
+        self._state = (i, n, item)
         if n < 2:
             return
+        if self.tty:
+            self._draw(i, n, item)
+            if i >= n:
+                self.stream.write("\n")
+                self._drawn = False
+            self.stream.flush()
+            return
+        now = time.monotonic()
+        if i >= n:
+            self.stream.write(f"{self.label.strip()}: {n}/{n} done in {now - self.t0:.1f} s\n")
+        elif i > 0 and now - self._last_plain >= self.every:
+            self.stream.write(f"{self.label.strip()}: {i}/{n} ({self._name(item)})\n")
+            self._last_plain = now
+        else:
+            return
+        self.stream.flush()
+
+    @staticmethod
+    def _name(item) -> str:
+        if item is None:
+            return ""
+        return clean(getattr(item, "name", item))
+
+    def _draw(self, i, n, item) -> None:
         width = 28
         done = int(width * i / n)
         rate = i / max(1e-9, time.monotonic() - self.t0)
-        name = f" {item.name}" if item is not None and hasattr(item, "name") else ""
-        end = "\n" if i >= n else ""
-        sys.stderr.write(f"\r{self.label}[{'#' * done}{'.' * (width - done)}] {i}/{n} {rate:.1f}/s{name[:40]:<41}{end}")
-        sys.stderr.flush()
+        name = self._name(item)
+        self.stream.write(f"\r{self.label}[{'#' * done}{'.' * (width - done)}] {i}/{n} {rate:.1f}/s {name[:40]:<41}")
+        self._drawn = True
+
+    def warn(self, message: str, prefix: str = "featuremaps: warning: ") -> None:
+        """``message`` on a line of its own (the bar, if any, is redrawn under it)."""
+        if self._drawn:
+            self.stream.write("\r\x1b[K")  # clear the bar's line (TTY only)
+        self.stream.write(f"{prefix}{clean(message)}\n")
+        if self.tty and self._state is not None and self._state[1] >= 2 and self._state[0] < self._state[1]:
+            self._draw(*self._state)
+        self.stream.flush()
+
+    def status(self, message: str) -> None:
+        """What is going on now ("reading FER2013 ..."), on a terminal only: logs stay free of chatter."""
+        if self.tty:
+            self.warn(message, prefix=self.label)
+
+    def note(self, message: str) -> None:
+        """An informational line (``featuremaps: note: ...``), same placement rules as :meth:`warn`."""
+        self.warn(message, prefix="featuremaps: note: ")
+
+
+class Batch:
+    """Run ``func(item)`` for each item: a UserError skips the item with a warning, the rest go on.
+
+    ``what`` names the items in messages ("image"). A batch of one item that fails re-raises its error, so
+    a single bad input still ends in one ``featuremaps: error:`` line and exit status 2.
+    """
+
+    def __init__(self, label: str, what: str = "image", progress: Progress | None = None):
+        self.progress = progress or Progress(label)
+        self.what = what
+        self.done: list = []
+        self.skipped: list[tuple[object, str]] = []
+        self.total = 0
+
+    def run(self, items: Iterable, func: Callable, name: Callable = lambda x: x) -> list:
+        items = list(items)
+        self.total = len(items)
+        results = []
+        for i, item in enumerate(items):
+            self.progress(i, len(items), name(item))
+            try:
+                results.append(func(item))
+                self.done.append(item)
+            except UserError as e:
+                if len(items) == 1:
+                    raise
+                self.skip(name(item), str(e))
+        self.progress(len(items), len(items), None)
+        return results
+
+    def skip(self, item, reason: str) -> None:
+        self.skipped.append((item, reason))
+        # the reason usually names the file already ("x.png is truncated ..."): say it once
+        self.progress.warn(f"skipped: {reason}" if str(item) in reason else f"skipped {item}: {reason}")
+
+    def finish(self) -> int:
+        """Print the summary line (only when something was skipped) and return the exit status."""
+        if not self.skipped:
+            return EXIT_OK
+        n, k = self.total, len(self.skipped)
+        plural = "s" if n != 1 else ""
+        if k >= n:
+            self.progress.warn(
+                f"none of the {n} {self.what}{plural} could be used (reasons above)", "featuremaps: error: "
+            )
+            return EXIT_ERROR
+        self.progress.warn(f"skipped {k} of {n} {self.what}{plural}; the other {n - k} are done", "featuremaps: ")
+        return EXIT_SKIPPED

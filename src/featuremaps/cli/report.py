@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from featuremaps import models
-from featuremaps.cli.progress import Progress
+from featuremaps.cli.progress import Batch, clean
 from featuremaps.errors import UserError
 from featuremaps.images import find_images
 from featuremaps.io import save_text
@@ -17,14 +17,20 @@ def run(args) -> int:
     paths = find_images(args.images)  # bad paths fail before a model is loaded
     out = Path(args.out)
     if out.suffix.lower() not in (".html", ".htm"):
-        raise UserError(f"--out {out} must be an .html file (e.g. --out report.html)")
+        raise UserError(f"--out {clean(out)} must be an .html file (e.g. --out report.html)")
     if out.is_dir():
-        raise UserError(f"--out {out} is a folder; pass a file name like {out / 'report.html'}")
+        raise UserError(f"--out {clean(out)} is a folder; pass a file name like {clean(out / 'report.html')}")
+    method = args.cam if args.cam is not None else args.method
     classes = args.classes.split(",") if getattr(args, "classes", None) else None
     lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
 
     select_layers(conv_layers(lm.model), args.layers)  # a bad --layers fails before any progress output
-    cams = tuple(m.strip() for m in (args.cam or "").split(",") if m.strip() and m.strip() != "none")
+    cams = tuple(m.strip() for m in (method or "").split(",") if m.strip() and m.strip() != "none")
+    batch = Batch("report ")
+    if args.cam is not None:
+        batch.progress.warn("report --cam is deprecated; use --method (same values)")
+    batch.total = len(paths)
+    single = len(paths) == 1
     doc = build_report(
         lm,
         paths,
@@ -36,8 +42,11 @@ def run(args) -> int:
         face_crop=args.face_crop,
         input_shape=args.input_shape,
         max_pixels=args.max_pixels,
-        progress=Progress("report "),
+        progress=batch.progress,
+        on_skip=None if single else lambda p, reason: batch.skip(p, reason),
+        max_bytes=int(args.max_mb * 1e6),
     )
     save_text(out, doc)
-    print(f"report: {out.resolve()} ({len(doc) / 1e6:.1f} MB, {len(paths)} image(s)); open it in a browser")
-    return 0
+    n = len(paths) - len(batch.skipped)
+    print(f"report: {clean(out.resolve())} ({len(doc) / 1e6:.1f} MB, {n} image(s)); open it in a browser")
+    return batch.finish()

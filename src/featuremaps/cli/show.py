@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 from featuremaps import models
-from featuremaps.cli.progress import Progress
+from featuremaps.cli.progress import Batch, clean
+from featuremaps.errors import UserError
 from featuremaps.images import find_images
-from featuremaps.io import check_writable
-from featuremaps.pipeline import show
+from featuremaps.io import check_writable, output_names
+from featuremaps.layers import conv_layers, select_layers
+from featuremaps.pipeline import Shower, ShowOptions
+
+#: The overview is never drawn larger than this many pixels (a 200 Mpx RGB canvas is 600 MB).
+MAX_FIGURE_PIXELS = 200_000_000
+
+
+def check_figure_size(maps: int, cell: int, layers: int) -> None:
+    """Refuse ``--maps`` x ``--cell`` x layers that would draw an overview too large to hold (one line)."""
+    w = maps * (cell + 2) + 2 * cell + 300
+    h = layers * (cell + cell // 7 + 24) + 200
+    if w * h > MAX_FIGURE_PIXELS:
+        raise UserError(
+            f"--maps {maps} and --cell {cell} over {layers} layers would draw a {w}x{h} px overview "
+            f"(over {MAX_FIGURE_PIXELS // 1_000_000} Mpixels); lower --maps or --cell, or pick --layers"
+        )
 
 
 def run(args) -> int:
-    find_images(args.images)  # fail on a bad path before loading (or downloading) a model
+    paths = find_images(args.images)  # fail on a bad path before loading (or downloading) a model
     out = check_writable(args.out)
     classes = args.classes.split(",") if args.classes else None
     lm = models.load(
@@ -21,11 +37,7 @@ def run(args) -> int:
         classes=classes,
         random_head=False,
     )
-    results = show(
-        args.images,
-        lm,
-        out,
-        progress=Progress("show "),
+    opts = ShowOptions(
         layers=args.layers,
         maps=args.maps,
         select=args.select,
@@ -39,10 +51,20 @@ def run(args) -> int:
         max_pixels=args.max_pixels,
         layer_pngs=args.layer_pngs,
     )
+    chosen = select_layers(conv_layers(lm.model), opts.layers)  # a bad --layers fails before the first image
+    check_figure_size(opts.maps, opts.cell, len(chosen))
+    shower = Shower(lm, opts)
+    batch = Batch("show ")
+    results = batch.run(
+        list(zip(paths, output_names(paths), strict=True)),
+        lambda pn: shower.run(pn[0], out, pn[1]),
+        name=lambda pn: pn[0],
+    )
     for r in results:
-        print(f"{r.image}: {r.folder / 'overview.png'}")
+        print(f"{clean(r.image)}: {clean(r.folder / 'overview.png')}")
         if r.prediction:
             top = r.prediction if lm.is_emotion else r.prediction[:3]
             print("  predicted " + ", ".join(f"{p['class']} {p['probability']:.1%}" for p in top))
-    print(f"pictures are in {out.resolve()}")
-    return 0
+    if results:
+        print(f"pictures are in {clean(out.resolve())}")
+    return batch.finish()

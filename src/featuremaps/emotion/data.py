@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,8 +127,9 @@ def _add_file(col: _Collector, rel: tuple[str, ...], where: str, read) -> None:
             "rename it so its split is known",
         )
         return
+    raw = read()  # an archive that cannot be read fails as a whole (load_tar), not as this one image
     try:
-        face = _decode_face(read())
+        face = _decode_face(raw)
     except Exception as e:  # PIL raises many types for broken files
         col.bad(where, f"unreadable image ({type(e).__name__})", "replace or delete the file")
         return
@@ -198,8 +200,11 @@ def load_tar(path: str | Path, skip_bad: bool = False, limit: int | None = None)
                         continue
                     seen[key] = seen.get(key, 0) + 1
                 _add_file(col, parts, f"{path}:{m.name}", lambda m=m: tar.extractfile(m).read())
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise UserError(f"{path}: cannot read the archive ({e}); download it again or unpack it") from None
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(
+            f"{path}: cannot read the archive, it is truncated or corrupt ({why}); download it again"
+        ) from None
     return col.result()
 
 
@@ -207,40 +212,53 @@ def load_csv(path: str | Path, skip_bad: bool = False) -> FerData:
     """The original ``fer2013.csv`` (columns ``emotion,pixels,Usage``)."""
     col = _Collector(skip_bad)
     try:
-        f = open(path, newline="", encoding="utf-8")
+        f = open(path, newline="", encoding="utf-8-sig")  # -sig: a CSV saved with a BOM reads the same
     except OSError as e:
         raise UserError(f"cannot open {path}: {e.strerror}; check the --data path") from None
     with f:
-        reader = csv.DictReader(f)
-        need = {"emotion", "pixels", "Usage"}
-        if not reader.fieldnames or not need <= set(reader.fieldnames):
+        try:
+            _read_csv_rows(col, csv.DictReader(f), path)
+        except UnicodeDecodeError as e:
             raise UserError(
-                f"{path}: expected the columns emotion,pixels,Usage, found "
-                f"{','.join(reader.fieldnames or []) or 'nothing'}; is this fer2013.csv?"
-            )
-        for row_no, row in enumerate(reader, start=2):  # row 1 is the header
-            where = f"{path} row {row_no}"
-            usage = (row["Usage"] or "").strip()
-            if usage not in SPLITS:
-                col.bad(where, f"unknown Usage '{usage}'", f"use one of {', '.join(SPLITS)}")
-                continue
-            code = (row["emotion"] or "").strip()
-            if not code.isdigit() or int(code) >= len(CSV_CODES):
-                col.bad(where, f"unknown emotion label '{code}'", "labels are 0-6")
-                continue
-            try:
-                px = np.array(row["pixels"].split(), dtype=np.float64)
-            except (ValueError, AttributeError):
-                col.bad(where, "pixels are not all numbers", "fix the row")
-                continue
-            if px.size != SIDE * SIDE:
-                col.bad(where, f"{px.size} pixels instead of {SIDE * SIDE}", "fix the row")
-                continue
-            if px.min() < 0 or px.max() > 255:
-                col.bad(where, "pixel values outside 0-255", "fix the row")
-                continue
-            col.add(usage, px.reshape(SIDE, SIDE).astype(np.uint8), EMOTIONS.index(CSV_CODES[int(code)]), where)
+                f"{path}: byte {e.start} is not UTF-8 text; re-save the CSV as UTF-8 (FER2013's own is ASCII)"
+            ) from None
+        except csv.Error as e:  # e.g. a field over the csv module's size limit
+            raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0]}); is this fer2013.csv?") from None
     return col.result()
+
+
+def _read_csv_rows(col: _Collector, reader, path) -> None:
+    need = {"emotion", "pixels", "Usage"}
+    if not reader.fieldnames or not need <= set(reader.fieldnames):
+        raise UserError(
+            f"{path}: expected the columns emotion,pixels,Usage, found "
+            f"{','.join(map(repr, reader.fieldnames or [])) or 'nothing'}; is this fer2013.csv?"
+        )
+    for row_no, row in enumerate(reader, start=2):  # row 1 is the header
+        where = f"{path} row {row_no}"
+        usage = (row["Usage"] or "").strip()
+        if usage not in SPLITS:
+            col.bad(where, f"unknown Usage '{usage}'", f"use one of {', '.join(SPLITS)}")
+            continue
+        code = (row["emotion"] or "").strip()
+        if not code.isdigit() or int(code) >= len(CSV_CODES):
+            col.bad(where, f"unknown emotion label '{code}'", "labels are 0-6")
+            continue
+        try:
+            px = np.array(row["pixels"].split(), dtype=np.float64)
+        except (ValueError, AttributeError):
+            col.bad(where, "pixels are not all numbers", "fix the row")
+            continue
+        if px.size != SIDE * SIDE:
+            col.bad(where, f"{px.size} pixels instead of {SIDE * SIDE}", "fix the row")
+            continue
+        if not np.isfinite(px).all():
+            col.bad(where, "pixels include nan or inf", "fix the row")
+            continue
+        if px.min() < 0 or px.max() > 255:
+            col.bad(where, "pixel values outside 0-255", "fix the row")
+            continue
+        col.add(usage, px.reshape(SIDE, SIDE).astype(np.uint8), EMOTIONS.index(CSV_CODES[int(code)]), where)
 
 
 def load(path: str | Path, skip_bad: bool = False, limit: int | None = None) -> FerData:

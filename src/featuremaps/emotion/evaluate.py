@@ -50,35 +50,61 @@ def tta_views(x: np.ndarray, shift: int = 2) -> list[np.ndarray]:
     return views
 
 
-def predict(model, faces_u8: np.ndarray, tta: bool = False, batch_size: int = 256) -> np.ndarray:
-    """Softmax outputs (N, classes) for (N, 48, 48) uint8 faces, optionally averaged over the TTA views."""
+def predict(model, faces_u8: np.ndarray, tta: bool = False, batch_size: int = 256, progress=None) -> np.ndarray:
+    """Softmax outputs (N, classes) for (N, 48, 48) uint8 faces, optionally averaged over the TTA views.
+
+    ``progress(i, n, label)`` is called before each batch and once at the end (``i == n``).
+    """
     x = faces_u8[..., None].astype(np.float32) / 255.0
     views = tta_views(x) if tta else [x]
     out = None
+    steps = [(k, i) for k in range(len(views)) for i in range(0, len(x), batch_size)]
+    done = 0
     for v in views:
-        probs = np.concatenate(
-            [ops.convert_to_numpy(model(v[i : i + batch_size], training=False)) for i in range(0, len(v), batch_size)]
-        )
+        chunks = []
+        for i in range(0, len(v), batch_size):
+            if progress:
+                progress(done, len(steps), f"batch {done + 1}")
+            chunks.append(ops.convert_to_numpy(model(v[i : i + batch_size], training=False)))
+            done += 1
+        probs = np.concatenate(chunks)
         out = probs if out is None else out + probs
+    if progress:
+        progress(len(steps), len(steps), None)
     return out / len(views)
 
 
 def load_for_eval(spec: str | None):
     """The emotion model to evaluate: shipped (default), a .keras file, or .npz weights."""
+    if spec and spec.lower().replace("_", "") in models.APPLICATIONS:
+        raise UserError(
+            f"evaluate measures the emotion model on FER2013; {spec} is an ImageNet model: pass emotion, "
+            "a trained run's best.keras or its .npz"
+        )
     if spec and spec.endswith(".npz"):
         if not Path(spec).is_file():
             raise UserError(f"weights file {spec} does not exist; check the path")
         lm = models.load("emotion", weights=spec)
     else:
         lm = models.load(spec or "emotion")
+    shape = tuple(lm.input_shape or ())
+    try:
+        n_out = int(lm.model.outputs[0].shape[-1])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        n_out = None
+    if shape[:3] not in ((48, 48, 1), (None, None, 1), (None, None, None)) or n_out != len(EMOTIONS):
+        raise UserError(
+            f"{spec} is not an emotion model (input {shape}, {n_out} outputs; evaluate needs 48x48x1 faces in and "
+            f"{len(EMOTIONS)} emotion scores out); pass the bundled model, a run's best.keras or its .npz"
+        )
     return lm.model, lm.source
 
 
-def evaluate(model, data, splits=("PublicTest", "PrivateTest"), tta: bool = False) -> dict:
-
+def evaluate(model, data, splits=("PublicTest", "PrivateTest"), tta: bool = False, progress=None) -> dict:
+    """Metrics per split; ``progress(split) -> callable(i, n, label)`` gives each split its progress callback."""
     res = {}
     for s in splits:
         part = data[s]
-        probs = predict(model, part.x, tta=tta)
+        probs = predict(model, part.x, tta=tta, progress=progress(s) if progress else None)
         res[s] = metrics(part.y, probs.argmax(1), len(EMOTIONS))
     return res

@@ -2,7 +2,8 @@
 
 Recipe after Khaireddin & Chen 2021 ("Facial Emotion Recognition: State of the Art Performance on FER2013"):
 SGD with Nesterov momentum, lr 0.01, batch 64, strong augmentation; here with a cosine learning-rate decay
-over ``--epochs`` (deterministic per epoch, so ``--resume`` continues the same schedule). Model selection on
+over ``--epochs`` (deterministic per epoch, so ``--resume`` continues the same schedule; a resumed run is not
+bit-identical to an uninterrupted one: the augmentation's random state is not restored). Model selection on
 PublicTest only; PrivateTest is left for ``featuremaps evaluate``.
 
 Files in ``OUT``: ``last.keras`` (model + optimizer, every epoch), ``best.keras`` (best PublicTest accuracy),
@@ -15,6 +16,7 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import keras
@@ -25,7 +27,7 @@ from featuremaps.emotion import model as emotion
 from featuremaps.emotion.augment import augment_batch
 from featuremaps.emotion.model import EMOTIONS
 from featuremaps.errors import UserError
-from featuremaps.io import atomic_path, check_writable, ensure_dir, save_json
+from featuremaps.io import atomic_path, check_writable, ensure_dir, save_json, save_text
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,24 @@ def _checkpoint_callback(out: Path, epochs: int, state: dict):
             _plot_curves(state["history"], out / "curves.png")
 
     return Checkpoint()
+
+
+def trim_log(path: Path, epochs_done: int) -> None:
+    """Drop ``log.csv`` rows of epochs after the last checkpoint (a run killed between the CSV row and the
+    checkpoint wrote its row already): the resumed run writes them again, once."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    if not lines:
+        return
+    keep = [lines[0]]
+    for ln in lines[1:]:
+        head = ln.split(",", 1)[0].strip()
+        if head.isdigit() and int(head) >= epochs_done:  # CSVLogger's epoch column is 0-based
+            continue
+        keep.append(ln)
+    if len(keep) != len(lines):
+        save_text(path, "".join(keep))
 
 
 def _plot_curves(history: list[dict], path: Path) -> None:
@@ -174,6 +194,7 @@ def train(
     verbose: int = 1,
     width: float = 1.0,
     init: str | None = None,
+    status=None,
 ) -> dict:
     """Train (or resume) the emotion model; returns the state dict (also in ``OUT/state.json``).
 
@@ -189,7 +210,15 @@ def train(
     if resume:
         if not state_path.is_file() or not (out / "last.keras").is_file():
             raise UserError(f"nothing to resume in {out} (no state.json/last.keras); drop --resume to start")
-        state = json.loads(state_path.read_text())
+        try:
+            state = json.loads(state_path.read_text())
+            if not isinstance(state, dict) or "recipe" not in state:
+                raise ValueError("no recipe")
+        except (ValueError, OSError) as e:
+            raise UserError(
+                f"{state_path} is damaged ({type(e).__name__}); the run cannot be resumed: start a new one with "
+                "another --out (or --init FILE from its best.keras)"
+            ) from None
         if state.get("epoch", 0) >= epochs:
             raise UserError(f"{out} already has {state['epoch']} epochs; pass a larger --epochs to go on")
     elif state_path.exists():
@@ -197,14 +226,25 @@ def train(
 
     if precision == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    if status:
+        status(f"reading FER2013 from {data_path}")
+    t0 = time.monotonic()
     data = fer.load(data_path, skip_bad=skip_bad, limit=limit)
+    if status:
+        status(f"read {sum(len(v) for v in data.splits.values())} faces in {time.monotonic() - t0:.0f} s")
     if data.skipped:
         log.warning("skipped %d bad entries, e.g. %s", len(data.skipped), data.skipped[0])
     tr, va = data["Training"], data["PublicTest"]
     keras.utils.set_random_seed(seed)
 
     if resume:
-        model = keras.models.load_model(out / "last.keras")
+        try:
+            model = keras.models.load_model(out / "last.keras")
+        except Exception as e:  # a cut or foreign file: Keras raises many types
+            raise UserError(
+                f"{out / 'last.keras'} cannot be loaded ({type(e).__name__}); the run cannot be resumed: "
+                "start a new one with another --out (or --init FILE from its best.keras)"
+            ) from None
     else:
         model, init_note = _initial_model(init, tr.x, width)
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
@@ -230,6 +270,8 @@ def train(
             state["recipe"]["init"] = init_note
     ensure_dir(out)
     start = int(state.get("epoch", 0))
+    if resume:
+        trim_log(out / "log.csv", start)
     state["recipe"]["epochs"] = epochs
     batches = _dataset_class()(tr.x, tr.y, batch_size, seed, epoch=start)
     x_val = va.x[..., None].astype(np.float32) / 255.0
