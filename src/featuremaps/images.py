@@ -40,13 +40,15 @@ def find_images(paths: list[str]) -> list[Path]:
     return out
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3), or raise a one-line UserError saying what is wrong."""
-    path = Path(path)
+def load_image(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+    """Read an image file (or a binary file object, named ``name`` in messages) as RGB uint8 (H, W, 3),
+    or raise a one-line UserError saying what is wrong."""
+    source = path if hasattr(path, "read") else Path(path)
+    path = Path(name) if name else source
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise UserError(
