@@ -238,6 +238,7 @@
     const url = `${imgBase(image)}/layers/${enc(v.label)}/grid.png?${q(gridQ)}`;
     ids.forEach((c, j) => {
       const cell = document.createElement("div"); cell.className = "cell"; cell.dataset.channel = c;
+      cell.style.width = `${tw + 2}px`;
       if (c === S.channel && image === S.image) cell.classList.add("sel");
       const t = document.createElement("div"); t.className = "tile";
       Object.assign(t.style, {
@@ -246,7 +247,8 @@
         backgroundPosition: `-${(j % cols) * tw}px -${Math.floor(j / cols) * th}px`,
       });
       const cap = document.createElement("div"); cap.className = "cap";
-      cap.textContent = `ch ${c} · ${S.sort === "max" ? "max " + fmt(v.max[c]) : "mean " + fmt(v.mean[c])}`;
+      cap.textContent = `ch ${c} · ${S.sort === "max" ? "max " + fmt(v.max[c]) : fmt(v.mean[c])}`;
+      cap.title = `channel ${c}: mean ${fmt(v.mean[c])}, max ${fmt(v.max[c])}`;
       cell.append(t, cap);
       t.addEventListener("mousemove", (e) => hover(e, t, image, v, c));
       t.addEventListener("mouseleave", () => { $("rfbox").hidden = true; });
