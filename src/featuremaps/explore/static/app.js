@@ -8,6 +8,7 @@
     sort: "index", page: 0, compare: "", cam: false, opacity: 60,
   };
   let info = null, summary = null, view = null, viewB = null, hoverBusy = false, hoverNext = null;
+  let layerTicket = 0, camTicket = 0;  // only the latest request of each kind updates the page
 
   function status(msg, isError) {
     const f = $("status");
@@ -199,10 +200,14 @@
     if (label !== S.layer || !keepPage) S.page = keepPage ? S.page : 0;
     S.layer = label;
     for (const li of $("layers").children) li.classList.toggle("active", li.dataset.label === label);
+    const ticket = ++layerTicket;
+    let v, vB;
     try {
-      view = await api(`${imgBase(S.image)}/layers/${enc(label)}?${q({ sort: S.sort })}`);
-      viewB = S.compare ? await api(`${imgBase(S.compare)}/layers/${enc(label)}?${q({ sort: S.sort })}`) : null;
-    } catch (e) { status(e.message, true); return; }
+      v = await api(`${imgBase(S.image)}/layers/${enc(label)}?${q({ sort: S.sort })}`);
+      vB = S.compare ? await api(`${imgBase(S.compare)}/layers/${enc(label)}?${q({ sort: S.sort })}`) : null;
+    } catch (e) { if (ticket === layerTicket) status(e.message, true); return; }
+    if (ticket !== layerTicket) return;
+    view = v; viewB = vB;
     if (S.page * PER_PAGE >= view.shape[2]) S.page = 0;
     if (S.channel !== null && S.channel >= view.shape[2]) S.channel = null;
     render();
@@ -308,8 +313,10 @@
   async function renderCam() {
     const cq = { layer: S.layer, method: S.method, class: S.cls };
     $("caminfo").textContent = `computing ${S.method} at ${S.layer} ...`;
+    const ticket = ++camTicket;
     try {
       const r = await api(`${imgBase(S.image)}/cam?${q(cq)}`);
+      if (ticket !== camTicket) return;
       const img = $("camimg");
       img.src = `${imgBase(S.image)}/cam.png?${q(cq)}`;
       img.hidden = false;
@@ -317,6 +324,7 @@
         (r.probability !== null ? ` (p = ${(100 * r.probability).toFixed(1)}%)` : "") +
         (r.random_weights ? " - random weights" : "");
     } catch (e) {
+      if (ticket !== camTicket) return;
       $("caminfo").textContent = e.message;
       status(e.message, true);
     }
