@@ -162,7 +162,7 @@ def create_app(
         channels: str | None = None,
         download: bool = False,
     ):
-        data = ex.grid_png(image_id, layer, sort, page, per_page, cmap, norm, cell, channels)
+        data = ex.grid_png(image_id, layer, sort, page, per_page, cmap, norm, cell, channels, None if download else 0)
         return png(data, f"{image_id}_{layer}_p{page}.png" if download else None)
 
     @app.get("/api/images/{image_id}/layers/{layer}/maps.npy")

@@ -27,12 +27,24 @@ from featuremaps.io import encode_png
 from featuremaps.layers import conv_layers
 from featuremaps.models import LoadedModel
 from featuremaps.pipeline import Prepared, describe_prediction, prepare
-from featuremaps.render import NORM_MODES, apply_colormap, colormap, fit_size, map_tiles, normalise, resize_rgb
+from featuremaps.render import (
+    NORM_MODES,
+    apply_colormap,
+    colormap,
+    fit_size,
+    map_tiles,
+    normalise,
+    resize_maps,
+    resize_rgb,
+)
 
 SORTS = ("index", "mean", "max")
 CMAPS = ("viridis", "magma", "inferno", "plasma", "cividis", "gray", "turbo", "jet", "hot", "coolwarm")
 GRID_COLS = 8
 MAX_PER_PAGE = 256
+#: zlib level of the PNGs the page shows: 0 (stored) - the server is local, and deflating a 64-map sprite
+#: costs ~10x more than sending it over loopback; downloads use the package's default level.
+VIEW_PNG_LEVEL = 0
 
 
 class NotFound(UserError):
@@ -72,10 +84,13 @@ class Analysis:
     layer_stats: dict[str, dict]
     global_range: tuple[float, float]
     cams: dict = field(default_factory=dict)
+    small: dict = field(default_factory=dict)  # (label, h, w) -> maps at tile size (large layers only)
 
     @property
     def nbytes(self) -> int:
-        return int(sum(m.nbytes for m in self.maps.values()) + self.prep.x.nbytes + 2 * self.prep.shown.nbytes)
+        # large layers' tile-size copies (at most a quarter of their maps at the default cell) are counted too
+        maps = sum(m.nbytes for m in self.maps.values())
+        return int(1.25 * maps + self.prep.x.nbytes + 2 * self.prep.shown.nbytes)
 
 
 def _clean_name(name: str | None) -> str:
@@ -388,6 +403,7 @@ class Explorer:
         norm: str = "map",
         cell: int = 112,
         channels: str | None = None,
+        level: int = VIEW_PNG_LEVEL,
     ) -> bytes:
         """A sprite of one page of channels: ``GRID_COLS`` tiles a row, each ``fit_size(H, W, cell)``."""
         a = self.analyse(image_id)
@@ -397,14 +413,35 @@ class Explorer:
         ids = self.page_channels(a, label, sort, page, per_page, channels)
         m = a.maps[label]
         h, w = fit_size(m.shape[0], m.shape[1], self._cell(cell))
-        tiles = map_tiles(self._scale(m[..., ids], rng), (h, w), lut)
-        cols = min(GRID_COLS, len(ids))
-        rows = math.ceil(len(ids) / cols)
-        sprite = np.full((rows * h, cols * w, 3), 255, np.uint8)
-        for j in range(len(ids)):
-            r, c = divmod(j, cols)
-            sprite[r * h : (r + 1) * h, c * w : (c + 1) * w] = tiles[j]
-        return encode_png(sprite)
+        small = self._small(a, label, h, w)[..., ids]  # area-averaged once per layer and tile size
+        if rng is None:  # each map by its own full-resolution min-max, as `show` does
+            lo, hi = a.ch_min[label][ids], a.ch_max[label][ids]
+        else:
+            lo, hi = np.full(len(ids), rng[0], np.float32), np.full(len(ids), rng[1], np.float32)
+        inv = np.where(hi > lo, 1.0 / np.where(hi > lo, hi - lo, 1.0), 0.0).astype(np.float32)
+        scaled = small - lo.astype(np.float32)
+        scaled *= inv
+        np.clip(scaled, 0.0, 1.0, out=scaled)
+        tiles = map_tiles(scaled, (h, w), lut)  # (k, h, w, 3)
+        k = len(ids)
+        cols = min(GRID_COLS, k)
+        rows = math.ceil(k / cols)
+        if rows * cols > k:
+            tiles = np.concatenate([tiles, np.full((rows * cols - k, h, w, 3), 255, np.uint8)])
+        sprite = tiles.reshape(rows, cols, h, w, 3).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, 3)
+        return encode_png(sprite, level=level)
+
+    @staticmethod
+    def _small(a: Analysis, label: str, h: int, w: int) -> np.ndarray:
+        m = a.maps[label]
+        if h >= m.shape[0] and w >= m.shape[1]:
+            return m  # upsampled (nearest) after colouring, by map_tiles
+        key = (label, h, w)
+        if key not in a.small:
+            if len(a.small) >= 4:
+                a.small.pop(next(iter(a.small)))
+            a.small[key] = resize_maps(m, (h, w))
+        return a.small[key]
 
     def channel_rgb(self, a: Analysis, label: str, c: int, cmap: str, norm: str) -> np.ndarray:
         lut = self.cmap(cmap)
@@ -421,7 +458,8 @@ class Explorer:
             if not 0.0 <= alpha <= 1.0:
                 raise BadRequest(f"alpha {alpha} is outside 0-1")
             rgb = (alpha * rgb + (1 - alpha) * a.prep.shown.astype(np.float32) + 0.5).astype(np.uint8)
-        return encode_png(rgb)
+            return encode_png(rgb)  # the export: compressed
+        return encode_png(rgb, level=VIEW_PNG_LEVEL)
 
     def value(self, image_id, spec, c, y, x) -> dict:
         """The exact activation at map position (y, x) and the input box it sees (receptive field)."""
@@ -453,7 +491,7 @@ class Explorer:
 
     def input_png(self, image_id: str, original: bool = False) -> bytes:
         a = self.analyse(image_id)
-        return encode_png(a.original if original else a.prep.shown)
+        return encode_png(a.original if original else a.prep.shown, level=VIEW_PNG_LEVEL)
 
     @staticmethod
     def colorbar_png(cmap: str, width: int = 256, height: int = 12) -> bytes:
