@@ -144,6 +144,7 @@ def main() -> int:
         f"max {max(rss):.0f} MiB, last {rss[-1]:.0f} MiB; growth after {fill}: {rss[-1] - rss[fill]:+.0f} MiB; "
         f"cache holds {len(ex.cache)} images, {ex.cache.nbytes / 2**20:.0f} MiB"
     )
+    print("RSS every 10 uploads (MiB): " + " ".join(f"{rss[i]:.0f}" for i in range(0, len(rss), 10)))
     return 0
 
 

@@ -78,9 +78,9 @@ class Analysis:
     prediction: list[dict]
     probs: np.ndarray | None
     maps: dict[str, np.ndarray]  # label -> (H, W, C) float32, all channels
-    ch_mean: dict[str, np.ndarray]
-    ch_max: dict[str, np.ndarray]
-    ch_min: dict[str, np.ndarray]
+    ch_max: dict[str, np.ndarray]  # per channel, every layer (dead channels for the rail)
+    ch_min: dict[str, np.ndarray]  # per channel; layers with negative values at once, others when first viewed
+    ch_mean: dict[str, np.ndarray]  # per channel, when the layer is first viewed
     layer_stats: dict[str, dict]
     global_range: tuple[float, float]
     cams: dict = field(default_factory=dict)
@@ -240,18 +240,21 @@ class Explorer:
             prep = prepare(self.lm, rgb)
             results, preds = self._extractor(prep.x.shape)(prep.x[None])
         probs = preds[0] if preds is not None else None
-        maps, mean, mx, mn, stats = {}, {}, {}, {}, {}
+        maps, mx, mn, stats = {}, {}, {}, {}
         for r in results:
             m = r.maps[0]
             lab = r.conv.label
             maps[lab] = m
-            mean[lab], mx[lab], mn[lab] = m.mean(axis=(0, 1)), m.max(axis=(0, 1)), m.min(axis=(0, 1))
+            mx[lab] = m.max(axis=(0, 1))
+            if r.stat("min") < 0:  # else every channel's min is >= 0 and a dead channel is one with max 0
+                mn[lab] = m.min(axis=(0, 1))
+            dead = (mx[lab] <= 0) & (mn[lab] >= 0) if lab in mn else mx[lab] <= 0
             stats[lab] = {
                 "mean": r.stat("mean"),
                 "max": r.stat("max"),
                 "min": r.stat("min"),
                 "zero_fraction": r.stat("zero_fraction"),
-                "dead": int(np.count_nonzero((mx[lab] <= 0) & (mn[lab] >= 0))),  # all-zero channels
+                "dead": int(np.count_nonzero(dead)),  # all-zero channels
                 "channels": int(m.shape[-1]),
             }
         h, w = rgb.shape[:2]
@@ -259,7 +262,7 @@ class Explorer:
         original = rgb if s_ >= 1 else resize_rgb(rgb, (max(1, round(h * s_)), max(1, round(w * s_))))
         glob = (min(v["min"] for v in stats.values()), max(v["max"] for v in stats.values()))
         pred = describe_prediction(probs, self.lm.classes, top=10) if probs is not None else []
-        a = Analysis(image_id, prep, original, (h, w), pred, probs, maps, mean, mx, mn, stats, glob)
+        a = Analysis(image_id, prep, original, (h, w), pred, probs, maps, mx, mn, {}, stats, glob)
         self.cache.put(image_id, a, a.nbytes)
         return a
 
@@ -315,8 +318,18 @@ class Explorer:
         n = a.maps[label].shape[-1]
         if sort == "index":
             return np.arange(n)
-        key = a.ch_mean[label] if sort == "mean" else a.ch_max[label]
+        key = self._channel_stats(a, label)[0] if sort == "mean" else a.ch_max[label]
         return np.argsort(-key, kind="stable")
+
+    @staticmethod
+    def _channel_stats(a: Analysis, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-channel (mean, min, max) of a layer, computed on first use and kept with the analysis."""
+        m = a.maps[label]
+        if label not in a.ch_mean:
+            a.ch_mean[label] = m.mean(axis=(0, 1))
+        if label not in a.ch_min:
+            a.ch_min[label] = m.min(axis=(0, 1))
+        return a.ch_mean[label], a.ch_min[label], a.ch_max[label]
 
     def _range(self, a: Analysis, label: str, norm: str) -> tuple[float, float] | None:
         self._choice(norm, NORM_MODES, "norm")
@@ -350,7 +363,7 @@ class Explorer:
             "kind": c.kind,
             "shape": [H, W, C],
             "order": self.order(a, label, sort).tolist(),
-            "mean": [round(float(v), 6) for v in a.ch_mean[label]],
+            "mean": [round(float(v), 6) for v in self._channel_stats(a, label)[0]],
             "max": [round(float(v), 6) for v in a.ch_max[label]],
             "min": [round(float(v), 6) for v in a.ch_min[label]],
             "stats": a.layer_stats[label],
@@ -415,7 +428,8 @@ class Explorer:
         h, w = fit_size(m.shape[0], m.shape[1], self._cell(cell))
         small = self._small(a, label, h, w)[..., ids]  # area-averaged once per layer and tile size
         if rng is None:  # each map by its own full-resolution min-max, as `show` does
-            lo, hi = a.ch_min[label][ids], a.ch_max[label][ids]
+            _, lo_all, hi_all = self._channel_stats(a, label)
+            lo, hi = lo_all[ids], hi_all[ids]
         else:
             lo, hi = np.full(len(ids), rng[0], np.float32), np.full(len(ids), rng[1], np.float32)
         inv = np.where(hi > lo, 1.0 / np.where(hi > lo, hi - lo, 1.0), 0.0).astype(np.float32)
