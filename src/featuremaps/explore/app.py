@@ -14,6 +14,7 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -93,6 +94,13 @@ def create_app(
     async def unexpected(request: Request, e: Exception):  # never a traceback page
         return JSONResponse({"error": f"internal error ({type(e).__name__}); see the server's terminal"}, 500)
 
+    async def call(image_id: str, fn, *args):
+        """Run ``fn`` at once when the image's maps are cached (tens of ms: no thread hand-off), else in the
+        thread pool (a forward pass or a CAM takes seconds; the server keeps answering meanwhile)."""
+        if image_id in ex.cache:
+            return fn(*args)
+        return await run_in_threadpool(fn, *args)
+
     def png(data: bytes, filename: str | None = None) -> Response:
         h = dict(NO_STORE)
         if filename:
@@ -146,11 +154,11 @@ def create_app(
 
     # ---------------------------------------------------------------- layers and channels
     @app.get("/api/images/{image_id}/layers/{layer}")
-    def layer_view(image_id: str, layer: str, sort: str = "index", cell: int = 112):
-        return ex.layer_view(image_id, layer, sort, cell)
+    async def layer_view(image_id: str, layer: str, sort: str = "index", cell: int = 112):
+        return await call(image_id, ex.layer_view, image_id, layer, sort, cell)
 
     @app.get("/api/images/{image_id}/layers/{layer}/grid.png")
-    def grid(
+    async def grid(
         image_id: str,
         layer: str,
         sort: str = "index",
@@ -162,7 +170,10 @@ def create_app(
         channels: str | None = None,
         download: bool = False,
     ):
-        data = ex.grid_png(image_id, layer, sort, page, per_page, cmap, norm, cell, channels, None if download else 0)
+        level = None if download else 0
+        data = await call(
+            image_id, ex.grid_png, image_id, layer, sort, page, per_page, cmap, norm, cell, channels, level
+        )
         return png(data, f"{image_id}_{layer}_p{page}.png" if download else None)
 
     @app.get("/api/images/{image_id}/layers/{layer}/maps.npy")
@@ -176,7 +187,7 @@ def create_app(
         )
 
     @app.get("/api/images/{image_id}/layers/{layer}/channels/{channel}.png")
-    def channel_png(
+    async def channel_png(
         image_id: str,
         layer: str,
         channel: str,
@@ -185,12 +196,12 @@ def create_app(
         alpha: float | None = Query(None),
         download: bool = False,
     ):
-        data = ex.channel_png(image_id, layer, channel, cmap, norm, alpha)
+        data = await call(image_id, ex.channel_png, image_id, layer, channel, cmap, norm, alpha)
         return png(data, f"{image_id}_{layer}_ch{channel}.png" if download else None)
 
     @app.get("/api/images/{image_id}/layers/{layer}/channels/{channel}/value")
-    def value(image_id: str, layer: str, channel: str, y: int, x: int):
-        return ex.value(image_id, layer, channel, y, x)
+    async def value(image_id: str, layer: str, channel: str, y: int, x: int):
+        return await call(image_id, ex.value, image_id, layer, channel, y, x)
 
     # ---------------------------------------------------------------- CAM
     @app.get("/api/images/{image_id}/cam")
