@@ -377,3 +377,20 @@ def test_cli_warns_for_other_hosts_and_serves(tmp_path, capsys, monkeypatch, cha
     assert main(["explore", str(tmp_path / "x.png"), "--model", str(tmp_path / "m.keras"), "--no-browser"]) == 0
     assert "warning" not in capsys.readouterr().err and served["sock"][0] == "127.0.0.1"
     json.dumps(info)
+
+
+def test_emotion_model_shows_its_face_crop():
+    from pathlib import Path
+
+    from featuremaps import models
+    from featuremaps.emotion.model import shipped_weights_available
+
+    if not shipped_weights_available():
+        pytest.skip("the bundled emotion weights are not in this checkout")
+    astronaut = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
+    c = TestClient(create_app(models.load("emotion"), [astronaut]))
+    s = c.get("/api/images/a0").json()
+    assert s["face_crop"] is True and len(s["face_box"]) == 4  # x, y, w, h in the original image
+    assert s["input_shape"] == [48, 48, 1] and s["prediction"][0]["class"] in c.get("/api/info").json()["classes"]
+    assert _ok_png(c.get("/api/images/a0/input.png")).shape[:2] == (48, 48)  # the crop the network saw
+    assert c.get("/api/info").json()["model"]["face_crop"] is True
