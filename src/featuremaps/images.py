@@ -46,15 +46,17 @@ def _mpx(n: float) -> str:
     return f"{n / 1e6:.3g} Mpixels" if n >= 1e5 else f"{int(n)} pixels"
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3), or raise a one-line UserError saying what is wrong.
+def load_image(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+    """Read an image file (or a binary file object, named ``name`` in messages) as RGB uint8 (H, W, 3), or
+    raise a one-line UserError saying what is wrong.
 
     Only regular files are read (a FIFO or device would block or never end); images over ``max_pixels``
     or Pillow's own limit are refused from their header, before any pixel is decoded.
     """
-    path = Path(path)
+    source = path if hasattr(path, "read") else Path(path)
+    path = Path(name) if name else Path(getattr(source, "name", "upload")) if hasattr(source, "read") else source
     try:
-        mode = path.stat().st_mode
+        mode = source.stat().st_mode if isinstance(source, Path) else None
     except OSError:
         mode = None  # missing or unreadable: the open below says which
     if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
@@ -63,7 +65,7 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         with warnings.catch_warnings():
             # our own limit (max_pixels) decides up to Pillow's hard one (DecompressionBombError, 2x its warning)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise UserError(

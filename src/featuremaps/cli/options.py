@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   featuremaps layers vgg16                                # list conv layers as C1..Cn
   featuremaps cam face.png --all-classes                  # Grad-CAM for each emotion
   featuremaps report photos/ --out report.html            # one self-contained HTML page
+  featuremaps explore photos/ --model vgg16               # browse every layer and channel in the browser
   featuremaps train --data fer2013.tar.gz --epochs 30     # train the emotion model
 
 exit status: 0 everything done; 1 some images were skipped (each named in a warning), the rest done;
@@ -31,6 +32,11 @@ conv layers C1..Cn. Without internet pass --weights none (random) to the ImageNe
 
 #: A few examples per command, shown at the end of ``featuremaps COMMAND --help``.
 COMMAND_EXAMPLES = {
+    "explore": """examples:
+  featuremaps explore examples/                          # the bundled emotion model, the example photos
+  featuremaps explore --model vgg16 --weights none cat.png --no-browser
+  featuremaps explore --model my_net.keras --port 8765
+""",
     "show": """examples:
   featuremaps show examples/astronaut.png                 # a face through the bundled emotion model
   featuremaps show cat.png --model vgg16 --weights none --layers C1-C5 --select top-mean
@@ -338,6 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive, default=None, help="use at most this many images in total (default: all)")
     _out_arg(p, "featuremaps-out/atlas", "the atlas folder itself (index.html, atlas.npz, ...)")
     p.set_defaults(run="atlas")
+
+    p = _sub(sub, "explore", "browse a CNN in the browser: every layer and channel, values, CAMs")
+    p.add_argument("images", nargs="*", metavar="IMAGE|FOLDER", help="images to offer in the page (uploads work too)")
+    _model_args(p)
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")
+    p.add_argument("--cache-mb", type=_positive, default=512, help="activations kept in memory, MiB (default 512)")
+    p.add_argument("--max-upload-mb", type=_positive, default=20, help="largest upload, MiB (default 20)")
+    p.set_defaults(run="explore")
 
     p = _sub(sub, "train", "train the FER2013 emotion VGG-16 (checkpoints every epoch)")
     p.add_argument("--data", default=None, help=f"FER2013 folder, fer2013.csv or fer2013.tar.gz (default: ${FER_ENV})")

@@ -1,0 +1,72 @@
+"""``featuremaps explore``: a local web page to browse a CNN's layers, channels, values and CAMs."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+import threading
+import webbrowser
+
+import uvicorn
+
+from featuremaps import models
+from featuremaps.errors import UserError
+from featuremaps.explore.app import create_app
+from featuremaps.images import find_images
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one), or a UserError saying what to change."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port or --host") from None
+    sock.listen(64)
+    return sock
+
+
+def run(args) -> int:
+    images = find_images(args.images) if args.images else []
+    if not is_loopback(args.host):
+        print(
+            f"featuremaps: warning: listening on {args.host}: anyone who can reach this machine can use the "
+            "explorer and see the images; use the default 127.0.0.1 unless you mean it",
+            file=sys.stderr,
+        )
+    sock = bind(args.host, args.port)  # before the model loads: a taken port fails at once
+    classes = args.classes.split(",") if args.classes else None
+    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
+    allowed = ["127.0.0.1", "localhost", "::1", "[::1]"] if is_loopback(args.host) else None
+    app = create_app(
+        lm,
+        images,
+        cache_bytes=args.cache_mb * 2**20,
+        max_upload_bytes=args.max_upload_mb * 2**20,
+        allowed_hosts=allowed,
+    )
+    port = sock.getsockname()[1]
+    shown = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host
+    url = f"http://{'127.0.0.1' if shown in ('0.0.0.0', '[::]') else shown}:{port}/"
+    print(f"featuremaps explore: {lm.name} ({lm.source}), {len(images)} image(s) from the command line")
+    print(f"open {url}  (Ctrl-C stops it)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off"))
+    if not args.no_browser:
+        threading.Timer(0.5, lambda: webbrowser.open(url)).start()
+    server.run(sockets=[sock])
+    return 0

@@ -1,0 +1,10 @@
+"""``featuremaps explore``: an interactive, offline explorer of any CNN in the browser.
+
+``session`` holds the model side (images, one forward pass each, cached maps, pictures drawn with
+:mod:`featuremaps.render`), ``cache`` the byte-bounded LRU store, ``receptive`` the receptive fields of conv layers,
+``app`` the FastAPI app (imported only when asked for: FastAPI is the optional ``[explore]`` extra) and ``static/``
+the page. Start it with ``featuremaps explore`` or::
+
+    from featuremaps.explore.app import create_app
+    uvicorn.run(create_app(featuremaps.models.load("vgg16", weights="none"), []), host="127.0.0.1", port=8000)
+"""

@@ -1,0 +1,231 @@
+"""The explorer's web app: JSON and PNG endpoints over :class:`~featuremaps.explore.session.Explorer`, and the
+page (``static/``: one HTML, one script, one stylesheet, shipped in the package; nothing from a CDN).
+
+Routes never take a file path: command-line images are reached by id (``a0``...), uploads by the hash of
+their bytes, static files from a fixed list. Every error is a JSON ``{"error": message}`` with a 4xx code.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from urllib.parse import unquote
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from featuremaps.errors import UserError
+from featuremaps.explore.session import BadRequest, Explorer, NotFound, TooLarge
+from featuremaps.io import safe_name
+from featuremaps.models import LoadedModel
+
+STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+#: nothing but this server: scripts, styles, images and requests from 'self' only
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _static(name: str) -> bytes:
+    return resources.files("featuremaps.explore").joinpath("static").joinpath(name).read_bytes()
+
+
+def create_app(
+    lm: LoadedModel,
+    images: list[Path] | None = None,
+    *,
+    cache_bytes: int = 512 * 2**20,
+    upload_bytes: int = 128 * 2**20,
+    max_upload_bytes: int = 20 * 2**20,
+    allowed_hosts: list[str] | None = None,
+) -> FastAPI:
+    """The explorer app for one model and the images given on the command line (the only paths it reads).
+
+    ``cache_bytes`` bounds the per-image activations held (least recently used go first), ``upload_bytes`` the
+    decoded uploads, ``max_upload_bytes`` one upload. ``allowed_hosts`` (e.g. ``["127.0.0.1", "localhost"]``)
+    refuses requests for other host names (DNS rebinding). Example::
+
+        app = create_app(models.load("vgg16", weights="none"), [Path("cat.png")])
+        uvicorn.run(app, host="127.0.0.1", port=8000)
+    """
+    ex = Explorer(lm, images, cache_bytes=cache_bytes, upload_bytes=upload_bytes, max_upload_bytes=max_upload_bytes)
+    app = FastAPI(title="featuremaps explore", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.explorer = ex
+    if allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    pages = {name: _static(name) for name in STATIC}
+    index = _static("index.html")
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, e: UserError):
+        code = 404 if isinstance(e, NotFound) else 413 if isinstance(e, TooLarge) else 400
+        if type(e) is UserError and request.url.path == "/api/images" and request.method == "POST":
+            code = 415  # the upload did not decode as an image
+        return JSONResponse({"error": str(e)}, status_code=code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException):
+        msg = "no such page or API route" if e.status_code == 404 else str(e.detail)
+        return JSONResponse({"error": msg}, status_code=e.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, e: RequestValidationError):
+        parts = []
+        for err in e.errors()[:3]:
+            where = ".".join(str(v) for v in err.get("loc", ())[1:]) or "request"
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return JSONResponse({"error": "bad parameter " + "; ".join(parts)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, e: Exception):  # never a traceback page
+        return JSONResponse({"error": f"internal error ({type(e).__name__}); see the server's terminal"}, 500)
+
+    async def call(image_id: str, fn, *args):
+        """Run ``fn`` at once when the image's maps are cached (tens of ms: no thread hand-off), else in the
+        thread pool (a forward pass or a CAM takes seconds; the server keeps answering meanwhile)."""
+        if image_id in ex.cache:
+            return fn(*args)
+        return await run_in_threadpool(fn, *args)
+
+    def png(data: bytes, filename: str | None = None) -> Response:
+        h = dict(NO_STORE)
+        if filename:
+            h["Content-Disposition"] = f'attachment; filename="{safe_name(filename)}"'
+        return Response(data, media_type="image/png", headers=h)
+
+    # ---------------------------------------------------------------- page
+    @app.get("/", response_class=HTMLResponse)
+    def page():
+        return HTMLResponse(index, headers=NO_STORE)
+
+    @app.get("/static/{name}")
+    def static(name: str):
+        if name not in pages:
+            raise NotFound(f"no static file '{name}'")
+        return Response(pages[name], media_type=STATIC[name], headers=NO_STORE)
+
+    # ---------------------------------------------------------------- model and images
+    @app.get("/api/info")
+    def info():
+        return ex.info()
+
+    @app.get("/api/images")
+    def list_images():
+        return {"images": ex.images()}
+
+    @app.post("/api/images", status_code=201)
+    async def upload(request: Request):
+        limit = ex.max_upload_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise TooLarge(f"upload is over the {limit / 2**20:.0f} MiB limit; send a smaller image")
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > limit:
+                raise TooLarge(f"upload is over the {limit / 2**20:.0f} MiB limit; send a smaller image")
+        return ex.add_upload(bytes(data), unquote(request.headers.get("x-filename") or "upload"))
+
+    @app.get("/api/images/{image_id}")
+    def summary(image_id: str):
+        return ex.summary(image_id)
+
+    @app.get("/api/images/{image_id}/input.png")
+    def input_png(image_id: str):
+        return png(ex.input_png(image_id))
+
+    @app.get("/api/images/{image_id}/original.png")
+    def original_png(image_id: str):
+        return png(ex.input_png(image_id, original=True))
+
+    # ---------------------------------------------------------------- layers and channels
+    @app.get("/api/images/{image_id}/layers/{layer}")
+    async def layer_view(image_id: str, layer: str, sort: str = "index", cell: int = 112):
+        return await call(image_id, ex.layer_view, image_id, layer, sort, cell)
+
+    @app.get("/api/images/{image_id}/layers/{layer}/grid.png")
+    async def grid(
+        image_id: str,
+        layer: str,
+        sort: str = "index",
+        page: int = 0,
+        per_page: int = 64,
+        cmap: str = "viridis",
+        norm: str = "map",
+        cell: int = 112,
+        channels: str | None = None,
+        download: bool = False,
+    ):
+        level = None if download else 0
+        data = await call(
+            image_id, ex.grid_png, image_id, layer, sort, page, per_page, cmap, norm, cell, channels, level
+        )
+        return png(data, f"{image_id}_{layer}_p{page}.png" if download else None)
+
+    @app.get("/api/images/{image_id}/layers/{layer}/maps.npy")
+    def maps_npy(image_id: str, layer: str):
+        data, label = ex.npy(image_id, layer)
+        name = safe_name(f"{ex.source(image_id).name.rsplit('.', 1)[0]}_{label}.npy")
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    @app.get("/api/images/{image_id}/layers/{layer}/channels/{channel}.png")
+    async def channel_png(
+        image_id: str,
+        layer: str,
+        channel: str,
+        cmap: str = "viridis",
+        norm: str = "map",
+        alpha: float | None = Query(None),
+        download: bool = False,
+    ):
+        data = await call(image_id, ex.channel_png, image_id, layer, channel, cmap, norm, alpha)
+        return png(data, f"{image_id}_{layer}_ch{channel}.png" if download else None)
+
+    @app.get("/api/images/{image_id}/layers/{layer}/channels/{channel}/value")
+    async def value(image_id: str, layer: str, channel: str, y: int, x: int):
+        return await call(image_id, ex.value, image_id, layer, channel, y, x)
+
+    # ---------------------------------------------------------------- CAM
+    @app.get("/api/images/{image_id}/cam")
+    def cam(image_id: str, layer: str, method: str = "gradcam", cls: str | None = Query(None, alias="class")):
+        return ex.cam_info(image_id, layer, method, cls)
+
+    @app.get("/api/images/{image_id}/cam.png")
+    def cam_png(
+        image_id: str,
+        layer: str,
+        method: str = "gradcam",
+        cls: str | None = Query(None, alias="class"),
+        alpha: float = 0.45,
+        cmap: str = "jet",
+        download: bool = False,
+    ):
+        data = ex.cam_png(image_id, layer, method, cls, alpha, cmap)
+        return png(data, f"{image_id}_{layer}_{method}.png" if download else None)
+
+    @app.get("/api/colorbar.png")
+    def colorbar(cmap: str = "viridis"):
+        return png(Explorer.colorbar_png(cmap))
+
+    return app
+
+
+__all__ = ["BadRequest", "NotFound", "create_app"]

@@ -1,0 +1,396 @@
+"""featuremaps explore: every route through FastAPI's TestClient, with tiny in-code Keras models."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from featuremaps.cli import main  # noqa: E402
+from featuremaps.cli.options import build_parser  # noqa: E402
+from featuremaps.explore.app import create_app  # noqa: E402
+from featuremaps.explore.cache import ByteLRU  # noqa: E402
+from featuremaps.explore.receptive import Field, receptive_fields  # noqa: E402
+from featuremaps.models import wrap  # noqa: E402
+
+
+def _png(h=40, w=50, seed=0) -> bytes:
+    rgb = (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def chain_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="ca"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="cb"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ],
+        name="chain",
+    )
+
+
+@pytest.fixture
+def client(chain_model, tmp_path):
+    (tmp_path / "x.png").write_bytes(_png())
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not serve me")
+    app = create_app(wrap(chain_model, classes=["cat", "dog", "owl"]), [tmp_path / "x.png"], max_upload_bytes=200_000)
+    return TestClient(app)
+
+
+def _ok_png(r):
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(r.content)))
+
+
+def test_page_and_static_files_ship_in_the_package(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "featuremaps explore" in r.text
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    for name, kind in (("app.js", "javascript"), ("app.css", "css")):
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200 and kind in r.headers["content-type"]
+    # nothing in the page points outside this server (no CDN, web font or analytics)
+    for text in (client.get("/").text, client.get("/static/app.js").text, client.get("/static/app.css").text):
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text and "@import" not in text
+
+
+def test_info_lists_layers_classes_and_receptive_fields(client):
+    info = client.get("/api/info").json()
+    assert [(L["label"], L["name"]) for L in info["layers"]] == [("C1", "ca"), ("C2", "cb")]
+    assert info["layers"][1]["shape"] == [16, 16, 6]
+    assert info["layers"][1]["rf"] == {"size": [8.0, 8.0], "jump": [2.0, 2.0], "start": [0.5, 0.5]}
+    assert info["receptive_field"]["exact"] is True
+    assert info["classes"] == ["cat", "dog", "owl"]
+    assert "gradcam" in info["methods"] and "scorecam" in info["methods"]
+    assert info["images"] == [{"id": "a0", "name": "x.png", "origin": "command line"}]
+    assert info["model"]["random_weights"] is False
+
+
+def test_image_summary_prediction_and_layer_statistics(client, chain_model):
+    s = client.get("/api/images/a0").json()
+    assert s["input_shape"] == [32, 32, 3] and s["original_size"] == [40, 50]
+    assert abs(sum(p["probability"] for p in s["prediction"]) - 1) < 1e-4
+    assert s["prediction"][0]["class"] in ("cat", "dog", "owl")
+    stats = {L["label"]: L for L in s["layers"]}
+    assert set(stats) == {"C1", "C2"} and stats["C2"]["channels"] == 6
+    assert 0 <= stats["C1"]["zero_fraction"] <= 1 and 0 <= stats["C2"]["dead"] <= 6
+    _ok_png(client.get("/api/images/a0/input.png"))
+    assert _ok_png(client.get("/api/images/a0/original.png")).shape == (40, 50, 3)
+
+
+def test_layer_view_sorts_all_channels_and_grid_draws_them(client):
+    v = client.get("/api/images/a0/layers/C2", params={"sort": "mean"}).json()
+    assert v["shape"] == [16, 16, 6] and sorted(v["order"]) == list(range(6))
+    means = [v["mean"][c] for c in v["order"]]
+    assert means == sorted(means, reverse=True)
+    vmax = client.get("/api/images/a0/layers/cb", params={"sort": "max"}).json()  # by name too
+    assert [vmax["max"][c] for c in vmax["order"]] == sorted(vmax["max"], reverse=True)
+    h, w = v["tile"]
+    grid = _ok_png(client.get("/api/images/a0/layers/C2/grid.png", params={"sort": "mean", "norm": "layer"}))
+    assert grid.shape == (h, 6 * w, 3)  # all six channels, one row
+    g2 = _ok_png(client.get("/api/images/a0/layers/C2/grid.png", params={"channels": "5,0", "cmap": "gray"}))
+    assert g2.shape == (h, 2 * w, 3)
+    paged = _ok_png(client.get("/api/images/a0/layers/C2/grid.png", params={"per_page": 4, "page": 1}))
+    assert paged.shape == (h, 2 * w, 3)  # the second page holds the last two channels
+
+
+def test_norm_modes_change_the_picture(client):
+    def pic(layer, norm):
+        return _ok_png(client.get(f"/api/images/a0/layers/{layer}/grid.png", params={"norm": norm}))
+
+    assert not np.array_equal(pic("C1", "map"), pic("C1", "layer"))
+    s = client.get("/api/images/a0").json()
+    lo, hi = s["global_range"]
+    narrow = next(L["label"] for L in s["layers"] if (L["min"], L["max"]) != (lo, hi))
+    assert not np.array_equal(pic(narrow, "layer"), pic(narrow, "global"))
+
+
+def test_value_is_the_exact_activation_with_its_receptive_field(client, chain_model):
+    import keras
+
+    r = client.get("/api/images/a0/layers/C2/channels/3/value", params={"y": 5, "x": 7}).json()
+    arr = np.load(io.BytesIO(client.get("/api/images/a0/layers/C2/maps.npy").content))
+    assert arr.shape == (16, 16, 6) and arr.dtype == np.float32
+    assert r["value"] == pytest.approx(float(arr[5, 7, 3]))
+    # the same number straight from Keras
+    x = np.asarray(Image.open(io.BytesIO(client.get("/api/images/a0/input.png").content)), np.float32)[None] / 255
+    sub = keras.Model(chain_model.inputs, chain_model.get_layer("cb").output)
+    assert r["value"] == pytest.approx(float(np.asarray(sub(x))[0, 5, 7, 3]), rel=1e-4, abs=1e-5)
+    # C2 sees an 8x8 patch: centre 0.5 + 2 * position
+    assert r["rf"] == {"top": 7, "left": 11, "bottom": 14, "right": 18}
+    corner = client.get("/api/images/a0/layers/C2/channels/0/value", params={"y": 0, "x": 0}).json()
+    assert corner["rf"] == {"top": 0, "left": 0, "bottom": 4, "right": 4}  # clipped at the border
+
+
+def test_channel_png_and_overlay_export(client):
+    big = _ok_png(client.get("/api/images/a0/layers/C2/channels/1.png"))
+    assert big.shape == (32, 32, 3)  # at the input's size, for the overlay
+    r = client.get("/api/images/a0/layers/C2/channels/1.png", params={"alpha": 0.5, "download": 1})
+    assert _ok_png(r).shape == (32, 32, 3)
+    assert "attachment" in r.headers["content-disposition"]
+    npy = client.get("/api/images/a0/layers/C1/maps.npy")
+    assert npy.status_code == 200 and 'filename="x_C1.npy"' in npy.headers["content-disposition"]
+    _ok_png(client.get("/api/colorbar.png", params={"cmap": "magma"}))
+
+
+def test_cam_for_any_class_method_and_layer(client):
+    r = client.get("/api/images/a0/cam", params={"layer": "C1", "method": "gradcam++", "class": "owl"}).json()
+    assert (r["layer"], r["method"], r["class_index"], r["class"]) == ("C1", "gradcam++", 2, "owl")
+    r = client.get("/api/images/a0/cam", params={"layer": "C2", "method": "layercam", "class": "1"}).json()
+    assert r["class"] == "dog"
+    assert _ok_png(client.get("/api/images/a0/cam.png", params={"layer": "C2", "method": "scorecam"})).shape == (
+        32,
+        32,
+        3,
+    )
+
+
+@pytest.mark.parametrize(
+    "url, code, words",
+    [
+        ("/api/images/a0/layers/C9", 404, "C1-C2"),
+        ("/api/images/a0/layers/nope/grid.png", 404, "no conv layer 'nope'"),
+        ("/api/images/a0/layers/pool", 404, "no conv layer"),
+        ("/api/images/a0/layers/C2/channels/6.png", 404, "0-5"),
+        ("/api/images/a0/layers/C2/channels/-1/value?y=0&x=0", 404, "does not exist"),
+        ("/api/images/a0/layers/C2/channels/abc.png", 400, "not a number"),
+        ("/api/images/a0/layers/C2/channels/0/value?y=16&x=0", 400, "outside"),
+        ("/api/images/a0/layers/C2/channels/0/value?y=a&x=0", 422, "y"),
+        ("/api/images/a0/layers/C2/grid.png?channels=0,99", 404, "channel 99"),
+        ("/api/images/a0/layers/C2/grid.png?page=5", 404, "page 5"),
+        ("/api/images/a0/layers/C2/grid.png?norm=weird", 400, "norm"),
+        ("/api/images/a0/layers/C2/grid.png?cmap=nope", 400, "colormap"),
+        ("/api/images/a0/layers/C2?sort=median", 400, "sort"),
+        ("/api/images/a0/cam?layer=C2&class=horse", 400, "unknown class 'horse'"),
+        ("/api/images/a0/cam?layer=C2&class=7", 400, "3 classes"),
+        ("/api/images/a0/cam?layer=C2&method=magic", 400, "method"),
+        ("/api/images/a0/cam?layer=C7", 404, "no conv layer"),
+        ("/api/images/a0/cam.png?layer=C2&alpha=3", 400, "alpha"),
+        ("/api/images/zz/layers/C1", 404, "no image 'zz'"),
+        ("/api/images/a1", 404, "no image"),
+        ("/api/nothing", 404, "no such"),
+    ],
+)
+def test_unknown_layer_channel_class_are_clear_4xx(client, url, code, words):
+    r = client.get(url)
+    assert r.status_code == code, r.text
+    assert words in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/static/../app.py",
+        "/static/..%2fapp.py",
+        "/static/%2e%2e%2f%2e%2e%2fpyproject.toml",
+        "/static/index.html/../../explore/app.py",
+        "/api/images/..%2fsecret.txt/input.png",
+        "/api/images/%2e%2e/input.png",
+        "/api/images//etc/passwd/input.png",
+        "/api/images/%2Fetc%2Fpasswd/original.png",
+        "/api/images/secret.txt/input.png",
+        "/../../../../etc/passwd",
+        "/static/%2Fetc%2Fpasswd",
+    ],
+)
+def test_no_route_reads_a_path_not_given(client, url):
+    r = client.get(url)
+    assert r.status_code in (400, 404), r.text
+    assert "do not serve me" not in r.text and "root:" not in r.text and "import" not in r.text
+    assert "error" in r.json()
+
+
+def test_upload_decodes_and_becomes_an_image(client):
+    r = client.post(
+        "/api/images",
+        content=_png(30, 30, seed=3),
+        headers={"X-Filename": "%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E.png"},
+    )
+    assert r.status_code == 201, r.text
+    up = r.json()
+    assert up["name"] == "<img src=x onerror=alert(1)>.png" and up["id"].startswith(
+        "u"
+    )  # a label (the page sets it as text)
+    assert client.post("/api/images", content=_png(30, 30, seed=3)).json()["id"] == up["id"]  # same bytes, same id
+    assert client.get(f"/api/images/{up['id']}").json()["original_size"] == [30, 30]
+    names = [i["name"] for i in client.get("/api/images").json()["images"]]
+    assert names == ["x.png", "<img src=x onerror=alert(1)>.png"]
+    r = client.post("/api/images", content=_png(30, 30, seed=4), headers={"X-Filename": "..%2F..%2Fetc%2Fpasswd"})
+    assert r.json()["name"] == "passwd"  # never a path
+
+
+@pytest.mark.parametrize(
+    "body, code, words",
+    [
+        (b"", 400, "empty"),
+        (b"hello, not an image", 415, "not an image"),
+        (_png()[:60], 415, "image"),  # truncated
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 300_000, 413, "limit"),
+    ],
+)
+def test_bad_uploads_are_refused(client, body, code, words):
+    r = client.post("/api/images", content=body, headers={"X-Filename": "bad.png"})
+    assert r.status_code == code, r.text
+    assert words in r.json()["error"]
+
+
+def test_upload_pixel_bomb_refused(chain_model):
+    app = create_app(wrap(chain_model), [])
+    app.state.explorer.max_pixels = 1000
+    r = TestClient(app).post("/api/images", content=_png(40, 40))
+    assert r.status_code == 415 and "Mpixel" in r.json()["error"]
+
+
+def test_random_weights_are_said(chain_model):
+    lm = wrap(chain_model)
+    lm.source = "keras.applications.VGG16 (random weights)"
+    c = TestClient(create_app(lm, []))
+    assert c.get("/api/info").json()["model"]["random_weights"] is True
+    r = c.post("/api/images", content=_png())
+    assert c.get(f"/api/images/{r.json()['id']}").json()["random_weights"] is True
+
+
+def test_cache_is_bounded_by_bytes(chain_model):
+    app = create_app(wrap(chain_model), [], cache_bytes=1, upload_bytes=1)
+    c = TestClient(app)
+    ids = [c.post("/api/images", content=_png(seed=i)).json()["id"] for i in range(3)]
+    ex = app.state.explorer
+    c.get(f"/api/images/{ids[-1]}")
+    assert len(ex.cache) == 1 and len(ex.uploads) == 1  # the newest only
+    r = c.get(f"/api/images/{ids[0]}")
+    assert r.status_code == 404 and "upload" in r.json()["error"]
+
+
+def test_byte_lru_evicts_least_recently_used():
+    lru = ByteLRU(100)
+    lru.put("a", 1, 40)
+    lru.put("b", 2, 40)
+    assert lru.get("a") == 1  # a is now the most recent
+    lru.put("c", 3, 40)
+    assert lru.keys() == ["a", "c"] and lru.nbytes == 80 and lru.evictions == 1
+    lru.put("big", 4, 500)
+    assert lru.keys() == ["big"]
+
+
+def test_trusted_hosts(chain_model):
+    c = TestClient(
+        create_app(wrap(chain_model), [], allowed_hosts=["127.0.0.1", "localhost"]), base_url="http://evil.example"
+    )
+    assert c.get("/api/info").status_code == 400
+    ok = TestClient(create_app(wrap(chain_model), [], allowed_hosts=["127.0.0.1"]), base_url="http://127.0.0.1:8000")
+    assert ok.get("/api/info").status_code == 200
+
+
+# ---------------------------------------------------------------- receptive fields
+def test_receptive_field_matches_perturbation(chain_model):
+    """Changing input pixels outside the computed field never changes the map value; inside, it does."""
+    import keras
+
+    f = receptive_fields(chain_model).fields["C2"]
+    sub = keras.Model(chain_model.inputs, chain_model.get_layer("cb").output)
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 32, 32, 3)).astype(np.float32)
+    y, xx = 6, 9
+    box = f.box(y, xx, 32, 32)
+    base = np.asarray(sub(x))[0, y, xx]
+    outside = x.copy()
+    mask = np.ones((32, 32), bool)
+    mask[box["top"] : box["bottom"] + 1, box["left"] : box["right"] + 1] = False
+    outside[0][mask] = rng.random((mask.sum(), 3))
+    np.testing.assert_allclose(np.asarray(sub(outside))[0, y, xx], base, rtol=1e-5, atol=1e-6)
+    changed = 0
+    for _ in range(3):
+        inside = x.copy()
+        inside[0, box["top"] : box["bottom"] + 1, box["left"] : box["right"] + 1] = rng.random((8, 8, 3))
+        changed += not np.allclose(np.asarray(sub(inside))[0, y, xx], base)
+    assert changed
+
+
+def test_receptive_fields_vgg_like_and_graphs(tiny_functional):
+    import keras
+
+    x = keras.Input((64, 64, 3))
+    h = keras.layers.ZeroPadding2D(3)(x)
+    h = keras.layers.Conv2D(4, 7, strides=2, name="stem")(h)
+    h = keras.layers.Conv2D(4, 3, dilation_rate=2, padding="same", name="dil")(h)
+    m = keras.Model(x, h)
+    rf = receptive_fields(m)
+    assert rf.fields["C1"] == Field((7.0, 7.0), (2.0, 2.0), (0.0, 0.0))
+    assert rf.fields["C2"].size == (15.0, 15.0) and rf.exact
+    branched = receptive_fields(tiny_functional)  # Add of two paths: approximate, said so
+    assert not branched.exact and "branches" in branched.note
+    assert set(branched.fields) == {"C1", "C2", "C3", "C4"}
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_parser_defaults_to_loopback_and_a_free_port():
+    a = build_parser().parse_args(["explore", "x.png"])
+    assert (a.host, a.port, a.no_browser, a.run) == ("127.0.0.1", 0, False, "explore")
+
+
+def test_cli_bad_image_path_fails_cleanly(tmp_path, capsys):
+    assert main(["explore", str(tmp_path / "missing.png"), "--no-browser"]) == 2
+    assert "missing.png" in capsys.readouterr().err
+
+
+def test_cli_warns_for_other_hosts_and_serves(tmp_path, capsys, monkeypatch, chain_model):
+    from featuremaps.cli import explore as cli_explore
+
+    chain_model.save(tmp_path / "m.keras")
+    (tmp_path / "x.png").write_bytes(_png())
+    served = {}
+
+    def fake_run(self, sockets=None):
+        served["sock"] = sockets[0].getsockname()
+        served["app"] = self.config.app
+        sockets[0].close()
+
+    monkeypatch.setattr(cli_explore.uvicorn.Server, "run", fake_run)
+    assert (
+        main(["explore", str(tmp_path), "--model", str(tmp_path / "m.keras"), "--no-browser", "--host", "0.0.0.0"]) == 0
+    )
+    out = capsys.readouterr()
+    assert "warning" in out.err and "0.0.0.0" in out.err
+    assert f"http://127.0.0.1:{served['sock'][1]}/" in out.out
+    info = TestClient(served["app"]).get("/api/info").json()
+    assert info["images"][0]["name"] == "x.png"
+    assert main(["explore", str(tmp_path / "x.png"), "--model", str(tmp_path / "m.keras"), "--no-browser"]) == 0
+    assert "warning" not in capsys.readouterr().err and served["sock"][0] == "127.0.0.1"
+    json.dumps(info)
+
+
+def test_emotion_model_shows_its_face_crop():
+    from pathlib import Path
+
+    from featuremaps import models
+    from featuremaps.emotion.model import shipped_weights_available
+
+    if not shipped_weights_available():
+        pytest.skip("the bundled emotion weights are not in this checkout")
+    astronaut = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
+    c = TestClient(create_app(models.load("emotion"), [astronaut]))
+    s = c.get("/api/images/a0").json()
+    assert s["face_crop"] is True and len(s["face_box"]) == 4  # x, y, w, h in the original image
+    assert s["input_shape"] == [48, 48, 1] and s["prediction"][0]["class"] in c.get("/api/info").json()["classes"]
+    assert _ok_png(c.get("/api/images/a0/input.png")).shape[:2] == (48, 48)  # the crop the network saw
+    assert c.get("/api/info").json()["model"]["face_crop"] is True

@@ -1,0 +1,145 @@
+"""featuremaps explore in a real browser: Playwright driving Debian's headless chromium against the real server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed")
+CHROMIUM = shutil.which("chromium")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+
+
+@pytest.fixture
+def server(tmp_path):
+    import keras
+
+    from featuremaps.explore.app import create_app
+    from featuremaps.models import wrap
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((48, 48, 3)),
+            keras.layers.Conv2D(12, 3, padding="same", activation="relu", name="first_conv"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(70, 3, padding="same", activation="relu", name="second_conv"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ],
+        name="browser_net",
+    )
+    app = create_app(wrap(model, classes=["cat", "dog", "owl"]), [EXAMPLES / "astronaut.png"])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off"))
+    t = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    t.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(10)
+
+
+def test_explore_page_in_chromium(server):
+    errors, requests = [], []
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.set_default_timeout(120_000)
+            page.goto(server + "/")
+
+            # the command-line image is offered and shown; 12 channels of C1
+            page.wait_for_selector("#grid .cell")
+            assert page.locator("#images option").first.text_content().startswith("astronaut.png")
+            assert page.locator("#grid .cell").count() == 12
+            assert page.locator("#layers li").count() == 2
+            assert "dead" in page.locator("#layers li").first.text_content()
+
+            # upload a photo: it becomes the current image, with a prediction
+            page.set_input_files("#file", str(EXAMPLES / "chelsea.png"))
+            page.wait_for_selector("#images option:has-text('chelsea.png (upload)')", state="attached")
+            page.wait_for_selector("#pred .bar")
+            assert page.locator("#images").input_value().startswith("u")
+
+            # switch layers: C2 has 70 channels, shown 64 a page, then the rest
+            page.locator("#layers li[data-label='C2']").click()
+            page.wait_for_selector("#layertitle:has-text('C2 second_conv')")
+            page.wait_for_selector("#pageinfo:has-text('1-64 of 70')")
+            assert page.locator("#grid .cell").count() == 64
+            page.click("#next")
+            page.wait_for_selector("#pageinfo:has-text('65-70 of 70')")
+            assert page.locator("#grid .cell").count() == 6
+            page.click("#prev")
+            page.wait_for_selector("#pageinfo:has-text('1-64 of 70')")
+
+            # hover a map: the exact value, and the receptive field outlined on the input
+            tile = page.locator("#grid .cell .tile").nth(3)
+            box = tile.bounding_box()
+            page.mouse.move(box["x"] + box["width"] * 0.5 + 1, box["y"] + box["height"] * 0.25 + 1)
+            page.wait_for_selector("#hover[data-value]")
+            shown = float(page.locator("#hover").get_attribute("data-value"))
+            text = page.locator("#hover").text_content()
+            assert "C2 ch 3 at (y 6, x 12)" in text, text
+            image_id = page.locator("#images").input_value()
+            url = f"{server}/api/images/{image_id}/layers/C2/channels/3/value?y=6&x=12"
+            with urllib.request.urlopen(url) as r:
+                assert shown == pytest.approx(json.load(r)["value"])
+            assert page.locator("#rfbox").is_visible()
+
+            # click a channel: large view over the input, opacity slider
+            tile.click()
+            page.wait_for_selector("#detail:not([hidden])")
+            page.locator("#opacity").fill("30")
+            assert page.locator("#doverlay").evaluate("e => e.style.opacity") == "0.3"
+
+            # a CAM for a chosen class and method at this layer
+            page.select_option("#camclass", "2")
+            page.select_option("#cammethod", "gradcam++")
+            page.click("#camgo")
+            page.wait_for_selector("#caminfo:has-text('gradcam++ at C2 second_conv for')")
+            assert 'for "owl"' in page.locator("#caminfo").text_content()
+            page.wait_for_selector("#camimg:not([hidden])")
+
+            # the view lives in the URL: a new tab with it shows the same thing
+            link = page.url
+            for part in ("layer=C2", "channel=3", "class=2", "method=gradcam%2B%2B", "cam=1"):
+                assert part in link, link
+            other = browser.new_page()
+            other.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            other.on("request", lambda r: requests.append(r.url))
+            other.goto(link)
+            other.wait_for_selector("#detail:not([hidden])", timeout=120_000)
+            assert other.locator("#layers li.active").get_attribute("data-label") == "C2"
+            other.wait_for_selector("#caminfo:has-text('gradcam++ at C2 second_conv for \"owl\"')", timeout=120_000)
+
+            # compare: a second image side by side, same channels
+            page.select_option("#compare", "a0")
+            page.wait_for_selector("#panelB:not([hidden]) #gridB .cell")
+            assert page.locator("#gridB .cell").count() == 64
+        finally:
+            browser.close()
+    assert errors == [], errors
+    assert requests and all(u.startswith(server + "/") or u.startswith("data:") for u in requests), [
+        u for u in requests if not u.startswith(server)
+    ]
