@@ -258,7 +258,7 @@ def test_upload_pixel_bomb_refused(chain_model):
     app = create_app(wrap(chain_model), [])
     app.state.explorer.max_pixels = 1000
     r = TestClient(app).post("/api/images", content=_png(40, 40))
-    assert r.status_code == 415 and "Mpixel" in r.json()["error"]
+    assert r.status_code == 415 and "over the 1000 pixels limit" in r.json()["error"]
 
 
 def test_random_weights_are_said(chain_model):

@@ -131,7 +131,7 @@ class Explorer:
         self.cache = ByteLRU(cache_bytes)
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_pixels = int(max_pixels)
-        self.random_weights = "random" in lm.source.lower()
+        self.random_weights = lm.random_weights or "random weights" in lm.source.lower()
         self._extractors: dict[tuple, FeatureExtractor] = {}
         self._lock = threading.RLock()  # one model call at a time (Keras models are not re-entrant)
         self.n_classes = self._n_classes()
