@@ -40,13 +40,17 @@ def find_images(paths: list[str]) -> list[Path]:
     return out
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3), or raise a one-line UserError saying what is wrong."""
-    path = Path(path)
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS, *, fileobj=None) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3), or raise a one-line UserError saying what is wrong.
+
+    ``fileobj`` (a binary file object, e.g. bytes fetched from an ``s3://`` URI) is read instead of ``path``,
+    which then only names the image in messages.
+    """
+    path = path if fileobj is not None and "://" in str(path) else Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path if fileobj is None else fileobj) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise UserError(
