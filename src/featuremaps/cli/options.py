@@ -176,13 +176,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run="compare:run_classes")
 
     p = sub.add_parser("atlas", help="channel x class statistics and top images over a labelled dataset")
-    p.add_argument("--data", required=True, help="FER2013 folder, CSV or archive, or ROOT/<class>/*.png")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="FER2013 folder, CSV or archive, ROOT/<class>/*.png, or a CSV/Parquet manifest (path,label rows)",
+    )
     _model_args(p)
     p.add_argument("--split", default="PrivateTest", help="dataset split (default PrivateTest)")
     p.add_argument("--layers", default="all")
     p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--limit", type=_positive, default=None, help="use at most this many images")
     p.add_argument("--out", "-o", default="featuremaps-out/atlas")
+    p.add_argument("--path-column", default="path", help="a manifest's image path/URI column (default path)")
+    p.add_argument("--label-column", default="label", help="a manifest's label column (default label)")
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: this process; ray: a pool of Ray Data actors (pip install 'featuremaps[ray]')",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="auto|ray://HOST:PORT",
+        help="--engine ray: join this Ray cluster (default: start a local Ray with all cores for the command)",
+    )
+    p.add_argument("--actors", type=_positive, default=None, help="--engine ray: actors (default one per CPU)")
+    p.add_argument(
+        "--gpus-per-actor", type=float, default=0.0, help="--engine ray: GPUs per actor, e.g. 1 or 0.5 (default 0)"
+    )
     p.set_defaults(run="atlas")
 
     p = sub.add_parser("train", help="train the FER2013 emotion VGG-16 (checkpoints every epoch)")
