@@ -43,12 +43,18 @@ CONNECT_TIMEOUT_S = 5.0
 class AtlasActor:
     """Ray Data callable class: the model loads once per actor; each call folds one block into one partial.
 
+    ``load_model()`` builds the model (architecture, preprocessing, class names); its weights are then set to
+    the driver's (``weights``: [ObjectRef of ``get_weights()``]), so every actor computes exactly the driver's
+    model, even one with random weights.
+
     Input batch (one whole block): ``id`` and ``label`` (B,) int64, and ``path`` (B,) strings or ``pixels``
     (B, H, W[, 3]) uint8. Output: one row, ``partial`` (the pickled AtlasStats) and ``rows`` (B).
     """
 
-    def __init__(self, load_model, shape: tuple, layers, n_classes: int, batch_size: int):
-        self.reducer = BatchReducer(load_model(), shape, layers, n_classes)
+    def __init__(self, load_model, weights: list, shape: tuple, layers, n_classes: int, batch_size: int):
+        lm = load_model()
+        lm.model.set_weights(ray.get(weights[0]))  # the driver's weights: random ones (--weights none) agree too
+        self.reducer = BatchReducer(lm, shape, layers, n_classes)
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -170,7 +176,8 @@ def compute_atlas_ray(
     """:func:`featuremaps.atlas.compute_atlas` on Ray Data: the same result, from a pool of actors.
 
     ``load_model``: a picklable zero-argument callable giving the LoadedModel (each actor calls it once, e.g.
-    ``functools.partial(models.load, "emotion")``; on a cluster a model file must exist on every node);
+    ``functools.partial(models.load, "emotion")``; on a cluster a model file must exist on every node), whose
+    weights are then replaced by the driver's, shipped once through the object store;
     ``lm``: the driver's copy (loaded with ``load_model`` if None). ``address``: None starts a local Ray for
     the call (all cores) and stops it after; ``auto`` or ``ray://HOST:PORT`` joins a cluster; an already
     initialised Ray is used as it is. ``actors``: pool size (default one per CPU, or per ``gpus_per_actor``).
@@ -192,13 +199,14 @@ def compute_atlas_ray(
     ctx.enable_progress_bars = False  # the driver draws its own bar
     try:
         n_actors = actors or default_actors(gpus_per_actor)
+        weights = [ray.put(lm.model.get_weights())]  # once in the object store, fetched once per actor
         ds = to_dataset(source, index, block_rows(index.size, batch_size, n_actors))
         extra = {"num_gpus": gpus_per_actor} if gpus_per_actor > 0 else {}
         partials = ds.map_batches(
             AtlasActor,
             batch_size=None,  # one whole block per call -> one partial per block
             batch_format="numpy",
-            fn_constructor_args=(load_model, shape, layers, len(source.classes), batch_size),
+            fn_constructor_args=(load_model, weights, shape, layers, len(source.classes), batch_size),
             compute=ray.data.ActorPoolStrategy(size=n_actors),
             num_cpus=1,
             **extra,
