@@ -82,7 +82,8 @@ def test_ray_equals_local_on_synthetic_folder(local_ray, synthetic):
     load = partial(models.load, str(model_file), classes=CLASSES)
     lm = load()
     src = open_source(root, "PrivateTest", lm.classes)
-    assert block_rows(len(src), 8, 2) == 8  # 91 images, batches of 8: 12 blocks for 2 actors
+    assert block_rows(len(src), 8, 2, 3) == 8  # 91 images, batches of 8: 12 blocks for 2 actors
+    assert block_rows(1_281_167, 64, 8, 1000) == 125 * 64  # ImageNet, 1000 classes: 8,000 images a block
     local = compute_atlas(lm, src, batch_size=8)
     seen = []
     remote = compute_atlas_ray(load, src, lm=lm, batch_size=8, actors=2, progress=lambda i, n: seen.append((i, n)))

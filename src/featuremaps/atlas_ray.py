@@ -138,12 +138,14 @@ def default_actors(gpus_per_actor: float = 0.0) -> int:
     return max(1, int(res.get("CPU", 1)))
 
 
-def block_rows(n: int, batch_size: int, actors: int) -> int:
-    """Rows per block: a whole number of batches, at most BLOCK_BATCHES, and BLOCKS_PER_ACTOR blocks per actor
-    when the data allow it."""
+def block_rows(n: int, batch_size: int, actors: int, n_classes: int) -> int:
+    """Rows per block: a whole number of batches; BLOCKS_PER_ACTOR blocks per actor when the data allow it,
+    else at most max(BLOCK_BATCHES batches, 8 x n_classes images): a partial carries 8 x n_classes bytes of
+    sums per channel, so with many classes (ImageNet: 1000) blocks grow to keep it well under the 4 bytes per
+    channel and image that the activations it summarises would take."""
     batches = math.ceil(n / batch_size)
-    per_block = min(BLOCK_BATCHES, max(1, batches // (BLOCKS_PER_ACTOR * actors)))
-    return per_block * batch_size
+    most = max(BLOCK_BATCHES, math.ceil(8 * n_classes / batch_size))
+    return min(most, max(1, batches // (BLOCKS_PER_ACTOR * actors))) * batch_size
 
 
 def to_dataset(source: Source, index: np.ndarray, rows: int) -> ray.data.Dataset:
@@ -200,7 +202,7 @@ def compute_atlas_ray(
     try:
         n_actors = actors or default_actors(gpus_per_actor)
         weights = [ray.put(lm.model.get_weights())]  # once in the object store, fetched once per actor
-        ds = to_dataset(source, index, block_rows(index.size, batch_size, n_actors))
+        ds = to_dataset(source, index, block_rows(index.size, batch_size, n_actors, len(source.classes)))
         extra = {"num_gpus": gpus_per_actor} if gpus_per_actor > 0 else {}
         partials = ds.map_batches(
             AtlasActor,
