@@ -136,3 +136,16 @@ def test_unreachable_address_exit_2_at_once(synthetic, tmp_path, capsys, address
     err = capsys.readouterr().err.strip()
     assert err.startswith("featuremaps: error:") and "\n" not in err and "--address" in err
     assert not out.exists()
+
+
+def test_user_error_on_an_actor_is_one_line(local_ray, synthetic):
+    from featuremaps.errors import UserError
+
+    root, model_file = synthetic
+    lm = models.load(str(model_file), classes=CLASSES)
+    src = open_source(root, "PrivateTest", lm.classes)
+    missing = partial(models.load, str(model_file.parent / "not_on_this_node.keras"), classes=CLASSES)
+    with pytest.raises(UserError) as e:  # the driver has the model; the actors' copy of the file is missing
+        compute_atlas_ray(missing, src, lm=lm, batch_size=32, actors=1)
+    assert str(e.value).startswith("on a Ray actor:") and "not_on_this_node.keras" in str(e.value)
+    assert "\n" not in str(e.value)

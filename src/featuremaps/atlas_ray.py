@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 import ray.data
+import ray.exceptions
 from ray.data.extensions import ArrowTensorArray
 
 from featuremaps.atlas import AtlasResult, AtlasStats, BatchReducer, Source, atlas_input_shape, finish
@@ -122,6 +123,20 @@ def connect(address: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) ->
             "check --address, or start one with `ray start --head`"
         ) from None
     return True
+
+
+def _user_error(e: BaseException) -> str | None:
+    """The message of a UserError that an actor raised, wrapped in Ray's exceptions; None if there is none."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, UserError) and not isinstance(cause, ray.exceptions.RayError):
+            return str(cause)
+        if type(e) is UserError:
+            return str(e)
+        e = cause if isinstance(cause, BaseException) else e.__cause__
+    return None
 
 
 def default_actors(gpus_per_actor: float = 0.0) -> int:
@@ -219,6 +234,11 @@ def compute_atlas_ray(
             done += int(row["rows"])
             if progress:
                 progress(done, index.size)
+    except Exception as e:  # a user mistake met on an actor (a model file missing on a node): one line
+        cause = _user_error(e)
+        if cause is None:
+            raise
+        raise UserError(f"on a Ray actor: {cause}") from None
     finally:
         ctx.enable_progress_bars = bars
         if started:
