@@ -203,10 +203,16 @@ class AtlasStats:
         for j, a in enumerate(acts):
             a = np.asarray(a, np.float32)
             self.sums[j] += onehot.T @ a.astype(np.float64)
-            idx = np.broadcast_to(index, (a.shape[1], index.size))
-            self.top_vals[j], self.top_idx[j] = _top_k(
-                np.concatenate([self.top_vals[j], a.T], axis=1), np.concatenate([self.top_idx[j], idx], axis=1), self.k
-            )
+            # only channels where some image reaches the current k-th value can change (few, once tables fill up)
+            rows = np.flatnonzero((a.T >= self.top_vals[j][:, -1:]).any(axis=1))
+            if rows.size:
+                idx = np.broadcast_to(index, (rows.size, index.size))
+                v, i = _top_k(
+                    np.concatenate([self.top_vals[j][rows], a.T[rows]], axis=1),
+                    np.concatenate([self.top_idx[j][rows], idx], axis=1),
+                    self.k,
+                )
+                self.top_vals[j][rows], self.top_idx[j][rows] = v, i
 
     def add_bad(self, image_id: int, message: str) -> None:
         """Count an image that could not be read (named if among the ``MAX_BAD_NAMES`` lowest ids)."""
