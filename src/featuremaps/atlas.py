@@ -6,7 +6,11 @@ channel's map, averaged over the images of the class) and the 9 images that acti
 
 Data are streamed in batches through one compiled intermediate model whose outputs are the spatial means of
 the conv layers (never the maps themselves), and folded into running per-class sums and fixed-size top-k
-tables: memory does not grow with the dataset.
+tables: memory does not grow with the dataset. Those statistics (:class:`AtlasStats`) are a mergeable
+reduction, so the same atlas can be computed in parts and merged: ``featuremaps.atlas_ray`` does that on Ray
+Data, with :class:`BatchReducer` (the per-worker half) in every actor. Data sources include manifests (CSV or
+Parquet of image paths/URIs and labels, :mod:`featuremaps.manifest`); unreadable images are counted, named
+and skipped.
 
 Class selectivity index of a channel (Morcos et al. 2018): with ``mu_max`` its largest class mean and
 ``mu_rest`` the mean of its other class means, ``SI = (mu_max - mu_rest) / (mu_max + mu_rest)``: 0 when it

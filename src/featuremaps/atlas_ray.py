@@ -135,6 +135,10 @@ def _user_error(e: BaseException) -> str | None:
             return str(cause)
         if type(e) is UserError:
             return str(e)
+        text = str(e)  # an actor that died in __init__ keeps only the text of its traceback
+        marker = f"{UserError.__module__}.{UserError.__name__}: "
+        if marker in text:
+            return text.split(marker, 1)[1].splitlines()[0].strip()
         e = cause if isinstance(cause, BaseException) else e.__cause__
     return None
 
