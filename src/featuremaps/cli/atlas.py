@@ -49,7 +49,8 @@ def run(args) -> int:
     if engine is None:
         res = compute_atlas(lm, source, **common)
     else:
-        logging.getLogger("ray").setLevel(logging.ERROR)  # Ray's start-up and execution notes
+        for name in ("ray", "ray.data"):  # Ray's start-up and execution notes (ray.data configures its own)
+            logging.getLogger(name).setLevel(logging.ERROR)
         res = engine.compute_atlas_ray(
             load_model,
             source,
