@@ -196,3 +196,147 @@ def test_atlas_fer_archive_small(tmp_path):
     res = compute_atlas(lm, src, layers="C1,C13", limit=70, batch_size=35)
     assert res.images == 70 and res.counts.sum() == 70 and (res.counts > 0).sum() >= 6
     assert res.means[1].shape == (7, 512)
+
+
+# ---------------------------------------------------------------- mergeable statistics, manifests, bad images
+def _stats_over(acts, labels, parts, k=9):
+    """One AtlasStats per part (updated in batches of 5), merged in the given order."""
+    from featuremaps.atlas import AtlasStats
+
+    partials = []
+    for ids in parts:
+        st = AtlasStats([a.shape[1] for a in acts], 3, k=k)
+        for b in range(0, ids.size, 5):
+            sl = ids[b : b + 5]
+            st.update([a[sl] for a in acts], labels[sl], sl)
+        partials.append(st)
+    total = partials[0]
+    for p in partials[1:]:
+        total.merge(p)
+    return total
+
+
+def test_merge_is_exact_and_order_independent_with_ties():
+    rng = np.random.default_rng(1)
+    n = 200
+    # quantised values: many exact ties (and a dead channel, all 0): top ids must not depend on the partition
+    acts = [np.round(rng.random((n, 4)) * 5).astype(np.float32), np.zeros((n, 2), np.float32)]
+    acts[0][:, 3] = np.maximum(acts[0][:, 3] - 3, 0)  # post-ReLU: mostly zeros
+    labels = rng.integers(0, 3, n)
+    ids = np.arange(n)
+    one = _stats_over(acts, labels, [ids])
+    pick = np.sort(rng.permutation(n)[:90])
+    splits = [
+        [ids[:50], ids[50:]],
+        [ids[150:], ids[:70], ids[70:150]],  # partials arriving out of order
+        [pick, np.setdiff1d(ids, pick)],
+        [np.sort(s) for s in np.array_split(rng.permutation(n), 7)][::-1],
+    ]
+    for parts in splits:
+        st = _stats_over(acts, labels, parts)
+        assert st.counts.tolist() == one.counts.tolist() and st.images == n
+        for j in range(2):
+            np.testing.assert_allclose(st.sums[j], one.sums[j], rtol=1e-12)
+            assert (st.top_idx[j] == one.top_idx[j]).all()
+            np.testing.assert_array_equal(st.top_vals[j], one.top_vals[j])
+    # the tie-break is "highest value, then lowest id": the dead channel's top 9 are images 0..8
+    assert one.top_idx[1][0].tolist() == list(range(9))
+    for c in range(4):
+        expect = np.lexsort((ids, -acts[0][:, c]))[:9]
+        assert one.top_idx[0][c].tolist() == expect.tolist()
+
+
+def test_merge_counts_bad_images_and_refuses_other_shapes():
+    from featuremaps.atlas import AtlasStats
+
+    a, b = AtlasStats([3], 2), AtlasStats([3], 2)
+    a.add_bad(7, "x7 is corrupt")
+    b.add_bad(2, "x2 is corrupt")
+    a.merge(b)
+    assert a.bad_count == 2 and [m for _, m in a.bad] == ["x2 is corrupt", "x7 is corrupt"]
+    with pytest.raises(ValueError, match="different shapes"):
+        a.merge(AtlasStats([4], 2))
+
+
+def _manifest_rows(hand_data):
+    """(relative path, label) of the hand data set, in a fixed order."""
+    return [(p.relative_to(hand_data.parent).as_posix(), p.parent.name) for p in sorted(hand_data.rglob("*.png"))]
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_manifest_gives_the_same_atlas_as_the_folder(tmp_path, hand_data, kind):
+    lm = models.wrap(_hand_model(), classes=CLASSES)
+    rows = _manifest_rows(hand_data)
+    if kind == "csv":
+        man = tmp_path / "m.csv"  # next to data/: paths relative to the manifest's folder; other column names
+        man.write_text("file,extra,cls\n" + "".join(f"{p},x,{lab.upper()}\n" for p, lab in rows))
+    else:
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+
+        man = tmp_path / "m.parquet"
+        pq.write_table(pa.table({"file": [p for p, _ in rows], "cls": [lab for _, lab in rows]}), man)
+    src = open_source(man, "PrivateTest", lm.classes, path_column="file", label_column="cls")
+    assert len(src) == 5 and src.classes == CLASSES and src.labels.tolist() == [0, 0, 1, 1, 1]
+    res = compute_atlas(lm, src, batch_size=2)
+    np.testing.assert_allclose(res.means[0], [[0.3, 0.7], [0.6, 0.4]], atol=1e-5)
+
+
+def test_manifest_integer_labels_index_the_model_classes(tmp_path, hand_data):
+    man = tmp_path / "m.csv"
+    man.write_text("path,label\n" + "".join(f"{p},{CLASSES.index(lab)}\n" for p, lab in _manifest_rows(hand_data)))
+    src = open_source(man, "PrivateTest", CLASSES)
+    assert src.labels.tolist() == [0, 0, 1, 1, 1]
+
+
+def test_unreadable_images_are_counted_named_and_skipped(tmp_path, hand_data, hand_model_file, capsys):
+    (hand_data / "light" / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "atlas"
+    args = ["atlas", "--data", str(hand_data), "--model", str(hand_model_file), "--classes", "dark,light"]
+    assert main([*args, "--batch-size", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "note: 1 unreadable image(s) skipped:" in printed and "broken.png" in printed
+    meta = json.loads((out / "atlas.json").read_text())
+    assert meta["images"] == 5 and meta["counts"] == [2, 3] and meta["unreadable"] == 1
+    assert "broken.png" in meta["unreadable_images"][0]
+
+
+def _bad_manifest(tmp_path, hand_data, case):
+    man = tmp_path / "m.csv"
+    rows = _manifest_rows(hand_data)
+    if case == "manifest_columns":
+        man.write_text("file,label\n" + "".join(f"{p},{lab}\n" for p, lab in rows))
+    elif case == "manifest_labels":
+        man.write_text(
+            "path,label\n" + "".join(f"{p},{'purple' if i == 2 else lab}\n" for i, (p, lab) in enumerate(rows))
+        )
+    return man
+
+
+@pytest.mark.parametrize("case", ["manifest_columns", "manifest_labels", "ray_options_without_ray", "ray_missing"])
+def test_atlas_scale_out_bad_input_exit_2(tmp_path, hand_data, hand_model_file, case, capsys, monkeypatch):
+    import sys
+
+    data = hand_data
+    extra = []
+    if case.startswith("manifest"):
+        data = _bad_manifest(tmp_path, hand_data, case)
+    elif case == "ray_options_without_ray":
+        extra = ["--actors", "2"]
+    elif case == "ray_missing":  # a user without the [ray] extra
+        monkeypatch.setitem(sys.modules, "ray", None)
+        monkeypatch.delitem(sys.modules, "featuremaps.atlas_ray", raising=False)
+        extra = ["--engine", "ray"]
+    out = tmp_path / "out" / "atlas"
+    args = ["atlas", "--data", str(data), "--model", str(hand_model_file), "--classes", "dark,light"]
+    assert main([*args, *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("featuremaps: error:") and "\n" not in err
+    expect = {
+        "manifest_columns": "has no column 'path'",
+        "manifest_labels": "label(s) purple are not the model's classes",
+        "ray_options_without_ray": "need --engine ray",
+        "ray_missing": "pip install 'featuremaps[ray]'",
+    }[case]
+    assert expect in err
+    assert not out.exists()

@@ -6,7 +6,11 @@ channel's map, averaged over the images of the class) and the 9 images that acti
 
 Data are streamed in batches through one compiled intermediate model whose outputs are the spatial means of
 the conv layers (never the maps themselves), and folded into running per-class sums and fixed-size top-k
-tables: memory does not grow with the dataset.
+tables: memory does not grow with the dataset. Those statistics (:class:`AtlasStats`) are a mergeable
+reduction, so the same atlas can be computed in parts and merged: ``featuremaps.atlas_ray`` does that on Ray
+Data, with :class:`BatchReducer` (the per-worker half) in every actor. Data sources include manifests (CSV or
+Parquet of image paths/URIs and labels, :mod:`featuremaps.manifest`); unreadable images are counted, named
+and skipped.
 
 Class selectivity index of a channel (Morcos et al. 2018): with ``mu_max`` its largest class mean and
 ``mu_rest`` the mean of its other class means, ``SI = (mu_max - mu_rest) / (mu_max + mu_rest)``: 0 when it
@@ -23,7 +27,6 @@ from pathlib import Path
 import keras
 import numpy as np
 from keras import ops
-from PIL import Image
 
 from featuremaps import __version__
 from featuremaps.draw import (
@@ -44,6 +47,7 @@ from featuremaps.html import esc, page
 from featuremaps.images import IMAGE_SUFFIXES, fit_to
 from featuremaps.io import atomic_dir, safe_name, save_json, save_npz, save_png, save_text, unique_names
 from featuremaps.layers import conv_layers, select_layers
+from featuremaps.manifest import LABEL_COLUMN, PATH_COLUMN, is_manifest, match_labels, read_image, read_manifest
 from featuremaps.pipeline import model_title
 from featuremaps.render import apply_colormap, colormap, resize_rgb
 
@@ -68,14 +72,10 @@ class Source:
         return len(self.labels)
 
     def image(self, i: int) -> np.ndarray:
-        """Image ``i`` as uint8 (H, W) or (H, W, 3)."""
+        """Image ``i`` as uint8 (H, W) or (H, W, 3); a one-line UserError if it cannot be read."""
         if self.arrays is not None:
             return self.arrays[i]
-
-        with Image.open(self.paths[i]) as im:
-            if im.mode in ("L", "I;16", "I", "F", "P") and im.mode != "P":
-                return np.asarray(im.convert("L"))
-            return np.asarray(im.convert("RGB"))
+        return read_image(self.paths[i])
 
     def subset(self, limit: int | None) -> np.ndarray:
         """Indices to use: all, or ``limit`` of them in a fixed shuffled order (every class represented)."""
@@ -109,14 +109,26 @@ def _match_classes(found: list[str], model_classes: list[str] | None, where: str
     return list(model_classes), [lower.index(c.lower()) for c in found]
 
 
-def open_source(path: str | Path, split: str, model_classes: list[str] | None) -> Source:
-    """FER2013 (folder, CSV, archive) or ``ROOT/<class>/*.png`` (``ROOT/<split>/<class>/`` also accepted)."""
+def open_source(
+    path: str | Path,
+    split: str,
+    model_classes: list[str] | None,
+    path_column: str = PATH_COLUMN,
+    label_column: str = LABEL_COLUMN,
+) -> Source:
+    """FER2013 (folder, CSV, archive), ``ROOT/<class>/*.png`` (``ROOT/<split>/<class>/`` also accepted), or a
+    manifest: CSV or Parquet with an image path/URI column and a label column (see :mod:`featuremaps.manifest`).
+    """
     p = Path(path)
     if not p.exists():
         raise UserError(
             f"dataset {p} does not exist; pass --data with a FER2013 folder, CSV or archive, "
-            "or a folder ROOT/<class>/*.png"
+            "a folder ROOT/<class>/*.png, or a CSV/Parquet manifest"
         )
+    if p.is_file() and is_manifest(p, path_column):  # one table = one split; --split does not apply
+        paths, texts = read_manifest(p, path_column, label_column)
+        classes, labels = match_labels(texts, model_classes, f"manifest {p}")
+        return Source(classes, paths, labels, None, list(paths), str(p))
     if p.is_file():  # FER2013 CSV or archive: the loader reads it into memory (48x48 bytes per face)
         data = fer.load(p)
         s = data[split]
@@ -163,33 +175,86 @@ def open_source(path: str | Path, split: str, model_classes: list[str] | None) -
 
 # ---------------------------------------------------------------- statistics
 class AtlasStats:
-    """Running per-class sums of channel means and per-channel top-k tables, for one layer each."""
+    """The atlas as a mergeable reduction: what any slice of the data contributes, folded into a fixed size.
+
+    For each layer ``j``: ``sums[j]`` (n_classes, C) float64, the per-class sums of every channel's spatial mean;
+    ``counts`` (n_classes,) images per class; ``top_vals[j]`` / ``top_idx[j]`` (C, k), each channel's k largest
+    spatial means and the ids (dataset indices) of their images, kept sorted by value, highest first, and by id,
+    lowest first, among equal values (post-ReLU channels are often exactly 0 on many images). Also the images
+    reduced, how many were resized, and the unreadable ones (counted; the lowest ``MAX_BAD_NAMES`` ids named).
+
+    ``a.merge(b)`` gives what one pass over both slices gives: counts, top-k tables and named bad images exactly
+    (the deterministic tie-break makes the top ids independent of how the data were split and in which order
+    partials arrive), sums up to float64 rounding. The local atlas is one partial; on Ray every data block
+    yields one and the driver merges them with this same method. Size: ``8 n_classes + 12 k`` bytes per channel,
+    whatever the number of images.
+
+    Example:
+        >>> a, b = AtlasStats([64], 7), AtlasStats([64], 7)
+        >>> a.update([acts[:100]], labels[:100], ids[:100]); b.update([acts[100:]], labels[100:], ids[100:])
+        >>> a.merge(b).top(0)  # == one AtlasStats updated with all of them
+    """
 
     def __init__(self, channels: list[int], n_classes: int, k: int = TOP_K):
         self.k = k
+        self.channels = [int(c) for c in channels]
         self.counts = np.zeros(n_classes, np.int64)
-        self.sums = [np.zeros((n_classes, c), np.float64) for c in channels]
-        self.top_vals = [np.full((c, k), -np.inf, np.float32) for c in channels]
-        self.top_idx = [np.full((c, k), -1, np.int64) for c in channels]
+        self.sums = [np.zeros((n_classes, c), np.float64) for c in self.channels]
+        self.top_vals = [np.full((c, k), -np.inf, np.float32) for c in self.channels]
+        self.top_idx = [np.full((c, k), -1, np.int64) for c in self.channels]
+        self.images = 0
+        self.resized = 0
+        self.bad_count = 0
+        self.bad: list[tuple[int, str]] = []  # (image id, message), lowest ids first
 
     def update(self, acts: list[np.ndarray], labels: np.ndarray, index: np.ndarray) -> None:
-        """``acts``: per layer (B, C) channel means; ``labels`` (B,); ``index`` (B,) dataset indices."""
+        """``acts``: per layer (B, C) channel means; ``labels`` (B,); ``index`` (B,) dataset indices (image ids)."""
+        labels, index = np.asarray(labels, np.int64), np.asarray(index, np.int64)
         n_classes = self.counts.size
         onehot = np.zeros((labels.size, n_classes), np.float64)
         onehot[np.arange(labels.size), labels] = 1.0
-        self.counts += onehot.sum(axis=0).astype(np.int64)
+        self.counts += np.bincount(labels, minlength=n_classes)
+        self.images += labels.size
         for j, a in enumerate(acts):
             a = np.asarray(a, np.float32)
             self.sums[j] += onehot.T @ a.astype(np.float64)
-            vals = np.concatenate([self.top_vals[j], a.T], axis=1)  # (C, k + B)
-            idx = np.concatenate([self.top_idx[j], np.broadcast_to(index, (a.shape[1], index.size))], axis=1)
-            keep = (
-                np.argpartition(-vals, self.k - 1, axis=1)[:, : self.k]
-                if vals.shape[1] > self.k
-                else np.argsort(-vals, axis=1)[:, : self.k]
+            # only channels where some image reaches the current k-th value can change (few, once tables fill up)
+            rows = np.flatnonzero((a.T >= self.top_vals[j][:, -1:]).any(axis=1))
+            if rows.size:
+                idx = np.broadcast_to(index, (rows.size, index.size))
+                v, i = _top_k(
+                    np.concatenate([self.top_vals[j][rows], a.T[rows]], axis=1),
+                    np.concatenate([self.top_idx[j][rows], idx], axis=1),
+                    self.k,
+                )
+                self.top_vals[j][rows], self.top_idx[j][rows] = v, i
+
+    def add_bad(self, image_id: int, message: str) -> None:
+        """Count an image that could not be read (named if among the ``MAX_BAD_NAMES`` lowest ids)."""
+        self.bad_count += 1
+        self.bad = sorted([*self.bad, (int(image_id), str(message))])[:MAX_BAD_NAMES]
+
+    def merge(self, other: AtlasStats) -> AtlasStats:
+        """Fold ``other`` (a partial over different images) into this one; returns ``self``."""
+        if other.channels != self.channels or other.counts.size != self.counts.size or other.k != self.k:
+            raise ValueError(
+                f"cannot merge atlas statistics of different shapes ({other.channels[:3]}..., "
+                f"{other.counts.size} classes, k={other.k} vs {self.channels[:3]}..., "
+                f"{self.counts.size} classes, k={self.k})"
             )
-            self.top_vals[j] = np.take_along_axis(vals, keep, axis=1)
-            self.top_idx[j] = np.take_along_axis(idx, keep, axis=1)
+        self.counts += other.counts
+        self.images += other.images
+        self.resized += other.resized
+        self.bad_count += other.bad_count
+        self.bad = sorted(self.bad + other.bad)[:MAX_BAD_NAMES]
+        for j in range(len(self.sums)):
+            self.sums[j] += other.sums[j]
+            self.top_vals[j], self.top_idx[j] = _top_k(
+                np.concatenate([self.top_vals[j], other.top_vals[j]], axis=1),
+                np.concatenate([self.top_idx[j], other.top_idx[j]], axis=1),
+                self.k,
+            )
+        return self
 
     def class_means(self, j: int) -> np.ndarray:
         """(n_classes, C) mean activation per class; NaN for classes with no images."""
@@ -198,8 +263,16 @@ class AtlasStats:
 
     def top(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (values, dataset indices) per channel, highest first; index -1 where fewer were seen."""
-        order = np.argsort(-self.top_vals[j], axis=1, kind="stable")
-        return np.take_along_axis(self.top_vals[j], order, axis=1), np.take_along_axis(self.top_idx[j], order, axis=1)
+        return self.top_vals[j].copy(), self.top_idx[j].copy()
+
+
+MAX_BAD_NAMES = 20  # unreadable images named in the results (all are counted)
+
+
+def _top_k(vals: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k entries of largest value, ties to the lowest id; sorted that way (a total order)."""
+    keep = np.lexsort((idx, -vals), axis=1)[:, :k]
+    return np.take_along_axis(vals, keep, axis=1), np.take_along_axis(idx, keep, axis=1)
 
 
 def selectivity(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -258,48 +331,109 @@ class AtlasResult:
     images: int
     resized: int
     input_shape: tuple
+    skipped: int = 0  # unreadable images (counted, not in the statistics)
+    bad: list = field(default_factory=list)  # their messages, lowest ids first (at most MAX_BAD_NAMES)
+
+
+def atlas_input_shape(lm, source: Source, index: np.ndarray) -> tuple:
+    """The (H, W, C) every image is fitted to: the model's, else the first readable image's size."""
+    err = None
+    for i in index:
+        try:
+            first = source.image(int(i))
+            break
+        except UserError as e:
+            err = err or e
+    else:
+        raise UserError(f"none of the {index.size} images of {source.description} could be read (first: {err})")
+    shape = lm.resolve_input_shape(first.shape[:2])
+    if lm.input_shape and lm.input_shape[-1] is None:
+        shape = (*shape[:2], 3 if first.ndim == 3 else shape[2])
+    return tuple(shape)
+
+
+class BatchReducer:
+    """The worker's half of the atlas: one compiled model of channel means that folds batches into AtlasStats.
+
+    The local atlas runs one; on Ray every actor holds one (the model loads once per actor).
+    """
+
+    def __init__(self, lm, shape: tuple, layers, n_classes: int):
+        self.lm, self.shape, self.n_classes = lm, tuple(shape), n_classes
+        self.net, self.convs = atlas_model(lm.model, self.shape, layers)
+        self.compiled = traceable(lm.model)  # names TensorFlow cannot trace ("class scores"): eager calls
+
+    def new_stats(self) -> AtlasStats:
+        return AtlasStats(_channels(self.net), self.n_classes)
+
+    def reduce(self, stats: AtlasStats, ids: np.ndarray, labels: np.ndarray, read) -> None:
+        """Fold one batch into ``stats``: ``read(p)`` gives the p-th image of the batch or raises UserError
+        (the image is then counted and named as unreadable, and the rest of the batch goes on)."""
+        imgs, ok = [], []
+        for p, i in enumerate(ids):
+            try:
+                imgs.append(read(p))
+                ok.append(p)
+            except UserError as e:
+                stats.add_bad(int(i), str(e))
+        if not imgs:
+            return
+        x, r = _to_input(self.lm, imgs, self.shape)
+        stats.resized += r
+        net = self.net
+        outs = net.predict_on_batch(x) if self.compiled else [ops.convert_to_numpy(o) for o in net(x, training=False)]
+        outs = outs if isinstance(outs, list | tuple) else [outs]
+        stats.update([np.asarray(o) for o in outs], np.asarray(labels)[ok], np.asarray(ids)[ok])
 
 
 def compute_atlas(
     lm, source: Source, *, layers="all", batch_size: int = 64, limit: int | None = None, progress=None
 ) -> AtlasResult:
-    """Stream ``source`` through ``lm`` and return the per-class means, selectivity and top images."""
+    """Stream ``source`` through ``lm`` and return the per-class means, selectivity and top images.
+
+    Unreadable images are counted and named (``AtlasResult.skipped``, ``.bad``) and the run goes on.
+
+    Example:
+        >>> res = compute_atlas(models.load("emotion"), open_source("fer2013.tar.gz", "PrivateTest", None))
+        >>> res.means[0].shape  # (7 classes, 64 channels of C1)
+    """
     index = source.subset(limit)
     if index.size == 0:
         raise UserError(f"the dataset {source.description} has no images; check --data and --split")
-    first = source.image(int(index[0]))
-    shape = lm.resolve_input_shape(first.shape[:2])
-    if lm.input_shape and lm.input_shape[-1] is None:
-        shape = (*shape[:2], 3 if first.ndim == 3 else shape[2])
-    net, convs = atlas_model(lm.model, shape, layers)
-    compiled = traceable(lm.model)  # names TensorFlow cannot trace ("class scores"): eager calls instead
-    stats = AtlasStats([int(c) for c in _channels(net)], len(source.classes))
-    resized = 0
+    shape = atlas_input_shape(lm, source, index)
+    red = BatchReducer(lm, shape, layers, len(source.classes))
+    stats = red.new_stats()
     n = index.size
     for b0 in range(0, n, batch_size):
         ids = index[b0 : b0 + batch_size]
-        x, r = _to_input(lm, [source.image(int(i)) for i in ids], shape)
-        resized += r
-        outs = net.predict_on_batch(x) if compiled else [ops.convert_to_numpy(o) for o in net(x, training=False)]
-        outs = outs if isinstance(outs, list | tuple) else [outs]
-        stats.update([np.asarray(o) for o in outs], source.labels[ids], ids)
+        red.reduce(stats, ids, source.labels[ids], lambda p, ids=ids: source.image(int(ids[p])))
         if progress:
             progress(min(n, b0 + batch_size), n)
+    return finish(stats, red.convs, source, shape)
+
+
+def finish(stats: AtlasStats, convs: list, source: Source, shape: tuple) -> AtlasResult:
+    """Class means, selectivity and sorted top-k tables from the (merged) statistics."""
+    if stats.images == 0:
+        first = stats.bad[0][1] if stats.bad else "no images"
+        raise UserError(f"none of the {stats.bad_count} images of {source.description} could be read (first: {first})")
     means = [stats.class_means(j) for j in range(len(convs))]
     sel = [selectivity(m) for m in means]
     tops = [stats.top(j) for j in range(len(convs))]
     return AtlasResult(
         list(source.classes),
-        stats.counts,
+        stats.counts.copy(),
         convs,
         means,
         [s for s, _ in sel],
         [p for _, p in sel],
         [t[0] for t in tops],
         [t[1] for t in tops],
-        n,
-        resized,
+        stats.images,
+        stats.resized,
         tuple(shape),
+        stats.bad_count,
+        [m for _, m in stats.bad],
     )
 
 
@@ -491,6 +625,8 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
                 "data": source.description,
                 "images": res.images,
                 "resized": res.resized,
+                "unreadable": res.skipped,
+                "unreadable_images": res.bad,
                 "input_shape": list(res.input_shape),
                 "classes": res.classes,
                 "counts": res.counts,

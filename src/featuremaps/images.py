@@ -46,15 +46,22 @@ def _mpx(n: float) -> str:
     return f"{n / 1e6:.3g} Mpixels" if n >= 1e5 else f"{int(n)} pixels"
 
 
-def load_image(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
-    """Read an image file (or a binary file object, named ``name`` in messages) as RGB uint8 (H, W, 3), or
-    raise a one-line UserError saying what is wrong.
+def load_image(path, max_pixels: int = MAX_PIXELS, name: str | None = None, *, fileobj=None) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3), or raise a one-line UserError saying what is wrong.
 
-    Only regular files are read (a FIFO or device would block or never end); images over ``max_pixels``
-    or Pillow's own limit are refused from their header, before any pixel is decoded.
+    ``path`` may also be a binary file object (an upload), named ``name`` in messages; or ``fileobj`` (bytes
+    fetched from an ``s3://`` URI, say) is read instead of ``path``, which then only names the image. Only
+    regular files are read (a FIFO or device would block or never end); images over ``max_pixels`` or
+    Pillow's own limit are refused from their header, before any pixel is decoded.
     """
-    source = path if hasattr(path, "read") else Path(path)
-    path = Path(name) if name else Path(getattr(source, "name", "upload")) if hasattr(source, "read") else source
+    if fileobj is not None:
+        source, shown = fileobj, name or str(path)
+    elif hasattr(path, "read"):
+        source, shown = path, name or getattr(path, "name", "upload")
+    else:
+        source = Path(path)
+        shown = name or source
+    path = shown if "://" in str(shown) else Path(shown)  # a URI keeps its double slash in messages
     try:
         mode = source.stat().st_mode if isinstance(source, Path) else None
     except OSError:

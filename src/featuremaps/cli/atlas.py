@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
+from functools import partial
 from pathlib import Path
 
 from featuremaps import models
@@ -13,26 +16,56 @@ from featuremaps.io import check_replaceable, check_writable
 from featuremaps.layers import conv_layers, select_layers
 
 
+def _ray_engine(args):
+    """The Ray module, or one line saying how to get Ray (it is an optional extra)."""
+    if args.gpus_per_actor < 0:
+        raise UserError(f"--gpus-per-actor {args.gpus_per_actor:g} is negative; pass 0 (CPU), 0.5, 1, ...")
+    try:
+        return importlib.import_module("featuremaps.atlas_ray")
+    except ImportError as e:
+        if (e.name or "").split(".")[0] not in ("ray", "pyarrow"):
+            raise
+        raise UserError(f"--engine ray needs Ray ({e.name} is not installed); pip install 'featuremaps[ray]'") from None
+
+
 def run(args) -> int:
     out = check_replaceable(Path(args.out))  # only a folder featuremaps made is replaced; fail before any work
+    if args.engine != "ray" and (args.address or args.actors or args.gpus_per_actor):
+        raise UserError("--address, --actors and --gpus-per-actor need --engine ray; add it or drop them")
+    engine = _ray_engine(args) if args.engine == "ray" else None
+    if engine is not None and args.address and args.address != "auto":
+        engine.check_address(args.address, engine.CONNECT_TIMEOUT_S)  # before minutes of model loading
     classes = args.classes.split(",") if args.classes else None
-    data = fer_data(args.data)
-    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
-    source = open_source(data, args.split, lm.classes)
+    load_model = partial(
+        models.load, args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes
+    )
+    lm = load_model()
+    source = open_source(fer_data(args.data), args.split, lm.classes, args.path_column, args.label_column)
     if len(source) == 0:
         raise UserError(f"the dataset {source.description} has no images; check --data and --split")
 
     select_layers(conv_layers(lm.model), args.layers)
     check_writable(out.parent)
     progress = Progress("atlas ")
-    res = compute_atlas(
-        lm,
-        source,
-        layers=args.layers,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        progress=progress,
-    )
+    common = {"layers": args.layers, "batch_size": args.batch_size, "limit": args.limit, "progress": progress}
+    if engine is None:
+        res = compute_atlas(lm, source, **common)
+    else:
+        for name in ("ray", "ray.data"):  # Ray's start-up and execution notes (ray.data configures its own)
+            logging.getLogger(name).setLevel(logging.ERROR)
+        res = engine.compute_atlas_ray(
+            load_model,
+            source,
+            lm=lm,
+            actors=args.actors,
+            gpus_per_actor=args.gpus_per_actor,
+            address=args.address,
+            **common,
+        )
+    if res.skipped:
+        shown = "; ".join(res.bad[:3])
+        more = f"; ... ({res.skipped - 3} more, in atlas.json)" if res.skipped > 3 else ""
+        progress.note(f"{res.skipped} unreadable image(s) skipped: {shown}{more}")
     if res.resized:
         progress.note(
             f"{res.resized} of {res.images} images were resized to "

@@ -335,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(sub, "atlas", "channel x class statistics and top images over a labelled dataset")
     p.add_argument(
-        "--data", default=None, help=f"FER2013 folder, CSV or archive, or ROOT/<class>/*.png (default: ${FER_ENV})"
+        "--data",
+        default=None,
+        help=f"FER2013 folder, CSV or archive, ROOT/<class>/*.png, or a CSV/Parquet manifest (default: ${FER_ENV})",
     )
     _model_args(p)
     p.add_argument("--split", default="PrivateTest", help="dataset split")
@@ -343,6 +345,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_bounded(1, 4096), default=64, help="images per forward pass")
     p.add_argument("--limit", type=_positive, default=None, help="use at most this many images in total (default: all)")
     _out_arg(p, "featuremaps-out/atlas", "the atlas folder itself (index.html, atlas.npz, ...)")
+    p.add_argument("--path-column", default="path", help="a manifest's image path/URI column")
+    p.add_argument("--label-column", default="label", help="a manifest's label column")
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: this process; ray: a pool of Ray Data actors (pip install 'featuremaps[ray]')",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="auto|ray://HOST:PORT",
+        help="--engine ray: join this Ray cluster (default: start a local Ray with all cores for the command)",
+    )
+    p.add_argument("--actors", type=_positive, default=None, help="--engine ray: actors (default: one per CPU)")
+    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="--engine ray: GPUs per actor, e.g. 1 or 0.5")
     p.set_defaults(run="atlas")
 
     p = _sub(sub, "explore", "browse a CNN in the browser: every layer and channel, values, CAMs")

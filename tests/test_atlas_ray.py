@@ -1,0 +1,151 @@
+"""featuremaps atlas --engine ray: the Ray Data run gives the local run's statistics, CLI files, bad input.
+
+One local Ray (2 CPUs) is started for the whole module: Ray start-ups are slow on a small machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FER_ARCHIVE
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+
+from featuremaps import models  # noqa: E402
+from featuremaps.atlas import compute_atlas, most_selective, open_source  # noqa: E402
+from featuremaps.atlas_ray import block_rows, compute_atlas_ray  # noqa: E402
+from featuremaps.cli import main  # noqa: E402
+
+CLASSES = ["cat", "dog", "owl"]
+FER = Path(os.environ.get("FEATUREMAPS_FER2013", FER_ARCHIVE))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """ROOT/<class>/*.png (3 classes x 30 random 16x16 RGB images, one unreadable file) and a tiny CNN file."""
+    import keras
+
+    tmp = tmp_path_factory.mktemp("ray_atlas")
+    root = tmp / "data"
+    rng = np.random.default_rng(0)
+    for k, c in enumerate(CLASSES):
+        (root / c).mkdir(parents=True)
+        for i in range(30):
+            # class-dependent brightness, so channels are class selective; quantised so some activations tie
+            im = np.clip(rng.integers(0, 256, (16, 16, 3)) // 32 * 32 * (0.6 + 0.2 * k), 0, 255).astype(np.uint8)
+            Image.fromarray(im).save(root / c / f"{i:02d}.png")
+    (root / "dog" / "zz_broken.png").write_bytes(b"\x89PNG truncated")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(6, 3, activation="relu", name="conv_a"),
+            keras.layers.Conv2D(10, 3, activation="relu", name="conv_b"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ],
+        name="tiny",
+    )
+    model.save(tmp / "tiny.keras")
+    return root, tmp / "tiny.keras"
+
+
+def _assert_same(a, b):
+    assert a.images == b.images and a.counts.tolist() == b.counts.tolist()
+    assert a.skipped == b.skipped and a.bad == b.bad
+    for j in range(len(a.layers)):
+        np.testing.assert_allclose(b.means[j], a.means[j], rtol=1e-5, atol=1e-7)
+        assert (a.top_idx[j] == b.top_idx[j]).all(), f"layer {j}: top ids differ"
+        np.testing.assert_allclose(b.top_vals[j], a.top_vals[j], rtol=1e-5)
+        assert most_selective(a, j, 10).tolist() == most_selective(b, j, 10).tolist()
+        np.testing.assert_allclose(b.si[j], a.si[j], rtol=1e-5, atol=1e-7)
+
+
+def test_ray_equals_local_on_synthetic_folder(local_ray, synthetic):
+    root, model_file = synthetic
+    load = partial(models.load, str(model_file), classes=CLASSES)
+    lm = load()
+    src = open_source(root, "PrivateTest", lm.classes)
+    assert block_rows(len(src), 8, 2, 3) == 8  # 91 images, batches of 8: 12 blocks for 2 actors
+    assert block_rows(1_281_167, 64, 8, 1000) == 125 * 64  # ImageNet, 1000 classes: 8,000 images a block
+    local = compute_atlas(lm, src, batch_size=8)
+    seen = []
+    remote = compute_atlas_ray(load, src, lm=lm, batch_size=8, actors=2, progress=lambda i, n: seen.append((i, n)))
+    _assert_same(local, remote)
+    assert local.skipped == 1 and "zz_broken.png" in remote.bad[0]
+    assert seen[-1] == (91, 91) and len(seen) == 12  # one partial per block, progress on the driver
+
+
+@pytest.mark.skipif(not FER.is_file(), reason=f"FER2013 archive not found at {FER} (set FEATUREMAPS_FER2013)")
+def test_ray_equals_local_on_fer_private_test_slice(local_ray):
+    load = partial(models.load, "emotion", weights="none")  # random weights: no trained file needed
+    lm = load()
+    src = open_source(FER, "PrivateTest", lm.classes)
+    local = compute_atlas(lm, src, layers="C1,C4,C13", batch_size=32, limit=256)
+    remote = compute_atlas_ray(load, src, lm=lm, layers="C1,C4,C13", batch_size=32, limit=256, actors=2)
+    assert remote.images == 256 and (remote.counts > 0).sum() >= 6
+    _assert_same(local, remote)
+
+
+def test_ray_cli_with_manifest_writes_the_local_files(local_ray, synthetic, tmp_path, capsys):
+    root, model_file = synthetic
+    man = tmp_path / "train.csv"
+    rows = sorted(root.rglob("*.png"))
+    man.write_text("uri,y\n" + "".join(f"{p},{p.parent.name}\n" for p in rows))  # absolute paths
+    base = ["atlas", "--data", str(man), "--path-column", "uri", "--label-column", "y", "--model", str(model_file)]
+    base += ["--classes", ",".join(CLASSES), "--batch-size", "16"]
+    assert main([*base, "--out", str(tmp_path / "local")]) == 0
+    assert main([*base, "--engine", "ray", "--actors", "2", "--out", str(tmp_path / "ray")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("note: 1 unreadable image(s) skipped:") == 2 and "zz_broken.png" in printed
+    files = {p.relative_to(tmp_path / "ray").as_posix() for p in (tmp_path / "ray").rglob("*") if p.is_file()}
+    assert {"atlas.json", "atlas.npz", "index.html", "heatmaps/C01_conv_a.png", "top/C02_conv_b.png"} <= files
+    a, b = (json.loads((tmp_path / d / "atlas.json").read_text()) for d in ("local", "ray"))
+    assert a["layers"] == b["layers"] and b["images"] == 90 and b["unreadable"] == 1
+    with np.load(tmp_path / "local" / "atlas.npz") as za, np.load(tmp_path / "ray" / "atlas.npz") as zb:
+        assert sorted(za.files) == sorted(zb.files)
+        for k in za.files:
+            if za[k].dtype.kind == "f":
+                np.testing.assert_allclose(zb[k], za[k], rtol=1e-5, atol=1e-7)
+            else:
+                assert (za[k] == zb[k]).all(), k
+
+
+@pytest.mark.parametrize("address", ["ray://127.0.0.1:1", "127.0.0.1:1", "not an address:x"])
+def test_unreachable_address_exit_2_at_once(synthetic, tmp_path, capsys, address):
+    root, model_file = synthetic
+    out = tmp_path / "out"
+    args = ["atlas", "--data", str(root), "--model", str(model_file), "--classes", ",".join(CLASSES)]
+    assert main([*args, "--engine", "ray", "--address", address, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("featuremaps: error:") and "\n" not in err and "--address" in err
+    assert not out.exists()
+
+
+def test_user_error_on_an_actor_is_one_line(local_ray, synthetic):
+    from featuremaps.errors import UserError
+
+    root, model_file = synthetic
+    lm = models.load(str(model_file), classes=CLASSES)
+    src = open_source(root, "PrivateTest", lm.classes)
+    missing = partial(models.load, str(model_file.parent / "not_on_this_node.keras"), classes=CLASSES)
+    with pytest.raises(UserError) as e:  # the driver has the model; the actors' copy of the file is missing
+        compute_atlas_ray(missing, src, lm=lm, batch_size=32, actors=1)
+    assert str(e.value).startswith("on a Ray actor:") and "not_on_this_node.keras" in str(e.value)
+    assert "\n" not in str(e.value)
