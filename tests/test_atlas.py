@@ -293,9 +293,9 @@ def test_unreadable_images_are_counted_named_and_skipped(tmp_path, hand_data, ha
     (hand_data / "light" / "broken.png").write_bytes(b"\x89PNG not really")
     out = tmp_path / "atlas"
     args = ["atlas", "--data", str(hand_data), "--model", str(hand_model_file), "--classes", "dark,light"]
-    assert main([*args, "--batch-size", "2", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "note: 1 unreadable image(s) skipped:" in printed and "broken.png" in printed
+    assert main([*args, "--batch-size", "2", "--out", str(out)]) == 1  # the batch rule: 1 = something skipped
+    printed = capsys.readouterr().err
+    assert "warning: skipped 1 unreadable image(s):" in printed and "broken.png" in printed
     meta = json.loads((out / "atlas.json").read_text())
     assert meta["images"] == 5 and meta["counts"] == [2, 3] and meta["unreadable"] == 1
     assert "broken.png" in meta["unreadable_images"][0]

@@ -110,10 +110,10 @@ def test_ray_cli_with_manifest_writes_the_local_files(local_ray, synthetic, tmp_
     man.write_text("uri,y\n" + "".join(f"{p},{p.parent.name}\n" for p in rows))  # absolute paths
     base = ["atlas", "--data", str(man), "--path-column", "uri", "--label-column", "y", "--model", str(model_file)]
     base += ["--classes", ",".join(CLASSES), "--batch-size", "16"]
-    assert main([*base, "--out", str(tmp_path / "local")]) == 0
-    assert main([*base, "--engine", "ray", "--actors", "2", "--out", str(tmp_path / "ray")]) == 0
-    printed = capsys.readouterr().out
-    assert printed.count("note: 1 unreadable image(s) skipped:") == 2 and "zz_broken.png" in printed
+    assert main([*base, "--out", str(tmp_path / "local")]) == 1  # 1: an image was skipped (the batch rule)
+    assert main([*base, "--engine", "ray", "--actors", "2", "--out", str(tmp_path / "ray")]) == 1
+    printed = capsys.readouterr().err
+    assert printed.count("warning: skipped 1 unreadable image(s):") == 2 and "zz_broken.png" in printed
     files = {p.relative_to(tmp_path / "ray").as_posix() for p in (tmp_path / "ray").rglob("*") if p.is_file()}
     assert {"atlas.json", "atlas.npz", "index.html", "heatmaps/C01_conv_a.png", "top/C02_conv_b.png"} <= files
     a, b = (json.loads((tmp_path / d / "atlas.json").read_text()) for d in ("local", "ray"))

@@ -65,7 +65,7 @@ def run(args) -> int:
     if res.skipped:
         shown = "; ".join(res.bad[:3])
         more = f"; ... ({res.skipped - 3} more, in atlas.json)" if res.skipped > 3 else ""
-        progress.note(f"{res.skipped} unreadable image(s) skipped: {shown}{more}")
+        progress.warn(f"skipped {res.skipped} unreadable image(s): {shown}{more}")
     if res.resized:
         progress.note(
             f"{res.resized} of {res.images} images were resized to "
@@ -80,4 +80,4 @@ def run(args) -> int:
         )
         print(f"  {c.label} {clean(c.name)}: {tops}")
     print(f"atlas of {res.images} images: {clean(out / 'index.html')}")
-    return 0
+    return 1 if res.skipped else 0  # as every batch command: 1 = some items skipped, each named
