@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from featuremaps.emotion import data as fer
 from featuremaps.errors import UserError
-from featuremaps.extractor import FeatureExtractor
+from featuremaps.frameworks import feature_extractor
 from featuremaps.html import esc, img_tag, page
 from featuremaps.models import APPLICATIONS, EMOTION_NAMES
 from featuremaps.pipeline import describe_prediction, prepare
@@ -102,7 +102,7 @@ class ModelRun:
 def run_model(lm, rgb: np.ndarray, maps: int, resize: str = "crop") -> ModelRun:
 
     prep = prepare(lm, rgb, face_crop=False, resize=resize)
-    fx = FeatureExtractor(lm.model, prep.x.shape, layers="all", maps=maps, select="first")
+    fx = feature_extractor(lm.model, prep.x.shape, layers="all", maps=maps, select="first")
     results, preds = fx(prep.x[None])
     pred = describe_prediction(preds[0] if preds is not None else None, lm.classes, top=3)
     return ModelRun(lm, prep.shown, tuple(prep.x.shape), results, pred)
@@ -415,7 +415,7 @@ def compare_classes(
     ]
     if resized:
         notes.append(f"resized to {shape[1]}x{shape[0]}: {', '.join(resized)}")
-    fx = FeatureExtractor(lm.model, shape, layers=layers, maps=maps, select="first")
+    fx = feature_extractor(lm.model, shape, layers=layers, maps=maps, select="first")
     results, preds = fx(np.stack([p.x for p in preps]))
     pred_text = []
     for i in range(len(faces)):

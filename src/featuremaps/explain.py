@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from featuremaps import __version__
-from featuremaps.cam import CamEngine, heatmap_rgb, overlay, resolve_class, upsample
+from featuremaps.cam import heatmap_rgb, overlay, resolve_class, upsample
+from featuremaps.frameworks import cam_engine
 from featuremaps.images import load_image
 from featuremaps.io import (
     atomic_dir,
@@ -133,7 +134,7 @@ class CamRunner:
         if shape not in self._engines:
             if len(self._engines) >= 2:
                 self._engines.pop(next(iter(self._engines)))
-            self._engines[shape] = CamEngine(self.lm.model, shape, self.layer_spec)
+            self._engines[shape] = cam_engine(self.lm.model, shape, self.layer_spec)
         return self._engines[shape]
 
     def check(self, shape) -> None:

@@ -42,6 +42,7 @@ APPLICATIONS: dict[str, tuple[str, str, int]] = {
     "convnexttiny": ("ConvNeXtTiny", "convnext", 224),
 }
 EMOTION_NAMES = ("emotion", "fer2013", "emotion-vgg16")
+TORCH_SUFFIXES = (".pt", ".pth", ".pts", ".ptl")
 PREPROCESS_MODES = {
     "unit": "x / 255 (pixels in [0, 1])",
     "raw": "pixels as they are, 0-255",
@@ -63,6 +64,7 @@ class LoadedModel:
     input_shape: tuple  # (H, W, C), entries may be None
     classes: list[str] | None = None
     is_emotion: bool = False
+    needs_input_shape: bool = False  # a file whose input size is free but not free to choose (ONNX)
 
     def resolve_input_shape(self, image_hw: tuple[int, int], override: tuple[int, ...] | None = None):
         """Concrete (H, W, C): the model's own, then ``--input-shape``, then the image's size (max 512)."""
@@ -83,6 +85,8 @@ class LoadedModel:
                         f"input {tuple(self.input_shape)}; drop --input-shape"
                     )
             shape = list(override)
+        if self.needs_input_shape and (shape[0] is None or shape[1] is None):
+            raise UserError(f"model '{self.name}' has a dynamic input size; pass --input-shape H,W,C (e.g. 224,224,3)")
         if shape[0] is None or shape[1] is None:
             h, w = image_hw
             s = min(1.0, 512 / max(h, w))
@@ -128,6 +132,13 @@ def load(
     (VGG16: 124 of 138 M, most of its build time) and a prediction that would be noise anyway.
     """
     spec = spec or default_model_name()
+    if spec.lower().startswith("torchvision:"):
+        return _framework("torch").load_torchvision(spec.split(":", 1)[1], weights, preprocess)
+    suffix = Path(spec).suffix.lower()
+    if suffix in TORCH_SUFFIXES:
+        return _framework("torch").load_file(Path(spec), weights, unsafe, preprocess, classes)
+    if suffix == ".onnx":
+        return _framework("onnx").load_file(Path(spec), preprocess or "unit", classes)
     key = spec.lower().replace("_", "")
     if key in EMOTION_NAMES:
         return _load_emotion(weights, preprocess)
@@ -137,7 +148,22 @@ def load(
     if path.suffix.lower() in (".keras", ".h5", ".hdf5") or path.exists():
         return _load_file(path, unsafe, preprocess or "unit", classes)
     names = ", ".join(("emotion", *APPLICATIONS))
-    raise UserError(f"unknown model '{spec}': use one of {names}, or a .keras/.h5 file path")
+    raise UserError(
+        f"unknown model '{spec}': use one of {names}, torchvision:NAME, or a .keras/.h5/.pt/.onnx file path"
+    )
+
+
+def _framework(name: str):
+    """The implementation module of an optional framework, imported only when a model needs it."""
+    import importlib
+
+    from featuremaps.frameworks import FRAMEWORKS
+
+    try:
+        return importlib.import_module(FRAMEWORKS[name])
+    except ModuleNotFoundError as e:
+        extra = {"torch": "torch", "onnx": "onnx"}[name]
+        raise UserError(f"{e.name} is not installed; pip install 'featuremaps[{extra}]'") from None
 
 
 def _load_emotion(weights, preprocess) -> LoadedModel:
@@ -270,7 +296,12 @@ def _load_file(path: Path, unsafe: bool, preprocess: str, classes) -> LoadedMode
 
 
 def wrap(model, preprocess: str = "unit", classes: list[str] | None = None) -> LoadedModel:
-    """Wrap an in-memory Keras model (Python API)."""
+    """Wrap an in-memory model (Python API): Keras, a ``torch.nn.Module`` or an ONNX Runtime session."""
+    from featuremaps.frameworks import framework_of
+
+    fw = framework_of(model)
+    if fw != "keras":
+        return _framework(fw).wrap(model, preprocess=preprocess, classes=classes)
     try:
         shape = tuple(model.inputs[0].shape[1:])
     except (AttributeError, ValueError, IndexError):

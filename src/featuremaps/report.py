@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from featuremaps import __version__
-from featuremaps.cam import compute_cam, overlay
+from featuremaps.cam import overlay
 from featuremaps.errors import UserError
+from featuremaps.frameworks import compute_cam
 from featuremaps.html import REPORT_CELL, esc, img_tag, page, thumb
 from featuremaps.images import load_image
 from featuremaps.pipeline import Shower, ShowOptions, describe_prediction, prepare
