@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import re
 import sys
 import types
 import warnings
@@ -61,6 +62,8 @@ class TorchConvLayer(ConvLayer):
 
     @property
     def params(self) -> int:
+        if self.layer is None:
+            return 0
         return int(sum(p.numel() for p in self.layer.parameters(recurse=False)))
 
 
@@ -274,8 +277,144 @@ class TorchAdapter(ModelAdapter):
         return acts, score[0].detach().cpu().numpy(), np.stack(grads)
 
 
+# ---------------------------------------------------------------- TorchScript
+SCRIPT_CONVS = ("aten::conv2d", "aten::conv_transpose2d", "aten::_convolution", "aten::convolution")
+_HIER = re.compile(r"([^.()]+)\(([^)]*)\)")
+
+
+class ScriptAdapter(TorchAdapter):
+    """A TorchScript module (``torch.jit.load``): Python hooks never run inside scripted code, so the conv
+    values of its inlined ``forward`` graph become extra outputs of a function built from that graph.
+
+    Conv nodes are named by their module hierarchy (``layer1.0.conv1``); a conv output that an in-place op
+    (``relu_``) changes is cloned in the graph for the maps. CAM gradients are taken with respect to the
+    conv value itself, so after such an in-place op they are those of the value it became.
+    """
+
+    def __init__(self, module, name=None, input_shape=None):
+        self.module = module
+        self.name = name or getattr(module, "original_name", "model")
+        graph = module.inlined_graph
+        nodes = [n for n in graph.nodes() if n.kind() in SCRIPT_CONVS]
+        if not nodes:
+            raise UserError(f"TorchScript model '{self.name}' has no 2-D convolutions in its forward; pass a CNN")
+        names, kinds, counts, maps, grads = [], [], {}, [], []
+        for n in nodes:
+            path, kind = _hierarchy(n)
+            counts[path] = counts.get(path, 0) + 1
+            names.append(path if counts[path] == 1 else f"{path}#{counts[path]}")
+            kinds.append(kind)
+            v = n.output()
+            if any(u.user.kind().endswith("_") for u in v.uses()):  # changed in place later: clone for the maps
+                none = graph.create("prim::Constant")
+                none.output().setType(torch._C.NoneType.get())
+                none.insertAfter(n)
+                clone = graph.create("aten::clone", [v, none.output()])
+                clone.insertAfter(none)
+                maps.append(clone.output())
+            else:
+                maps.append(v)
+            grads.append(v)
+        ret = graph.return_node()
+        values = [ret.inputsAt(0), *maps, *grads]
+        tup = graph.create("prim::TupleConstruct", values)
+        tup.output().setType(torch._C.TupleType([v.type() for v in values]))
+        tup.insertBefore(ret)
+        ret.replaceInput(0, tup.output())
+        self._fn = torch._C._create_function_from_graph(f"featuremaps_{id(self)}", graph)
+        self._names, self._kinds = names, kinds
+        first = _submodule(module, names[0].split("#")[0])
+        c = getattr(first, "in_channels", None) if first is not None else None
+        self.input_shape = tuple(input_shape) if input_shape else (None, None, c or 3)
+        self._convs = None
+        self._by_name = {}
+        self._shapes = {}
+        self._clone = set()
+
+    def _in_channels(self):
+        return self.input_shape[2] if self.input_shape else 3
+
+    def _call(self, x):
+        res = self._fn(self.module._c, x)
+        k = len(self._names)
+        return res[0], list(res[1 : 1 + k]), list(res[1 + k :])
+
+    def _probe(self, input_shape):
+        shape = self._shape(input_shape)
+        if shape in self._shapes:
+            return self._shapes[shape]
+        x = np.zeros((1, *shape), np.float32)
+        try:
+            with _eval_mode(self.module), torch.no_grad():
+                out, maps, _ = self._call(self._to_input(x))
+        except Exception as e:
+            raise UserError(
+                f"model '{self.name}' cannot run on a {shape[0]}x{shape[1]}x{shape[2]} input "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); "
+                "pass --input-shape H,W,C for the size it takes"
+            ) from None
+        shapes = {
+            n: (int(t.shape[2]), int(t.shape[3]), int(t.shape[1])) for n, t in zip(self._names, maps, strict=True)
+        }
+        if self._convs is None:
+            self._convs = [
+                TorchConvLayer(i + 1, n, _submodule(self.module, n.split("#")[0]), k, 1, shapes[n][2])
+                for i, (n, k) in enumerate(zip(self._names, self._kinds, strict=True))
+            ]
+            self._by_name = {c.name: c for c in self._convs}
+        self._shapes[shape] = (shapes, tuple(out.shape) if isinstance(out, torch.Tensor) else ())
+        return self._shapes[shape]
+
+    def forward(self, batch, names):
+        self._probe(batch.shape[1:])
+        with _eval_mode(self.module), torch.inference_mode():
+            out, maps, _ = self._call(self._to_input(batch))
+        idx = {n: i for i, n in enumerate(self._names)}
+        res = {n: maps[idx[n]].float().cpu().numpy().transpose(0, 2, 3, 1) for n in names}
+        return res, out.float().cpu().numpy() if isinstance(out, torch.Tensor) else None
+
+    def class_gradients(self, x, name, classes):
+        self._probe(x.shape)
+        i = self._names.index(name)
+        with _eval_mode(self.module), torch.enable_grad():
+            out, maps, values = self._call(self._to_input(x[None]))
+            a, v = maps[i], values[i]
+            if not v.requires_grad:
+                raise UserError(f"layer {name} of model '{self.name}' carries no gradient; CAMs need autograd")
+            score = out.float()
+            if classes is None:
+                classes = [int(score[0].argmax())]
+            grads = []
+            for j, c in enumerate(classes):
+                with _no_onednn():
+                    (g,) = torch.autograd.grad(score[0, c], v, retain_graph=j < len(classes) - 1)
+                grads.append(g[0].float().cpu().numpy().transpose(1, 2, 0))
+        acts = a[0].detach().float().cpu().numpy().transpose(1, 2, 0)
+        return acts, score[0].detach().cpu().numpy(), np.stack(grads)
+
+
+def _hierarchy(node) -> tuple[str, str]:
+    """``seq(Sequential).0(Conv2d).SELF(Conv2d)`` -> (``seq.0``, ``Conv2d``)."""
+    try:
+        parts = [(n, t) for n, t in _HIER.findall(node.getModuleHierarchy()) if n != "SELF"]
+    except Exception:
+        parts = []
+    if not parts:
+        return "conv", node.kind().split("::")[-1]
+    return ".".join(n for n, _ in parts), parts[-1][1]
+
+
+def _submodule(module, path: str):
+    for name, m in module.named_modules():  # get_submodule is not supported on ScriptModules
+        if name == path:
+            return m
+    return None
+
+
 def adapt(model, input_shape=None) -> TorchAdapter:
     """A :class:`TorchAdapter` for an ``nn.Module`` (the Python API's entry point)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return ScriptAdapter(model, input_shape=_api_shape(input_shape))
     return TorchAdapter(model, input_shape=_api_shape(input_shape))
 
 
@@ -447,7 +586,8 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
     if weights not in (None, "none", "default"):
         _load_state_dict(module, Path(weights), str(path))
     mode = preprocess or "unit"
-    ad = TorchAdapter(module, name=path.stem, input_shape=input_shape)
+    cls = ScriptAdapter if isinstance(module, torch.jit.ScriptModule) else TorchAdapter
+    ad = cls(module, name=path.stem, input_shape=input_shape)
     return LoadedModel(
         ad, path.stem, str(path), PREPROCESS_MODES.get(mode, mode), _preprocess_fn(mode), ad.input_shape, classes
     )
