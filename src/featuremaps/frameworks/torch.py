@@ -67,8 +67,8 @@ class TorchConvLayer(ConvLayer):
         return int(sum(p.numel() for p in self.layer.parameters(recurse=False)))
 
 
-def _kind(m: nn.Module) -> str:
-    name = type(m).__name__
+def _kind(m: nn.Module, name: str | None = None) -> str:
+    name = name or type(m).__name__
     groups = getattr(m, "groups", 1)
     if groups > 1:
         name += " (depthwise)" if groups == m.in_channels else f" (groups={groups})"
@@ -358,8 +358,9 @@ class ScriptAdapter(TorchAdapter):
         }
         if self._convs is None:
             self._convs = [
-                TorchConvLayer(i + 1, n, _submodule(self.module, n.split("#")[0]), k, 1, shapes[n][2])
+                TorchConvLayer(i + 1, n, sub, k if sub is None else _kind(sub, k), 1, shapes[n][2])
                 for i, (n, k) in enumerate(zip(self._names, self._kinds, strict=True))
+                for sub in [_submodule(self.module, n.split("#")[0])]
             ]
             self._by_name = {c.name: c for c in self._convs}
         self._shapes[shape] = (shapes, tuple(out.shape) if isinstance(out, torch.Tensor) else ())
