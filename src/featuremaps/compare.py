@@ -23,7 +23,7 @@ from featuremaps.emotion import data as fer
 from featuremaps.errors import UserError
 from featuremaps.frameworks import feature_extractor
 from featuremaps.html import esc, img_tag, page
-from featuremaps.models import APPLICATIONS, EMOTION_NAMES
+from featuremaps.models import APPLICATIONS, EMOTION_NAMES, TORCH_SUFFIXES
 from featuremaps.pipeline import describe_prediction, prepare
 from featuremaps.render import _fit_text, apply_colormap, colormap, fit_size, font, resize_maps, resize_rgb
 
@@ -75,10 +75,13 @@ def check_model_names(spec: str) -> list[str]:
         key = n.lower().replace("_", "")
         if key in APPLICATIONS or key in EMOTION_NAMES:
             continue
-        if Path(n).suffix.lower() in (".keras", ".h5", ".hdf5") and Path(n).is_file():
+        if Path(n).suffix.lower() in (".keras", ".h5", ".hdf5", *TORCH_SUFFIXES, ".onnx") and Path(n).is_file():
+            continue
+        if n.lower().startswith("torchvision:"):
             continue
         raise UserError(
-            f"unknown model '{n}' in --models: use names from {', '.join(APPLICATIONS)}, emotion, or .keras/.h5 files"
+            f"unknown model '{n}' in --models: use names from {', '.join(APPLICATIONS)}, emotion, torchvision:NAME, "
+            "or .keras/.h5/.pt/.onnx files"
         )
     return names
 
