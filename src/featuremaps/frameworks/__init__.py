@@ -331,7 +331,7 @@ class AdapterCamEngine:
             acts, raw = maps[name][0], np.asarray(out, np.float32)[0]
         probs = raw if _is_probabilities(raw) else _softmax(raw)
         if class_indices is None:  # the predicted class (the adapter chose the same for its gradients)
-            class_indices = [int(np.argmax(probs))]
+            class_indices = [int(np.argmax(raw))]  # raw: a softmax of tiny logits can tie in float32
         names = classes if classes and len(classes) == self.n_classes else None
         results = []
         for j, c in enumerate(class_indices):

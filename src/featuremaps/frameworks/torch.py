@@ -102,6 +102,10 @@ def _device_dtype(module):
     return torch.device("cpu"), torch.float32
 
 
+class _Stop(Exception):
+    """Raised by a pre-hook to end a probe forward at the first conv."""
+
+
 class TorchAdapter(ModelAdapter):
     """A ``torch.nn.Module`` (or TorchScript module) behind featuremaps' model protocol."""
 
@@ -121,10 +125,29 @@ class TorchAdapter(ModelAdapter):
         self._by_name: dict[str, TorchConvLayer] = {}
 
     def _in_channels(self):
-        for m in self.module.modules():
-            if isinstance(m, CONV_TYPES):
-                return m.in_channels
-        return None
+        """The input channels of the first conv that *runs* (a pre-hook stops the forward right there)."""
+        if getattr(self, "_channels_guess", None):
+            return self._channels_guess
+        first = next((m for m in self.module.modules() if isinstance(m, CONV_TYPES)), None)
+        found = []
+
+        def pre(m, _args):
+            found.append(m.in_channels)
+            raise _Stop
+
+        handles = [m.register_forward_pre_hook(pre) for m in self.module.modules() if isinstance(m, CONV_TYPES)]
+        try:
+            with _eval_mode(self.module), torch.no_grad():
+                self.module(torch.zeros((1, 3, 32, 32), device=_device_dtype(self.module)[0]))
+        except _Stop:
+            pass
+        except Exception:  # the forward fails before any conv: the first registered conv's channels
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        self._channels_guess = found[0] if found else (first.in_channels if first is not None else None)
+        return self._channels_guess
 
     def _shape(self, input_shape) -> tuple[int, int, int]:
         s = list(input_shape or self.input_shape or (None, None, None))
