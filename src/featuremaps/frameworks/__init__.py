@@ -78,7 +78,7 @@ def framework_of(model) -> str:
         root = cls.__module__.split(".")[0]
         if root == "torch":
             return "torch"
-        if root == "onnxruntime":
+        if root in ("onnxruntime", "onnx"):
             return "onnx"
     return "keras"
 
