@@ -262,7 +262,7 @@ def test_cli_show_layers_cam_with_a_torchscript_file(tmp_path, capsys):
     assert [r["label"] for r in man["layers"]] == ["C1", "C2", "C3", "C4", "C5"]
     assert man["layers"][0]["output_shape"] == [64, 64, 8]
     with np.load(folder / "activations.npz") as z:
-        assert z["a/maps"].shape == (1, 64, 64, 8)
+        assert z["a/maps"].shape == (64, 64, 8)
     code, _, err = _run(
         ["cam", img, "--model", path, "--input-shape", "64,64,3", "--method", "gradcam,scorecam", "--out",
          tmp_path / "o"], capsys,

@@ -240,7 +240,7 @@ def show(
     opts = ShowOptions(**options)
     paths = find_images([str(p) for p in images])
     # a model without conv layers or a bad --layers: fail before the first image
-    select_layers(conv_layers(lm.model), opts.layers)
+    select_layers(conv_layers(lm.model, opts.input_shape), opts.layers)
     shower = Shower(lm, opts)
     out = Path(out)
     results = []

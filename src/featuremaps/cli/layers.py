@@ -8,9 +8,12 @@ from featuremaps.frameworks import adapter, conv_layers
 
 def run(args) -> int:
     lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, random_head=False)
-    convs = conv_layers(lm.model)  # "no conv layers" before anything about input shapes
-    shape = lm.resolve_input_shape((224, 224), args.input_shape)
     ad = adapter(lm.model)
+    if ad is None:
+        convs = conv_layers(lm.model)  # "no conv layers" before anything about input shapes
+    shape = lm.resolve_input_shape((224, 224), args.input_shape)
+    if ad is not None:
+        convs = conv_layers(ad, shape)
     if ad is None:
         from featuremaps.extractor import replay
 

@@ -9,7 +9,7 @@ sessions), and the generic :class:`AdapterExtractor` / :class:`AdapterCamEngine`
 The protocol:
 
 * ``input_shape`` (H, W, C) with ``None`` where free, and ``name``;
-* ``conv_layers()``: conv layers in forward (execution) order, numbered C1..Cn;
+* ``conv_layers(input_shape)``: conv layers in forward (execution) order, numbered C1..Cn;
 * ``forward(batch, names)``: one forward pass of a preprocessed ``(B, H, W, C)`` batch, returning the named
   layers' maps ``{name: (B, h, w, C)}`` (channels last, NCHW converted at the boundary) and the output;
 * ``output_shape(input_shape)``: the model output's shape for one input (``(1, n)`` for a classifier);
@@ -45,7 +45,8 @@ class ModelAdapter:
     #: what ``class_gradients`` differentiates: "logit" (pre-softmax scores) or "output"
     score = "output"
 
-    def conv_layers(self) -> list[ConvLayer]:
+    def conv_layers(self, input_shape=None) -> list[ConvLayer]:
+        """Conv layers in forward order; ``input_shape`` (H, W, C) for models that must run to find them."""
         raise NotImplementedError
 
     def forward(self, batch: np.ndarray, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -94,7 +95,7 @@ def adapter(model, input_shape=None) -> ModelAdapter | None:
 
 
 # ---------------------------------------------------------------- dispatch points
-def conv_layers(model) -> list[ConvLayer]:
+def conv_layers(model, input_shape=None) -> list[ConvLayer]:
     """The conv layers of any model, C1..Cn in forward order (``fm.conv_layers``).
 
     Example::
@@ -108,7 +109,7 @@ def conv_layers(model) -> list[ConvLayer]:
         from featuremaps.layers import conv_layers as keras_conv_layers
 
         return keras_conv_layers(model)
-    return ad.conv_layers()
+    return ad.conv_layers(input_shape)
 
 
 def feature_extractor(model, input_shape, layers="all", maps: int | None = 16, select="first"):
@@ -224,7 +225,7 @@ class AdapterExtractor:
     def __init__(self, adapter: ModelAdapter, input_shape, layers="all", maps: int | None = 16, select="first"):
         self.model = adapter
         self.input_shape = tuple(int(d) for d in input_shape)
-        self.all_layers = adapter.conv_layers()
+        self.all_layers = adapter.conv_layers(self.input_shape)
         self.layers = select_layers(self.all_layers, layers)
         mode, chans = parse_select(select)
         self.mode = mode
@@ -297,7 +298,7 @@ class AdapterCamEngine:
 
         self.model = adapter
         self.input_shape = tuple(int(d) for d in input_shape)
-        self.layer = resolve_conv(adapter.conv_layers(), layer)
+        self.layer = resolve_conv(adapter.conv_layers(self.input_shape), layer)
         out = tuple(adapter.output_shape(self.input_shape))
         if len(out) != 2 or out[-1] < 2:
             raise UserError(

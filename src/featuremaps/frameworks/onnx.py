@@ -166,7 +166,7 @@ class OnnxAdapter(ModelAdapter):
             ) from None
 
     # ------------------------------------------------------------ protocol
-    def conv_layers(self) -> list[ConvLayer]:
+    def conv_layers(self, input_shape=None) -> list[ConvLayer]:
         return list(self._convs)
 
     def _probe(self, input_shape):

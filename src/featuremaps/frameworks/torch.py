@@ -223,9 +223,9 @@ class TorchAdapter(ModelAdapter):
         return shapes, out_shape
 
     # ------------------------------------------------------------ protocol
-    def conv_layers(self) -> list[ConvLayer]:
+    def conv_layers(self, input_shape=None) -> list[ConvLayer]:
         if self._convs is None:
-            self._probe(None)
+            self._probe(input_shape)
         return list(self._convs)
 
     def layer_shapes(self, input_shape):
