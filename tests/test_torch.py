@@ -181,6 +181,14 @@ def test_every_cam_method_runs_on_torch_and_classes_by_index():
     np.testing.assert_allclose(fm.compute_cam(net, x, "gradcam", layer="c", class_index=2).heatmap, want, atol=1e-5)
 
 
+def test_gradcam_with_frozen_weights():
+    net, x = small_net(), image()
+    want, _ = textbook_gradcam(net, x, net.c)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    np.testing.assert_allclose(fm.compute_cam(net, x, "gradcam", layer="c").heatmap, want, atol=1e-5)
+
+
 def test_torchscript_gives_the_same_maps_and_cams(tmp_path):
     net, x = small_net(), image()
     path = tmp_path / "net.pt"

@@ -278,7 +278,10 @@ class TorchAdapter(ModelAdapter):
         handles = self._hooks([name], store, True)
         try:
             with _eval_mode(self.module), torch.enable_grad():
-                out = self.module(self._to_input(x[None]))
+                inp = self._to_input(x[None])
+                if not any(p.requires_grad for p in self.module.parameters()):
+                    inp.requires_grad_(True)  # frozen weights: autograd still needs a graph through A
+                out = self.module(inp)
                 a = store[name]
                 if not a.requires_grad:
                     raise UserError(
@@ -401,7 +404,10 @@ class ScriptAdapter(TorchAdapter):
         self._probe(x.shape)
         i = self._names.index(name)
         with _eval_mode(self.module), torch.enable_grad():
-            out, maps, values = self._call(self._to_input(x[None]))
+            inp = self._to_input(x[None])
+            if not any(p.requires_grad for p in self.module.parameters()):
+                inp.requires_grad_(True)
+            out, maps, values = self._call(inp)
             a, v = maps[i], values[i]
             if not v.requires_grad:
                 raise UserError(f"layer {name} of model '{self.name}' carries no gradient; CAMs need autograd")
