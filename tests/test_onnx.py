@@ -163,3 +163,41 @@ def test_not_an_onnx_file(tmp_path, capsys):
     path.write_bytes(b"not a model")
     code, _, err = _run(["layers", path], capsys)
     assert code == 2 and "not an ONNX model" in err
+
+
+def test_keras_model_exported_to_onnx_gives_the_same_maps(tmp_path):
+    """Keras' own ONNX export (``model.export(format="onnx")``, torch backend: tf2onnx is not installed here).
+
+    A Keras Conv2D's output includes its activation, an ONNX Conv node's does not: the ReLU layer is compared
+    after a ReLU, the linear ones as they are.
+    """
+    _torch()
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from conftest import ROOT
+
+    code = textwrap.dedent(
+        f"""
+        import keras, numpy as np, featuremaps as fm
+        keras.utils.set_random_seed(0)
+        m = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
+                              keras.layers.DepthwiseConv2D(3, name="c2"), keras.layers.Conv2D(6, 3, name="c3"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
+        m(np.zeros((1, 32, 32, 3), "float32"))
+        m.export({str(tmp_path / "k.onnx")!r}, format="onnx", verbose=False)
+        x = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype("float32")
+        a, b = fm.extract(m, x), fm.extract({str(tmp_path / "k.onnx")!r}, x)
+        assert len(a) == len(b) == 3
+        for i, (u, v) in enumerate(zip(a.values(), b.values())):
+            v = np.maximum(v, 0) if i == 0 else v
+            err = float(np.abs(u - v).max() / np.abs(u).max())
+            print("ERR", i, err)
+            assert err <= 1e-4, (i, err)
+        """
+    )
+    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(ROOT / "src")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]

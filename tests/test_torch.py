@@ -340,6 +340,26 @@ def test_framework_detection_imports_nothing():
     assert adapter(object()) is None  # not torch, not ONNX: Keras' path
 
 
+def test_keras_model_on_the_torch_backend_stays_on_the_keras_path():
+    """With KERAS_BACKEND=torch a Keras model is also an nn.Module; it must keep Keras' graph replay."""
+    code = textwrap.dedent(
+        """
+        import keras, numpy as np, featuremaps as fm
+        from featuremaps.frameworks import framework_of
+        m = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, name="c1"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
+        assert framework_of(m) == "keras", framework_of(m)
+        print(list(fm.extract(m, np.zeros((16, 16, 3), "float32"))))
+        """
+    )
+    import os
+
+    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(ROOT / "src")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "['c1']" in res.stdout
+
+
 def test_keras_user_never_imports_torch(tmp_path):
     """`featuremaps show` on a Keras model, in a fresh interpreter: torch and onnxruntime stay unimported."""
     code = textwrap.dedent(

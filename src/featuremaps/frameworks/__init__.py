@@ -75,8 +75,10 @@ def framework_of(model) -> str:
         return model.framework
     if isinstance(model, str | Path):
         return "onnx" if str(model).lower().endswith(".onnx") else "keras"
-    for cls in type(model).__mro__:
-        root = cls.__module__.split(".")[0]
+    roots = [cls.__module__.split(".")[0] for cls in type(model).__mro__]
+    if "keras" in roots:  # on Keras' torch backend a Keras model is also a torch.nn.Module
+        return "keras"
+    for root in roots:
         if root == "torch":
             return "torch"
         if root in ("onnxruntime", "onnx"):
