@@ -7,6 +7,7 @@ Files are loaded with Keras' safe mode: no code stored in a file runs unless the
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import zipfile
@@ -26,6 +27,7 @@ from featuremaps.emotion.model import (
     shipped_weights_available,
 )
 from featuremaps.errors import UserError
+from featuremaps.frameworks import FRAMEWORKS, framework_of
 
 #: name -> (keras.applications constructor, preprocessing module, default input side)
 APPLICATIONS: dict[str, tuple[str, str, int]] = {
@@ -155,10 +157,6 @@ def load(
 
 def _framework(name: str):
     """The implementation module of an optional framework, imported only when a model needs it."""
-    import importlib
-
-    from featuremaps.frameworks import FRAMEWORKS
-
     try:
         return importlib.import_module(FRAMEWORKS[name])
     except ModuleNotFoundError as e:
@@ -297,8 +295,6 @@ def _load_file(path: Path, unsafe: bool, preprocess: str, classes) -> LoadedMode
 
 def wrap(model, preprocess: str = "unit", classes: list[str] | None = None) -> LoadedModel:
     """Wrap an in-memory model (Python API): Keras, a ``torch.nn.Module`` or an ONNX Runtime session."""
-    from featuremaps.frameworks import framework_of
-
     fw = framework_of(model)
     if fw != "keras":
         return _framework(fw).wrap(model, preprocess=preprocess, classes=classes)

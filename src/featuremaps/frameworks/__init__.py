@@ -26,11 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
+from featuremaps.cam.engine import CamEngine, CamResult, resolve_class
+from featuremaps.cam.engine import compute_cam as keras_compute_cam
 from featuremaps.cam.heatmaps import normalise01, upsample
 from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, parse_methods
 from featuremaps.errors import UserError
-from featuremaps.extractor import STATS, LayerMaps, parse_select
+from featuremaps.extractor import STATS, FeatureExtractor, LayerMaps, parse_select
+from featuremaps.extractor import extract as keras_extract
 from featuremaps.layers import ConvLayer, select_layers
+from featuremaps.layers import conv_layers as keras_conv_layers
 
 FRAMEWORKS = {"torch": "featuremaps.frameworks.torch", "onnx": "featuremaps.frameworks.onnx"}
 
@@ -108,8 +112,6 @@ def conv_layers(model, input_shape=None) -> list[ConvLayer]:
     """
     ad = adapter(model)
     if ad is None:
-        from featuremaps.layers import conv_layers as keras_conv_layers
-
         return keras_conv_layers(model)
     return ad.conv_layers(input_shape)
 
@@ -118,8 +120,6 @@ def feature_extractor(model, input_shape, layers="all", maps: int | None = 16, s
     """A :class:`~featuremaps.extractor.FeatureExtractor` (Keras) or :class:`AdapterExtractor` (others)."""
     ad = adapter(model, input_shape)
     if ad is None:
-        from featuremaps.extractor import FeatureExtractor
-
         return FeatureExtractor(model, input_shape, layers=layers, maps=maps, select=select)
     return AdapterExtractor(ad, input_shape, layers=layers, maps=maps, select=select)
 
@@ -139,8 +139,6 @@ def cam_engine(model, input_shape, layer=None):
     """A :class:`~featuremaps.cam.CamEngine` (Keras) or :class:`AdapterCamEngine` (others)."""
     ad = adapter(model, input_shape)
     if ad is None:
-        from featuremaps.cam.engine import CamEngine
-
         return CamEngine(model, input_shape, layer)
     return AdapterCamEngine(ad, input_shape, layer)
 
@@ -162,8 +160,6 @@ def extract(model, image: np.ndarray, layers="all", maps: int | None = None, sel
         image = image[..., None]
     ad = adapter(model, image.shape)
     if ad is None:
-        from featuremaps.extractor import extract as keras_extract
-
         return keras_extract(model, image, layers=layers, maps=maps, select=select)
     fx = AdapterExtractor(ad, image.shape, layers=layers, maps=maps, select=select)
     results, _ = fx(image[None])
@@ -182,15 +178,11 @@ def compute_cam(model, x: np.ndarray, method: str = "gradcam", layer=None, class
         >>> r.heatmap.shape, r.heatmap_up.shape
         ((7, 7), (224, 224))
     """
-    from featuremaps.cam.engine import resolve_class
-
     x = np.asarray(x, np.float32)
     if x.ndim == 2:
         x = x[..., None]
     ad = adapter(model, x.shape)
     if ad is None:
-        from featuremaps.cam.engine import compute_cam as keras_compute_cam
-
         return keras_compute_cam(model, x, method=method, layer=layer, class_index=class_index, classes=classes)
     (m,) = parse_methods(method) if isinstance(method, str) and "," not in method else (None,)
     if m is None:
@@ -296,8 +288,6 @@ class AdapterCamEngine:
     """:class:`~featuremaps.cam.CamEngine`'s twin for a :class:`ModelAdapter` (same ``run`` and attributes)."""
 
     def __init__(self, adapter: ModelAdapter, input_shape, layer=None):
-        from featuremaps.cam.engine import CamResult  # noqa: F401 (fail early if the cam package is broken)
-
         self.model = adapter
         self.input_shape = tuple(int(d) for d in input_shape)
         self.layer = resolve_conv(adapter.conv_layers(self.input_shape), layer)
@@ -318,8 +308,6 @@ class AdapterCamEngine:
 
     def run(self, x: np.ndarray, methods=("gradcam",), class_indices=None, classes=None) -> list:
         """Maps of one preprocessed image ``x`` (H, W, C): each method for each class (default: predicted)."""
-        from featuremaps.cam.engine import CamResult
-
         x = np.asarray(x, np.float32)
         if x.ndim == 2:
             x = x[..., None]
