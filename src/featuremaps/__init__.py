@@ -25,9 +25,9 @@ import importlib
 __version__ = "0.1.0"
 
 _API = {
-    "conv_layers": "layers",
+    "conv_layers": "frameworks",
     "select_layers": "layers",
-    "extract": "extractor",
+    "extract": "frameworks",
     "FeatureExtractor": "extractor",
     "render_overview": "render",
     "render_layer": "render",
@@ -44,7 +44,7 @@ _API = {
     "UserError": "errors",
     "show": "pipeline",
     "CAM_METHODS": "cam",
-    "compute_cam": "cam",
+    "compute_cam": "frameworks",
 }
 
 __all__ = sorted(_API)

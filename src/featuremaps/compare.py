@@ -32,9 +32,10 @@ from featuremaps.draw import (
 )
 from featuremaps.emotion import data as fer
 from featuremaps.errors import UserError
-from featuremaps.extractor import FeatureExtractor, parse_select
+from featuremaps.extractor import parse_select
+from featuremaps.frameworks import feature_extractor
 from featuremaps.html import esc, img_tag, page
-from featuremaps.models import APPLICATIONS, EMOTION_NAMES
+from featuremaps.models import APPLICATIONS, EMOTION_NAMES, TORCH_SUFFIXES
 from featuremaps.pipeline import model_title, prediction_of, prepare
 from featuremaps.render import apply_colormap, colormap, fit_size, resize_maps, resize_rgb
 
@@ -90,10 +91,13 @@ def check_model_names(spec: str) -> list[str]:
         key = n.lower().replace("_", "")
         if key in APPLICATIONS or key in EMOTION_NAMES:
             continue
-        if Path(n).suffix.lower() in (".keras", ".h5", ".hdf5") and Path(n).is_file():
+        if Path(n).suffix.lower() in (".keras", ".h5", ".hdf5", *TORCH_SUFFIXES, ".onnx") and Path(n).is_file():
+            continue
+        if n.lower().startswith("torchvision:"):
             continue
         raise UserError(
-            f"unknown model '{n}' in --models: use names from {', '.join(APPLICATIONS)}, emotion, or .keras/.h5 files"
+            f"unknown model '{n}' in --models: use names from {', '.join(APPLICATIONS)}, emotion, torchvision:NAME, "
+            "or .keras/.h5/.pt/.onnx files"
         )
     return names
 
@@ -117,7 +121,7 @@ class ModelRun:
 def run_model(lm, rgb: np.ndarray, maps: int, resize: str = "crop", face_crop: bool | None = None) -> ModelRun:
     """One model's pass; the emotion model sees the largest face, as in ``show`` (``face_crop=False``: the image)."""
     prep = prepare(lm, rgb, face_crop=face_crop, resize=resize)
-    fx = FeatureExtractor(lm.model, prep.x.shape, layers="all", maps=maps, select="first")
+    fx = feature_extractor(lm.model, prep.x.shape, layers="all", maps=maps, select="first")
     results, preds = fx(prep.x[None])
     pred = prediction_of(lm, preds[0] if preds is not None else None, top=3)
     return ModelRun(lm, prep.shown, tuple(prep.x.shape), results, pred)
@@ -426,7 +430,9 @@ def compare_classes(
     if resized:
         notes.append(f"resized to {shape[1]}x{shape[0]}: {', '.join(resized)}")
     top = mode in ("top-mean", "top-max")  # ranked over all faces at once, so every face shows the same channels
-    fx = FeatureExtractor(lm.model, shape, layers=layers, maps=None if top else maps, select="first" if top else select)
+    fx = feature_extractor(
+        lm.model, shape, layers=layers, maps=None if top else maps, select="first" if top else select
+    )
     results, preds = fx(np.stack([p.x for p in preps]))
     if top:
         results = [_top_channels(r, maps, mode) for r in results]

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from featuremaps import __version__
-from featuremaps.cam import CamEngine, heatmap_rgb, overlay, resolve_class, upsample
+from featuremaps.cam import heatmap_rgb, overlay, resolve_class, upsample
 from featuremaps.draw import INK, MUTED, Canvas, colorbar_height, fit_text, line_height, title_block
+from featuremaps.frameworks import cam_engine
 from featuremaps.images import load_image
 from featuremaps.io import (
     atomic_dir,
@@ -126,7 +127,7 @@ class CamRunner:
         if shape not in self._engines:
             if len(self._engines) >= 2:
                 self._engines.pop(next(iter(self._engines)))
-            self._engines[shape] = CamEngine(self.lm.model, shape, self.layer_spec)
+            self._engines[shape] = cam_engine(self.lm.model, shape, self.layer_spec)
         return self._engines[shape]
 
     def check(self, shape) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from featuremaps.errors import UserError
-from featuremaps.extractor import FeatureExtractor
+from featuremaps.frameworks import feature_extractor
 from featuremaps.images import load_image
 from featuremaps.models import wrap
 from featuremaps.pipeline import prepare
@@ -43,7 +43,7 @@ def _results_for_model(model, image, layers, maps, select, preprocess, input_sha
         if x.ndim == 2:
             x = x[..., None]
         shown = _display_image(x)
-    fx = FeatureExtractor(model, x.shape, layers=layers, maps=maps, select=select)
+    fx = feature_extractor(model, x.shape, layers=layers, maps=maps, select=select)
     results, _ = fx(x[None])
     return results, shown, fx.mode == "first"
 

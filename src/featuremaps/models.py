@@ -7,6 +7,7 @@ Files are loaded with Keras' safe mode: no code stored in a file runs unless the
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import socket
@@ -27,6 +28,7 @@ from featuremaps.emotion.model import (
     shipped_weights_available,
 )
 from featuremaps.errors import UserError
+from featuremaps.frameworks import FRAMEWORKS, framework_of
 
 #: name -> (keras.applications constructor, preprocessing module, default input side)
 APPLICATIONS: dict[str, tuple[str, str, int]] = {
@@ -43,6 +45,7 @@ APPLICATIONS: dict[str, tuple[str, str, int]] = {
     "convnexttiny": ("ConvNeXtTiny", "convnext", 224),
 }
 EMOTION_NAMES = ("emotion", "fer2013", "emotion-vgg16")
+TORCH_SUFFIXES = (".pt", ".pth", ".pts", ".ptl")
 PREPROCESS_MODES = {
     "unit": "x / 255 (pixels in [0, 1])",
     "raw": "pixels as they are, 0-255",
@@ -66,6 +69,7 @@ class LoadedModel:
     is_emotion: bool = False
     #: built with random weights (``--weights none``): figures say so and show no prediction
     random_weights: bool = False
+    needs_input_shape: bool = False  # a file whose input size is free but not free to choose (ONNX)
 
     def resolve_input_shape(self, image_hw: tuple[int, int], override: tuple[int, ...] | None = None):
         """Concrete (H, W, C): the model's own, then ``--input-shape``, then the image's size (max 512)."""
@@ -86,6 +90,8 @@ class LoadedModel:
                         f"input {tuple(self.input_shape)}; drop --input-shape"
                     )
             shape = list(override)
+        if self.needs_input_shape and (shape[0] is None or shape[1] is None):
+            raise UserError(f"model '{self.name}' has a dynamic input size; pass --input-shape H,W,C (e.g. 224,224,3)")
         if shape[0] is None or shape[1] is None:
             h, w = image_hw
             s = min(1.0, 512 / max(h, w))
@@ -131,6 +137,13 @@ def load(
     (VGG16: 124 of 138 M, most of its build time) and a prediction that would be noise anyway.
     """
     spec = spec or default_model_name()
+    if spec.lower().startswith("torchvision:"):
+        return _framework("torch").load_torchvision(spec.split(":", 1)[1], weights, preprocess)
+    suffix = Path(spec).suffix.lower()
+    if suffix in TORCH_SUFFIXES:
+        return _framework("torch").load_file(Path(spec), weights, unsafe, preprocess, classes)
+    if suffix == ".onnx":
+        return _framework("onnx").load_file(Path(spec), preprocess or "unit", classes)
     key = spec.lower().replace("_", "")
     if key in EMOTION_NAMES:
         return _load_emotion(weights, preprocess)
@@ -140,7 +153,18 @@ def load(
     if path.suffix.lower() in (".keras", ".h5", ".hdf5") or path.exists():
         return _load_file(path, unsafe, preprocess or "unit", classes)
     names = ", ".join(("emotion", *APPLICATIONS))
-    raise UserError(f"unknown model '{spec}': use one of {names}, or a .keras/.h5 file path")
+    raise UserError(
+        f"unknown model '{spec}': use one of {names}, torchvision:NAME, or a .keras/.h5/.pt/.onnx file path"
+    )
+
+
+def _framework(name: str):
+    """The implementation module of an optional framework, imported only when a model needs it."""
+    try:
+        return importlib.import_module(FRAMEWORKS[name])
+    except ModuleNotFoundError as e:
+        extra = {"torch": "torch", "onnx": "onnx"}[name]
+        raise UserError(f"{e.name} is not installed; pip install 'featuremaps[{extra}]'") from None
 
 
 def _load_emotion(weights, preprocess) -> LoadedModel:
@@ -340,7 +364,10 @@ def _check_classes(model, classes) -> None:
 
 
 def wrap(model, preprocess: str = "unit", classes: list[str] | None = None) -> LoadedModel:
-    """Wrap an in-memory Keras model (Python API)."""
+    """Wrap an in-memory model (Python API): Keras, a ``torch.nn.Module`` or an ONNX Runtime session."""
+    fw = framework_of(model)
+    if fw != "keras":
+        return _framework(fw).wrap(model, preprocess=preprocess, classes=classes)
     try:
         shape = tuple(model.inputs[0].shape[1:])
     except (AttributeError, ValueError, IndexError):

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from featuremaps import __version__, models
-from featuremaps.extractor import FeatureExtractor
 from featuremaps.faces import largest_face
+from featuremaps.frameworks import conv_layers, feature_extractor
 from featuremaps.images import find_images, fit_to, load_image
 from featuremaps.io import (
     atomic_dir,
@@ -29,7 +29,7 @@ from featuremaps.io import (
     save_npz,
     unique_names,
 )
-from featuremaps.layers import conv_layers, select_layers
+from featuremaps.layers import select_layers
 from featuremaps.models import LoadedModel
 from featuremaps.render import render_layer, render_overview, rows_from
 
@@ -133,7 +133,7 @@ class Shower:
         if shape not in self._extractors:
             if len(self._extractors) >= 2:  # bounded: models with free input size see many shapes
                 self._extractors.pop(next(iter(self._extractors)))
-            self._extractors[shape] = FeatureExtractor(
+            self._extractors[shape] = feature_extractor(
                 self.lm.model, shape, layers=self.opts.layers, maps=self.opts.maps, select=self.opts.select
             )
         return self._extractors[shape]
@@ -252,7 +252,7 @@ def show(
     opts = ShowOptions(**options)
     paths = find_images([str(p) for p in images])
     # a model without conv layers or a bad --layers: fail before the first image
-    select_layers(conv_layers(lm.model), opts.layers)
+    select_layers(conv_layers(lm.model, opts.input_shape), opts.layers)
     shower = Shower(lm, opts)
     out = Path(out)
     results = []

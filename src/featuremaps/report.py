@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from featuremaps import __version__
-from featuremaps.cam import CamEngine, compute_cam, overlay
+from featuremaps.cam import overlay
 from featuremaps.errors import UserError
 from featuremaps.faces import NoFaceError
+from featuremaps.frameworks import cam_engine, compute_cam
 from featuremaps.html import REPORT_CELL, esc, img_tag, page, thumb
 from featuremaps.images import load_image
 from featuremaps.pipeline import Shower, ShowOptions, model_title, prediction_of, prepare
@@ -38,7 +39,7 @@ def cam_section(lm, x: np.ndarray, shown: np.ndarray, probs, methods=("gradcam",
     for method in methods:
         try:
             if x.shape not in engines:
-                engines[x.shape] = CamEngine(lm.model, x.shape)
+                engines[x.shape] = cam_engine(lm.model, x.shape)
             res = compute_cam(lm.model, x, method=method, engine=engines[x.shape])
             over = overlay(shown, np.asarray(res.heatmap_up, dtype=np.float32))
         except UserError as e:

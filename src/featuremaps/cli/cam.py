@@ -9,6 +9,7 @@ from featuremaps.cam import parse_methods
 from featuremaps.cli.progress import Batch, Progress, clean
 from featuremaps.errors import UserError
 from featuremaps.explain import CamRunner
+from featuremaps.frameworks import check_methods
 from featuremaps.images import find_images
 from featuremaps.io import output_names
 from featuremaps.render import colormap
@@ -24,6 +25,7 @@ def run(args) -> int:
     paths = find_images(args.images)
     classes = args.classes.split(",") if args.classes else None
     lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
+    check_methods(lm.model, methods)  # e.g. Grad-CAM on an ONNX model: before any image is read
     runner = CamRunner(
         lm,
         methods,

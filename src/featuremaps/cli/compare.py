@@ -16,10 +16,11 @@ from featuremaps.compare import (
     faces_from_fer,
 )
 from featuremaps.errors import UserError
+from featuremaps.frameworks import conv_layers
 from featuremaps.html import esc, img_tag, page
 from featuremaps.images import find_images, load_image
 from featuremaps.io import atomic_dir, check_replaceable, check_writable, safe_name, save_json, save_png, save_text
-from featuremaps.layers import conv_layers, select_layers
+from featuremaps.layers import select_layers
 from featuremaps.models import APPLICATIONS, EMOTION_NAMES
 from featuremaps.pipeline import model_title
 

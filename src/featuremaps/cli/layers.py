@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 from featuremaps import models
-from featuremaps.extractor import replay
-from featuremaps.layers import conv_layers
+from featuremaps.frameworks import adapter, conv_layers
 
 
 def run(args) -> int:
     lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, random_head=False)
-    convs = conv_layers(lm.model)  # "no conv layers" before anything about input shapes
+    ad = adapter(lm.model)
+    if ad is None:
+        convs = conv_layers(lm.model)  # "no conv layers" before anything about input shapes
     shape = lm.resolve_input_shape((224, 224), args.input_shape)
-    _, _, taps = replay(lm.model, shape)
+    if ad is not None:
+        convs = conv_layers(ad, shape)
+    if ad is None:
+        from featuremaps.extractor import replay
+
+        _, _, taps = replay(lm.model, shape)
+        shapes = {c.name: tuple(taps[id(c.layer)].shape[1:]) for c in convs if id(c.layer) in taps}
+    else:
+        shapes = ad.layer_shapes(shape)
     rows = [("C#", "name", "type", "output shape", "params")]
     for c in convs:
-        t = taps.get(id(c.layer))
-        oshape = "x".join(str(d) for d in t.shape[1:]) if t is not None else "?"
+        s = shapes.get(c.name)
+        oshape = "x".join(str(d) for d in s) if s is not None else "?"
         rows.append((c.label, c.name, c.kind, oshape, f"{c.params:,}"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     print(f"{lm.name}: {len(convs)} conv layers, input {'x'.join(map(str, shape))}")

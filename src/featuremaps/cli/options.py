@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   featuremaps show cat.png --model vgg16 --weights none --layers C1-C5 --select top-mean
   featuremaps show photos/ --model resnet50 --weights none --norm layer --cmap magma
   featuremaps layers vgg16                                # list conv layers as C1..Cn
+  featuremaps show cat.png --model torchvision:resnet18   # PyTorch (also my_net.pt, net.onnx)
   featuremaps cam face.png --all-classes                  # Grad-CAM for each emotion
   featuremaps report photos/ --out report.html            # one self-contained HTML page
   featuremaps explore photos/ --model vgg16               # browse every layer and channel in the browser
@@ -148,7 +149,8 @@ def _model_args(p, default_help="the bundled emotion model (vgg16 if absent)"):
         "-m",
         default=None,
         help=f"model name (emotion, vgg16, resnet50, mobilenetv2, inceptionv3, xception, densenet121, "
-        f"efficientnetb0, convnexttiny, ...) or a .keras/.h5 file; default {default_help}",
+        f"efficientnetb0, convnexttiny, ...), torchvision:NAME, or a .keras/.h5, .pt (TorchScript) or .onnx file; "
+        f"default {default_help}",
     )
     _weights_arg(p)
     p.add_argument("--unsafe", action="store_true", help="allow code stored in a model file (Lambda layers) to run")

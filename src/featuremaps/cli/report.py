@@ -7,9 +7,10 @@ from pathlib import Path
 from featuremaps import models
 from featuremaps.cli.progress import Batch, clean
 from featuremaps.errors import UserError
+from featuremaps.frameworks import conv_layers
 from featuremaps.images import find_images
 from featuremaps.io import save_text
-from featuremaps.layers import conv_layers, select_layers
+from featuremaps.layers import select_layers
 from featuremaps.report import build_report
 
 

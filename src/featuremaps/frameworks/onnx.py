@@ -1,0 +1,252 @@
+"""ONNX models through ONNX Runtime: every conv node's output becomes an extra graph output.
+
+The model's ``Conv`` and ``ConvTranspose`` nodes (4-D) are its conv layers, in graph order (ONNX requires
+nodes in topological order, so this is a forward order). Their outputs are appended to the graph's outputs
+(types from ``onnx.shape_inference`` where the model lacks them) and one ``InferenceSession.run`` returns
+them all. ONNX conv outputs are NCHW whatever layout the model's input has; they become ``(B, h, w, C)``
+NumPy views at the boundary. Plain predictions (Score-CAM's masked inputs) use the unmodified model.
+
+ONNX Runtime computes no gradients: gradient CAM methods are refused with one line naming the methods that
+apply (Score-CAM and any other gradient-free method in :data:`featuremaps.cam.methods.CAM_METHODS`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from featuremaps.errors import UserError
+from featuremaps.frameworks import ModelAdapter
+from featuremaps.layers import ConvLayer
+
+CONV_OPS = ("Conv", "ConvTranspose")
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def _node_name(node, i: int) -> str:
+    """``/layer1/layer1.0/conv1/Conv`` (torch's exporter) -> ``layer1.0.conv1``; else the node or output name."""
+    name = node.name or (node.output[0] if node.output else f"conv_{i}")
+    if name.startswith("/") and name.count("/") >= 2:
+        parts = [p for p in name.strip("/").split("/")[:-1] if p]
+        path = parts[0]
+        for p in parts[1:]:
+            path = p if p.startswith(path + ".") else f"{path}.{p}"
+        return path
+    return name
+
+
+class OnnxConvLayer(ConvLayer):
+    """A conv node: ``layer`` is the ``onnx.NodeProto``; ``output`` its output tensor's name."""
+
+    def __init__(self, index, name, node, kind, output, params=0):
+        super().__init__(index, name, node, kind)
+        self.output = output
+        self._params = params
+        self._channels = None
+
+    @property
+    def short_name(self) -> str:
+        return self.name.rsplit(".", 1)[-1].rsplit("/", 1)[-1]
+
+    @property
+    def channels(self) -> int | None:
+        return self._channels
+
+    @property
+    def params(self) -> int:
+        return self._params
+
+
+class OnnxAdapter(ModelAdapter):
+    """An ONNX model (file, bytes or ``onnx.ModelProto``) behind featuremaps' model protocol."""
+
+    framework = "onnx"
+    has_gradients = False
+    score = "output"
+
+    def __init__(self, model: onnx.ModelProto, name: str = "model", providers=None):
+        self.name = name
+        self.proto = model
+        self.providers = providers or ["CPUExecutionProvider"]
+        graph = model.graph
+        inits = {t.name for t in graph.initializer}
+        inputs = [i for i in graph.input if i.name not in inits]
+        if len(inputs) != 1:
+            raise UserError(f"ONNX model '{name}' has {len(inputs)} inputs; featuremaps draws single-image models")
+        self.input_name = inputs[0].name
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in _dims(inputs[0])]
+        if len(dims) != 4:
+            raise UserError(
+                f"ONNX model '{name}' takes input of rank {len(dims)}, not images (N, C, H, W) or (N, H, W, C)"
+            )
+        self.nchw = not (dims[3] in (1, 3) and dims[1] not in (1, 3))
+        h, w, c = (dims[2], dims[3], dims[1]) if self.nchw else (dims[1], dims[2], dims[3])
+        self.input_shape = (h, w, c)
+        self.batch_fixed = dims[0] == 1
+        self.output_name = graph.output[0].name
+        sizes = {t.name: int(np.prod(t.dims)) for t in graph.initializer}
+        convs = []
+        for i, node in enumerate(graph.node):
+            if node.op_type in CONV_OPS and node.output:
+                kind = node.op_type
+                group = next((a.i for a in node.attribute if a.name == "group"), 1)
+                if group > 1:
+                    kind += f" (groups={group})"
+                params = sum(sizes.get(n, 0) for n in node.input[1:])
+                convs.append(OnnxConvLayer(len(convs) + 1, _node_name(node, i), node, kind, node.output[0], params))
+        if not convs:
+            raise UserError(f"ONNX model '{name}' has no Conv or ConvTranspose nodes; featuremaps draws CNNs")
+        seen: dict[str, int] = {}
+        for c in convs:  # unique names (two nodes of one module, or unnamed nodes)
+            seen[c.name] = seen.get(c.name, 0) + 1
+            if seen[c.name] > 1:
+                c.name = f"{c.name}#{seen[c.name]}"
+        self._convs = convs
+        self._by_name = {c.name: c for c in convs}
+        self._sess = None
+        self._plain = None
+        self._probed: dict[tuple, tuple[dict, tuple]] = {}
+
+    # ------------------------------------------------------------ sessions
+    def _session(self):
+        """The session whose outputs are the model output and every conv node's output."""
+        if self._sess is None:
+            m = onnx.ModelProto()
+            m.CopyFrom(self.proto)
+            try:
+                inferred = onnx.shape_inference.infer_shapes(m)
+            except Exception:  # models shape inference cannot read still run; outputs then get a bare type
+                inferred = m
+            known = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)}
+            have = {o.name for o in m.graph.output}
+            for c in self._convs:
+                if c.output in have:
+                    continue
+                vi = known.get(c.output)
+                if vi is None or not vi.type.HasField("tensor_type"):
+                    vi = onnx.helper.make_tensor_value_info(c.output, onnx.TensorProto.FLOAT, None)
+                m.graph.output.append(vi)
+                have.add(c.output)
+            self._sess = self._make(m.SerializeToString())
+            self._dtype = _DTYPES.get(self._sess.get_inputs()[0].type, np.float32)
+        return self._sess
+
+    def _make(self, data: bytes):
+        try:
+            return ort.InferenceSession(data, providers=self.providers)
+        except Exception as e:
+            raise UserError(f"ONNX Runtime cannot run model '{self.name}' ({str(e).splitlines()[0][:140]})") from None
+
+    def _plain_session(self):
+        if self._plain is None:
+            self._plain = self._make(self.proto.SerializeToString())
+        return self._plain
+
+    def _feed(self, batch: np.ndarray) -> np.ndarray:
+        x = np.asarray(batch, np.float32)
+        if self.nchw:
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x, getattr(self, "_dtype", np.float32))
+
+    def _run(self, sess, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
+        x = self._feed(batch)
+        try:
+            if self.batch_fixed and x.shape[0] > 1:
+                parts = [sess.run(outputs, {self.input_name: x[i : i + 1]}) for i in range(x.shape[0])]
+                return [np.concatenate([p[j] for p in parts]) for j in range(len(outputs))]
+            return sess.run(outputs, {self.input_name: x})
+        except Exception as e:
+            shape = "x".join(map(str, batch.shape[1:]))
+            raise UserError(
+                f"ONNX model '{self.name}' cannot run on a {shape} input ({str(e).splitlines()[0][:120]}); "
+                "pass --input-shape H,W,C for the size it takes"
+            ) from None
+
+    # ------------------------------------------------------------ protocol
+    def conv_layers(self, input_shape=None) -> list[ConvLayer]:
+        return list(self._convs)
+
+    def _probe(self, input_shape):
+        shape = tuple(int(v) for v in input_shape)
+        if shape not in self._probed:
+            maps, out = self.forward(np.zeros((1, *shape), np.float32), [c.name for c in self._convs])
+            self._probed[shape] = ({n: tuple(a.shape[1:]) for n, a in maps.items()}, tuple(out.shape))
+            for c in self._convs:
+                c._channels = self._probed[shape][0][c.name][-1]
+        return self._probed[shape]
+
+    def layer_shapes(self, input_shape):
+        return self._probe(input_shape)[0]
+
+    def output_shape(self, input_shape):
+        return self._probe(input_shape)[1]
+
+    def forward(self, batch, names):
+        if not names:
+            (out,) = self._run(self._plain_session(), [self.output_name], batch)
+            return {}, out.astype(np.float32, copy=False)
+        outs = [self.output_name, *(self._by_name[n].output for n in names)]
+        res = self._run(self._session(), outs, batch)
+        maps = {}
+        for n, a in zip(names, res[1:], strict=True):
+            if a.ndim != 4:
+                raise UserError(f"conv node {n} outputs shape {a.shape}; featuremaps needs (N, C, H, W)")
+            maps[n] = a.astype(np.float32, copy=False).transpose(0, 2, 3, 1)
+        return maps, res[0].astype(np.float32, copy=False)
+
+
+def _dims(value_info):
+    t = value_info.type.tensor_type
+    return list(t.shape.dim) if t.HasField("shape") else []
+
+
+def adapt(model, input_shape=None) -> OnnxAdapter:
+    """An :class:`OnnxAdapter` for an ``.onnx`` path, ``onnx.ModelProto`` or ``onnxruntime.InferenceSession``."""
+    if isinstance(model, ort.InferenceSession):
+        path = getattr(model, "_model_path", None)
+        data = getattr(model, "_model_bytes", None)
+        if path:
+            return OnnxAdapter(_read(Path(path)), Path(path).stem, model.get_providers())
+        if data:
+            return OnnxAdapter(onnx.load_from_string(data), "model", model.get_providers())
+        raise UserError("cannot read the graph of this InferenceSession; pass the .onnx path instead")
+    if isinstance(model, onnx.ModelProto):
+        return OnnxAdapter(model, model.graph.name or "model")
+    path = Path(model)
+    return OnnxAdapter(_read(path), path.stem)
+
+
+def _read(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise UserError(f"ONNX file {path} does not exist; check the path")
+    try:
+        return onnx.load(str(path))
+    except Exception as e:
+        raise UserError(f"{path} is not an ONNX model onnx can read ({str(e).splitlines()[0][:100]})") from None
+
+
+def load_file(path: Path, preprocess: str, classes):
+    """``--model net.onnx`` as a :class:`~featuremaps.models.LoadedModel`."""
+    from featuremaps.models import PREPROCESS_MODES, LoadedModel, _preprocess_fn
+
+    ad = OnnxAdapter(_read(path), path.stem)
+    lm = LoadedModel(
+        ad, path.stem, str(path), PREPROCESS_MODES.get(preprocess, preprocess), _preprocess_fn(preprocess),
+        ad.input_shape, classes,
+    )  # fmt: skip
+    lm.needs_input_shape = any(d is None for d in ad.input_shape[:2])
+    return lm
+
+
+def wrap(model, preprocess: str = "unit", classes=None):
+    """An in-memory ONNX session or model as a :class:`~featuremaps.models.LoadedModel` (Python API)."""
+    from featuremaps.models import PREPROCESS_MODES, LoadedModel, _preprocess_fn
+
+    ad = adapt(model)
+    return LoadedModel(
+        ad, ad.name, "in-memory ONNX model", PREPROCESS_MODES.get(preprocess, preprocess),
+        _preprocess_fn(preprocess), ad.input_shape, classes,
+    )  # fmt: skip

@@ -1,0 +1,634 @@
+"""PyTorch models: ``nn.Module`` in hand, TorchScript / state-dict / pickled files, and torchvision by name.
+
+Conv layers are ``nn.Conv2d`` (grouped and depthwise included) and ``nn.ConvTranspose2d`` in *execution*
+order, found by forward hooks on one probe pass, named by module path (``layer1.0.conv1``). A module called
+twice in one forward appears once per call (``block.conv``, ``block.conv#2``), like Keras layers that are
+reused. Maps come from one forward pass under ``torch.inference_mode()`` with the module in ``eval()`` mode
+(its training flags are restored afterwards); NCHW tensors become ``(B, h, w, C)`` NumPy views at the
+boundary (no copy). A conv output that a later in-place op changes (``nn.ReLU(inplace=True)`` right after a
+conv, as in VGG) is cloned in its hook; the probe finds those layers from the tensors' version counters, so
+models without such ops pay nothing.
+
+CAMs: autograd. A forward hook on the target call keeps the conv output ``A`` and hands the rest of the
+network a clone (so in-place ops after it cannot change ``A``); ``torch.autograd.grad(score[c], A)`` gives
+``d score / d A``. The score is the output itself: torchvision classifiers return pre-softmax logits.
+
+Files: TorchScript archives (``torch.jit.load``, no pickle), a whole pickled module only with ``--unsafe``
+(pickles run code), a state dict (``torch.load(weights_only=True)``) only with an architecture
+(``--model torchvision:NAME --weights FILE``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import re
+import sys
+import types
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from featuremaps.errors import UserError
+from featuremaps.frameworks import ModelAdapter
+from featuremaps.layers import ConvLayer
+
+CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
+UNSUPPORTED = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose3d)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+DEFAULT_SIDE = 224
+
+
+class TorchConvLayer(ConvLayer):
+    """A conv call of a torch module: ``layer`` is the ``nn.Module``, ``call`` which of its calls (1, 2, ...)."""
+
+    def __init__(self, index, name, layer, kind, call=1, out_channels=None):
+        super().__init__(index, name, layer, kind)
+        self.call = call
+        self._channels = out_channels
+
+    @property
+    def short_name(self) -> str:
+        return self.name.rsplit(".", 1)[-1]
+
+    @property
+    def channels(self) -> int | None:
+        return self._channels
+
+    @property
+    def params(self) -> int:
+        if self.layer is None:
+            return 0
+        return int(sum(p.numel() for p in self.layer.parameters(recurse=False)))
+
+
+def _kind(m: nn.Module, name: str | None = None) -> str:
+    name = name or type(m).__name__
+    groups = getattr(m, "groups", 1)
+    if groups > 1:
+        name += " (depthwise)" if groups == m.in_channels else f" (groups={groups})"
+    return name
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """``module.eval()`` for the duration, then every submodule's training flag as it was."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, t in flags:
+            m.training = t
+
+
+@contextlib.contextmanager
+def _no_onednn():
+    """oneDNN off for backward passes, as in :mod:`featuremaps.cam.gradients` (quietly: torch warns about TF32)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
+
+
+def _device_dtype(module):
+    for p in module.parameters():
+        return p.device, (p.dtype if p.dtype.is_floating_point else torch.float32)
+    return torch.device("cpu"), torch.float32
+
+
+class _Stop(Exception):
+    """Raised by a pre-hook to end a probe forward at the first conv."""
+
+
+class TorchAdapter(ModelAdapter):
+    """A ``torch.nn.Module`` (or TorchScript module) behind featuremaps' model protocol."""
+
+    framework = "torch"
+    has_gradients = True
+    score = "logit"
+
+    def __init__(self, module: nn.Module, name: str | None = None, input_shape=None):
+        if not isinstance(module, nn.Module):
+            raise UserError(f"a {type(module).__name__} is not a torch.nn.Module; pass a model (nn.Module)")
+        self.module = module
+        self.name = name or type(module).__name__
+        self.input_shape = tuple(input_shape) if input_shape else (None, None, self._in_channels())
+        self._convs: list[TorchConvLayer] | None = None
+        self._shapes: dict[tuple, tuple[dict, tuple]] = {}
+        self._clone: set[str] = set()
+        self._by_name: dict[str, TorchConvLayer] = {}
+
+    def _in_channels(self):
+        """The input channels of the first conv that *runs* (a pre-hook stops the forward right there)."""
+        if getattr(self, "_channels_guess", None):
+            return self._channels_guess
+        first = next((m for m in self.module.modules() if isinstance(m, CONV_TYPES)), None)
+        found = []
+
+        def pre(m, _args):
+            found.append(m.in_channels)
+            raise _Stop
+
+        handles = [m.register_forward_pre_hook(pre) for m in self.module.modules() if isinstance(m, CONV_TYPES)]
+        try:
+            with _eval_mode(self.module), torch.no_grad():
+                self.module(torch.zeros((1, 3, 32, 32), device=_device_dtype(self.module)[0]))
+        except _Stop:
+            pass
+        except Exception:  # the forward fails before any conv: the first registered conv's channels
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        self._channels_guess = found[0] if found else (first.in_channels if first is not None else None)
+        return self._channels_guess
+
+    def _shape(self, input_shape) -> tuple[int, int, int]:
+        s = list(input_shape or self.input_shape or (None, None, None))
+        s = [*s, None, None, None][:3]
+        s[0] = s[0] or DEFAULT_SIDE
+        s[1] = s[1] or DEFAULT_SIDE
+        s[2] = s[2] or self._in_channels() or 3
+        return tuple(int(v) for v in s)
+
+    def _to_input(self, batch: np.ndarray):
+        dev, dtype = _device_dtype(self.module)
+        t = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).permute(0, 3, 1, 2)
+        return t.to(device=dev, dtype=dtype).contiguous()
+
+    # ------------------------------------------------------------ probe
+    def _probe(self, input_shape) -> tuple[dict, tuple]:
+        """Run once: conv calls in execution order, their output shapes, in-place-modified outputs."""
+        shape = self._shape(input_shape)
+        if shape in self._shapes:
+            return self._shapes[shape]
+        paths = {}
+        for path, m in self.module.named_modules():
+            if isinstance(m, CONV_TYPES) and m not in paths:
+                paths[m] = path or "conv"
+        unsupported = [p for p, m in self.module.named_modules() if isinstance(m, UNSUPPORTED)]
+        calls: list[tuple[nn.Module, int, str, object, int]] = []
+        counts: dict[int, int] = {}
+
+        def hook(m, _inp, out):
+            counts[id(m)] = counts.get(id(m), 0) + 1
+            if isinstance(out, torch.Tensor):
+                calls.append((m, counts[id(m)], paths[m], out, out._version))
+
+        handles = [m.register_forward_hook(hook) for m in paths]
+        x = torch.zeros((1, shape[2], shape[0], shape[1]))
+        try:
+            with _eval_mode(self.module), torch.no_grad():
+                out = self.module(self._to_input(x.permute(0, 2, 3, 1).numpy()))
+        except Exception as e:
+            raise UserError(
+                f"model '{self.name}' cannot run on a {shape[0]}x{shape[1]}x{shape[2]} input "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); "
+                "pass --input-shape H,W,C for the size it takes"
+            ) from None
+        finally:
+            for h in handles:
+                h.remove()
+        if not paths and not calls:
+            if unsupported:
+                raise UserError(
+                    f"model '{self.name}' has only 1-D/3-D convolutions ({', '.join(unsupported[:3])}), which "
+                    "featuremaps does not support; it draws nn.Conv2d and nn.ConvTranspose2d layers"
+                )
+            raise UserError(f"model '{self.name}' has no nn.Conv2d or nn.ConvTranspose2d layers; pass a CNN")
+        convs, shapes = [], {}
+        for m, k, path, t, version in calls:
+            if t.dim() != 4:
+                continue
+            name = path if k == 1 else f"{path}#{k}"
+            if t._version != version:
+                self._clone.add(name)
+            shapes[name] = (int(t.shape[2]), int(t.shape[3]), int(t.shape[1]))
+            convs.append(TorchConvLayer(len(convs) + 1, name, m, _kind(m), k, int(t.shape[1])))
+        if not convs:
+            raise UserError(f"no conv layer of model '{self.name}' ran on a {shape} input; pass a CNN")
+        out_shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
+        if self._convs is None:  # numbering fixed by the first probe
+            self._convs = convs
+            self._by_name = {c.name: c for c in convs}
+        if len(self._shapes) >= 4:
+            self._shapes.pop(next(iter(self._shapes)))
+        self._shapes[shape] = (shapes, out_shape)
+        return shapes, out_shape
+
+    # ------------------------------------------------------------ protocol
+    def conv_layers(self, input_shape=None) -> list[ConvLayer]:
+        if self._convs is None:
+            self._probe(input_shape)
+        return list(self._convs)
+
+    def layer_shapes(self, input_shape):
+        return self._probe(input_shape)[0]
+
+    def output_shape(self, input_shape):
+        return self._probe(input_shape)[1]
+
+    def _hooks(self, names, store, detach_clone: bool):
+        """Forward hooks keeping the outputs of the named calls in ``store`` (by name)."""
+        wanted: dict[int, dict[int, str]] = {}
+        mods = {}
+        for n in names:
+            c = self._by_name[n]
+            wanted.setdefault(id(c.layer), {})[c.call] = n
+            mods[id(c.layer)] = c.layer
+        counts: dict[int, int] = {}
+        clone = self._clone
+
+        def hook(m, _inp, out):
+            k = counts[id(m)] = counts.get(id(m), 0) + 1
+            n = wanted[id(m)].get(k)
+            if n is None:
+                return None
+            if detach_clone:  # CAM target: keep A, the network goes on with a copy
+                store[n] = out
+                return out.clone()
+            store[n] = out.clone() if n in clone else out
+            return None
+
+        return [m.register_forward_hook(hook) for m in mods.values()]
+
+    def forward(self, batch, names):
+        self._probe(batch.shape[1:])
+        store: dict[str, torch.Tensor] = {}
+        handles = self._hooks(names, store, False)
+        try:
+            with _eval_mode(self.module), torch.inference_mode():
+                out = self.module(self._to_input(batch))
+        finally:
+            for h in handles:
+                h.remove()
+        maps = {n: store[n].float().cpu().numpy().transpose(0, 2, 3, 1) for n in names}
+        out = out.float().cpu().numpy() if isinstance(out, torch.Tensor) else None
+        return maps, out
+
+    def class_gradients(self, x, name, classes):
+        self._probe(x.shape)
+        store: dict[str, torch.Tensor] = {}
+        handles = self._hooks([name], store, True)
+        try:
+            with _eval_mode(self.module), torch.enable_grad():
+                inp = self._to_input(x[None])
+                if not any(p.requires_grad for p in self.module.parameters()):
+                    inp.requires_grad_(True)  # frozen weights: autograd still needs a graph through A
+                out = self.module(inp)
+                a = store[name]
+                if not a.requires_grad:
+                    raise UserError(
+                        f"layer {name} of model '{self.name}' carries no gradient (its weights are frozen "
+                        "and so is its input); CAMs need autograd through the model"
+                    )
+                score = out.float()
+                if classes is None:
+                    classes = [int(score[0].argmax())]
+                grads = []
+                for i, c in enumerate(classes):
+                    with _no_onednn():
+                        (g,) = torch.autograd.grad(score[0, c], a, retain_graph=i < len(classes) - 1)
+                    grads.append(g[0].float().cpu().numpy().transpose(1, 2, 0))
+        finally:
+            for h in handles:
+                h.remove()
+        acts = a[0].detach().float().cpu().numpy().transpose(1, 2, 0)
+        return acts, score[0].detach().cpu().numpy(), np.stack(grads)
+
+
+# ---------------------------------------------------------------- TorchScript
+SCRIPT_CONVS = ("aten::conv2d", "aten::conv_transpose2d", "aten::_convolution", "aten::convolution")
+_HIER = re.compile(r"([^.()]+)\(([^)]*)\)")
+
+
+class ScriptAdapter(TorchAdapter):
+    """A TorchScript module (``torch.jit.load``): Python hooks never run inside scripted code, so the conv
+    values of its inlined ``forward`` graph become extra outputs of a function built from that graph.
+
+    Conv nodes are named by their module hierarchy (``layer1.0.conv1``); a conv output that an in-place op
+    (``relu_``) changes is cloned in the graph for the maps. CAM gradients are taken with respect to the
+    conv value itself, so after such an in-place op they are those of the value it became.
+    """
+
+    def __init__(self, module, name=None, input_shape=None):
+        self.module = module
+        self.name = name or getattr(module, "original_name", "model")
+        graph = module.inlined_graph
+        nodes = [n for n in graph.nodes() if n.kind() in SCRIPT_CONVS]
+        if not nodes:
+            raise UserError(f"TorchScript model '{self.name}' has no 2-D convolutions in its forward; pass a CNN")
+        names, kinds, counts, maps, grads = [], [], {}, [], []
+        for n in nodes:
+            path, kind = _hierarchy(n)
+            counts[path] = counts.get(path, 0) + 1
+            names.append(path if counts[path] == 1 else f"{path}#{counts[path]}")
+            kinds.append(kind)
+            v = n.output()
+            if any(u.user.kind().endswith("_") for u in v.uses()):  # changed in place later: clone for the maps
+                none = graph.create("prim::Constant")
+                none.output().setType(torch._C.NoneType.get())
+                none.insertAfter(n)
+                clone = graph.create("aten::clone", [v, none.output()])
+                clone.insertAfter(none)
+                maps.append(clone.output())
+            else:
+                maps.append(v)
+            grads.append(v)
+        ret = graph.return_node()
+        values = [ret.inputsAt(0), *maps, *grads]
+        tup = graph.create("prim::TupleConstruct", values)
+        tup.output().setType(torch._C.TupleType([v.type() for v in values]))
+        tup.insertBefore(ret)
+        ret.replaceInput(0, tup.output())
+        self._fn = torch._C._create_function_from_graph(f"featuremaps_{id(self)}", graph)
+        self._names, self._kinds = names, kinds
+        first = _submodule(module, names[0].split("#")[0])
+        c = getattr(first, "in_channels", None) if first is not None else None
+        self.input_shape = tuple(input_shape) if input_shape else (None, None, c or 3)
+        self._convs = None
+        self._by_name = {}
+        self._shapes = {}
+        self._clone = set()
+
+    def _in_channels(self):
+        return self.input_shape[2] if self.input_shape else 3
+
+    def _call(self, x):
+        res = self._fn(self.module._c, x)
+        k = len(self._names)
+        return res[0], list(res[1 : 1 + k]), list(res[1 + k :])
+
+    def _probe(self, input_shape):
+        shape = self._shape(input_shape)
+        if shape in self._shapes:
+            return self._shapes[shape]
+        x = np.zeros((1, *shape), np.float32)
+        try:
+            with _eval_mode(self.module), torch.no_grad():
+                out, maps, _ = self._call(self._to_input(x))
+        except Exception as e:
+            raise UserError(
+                f"model '{self.name}' cannot run on a {shape[0]}x{shape[1]}x{shape[2]} input "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); "
+                "pass --input-shape H,W,C for the size it takes"
+            ) from None
+        shapes = {
+            n: (int(t.shape[2]), int(t.shape[3]), int(t.shape[1])) for n, t in zip(self._names, maps, strict=True)
+        }
+        if self._convs is None:
+            self._convs = [
+                TorchConvLayer(i + 1, n, sub, k if sub is None else _kind(sub, k), 1, shapes[n][2])
+                for i, (n, k) in enumerate(zip(self._names, self._kinds, strict=True))
+                for sub in [_submodule(self.module, n.split("#")[0])]
+            ]
+            self._by_name = {c.name: c for c in self._convs}
+        self._shapes[shape] = (shapes, tuple(out.shape) if isinstance(out, torch.Tensor) else ())
+        return self._shapes[shape]
+
+    def forward(self, batch, names):
+        self._probe(batch.shape[1:])
+        with _eval_mode(self.module), torch.inference_mode():
+            out, maps, _ = self._call(self._to_input(batch))
+        idx = {n: i for i, n in enumerate(self._names)}
+        res = {n: maps[idx[n]].float().cpu().numpy().transpose(0, 2, 3, 1) for n in names}
+        return res, out.float().cpu().numpy() if isinstance(out, torch.Tensor) else None
+
+    def class_gradients(self, x, name, classes):
+        self._probe(x.shape)
+        i = self._names.index(name)
+        with _eval_mode(self.module), torch.enable_grad():
+            inp = self._to_input(x[None])
+            if not any(p.requires_grad for p in self.module.parameters()):
+                inp.requires_grad_(True)
+            out, maps, values = self._call(inp)
+            a, v = maps[i], values[i]
+            if not v.requires_grad:
+                raise UserError(f"layer {name} of model '{self.name}' carries no gradient; CAMs need autograd")
+            score = out.float()
+            if classes is None:
+                classes = [int(score[0].argmax())]
+            grads = []
+            for j, c in enumerate(classes):
+                with _no_onednn():
+                    (g,) = torch.autograd.grad(score[0, c], v, retain_graph=j < len(classes) - 1)
+                grads.append(g[0].float().cpu().numpy().transpose(1, 2, 0))
+        acts = a[0].detach().float().cpu().numpy().transpose(1, 2, 0)
+        return acts, score[0].detach().cpu().numpy(), np.stack(grads)
+
+
+def _hierarchy(node) -> tuple[str, str]:
+    """``seq(Sequential).0(Conv2d).SELF(Conv2d)`` -> (``seq.0``, ``Conv2d``)."""
+    try:
+        parts = [(n, t) for n, t in _HIER.findall(node.getModuleHierarchy()) if n != "SELF"]
+    except Exception:
+        parts = []
+    if not parts:
+        return "conv", node.kind().split("::")[-1]
+    return ".".join(n for n, _ in parts), parts[-1][1]
+
+
+def _submodule(module, path: str):
+    for name, m in module.named_modules():  # get_submodule is not supported on ScriptModules
+        if name == path:
+            return m
+    return None
+
+
+def adapt(model, input_shape=None) -> TorchAdapter:
+    """A :class:`TorchAdapter` for an ``nn.Module`` (the Python API's entry point)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return ScriptAdapter(model, input_shape=_api_shape(input_shape))
+    return TorchAdapter(model, input_shape=_api_shape(input_shape))
+
+
+def _api_shape(input_shape):
+    if input_shape is None:
+        return None
+    s = tuple(int(v) for v in input_shape)
+    return s if len(s) == 3 else None
+
+
+# ---------------------------------------------------------------- torchvision
+def torchvision_models():
+    """``torchvision.models``; where torchvision's C++ ops do not load, its pure-Python model definitions.
+
+    A torchvision wheel built for another torch build fails at ``import torchvision`` with ``operator
+    torchvision::nms does not exist``: its ``__init__`` registers fake kernels for ops its ``_C`` library
+    did not define. Classification models use none of those ops, so then the ``torchvision`` package is
+    entered without running its ``__init__`` (a bare package module; detection models, which need ``nms``,
+    still fail when called).
+    """
+    try:
+        import torchvision.models as tvm
+
+        return tvm
+    except ModuleNotFoundError:
+        raise UserError("torchvision is not installed; pip install 'featuremaps[torch]'") from None
+    except RuntimeError as e:
+        if "torchvision::" not in str(e):
+            raise
+    spec = importlib.util.find_spec("torchvision")
+    pkg = types.ModuleType("torchvision")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    pkg.__spec__, pkg.__file__ = spec, spec.origin
+    pkg.__version__ = _tv_version(spec)
+    sys.modules["torchvision"] = pkg
+    import torchvision.models as tvm
+
+    return tvm
+
+
+def _tv_version(spec):
+    try:
+        return (Path(spec.origin).parent / "version.py").read_text().split("__version__ = '")[1].split("'")[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _classification_names(tvm) -> list[str]:
+    return sorted(tvm.list_models(module=tvm))
+
+
+def load_torchvision(name: str, weights: str | None, preprocess: str | None):
+    """``torchvision:NAME``: the model (ImageNet weights, ``none`` random, or a state-dict FILE)."""
+    from featuremaps.models import PREPROCESS_MODES, LoadedModel, _preprocess_fn
+
+    tvm = torchvision_models()
+    names = _classification_names(tvm)
+    key = name.strip().lower()
+    if key not in names:
+        near = [n for n in names if key[:4] in n][:6] or names[:8]
+        raise UserError(f"torchvision has no classification model '{name}'; try one of {', '.join(near)}, ...")
+    enum = tvm.get_model_weights(key)
+    default = enum.DEFAULT
+    classes = list(default.meta.get("categories") or []) or None
+    file = None
+    if weights in (None, "default", "imagenet"):
+        try:
+            module = tvm.get_model(key, weights=default)
+        except Exception as e:  # download failures come as many types
+            raise UserError(
+                f"could not get ImageNet weights for torchvision:{key} ({type(e).__name__}: {str(e)[:80]}); "
+                "with no internet pass --weights none (random) or --weights FILE"
+            ) from None
+        src = f"torchvision.models.{key} ({default})"
+    else:
+        module = tvm.get_model(key, weights=None)
+        if weights != "none":
+            file = Path(weights)
+            _load_state_dict(module, file, f"torchvision:{key}")
+            src = f"torchvision.models.{key} with weights {file}"
+        else:
+            src = f"torchvision.models.{key} (random weights)"
+            classes = None
+    module.eval()
+    side = _crop_size(default)
+    if preprocess:
+        fn, desc = _preprocess_fn(preprocess), PREPROCESS_MODES[preprocess]
+    else:
+        fn, desc = imagenet_preprocess, "x / 255, ImageNet mean/std (torchvision)"
+    ad = TorchAdapter(module, name=key, input_shape=(side, side, 3))
+    return LoadedModel(ad, f"torchvision:{key}", src, desc, fn, ad.input_shape, classes)
+
+
+def _crop_size(weights) -> int:
+    try:
+        return int(weights.transforms().crop_size[0])
+    except Exception:
+        return DEFAULT_SIDE
+
+
+def imagenet_preprocess(x: np.ndarray) -> np.ndarray:
+    """torchvision's ImageNet normalisation of RGB 0-255 pixels: ``(x / 255 - mean) / std``."""
+    return ((np.asarray(x, np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+
+
+def _load_state_dict(module: nn.Module, file: Path, what: str) -> None:
+    if not file.is_file():
+        raise UserError(f"weights file {file} does not exist; pass --weights none, imagenet or a state-dict file")
+    try:
+        sd = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(
+            f"{file} is not a state dict torch can load safely ({type(e).__name__}); save one with "
+            "torch.save(model.state_dict(), FILE)"
+        ) from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise UserError(f"{file} holds a {type(sd).__name__}, not a state dict; pass model.state_dict() saved")
+    try:
+        module.load_state_dict(sd)
+    except RuntimeError as e:
+        first = str(e).split("\n\t")[1] if "\n\t" in str(e) else str(e)[:120]
+        raise UserError(
+            f"{file} is a state dict for another architecture than {what} ({first.strip()[:120]}); "
+            "pass the weights saved from this model"
+        ) from None
+
+
+# ---------------------------------------------------------------- files
+def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input_shape=None):
+    """``--model FILE.pt``: TorchScript, or with ``--unsafe`` a whole pickled module; never a bare state dict."""
+    from featuremaps.models import PREPROCESS_MODES, LoadedModel, _preprocess_fn
+
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist; check the path or use a name like torchvision:resnet18")
+    module = None
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            scripted = any(n.endswith("/code/__torch__.py") or "/code/" in n for n in z.namelist()[:200])
+        if scripted:
+            try:
+                module = torch.jit.load(str(path), map_location="cpu")
+            except Exception as e:
+                raise UserError(f"{path} is not a TorchScript archive torch can load ({str(e)[:100]})") from None
+    if module is None:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            obj = None
+            if not unsafe:
+                raise UserError(
+                    f"{path} is a pickled module: loading it runs code stored in the file; pass --unsafe only if "
+                    "you trust it, or save it with torch.jit.script(model).save(FILE)"
+                ) from None
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as e:
+                raise UserError(f"{path} is not a torch file torch can load ({str(e).splitlines()[0][:100]})") from None
+        if isinstance(obj, dict):
+            raise UserError(
+                f"{path} holds a state dict (weights without an architecture); pass "
+                "--model torchvision:NAME --weights FILE, or save a TorchScript model with "
+                "torch.jit.script(model).save(FILE)"
+            )
+        if not isinstance(obj, nn.Module):
+            raise UserError(f"{path} holds a {type(obj).__name__}, not a torch model (nn.Module)")
+        module = obj
+    if weights not in (None, "none", "default"):
+        _load_state_dict(module, Path(weights), str(path))
+    mode = preprocess or "unit"
+    cls = ScriptAdapter if isinstance(module, torch.jit.ScriptModule) else TorchAdapter
+    ad = cls(module, name=path.stem, input_shape=input_shape)
+    return LoadedModel(
+        ad, path.stem, str(path), PREPROCESS_MODES.get(mode, mode), _preprocess_fn(mode), ad.input_shape, classes
+    )
+
+
+def wrap(module, preprocess: str = "unit", classes=None):
+    """An in-memory ``nn.Module`` as a :class:`~featuremaps.models.LoadedModel` (Python API)."""
+    from featuremaps.models import PREPROCESS_MODES, LoadedModel, _preprocess_fn
+
+    ad = TorchAdapter(module)
+    return LoadedModel(
+        ad, ad.name, "in-memory torch module", PREPROCESS_MODES.get(preprocess, preprocess),
+        _preprocess_fn(preprocess), ad.input_shape, classes,
+    )  # fmt: skip

@@ -1,0 +1,203 @@
+"""ONNX models through ONNX Runtime: maps equal torch's, gradient-free CAMs, CLI and bad input."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="onnx not installed (pip install 'featuremaps[onnx]')")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'featuremaps[onnx]')")
+
+from conftest import EXAMPLES  # noqa: E402
+
+import featuremaps as fm  # noqa: E402
+from featuremaps.cli import main  # noqa: E402
+
+
+def _torch():
+    return pytest.importorskip("torch", reason="the ONNX files of these tests are exported from PyTorch")
+
+
+def _small_net():
+    torch = _torch()
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.b = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.bn = nn.BatchNorm2d(8)
+            self.c = nn.Conv2d(8, 16, 3, stride=2)
+            self.up = nn.ConvTranspose2d(16, 6, 2, stride=2)
+            self.fc = nn.Linear(6, 5)
+
+        def forward(self, x):
+            x = torch.relu(self.a(x))
+            x = self.bn(self.b(x))
+            x = torch.relu(self.c(x))
+            return self.fc(self.up(x).mean((2, 3)))
+
+    torch.manual_seed(0)
+    net = Net()
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def export(net, path, side=32, dynamic=False):
+    torch = _torch()
+    kw = {"input_names": ["input"], "output_names": ["logits"]}
+    if dynamic:
+        kw["dynamic_axes"] = {"input": {0: "n", 2: "h", 3: "w"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.zeros(1, 3, side, side), str(path), dynamo=False, do_constant_folding=False, **kw)
+    return path
+
+
+def image(shape=(32, 32, 3), seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def test_torch_export_gives_the_same_maps_through_onnx_runtime(tmp_path):
+    net = _small_net()
+    path = export(net, tmp_path / "net.onnx")
+    x = image()
+    via_torch = fm.extract(net, x)
+    for model in (path, str(path), ort.InferenceSession(str(path)), onnx.load(str(path))):
+        via_onnx = fm.extract(model, x)
+        assert [c.name for c in fm.conv_layers(model)] == ["a", "b", "c", "up"]
+        for (name, a), (name2, b) in zip(via_torch.items(), via_onnx.items(), strict=True):
+            assert name == name2 and a.shape == b.shape
+            scale = float(np.abs(a).max())
+            assert np.abs(a - b).max() / scale <= 1e-4, name
+
+
+def test_batch_fixed_to_one_still_takes_batches(tmp_path):
+    net = _small_net()
+    path = export(net, tmp_path / "net.onnx")  # no dynamic axes: batch 1
+    from featuremaps.frameworks import feature_extractor
+
+    fx = feature_extractor(str(path), (32, 32, 3), maps=None)
+    batch = np.stack([image(seed=1), image(seed=2), image(seed=3)])
+    rows, preds = fx(batch)
+    assert preds.shape == (3, 5) and rows[0].maps.shape == (3, 32, 32, 8)
+    for i in range(3):
+        np.testing.assert_allclose(rows[2].maps[i], fm.extract(net, batch[i], layers="C3")["c"], atol=1e-4)
+
+
+def test_scorecam_matches_torch_and_gradient_methods_say_which_apply(tmp_path):
+    net = _small_net()
+    path = export(net, tmp_path / "net.onnx", dynamic=True)
+    x = image()
+    a = fm.compute_cam(net, x, "scorecam", layer="C3")
+    b = fm.compute_cam(str(path), x, "scorecam", layer="C3")
+    assert a.class_index == b.class_index and b.score == "output"
+    np.testing.assert_allclose(b.heatmap / a.heatmap.max(), a.heatmap / a.heatmap.max(), atol=1e-4)
+    with pytest.raises(fm.UserError, match="gradcam needs gradients.*--method scorecam"):
+        fm.compute_cam(str(path), x, "gradcam")
+
+
+def _run(argv, capsys):
+    code = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_cli_show_layers_cam(tmp_path, capsys):
+    path = export(_small_net(), tmp_path / "net.onnx", side=48)
+    img = EXAMPLES / "astronaut.png"
+    code, out, _ = _run(["layers", path], capsys)
+    assert code == 0 and "4 conv layers, input 48x48x3" in out and "ConvTranspose" in out
+    code, _, err = _run(["show", img, "--model", path, "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    man = json.loads((tmp_path / "o" / "astronaut" / "manifest.json").read_text())
+    assert [r["name"] for r in man["layers"]] == ["a", "b", "c", "up"]
+    assert man["layers"][2]["output_shape"] == [23, 23, 16] and len(man["prediction"]) == 5
+    code, _, err = _run(["cam", img, "--model", path, "--method", "scorecam", "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "o" / "astronaut" / "cam" / f"scorecam_class{_pred(man)}_overlay.png").is_file()
+    # a gradient method: one line naming the methods that apply, nothing written
+    code, _, err = _run(["cam", img, "--model", path, "--out", tmp_path / "g"], capsys)
+    assert code == 2 and "--method scorecam" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "g").exists()
+
+
+def _pred(man) -> int:
+    return man["prediction"][0]["index"]
+
+
+def test_dynamic_input_size_needs_input_shape(tmp_path, capsys):
+    path = export(_small_net(), tmp_path / "dyn.onnx", dynamic=True)
+    img = EXAMPLES / "astronaut.png"
+    code, _, err = _run(["show", img, "--model", path, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "--input-shape" in err and "dynamic" in err and not (tmp_path / "o").exists()
+    code, _, err = _run(["show", img, "--model", path, "--input-shape", "40,40,3", "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+
+
+def test_onnx_without_conv_nodes(tmp_path, capsys):
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [12, 3], np.ones(36, np.float32).tolist())
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [w],
+    )
+    path = tmp_path / "mlp.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", path, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "no Conv or ConvTranspose nodes" in err and not (tmp_path / "o").exists()
+
+
+def test_not_an_onnx_file(tmp_path, capsys):
+    path = tmp_path / "junk.onnx"
+    path.write_bytes(b"not a model")
+    code, _, err = _run(["layers", path], capsys)
+    assert code == 2 and "not an ONNX model" in err
+
+
+def test_keras_model_exported_to_onnx_gives_the_same_maps(tmp_path):
+    """Keras' own ONNX export (``model.export(format="onnx")``, torch backend: tf2onnx is not installed here).
+
+    A Keras Conv2D's output includes its activation, an ONNX Conv node's does not: the ReLU layer is compared
+    after a ReLU, the linear ones as they are.
+    """
+    _torch()
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from conftest import ROOT
+
+    code = textwrap.dedent(
+        f"""
+        import keras, numpy as np, featuremaps as fm
+        keras.utils.set_random_seed(0)
+        m = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
+                              keras.layers.DepthwiseConv2D(3, name="c2"), keras.layers.Conv2D(6, 3, name="c3"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
+        m(np.zeros((1, 32, 32, 3), "float32"))
+        m.export({str(tmp_path / "k.onnx")!r}, format="onnx", verbose=False)
+        x = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype("float32")
+        a, b = fm.extract(m, x), fm.extract({str(tmp_path / "k.onnx")!r}, x)
+        assert len(a) == len(b) == 3
+        for i, (u, v) in enumerate(zip(a.values(), b.values())):
+            v = np.maximum(v, 0) if i == 0 else v
+            err = float(np.abs(u - v).max() / np.abs(u).max())
+            print("ERR", i, err)
+            assert err <= 1e-4, (i, err)
+        """
+    )
+    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(ROOT / "src")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]

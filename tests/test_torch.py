@@ -1,0 +1,388 @@
+"""PyTorch models through featuremaps: nn.Modules, TorchScript files, torchvision by name, CLI and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch not installed (pip install 'featuremaps[torch]')")
+nn = torch.nn
+
+from conftest import EXAMPLES, ROOT  # noqa: E402
+
+import featuremaps as fm  # noqa: E402
+from featuremaps.cli import main  # noqa: E402
+from featuremaps.frameworks import adapter  # noqa: E402
+
+
+class SmallNet(nn.Module):
+    """Registration order differs from execution order; ``b`` (depthwise) runs twice; in-place ReLU after
+    ``a``; BatchNorm (eval matters); a transposed conv; logits out."""
+
+    def __init__(self, n_classes: int = 5):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(16, 6, 2, stride=2)  # registered first, runs last
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.b = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.bn = nn.BatchNorm2d(8)
+        self.c = nn.Conv2d(8, 16, 3, stride=2, groups=2)
+        self.fc = nn.Linear(6, n_classes)
+
+    def forward(self, x):
+        x = self.relu(self.a(x))
+        x = self.b(x)
+        x = self.bn(self.b(x))
+        x = torch.relu(self.c(x))
+        x = self.up(x)
+        return self.fc(x.mean((2, 3)))
+
+
+def small_net(seed: int = 0) -> SmallNet:
+    torch.manual_seed(seed)
+    net = SmallNet()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def image(shape=(32, 32, 3), seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def hooked_maps(net, x: np.ndarray) -> list[np.ndarray]:
+    """The test's own plain forward: every Conv2d/ConvTranspose2d call's output, cloned, as (h, w, C)."""
+    outs = []
+
+    def hook(_m, _i, o):
+        outs.append(o.detach().clone()[0].permute(1, 2, 0).numpy())
+
+    hs = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    try:
+        with torch.no_grad():
+            net(torch.from_numpy(x).permute(2, 0, 1)[None])
+    finally:
+        for h in hs:
+            h.remove()
+    return outs
+
+
+def textbook_gradcam(net, x: np.ndarray, module, call: int = 1, cls: int | None = None):
+    """Grad-CAM as in the paper, written with plain autograd: retain_grad on the target's output."""
+    kept, count = {}, [0]
+
+    def hook(_m, _i, o):
+        count[0] += 1
+        if count[0] == call:
+            o.retain_grad()
+            kept["a"] = o
+            return o.clone()  # later in-place ops must not touch A
+        return None
+
+    h = module.register_forward_hook(hook)
+    try:
+        inp = torch.from_numpy(x).permute(2, 0, 1)[None].requires_grad_(False)
+        out = net(inp)
+        c = int(out[0].argmax()) if cls is None else cls
+        out[0, c].backward()
+    finally:
+        h.remove()
+    a, g = kept["a"][0].detach(), kept["a"].grad[0]
+    weights = g.mean(dim=(1, 2))
+    return torch.relu((weights[:, None, None] * a).sum(0)).numpy(), c
+
+
+# ---------------------------------------------------------------- layers and maps
+def test_conv_layers_in_execution_order_named_by_path_with_repeated_calls():
+    convs = fm.conv_layers(small_net())
+    assert [c.name for c in convs] == ["a", "b", "b#2", "c", "up"]
+    assert [c.label for c in convs] == ["C1", "C2", "C3", "C4", "C5"]
+    assert [c.kind for c in convs] == [
+        "Conv2d",
+        "Conv2d (depthwise)",
+        "Conv2d (depthwise)",
+        "Conv2d (groups=2)",
+        "ConvTranspose2d",
+    ]
+    assert [c.channels for c in convs] == [8, 8, 8, 16, 6]
+    assert convs[0].params == 3 * 8 * 9 + 8
+
+
+def test_nested_module_paths():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), nn.Conv2d(4, 4, 1), nn.Flatten())
+    assert [c.name for c in fm.conv_layers(net)] == ["0.0", "1"]
+
+
+def test_maps_equal_a_plain_forward_with_hooks():
+    net, x = small_net(), image()
+    maps = fm.extract(net, x)
+    expected = hooked_maps(net, x)
+    assert list(maps) == ["a", "b", "b#2", "c", "up"]
+    for got, want in zip(maps.values(), expected, strict=True):
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert (maps["a"] < 0).any(), "the conv output, not what the in-place ReLU made of it"
+
+
+def test_extract_selects_channels_and_keeps_training_flags():
+    net = small_net()
+    net.train()
+    bn_mean = net.bn.running_mean.clone()
+    x = image()
+    maps = fm.extract(net, x, layers="C4", maps=3, select="top-max")
+    assert list(maps) == ["c"] and maps["c"].shape == (15, 15, 3)
+    full = hooked_maps(net.eval(), x)[3]
+    top = np.argsort(-full.max(axis=(0, 1)), kind="stable")[:3]
+    np.testing.assert_allclose(maps["c"], full[..., top], atol=1e-6)
+    net.train()
+    fm.extract(net, x, layers="C1")
+    assert net.training and net.bn.training, "the user's training flags are restored"
+    assert torch.equal(net.bn.running_mean, bn_mean), "eval mode: BatchNorm statistics untouched"
+
+
+def test_batch_of_images_in_one_forward():
+    net = small_net()
+    lm = fm.wrap_model(net)
+    fx = __import__("featuremaps.frameworks", fromlist=["x"]).feature_extractor(lm.model, (32, 32, 3), maps=4)
+    batch = np.stack([image(seed=1), image(seed=2)])
+    rows, preds = fx(batch)
+    assert preds.shape == (2, 5)
+    for i in range(2):
+        want = hooked_maps(net, batch[i])
+        for r, w in zip(rows, want, strict=True):
+            np.testing.assert_allclose(r.maps[i], w[..., :4], atol=1e-6)
+            assert r.stat("max", i) == pytest.approx(float(w.max()), abs=1e-5)
+
+
+# ---------------------------------------------------------------- CAMs
+@pytest.mark.parametrize("layer,module,call", [("C5", "up", 1), ("C3", "b", 2), ("a", "a", 1)])
+def test_gradcam_equals_textbook_autograd_gradcam(layer, module, call):
+    net, x = small_net(), image()
+    want, c = textbook_gradcam(net, x, getattr(net, module), call)
+    res = fm.compute_cam(net, x, "gradcam", layer=layer)
+    assert res.class_index == c and res.score == "logit"
+    np.testing.assert_allclose(res.heatmap, want, rtol=0, atol=1e-5)
+    assert res.heatmap_up.shape == (32, 32)
+
+
+def test_every_cam_method_runs_on_torch_and_classes_by_index():
+    net, x = small_net(), image()
+    for m in fm.CAM_METHODS:
+        r = fm.compute_cam(net, x, m, layer="C4", class_index=2)
+        assert r.class_index == 2 and r.heatmap.shape == (15, 15) and np.isfinite(r.heatmap).all()
+    want, _ = textbook_gradcam(net, x, net.c, 1, cls=2)
+    np.testing.assert_allclose(fm.compute_cam(net, x, "gradcam", layer="c", class_index=2).heatmap, want, atol=1e-5)
+
+
+def test_gradcam_with_frozen_weights():
+    net, x = small_net(), image()
+    want, _ = textbook_gradcam(net, x, net.c)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    np.testing.assert_allclose(fm.compute_cam(net, x, "gradcam", layer="c").heatmap, want, atol=1e-5)
+
+
+def test_torchscript_gives_the_same_maps_and_cams(tmp_path):
+    net, x = small_net(), image()
+    path = tmp_path / "net.pt"
+    torch.jit.script(net).save(str(path))
+    scripted = torch.jit.load(str(path))
+    assert [c.name for c in fm.conv_layers(scripted)] == ["a", "b", "b#2", "c", "up"]
+    for got, want in zip(fm.extract(scripted, x).values(), hooked_maps(net, x), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    want, _ = textbook_gradcam(net, x, net.up)
+    np.testing.assert_allclose(fm.compute_cam(scripted, x, "gradcam").heatmap, want, atol=1e-4)
+
+
+# ---------------------------------------------------------------- torchvision
+def _tvm():
+    from featuremaps.errors import UserError
+    from featuremaps.frameworks.torch import torchvision_models
+
+    try:
+        return torchvision_models()
+    except (UserError, ImportError) as e:
+        pytest.skip(f"torchvision model definitions not importable here ({e})")
+
+
+@pytest.mark.parametrize("name,module_path", [("resnet18", "layer4.1.conv2"), ("mobilenet_v3_small", "features.12.0")])
+def test_torchvision_gradcam_equals_textbook(name, module_path):
+    tvm = _tvm()
+    torch.manual_seed(0)
+    net = tvm.get_model(name, weights=None).eval()
+    x = image((96, 96, 3))
+    convs = fm.conv_layers(net)
+    assert convs[-1].name == module_path
+    assert len(convs) == {"resnet18": 20, "mobilenet_v3_small": 52}[name]
+    want, c = textbook_gradcam(net, x, net.get_submodule(module_path))
+    res = fm.compute_cam(net, x, "gradcam")
+    assert res.class_index == c
+    scale = float(want.max())  # random weights: mobilenet_v3_small's logits are ~1e-10, its maps as small
+    assert scale > 0
+    np.testing.assert_allclose(res.heatmap / scale, want / scale, rtol=0, atol=1e-5)
+
+
+def test_torchvision_by_name_cli(tmp_path, capsys):
+    _tvm()
+    assert main(["layers", "torchvision:resnet18"]) == 0
+    out = capsys.readouterr().out
+    assert "20 conv layers, input 224x224x3" in out and "layer1.0.conv1" in out
+    img = EXAMPLES / "chelsea.png"
+    assert main(["show", str(img), "--model", "torchvision:resnet18", "--weights", "none", "--layers", "C1,C20",
+                 "--out", str(tmp_path / "o")]) == 0  # fmt: skip
+    man = json.loads((tmp_path / "o" / "chelsea" / "manifest.json").read_text())
+    assert [r["name"] for r in man["layers"]] == ["conv1", "layer4.1.conv2"]
+    assert man["preprocessing"]["scaling"].startswith("x / 255, ImageNet mean/std")
+    # a state dict of another architecture: one line, nothing written
+    sd = tmp_path / "sd.pt"
+    torch.save(small_net().state_dict(), sd)
+    out_dir = tmp_path / "bad"
+    assert main(["show", str(img), "--model", "torchvision:resnet18", "--weights", str(sd), "--out", str(out_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "another architecture" in err and len(err.strip().splitlines()) == 1
+    assert not out_dir.exists()
+
+
+# ---------------------------------------------------------------- CLI and bad input
+def _run(argv, capsys):
+    code = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_cli_show_layers_cam_with_a_torchscript_file(tmp_path, capsys):
+    path = tmp_path / "net.pt"
+    torch.jit.script(small_net()).save(str(path))
+    img = EXAMPLES / "astronaut.png"
+    code, out, _ = _run(["layers", path, "--input-shape", "32,32,3"], capsys)
+    assert code == 0 and "C3  b#2" in out and "C5  up" in out
+    code, _, err = _run(["show", img, "--model", path, "--input-shape", "64,64,3", "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    folder = tmp_path / "o" / "astronaut"
+    man = json.loads((folder / "manifest.json").read_text())
+    assert [r["label"] for r in man["layers"]] == ["C1", "C2", "C3", "C4", "C5"]
+    assert man["layers"][0]["output_shape"] == [64, 64, 8]
+    with np.load(folder / "activations.npz") as z:
+        assert z["a/maps"].shape == (64, 64, 8)
+    code, _, err = _run(
+        ["cam", img, "--model", path, "--input-shape", "64,64,3", "--method", "gradcam,scorecam", "--out",
+         tmp_path / "o"], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    cam = json.loads((folder / "cam" / "cam.json").read_text())
+    assert cam["target_layer"]["name"] == "up" and {m["method"] for m in cam["maps"]} == {"gradcam", "scorecam"}
+
+
+def test_pickled_module_needs_unsafe(tmp_path, capsys):
+    path = tmp_path / "whole.pt"
+    torch.save(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), path)
+    out = tmp_path / "o"
+    code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", path, "--out", out], capsys)
+    assert code == 2 and "--unsafe" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", path, "--unsafe", "--out", out,
+                         "--input-shape", "32,32,3"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert (out / "astronaut" / "overview.png").is_file()
+
+
+def test_state_dict_alone_and_for_the_wrong_architecture(tmp_path, capsys):
+    sd = tmp_path / "weights.pt"
+    torch.save(small_net().state_dict(), sd)
+    out = tmp_path / "o"
+    code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", sd, "--out", out], capsys)
+    assert code == 2 and "state dict" in err and "--weights" in err
+    scripted = tmp_path / "other.pt"
+    torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())).save(str(scripted))
+    code, _, err = _run(
+        ["show", EXAMPLES / "astronaut.png", "--model", scripted, "--weights", sd, "--out", out], capsys
+    )
+    assert code == 2 and "another architecture" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_output_not_class_scores(tmp_path, capsys):
+    path = tmp_path / "seg.pt"
+    torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))).save(str(path))
+    out = tmp_path / "o"
+    code, _, err = _run(["cam", EXAMPLES / "astronaut.png", "--model", path, "--input-shape", "32,32,3", "--out", out],
+                        capsys)  # fmt: skip
+    assert code == 2 and "not class scores" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_model_that_does_not_run_at_the_size(tmp_path, capsys):
+    torch.manual_seed(0)
+    path = tmp_path / "fixed.pt"
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 3))
+    torch.jit.script(net).save(str(path))
+    out = tmp_path / "o"
+    code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", path, "--out", out], capsys)
+    assert code == 2 and "--input-shape" in err and not out.exists()
+    code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", path, "--input-shape", "32,32,3", "--out", out],
+                        capsys)  # fmt: skip
+    assert code == 0, err
+
+
+def test_conv_layers_error_for_a_model_without_convs():
+    with pytest.raises(fm.UserError, match="no nn.Conv2d"):
+        fm.conv_layers(nn.Sequential(nn.Flatten(), nn.Linear(3 * 224 * 224, 2)))
+
+
+def test_framework_detection_imports_nothing():
+    assert adapter(object()) is None  # not torch, not ONNX: Keras' path
+
+
+def test_keras_model_on_the_torch_backend_stays_on_the_keras_path():
+    """With KERAS_BACKEND=torch a Keras model is also an nn.Module; it must keep Keras' graph replay."""
+    code = textwrap.dedent(
+        """
+        import keras, numpy as np, featuremaps as fm
+        from featuremaps.frameworks import framework_of
+        m = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, name="c1"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
+        assert framework_of(m) == "keras", framework_of(m)
+        print(list(fm.extract(m, np.zeros((16, 16, 3), "float32"))))
+        """
+    )
+    import os
+
+    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(ROOT / "src")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "['c1']" in res.stdout
+
+
+def test_keras_user_never_imports_torch(tmp_path):
+    """`featuremaps show` on a Keras model, in a fresh interpreter: torch and onnxruntime stay unimported."""
+    code = textwrap.dedent(
+        f"""
+        import sys, keras
+        keras.utils.set_random_seed(0)
+        m = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
+        m.save({str(tmp_path / "k.keras")!r})
+        from featuremaps.cli import main
+        assert main(["show", {str(EXAMPLES / "astronaut.png")!r}, "--model", {str(tmp_path / "k.keras")!r},
+                     "--out", {str(tmp_path / "o")!r}]) == 0
+        assert main(["cam", {str(EXAMPLES / "astronaut.png")!r}, "--model", {str(tmp_path / "k.keras")!r},
+                     "--out", {str(tmp_path / "o")!r}]) == 0
+        bad = [m for m in ("torch", "onnxruntime", "onnx", "torchvision") if m in sys.modules]
+        print("IMPORTED", bad)
+        """
+    )
+    env = {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT / "src")}
+    import os
+
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env={**os.environ, **env}
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "IMPORTED []" in res.stdout, res.stdout
