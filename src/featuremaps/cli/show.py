@@ -5,9 +5,10 @@ from __future__ import annotations
 from featuremaps import models
 from featuremaps.cli.progress import Batch, clean
 from featuremaps.errors import UserError
+from featuremaps.frameworks import conv_layers
 from featuremaps.images import find_images
 from featuremaps.io import check_writable, output_names
-from featuremaps.layers import conv_layers, select_layers
+from featuremaps.layers import select_layers
 from featuremaps.pipeline import Shower, ShowOptions
 
 #: The overview is never drawn larger than this many pixels (a 200 Mpx RGB canvas is 600 MB).
@@ -51,7 +52,9 @@ def run(args) -> int:
         max_pixels=args.max_pixels,
         layer_pngs=args.layer_pngs,
     )
-    chosen = select_layers(conv_layers(lm.model), opts.layers)  # a bad --layers fails before the first image
+    chosen = select_layers(
+        conv_layers(lm.model, opts.input_shape), opts.layers
+    )  # a bad --layers fails before the first image
     check_figure_size(opts.maps, opts.cell, len(chosen))
     shower = Shower(lm, opts)
     batch = Batch("show ")

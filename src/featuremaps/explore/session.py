@@ -22,6 +22,7 @@ from featuremaps.errors import UserError
 from featuremaps.explore.cache import ByteLRU
 from featuremaps.explore.receptive import receptive_fields
 from featuremaps.extractor import FeatureExtractor
+from featuremaps.frameworks import framework_of
 from featuremaps.images import load_image
 from featuremaps.io import encode_png
 from featuremaps.layers import conv_layers
@@ -122,6 +123,11 @@ class Explorer:
         max_upload_bytes: int = 20 * 2**20,
         max_pixels: int = 40_000_000,
     ):
+        if framework_of(lm.model) != "keras":
+            raise UserError(
+                f"explore takes Keras models for now; {lm.name} is a {framework_of(lm.model)} model: "
+                "use featuremaps show/cam/report for it"
+            )
         self.lm = lm
         self.convs = conv_layers(lm.model)
         self.by_label = {c.label: c for c in self.convs}
