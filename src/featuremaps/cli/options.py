@@ -8,6 +8,9 @@ command's parser names the module of :mod:`featuremaps.cli` that runs it (``run=
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
+import sys
 
 from featuremaps import __version__
 from featuremaps.errors import UserError
@@ -43,6 +46,35 @@ def _positive(s: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"{v} must be at least 1")
     return v
+
+
+TRAIN_BACKENDS = ("auto", "tensorflow", "torch", "jax")
+
+
+def _train_backend(value: str) -> str:
+    """``train --backend``: the Keras backend to train on, set in the environment before Keras is imported.
+
+    ``auto`` (default): KERAS_BACKEND if the user set it, else torch when it is installed (the fastest on the
+    CPUs measured, see BENCHMARKS.md), else TensorFlow. Runs while the arguments are parsed, which is
+    before the CLI imports Keras; once Keras is imported (in-process callers) its backend stays.
+    """
+    if value not in TRAIN_BACKENDS:
+        raise argparse.ArgumentTypeError(f"'{value}' is not one of {', '.join(TRAIN_BACKENDS)}")
+    if "keras" in sys.modules:
+        current = sys.modules["keras"].backend.backend()
+        if value not in ("auto", current):
+            raise argparse.ArgumentTypeError(
+                f"Keras is already running on {current} in this process; start a new one with KERAS_BACKEND={value}"
+            )
+        return current
+    if value == "auto":
+        if os.environ.get("KERAS_BACKEND"):
+            return os.environ["KERAS_BACKEND"]
+        value = "torch" if importlib.util.find_spec("torch") is not None else "tensorflow"
+    elif value != "tensorflow" and importlib.util.find_spec(value) is None:
+        raise argparse.ArgumentTypeError(f"{value} is not installed; pip install {value} or pick another backend")
+    os.environ["KERAS_BACKEND"] = value
+    return value
 
 
 def _model_args(p, default_help="the bundled emotion model (vgg16 if absent)"):
@@ -185,12 +217,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", default="featuremaps-out/atlas")
     p.set_defaults(run="atlas")
 
-    p = sub.add_parser("train", help="train the FER2013 emotion VGG-16 (checkpoints every epoch)")
+    p = sub.add_parser(
+        "train",
+        help="train a FER2013 emotion model: VGG-16, ResNet-18 or MobileNetV2 (checkpoints every epoch)",
+        epilog="""examples:
+  featuremaps train --data fer2013.tar.gz --epochs 30                       # the VGG-16 recipe
+  featuremaps train --data fer2013.tar.gz --arch resnet --crop 44 --out runs/resnet
+  featuremaps train --data fer2013.tar.gz --init bundled --crop 44 --label-smoothing 0.1
+  featuremaps train --data fer2013.tar.gz --out runs/emotion --epochs 60 --resume
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data", required=True, help="FER2013 folder, fer2013.csv or fer2013.tar.gz")
-    p.add_argument("--epochs", type=_positive, default=30)
-    p.add_argument("--batch-size", type=_positive, default=64)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--out", "-o", default="runs/emotion")
+    p.add_argument(
+        "--arch",
+        default="vgg16",
+        choices=["vgg16", "resnet", "mobilenet"],
+        help="network: vgg16 (the bundled model's), resnet (ResNet-18 style) or mobilenet (MobileNetV2 style)",
+    )
+    p.add_argument("--epochs", type=_positive, default=30, help="total epochs of the cosine schedule (default 30)")
+    p.add_argument("--batch-size", type=_positive, default=64, help="faces per step (default 64)")
+    p.add_argument("--lr", type=float, default=0.01, help="peak SGD learning rate (default 0.01)")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay (default 5e-4; 0: none)")
+    p.add_argument(
+        "--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing, e.g. 0.1 (default 0)"
+    )
+    p.add_argument(
+        "--crop",
+        type=_positive,
+        default=None,
+        metavar="SIDE",
+        help="train on random SIDExSIDE crops + flips (e.g. 44; the model takes SIDE px input, evaluated on the "
+        "centre crop or ten-crop) instead of the affine + erasing augmentation (default: whole 48 px faces)",
+    )
+    p.add_argument("--out", "-o", default="runs/emotion", help="run folder (default runs/emotion)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     p.add_argument(
         "--init",
@@ -198,13 +258,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="bundled|FILE",
         help="start from trained weights (the bundled model or an emotion .npz/.keras) instead of random",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and augmentation (default 0)")
+    p.add_argument(
+        "--backend",
+        type=_train_backend,
+        default="auto",
+        help="Keras backend: auto (default: $KERAS_BACKEND if set, else torch if installed, the fastest on the "
+        "CPUs measured, else tensorflow), tensorflow, torch or jax",
+    )
     p.add_argument(
         "--precision",
         default="float32",
         choices=["float32", "bfloat16"],
-        help="bfloat16 mixed precision: ~1.5x faster on CPUs with AVX512-BF16",
+        help="bfloat16 mixed precision: ~1.5x faster on CPUs with AVX512-BF16/AMX, far slower without (default "
+        "float32)",
     )
+    p.add_argument("--maps-every", type=int, default=1, help="feature-map sheets every N epochs (0: off; default 1)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows/files (counted) instead of stopping")
     p.add_argument("--limit", type=_positive, default=None, help="at most this many faces per class and split")
     p.add_argument("--width", type=float, default=1.0, help="filter-count multiplier (1 = VGG-16; <1 for quick tries)")

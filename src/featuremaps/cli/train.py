@@ -1,4 +1,8 @@
-"""``featuremaps train``: train the FER2013 emotion model, checkpointed every epoch."""
+"""``featuremaps train``: train a FER2013 emotion model, checkpointed every epoch.
+
+The Keras backend was chosen while the arguments were parsed (``--backend``, default torch when installed:
+see :func:`featuremaps.cli.options._train_backend`), before Keras was imported.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +23,16 @@ def run(args) -> int:
         limit=args.limit,
         width=args.width,
         init=args.init,
+        arch=args.arch,
+        crop=args.crop,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        maps_every=args.maps_every,
     )
+    maps = ", feature-map sheets in maps/" if args.maps_every else ""
     print(
         f"best PublicTest accuracy {state.get('best_val_accuracy', float('nan')):.4f} at epoch "
-        f"{state.get('best_epoch')}; checkpoints, log.csv and curves.png in {args.out}"
+        f"{state.get('best_epoch')} ({state['recipe']['arch']} on {state['recipe']['backend']}); checkpoints, "
+        f"log.csv and curves.png{maps} in {args.out}"
     )
     return 0
