@@ -95,3 +95,32 @@ def test_per_arch_files_and_unshipped_siblings_fail_in_one_line():
         assert lm.model.name == f"emotion_{arch}" and lm.is_emotion and "random" in lm.source
     with pytest.raises(UserError, match="unknown architecture"):
         build_emotion_model("vgg19")
+
+
+def test_crops_and_evaluation_of_a_crop_model():
+    from featuremaps.emotion.augment import centre_crop, random_crop_flip, ten_crop
+    from featuremaps.emotion.evaluate import predict
+
+    x = np.arange(2 * 48 * 48, dtype=np.float32).reshape(2, 48, 48) / (2 * 48 * 48)
+    c = random_crop_flip(x, 44, np.random.default_rng(0))
+    assert c.shape == (2, 44, 44)
+    for i in range(2):  # each crop is a window of its face, maybe mirrored
+        face = x[i]
+        found = any(
+            np.array_equal(c[i], w)
+            for y in range(5)
+            for x0 in range(5)
+            for w in (face[y : y + 44, x0 : x0 + 44], face[y : y + 44, x0 : x0 + 44][:, ::-1])
+        )
+        assert found
+    np.testing.assert_array_equal(centre_crop(x, 44), x[:, 2:46, 2:46])
+    views = ten_crop(x[..., None], 44)
+    assert len(views) == 10 and all(v.shape == (2, 44, 44, 1) for v in views)
+    np.testing.assert_array_equal(views[5], views[0][:, :, ::-1])
+    m44 = build_emotion_model("vgg16", width=0.125, input_shape=(44, 44, 1))
+    faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    p = predict(m44, faces)
+    expect = np.asarray(m44(centre_crop(faces[..., None].astype(np.float32) / 255.0, 44)))
+    np.testing.assert_allclose(p, expect, atol=1e-5)
+    pt = predict(m44, faces, tta=True)
+    assert pt.shape == (3, 7) and np.allclose(pt.sum(1), 1, atol=1e-4)
