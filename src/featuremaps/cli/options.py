@@ -30,6 +30,12 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse prints the whole usage otherwise)
         raise UserError(f"{message} (see '{self.prog} --help')")
 
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extras = super().parse_known_args(args, namespace)
+        if getattr(ns, "run", None) == "train" and getattr(ns, "backend", None):  # before Keras is imported
+            ns.backend = train_backend(ns.backend, ns.arch)
+        return ns, extras
+
 
 def _int_list(s: str) -> tuple[int, ...]:
     try:
@@ -49,30 +55,34 @@ def _positive(s: str) -> int:
 
 
 TRAIN_BACKENDS = ("auto", "tensorflow", "torch", "jax")
+#: ``train --backend auto`` per architecture: the fastest measured (BENCHMARKS.md); tensorflow where unmeasured
+FASTEST_BACKEND = {"vgg16": "torch"}
 
 
-def _train_backend(value: str) -> str:
+def train_backend(value: str, arch: str = "vgg16") -> str:
     """``train --backend``: the Keras backend to train on, set in the environment before Keras is imported.
 
-    ``auto`` (default): KERAS_BACKEND if the user set it, else torch when it is installed (the fastest on the
-    CPUs measured, see BENCHMARKS.md), else TensorFlow. Runs while the arguments are parsed, which is
-    before the CLI imports Keras; once Keras is imported (in-process callers) its backend stays.
+    ``auto`` (default): KERAS_BACKEND if the user set it, else the fastest measured for ``arch`` when it is
+    installed (torch for the VGG-16: ~2x TensorFlow on the CPUs measured, see BENCHMARKS.md), else
+    TensorFlow. Runs when the arguments are parsed, which is before the CLI imports Keras; once Keras is
+    imported (in-process callers) its backend stays, and asking for another is a one-line error.
     """
-    if value not in TRAIN_BACKENDS:
-        raise argparse.ArgumentTypeError(f"'{value}' is not one of {', '.join(TRAIN_BACKENDS)}")
     if "keras" in sys.modules:
         current = sys.modules["keras"].backend.backend()
         if value not in ("auto", current):
-            raise argparse.ArgumentTypeError(
-                f"Keras is already running on {current} in this process; start a new one with KERAS_BACKEND={value}"
+            raise UserError(
+                f"--backend {value}: Keras already runs on {current} in this process; "
+                f"start a new one with KERAS_BACKEND={value}"
             )
         return current
     if value == "auto":
         if os.environ.get("KERAS_BACKEND"):
             return os.environ["KERAS_BACKEND"]
-        value = "torch" if importlib.util.find_spec("torch") is not None else "tensorflow"
-    elif value != "tensorflow" and importlib.util.find_spec(value) is None:
-        raise argparse.ArgumentTypeError(f"{value} is not installed; pip install {value} or pick another backend")
+        value = FASTEST_BACKEND.get(arch, "tensorflow")
+        if importlib.util.find_spec(value) is None:
+            value = "tensorflow"
+    elif importlib.util.find_spec(value) is None:
+        raise UserError(f"--backend {value}: {value} is not installed; pip install {value} or pick another backend")
     os.environ["KERAS_BACKEND"] = value
     return value
 
@@ -261,10 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and augmentation (default 0)")
     p.add_argument(
         "--backend",
-        type=_train_backend,
         default="auto",
-        help="Keras backend: auto (default: $KERAS_BACKEND if set, else torch if installed, the fastest on the "
-        "CPUs measured, else tensorflow), tensorflow, torch or jax",
+        choices=TRAIN_BACKENDS,
+        help="Keras backend: auto (default: $KERAS_BACKEND if set, else the fastest measured for --arch when "
+        "installed, torch for vgg16, else tensorflow), tensorflow, torch or jax",
     )
     p.add_argument(
         "--precision",

@@ -1,7 +1,7 @@
 """``featuremaps train``: train a FER2013 emotion model, checkpointed every epoch.
 
 The Keras backend was chosen while the arguments were parsed (``--backend``, default torch when installed:
-see :func:`featuremaps.cli.options._train_backend`), before Keras was imported.
+see :func:`featuremaps.cli.options.train_backend`), before Keras was imported.
 """
 
 from __future__ import annotations
