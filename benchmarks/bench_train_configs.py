@@ -117,14 +117,21 @@ def main() -> None:
             del workers[backend]
     print(f"warm-up (build + trace every configuration): {time.perf_counter() - t0:.0f} s", flush=True)
     best: dict[tuple, float] = {}
-    for _ in range(a.rounds):
-        for backend, w in workers.items():
-            for i, (precision, side, batch) in enumerate(per_backend[backend]):
-                w.stdin.write(f"{i}\n")
-                w.stdin.flush()
-                dt = float(w.stdout.readline())
-                key = (backend, precision, side, batch)
-                best[key] = min(best.get(key, dt), dt)
+    try:
+        for r in range(a.rounds):
+            for backend, w in workers.items():
+                for i, (precision, side, batch) in enumerate(per_backend[backend]):
+                    w.stdin.write(f"{i}\n")
+                    w.stdin.flush()
+                    dt = float(w.stdout.readline())
+                    key = (backend, precision, side, batch)
+                    best[key] = min(best.get(key, dt), dt)
+                    print(
+                        f"round {r + 1}: {backend} {precision} {side}x{side} b{batch}: {batch / dt:.1f} img/s",
+                        flush=True,
+                    )
+    except KeyboardInterrupt:  # a partial table is still a table
+        notes.append("interrupted: not every round ran")
     for w in workers.values():
         w.stdin.close()
         w.wait()
