@@ -24,6 +24,7 @@ from featuremaps.render import (
     MUTED,
     _Draw,
     _fit_text,
+    _text_width,
     apply_colormap,
     colormap,
     font,
@@ -32,7 +33,7 @@ from featuremaps.render import (
 )
 
 #: sheet geometry: header rows (title, layer names) above the cells, epoch labels left of them
-SHEET_TOP, SHEET_LEFT, SHEET_CELL = 44, 64, 72
+SHEET_TOP, SHEET_LEFT, SHEET_CELL = 48, 64, 72
 
 
 def sheet_size(epochs: int, layers: int, cell: int = SHEET_CELL) -> tuple[int, int]:
@@ -69,10 +70,16 @@ def render_sheet(
     canvas = np.full((h, w, 3), BG, np.uint8)
     d = _Draw(canvas)
     lut = colormap(cmap)
-    d.text((6, 4), _fit_text(title, 13, w - 12), fill=INK, font=font(13))
+    d.text((6, 2), _fit_text(title, 13, w - 12), fill=INK, font=font(13))
     for j, name in enumerate(["input", *names]):
         y0, x0, _, _ = cell_box(0, j, cell)
-        d.text((x0, SHEET_TOP - 16), _fit_text(name, 10, cell), fill=MUTED, font=font(10))
+        short = name.rsplit("/", 1)[-1]
+        head, _, tail = short.rpartition("_")
+        if _text_width(short, 10) <= cell or not head:  # one line, else two: stage2_block1 / conv1
+            d.text((x0, SHEET_TOP - 14), _fit_text(short, 10, cell), fill=MUTED, font=font(10))
+        else:
+            d.text((x0, SHEET_TOP - 26), _fit_text(head + "_", 10, cell), fill=MUTED, font=font(10))
+            d.text((x0, SHEET_TOP - 14), _fit_text(tail, 10, cell), fill=MUTED, font=font(10))
     img = np.asarray(image, np.float32)
     img = img if img.ndim == 3 else img[..., None]
     rgb = (np.clip(np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
