@@ -179,3 +179,109 @@ def test_train_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert match in err and len(err.splitlines()) == 1, (args, err)
         assert not out.exists(), args
+
+
+@pytest.mark.parametrize("arch", ["resnet", "mobilenet"])
+def test_siblings_train_a_short_epoch_and_fold(tmp_path, arch):
+    import keras
+
+    from featuremaps.emotion.model import fold_batch_norm
+
+    data = _tiny_folder(tmp_path / "fer")
+    out = tmp_path / "run"
+    s = train(str(data), out, epochs=1, batch_size=16, width=0.0625, verbose=0, arch=arch, maps_every=0)
+    assert s["recipe"]["arch"] == arch and s["epoch"] == 1
+    trained = keras.models.load_model(out / "best.keras", compile=False)
+    assert trained.name == f"emotion_{arch}"
+    folded = fold_batch_norm(trained, width=0.0625)
+    x = np.random.default_rng(0).random((2, 48, 48, 1), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(trained(x, training=False)), atol=1e-5)
+    with pytest.raises(UserError, match="--arch vgg16 only"):
+        train(str(data), tmp_path / "run2", epochs=1, arch=arch, init="bundled", verbose=0)
+
+
+def test_crop_recipe_options_maps_and_curves_without_matplotlib(tmp_path, monkeypatch):
+    """--crop 44 --label-smoothing --weight-decay: recorded in the recipe, 44 px model, centre-crop validation;
+    curves.png drawn by the package's renderer with matplotlib blocked; one map sheet per emotion."""
+    import keras
+
+    from featuremaps.callbacks import sheet_size
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    data = _tiny_folder(tmp_path / "fer")
+    out = tmp_path / "run"
+    before = keras.config.dtype_policy().name
+    s = train(
+        str(data), out, epochs=2, batch_size=16, width=0.0625, verbose=0, crop=44, label_smoothing=0.1,
+        weight_decay=1e-3,
+    )  # fmt: skip
+    r = s["recipe"]
+    assert (r["crop"], r["input_side"], r["label_smoothing"], r["weight_decay"]) == (44, 44, 0.1, 1e-3)
+    assert "44x44 crop" in r["augmentation"] and r["arch"] == "vgg16"
+    assert json.loads((out / "state.json").read_text())["recipe"]["crop"] == 44
+    m = keras.models.load_model(out / "last.keras", compile=False)
+    assert tuple(m.inputs[0].shape[1:]) == (44, 44, 1)
+    curves = Image.open(out / "curves.png")
+    assert curves.size[0] > 400 and curves.size[1] > 200
+    sheets = sorted(p.stem for p in (out / "maps").glob("*.png"))
+    assert sheets == sorted(EMOTIONS)
+    assert np.asarray(Image.open(out / "maps" / "happy.png")).shape[:2] == sheet_size(2, 13)
+    assert keras.config.dtype_policy().name == before  # no global policy left behind
+    s = train(str(data), out, epochs=3, batch_size=16, resume=True, verbose=0)  # the stored recipe wins
+    assert s["epoch"] == 3 and s["recipe"]["crop"] == 44
+
+
+def test_bad_recipe_values_and_policy_restored_after_errors(tmp_path):
+    import keras
+
+    data = _tiny_folder(tmp_path / "fer", per_class=1)
+    for kw, match in (
+        ({"crop": 50}, "--crop 50"),
+        ({"label_smoothing": 1.0}, "--label-smoothing"),
+        ({"weight_decay": -1.0}, "--weight-decay"),
+        ({"arch": "vgg19"}, "unknown architecture"),
+    ):
+        with pytest.raises(UserError, match=match):
+            train(str(data), tmp_path / "run", epochs=1, verbose=0, **kw)
+    with pytest.raises(UserError):
+        train(str(tmp_path / "missing"), tmp_path / "run", epochs=1, precision="bfloat16", verbose=0)
+    assert keras.config.dtype_policy().name == "float32"
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_backend_choice(tmp_path, capsys):
+    """--backend auto: torch where installed and KERAS_BACKEND unset (set before Keras is imported); in a
+    process where Keras already runs, its backend stays and another one is a one-line error."""
+    import importlib.util
+    import os
+
+    import keras
+
+    from featuremaps.cli import main
+
+    data = _tiny_folder(tmp_path / "fer", per_class=1)
+    other = "jax" if keras.backend.backend() != "jax" else "torch"
+    assert main(["train", "--data", str(data), "--backend", other, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "KERAS_BACKEND" in err and len(err.splitlines()) == 1 and not (tmp_path / "r").exists()
+    code = (
+        "import sys\n"
+        "from featuremaps.cli.options import build_parser\n"
+        "a = build_parser().parse_args(['train', '--data', 'x', *sys.argv[1:]])\n"
+        "import keras\n"
+        "print(a.backend, keras.backend.backend())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+
+    def backend(*args, **extra):
+        r = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, env={**env, **extra}
+        )
+        return r.stdout.split() or r.stderr[-2000:]
+
+    want = "torch" if importlib.util.find_spec("torch") else "tensorflow"
+    assert backend() == [want, want]  # the VGG-16 trains fastest on torch (BENCHMARKS.md)
+    assert backend("--arch", "mobilenet") == ["tensorflow", "tensorflow"]  # unmeasured: the default backend
+    assert backend(KERAS_BACKEND="jax") == ["jax", "jax"]  # the user's choice wins

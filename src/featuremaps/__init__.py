@@ -12,6 +12,7 @@ The package, as a table of contents:
 * core, model -> maps: ``errors``, ``models``, ``images``, ``faces``, ``layers``, ``extractor``
 * pixels, arrays in and arrays out: ``colormaps``, ``draw``, ``render``, ``charts``, ``figure``
 * ``cam/``: class activation maps (methods, engine, gradients, heatmaps, metrics)
+* ``callbacks``: ``FeatureMapsCallback``, feature maps of fixed inputs epoch by epoch in any ``model.fit``
 * products: ``pipeline`` (show), ``explain`` (cam), ``report``, ``html``, ``compare``, ``atlas``; ``io`` is
   the only module that writes files
 * ``emotion/``: the FER2013 models, data, augmentation, training and evaluation
@@ -39,6 +40,8 @@ _API = {
     "load_model": ("models", "load"),
     "wrap_model": ("models", "wrap"),
     "build_emotion_vgg16": "emotion",
+    "build_emotion_model": "emotion",
+    "FeatureMapsCallback": "callbacks",
     "load_emotion_model": "emotion",
     "EMOTIONS": "emotion",
     "UserError": "errors",

@@ -1,10 +1,11 @@
-"""Small charts drawn with NumPy and the drawing layer (no pyplot state): the confusion matrix."""
+"""Small charts drawn with NumPy and the drawing layer (no pyplot state): the confusion matrix, training curves."""
 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image, ImageDraw
 
-from featuremaps.draw import INK, MUTED, Canvas, fit_text, line_height, text_width, title_block
+from featuremaps.draw import BG, INK, MUTED, Canvas, fit_text, font, line_height, nice_ticks, text_width, title_block
 from featuremaps.render import apply_colormap, colormap
 
 
@@ -50,3 +51,75 @@ def render_confusion(matrix: np.ndarray, classes: list[str], title: str = "", ce
             c.text((x, top + i * cell + cell // 2 + 2), f"{rates[i, j]:.0%}", fs - 2, ink, align="center")
     c.text((6, height - foot + 4), "rows: true class (colour = share of the row)", fs - 1, MUTED)
     return c.rgb
+
+
+#: line colours of the curves (matplotlib's tab10 blue and orange)
+CURVE_COLOURS = ((31, 119, 180), (255, 127, 14))
+
+
+def render_curves(
+    history: list[dict],
+    panels=(("loss", "loss"), ("accuracy", "accuracy")),
+    series=(("", "train (augmented)"), ("val_", "PublicTest")),
+    size: tuple[int, int] = (440, 320),
+) -> np.ndarray:
+    """Training curves, one panel per metric (``loss``, ``accuracy``), train and validation in each: RGB uint8.
+
+    ``history`` is a list of per-epoch dicts (``{"epoch": 1, "loss": ..., "val_loss": ..., ...}``), as
+    ``featuremaps train`` keeps in ``state.json``. Drawn with Pillow: no matplotlib needed.
+
+    Example::
+
+        save_png("curves.png", render_curves(state["history"]))
+    """
+    pw, ph = size
+    fs = 12
+    canvas = Image.new("RGB", (pw * len(panels), ph), BG)
+    d = ImageDraw.Draw(canvas)
+    epochs = [float(h.get("epoch", i + 1)) for i, h in enumerate(history)]
+    left, right, top, bottom = 52, 14, 28, 58
+    for p, (key, title) in enumerate(panels):
+        x0 = p * pw
+        ax0, ax1, ay0, ay1 = x0 + left, x0 + pw - right, top, ph - bottom
+        ys = {prefix: [float(h.get(prefix + key, np.nan)) for h in history] for prefix, _ in series}
+        vals = np.array([v for s in ys.values() for v in s], dtype=np.float64)
+        vals = vals[np.isfinite(vals)]
+        lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
+        if hi - lo < 1e-9:
+            lo, hi = lo - 0.5 * max(abs(lo), 1e-3), hi + 0.5 * max(abs(hi), 1e-3)
+        pad = 0.05 * (hi - lo)
+        lo, hi = lo - pad, hi + pad
+        e0, e1 = (min(epochs), max(epochs)) if epochs else (0.0, 1.0)
+        if e1 - e0 < 1e-9:
+            e0, e1 = e0 - 1, e1 + 1
+
+        def px(e, v, e0=e0, e1=e1, lo=lo, hi=hi, ax0=ax0, ax1=ax1, ay0=ay0, ay1=ay1):
+            return (ax0 + (e - e0) / (e1 - e0) * (ax1 - ax0), ay1 - (v - lo) / (hi - lo) * (ay1 - ay0))
+
+        d.text((x0 + left, 6), title, fill=INK, font=font(fs + 2))
+        for v in nice_ticks(lo, hi):
+            y = px(e0, v)[1]
+            d.line([(ax0, y), (ax1, y)], fill=(232, 232, 232))
+            t = f"{v:.3g}"
+            d.text((ax0 - 6 - text_width(t, fs - 1), y - fs // 2), t, fill=MUTED, font=font(fs - 1))
+        for v in nice_ticks(e0, e1, n=min(6, max(1, int(e1 - e0)))):
+            if abs(v - round(v)) > 1e-9:  # epochs are whole numbers
+                continue
+            x = px(v, lo)[0]
+            d.line([(x, ay1), (x, ay1 + 4)], fill=MUTED)
+            t = str(int(round(v)))
+            d.text((x - text_width(t, fs - 1) / 2, ay1 + 6), t, fill=MUTED, font=font(fs - 1))
+        d.rectangle([ax0, ay0, ax1, ay1], outline=MUTED)
+        d.text(((ax0 + ax1) / 2 - text_width("epoch", fs - 1) / 2, ay1 + 20), "epoch", fill=MUTED, font=font(fs - 1))
+        for (prefix, _label), colour in zip(series, CURVE_COLOURS, strict=False):
+            pts = [px(e, v) for e, v in zip(epochs, ys[prefix], strict=True) if np.isfinite(v)]
+            if len(pts) > 1:
+                d.line(pts, fill=colour, width=2)
+            for x, y in pts:
+                d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        lx = ax0
+        for (_, label), colour in zip(series, CURVE_COLOURS, strict=False):
+            d.line([(lx, ph - 14), (lx + 16, ph - 14)], fill=colour, width=3)
+            d.text((lx + 20, ph - 14 - fs // 2 - 1), label, fill=INK, font=font(fs - 1))
+            lx += 32 + text_width(label, fs - 1)
+    return np.asarray(canvas)

@@ -22,7 +22,7 @@ from keras.applications import imagenet_utils
 
 from featuremaps.emotion.model import (
     EMOTIONS,
-    build_emotion_vgg16,
+    build_emotion_model,
     load_emotion_model,
     load_weights_npz,
     shipped_weights_available,
@@ -46,6 +46,8 @@ APPLICATIONS: dict[str, tuple[str, str, int]] = {
 }
 EMOTION_NAMES = ("emotion", "fer2013", "emotion-vgg16")
 TORCH_SUFFIXES = (".pt", ".pth", ".pts", ".ptl")
+#: the emotion VGG-16's siblings, by model name -> architecture (``featuremaps train --arch``)
+EMOTION_SIBLINGS = {"emotion-resnet": "resnet", "emotion-mobilenet": "mobilenet"}
 PREPROCESS_MODES = {
     "unit": "x / 255 (pixels in [0, 1])",
     "raw": "pixels as they are, 0-255",
@@ -147,12 +149,14 @@ def load(
     key = spec.lower().replace("_", "")
     if key in EMOTION_NAMES:
         return _load_emotion(weights, preprocess)
+    if key in EMOTION_SIBLINGS:
+        return _load_emotion(weights, preprocess, EMOTION_SIBLINGS[key])
     if key in APPLICATIONS:
         return _load_application(key, weights, preprocess, random_head)
     path = Path(spec)
     if path.suffix.lower() in (".keras", ".h5", ".hdf5") or path.exists():
         return _load_file(path, unsafe, preprocess or "unit", classes)
-    names = ", ".join(("emotion", *APPLICATIONS))
+    names = ", ".join(("emotion", *EMOTION_SIBLINGS, *APPLICATIONS))
     raise UserError(
         f"unknown model '{spec}': use one of {names}, torchvision:NAME, or a .keras/.h5/.pt/.onnx file path"
     )
@@ -167,14 +171,15 @@ def _framework(name: str):
         raise UserError(f"{e.name} is not installed; pip install 'featuremaps[{extra}]'") from None
 
 
-def _load_emotion(weights, preprocess) -> LoadedModel:
+def _load_emotion(weights, preprocess, arch: str = "vgg16") -> LoadedModel:
 
+    title = {"vgg16": "VGG-16", "resnet": "ResNet-18", "mobilenet": "MobileNetV2"}[arch]
     if weights in (None, "default"):
-        model, src = load_emotion_model(), "featuremaps bundled FER2013 VGG-16"
+        model, src = load_emotion_model(arch), f"featuremaps bundled FER2013 {title}"
     elif weights == "none":
-        model, src = build_emotion_vgg16(), "FER2013 VGG-16 architecture, random weights"
+        model, src = build_emotion_model(arch), f"FER2013 {title} architecture, random weights"
     else:
-        model = build_emotion_vgg16()
+        model = build_emotion_model(arch)
         if str(weights).endswith(".npz") and Path(weights).is_file() and not zipfile.is_zipfile(weights):
             raise UserError(f"{weights} is not an .npz file (not a zip archive); pass weights saved by featuremaps")
         try:
@@ -186,11 +191,11 @@ def _load_emotion(weights, preprocess) -> LoadedModel:
             raise UserError(
                 f"cannot load weights {weights} into the emotion model ({e}); pass a file saved from it"
             ) from None
-        src = f"FER2013 VGG-16 with weights {weights}"
+        src = f"FER2013 {title} with weights {weights}"
     mode = preprocess or "unit"
     return LoadedModel(
         model,
-        "emotion_vgg16",
+        f"emotion_{arch}",
         src,
         PREPROCESS_MODES[mode] if mode in PREPROCESS_MODES else mode,
         _preprocess_fn(mode),

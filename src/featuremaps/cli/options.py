@@ -8,7 +8,9 @@ command's parser names the module of :mod:`featuremaps.cli` that runs it (``run=
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import sys
 
 from featuremaps import __version__
 from featuremaps.errors import UserError
@@ -66,7 +68,9 @@ COMMAND_EXAMPLES = {
     "train": """examples:
   featuremaps train --data fer2013.tar.gz --epochs 30
   featuremaps train --data fer2013.tar.gz --out runs/emotion --resume
-  featuremaps train --data fer2013.tar.gz --width 0.25 --limit-per-class 200 --epochs 2   # a quick try""",
+  featuremaps train --data fer2013.tar.gz --width 0.25 --limit-per-class 200 --epochs 2   # a quick try
+  featuremaps train --data fer2013.tar.gz --arch resnet --crop 44 --out runs/resnet
+  featuremaps train --data fer2013.tar.gz --init bundled --crop 44 --label-smoothing 0.1""",
     "evaluate": """examples:
   featuremaps evaluate --data fer2013.tar.gz
   featuremaps evaluate runs/emotion/best.keras --data fer2013.tar.gz --split PrivateTest --tta""",
@@ -79,6 +83,12 @@ FER_ENV = "FEATUREMAPS_FER2013"
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse prints the whole usage otherwise)
         raise UserError(f"{message} (see '{self.prog} --help')")
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extras = super().parse_known_args(args, namespace)
+        if getattr(ns, "run", None) == "train" and getattr(ns, "backend", None):  # before Keras is imported
+            ns.backend = train_backend(ns.backend, ns.arch)
+        return ns, extras
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -139,8 +149,57 @@ def _real(lo: float, hi: float):
     return parse
 
 
+def _at_least_zero(hi: float):
+    """A finite number in [0, hi] (0 turns the option off)."""
+
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{s}' is not a number") from None
+        if not (0 <= v <= hi):
+            raise argparse.ArgumentTypeError(f"{s} must be a number from 0 to {hi:g}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
 def _sub(sub, name: str, help: str):
     return sub.add_parser(name, help=help, description=help, epilog=COMMAND_EXAMPLES[name], formatter_class=_Formatter)
+
+
+TRAIN_BACKENDS = ("auto", "tensorflow", "torch", "jax")
+#: ``train --backend auto`` per architecture: the fastest measured (BENCHMARKS.md); tensorflow where unmeasured
+FASTEST_BACKEND = {"vgg16": "torch"}
+
+
+def train_backend(value: str, arch: str = "vgg16") -> str:
+    """``train --backend``: the Keras backend to train on, set in the environment before Keras is imported.
+
+    ``auto`` (default): KERAS_BACKEND if the user set it, else the fastest measured for ``arch`` when it is
+    installed (torch for the VGG-16: ~2x TensorFlow on the CPUs measured, see BENCHMARKS.md), else
+    TensorFlow. Runs when the arguments are parsed, which is before the CLI imports Keras; once Keras is
+    imported (in-process callers) its backend stays, and asking for another is a one-line error.
+    """
+    if "keras" in sys.modules:
+        current = sys.modules["keras"].backend.backend()
+        if value not in ("auto", current):
+            raise UserError(
+                f"--backend {value}: Keras already runs on {current} in this process; "
+                f"start a new one with KERAS_BACKEND={value}"
+            )
+        return current
+    if value == "auto":
+        if os.environ.get("KERAS_BACKEND"):
+            return os.environ["KERAS_BACKEND"]
+        value = FASTEST_BACKEND.get(arch, "tensorflow")
+        if importlib.util.find_spec(value) is None:
+            value = "tensorflow"
+    elif importlib.util.find_spec(value) is None:
+        raise UserError(f"--backend {value}: {value} is not installed; pip install {value} or pick another backend")
+    os.environ["KERAS_BACKEND"] = value
+    return value
 
 
 def _model_args(p, default_help="the bundled emotion model (vgg16 if absent)"):
@@ -375,11 +434,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=_positive, default=20, help="largest upload, MiB (default 20)")
     p.set_defaults(run="explore")
 
-    p = _sub(sub, "train", "train the FER2013 emotion VGG-16 (checkpoints every epoch)")
+    p = _sub(sub, "train", "train a FER2013 emotion model: VGG-16, ResNet-18 or MobileNetV2 (checkpoints every epoch)")
     p.add_argument("--data", default=None, help=f"FER2013 folder, fer2013.csv or fer2013.tar.gz (default: ${FER_ENV})")
+    p.add_argument(
+        "--arch",
+        default="vgg16",
+        choices=["vgg16", "resnet", "mobilenet"],
+        help="network: vgg16 (the bundled model's), resnet (ResNet-18 style) or mobilenet (MobileNetV2 style)",
+    )
     p.add_argument("--epochs", type=_bounded(1, 10_000), default=30, help="epochs to train")
     p.add_argument("--batch-size", type=_bounded(1, 4096), default=64, help="faces per step")
     p.add_argument("--lr", type=_real(0, 10), default=0.01, help="learning rate")
+    p.add_argument("--weight-decay", type=_at_least_zero(1), default=5e-4, help="SGD weight decay (0: none)")
+    p.add_argument(
+        "--label-smoothing", type=_at_least_zero(0.99), default=0.0, help="cross-entropy label smoothing, e.g. 0.1"
+    )
+    p.add_argument(
+        "--crop",
+        type=_positive,
+        default=None,
+        metavar="SIDE",
+        help="train on random SIDExSIDE crops + flips (e.g. 44; the model takes SIDE px input, evaluated on the "
+        "centre crop or ten-crop) instead of the affine + erasing augmentation (default: whole 48 px faces)",
+    )
     _out_arg(p, "runs/emotion", "the run folder itself (checkpoints, log.csv, state.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     p.add_argument(
@@ -390,11 +467,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=_bounded(0, 2**32 - 1), default=0, help="random seed")
     p.add_argument(
+        "--backend",
+        default="auto",
+        choices=TRAIN_BACKENDS,
+        help="Keras backend: auto (default: $KERAS_BACKEND if set, else the fastest measured for --arch when "
+        "installed, torch for vgg16, else tensorflow), tensorflow, torch or jax",
+    )
+    p.add_argument(
         "--precision",
         default="float32",
         choices=["float32", "bfloat16"],
-        help="bfloat16 mixed precision: ~1.5x faster on CPUs with AVX512-BF16",
+        help="bfloat16 mixed precision: ~1.5x faster on CPUs with AVX512-BF16/AMX, far slower without (default "
+        "float32)",
     )
+    p.add_argument("--maps-every", type=int, default=1, help="feature-map sheets every N epochs (0: off; default 1)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows/files (counted) instead of stopping")
     p.add_argument(
         "--limit-per-class",

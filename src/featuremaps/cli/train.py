@@ -1,4 +1,8 @@
-"""``featuremaps train``: train the FER2013 emotion model, checkpointed every epoch."""
+"""``featuremaps train``: train a FER2013 emotion model, checkpointed every epoch.
+
+The Keras backend was chosen while the arguments were parsed (``--backend``, default torch when installed:
+see :func:`featuremaps.cli.options.train_backend`), before Keras was imported.
+"""
 
 from __future__ import annotations
 
@@ -25,13 +29,20 @@ def run(args) -> int:
         width=args.width,
         init=args.init,
         status=status.status,
+        arch=args.arch,
+        crop=args.crop,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        maps_every=args.maps_every,
     )
     out = Path(args.out)
-    # say only what is on disk: curves.png needs matplotlib (an optional dependency)
-    files = [f for f in ("best.keras", "last.keras", "log.csv", "state.json", "curves.png") if (out / f).is_file()]
-    missing = "" if (out / "curves.png").is_file() else " (no curves.png: pip install matplotlib to draw it)"
+    # say only what is on disk
+    names = ("best.keras", "last.keras", "log.csv", "state.json", "curves.png", "maps")
+    files = [f + ("/" if f == "maps" else "") for f in names if (out / f).exists()]
+    recipe = state.get("recipe", {})
+    how = f" ({recipe['arch']} on {recipe['backend']})" if "arch" in recipe and "backend" in recipe else ""
     print(
         f"best PublicTest accuracy {state.get('best_val_accuracy', float('nan')):.4f} at epoch "
-        f"{state.get('best_epoch')}; {', '.join(files)} in {clean(out)}{missing}"
+        f"{state.get('best_epoch')}{how}; {', '.join(files)} in {clean(out)}"
     )
     return 0

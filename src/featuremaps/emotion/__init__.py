@@ -1,9 +1,14 @@
-"""The emotion models: the FER2013 VGG-16 (``model``), its data (``data``), augmentation (``augment``),
+"""The emotion models: the FER2013 VGG-16 and its ResNet/MobileNetV2 siblings (``model``), their data
+(``data``), augmentation (``augment``),
 training (``train``) and evaluation (``evaluate``)."""
 
 from featuremaps.emotion.model import (
+    ARCHS,
     EMOTIONS,
     INPUT_SHAPE,
+    build_emotion_mobilenet,
+    build_emotion_model,
+    build_emotion_resnet,
     build_emotion_vgg16,
     fold_batch_norm,
     load_emotion_model,
@@ -15,8 +20,12 @@ from featuremaps.emotion.model import (
 )
 
 __all__ = [
+    "ARCHS",
     "EMOTIONS",
     "INPUT_SHAPE",
+    "build_emotion_mobilenet",
+    "build_emotion_model",
+    "build_emotion_resnet",
     "build_emotion_vgg16",
     "fold_batch_norm",
     "load_emotion_model",

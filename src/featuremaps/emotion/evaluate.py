@@ -2,7 +2,9 @@
 
 Test-time augmentation (``--tta``) averages the softmax over ten views of each face: the face and its
 mirror image, each also shifted by 2 pixels in the four directions (the shifts stand in for the ten-crop
-of Khaireddin & Chen 2021, since the network takes the whole 48x48 face).
+of Khaireddin & Chen 2021, since the network takes the whole 48x48 face). A model trained on random crops
+(``featuremaps train --crop 44``, input 44x44) sees the centre crop, and with ``--tta`` the ten-crop: the
+four corners and the centre, each also mirrored.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 from keras import ops
 
 from featuremaps import models
+from featuremaps.emotion.augment import centre_crop, ten_crop
 from featuremaps.emotion.model import EMOTIONS
 from featuremaps.errors import UserError
 
@@ -53,10 +56,16 @@ def tta_views(x: np.ndarray, shift: int = 2) -> list[np.ndarray]:
 def predict(model, faces_u8: np.ndarray, tta: bool = False, batch_size: int = 256, progress=None) -> np.ndarray:
     """Softmax outputs (N, classes) for (N, 48, 48) uint8 faces, optionally averaged over the TTA views.
 
-    ``progress(i, n, label)`` is called before each batch and once at the end (``i == n``).
+    ``progress(i, n, label)`` is called before each batch and once at the end (``i == n``). A model whose
+    input is smaller than the faces (trained with ``--crop``) gets the centre crop, or with ``tta`` the
+    ten-crop (:func:`~featuremaps.emotion.augment.ten_crop`).
     """
     x = faces_u8[..., None].astype(np.float32) / 255.0
-    views = tta_views(x) if tta else [x]
+    side = model.inputs[0].shape[1] if getattr(model, "inputs", None) else None
+    if side and side < x.shape[1]:
+        views = ten_crop(x, side) if tta else [centre_crop(x, side)]
+    else:
+        views = tta_views(x) if tta else [x]
     out = None
     steps = [(k, i) for k in range(len(views)) for i in range(0, len(x), batch_size)]
     done = 0

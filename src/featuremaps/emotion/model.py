@@ -1,10 +1,16 @@
-"""The FER2013 emotion model: a VGG-16 for 48x48 grayscale faces, and the weights shipped with the package.
+"""The FER2013 emotion models: a VGG-16 for 48x48 grayscale faces (shipped), and two siblings for
+architecture comparisons, a ResNet-18-style network and a MobileNetV2-style one (``build_emotion_model``).
 
 Layer names follow ``keras.applications.VGG16`` (``block1_conv1`` ... ``block5_conv3``) so feature maps line
 up with the ImageNet model. It is trained with batch normalisation (conv -> BN -> ReLU, Ioffe & Szegedy 2015)
 and shipped with each BN folded into its conv (``fold_batch_norm``): the shipped model's conv layers carry
 their ReLU like Keras' VGG16, so the maps featuremaps shows are post-activation, as for the ImageNet model,
 and the predictions are those of the trained network (to float rounding).
+
+The siblings follow the same convention (BN form for training, folded form for shipping and for the
+grids), with layer names that read in a grid: ``stem_conv``, ``stage2_block1_conv1``, ``stage2_block1_shortcut``
+(ResNet), ``block3_expand``, ``block3_depthwise``, ``block3_project`` (MobileNetV2). Each architecture has
+its own weights and card file (``emotion_<arch>.weights.npz``, ``emotion_<arch>.card.json``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,28 @@ INPUT_SHAPE = (48, 48, 1)
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 WEIGHTS_FILE = "emotion_vgg16.weights.npz"
 CARD_FILE = "emotion_vgg16.card.json"
+ARCHS = ("vgg16", "resnet", "mobilenet")
+#: ResNet-18 stages: (filters, blocks, stride of the first block); 48 -> 24 -> 12 -> 6 -> 3 px
+RESNET18_STAGES = ((64, 2, 2), (128, 2, 2), (256, 2, 2), (512, 2, 2))
+#: MobileNetV2 (Sandler et al. 2018) inverted residuals: (expansion t, filters c, repeats n, stride s)
+MOBILENETV2_BLOCKS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+def weights_file(arch: str = "vgg16") -> str:
+    """The shipped weights' file name for ``arch`` (``emotion_resnet.weights.npz``, ...)."""
+    return f"emotion_{arch}.weights.npz"
+
+
+def card_file(arch: str = "vgg16") -> str:
+    return f"emotion_{arch}.card.json"
 
 
 def build_emotion_vgg16(
@@ -74,29 +102,166 @@ def build_emotion_vgg16(
     return keras.Model(inputs, outputs, name="emotion_vgg16")
 
 
+def _conv_unit(x, filters, kernel, stride, name, act, batch_norm, depthwise=False):
+    """conv -> BN -> act (training form) or one conv with bias and ``act`` (inference form, BN folded in).
+
+    The BN of conv ``name`` is ``name + "_bn"``; ``act`` None leaves the unit linear (before an Add).
+    """
+    kw = dict(strides=stride, padding="same", name=name)
+    if depthwise:
+        make = lambda **k: layers.DepthwiseConv2D(kernel, depthwise_initializer="he_normal", **kw, **k)  # noqa: E731
+    else:
+        make = lambda **k: layers.Conv2D(filters, kernel, kernel_initializer="he_normal", **kw, **k)  # noqa: E731
+    if not batch_norm:
+        return make(activation=act)(x)
+    x = make(use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    return layers.Activation(act, name=f"{name}_{act}")(x) if act else x
+
+
+def _head(x, num_classes, dropout):
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, name="drop")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return outputs
+
+
+def build_emotion_resnet(
+    input_shape=INPUT_SHAPE,
+    num_classes: int = len(EMOTIONS),
+    dropout: float = 0.2,
+    batch_norm: bool = False,
+    width: float = 1.0,
+):
+    """A ResNet-18 (He et al. 2016, "Deep Residual Learning"), sized for 48x48 faces.
+
+    A 3x3 stem at full resolution (no 7x7/stride-2 stem and max pool: they would leave a 48 px face 12 px
+    wide before the first block), then four stages of two basic blocks (3x3 conv, 3x3 conv, identity or
+    1x1 projection shortcut), the first block of each stage striding by 2: maps of 24, 12, 6 and 3 px,
+    global average pooling, dropout, softmax. About 0.3 GMAC per face (the VGG-16: 0.7).
+
+    Example::
+
+        model = build_emotion_resnet(batch_norm=True)   # train this, ship fold_batch_norm(model)
+    """
+    inputs = keras.Input(shape=input_shape, name="face")
+    c = lambda f: max(4, int(round(f * width)))  # noqa: E731
+    x = _conv_unit(inputs, c(64), 3, 1, "stem_conv", "relu", batch_norm)
+    for s, (filters, blocks, stride) in enumerate(RESNET18_STAGES, start=1):
+        for b in range(1, blocks + 1):
+            st = stride if b == 1 else 1
+            name = f"stage{s}_block{b}"
+            shortcut = x
+            if st != 1 or x.shape[-1] != c(filters):
+                shortcut = _conv_unit(x, c(filters), 1, st, f"{name}_shortcut", None, batch_norm)
+            y = _conv_unit(x, c(filters), 3, st, f"{name}_conv1", "relu", batch_norm)
+            y = _conv_unit(y, c(filters), 3, 1, f"{name}_conv2", None, batch_norm)
+            x = layers.Add(name=f"{name}_add")([y, shortcut])
+            x = layers.Activation("relu", name=f"{name}_out")(x)
+    return keras.Model(inputs, _head(x, num_classes, dropout), name="emotion_resnet")
+
+
+def build_emotion_mobilenet(
+    input_shape=INPUT_SHAPE,
+    num_classes: int = len(EMOTIONS),
+    dropout: float = 0.2,
+    batch_norm: bool = False,
+    width: float = 1.0,
+):
+    """A MobileNetV2 (Sandler et al. 2018, "MobileNetV2: Inverted Residuals and Linear Bottlenecks") for 48 px.
+
+    Stem 3x3 conv (stride 1 instead of 2: small faces), then 17 inverted residual blocks: 1x1 ``expand``
+    (x6, ReLU6), 3x3 ``depthwise`` (ReLU6), linear 1x1 ``project``, with an identity shortcut where shape
+    allows; strides give maps of 48, 24, 12, 6 and 3 px; a 1x1 ``head_conv`` (1280), global average
+    pooling, dropout, softmax.
+
+    Example::
+
+        model = build_emotion_mobilenet(batch_norm=True, width=0.5)
+    """
+    inputs = keras.Input(shape=input_shape, name="face")
+    c = lambda f: max(4, int(round(f * width)))  # noqa: E731
+    x = _conv_unit(inputs, c(32), 3, 1, "stem_conv", "relu6", batch_norm)
+    k = 0
+    for t, filters, n, stride in MOBILENETV2_BLOCKS:
+        for i in range(n):
+            k += 1
+            name = f"block{k}"
+            st = stride if i == 0 else 1
+            y = x
+            if t != 1:
+                y = _conv_unit(y, int(x.shape[-1]) * t, 1, 1, f"{name}_expand", "relu6", batch_norm)
+            y = _conv_unit(y, None, 3, st, f"{name}_depthwise", "relu6", batch_norm, depthwise=True)
+            y = _conv_unit(y, c(filters), 1, 1, f"{name}_project", None, batch_norm)
+            x = layers.Add(name=f"{name}_add")([y, x]) if st == 1 and x.shape[-1] == y.shape[-1] else y
+    x = _conv_unit(x, c(1280), 1, 1, "head_conv", "relu6", batch_norm)
+    return keras.Model(inputs, _head(x, num_classes, dropout), name="emotion_mobilenet")
+
+
+BUILDERS = {"vgg16": build_emotion_vgg16, "resnet": build_emotion_resnet, "mobilenet": build_emotion_mobilenet}
+
+
+def build_emotion_model(arch: str = "vgg16", **kwargs):
+    """The emotion network ``arch`` (``vgg16``, ``resnet``, ``mobilenet``); keyword arguments as its builder's."""
+    if arch not in BUILDERS:
+        raise UserError(f"unknown architecture '{arch}'; use one of {', '.join(ARCHS)}")
+    return BUILDERS[arch](**kwargs)
+
+
+def arch_of(model) -> str:
+    """``vgg16``/``resnet``/``mobilenet`` from a model built here (by its name)."""
+    name = model.name.removeprefix("emotion_")
+    return name if name in BUILDERS else "vgg16"
+
+
+def _bn_of(model, conv_name: str):
+    """The BN layer after conv ``conv_name`` in a training-form model (VGG: ``block1_bn1``; others: ``<conv>_bn``)."""
+    names = {layer.name for layer in model.layers}
+    for cand in (conv_name.replace("_conv", "_bn"), f"{conv_name}_bn"):
+        if cand != conv_name and cand in names and isinstance(model.get_layer(cand), layers.BatchNormalization):
+            return model.get_layer(cand)
+    return None
+
+
 def fold_batch_norm(trained, width: float = 1.0):
-    """The inference form of a ``batch_norm=True`` model: each BN folded into the conv before it.
+    """The inference form of a ``batch_norm=True`` emotion model (any of :data:`ARCHS`): each BN folded into
+    the conv before it.
 
     For conv output ``z = W*x`` and BN ``g (z - m) / sqrt(v + eps) + b``: ``W' = W s``, ``bias' = b - m s``
-    with ``s = g / sqrt(v + eps)``; ReLU moves into the conv. Exact up to float rounding.
+    with ``s = g / sqrt(v + eps)``; the activation after the BN moves into the conv. Depthwise kernels
+    (kh, kw, C, 1) are scaled per input channel, which is their output channel. Exact up to float rounding.
+
+    Example::
+
+        shipped = fold_batch_norm(keras.models.load_model("runs/emotion/best.keras"))
     """
-    model = build_emotion_vgg16(tuple(trained.inputs[0].shape[1:]), int(trained.outputs[0].shape[-1]), width=width)
+    arch = arch_of(trained)
+    model = build_emotion_model(
+        arch,
+        input_shape=tuple(trained.inputs[0].shape[1:]),
+        num_classes=int(trained.outputs[0].shape[-1]),
+        width=width,
+    )
     for layer in model.layers:
         if not layer.get_weights():
             continue
         src = trained.get_layer(layer.name)
-        if layer.name.startswith("block") and "_conv" in layer.name:
+        bn = _bn_of(trained, layer.name) if isinstance(layer, layers.Conv2D | layers.DepthwiseConv2D) else None
+        if bn is not None:
             (kernel,) = [np.asarray(w, np.float64) for w in src.get_weights()]
-            bn = trained.get_layer(layer.name.replace("_conv", "_bn"))
             gamma, beta, mean, var = (np.asarray(w, np.float64) for w in bn.get_weights())
             scale = gamma / np.sqrt(var + bn.epsilon)
-            layer.set_weights([(kernel * scale).astype(np.float32), (beta - mean * scale).astype(np.float32)])
+            if isinstance(layer, layers.DepthwiseConv2D):  # (kh, kw, C, multiplier): output channel c*m + j
+                kernel = (kernel.reshape(*kernel.shape[:2], -1) * scale).reshape(kernel.shape)
+            else:
+                kernel = kernel * scale
+            layer.set_weights([kernel.astype(np.float32), (beta - mean * scale).astype(np.float32)])
         else:
             layer.set_weights([np.asarray(w, np.float32) for w in src.get_weights()])
     return model
 
 
-def unfold_batch_norm(folded, faces: np.ndarray, width: float = 1.0, batch_size: int = 128):
+def unfold_batch_norm(folded, faces: np.ndarray, width: float = 1.0, batch_size: int = 128, input_shape=None):
     """The training form of an inference-form model, with the same outputs: a warm start for more training.
 
     The inverse of :func:`fold_batch_norm` is not unique; this one keeps each conv kernel ``W'`` and sets
@@ -104,11 +269,15 @@ def unfold_batch_norm(folded, faces: np.ndarray, width: float = 1.0, batch_size:
     the channel mean and variance, ``g = sqrt(v + eps)``, ``b = bias' + m``. Then ``BN(z) = z + bias'``
     exactly with the stored statistics, and nearly so with batch statistics in training, so training
     resumes where the folded model is instead of from a disturbed network.
+
+    ``input_shape`` builds the training model for another input size (``(44, 44, 1)`` for random crops; the
+    weights do not depend on it); ``faces`` are then centre-cropped to it for the statistics. VGG-16 only.
     """
 
-    model = build_emotion_vgg16(
-        tuple(folded.inputs[0].shape[1:]), int(folded.outputs[0].shape[-1]), batch_norm=True, width=width
-    )
+    shape = tuple(input_shape or folded.inputs[0].shape[1:])
+    model = build_emotion_vgg16(shape, int(folded.outputs[0].shape[-1]), batch_norm=True, width=width)
+    dy, dx = (faces.shape[1] - shape[0]) // 2, (faces.shape[2] - shape[1]) // 2
+    faces = faces[:, dy : dy + shape[0], dx : dx + shape[1]]
     convs = [layer for layer in model.layers if layer.name.startswith("block") and "_conv" in layer.name]
     for layer in model.layers:
         if not layer.get_weights() or "_bn" in layer.name:
@@ -144,13 +313,14 @@ def _data_path(name: str):
     return resources.files("featuremaps").joinpath("data").joinpath(name)
 
 
-def shipped_weights_available() -> bool:
-    return _data_path(WEIGHTS_FILE).is_file()
+def shipped_weights_available(arch: str = "vgg16") -> bool:
+    """Whether this install has the trained weights of ``arch`` (``vgg16``; ``resnet``, ``mobilenet``)."""
+    return _data_path(weights_file(arch)).is_file()
 
 
-def model_card() -> dict | None:
-    """The JSON model card shipped beside the weights (data, recipe, accuracy), or None."""
-    p = _data_path(CARD_FILE)
+def model_card(arch: str = "vgg16") -> dict | None:
+    """The JSON model card shipped beside ``arch``'s weights (data, recipe, accuracy), or None."""
+    p = _data_path(card_file(arch))
     return json.loads(p.read_text()) if p.is_file() else None
 
 
@@ -176,14 +346,27 @@ def load_weights_npz(model, path) -> None:
             layer.set_weights(ws)
 
 
-def load_emotion_model():
-    """The shipped, trained emotion model (raises UserError if the package was built without weights)."""
-    if not shipped_weights_available():
+def load_emotion_model(arch: str = "vgg16"):
+    """The shipped, trained emotion model ``arch`` (UserError if this install has no weights for it).
+
+    Example::
+
+        model = load_emotion_model()            # the FER2013 VGG-16
+        model = load_emotion_model("resnet")    # once emotion_resnet.weights.npz ships
+    """
+    if arch not in BUILDERS:
+        raise UserError(f"unknown emotion architecture '{arch}'; use one of {', '.join(ARCHS)}")
+    if not shipped_weights_available(arch):
+        if arch != "vgg16":
+            raise UserError(
+                f"the emotion-{arch} model is not trained/shipped yet; train one with 'featuremaps train --arch "
+                f"{arch} --data fer2013.tar.gz' and pass its best.keras file with --model"
+            )
         raise UserError(
             "the bundled emotion model weights are missing from this install; "
             "reinstall featuremaps or pass --model vgg16"
         )
-    model = build_emotion_vgg16()
-    with _data_path(WEIGHTS_FILE).open("rb") as f:
+    model = build_emotion_model(arch)
+    with _data_path(weights_file(arch)).open("rb") as f:
         load_weights_npz(model, f)
     return model

@@ -1,13 +1,19 @@
-"""``featuremaps train``: the FER2013 VGG-16 recipe, with checkpoints that survive being killed.
+"""``featuremaps train``: the FER2013 emotion recipe (VGG-16, ResNet-18 or MobileNetV2), with checkpoints
+that survive being killed.
 
 Recipe after Khaireddin & Chen 2021 ("Facial Emotion Recognition: State of the Art Performance on FER2013"):
-SGD with Nesterov momentum, lr 0.01, batch 64, strong augmentation; here with a cosine learning-rate decay
-over ``--epochs`` (deterministic per epoch, so ``--resume`` continues the same schedule; a resumed run is not
-bit-identical to an uninterrupted one: the augmentation's random state is not restored). Model selection on
-PublicTest only; PrivateTest is left for ``featuremaps evaluate``.
+SGD with Nesterov momentum, lr 0.01, batch 64, weight decay 5e-4, strong augmentation; here with a cosine
+learning-rate decay over ``--epochs`` (deterministic per epoch, so ``--resume`` continues the same schedule; a
+resumed run is not bit-identical to an uninterrupted one: the augmentation's random state is not restored).
+``crop=44``: one random 44x44 crop + flip per face and epoch instead of the affine/erasing augmentation (the
+recipe of the published VGG results), the network taking 44x44 input; validation on the centre crop.
+Optional label smoothing (Szegedy et al. 2016). Model selection on PublicTest only; PrivateTest is left for
+``featuremaps evaluate``.
 
 Files in ``OUT``: ``last.keras`` (model + optimizer, every epoch), ``best.keras`` (best PublicTest accuracy),
-``state.json``, ``log.csv``, ``curves.png``. Every file is written to a temporary name and renamed.
+``state.json``, ``log.csv``, ``curves.png`` (drawn by :func:`featuremaps.charts.render_curves`, no
+matplotlib), and ``maps/<emotion>.png``: the epoch x layer sheets of one PublicTest face per emotion
+(:class:`featuremaps.callbacks.FeatureMapsCallback`). Every file is written to a temporary name and renamed.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from featuremaps.callbacks import FeatureMapsCallback
+from featuremaps.charts import render_curves
 from featuremaps.emotion import data as fer
 from featuremaps.emotion import model as emotion
-from featuremaps.emotion.augment import augment_batch
-from featuremaps.emotion.model import EMOTIONS
+from featuremaps.emotion.augment import augment_batch, centre_crop, random_crop_flip
+from featuremaps.emotion.model import ARCHS, EMOTIONS
 from featuremaps.errors import UserError
-from featuremaps.io import atomic_path, check_writable, ensure_dir, save_json, save_text
+from featuremaps.io import atomic_path, check_writable, ensure_dir, save_json, save_png, save_text
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +51,16 @@ def lr_at(epoch: int, epochs: int, base_lr: float, warmup: int = 1) -> float:
 def _dataset_class():
 
     class FaceBatches(keras.utils.PyDataset):
-        """Shuffled, augmented batches; epoch ``e`` always uses seed ``seed + e`` (resumable)."""
+        """Shuffled, augmented batches; epoch ``e`` always uses seed ``seed + e`` (resumable).
 
-        def __init__(self, x, y, batch_size, seed, epoch=0, augment=True):
+        ``crop``: random ``crop`` x ``crop`` crops + flip instead of the affine augmentation; ``classes``:
+        one-hot labels with that many classes (for label smoothing) instead of class indices.
+        """
+
+        def __init__(self, x, y, batch_size, seed, epoch=0, augment=True, crop=None, classes=None):
             super().__init__()
             self.x, self.y, self.batch_size, self.seed, self.epoch = x, y, batch_size, seed, epoch
-            self.augment = augment
+            self.augment, self.crop, self.classes = augment, crop, classes
             self._order()
 
         def _order(self):
@@ -61,9 +73,15 @@ def _dataset_class():
         def __getitem__(self, i):
             idx = self.perm[i * self.batch_size : (i + 1) * self.batch_size]
             xb = self.x[idx].astype(np.float32) / 255.0
-            if self.augment:
-                xb = augment_batch(xb, np.random.default_rng((self.seed, self.epoch, i)))
-            return xb[..., None], self.y[idx]
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            if self.crop:
+                xb = random_crop_flip(xb, self.crop, rng) if self.augment else centre_crop(xb, self.crop)
+            elif self.augment:
+                xb = augment_batch(xb, rng)
+            yb = self.y[idx]
+            if self.classes:
+                yb = np.eye(self.classes, dtype=np.float32)[yb]
+            return xb[..., None], yb
 
         def on_epoch_end(self):
             self.epoch += 1
@@ -117,34 +135,19 @@ def trim_log(path: Path, epochs_done: int) -> None:
 
 
 def _plot_curves(history: list[dict], path: Path) -> None:
-    try:
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:  # plotting is optional
-        return
-    ep = [h["epoch"] for h in history]
-    fig = Figure(figsize=(9, 3.5), dpi=100)
-    ax1, ax2 = fig.subplots(1, 2)
-    for key, label in (("loss", "train (augmented)"), ("val_loss", "PublicTest")):
-        ax1.plot(ep, [h.get(key, np.nan) for h in history], marker="o", label=label)
-    for key, label in (("accuracy", "train (augmented)"), ("val_accuracy", "PublicTest")):
-        ax2.plot(ep, [h.get(key, np.nan) for h in history], marker="o", label=label)
-    ax1.set(title="loss", xlabel="epoch")
-    ax2.set(title="accuracy", xlabel="epoch")
-    for ax in (ax1, ax2):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    save_png(path, render_curves(history))
 
 
-def _initial_model(init: str | None, faces: np.ndarray, width: float, calibration: int = 4096):
+def _initial_model(
+    init: str | None, faces: np.ndarray, width: float, calibration: int = 4096, arch: str = "vgg16", side: int = 48
+):
     """The BN model to train and a note on where its weights came from (None: random, He init)."""
 
+    shape = (side, side, 1)
     if not init:
-        return emotion.build_emotion_vgg16(batch_norm=True, width=width), None
+        return emotion.build_emotion_model(arch, input_shape=shape, batch_norm=True, width=width), None
+    if arch != "vgg16":
+        raise UserError(f"--init works with --arch vgg16 only (no trained {arch} is shipped); drop --init")
     if init == "bundled":
         folded, card = emotion.load_emotion_model(), emotion.model_card() or {}
         note = {
@@ -173,11 +176,17 @@ def _initial_model(init: str | None, faces: np.ndarray, width: float, calibratio
     rng = np.random.default_rng(0)
     sample = faces[rng.permutation(len(faces))[:calibration]]
     try:
-        return emotion.unfold_batch_norm(folded, sample, width=width), note
+        return emotion.unfold_batch_norm(folded, sample, width=width, input_shape=shape), note
     except ValueError as e:  # another architecture: a missing layer or a weight of another shape
         raise UserError(
             f"--init {init} does not fit the emotion VGG-16 at width {width} ({e}); pass weights saved from it"
         ) from None
+
+
+def _one_face_per_emotion(split) -> tuple[np.ndarray, list[str]]:
+    """The first face of each emotion in a split (uint8 (k, 48, 48)) and the emotions' names."""
+    idx = [int(np.flatnonzero(split.y == c)[0]) for c in range(len(EMOTIONS)) if (split.y == c).any()]
+    return split.x[idx], [EMOTIONS[int(split.y[i])] for i in idx]
 
 
 def train(
@@ -195,16 +204,40 @@ def train(
     width: float = 1.0,
     init: str | None = None,
     status=None,
+    arch: str = "vgg16",
+    crop: int | None = None,
+    weight_decay: float = 5e-4,
+    label_smoothing: float = 0.0,
+    maps_every: int = 1,
 ) -> dict:
-    """Train (or resume) the emotion model; returns the state dict (also in ``OUT/state.json``).
+    """Train (or resume) an emotion model; returns the state dict (also in ``OUT/state.json``).
 
+    ``arch``: ``vgg16``, ``resnet`` or ``mobilenet`` (:func:`featuremaps.emotion.build_emotion_model`).
     ``init`` starts a new run from trained weights instead of random ones: ``"bundled"`` (the shipped
     model) or an inference-form ``.npz``/``.keras`` file, unfolded back to the BN form (:func:`_initial_model`).
+    ``crop``: train on random ``crop`` x ``crop`` crops + flips (the model takes that input size).
+    ``weight_decay``: Keras' decoupled weight decay of SGD on every weight; ``label_smoothing``: the
+    cross-entropy's targets ``(1 - s) onehot + s / 7``. ``precision="bfloat16"``: mixed precision for this
+    run only (the global Keras policy is restored afterwards). ``maps_every``: feature-map sheets of one
+    PublicTest face per emotion every that many epochs (0: none). On ``resume`` the recipe stored in
+    ``state.json`` wins over these arguments (except ``epochs``).
+
+    Example::
+
+        state = train("fer2013.tar.gz", "runs/resnet", arch="resnet", crop=44, epochs=60)
     """
 
     out = check_writable(out)  # created once data and weights are loaded: bad input leaves no empty folder
     state_path = out / "state.json"
     state: dict = {}
+    if arch not in ARCHS:
+        raise UserError(f"unknown architecture '{arch}'; use one of {', '.join(ARCHS)}")
+    if crop is not None and not 16 <= crop <= fer.SIDE:
+        raise UserError(f"--crop {crop} must be between 16 and {fer.SIDE} (the faces are {fer.SIDE}x{fer.SIDE})")
+    if not 0 <= label_smoothing < 1:
+        raise UserError(f"--label-smoothing {label_smoothing} must be in [0, 1); 0.1 is usual")
+    if weight_decay < 0:
+        raise UserError(f"--weight-decay {weight_decay} must be 0 or more; 5e-4 is usual")
     if resume and init:
         raise UserError("--init starts a new run and --resume continues one; drop one of them")
     if resume:
@@ -221,11 +254,27 @@ def train(
             ) from None
         if state.get("epoch", 0) >= epochs:
             raise UserError(f"{out} already has {state['epoch']} epochs; pass a larger --epochs to go on")
+        recipe = state["recipe"]
+        crop, label_smoothing = recipe.get("crop"), float(recipe.get("label_smoothing", 0.0))
+        precision = recipe.get("precision", precision)
     elif state_path.exists():
         raise UserError(f"{out} already holds a training run; pass --resume to continue it or another --out")
 
-    if precision == "bfloat16":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    before = keras.config.dtype_policy()  # restored in finally: no global side effect outlives the run
+    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        return _train(
+            data_path, out, state, epochs, batch_size, lr, resume, seed, skip_bad, precision, limit, verbose,
+            width, init, arch, crop, weight_decay, label_smoothing, maps_every, status,
+        )  # fmt: skip
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+def _train(
+    data_path, out, state, epochs, batch_size, lr, resume, seed, skip_bad, precision, limit, verbose,
+    width, init, arch, crop, weight_decay, label_smoothing, maps_every, status,
+) -> dict:  # fmt: skip
     if status:
         status(f"reading FER2013 from {data_path}")
     t0 = time.monotonic()
@@ -236,6 +285,7 @@ def train(
         log.warning("skipped %d bad entries, e.g. %s", len(data.skipped), data.skipped[0])
     tr, va = data["Training"], data["PublicTest"]
     keras.utils.set_random_seed(seed)
+    side = crop or fer.SIDE
 
     if resume:
         try:
@@ -246,21 +296,34 @@ def train(
                 "start a new one with another --out (or --init FILE from its best.keras)"
             ) from None
     else:
-        model, init_note = _initial_model(init, tr.x, width)
-        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
-        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model, init_note = _initial_model(init, tr.x, width, arch=arch, side=side)
+        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay or None)
+        if label_smoothing:
+            loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+        else:
+            loss = "sparse_categorical_crossentropy"
+        model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
         state = {
             "recipe": {
+                "arch": arch,
                 "epochs": epochs,
                 "batch_size": batch_size,
                 "lr": lr,
                 "seed": seed,
                 "optimizer": "SGD nesterov momentum 0.9",
+                "weight_decay": weight_decay,
+                "label_smoothing": label_smoothing,
                 "schedule": "1 warm-up epoch at half lr, then cosine to 1% of lr",
                 "precision": precision,
                 "backend": keras.backend.backend(),
                 "width": width,
-                "augmentation": "flip, shift 10%, rotate 10 deg, zoom 10%, random erasing p=0.5",
+                "crop": crop,
+                "input_side": side,
+                "augmentation": (
+                    f"one random {crop}x{crop} crop + horizontal flip per face and epoch; centre crop for validation"
+                    if crop
+                    else "flip, shift 10%, rotate 10 deg, zoom 10%, random erasing p=0.5"
+                ),
             },
             "classes": list(EMOTIONS),
             "train_faces": len(tr),
@@ -273,16 +336,24 @@ def train(
     if resume:
         trim_log(out / "log.csv", start)
     state["recipe"]["epochs"] = epochs
-    batches = _dataset_class()(tr.x, tr.y, batch_size, seed, epoch=start)
-    x_val = va.x[..., None].astype(np.float32) / 255.0
+    classes = len(EMOTIONS) if label_smoothing else None
+    batches = _dataset_class()(tr.x, tr.y, batch_size, seed, epoch=start, crop=crop, classes=classes)
+    x_val = va.x.astype(np.float32) / 255.0
+    x_val = (centre_crop(x_val, crop) if crop else x_val)[..., None]
+    y_val = np.eye(len(EMOTIONS), dtype=np.float32)[va.y] if classes else va.y
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda e, _: lr_at(e, epochs, state["recipe"]["lr"])),
         keras.callbacks.CSVLogger(str(out / "log.csv"), append=True),
-        _checkpoint_callback(out, epochs, state),
     ]
+    if maps_every:
+        faces, names = _one_face_per_emotion(va)
+        faces = faces.astype(np.float32) / 255.0
+        faces = (centre_crop(faces, crop) if crop else faces)[..., None]
+        callbacks.append(FeatureMapsCallback(faces, every=maps_every, out=out / "maps", names=names))
+    callbacks.append(_checkpoint_callback(out, epochs, state))  # last: state.json points at finished files
     model.fit(
         batches,
-        validation_data=(x_val, va.y),
+        validation_data=(x_val, y_val),
         batch_size=batch_size,
         epochs=epochs,
         initial_epoch=start,

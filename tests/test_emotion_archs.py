@@ -1,0 +1,126 @@
+"""The emotion VGG-16's siblings (ResNet-18, MobileNetV2 style): structure, names, BN folding, input sizes,
+per-arch weights/cards, and ``--model emotion-resnet`` before their weights ship."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from featuremaps.emotion.model import (
+    ARCHS,
+    arch_of,
+    build_emotion_model,
+    card_file,
+    fold_batch_norm,
+    shipped_weights_available,
+    weights_file,
+)
+from featuremaps.errors import UserError
+from featuremaps.layers import conv_layers
+
+
+def _randomise_bn(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, mu, v = layer.get_weights()
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, g.shape),
+                    rng.normal(0, 0.1, b.shape),
+                    rng.normal(0, 0.1, mu.shape),
+                    rng.uniform(0.5, 2, v.shape),
+                ]
+            )
+
+
+def test_resnet_structure_names_and_order():
+    m = build_emotion_model("resnet", width=0.125)
+    names = [c.short_name for c in conv_layers(m)]
+    assert names[:4] == ["stem_conv", "stage1_block1_conv1", "stage1_block1_conv2", "stage1_block1_shortcut"]
+    assert len(names) == 1 + 4 * 4 + 4  # stem, 8 blocks of 2 convs, 4 projection shortcuts (ResNet-18: 17 + 4)
+    assert names[-1] == "stage4_block2_conv2"
+    # forward order: each stage's maps are half the size of the previous stage's
+    sides = {n.split("_")[0]: m.get_layer(n).output.shape[1] for n in names}
+    assert [sides[s] for s in ("stem", "stage1", "stage2", "stage3", "stage4")] == [48, 24, 12, 6, 3]
+    assert m.name == "emotion_resnet" and arch_of(m) == "resnet"
+    assert any(isinstance(layer, keras.layers.Add) for layer in m.layers)
+
+
+def test_mobilenet_structure_names_and_order():
+    m = build_emotion_model("mobilenet", width=0.125)
+    convs = conv_layers(m)
+    names = [c.short_name for c in convs]
+    assert names[:5] == ["stem_conv", "block1_depthwise", "block1_project", "block2_expand", "block2_depthwise"]
+    assert names[-1] == "head_conv" and len(names) == 1 + 2 + 16 * 3 + 1
+    assert sum(c.kind == "DepthwiseConv2D" for c in convs) == 17
+    assert m.get_layer("block17_project").output.shape[1] == 3
+    assert arch_of(m) == "mobilenet"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fold_batch_norm_is_exact_for_every_arch(arch):
+    m = build_emotion_model(arch, batch_norm=True, width=0.125)
+    _randomise_bn(m)
+    folded = fold_batch_norm(m, width=0.125)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    assert [c.short_name for c in conv_layers(folded)] == [c.short_name for c in conv_layers(m)]
+    x = np.random.default_rng(1).random((3, 48, 48, 1), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(m(x, training=False)), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_arch_takes_44_px_crops_with_the_same_weights(arch):
+    """--crop 44: the last pooling covers the whole final map, so weights fit 44 and 48 px inputs alike."""
+    m48 = build_emotion_model(arch, width=0.125)
+    m44 = build_emotion_model(arch, width=0.125, input_shape=(44, 44, 1))
+    m44.set_weights(m48.get_weights())
+    p = np.asarray(m44(np.random.default_rng(0).random((2, 44, 44, 1), dtype=np.float32)))
+    assert p.shape == (2, 7) and np.allclose(p.sum(1), 1, atol=1e-4)
+
+
+def test_per_arch_files_and_unshipped_siblings_fail_in_one_line():
+    from featuremaps import models
+
+    assert weights_file("resnet") == "emotion_resnet.weights.npz" and card_file("mobilenet").startswith("emotion_mob")
+    for name, arch in (("emotion-resnet", "resnet"), ("emotion-mobilenet", "mobilenet")):
+        if shipped_weights_available(arch):
+            assert models.load(name).model.name == f"emotion_{arch}"
+            continue
+        with pytest.raises(UserError, match=f"--arch {arch}") as e:
+            models.load(name)
+        assert "not trained/shipped yet" in str(e.value) and "\n" not in str(e.value)
+        lm = models.load(name, weights="none")  # the architecture itself, random weights
+        assert lm.model.name == f"emotion_{arch}" and lm.is_emotion and "random" in lm.source
+    with pytest.raises(UserError, match="unknown architecture"):
+        build_emotion_model("vgg19")
+
+
+def test_crops_and_evaluation_of_a_crop_model():
+    from featuremaps.emotion.augment import centre_crop, random_crop_flip, ten_crop
+    from featuremaps.emotion.evaluate import predict
+
+    x = np.arange(2 * 48 * 48, dtype=np.float32).reshape(2, 48, 48) / (2 * 48 * 48)
+    c = random_crop_flip(x, 44, np.random.default_rng(0))
+    assert c.shape == (2, 44, 44)
+    for i in range(2):  # each crop is a window of its face, maybe mirrored
+        face = x[i]
+        found = any(
+            np.array_equal(c[i], w)
+            for y in range(5)
+            for x0 in range(5)
+            for w in (face[y : y + 44, x0 : x0 + 44], face[y : y + 44, x0 : x0 + 44][:, ::-1])
+        )
+        assert found
+    np.testing.assert_array_equal(centre_crop(x, 44), x[:, 2:46, 2:46])
+    views = ten_crop(x[..., None], 44)
+    assert len(views) == 10 and all(v.shape == (2, 44, 44, 1) for v in views)
+    np.testing.assert_array_equal(views[5], views[0][:, :, ::-1])
+    m44 = build_emotion_model("vgg16", width=0.125, input_shape=(44, 44, 1))
+    faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    p = predict(m44, faces)
+    expect = np.asarray(m44(centre_crop(faces[..., None].astype(np.float32) / 255.0, 44)))
+    np.testing.assert_allclose(p, expect, atol=1e-5)
+    pt = predict(m44, faces, tta=True)
+    assert pt.shape == (3, 7) and np.allclose(pt.sum(1), 1, atol=1e-4)
