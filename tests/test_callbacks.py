@@ -10,8 +10,8 @@ from PIL import Image
 
 import featuremaps
 from featuremaps.callbacks import SHEET_CELL, FeatureMapsCallback, cell_box, render_sheet, sheet_size
+from featuremaps.draw import BG
 from featuremaps.errors import UserError
-from featuremaps.render import BG
 
 
 def _tiny_model():

@@ -14,23 +14,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from featuremaps.draw import GAP, INK, MUTED, Canvas, fit_text, text_width
 from featuremaps.errors import UserError
 from featuremaps.extractor import FeatureExtractor
 from featuremaps.io import ensure_dir, safe_name, save_png
-from featuremaps.render import (
-    BG,
-    GAP,
-    INK,
-    MUTED,
-    _Draw,
-    _fit_text,
-    _text_width,
-    apply_colormap,
-    colormap,
-    font,
-    resize_maps,
-    resize_rgb,
-)
+from featuremaps.render import apply_colormap, colormap, resize_maps, resize_rgb
 
 #: sheet geometry: header rows (title, layer names) above the cells, epoch labels left of them
 SHEET_TOP, SHEET_LEFT, SHEET_CELL = 48, 64, 72
@@ -67,26 +55,26 @@ def render_sheet(
     """
     names = list(maps[0]) if maps else []
     h, w = sheet_size(len(maps), len(names), cell)
-    canvas = np.full((h, w, 3), BG, np.uint8)
-    d = _Draw(canvas)
+    c = Canvas.blank(h, w)
+    canvas = c.rgb
     lut = colormap(cmap)
-    d.text((6, 2), _fit_text(title, 13, w - 12), fill=INK, font=font(13))
+    c.text((6, 2), fit_text(title, 13, w - 12), 13, INK)
     for j, name in enumerate(["input", *names]):
         y0, x0, _, _ = cell_box(0, j, cell)
         short = name.rsplit("/", 1)[-1]
         head, _, tail = short.rpartition("_")
-        if _text_width(short, 10) <= cell or not head:  # one line, else two: stage2_block1 / conv1
-            d.text((x0, SHEET_TOP - 14), _fit_text(short, 10, cell), fill=MUTED, font=font(10))
+        if text_width(short, 10) <= cell or not head:  # one line, else two: stage2_block1 / conv1
+            c.text((x0, SHEET_TOP - 14), fit_text(short, 10, cell), 10, MUTED)
         else:
-            d.text((x0, SHEET_TOP - 26), _fit_text(head + "_", 10, cell), fill=MUTED, font=font(10))
-            d.text((x0, SHEET_TOP - 14), _fit_text(tail, 10, cell), fill=MUTED, font=font(10))
+            c.text((x0, SHEET_TOP - 26), fit_text(head + "_", 10, cell), 10, MUTED)
+            c.text((x0, SHEET_TOP - 14), fit_text(tail, 10, cell), 10, MUTED)
     img = np.asarray(image, np.float32)
     img = img if img.ndim == 3 else img[..., None]
     rgb = (np.clip(np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
     thumb = resize_rgb(rgb, (cell, cell))
     for i, (epoch, row) in enumerate(zip(epochs, maps, strict=True)):
         y0, x0, y1, x1 = cell_box(i, 0, cell)
-        d.text((6, y0 + cell // 2 - 6), f"epoch {epoch}", fill=INK, font=font(11))
+        c.text((6, y0 + cell // 2 - 6), f"epoch {epoch}", 11, INK)
         canvas[y0:y1, x0:x1] = thumb
         for j, name in enumerate(names, start=1):
             m = np.asarray(row[name], np.float32)
@@ -95,7 +83,7 @@ def render_sheet(
             tile = resize_maps(norm[..., None], (cell, cell))[..., 0]
             y0, x0, y1, x1 = cell_box(i, j, cell)
             canvas[y0:y1, x0:x1] = apply_colormap(tile, lut)
-    return canvas
+    return c.rgb
 
 
 class FeatureMapsCallback(keras.callbacks.Callback):
