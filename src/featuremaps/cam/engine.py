@@ -109,7 +109,7 @@ class CamEngine:
         self.model = model
         self.input_shape = tuple(int(d) for d in input_shape)
         self.layer = layer if isinstance(layer, ConvLayer) else resolve_layer(model, layer)
-        split = split_at(model, self.input_shape, self.layer.layer)
+        split = split_at(model, self.input_shape, self.layer)
         out_shape = tuple(split.output.shape)
         if len(out_shape) != 2 or out_shape[-1] is None or out_shape[-1] < 2:
             raise UserError(
