@@ -129,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cam", help="class activation maps: Grad-CAM, Grad-CAM++, Score-CAM, LayerCAM")
     _image_args(p)
     _model_args(p)
-    p.add_argument("--method", default="gradcam", help="comma list of gradcam, gradcam++, scorecam, layercam")
+    p.add_argument(
+        "--method",
+        default="gradcam",
+        help="comma list of gradcam, gradcam++, scorecam, layercam, hirescam, xgradcam, eigencam, ablationcam",
+    )
     p.add_argument("--layer", default=None, help="target conv layer (name or C-number; default the last conv)")
     p.add_argument("--class", dest="target_class", default=None, help="class name or index (default predicted)")
     p.add_argument("--all-classes", action="store_true", help="one map per class, side by side")
@@ -143,7 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default="all", help="names, C-numbers (C3), ranges (C1-C5), globs or all")
     p.add_argument("--maps", type=_positive, default=16, help="maps per layer (default 16)")
     p.add_argument("--cmap", default="viridis", help="feature-map colormap (default viridis)")
-    p.add_argument("--cam", default="gradcam", help="CAM methods, comma-separated, or none (default gradcam)")
+    p.add_argument(
+        "--cam",
+        default="gradcam",
+        help="CAM methods, comma-separated (gradcam, gradcam++, scorecam, layercam, hirescam, xgradcam, "
+        "eigencam, ablationcam), or none (default gradcam)",
+    )
     p.add_argument("--out", "-o", default="report.html", help="HTML file to write (default report.html)")
     p.set_defaults(run="report")
 
