@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from featuremaps.cam.metrics import deletion_insertion, randomised_copy, spearman  # noqa: E402
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013" / "fer2013.tar.gz"
 HEAD_LAYERS = ("predictions", "fc2", "fc1")
 TOP_LAYERS = (*HEAD_LAYERS, "block5_conv3", "block5_conv2", "block5_conv1")
@@ -41,63 +43,9 @@ def load_model(weights: str | None):
     return keras.models.load_model(weights, compile=False)
 
 
-def randomised_copy(model, layers=TOP_LAYERS, seed: int = 0):
-    """A copy of ``model`` (same architecture) with ``layers`` re-drawn from N(0, std of their weights)."""
-    import keras
-
-    rng = np.random.default_rng(seed)
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    for name in layers:
-        layer = copy.get_layer(name)
-        layer.set_weights(
-            [rng.normal(0, max(float(np.std(w)), 1e-3), w.shape).astype(np.float32) for w in layer.get_weights()]
-        )
-    return copy
-
-
-def rank_average(a: np.ndarray) -> np.ndarray:
-    """Ranks 0..n-1 with ties sharing their mean rank (scipy's ``rankdata(method="average") - 1``).
-
-    Ties matter here: ReLU leaves CAMs with flat zero regions, and breaking those ties by position (as a
-    plain double argsort does) would invent a correlation with the image layout.
-    """
-    a = np.asarray(a).ravel()
-    order = np.argsort(a, kind="stable")
-    sorted_a = a[order]
-    starts = np.flatnonzero(np.r_[True, sorted_a[1:] != sorted_a[:-1]])
-    ends = np.r_[starts[1:], a.size]
-    ranks = np.empty(a.size, np.float64)
-    ranks[order] = np.repeat((starts + ends - 1) / 2.0, ends - starts)
-    return ranks
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation with average ranks for ties; 0 when either map is constant (no ranking)."""
-    ra, rb = rank_average(a), rank_average(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    d = np.sqrt((ra**2).sum() * (rb**2).sum())
-    return float((ra * rb).sum() / d) if d > 0 else 0.0
-
-
 def curves(predict, x: np.ndarray, saliency: np.ndarray, c: int, steps: int = 48) -> tuple[float, float]:
-    """Deletion and insertion AUCs (mean class probability over ``steps + 1`` points) for one face."""
-    import cv2
-
-    order = np.argsort(-saliency.ravel(), kind="stable")
-    n = order.size
-    blurred = cv2.GaussianBlur(x[..., 0], (0, 0), 5)[..., None]
-    dels, ins = [], []
-    for i in range(steps + 1):
-        k = round(i * n / steps)
-        mask = np.zeros(n, bool)
-        mask[order[:k]] = True
-        mask = mask.reshape(saliency.shape)[..., None]
-        dels.append(np.where(mask, 0.0, x))
-        ins.append(np.where(mask, x, blurred))
-    p = predict(np.stack(dels + ins).astype(np.float32))[:, c]
-    return float(p[: steps + 1].mean()), float(p[steps + 1 :].mean())
+    """Deletion and insertion AUCs for one face (:func:`featuremaps.cam.metrics.deletion_insertion`)."""
+    return deletion_insertion(predict, x, saliency, c, steps)
 
 
 def run(
@@ -110,7 +58,7 @@ def run(
     faces = fer.load(data, limit=-(-limit // 7))["PrivateTest"]  # the same number of faces per emotion
     xs = faces.x.astype(np.float32)[..., None] / 255.0
     eng = CamEngine(model, (48, 48, 1), layer)
-    rand_eng = CamEngine(randomised_copy(model), (48, 48, 1), layer)
+    rand_eng = CamEngine(randomised_copy(model, TOP_LAYERS), (48, 48, 1), layer)
     head_eng = CamEngine(randomised_copy(model, HEAD_LAYERS), (48, 48, 1), layer)
     rng = np.random.default_rng(0)
     out = {

@@ -1,14 +1,14 @@
-"""Sanity checks of the CAMs with the shipped emotion model on PrivateTest faces (benchmarks/cam_sanity.py).
+"""Sanity checks of the CAMs with the shipped emotion model on PrivateTest faces, through the package's
+metrics (:mod:`featuremaps.cam.metrics`, the same functions benchmarks/cam_sanity.py reports).
 
 Skipped without the shipped weights or ../shared/data (a fresh clone has neither until training is done).
 """
 
 from __future__ import annotations
 
-import sys
-
+import numpy as np
 import pytest
-from conftest import FER_ARCHIVE, ROOT, needs_fer
+from conftest import FER_ARCHIVE, needs_fer
 
 from featuremaps.emotion.model import shipped_weights_available
 
@@ -17,17 +17,43 @@ pytestmark = [
     pytest.mark.skipif(not shipped_weights_available(), reason="the trained emotion model is not shipped yet"),
 ]
 
+HEAD_LAYERS = ("predictions", "fc2", "fc1")
+TOP_LAYERS = (*HEAD_LAYERS, "block5_conv3", "block5_conv2", "block5_conv1")
+METHODS = ("gradcam", "gradcam++", "layercam")
+
 
 def test_randomisation_and_deletion_insertion():
     """Each gradient method changes once the top layers are random (Spearman < 0.5 after randomising the head,
     and the head + block5) and beats a random map of the layer's resolution on deletion and insertion.
     Score-CAM is left to the benchmark (512 masked passes per map)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import cam_sanity
+    from featuremaps import models
+    from featuremaps.cam import CamEngine, upsample
+    from featuremaps.cam.metrics import deletion_insertion, randomised_copy, spearman
+    from featuremaps.emotion import data as fer
 
-    s = cam_sanity.run(None, FER_ARCHIVE, limit=32, methods=("gradcam", "gradcam++", "layercam"), log=lambda *a: None)
-    rnd = s["random"]
-    for m in ("gradcam", "gradcam++", "layercam"):
-        assert s[m]["spearman"] < 0.5 and s[m]["spearman_head"] < 0.5, (m, s[m])
-        assert s[m]["deletion"] < rnd["deletion"], (m, s[m], rnd)
-        assert s[m]["insertion"] > rnd["insertion"], (m, s[m], rnd)
+    model = models.load("emotion").model
+    xs = fer.load(FER_ARCHIVE, limit=5)["PrivateTest"].x.astype(np.float32)[..., None] / 255.0
+    eng = CamEngine(model, (48, 48, 1))
+    rand = {
+        k: CamEngine(randomised_copy(model, v), (48, 48, 1)) for k, v in (("top", TOP_LAYERS), ("head", HEAD_LAYERS))
+    }
+    h, w = (int(d) for d in eng.body.outputs[0].shape[1:3])
+    rng = np.random.default_rng(0)
+    s = {m: {"top": [], "head": [], "del": [], "ins": []} for m in (*METHODS, "random")}
+    for x in xs:
+        for m in METHODS:
+            r = eng.run(x, [m])[0]
+            for k, e in rand.items():
+                s[m][k].append(spearman(r.heatmap_up, e.run(x, [m], [r.class_index])[0].heatmap_up))
+            d, i = deletion_insertion(eng.forward, x, r.heatmap_up, r.class_index)
+            s[m]["del"].append(d)
+            s[m]["ins"].append(i)
+        c = int(np.argmax(eng.forward(x[None])[0]))
+        d, i = deletion_insertion(eng.forward, x, upsample(rng.uniform(size=(h, w)).astype(np.float32), (48, 48)), c)
+        s["random"]["del"].append(d)
+        s["random"]["ins"].append(i)
+    mean = {m: {k: float(np.mean(v)) if v else np.nan for k, v in d.items()} for m, d in s.items()}
+    for m in METHODS:
+        assert mean[m]["top"] < 0.5 and mean[m]["head"] < 0.5, (m, mean[m])
+        assert mean[m]["del"] < mean["random"]["del"], (m, mean[m], mean["random"])
+        assert mean[m]["ins"] > mean["random"]["ins"], (m, mean[m], mean["random"])

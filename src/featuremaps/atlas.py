@@ -42,7 +42,7 @@ from featuremaps.draw import (
 )
 from featuremaps.emotion import data as fer
 from featuremaps.errors import UserError
-from featuremaps.extractor import replay, traceable
+from featuremaps.extractor import replay, tap, traceable
 from featuremaps.html import esc, page
 from featuremaps.images import IMAGE_SUFFIXES, fit_to
 from featuremaps.io import atomic_dir, safe_name, save_json, save_npz, save_png, save_text, unique_names
@@ -298,7 +298,7 @@ def atlas_model(model, input_shape, layers="all"):
     convs = select_layers(conv_layers(model), layers)
     outs = []
     for c in convs:
-        t = taps.get(id(c.layer))
+        t = tap(taps, c)
         if t is None:
             raise UserError(f"layer {c.name} is not on the path from the model's input to its output")
         outs.append(keras.layers.GlobalAveragePooling2D(name=f"featuremaps_atlas_{c.index}")(t))

@@ -36,29 +36,54 @@ def _is_graph_model(layer) -> bool:
         return False
 
 
-def _replay_sequential(model, x, taps: dict, cut=None):
+def _replay_sequential(model, x, taps: dict, cut=None, prefix: str = ""):
     for layer in model.layers:
-        x = _call(layer, (x,), {}, taps, cut)
+        x = _call(layer, (x,), {}, taps, cut, f"{prefix}{layer.name}")
     return x
 
 
-def _call(layer, args, kwargs, taps, cut=None):
+def call_path(prefix: str, name: str, call: int) -> str:
+    """The path of one call of a layer: ``base/conv`` for the first call, ``base@2/conv`` for the second."""
+    return f"{prefix}{name}" if call == 0 else f"{prefix}{name}@{call + 1}"
 
+
+def _call(layer, args, kwargs, taps, cut=None, path: str | None = None):
+    """Call one layer/operation (replaying nested models); record its output in ``taps``.
+
+    ``taps`` maps the call's path (``outer/inner``, ``base@2/conv`` for a sub-model's second call) to its
+    output and ``id(layer)`` to the output of the layer's first call.
+    """
+    path = layer.name if path is None else path
     if isinstance(layer, keras.Sequential):
         (x,) = args
-        return _replay_sequential(layer, x, taps, cut)
+        return _replay_sequential(layer, x, taps, cut, prefix=f"{path}/" if path else "")
     if _is_graph_model(layer):
-        return _replay_functional(layer, args, taps, cut)
+        return _replay_functional(layer, args, taps, cut, prefix=f"{path}/" if path else "")
     if isinstance(layer, keras.Model):
         raise UserError(
             f"model '{layer.name}' is a subclassed Keras model whose graph cannot be read; "
             "featuremaps needs Sequential or functional models (nested ones are fine)"
         )
-    if cut is not None:
-        return cut.call(layer, args, kwargs, taps)
-    out = layer(*args, **kwargs)
-    taps.setdefault(id(layer), out)  # the first call of a layer is the one drawn
+    try:
+        out = cut.call(layer, args, kwargs, taps, path) if cut is not None else layer(*args, **kwargs)
+    except UserError:
+        raise
+    except Exception as e:  # a layer that cannot be re-called on a fresh Input: one line, never a traceback
+        msg = _first_line(e)
+        raise UserError(
+            f"cannot replay {type(layer).__name__} '{path}' of this model ({msg}); featuremaps re-calls every "
+            "layer on a new Input: please report this model"
+        ) from None
+    taps.setdefault(id(layer), out)  # by object: the layer's first call
+    taps.setdefault(path, out)
     return out
+
+
+def _first_line(e: Exception) -> str:
+    """The first informative line of an exception (Keras wraps a layer's error in "Exception encountered...")."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(e).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("Exception encountered when calling")]
+    return (lines[0] if lines else type(e).__name__)[:160]
 
 
 def _unpack_args(args):
@@ -84,10 +109,17 @@ def _unpack_args(args):
     return conv(args)
 
 
-def _replay_functional(model, inputs, taps, cut=None):
-    """Replay a functional model's graph on ``inputs`` (its positional call arguments)."""
+def _replay_functional(model, inputs, taps, cut=None, prefix: str = ""):
+    """Replay a functional model's graph on ``inputs`` (its positional call arguments).
+
+    Node numbering of ``get_config()`` (Keras 3): a reference between the model's layers counts the
+    referenced layer's calls *inside this model* from 0, nested functional models included; only the
+    ``input_layers`` / ``output_layers`` references of a nested functional model count its pre-existing
+    input-to-output node too, so they are one higher. Operations that are not layers (``x + y``,
+    ``keras.ops.*``, slicing) are in ``model.operations``, not ``model.layers``.
+    """
     cfg = model.get_config()
-    layers = {layer.name: layer for layer in model.layers}
+    ops_by_name = {op.name: op for op in model.operations}
     outputs: dict[tuple[str, int], object] = {}
     in_refs = cfg["input_layers"]
     if in_refs and isinstance(in_refs[0], str):
@@ -98,14 +130,16 @@ def _replay_functional(model, inputs, taps, cut=None):
     for (name, node, _), t in zip(in_refs, flat_in, strict=True):
         outputs[(name, node)] = [t]
 
-    def offset(layer):  # nested functional models keep one pre-existing node in their config numbering
-        return 1 if _is_graph_model(layer) else 0
-
     pending = []
     for lc in cfg["layers"]:
-        layer = layers[lc["name"]]
+        layer = ops_by_name.get(lc["name"])
+        if layer is None:
+            raise UserError(
+                f"cannot replay {lc.get('class_name', '?')} '{prefix}{lc['name']}' of model '{model.name}': it is "
+                "not among the model's operations; please report this model"
+            )
         for j, node in enumerate(lc.get("inbound_nodes") or []):
-            pending.append((layer, j + offset(layer), node))
+            pending.append((layer, j, node))
 
     def resolve(obj):
         if isinstance(obj, tuple) and len(obj) == 4 and obj[0] == "__ref__":
@@ -131,26 +165,43 @@ def _replay_functional(model, inputs, taps, cut=None):
             except KeyError:
                 rest.append((layer, node_index, node))
                 continue
-            out = _call(layer, tuple(args), kwargs, taps, cut)
+            out = _call(layer, tuple(args), kwargs, taps, cut, call_path(prefix, layer.name, node_index))
             outputs[(layer.name, node_index)] = list(out) if isinstance(out, list | tuple) else [out]
             progressed = True
         if not progressed:
-            raise UserError(f"cannot replay the graph of model '{model.name}'; please report this model")
+            layer = rest[0][0]
+            raise UserError(
+                f"cannot replay the graph of model '{model.name}': the inputs of {type(layer).__name__} "
+                f"'{prefix}{layer.name}' are never computed; please report this model"
+            )
         pending = rest
+
+    def out_ref(name, node, idx):  # a nested functional model's node numbering includes its own first node
+        return outputs[(name, node - 1 if _is_graph_model(ops_by_name[name]) else node)][idx]
 
     out_refs = cfg["output_layers"]
     if out_refs and isinstance(out_refs[0], str):
-        return outputs[(out_refs[0], out_refs[1])][out_refs[2]]
-    res = [outputs[(n, i)][t] for n, i, t in out_refs]
+        return out_ref(*out_refs)
+    res = [out_ref(n, i, t) for n, i, t in out_refs]
     return res[0] if len(res) == 1 else res
 
 
 def replay(model, input_shape: tuple[int, ...]):
-    """Return ``(inputs, outputs, taps)``: ``model`` re-called on a fresh Input, with every layer's output."""
+    """Return ``(inputs, outputs, taps)``: ``model`` re-called on a fresh Input, with every layer's output.
+
+    ``taps`` maps each call's path (the names :func:`featuremaps.layers.conv_layers` gives, ``base@2/conv``
+    for a sub-model's second call) and ``id(layer)`` (its first call) to the output tensor.
+    """
     inputs = keras.Input(shape=tuple(input_shape), name="featuremaps_input")
-    taps: dict[int, object] = {}
-    out = _call(model, (inputs,), {}, taps)
+    taps: dict = {}
+    out = _call(model, (inputs,), {}, taps, path="")
     return inputs, out, taps
+
+
+def tap(taps: dict, conv: ConvLayer):
+    """The output tensor of conv layer ``conv`` (this call of it) in a :func:`replay`'s ``taps``."""
+    t = taps.get(conv.name)
+    return taps.get(id(conv.layer)) if t is None else t
 
 
 # ---------------------------------------------------------------- selection in the graph
@@ -264,7 +315,7 @@ class FeatureExtractor:
         probe_cls = _probe_layer_class()
         outputs, self.shapes, self.notes = [], [], []
         for c in self.layers:
-            t = taps.get(id(c.layer))
+            t = tap(taps, c)
             if t is None:
                 raise UserError(f"layer {c.name} is not on the path from the model's input to its output")
             shape = tuple(int(d) for d in t.shape[1:])
@@ -376,7 +427,8 @@ class _Cut:
     """
 
     def __init__(self, target):
-        self.target = target
+        self.target = target.layer if isinstance(target, ConvLayer) else target
+        self.target_path = target.name if isinstance(target, ConvLayer) else None
         self.activation = None  # the target's real output, in the body
         self.head_input = None
         self.head_ids: dict[int, object] = {}  # id -> tensor (kept alive) for tensors after the cut
@@ -389,14 +441,20 @@ class _Cut:
             if isinstance(t, keras.KerasTensor):
                 self.head_ids[id(t)] = t
 
-    def call(self, layer, args, kwargs, taps):
+    def _is_target(self, layer, path) -> bool:
+        if self.head_input is not None:
+            return False
+        return path == self.target_path if self.target_path is not None else layer is self.target
+
+    def call(self, layer, args, kwargs, taps, path):
 
         flat = [t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
         in_head = any(id(t) in self.head_ids for t in flat)
         if not in_head:
             out = layer(*args, **kwargs)
-            taps.setdefault(id(layer), out)
-            if layer is self.target and self.head_input is None:
+            if self._is_target(layer, path):
+                taps.setdefault(id(layer), out)
+                taps.setdefault(path, out)
                 self.activation = out
                 self.head_input = keras.Input(shape=tuple(out.shape[1:]), dtype=out.dtype, name="featuremaps_cut")
                 self._mark(self.head_input)
@@ -412,7 +470,6 @@ class _Cut:
 
         args, kwargs = keras.tree.map_structure(sub, (tuple(args), dict(kwargs)))
         out = layer(*args, **kwargs)
-        taps.setdefault(id(layer), out)
         self._mark(out)
         self.producer[id(out)] = (layer, args, kwargs)
         return out
@@ -445,7 +502,8 @@ class Split:
 
 
 def split_at(model, input_shape: tuple[int, ...], layer) -> Split:
-    """Replay ``model`` on a fresh Input and cut it after the first call of ``layer`` (a layer object).
+    """Replay ``model`` on a fresh Input and cut it after ``layer``: a :class:`ConvLayer` (that call of it, e.g.
+    ``base@2/conv`` for a sub-model's second call) or a layer object (its first call).
 
     The user's model is not changed: the same layer objects are called on new tensors. Raises UserError if
     the layer is not on the path from the input to the (single) output.
@@ -453,8 +511,8 @@ def split_at(model, input_shape: tuple[int, ...], layer) -> Split:
 
     inputs = keras.Input(shape=tuple(input_shape), name="featuremaps_input")
     cut = _Cut(layer)
-    taps: dict[int, object] = {}
-    out = _call(model, (inputs,), {}, taps, cut)
+    taps: dict = {}
+    out = _call(model, (inputs,), {}, taps, cut, path="")
     name = getattr(layer, "name", "?")
     if cut.head_input is None:
         raise UserError(f"layer {name} is not on the path from the model's input to its output; choose another")

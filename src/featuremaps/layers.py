@@ -68,12 +68,32 @@ def is_model(layer) -> bool:
     return isinstance(layer, keras.Model)
 
 
+def _submodel_calls(model) -> dict[str, int]:
+    """How many times a functional ``model`` calls each nested model (by name), read from its config."""
+    if isinstance(model, keras.Sequential) or not any(is_model(layer) for layer in model.layers):
+        return {}
+    try:
+        cfg = model.get_config()
+    except Exception:  # subclassed models may not implement get_config
+        return {}
+    if "layers" not in cfg or "input_layers" not in cfg:
+        return {}
+    return {lc["name"]: len(lc.get("inbound_nodes") or []) for lc in cfg["layers"]}
+
+
 def walk(model, prefix: str = ""):
-    """Yield ``(path_name, layer)`` for every non-model layer in forward order, entering nested models."""
+    """Yield ``(path_name, layer)`` for every non-model layer in forward order, entering nested models.
+
+    A nested model called more than once (shared weights, e.g. a siamese base) is entered once per call:
+    ``base/conv`` is its first call, ``base@2/conv`` its second. A plain layer called twice is listed once
+    (its first call is the one drawn).
+    """
+    calls = _submodel_calls(model)
     for layer in model.layers:
         name = f"{prefix}{layer.name}"
         if is_model(layer):
-            yield from walk(layer, prefix=f"{name}/")
+            for k in range(max(1, calls.get(layer.name, 1))):
+                yield from walk(layer, prefix=f"{name}/" if k == 0 else f"{name}@{k + 1}/")
         else:
             yield name, layer
 

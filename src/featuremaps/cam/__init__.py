@@ -7,17 +7,25 @@ from featuremaps.cam.heatmaps import heatmap_rgb, normalise01, overlay, upsample
 from featuremaps.cam.methods import (
     CAM_METHODS,
     NEEDS_GRADIENTS,
+    ablationcam,
+    eigencam,
     gradcam,
     gradcam_pp,
+    hirescam,
     layercam,
     parse_methods,
     scorecam,
     scorecam_masks,
+    xgradcam,
 )
 
 __all__ = [
     "CAM_METHODS",
     "NEEDS_GRADIENTS",
+    "ablationcam",
+    "eigencam",
+    "hirescam",
+    "xgradcam",
     "CamEngine",
     "CamResult",
     "compute_cam",

@@ -110,7 +110,7 @@ class CamEngine:
         self.model = model
         self.input_shape = tuple(int(d) for d in input_shape)
         self.layer = layer if isinstance(layer, ConvLayer) else resolve_layer(model, layer)
-        split = split_at(model, self.input_shape, self.layer.layer)
+        split = split_at(model, self.input_shape, self.layer)
         out_shape = tuple(split.output.shape)
         if len(out_shape) != 2 or out_shape[-1] is None or out_shape[-1] < 2:
             raise UserError(
@@ -162,14 +162,18 @@ class CamEngine:
         if any(m in NEEDS_GRADIENTS for m in methods):
             _, grads = class_gradients(self.head, res, class_indices, cache=self._gradient_cache)
         names = classes if classes and len(classes) == self.n_classes else None
+
+        def head_scores(a_batch):  # Ablation-CAM: the score differentiated, for a batch of activations
+            skips = [np.repeat(s, len(a_batch), axis=0) for s in res[1:]]
+            out = self.head([np.asarray(a_batch, np.float32), *skips], training=False)
+            return ops.convert_to_numpy(out[1]).astype(np.float32)
+
         results = []
         for j, c in enumerate(class_indices):
             for m in methods:
                 fn = CAM_METHODS[m]
-                if m in NEEDS_GRADIENTS:
-                    h = fn(acts, grads[j][0])
-                else:
-                    h = fn(acts, None, x=x, class_index=c, predict=self.forward)
+                g = grads[j][0] if m in NEEDS_GRADIENTS else None
+                h = fn(acts, g, x=x, class_index=c, predict=self.forward, head_scores=head_scores)
                 results.append(
                     CamResult(
                         m,

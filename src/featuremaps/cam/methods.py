@@ -12,6 +12,17 @@ the class score with respect to them (or, for Score-CAM, of scores of masked inp
   class probability of the masked input weighs the channel. Gradient-free; masked inputs are batched.
 * LayerCAM (Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for Localization",
   IEEE TIP 2021): ``ReLU(sum_k ReLU(G_k) * A_k)``, element-wise.
+* HiResCAM (Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations of convolutional
+  neural networks", arXiv:2011.08891, 2020): ``ReLU(sum_k G_k * A_k)``, element-wise.
+* XGrad-CAM (Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of CNNs",
+  BMVC 2020): channel weights ``sum_ij G_k A_k / sum_ij A_k``.
+* EigenCAM (Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal Components", IJCNN 2020):
+  the activations projected on their first principal component; class-agnostic and gradient-free.
+* Ablation-CAM (Desai & Ramaswamy, "Ablation-CAM: Visual Explanations for Deep Convolutional Network via
+  Gradient-free Localization", WACV 2020): channel weights ``(y - y_k) / y``, ``y_k`` the class score with
+  channel k set to zero; gradient-free, the ablated activations go through the head in batches.
+
+The conventions (ReLU on the map, centring in EigenCAM, zero ablation) follow pytorch-grad-cam.
 """
 
 from __future__ import annotations
@@ -34,12 +45,24 @@ def gradcam(acts: np.ndarray, grads: np.ndarray, **_) -> np.ndarray:
 def gradcam_pp(acts: np.ndarray, grads: np.ndarray, **_) -> np.ndarray:
     """Grad-CAM++ (Chattopadhay et al. 2018, eq. 19 with the exponential score, so only first gradients).
 
-    ``alpha_ij^k = g^2 / (2 g^2 + sum_ab A_ab^k g^3)``; channel weight ``sum_ij alpha_ij^k ReLU(g_ij^k)``.
+    ``alpha_ij^k = g^2 / (2 g^2 + sum_ab A_ab^k g^3)``, normalised to sum to 1 over ``ij`` as in the authors'
+    code (adityac94/Grad_CAM_plus_plus) and tf-keras-vis; channel weight ``sum_ij alpha_ij^k ReLU(g_ij^k)``.
+    Without the normalisation a layer with no ReLU (negative ``sum_ab A_ab^k``) can make ``alpha`` negative
+    and the map then shows the most *negative* evidence.
+
+    Example::
+
+        >>> acts, grads = np.ones((2, 2, 1)), np.full((2, 2, 1), 0.5)
+        >>> gradcam_pp(acts, grads)  # alpha = 1/4 everywhere, weight 0.5
+        array([[0.5, 0.5],
+               [0.5, 0.5]], dtype=float32)
     """
     g2 = grads**2
     g3 = g2 * grads
     denom = 2.0 * g2 + acts.sum(axis=(0, 1), keepdims=True) * g3
-    alpha = np.where(grads != 0.0, g2 / np.where(np.abs(denom) > EPS, denom, EPS), 0.0)
+    alpha = np.where(grads != 0.0, g2 / np.where(denom != 0.0, denom, 1.0), 0.0)
+    norm = alpha.sum(axis=(0, 1), keepdims=True)
+    alpha = alpha / np.where(norm != 0.0, norm, 1.0)
     weights = (alpha * np.maximum(grads, 0.0)).sum(axis=(0, 1))
     return np.maximum(acts @ weights, 0.0).astype(np.float32)
 
@@ -78,9 +101,103 @@ def scorecam(acts: np.ndarray, grads=None, *, x: np.ndarray, class_index: int, p
     return np.maximum(acts @ weights, 0.0).astype(np.float32)
 
 
-#: method name -> function; gradient methods take (acts, grads), Score-CAM also the input and a predictor.
-CAM_METHODS = {"gradcam": gradcam, "gradcam++": gradcam_pp, "scorecam": scorecam, "layercam": layercam}
-NEEDS_GRADIENTS = {"gradcam", "gradcam++", "layercam"}
+def hirescam(acts: np.ndarray, grads: np.ndarray, **_) -> np.ndarray:
+    """HiResCAM (Draelos & Carin 2020): ``ReLU(sum_k G_k * A_k)``, gradients times activations element-wise.
+
+    Unlike Grad-CAM it does not average the gradients over space, so the map is exactly the part of the
+    score that each position contributes when the head is linear (global average pooling and a Dense layer).
+
+    Example::
+
+        >>> hirescam(np.ones((1, 2, 2)), np.array([[[1.0, -3.0], [2.0, 0.5]]]))
+        array([[0. , 2.5]], dtype=float32)
+    """
+    return np.maximum((grads * acts).sum(axis=-1), 0.0).astype(np.float32)
+
+
+def xgradcam(acts: np.ndarray, grads: np.ndarray, **_) -> np.ndarray:
+    """XGrad-CAM (Fu et al. 2020): channel weights ``w_k = sum_ij G_k A_k / (sum_ij A_k + 1e-7)``.
+
+    The weights that satisfy the paper's sensitivity and conservation axioms; map ``ReLU(sum_k w_k A_k)``.
+
+    Example::
+
+        >>> acts = np.array([[[1.0], [3.0]]]); grads = np.array([[[2.0], [4.0]]])
+        >>> xgradcam(acts, grads)  # w = (2 + 12) / 4 = 3.5
+        array([[ 3.5, 10.5]], dtype=float32)
+    """
+    sums = acts.sum(axis=(0, 1))
+    weights = (grads * acts).sum(axis=(0, 1)) / (sums + 1e-7)
+    return np.maximum(acts @ weights, 0.0).astype(np.float32)
+
+
+def eigencam(acts: np.ndarray, grads=None, **_) -> np.ndarray:
+    """EigenCAM (Muhammad & Yeasin 2020): the activations' projection on their first principal component.
+
+    ``A`` as an (h*w, C) matrix, centred per channel (as pytorch-grad-cam does); the map is ``ReLU(A v1)``,
+    ``v1`` the first right singular vector. A singular vector's sign is arbitrary, so it is chosen to make
+    the map correlate positively with the channel sum of the activations (the same map on every backend).
+    Class-agnostic and gradient-free.
+
+    Example::
+
+        >>> acts = np.zeros((1, 3, 2)); acts[0, :, 0] = [0.0, 1.0, 2.0]
+        >>> eigencam(acts)  # centred: [-1, 0, 1] along v1 = (1, 0)
+        array([[0., 0., 1.]], dtype=float32)
+    """
+    h, w, c = acts.shape
+    flat = acts.reshape(h * w, c).astype(np.float64)
+    flat = flat - flat.mean(axis=0)
+    if not np.any(flat):
+        return np.zeros((h, w), np.float32)
+    _, _, vt = np.linalg.svd(flat, full_matrices=False)
+    proj = flat @ vt[0]
+    total = acts.reshape(h * w, c).sum(axis=1)
+    if np.dot(proj, total - total.mean()) < 0:
+        proj = -proj
+    return np.maximum(proj.reshape(h, w), 0.0).astype(np.float32)
+
+
+def ablationcam(acts: np.ndarray, grads=None, *, class_index: int, head_scores, **_) -> np.ndarray:
+    """Ablation-CAM (Desai & Ramaswamy 2020): ``w_k = (y - y_k) / y``, map ``ReLU(sum_k w_k A_k)``.
+
+    ``y`` is the class score (the logit of a softmax classifier) and ``y_k`` the score with channel ``k``
+    of the target layer set to zero; ``head_scores`` maps a batch of (h, w, C) activations to class scores,
+    and the C ablated copies go through it in batches of ``SCORECAM_BATCH``. Gradient-free.
+
+    Example::
+
+        >>> head = lambda a: a.sum(axis=(1, 2, 3))[:, None]  # one class, score = sum of everything
+        >>> ablationcam(np.array([[[1.0, 3.0]]]), class_index=0, head_scores=head)  # w = (1/4, 3/4)
+        array([[2.5]], dtype=float32)
+    """
+    acts = np.asarray(acts, np.float32)
+    c = acts.shape[-1]
+    y = float(np.asarray(head_scores(acts[None]))[0, class_index])
+    weights = np.zeros(c, np.float64)
+    for i in range(0, c, SCORECAM_BATCH):
+        ks = np.arange(i, min(i + SCORECAM_BATCH, c))
+        batch = np.repeat(acts[None], len(ks), axis=0)
+        batch[np.arange(len(ks)), ..., ks] = 0.0
+        yk = np.asarray(head_scores(batch), np.float64)[:, class_index]
+        weights[ks] = (y - yk) / (y if abs(y) > EPS else EPS)
+    return np.maximum(acts @ weights.astype(np.float32), 0.0).astype(np.float32)
+
+
+#: method name -> function. Every function takes ``(acts, grads, **context)``; the context is ``x`` (the
+#: input), ``class_index``, ``predict`` (inputs -> probabilities) and ``head_scores`` (target-layer
+#: activations -> class scores), so gradient-free methods use what they need.
+CAM_METHODS = {
+    "gradcam": gradcam,
+    "gradcam++": gradcam_pp,
+    "scorecam": scorecam,
+    "layercam": layercam,
+    "hirescam": hirescam,
+    "xgradcam": xgradcam,
+    "eigencam": eigencam,
+    "ablationcam": ablationcam,
+}
+NEEDS_GRADIENTS = {"gradcam", "gradcam++", "layercam", "hirescam", "xgradcam"}
 
 
 def parse_methods(spec: str | list[str] | None) -> list[str]:
@@ -96,6 +213,10 @@ def parse_methods(spec: str | list[str] | None) -> list[str]:
             "grad-cam++": "gradcam++",
             "score-cam": "scorecam",
             "layer-cam": "layercam",
+            "hires-cam": "hirescam",
+            "xgrad-cam": "xgradcam",
+            "eigen-cam": "eigencam",
+            "ablation-cam": "ablationcam",
         }.get(m, m)
         if m not in CAM_METHODS:
             raise UserError(f"unknown CAM method '{m}'; use one or more of {', '.join(CAM_METHODS)}")

@@ -313,7 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "cam", "class activation maps: Grad-CAM, Grad-CAM++, Score-CAM, LayerCAM")
     _image_args(p)
     _model_args(p)
-    p.add_argument("--method", default="gradcam", help="comma list of gradcam, gradcam++, scorecam, layercam")
+    p.add_argument(
+        "--method",
+        default="gradcam",
+        help="comma list of gradcam, gradcam++, scorecam, layercam, hirescam, xgradcam, eigencam, ablationcam",
+    )
     p.add_argument("--layer", default=None, help="target conv layer (name or C-number; default the last conv)")
     p.add_argument("--class", dest="target_class", default=None, help="class name or index (default: predicted)")
     p.add_argument(
@@ -336,7 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default="all", help="names, C-numbers (C3), ranges (C1-C5), globs or all")
     p.add_argument("--maps", type=_bounded(1, 1024), default=16, help="maps per layer")
     p.add_argument("--cmap", default="viridis", help="feature-map colormap")
-    p.add_argument("--method", default="gradcam", help="CAM methods, comma-separated, or none")
+    p.add_argument(
+        "--method",
+        default="gradcam",
+        help="CAM methods, comma-separated (gradcam, gradcam++, scorecam, layercam, hirescam, xgradcam, "
+        "eigencam, ablationcam), or none",
+    )
     p.add_argument("--cam", default=None, help=argparse.SUPPRESS)  # deprecated alias of --method
     p.add_argument(
         "--max-mb",
