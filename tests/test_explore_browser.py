@@ -100,7 +100,7 @@ def test_explore_page_in_chromium(server):
             page.wait_for_selector("#hover[data-value]")
             shown = float(page.locator("#hover").get_attribute("data-value"))
             text = page.locator("#hover").text_content()
-            assert "C2 ch 3 at (y 6, x 12)" in text, text
+            assert "C2 F4 at (y 6, x 12)" in text, text
             image_id = page.locator("#images").input_value()
             url = f"{server}/api/images/{image_id}/layers/C2/channels/3/value?y=6&x=12"
             with urllib.request.urlopen(url) as r:

@@ -252,8 +252,8 @@
         backgroundPosition: `-${(j % cols) * tw}px -${Math.floor(j / cols) * th}px`,
       });
       const cap = document.createElement("div"); cap.className = "cap";
-      cap.textContent = `ch ${c} · ${S.sort === "max" ? "max " + fmt(v.max[c]) : fmt(v.mean[c])}`;
-      cap.title = `channel ${c}: mean ${fmt(v.mean[c])}, max ${fmt(v.max[c])}`;
+      cap.textContent = `F${c + 1} · ${S.sort === "max" ? "max " + fmt(v.max[c]) : fmt(v.mean[c])}`;
+      cap.title = `channel F${c + 1} (index ${c}): mean ${fmt(v.mean[c])}, max ${fmt(v.max[c])}`;
       cell.append(t, cap);
       t.addEventListener("mousemove", (e) => hover(e, t, image, v, c));
       t.addEventListener("mouseleave", () => { $("rfbox").hidden = true; });
@@ -277,7 +277,7 @@
     hoverBusy = true;
     try {
       const r = await api(`${imgBase(h.image)}/layers/${enc(h.label)}/channels/${h.c}/value?${q({ y: h.y, x: h.x })}`);
-      $("hover").textContent = `${nameOf(h.image)} ${r.layer} ch ${r.channel} at (y ${r.y}, x ${r.x}): ${fmt(r.value)}` +
+      $("hover").textContent = `${nameOf(h.image)} ${r.layer} F${r.channel + 1} at (y ${r.y}, x ${r.x}): ${fmt(r.value)}` +
         (r.rf ? `  ·  sees input rows ${r.rf.top}-${r.rf.bottom}, cols ${r.rf.left}-${r.rf.right}` +
           ` (field ${r.rf_size[0]}x${r.rf_size[1]}${r.rf_exact ? "" : ", approximate"})` : "");
       $("hover").dataset.value = String(r.value);
@@ -305,7 +305,7 @@
     const d = $("detail");
     if (S.channel === null || !view) { d.hidden = true; return; }
     d.hidden = false;
-    $("detailtitle").textContent = `${view.label} channel ${S.channel} over the input`;
+    $("detailtitle").textContent = `${view.label} F${S.channel + 1} over the input`;
     $("doverlay").src = `${imgBase(S.image)}/layers/${enc(S.layer)}/channels/${S.channel}.png?${q({ cmap: S.cmap, norm: S.norm })}`;
     $("doverlay").style.opacity = S.opacity / 100;
     $("opacity").value = S.opacity;
