@@ -386,3 +386,16 @@ def test_keras_user_never_imports_torch(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "IMPORTED []" in res.stdout, res.stdout
+
+
+def test_atlas_says_it_takes_keras_models(tmp_path, capsys):
+    from PIL import Image
+
+    path = tmp_path / "net.pt"
+    torch.jit.script(small_net()).save(str(path))
+    data = tmp_path / "data" / "a"
+    data.mkdir(parents=True)
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(data / "0.png")
+    code, _, err = _run(["atlas", "--data", tmp_path / "data", "--model", path, "--out", tmp_path / "atlas"], capsys)
+    assert code == 2 and "atlas takes Keras models for now" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "atlas").exists()
