@@ -151,5 +151,6 @@ class Batch:
                 f"none of the {n} {self.what}{plural} could be used (reasons above)", "featuremaps: error: "
             )
             return EXIT_ERROR
-        self.progress.warn(f"skipped {k} of {n} {self.what}{plural}; the other {n - k} are done", "featuremaps: ")
+        rest = "the other one is done" if n - k == 1 else f"the other {n - k} are done"
+        self.progress.warn(f"skipped {k} of {n} {self.what}{plural}; {rest}", "featuremaps: ")
         return EXIT_SKIPPED
