@@ -133,32 +133,18 @@ def _positive(s: str) -> int:
     return _bounded(1, 2**31)(s)
 
 
-def _real(lo: float, hi: float):
-    """A finite number in (lo, hi] (nan, inf and negative learning rates are refused)."""
+def _real(lo: float, hi: float, zero_ok: bool = False):
+    """A finite number in (lo, hi], or [0, hi] with ``zero_ok`` (0 turns the option off); nan, inf and
+    negative learning rates are refused."""
 
     def parse(s: str) -> float:
         try:
             v = float(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{s}' is not a number") from None
-        if not (lo < v <= hi):
-            raise argparse.ArgumentTypeError(f"{s} must be a number above {lo:g} and at most {hi:g}")
-        return v
-
-    parse.__name__ = "number"
-    return parse
-
-
-def _at_least_zero(hi: float):
-    """A finite number in [0, hi] (0 turns the option off)."""
-
-    def parse(s: str) -> float:
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{s}' is not a number") from None
-        if not (0 <= v <= hi):
-            raise argparse.ArgumentTypeError(f"{s} must be a number from 0 to {hi:g}")
+        if not ((0 <= v if zero_ok else lo < v) and v <= hi):
+            want = f"from 0 to {hi:g}" if zero_ok else f"above {lo:g} and at most {hi:g}"
+            raise argparse.ArgumentTypeError(f"{s} must be a number {want}")
         return v
 
     parse.__name__ = "number"
@@ -454,9 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_bounded(1, 10_000), default=30, help="epochs to train")
     p.add_argument("--batch-size", type=_bounded(1, 4096), default=64, help="faces per step")
     p.add_argument("--lr", type=_real(0, 10), default=0.01, help="learning rate")
-    p.add_argument("--weight-decay", type=_at_least_zero(1), default=5e-4, help="SGD weight decay (0: none)")
+    p.add_argument("--weight-decay", type=_real(0, 1, zero_ok=True), default=5e-4, help="SGD weight decay (0: none)")
     p.add_argument(
-        "--label-smoothing", type=_at_least_zero(0.99), default=0.0, help="cross-entropy label smoothing, e.g. 0.1"
+        "--label-smoothing",
+        type=_real(0, 0.99, zero_ok=True),
+        default=0.0,
+        help="cross-entropy label smoothing, e.g. 0.1",
     )
     p.add_argument(
         "--crop",
