@@ -70,7 +70,7 @@ def test_lambda_refused_without_unsafe(saved, name):
         ("text.keras", "not a Keras model"),
         ("text.h5", "not a Keras model"),
         ("folder.keras", "is a folder"),
-        ("nosuch", "unknown model 'nosuch': use one of emotion, vgg16"),
+        ("nosuch", "unknown model 'nosuch': use one of emotion, emotion-resnet, emotion-mobilenet, vgg16"),
     ],
 )
 def test_bad_model_specs(saved, name, match):

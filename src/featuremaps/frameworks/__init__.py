@@ -68,9 +68,14 @@ class ModelAdapter:
         raise UserError(f"{self.framework} models have no gradients; use {', '.join(gradient_free_methods())}")
 
 
+#: CAM methods that re-run the network from the target layer on (Ablation-CAM): Keras models only for now,
+#: where the model is cut at the layer (:func:`featuremaps.extractor.split_at`).
+NEEDS_HEAD = {"ablationcam"}
+
+
 def gradient_free_methods() -> list[str]:
-    """The CAM methods that need no gradients (Score-CAM, and any other the registry marks so)."""
-    return [m for m in CAM_METHODS if m not in NEEDS_GRADIENTS]
+    """The CAM methods that need no gradients and run on every framework (Score-CAM, EigenCAM, ...)."""
+    return [m for m in CAM_METHODS if m not in NEEDS_GRADIENTS and m not in NEEDS_HEAD]
 
 
 def framework_of(model) -> str:
@@ -127,6 +132,13 @@ def feature_extractor(model, input_shape, layers="all", maps: int | None = 16, s
 def check_methods(model, methods) -> None:
     """Gradient CAM methods asked of a model without gradients (ONNX): one line naming those that apply."""
     ad = model if isinstance(model, ModelAdapter) else None
+    head = [m for m in methods if m in NEEDS_HEAD]
+    if ad is not None and head:
+        usable = [m for m in CAM_METHODS if m not in NEEDS_HEAD and (ad.has_gradients or m not in NEEDS_GRADIENTS)]
+        raise UserError(
+            f"{head[0]} re-runs the network from the target layer, which featuremaps does for Keras models only; "
+            f"use --method {','.join(usable)}"
+        )
     need = [m for m in methods if m in NEEDS_GRADIENTS]
     if ad is not None and need and not ad.has_gradients:
         raise UserError(
