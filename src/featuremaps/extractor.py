@@ -198,6 +198,23 @@ def replay(model, input_shape: tuple[int, ...]):
     return inputs, out, taps
 
 
+def pick_channels(c: ConvLayer, C: int, mode: str, chans, maps) -> tuple[int, list[int], str]:
+    """``(k, channel ids, note)`` for layer ``c`` with ``C`` channels: the listed channels (``mode == "list"``,
+    each checked against ``C``) or the first ``maps`` (all when ``maps`` is None). Every framework's extractor
+    picks through this one function."""
+    if mode == "list":
+        bad = [ch for ch in chans if ch >= C]
+        if bad:
+            raise UserError(
+                f"channel {bad[0]} does not exist in {c.label} {c.name} "
+                f"({C} channels: 0-{C - 1}); choose channels below {C}"
+            )
+        return len(chans), chans, ""
+    k = C if maps is None else min(int(maps), C)
+    note = f"{maps} maps asked, layer has {C}: showing all" if maps is not None and maps > C else ""
+    return k, list(range(k)), note
+
+
 def tap(taps: dict, conv: ConvLayer):
     """The output tensor of conv layer ``conv`` (this call of it) in a :func:`replay`'s ``taps``."""
     t = taps.get(conv.name)
@@ -321,21 +338,7 @@ class FeatureExtractor:
             shape = tuple(int(d) for d in t.shape[1:])
             if len(shape) != 3 or any(d is None for d in shape):
                 raise UserError(f"layer {c.name} has output shape {tuple(t.shape)}; featuremaps needs (H, W, C)")
-            C = shape[-1]
-            note = ""
-            if mode == "list":
-                bad = [ch for ch in chans if ch >= C]
-                if bad:
-                    raise UserError(
-                        f"channel {bad[0]} does not exist in {c.label} {c.name} "
-                        f"({C} channels: 0-{C - 1}); choose channels below {C}"
-                    )
-                ids, k = chans, len(chans)
-            else:
-                k = C if maps is None else min(int(maps), C)
-                if maps is not None and maps > C:
-                    note = f"{maps} maps asked, layer has {C}: showing all"
-                ids = list(range(k))
+            k, ids, note = pick_channels(c, shape[-1], mode, chans, maps)
             probe = probe_cls("first" if mode == "list" else mode, k, ids, name=f"featuremaps_probe_{c.index}")
             outputs.extend(probe(t))
             self.shapes.append(shape)

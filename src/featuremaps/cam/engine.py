@@ -93,12 +93,12 @@ class CamResult:
     extra: dict = field(default_factory=dict)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _is_probabilities(p: np.ndarray) -> bool:
+def is_probabilities(p: np.ndarray) -> bool:
     return bool(p.min() >= 0 and np.all(np.abs(p.sum(axis=-1) - 1.0) < 1e-3))
 
 
@@ -135,7 +135,7 @@ class CamEngine:
         res = res if isinstance(res, list | tuple) else [res]
         out = self.head(list(res), training=False)
         p = ops.convert_to_numpy(out[0]).astype(np.float32)
-        return p if _is_probabilities(p) else _softmax(p)
+        return p if is_probabilities(p) else softmax(p)
 
     def run(
         self,
@@ -155,7 +155,7 @@ class CamEngine:
         res = [ops.convert_to_numpy(r).astype(np.float32) for r in res]
         acts = res[0][0]
         raw = ops.convert_to_numpy(self.head(res, training=False)[0]).astype(np.float32)[0]
-        probs = raw if _is_probabilities(raw) else _softmax(raw)
+        probs = raw if is_probabilities(raw) else softmax(raw)
         if class_indices is None:
             class_indices = [int(np.argmax(probs))]
         grads = None
@@ -168,26 +168,36 @@ class CamEngine:
             out = self.head([np.asarray(a_batch, np.float32), *skips], training=False)
             return ops.convert_to_numpy(out[1]).astype(np.float32)
 
-        results = []
-        for j, c in enumerate(class_indices):
-            for m in methods:
-                fn = CAM_METHODS[m]
-                g = grads[j][0] if m in NEEDS_GRADIENTS else None
-                h = fn(acts, g, x=x, class_index=c, predict=self.forward, head_scores=head_scores)
-                results.append(
-                    CamResult(
-                        m,
-                        self.layer,
-                        int(c),
-                        float(probs[c]),
-                        probs,
-                        h.astype(np.float32),
-                        normalise01(upsample(h, x.shape[:2])),
-                        names[c] if names else None,
-                        self.score,
-                    )
+        return cam_results(
+            self, x, acts, probs, methods, class_indices, names, lambda j: grads[j][0], head_scores=head_scores
+        )
+
+
+def cam_results(engine, x, acts, probs, methods, class_indices, names, gradient, **method_kw) -> list[CamResult]:
+    """Each method's map for each class as :class:`CamResult`s: the one loop every framework's engine ends in.
+
+    ``gradient(j)`` is the (h, w, C) gradient for ``class_indices[j]`` (asked only of gradient methods);
+    ``engine`` gives the layer, score kind and ``forward`` (Score-CAM's masked inputs).
+    """
+    results = []
+    for j, c in enumerate(class_indices):
+        for m in methods:
+            g = gradient(j) if m in NEEDS_GRADIENTS else None
+            h = CAM_METHODS[m](acts, g, x=x, class_index=c, predict=engine.forward, **method_kw)
+            results.append(
+                CamResult(
+                    m,
+                    engine.layer,
+                    int(c),
+                    float(probs[c]),
+                    probs,
+                    h.astype(np.float32),
+                    normalise01(upsample(h, x.shape[:2])),
+                    names[c] if names else None,
+                    engine.score,
                 )
-        return results
+            )
+    return results
 
 
 def _logits_tensor(producer):

@@ -26,12 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from featuremaps.cam.engine import CamEngine, CamResult, resolve_class
+from featuremaps.cam.engine import CamEngine, cam_results, is_probabilities, resolve_class, softmax
 from featuremaps.cam.engine import compute_cam as keras_compute_cam
-from featuremaps.cam.heatmaps import normalise01, upsample
 from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, parse_methods
 from featuremaps.errors import UserError
-from featuremaps.extractor import STATS, FeatureExtractor, LayerMaps, parse_select
+from featuremaps.extractor import STATS, FeatureExtractor, LayerMaps, parse_select, pick_channels
 from featuremaps.extractor import extract as keras_extract
 from featuremaps.layers import ConvLayer, select_layers
 from featuremaps.layers import conv_layers as keras_conv_layers
@@ -242,21 +241,7 @@ class AdapterExtractor:
         self.shapes, self.notes, self._picks = [], [], []
         for c in self.layers:
             shape = tuple(shapes[c.name])
-            C = shape[-1]
-            note = ""
-            if mode == "list":
-                bad = [ch for ch in chans if ch >= C]
-                if bad:
-                    raise UserError(
-                        f"channel {bad[0]} does not exist in {c.label} {c.name} "
-                        f"({C} channels: 0-{C - 1}); choose channels below {C}"
-                    )
-                ids, k = chans, len(chans)
-            else:
-                k = C if maps is None else min(int(maps), C)
-                if maps is not None and maps > C:
-                    note = f"{maps} maps asked, layer has {C}: showing all"
-                ids = list(range(k))
+            k, ids, note = pick_channels(c, shape[-1], mode, chans, maps)
             self.shapes.append(shape)
             self.notes.append(note)
             self._picks.append(("first" if mode == "list" else mode, k, ids))
@@ -276,15 +261,6 @@ class AdapterExtractor:
 
 
 # ---------------------------------------------------------------- CAMs
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _is_probabilities(p: np.ndarray) -> bool:
-    return bool(p.min() >= 0 and np.all(np.abs(p.sum(axis=-1) - 1.0) < 1e-3))
-
-
 def resolve_conv(convs: list[ConvLayer], spec) -> ConvLayer:
     """The target conv layer among ``convs``: the last by default, else a name, C-number or glob."""
     if isinstance(spec, ConvLayer):
@@ -319,7 +295,7 @@ class AdapterCamEngine:
         """Class probabilities of a batch of inputs (Score-CAM's masked inputs); no gradients."""
         _, out = self.model.forward(np.asarray(batch, np.float32), [])
         p = np.asarray(out, np.float32)
-        return p if _is_probabilities(p) else _softmax(p)
+        return p if is_probabilities(p) else softmax(p)
 
     def run(self, x: np.ndarray, methods=("gradcam",), class_indices=None, classes=None) -> list:
         """Maps of one preprocessed image ``x`` (H, W, C): each method for each class (default: predicted)."""
@@ -335,29 +311,8 @@ class AdapterCamEngine:
         else:
             maps, out = self.model.forward(x[None], [name])
             acts, raw = maps[name][0], np.asarray(out, np.float32)[0]
-        probs = raw if _is_probabilities(raw) else _softmax(raw)
+        probs = raw if is_probabilities(raw) else softmax(raw)
         if class_indices is None:  # the predicted class (the adapter chose the same for its gradients)
             class_indices = [int(np.argmax(raw))]  # raw: a softmax of tiny logits can tie in float32
         names = classes if classes and len(classes) == self.n_classes else None
-        results = []
-        for j, c in enumerate(class_indices):
-            for m in methods:
-                fn = CAM_METHODS[m]
-                if m in NEEDS_GRADIENTS:
-                    h = fn(acts, grads[j])
-                else:
-                    h = fn(acts, None, x=x, class_index=c, predict=self.forward)
-                results.append(
-                    CamResult(
-                        m,
-                        self.layer,
-                        int(c),
-                        float(probs[c]),
-                        probs,
-                        h.astype(np.float32),
-                        normalise01(upsample(h, x.shape[:2])),
-                        names[c] if names else None,
-                        self.score,
-                    )
-                )
-        return results
+        return cam_results(self, x, acts, probs, methods, class_indices, names, lambda j: grads[j])
