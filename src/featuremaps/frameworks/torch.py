@@ -288,19 +288,12 @@ class TorchAdapter(ModelAdapter):
                         f"layer {name} of model '{self.name}' carries no gradient (its weights are frozen "
                         "and so is its input); CAMs need autograd through the model"
                     )
-                score = out.float()
-                if classes is None:
-                    classes = [int(score[0].argmax())]
-                grads = []
-                for i, c in enumerate(classes):
-                    with _no_onednn():
-                        (g,) = torch.autograd.grad(score[0, c], a, retain_graph=i < len(classes) - 1)
-                    grads.append(g[0].float().cpu().numpy().transpose(1, 2, 0))
+                classes, grads = _class_gradients(out, a, classes)
         finally:
             for h in handles:
                 h.remove()
         acts = a[0].detach().float().cpu().numpy().transpose(1, 2, 0)
-        return acts, score[0].detach().cpu().numpy(), np.stack(grads)
+        return acts, out.float()[0].detach().cpu().numpy(), np.stack(grads)
 
 
 # ---------------------------------------------------------------- TorchScript
@@ -411,16 +404,9 @@ class ScriptAdapter(TorchAdapter):
             a, v = maps[i], values[i]
             if not v.requires_grad:
                 raise UserError(f"layer {name} of model '{self.name}' carries no gradient; CAMs need autograd")
-            score = out.float()
-            if classes is None:
-                classes = [int(score[0].argmax())]
-            grads = []
-            for j, c in enumerate(classes):
-                with _no_onednn():
-                    (g,) = torch.autograd.grad(score[0, c], v, retain_graph=j < len(classes) - 1)
-                grads.append(g[0].float().cpu().numpy().transpose(1, 2, 0))
+            classes, grads = _class_gradients(out, v, classes)
         acts = a[0].detach().float().cpu().numpy().transpose(1, 2, 0)
-        return acts, score[0].detach().cpu().numpy(), np.stack(grads)
+        return acts, out.float()[0].detach().cpu().numpy(), np.stack(grads)
 
 
 def _hierarchy(node) -> tuple[str, str]:
@@ -632,3 +618,16 @@ def wrap(module, preprocess: str = "unit", classes=None):
         ad, ad.name, "in-memory torch module", PREPROCESS_MODES.get(preprocess, preprocess),
         _preprocess_fn(preprocess), ad.input_shape, classes,
     )  # fmt: skip
+
+
+def _class_gradients(out, maps, classes):
+    """``(classes, [(h, w, C) gradient of each class score w.r.t. maps])``; default class: the top score."""
+    score = out.float()
+    if classes is None:
+        classes = [int(score[0].argmax())]
+    grads = []
+    for j, c in enumerate(classes):
+        with _no_onednn():
+            (g,) = torch.autograd.grad(score[0, c], maps, retain_graph=j < len(classes) - 1)
+        grads.append(g[0].float().cpu().numpy().transpose(1, 2, 0))
+    return classes, grads
