@@ -253,7 +253,9 @@ def _probe_layer_class():
             )
             if self.mode in ("first", "list"):
                 idx = np.asarray(self.channels, dtype="int32")
-                maps = ops.take(x, idx, axis=3)
+                # every channel in order (explore, fm.extract): the maps themselves, no gather copy
+                every = x.shape[-1] is not None and np.array_equal(idx, np.arange(x.shape[-1]))
+                maps = x if every else ops.take(x, idx, axis=3)
                 ids = ops.zeros_like(stats[:, :1], dtype="int32") + idx[None, :]
                 return maps, ids, stats
             score = ops.mean(x, axis=(1, 2)) if self.mode == "top-mean" else ops.max(x, axis=(1, 2))
@@ -366,13 +368,13 @@ class FeatureExtractor:
                 LayerMaps(
                     c,
                     self.shapes[j],
-                    maps.astype(np.float32),
-                    ids.astype(np.int64),
-                    stats.astype(np.float32),
+                    maps.astype(np.float32, copy=False),
+                    ids.astype(np.int64, copy=False),
+                    stats.astype(np.float32, copy=False),
                     self.notes[j],
                 )
             )
-        preds = res[-1].astype(np.float32) if self.with_predictions else None
+        preds = res[-1].astype(np.float32, copy=False) if self.with_predictions else None
         return out, preds
 
 
