@@ -285,3 +285,24 @@ def test_cli_backend_choice(tmp_path, capsys):
     assert backend() == [want, want]  # the VGG-16 trains fastest on torch (BENCHMARKS.md)
     assert backend("--arch", "mobilenet") == ["tensorflow", "tensorflow"]  # unmeasured: the default backend
     assert backend(KERAS_BACKEND="jax") == ["jax", "jax"]  # the user's choice wins
+
+
+def test_resumed_run_follows_the_uninterrupted_one(tmp_path):
+    """Two epochs in one go and one epoch + --resume end with the same weights: dropout's random state is reset
+    from (seed, epoch) each epoch, batch order and augmentation are seeded per epoch, and the resumed run takes
+    the seed and batch size from state.json (here it is given others, which it must ignore)."""
+    import keras
+
+    data = _tiny_folder(tmp_path / "fer", per_class=6)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    train(str(data), whole, epochs=2, batch_size=8, width=0.0625, seed=3, verbose=0)
+    train(str(data), cut, epochs=1, batch_size=8, width=0.0625, seed=3, verbose=0)
+    train(str(data), cut, epochs=2, batch_size=16, seed=99, resume=True, verbose=0)
+    a = keras.models.load_model(whole / "last.keras", compile=False)
+    b = keras.models.load_model(cut / "last.keras", compile=False)
+    assert any(isinstance(layer, keras.layers.Dropout) for layer in a.layers)  # else the test shows nothing
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    ha = json.loads((whole / "state.json").read_text())["history"]
+    hb = json.loads((cut / "state.json").read_text())["history"]
+    assert ha == hb

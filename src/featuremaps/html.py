@@ -114,16 +114,22 @@ def page(title: str, body: str, nav: str = "", local_images: bool = False) -> st
     Its Content-Security-Policy forbids any request but ``data:`` images, unless ``local_images`` (pages that
     show PNG files beside them, which a ``file://`` policy cannot name portably: then no policy is set).
     """
+    head, tail = page_frame(title, nav, local_images)
+    return head + body + tail
+
+
+def page_frame(title: str, nav: str = "", local_images: bool = False) -> tuple[str, str]:
+    """What :func:`page` puts before and after the body: a page streamed in parts is ``head + body... + tail``."""
     csp = (
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
         "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
         if not local_images
         else ""
     )
-    return (
+    head = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width,initial-scale=1">{csp}'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f'<header class="top"><b>{esc(title)}</b>{nav}</header><main>{body}</main>'
-        f"<script>{JS}</script></body></html>\n"
+        f'<header class="top"><b>{esc(title)}</b>{nav}</header><main>'
     )
+    return head, f"</main><script>{JS}</script></body></html>\n"

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import struct
+import tempfile
 import time
 import uuid
 import zipfile
@@ -170,6 +171,45 @@ def save_text(path: str | Path, text: str) -> Path:
         with open(tmp, "w", encoding="utf-8", errors="replace") as f:
             f.write(text)
     return Path(path)
+
+
+class SpooledText:
+    """The parts of a text file whose beginning is known only at the end (see :func:`spooled_text`)."""
+
+    def __init__(self, spool):
+        self._spool = spool
+        self.head = ""
+        self.tail = ""
+
+    def write(self, part: str) -> None:
+        """Append ``part`` to the body (it goes to disk now, not to memory)."""
+        self._spool.write(part)
+
+
+@contextlib.contextmanager
+def spooled_text(path: str | Path) -> Iterator[SpooledText]:
+    """Write a large text file in bounded memory: body parts go to an anonymous temporary file as they come,
+    ``head`` and ``tail`` are set last (a page whose table of contents needs every section first); on success
+    the file is assembled beside ``path`` and renamed to it, on any error nothing is left.
+
+    Example::
+
+        with spooled_text("report.html") as doc:
+            for section in sections:
+                doc.write(section)
+            doc.head, doc.tail = "<html><body>", "</body></html>"
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace", dir=path.parent) as spool:
+            doc = SpooledText(spool)
+            yield doc
+            spool.flush()
+            spool.seek(0)
+            with open(tmp, "w", encoding="utf-8", errors="replace") as f:
+                f.write(doc.head)
+                shutil.copyfileobj(spool, f, 4 << 20)
+                f.write(doc.tail)
 
 
 def _json_default(o):

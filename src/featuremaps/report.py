@@ -18,8 +18,9 @@ from featuremaps.cam import overlay
 from featuremaps.errors import UserError
 from featuremaps.faces import NoFaceError
 from featuremaps.frameworks import cam_engine, compute_cam
-from featuremaps.html import REPORT_CELL, esc, img_tag, page, thumb
+from featuremaps.html import REPORT_CELL, esc, img_tag, page_frame, thumb
 from featuremaps.images import load_image
+from featuremaps.io import spooled_text
 from featuremaps.pipeline import Shower, ShowOptions, model_title, prediction_of, prepare
 from featuremaps.render import render_layer, rows_from
 
@@ -182,7 +183,31 @@ def image_section(
 MAX_BYTES = 200_000_000
 
 
-def build_report(
+@dataclass
+class ReportInfo:
+    """What a written report holds: its size in bytes, the images in it, those left out and why."""
+
+    path: Path
+    bytes: int
+    images: int
+    skipped: list = field(default_factory=list)  # (path, reason)
+
+
+class _InMemory:
+    """:class:`featuremaps.io.SpooledText`'s twin that keeps the parts in memory (:func:`build_report`)."""
+
+    def __init__(self):
+        self.parts, self.head, self.tail = [], "", ""
+
+    def write(self, part: str) -> None:
+        self.parts.append(part)
+
+    def text(self) -> str:
+        return self.head + "".join(self.parts) + self.tail
+
+
+def _compose(
+    doc,
     lm,
     paths: list[Path],
     *,
@@ -197,21 +222,16 @@ def build_report(
     progress=None,
     on_skip=None,
     max_bytes: int = MAX_BYTES,
-) -> str:
-    """The whole HTML document for ``paths`` through ``lm`` (a :class:`~featuremaps.models.LoadedModel`).
-
-    ``on_skip(path, reason)``: an image that cannot be used (unreadable, too large, no face with ``face_crop=True``)
-    is passed to it and left out, the rest go on; without it the first such image raises its UserError.
-    Images past ``max_bytes`` of HTML are skipped the same way (a page of hundreds of MB will not open).
-    A default emotion-model face crop that finds no face feeds the whole image, with a note in its section.
-    """
+) -> tuple[list[Path], list]:
+    """Write each usable image's section to ``doc`` as soon as it is made (one section is held at a time),
+    then set ``doc.head``/``doc.tail``; returns the images in the page and the (path, reason) left out."""
     if not paths:
         raise UserError("no images to report on; pass image files or folders")
     shower = Shower(
         lm,
         ShowOptions(layers=layers, maps=maps, cmap=cmap, resize=resize, face_crop=face_crop, input_shape=input_shape),
     )
-    sections, skipped, size, engines = [], [], 0, {}  # engines: a CamEngine per input shape
+    names, skipped, size, engines = [], [], 0, {}  # engines: a CamEngine per input shape
     for i, p in enumerate(paths):
         if progress:
             progress(i, len(paths), p)
@@ -221,8 +241,9 @@ def build_report(
             )
         else:
             try:
-                sec = image_section(len(sections), p, lm, shower, cam_methods, max_pixels, engines)
-                sections.append(sec)
+                sec = image_section(len(names), p, lm, shower, cam_methods, max_pixels, engines)
+                doc.write(sec.html)
+                names.append(p)
                 size += len(sec.html)
                 continue
             except UserError as e:
@@ -233,19 +254,48 @@ def build_report(
         on_skip(p, reason)
     if progress:
         progress(len(paths), len(paths), None)
-    if not sections:
+    if not names:
         raise UserError(f"none of the {len(paths)} image(s) could be used; see the warnings above")
-    nav = "".join(
-        f'<a href="#img{i + 1}" title="{esc(s.path)}">{i + 1}. {esc(s.path.name)}</a>' for i, s in enumerate(sections)
-    )
+    nav = "".join(f'<a href="#img{i + 1}" title="{esc(p)}">{i + 1}. {esc(p.name)}</a>' for i, p in enumerate(names))
     intro = (
-        f'<p class="note">Model <b>{esc(model_title(lm))}</b> ({esc(lm.source)}); {len(sections)} image(s); '
+        f'<p class="note">Model <b>{esc(model_title(lm))}</b> ({esc(lm.source)}); {len(names)} image(s); '
         f"up to {maps} maps per conv layer. Keys: <code>n</code>/<code>p</code> next/previous image. "
         f"featuremaps {esc(__version__)}.</p>"
     )
     if skipped:
         items = "".join(f"<li>{esc(p.name)}: {esc(r)}</li>" for p, r in skipped)
         intro += f'<p class="note warn">{len(skipped)} image(s) left out:</p><ul class="note">{items}</ul>'
-    return page(
-        f"featuremaps report: {model_title(lm)}", intro + "".join(s.html for s in sections), nav=f"<span>{nav}</span>"
-    )
+    head, doc.tail = page_frame(f"featuremaps report: {model_title(lm)}", nav=f"<span>{nav}</span>")
+    doc.head = head + intro
+    return names, skipped
+
+
+def build_report(lm, paths: list[Path], **options) -> str:
+    """The whole HTML document for ``paths`` through ``lm`` (a :class:`~featuremaps.models.LoadedModel`).
+
+    Options (keywords, as :func:`write_report`): ``layers``, ``maps`` (16), ``cmap``, ``cam_methods``
+    (``("gradcam",)``), ``resize``, ``face_crop``, ``input_shape``, ``max_pixels``, ``progress``, ``on_skip``,
+    ``max_bytes``. ``on_skip(path, reason)``: an image that cannot be used (unreadable, too large, no face with
+    ``face_crop=True``) is passed to it and left out, the rest go on; without it the first such image raises its
+    UserError. Images past ``max_bytes`` of HTML are skipped the same way (a page of hundreds of MB will not
+    open). A default emotion-model face crop that finds no face feeds the whole image, with a note in its section.
+    The page is held in memory: for many images :func:`write_report` writes it in bounded memory.
+    """
+    doc = _InMemory()
+    _compose(doc, lm, paths, **options)
+    return doc.text()
+
+
+def write_report(out: str | Path, lm, paths: list[Path], **options) -> ReportInfo:
+    """:func:`build_report`'s page (same options) written to ``out`` as it is made: each image's section goes
+    to disk when it is done, so memory holds one section whatever the number of images. The file appears
+    whole or not at all (temp file, then rename).
+
+    Example::
+
+        info = write_report("report.html", models.load("emotion"), [Path("face.jpg")])
+        info.bytes, info.images, info.skipped
+    """
+    with spooled_text(out) as doc:
+        names, skipped = _compose(doc, lm, paths, **options)
+    return ReportInfo(Path(out), Path(out).stat().st_size, len(names), skipped)

@@ -9,9 +9,8 @@ from featuremaps.cli.progress import Batch, clean
 from featuremaps.errors import UserError
 from featuremaps.frameworks import conv_layers
 from featuremaps.images import find_images
-from featuremaps.io import save_text
 from featuremaps.layers import select_layers
-from featuremaps.report import build_report
+from featuremaps.report import write_report
 
 
 def run(args) -> int:
@@ -32,7 +31,8 @@ def run(args) -> int:
         batch.progress.warn("report --cam is deprecated; use --method (same values)")
     batch.total = len(paths)
     single = len(paths) == 1
-    doc = build_report(
+    info = write_report(
+        out,
         lm,
         paths,
         layers=args.layers,
@@ -47,7 +47,5 @@ def run(args) -> int:
         on_skip=None if single else lambda p, reason: batch.skip(p, reason),
         max_bytes=int(args.max_mb * 1e6),
     )
-    save_text(out, doc)
-    n = len(paths) - len(batch.skipped)
-    print(f"report: {clean(out.resolve())} ({len(doc) / 1e6:.1f} MB, {n} image(s)); open it in a browser")
+    print(f"report: {clean(out.resolve())} ({info.bytes / 1e6:.1f} MB, {info.images} image(s)); open it in a browser")
     return batch.finish()

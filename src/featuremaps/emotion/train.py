@@ -3,8 +3,10 @@ that survive being killed.
 
 Recipe after Khaireddin & Chen 2021 ("Facial Emotion Recognition: State of the Art Performance on FER2013"):
 SGD with Nesterov momentum, lr 0.01, batch 64, weight decay 5e-4, strong augmentation; here with a cosine
-learning-rate decay over ``--epochs`` (deterministic per epoch, so ``--resume`` continues the same schedule; a
-resumed run is not bit-identical to an uninterrupted one: the augmentation's random state is not restored).
+learning-rate decay over ``--epochs``. Every random draw is a function of (seed, epoch): the batch order and
+augmentation of epoch ``e`` use seed ``seed + e``, and the dropout layers' random state is reset from
+(seed, epoch) when the epoch begins, so a run resumed from its last checkpoint follows the uninterrupted
+run's trajectory exactly (the backend's kernels permitting: on CPU, TensorFlow's and torch's are).
 ``crop=44``: one random 44x44 crop + flip per face and epoch instead of the affine/erasing augmentation (the
 recipe of the published VGG results), the network taking 44x44 input; validation on the centre crop.
 Optional label smoothing (Szegedy et al. 2016). Model selection on PublicTest only; PrivateTest is left for
@@ -88,6 +90,25 @@ def _dataset_class():
             self._order()
 
     return FaceBatches
+
+
+def _reseed_callback(seed: int):
+    """Make epoch ``e``'s dropout masks a function of (seed, e), whether the run went through or was resumed at
+    ``e``: reset the model's random-state variables (its seed generators: ``model.variables`` that are not
+    weights, hence not in checkpoints; TensorFlow and JAX draw from them) and the backend's global generator
+    (torch's dropout of an unseeded layer draws from it) when each epoch begins."""
+
+    class Reseed(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            rng = np.random.default_rng((seed, epoch))
+            keras.utils.set_random_seed(int(rng.integers(0, 2**31 - 1)))
+            weights = {id(v) for v in self.model.weights}
+            for v in [v for v in self.model.variables if id(v) not in weights]:
+                value = np.zeros(tuple(v.shape), dtype=v.dtype)
+                value.reshape(-1)[0] = rng.integers(0, 2**31 - 1)  # a seed generator's state is (seed, counter)
+                v.assign(value)
+
+    return Reseed()
 
 
 def _checkpoint_callback(out: Path, epochs: int, state: dict):
@@ -257,6 +278,7 @@ def train(
         recipe = state["recipe"]
         crop, label_smoothing = recipe.get("crop"), float(recipe.get("label_smoothing", 0.0))
         precision = recipe.get("precision", precision)
+        seed, batch_size = int(recipe.get("seed", seed)), int(recipe.get("batch_size", batch_size))
     elif state_path.exists():
         raise UserError(f"{out} already holds a training run; pass --resume to continue it or another --out")
 
@@ -342,6 +364,7 @@ def _train(
     x_val = (centre_crop(x_val, crop) if crop else x_val)[..., None]
     y_val = np.eye(len(EMOTIONS), dtype=np.float32)[va.y] if classes else va.y
     callbacks = [
+        _reseed_callback(seed),
         keras.callbacks.LearningRateScheduler(lambda e, _: lr_at(e, epochs, state["recipe"]["lr"])),
         keras.callbacks.CSVLogger(str(out / "log.csv"), append=True),
     ]
@@ -357,6 +380,7 @@ def _train(
         batch_size=batch_size,
         epochs=epochs,
         initial_epoch=start,
+        shuffle=False,  # FaceBatches shuffles with its own per-epoch seed; Keras' shuffle draws from global state
         callbacks=callbacks,
         verbose=verbose,
     )
