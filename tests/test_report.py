@@ -188,3 +188,27 @@ def test_report_in_headless_chromium(tmp_path, model_file, images):
         a = np.asarray(im.convert("RGB"), dtype=np.float32)
     assert a.std() > 20  # not blank: header, text and pictures
     assert (a[:30].mean(axis=(0, 1)) < 80).all()  # the dark sticky header is at the top
+
+
+def test_report_is_written_section_by_section(tmp_path, model_file, images, monkeypatch):
+    """write_report puts each image's section on disk before the next image is read (memory holds one
+    section, whatever the number of images), and the page equals build_report's in-memory one."""
+    from featuremaps import io as fio
+    from featuremaps import models
+    from featuremaps import report as rep
+
+    lm = models.load(str(model_file))
+    paths = sorted(images.iterdir()) * 3
+    events = []
+    real_section, real_write = rep.image_section, fio.SpooledText.write
+    monkeypatch.setattr(rep, "image_section", lambda *a, **k: events.append("make") or real_section(*a, **k))
+    monkeypatch.setattr(fio.SpooledText, "write", lambda self, part: events.append("disk") or real_write(self, part))
+    info = rep.write_report(tmp_path / "r.html", lm, paths, cam_methods=())
+    assert events == ["make", "disk"] * len(paths)
+    assert info.images == len(paths) and not info.skipped
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert info.bytes == len(page.encode())
+    monkeypatch.setattr(fio.SpooledText, "write", real_write)
+    assert page == rep.build_report(lm, paths, cam_methods=())
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
