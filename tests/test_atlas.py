@@ -340,3 +340,37 @@ def test_atlas_scale_out_bad_input_exit_2(tmp_path, hand_data, hand_model_file, 
     }[case]
     assert expect in err
     assert not out.exists()
+
+
+def test_a_photo_in_two_classes_is_named_and_equal_classes_prefer_none(tmp_path, hand_model_file, capsys):
+    """The same photo filed under both classes: one warning naming both copies (atlas.json lists them), and
+    with nothing else in the classes their means are equal, so no channel is said to prefer either."""
+    import shutil
+
+    root = tmp_path / "dup"
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True)
+    Image.fromarray(np.full((4, 4), 80, np.uint8)).save(root / "dark" / "x.png")
+    shutil.copy(root / "dark" / "x.png", root / "light" / "copy.png")
+    out = tmp_path / "atlas"
+    rc = main(
+        ["atlas", "--data", str(root), "--model", str(hand_model_file), "--classes", "dark,light", "--out", str(out)]
+    )
+    cap = capsys.readouterr()
+    assert rc == 0
+    warn = [ln for ln in cap.err.splitlines() if "more than one class" in ln]
+    assert len(warn) == 1 and "x.png (dark)" in warn[0] and "copy.png (light)" in warn[0]
+    assert "no channel prefers a class" in cap.out
+    meta = json.loads((out / "atlas.json").read_text())
+    assert [[d["label"] for d in group] for group in meta["duplicates"]] == [["dark", "light"]]
+    assert all(it["preferred_class"] is None for it in meta["layers"][0]["most_selective"])
+    assert "more than one class" in (out / "index.html").read_text()
+
+
+def test_duplicates_are_found_across_merged_partials():
+    """A photo's copies in two partials (two Ray blocks) are found after the merge; same-class copies are not
+    reported (they do not blur two classes)."""
+    a, b = AtlasStats([2], 2), AtlasStats([2], 2)
+    a.add_digests([11, 22, 33], [0, 0, 1], [0, 1, 2])
+    b.add_digests([22, 33, 44], [1, 1, 1], [3, 4, 5])
+    assert a.merge(b).duplicates() == [[(1, 0), (3, 1)]]

@@ -20,6 +20,7 @@ activations; 0 where the denominator is not positive).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,6 +207,8 @@ class AtlasStats:
         self.resized = 0
         self.bad_count = 0
         self.bad: list[tuple[int, str]] = []  # (image id, message), lowest ids first
+        # one row per image: (pixel digest, label, id), to find a photo filed under two classes (24 bytes an image)
+        self.digests = np.zeros((0, 3), np.int64)
 
     def update(self, acts: list[np.ndarray], labels: np.ndarray, index: np.ndarray) -> None:
         """``acts``: per layer (B, C) channel means; ``labels`` (B,); ``index`` (B,) dataset indices (image ids)."""
@@ -229,6 +232,23 @@ class AtlasStats:
                 )
                 self.top_vals[j][rows], self.top_idx[j][rows] = v, i
 
+    def add_digests(self, digests: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
+        """Record each image's pixel digest (:func:`pixel_digest`) with its label and id."""
+        rows = np.stack([np.asarray(digests, np.int64), np.asarray(labels, np.int64), np.asarray(index, np.int64)], 1)
+        self.digests = np.concatenate([self.digests, rows])
+
+    def duplicates(self) -> list[list[tuple[int, int]]]:
+        """Photos filed under more than one class: for each, its (id, label) copies, lowest id first."""
+        d = self.digests[np.lexsort((self.digests[:, 2], self.digests[:, 0]))]
+        if d.shape[0] < 2:
+            return []
+        starts = np.flatnonzero(np.r_[True, d[1:, 0] != d[:-1, 0]])
+        groups = []
+        for a, b in zip(starts, [*starts[1:], d.shape[0]], strict=True):
+            if b - a > 1 and np.unique(d[a:b, 1]).size > 1:
+                groups.append([(int(i), int(lab)) for _, lab, i in d[a:b]])
+        return sorted(groups)
+
     def add_bad(self, image_id: int, message: str) -> None:
         """Count an image that could not be read (named if among the ``MAX_BAD_NAMES`` lowest ids)."""
         self.bad_count += 1
@@ -247,6 +267,7 @@ class AtlasStats:
         self.resized += other.resized
         self.bad_count += other.bad_count
         self.bad = sorted(self.bad + other.bad)[:MAX_BAD_NAMES]
+        self.digests = np.concatenate([self.digests, other.digests])
         for j in range(len(self.sums)):
             self.sums[j] += other.sums[j]
             self.top_vals[j], self.top_idx[j] = _top_k(
@@ -267,6 +288,16 @@ class AtlasStats:
 
 
 MAX_BAD_NAMES = 20  # unreadable images named in the results (all are counted)
+#: below this class selectivity index a channel is reported as preferring no class: its class means are equal
+#: to the third decimal (the same photos in every class, or a channel blind to what tells them apart)
+SI_FLOOR = 0.005
+
+
+def pixel_digest(image: np.ndarray) -> int:
+    """A 63-bit digest of an image's decoded pixels and shape: equal for the same photo saved twice."""
+    h = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=8)
+    h.update(str(image.shape).encode())
+    return int.from_bytes(h.digest(), "little") >> 1
 
 
 def _top_k(vals: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -333,6 +364,7 @@ class AtlasResult:
     input_shape: tuple
     skipped: int = 0  # unreadable images (counted, not in the statistics)
     bad: list = field(default_factory=list)  # their messages, lowest ids first (at most MAX_BAD_NAMES)
+    duplicates: list = field(default_factory=list)  # photos in more than one class: [(id, label), ...] each
 
 
 def atlas_input_shape(lm, source: Source, index: np.ndarray) -> tuple:
@@ -378,6 +410,7 @@ class BatchReducer:
                 stats.add_bad(int(i), str(e))
         if not imgs:
             return
+        stats.add_digests([pixel_digest(im) for im in imgs], np.asarray(labels)[ok], np.asarray(ids)[ok])
         x, r = _to_input(self.lm, imgs, self.shape)
         stats.resized += r
         net = self.net
@@ -434,6 +467,7 @@ def finish(stats: AtlasStats, convs: list, source: Source, shape: tuple) -> Atla
         tuple(shape),
         stats.bad_count,
         [m for _, m in stats.bad],
+        stats.duplicates(),
     )
 
 
@@ -526,9 +560,11 @@ def render_top_images(res: AtlasResult, j: int, source: Source, n: int = SHOW_CH
     tb.draw(c, 6, 4)
     for r, ch in enumerate(chans):
         y0 = head_h + r * row_h
-        c.text((6, y0 + 4), f"channel {int(ch)}", fs + 2, INK)
+        c.text((6, y0 + 4), f"F{int(ch) + 1}", fs + 2, INK)
         c.text((6, y0 + 24), f"SI {res.si[j][ch]:.2f}", fs, MUTED)
-        c.text((6, y0 + 42), fit_text(f"prefers {res.classes[int(res.preferred[j][ch])]}", fs, label_w - 8), fs, MUTED)
+        c.text(
+            (6, y0 + 42), fit_text(f"prefers {preferred_class(res, j, ch) or 'no class'}", fs, label_w - 8), fs, MUTED
+        )
         for t, idx in enumerate(res.top_idx[j][ch]):
             if idx < 0:
                 continue
@@ -542,6 +578,28 @@ def render_top_images(res: AtlasResult, j: int, source: Source, n: int = SHOW_CH
     return c.rgb
 
 
+def preferred_class(res: AtlasResult, j: int, ch: int) -> str | None:
+    """The class channel ``ch`` of layer ``j`` responds to most, or None when its selectivity is under
+    :data:`SI_FLOOR` (its class means are all but equal: no class to name)."""
+    if not res.si[j][ch] >= SI_FLOOR:
+        return None
+    return res.classes[int(res.preferred[j][ch])]
+
+
+def duplicate_note(res: AtlasResult, source: Source, n: int = 3) -> str:
+    """One line naming the photos filed under more than one class (empty when there are none)."""
+    if not res.duplicates:
+        return ""
+    shown = "; ".join(
+        " = ".join(f"{source.sources[i]} ({res.classes[lab]})" for i, lab in group[:2]) for group in res.duplicates[:n]
+    )
+    more = f"; ... ({len(res.duplicates) - n} more, in atlas.json)" if len(res.duplicates) > n else ""
+    return (
+        f"{len(res.duplicates)} photo(s) are in more than one class: {shown}{more}. Each copy counts in its class, "
+        "which pulls the class means together; remove the copies from all but the right class"
+    )
+
+
 # ---------------------------------------------------------------- files
 def summary(res: AtlasResult, source: Source, j: int) -> dict:
     c = res.layers[j]
@@ -552,7 +610,7 @@ def summary(res: AtlasResult, source: Source, j: int) -> dict:
         it = {
             "channel": int(ch),
             "selectivity": float(res.si[j][ch]),
-            "preferred_class": res.classes[int(res.preferred[j][ch])],
+            "preferred_class": preferred_class(res, j, ch),
             "class_means": {
                 k: (None if math.isnan(v) else float(v)) for k, v in zip(res.classes, res.means[j][:, ch], strict=True)
             },
@@ -591,6 +649,8 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
             f"per class: {esc(', '.join(f'{k} {n}' for k, n in zip(res.classes, res.counts, strict=True)))}"
             "</p>"
         ]
+        if res.duplicates:
+            body.append(f'<p class="note warn">{esc(duplicate_note(res, source))}</p>')
         for j, c in enumerate(res.layers):
             key = f"C{c.index:02d}_{safe_name(c.name)}"
             save_png(tmp / "heatmaps" / f"{key}.png", render_heatmap(res, j))
@@ -605,7 +665,7 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
                 arrays[f"{keys[j]}/{name}"] = a
             rows = "".join(
                 f'<tr><td class="num">F{it["channel"] + 1}</td><td class="num">{it["selectivity"]:.3f}</td>'
-                f"<td>{esc(it['preferred_class'])}</td></tr>"
+                f"<td>{esc(it['preferred_class'] or 'no class')}</td></tr>"
                 for it in layers[j]["most_selective"]
             )
             body.append(
@@ -627,11 +687,16 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
                 "resized": res.resized,
                 "unreadable": res.skipped,
                 "unreadable_images": res.bad,
+                "duplicates": [
+                    [{"index": i, "source": source.sources[i], "label": res.classes[lab]} for i, lab in group]
+                    for group in res.duplicates
+                ],
                 "input_shape": list(res.input_shape),
                 "classes": res.classes,
                 "counts": res.counts,
                 "selectivity_index": "(mu_max - mu_rest) / "
                 "(mu_max + mu_rest) over class means of the channel's spatial mean",
+                "preferred_class": f"null where the selectivity index is under {SI_FLOOR} (class means all but equal)",
                 "layers": layers,
             },
         )

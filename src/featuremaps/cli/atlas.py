@@ -8,7 +8,14 @@ from functools import partial
 from pathlib import Path
 
 from featuremaps import models
-from featuremaps.atlas import compute_atlas, most_selective, open_source, write_atlas
+from featuremaps.atlas import (
+    compute_atlas,
+    duplicate_note,
+    most_selective,
+    open_source,
+    preferred_class,
+    write_atlas,
+)
 from featuremaps.cli.options import fer_data
 from featuremaps.cli.progress import Progress, clean
 from featuremaps.errors import UserError
@@ -77,12 +84,17 @@ def run(args) -> int:
             f"{res.resized} of {res.images} images were resized to "
             f"{res.input_shape[1]}x{res.input_shape[0]} (the model's input)"
         )
+    if res.duplicates:
+        progress.warn(clean(duplicate_note(res, source)))
     write_atlas(res, source, out, lm)
     for j, c in enumerate(res.layers):
-        best = most_selective(res, j, 3)
+        best = [int(ch) for ch in most_selective(res, j, 3)]
+        if preferred_class(res, j, best[0]) is None:
+            print(f"  {c.label} {clean(c.name)}: no channel prefers a class (largest SI {res.si[j][best[0]]:.3f})")
+            continue
         # channels are F-numbers, 1-based, as in every figure
         tops = ", ".join(
-            f"F{int(ch) + 1} SI {res.si[j][ch]:.2f} ({res.classes[int(res.preferred[j][ch])]})" for ch in best
+            f"F{ch + 1} SI {res.si[j][ch]:.2f} ({preferred_class(res, j, ch) or 'no class'})" for ch in best
         )
         print(f"  {c.label} {clean(c.name)}: {tops}")
     print(f"atlas of {res.images} images: {clean(out / 'index.html')}")
