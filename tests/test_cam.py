@@ -303,3 +303,22 @@ def test_cli_long_names_wrap_the_panel_title(tiny_functional, rgb_image, tmp_pat
             sizes.append(im.size)
     (lw, lh), (sw, sh) = sizes
     assert lw == sw and lh > sh  # wrapped onto more lines, not wider, nothing cut
+
+
+def test_default_target_skips_a_1x1_head_conv_after_pooling():
+    """MobileNet's head: global pooling, reshape to 1x1, a 1x1 conv as classifier. The default CAM layer is the
+    last conv with more than one pixel (a CAM at the head would be one pixel); the head stays selectable."""
+    import keras
+
+    from featuremaps.cam.engine import resolve_layer
+
+    x = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="features")(x)
+    h = keras.layers.GlobalAveragePooling2D(keepdims=True)(h)
+    h = keras.layers.Conv2D(3, 1, name="conv_preds")(h)
+    y = keras.layers.Activation("softmax")(keras.layers.Flatten()(h))
+    model = keras.Model(x, y)
+    assert resolve_layer(model, None).name == "features"
+    assert resolve_layer(model, "conv_preds").name == "conv_preds"
+    cam = compute_cam(model, np.random.default_rng(0).random((16, 16, 3), np.float32), "gradcam")
+    assert cam.layer.name == "features" and cam.heatmap.shape == (16, 16)

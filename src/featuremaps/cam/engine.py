@@ -27,11 +27,23 @@ from featuremaps.layers import ConvLayer, conv_layers, select_layers, walk
 log = logging.getLogger(__name__)
 
 
+def _has_extent(c: ConvLayer) -> bool:
+    """False for a conv whose output is known to be 1x1 (a classifier head's 1x1 conv after global pooling,
+    as in MobileNet and MobileNetV3): a CAM there is one pixel."""
+    try:
+        shape = tuple(c.layer.output.shape)
+    except (AttributeError, ValueError, TypeError):  # a layer called twice, or no static shape: keep it
+        return True
+    return not (len(shape) == 4 and shape[1] == 1 and shape[2] == 1)
+
+
 def resolve_layer(model, spec: str | int | None) -> ConvLayer:
-    """The target conv layer: the last one by default, else by name, C-number (``C5`` or ``5``) or glob."""
+    """The target conv layer, by name, C-number (``C5`` or ``5``) or glob; by default the last conv layer whose
+    maps have more than one pixel (MobileNet's ``conv_preds`` after global pooling is passed over)."""
     convs = conv_layers(model)
+    default = ([c for c in convs if _has_extent(c)] or convs)[-1]
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "last")):
-        return convs[-1]
+        return default
     item = f"C{spec}" if isinstance(spec, int) or str(spec).strip().isdigit() else str(spec).strip()
     n = len(convs)
     short = [c.short_name for c in convs]
@@ -45,11 +57,10 @@ def resolve_layer(model, spec: str | int | None) -> ConvLayer:
         if others:
             raise UserError(
                 f"layer '{item}' is a {others[0][1]}, not a convolutional layer; CAMs need a "
-                f"conv layer: C1-C{n} ({listing}); the default is the last, C{n} "
-                f"{convs[-1].name}"
+                f"conv layer: C1-C{n} ({listing}); the default is {default.label} {default.name}"
             ) from None
         raise UserError(
-            f"no conv layer '{item}'; the model has C1-C{n} ({listing}); the default is the last, C{n} {convs[-1].name}"
+            f"no conv layer '{item}'; the model has C1-C{n} ({listing}); the default is {default.label} {default.name}"
         ) from None
     if len(hits) != 1:
         found = ", ".join(c.name for c in hits[:4])
