@@ -1,6 +1,10 @@
-"""Peak RSS of `featuremaps show` on a folder of 100 small images vs 10 (memory must not grow with the count).
+"""Peak RSS of `featuremaps show` (or `report`) on a folder of 100 small images vs 10 (memory must not grow
+with the count).
 
-    .venv/bin/python benchmarks/bench_memory.py [--model vgg16] [--small 10] [--large 100]
+    .venv/bin/python benchmarks/bench_memory.py [--model vgg16] [--small 10] [--large 100] [--command report]
+
+``report`` writes one page of every image (``--max-mb 5000``: no cap), so its memory shows whether the page
+is held whole or streamed to disk section by section.
 
 Each run is a subprocess; its peak RSS is resource.getrusage(RUSAGE_CHILDREN).ru_maxrss read in a fresh
 helper process per run. Target: the 100-image peak within 10% of the 10-image peak.
@@ -45,6 +49,7 @@ def main() -> None:
     ap.add_argument("--model", default="vgg16")
     ap.add_argument("--small", type=int, default=10)
     ap.add_argument("--large", type=int, default=100)
+    ap.add_argument("--command", choices=("show", "report"), default="show")
     ap.add_argument("--extra", default="", help="extra show options, e.g. '--layers C1-C4 --no-layer-pngs'")
     args = ap.parse_args()
     fm = str(Path(sys.executable).with_name("featuremaps"))
@@ -53,23 +58,17 @@ def main() -> None:
         d = Path(d)
         for n in (args.small, args.large):
             make_images(d / f"in{n}", n)
-            cmd = [
-                fm,
-                "show",
-                str(d / f"in{n}"),
-                "--model",
-                args.model,
-                "--weights",
-                "none",
-                "--out",
-                str(d / f"out{n}"),
-                *args.extra.split(),
-            ]
+            out = d / (f"out{n}" if args.command == "show" else f"out{n}.html")
+            cmd = [fm, args.command, str(d / f"in{n}"), "--model", args.model, "--weights", "none", "--out", str(out)]
+            cmd += ["--max-mb", "5000"] if args.command == "report" else []
             t = time.perf_counter()
-            res[n] = (peak_kib(cmd), time.perf_counter() - t)
-            assert len(list((d / f"out{n}").iterdir())) == n
+            res[n] = (peak_kib([*cmd, *args.extra.split()]), time.perf_counter() - t)
+            if args.command == "show":
+                assert len(list(out.iterdir())) == n
+            else:
+                print(f"{n:4d} images: page {out.stat().st_size / 1e6:.0f} MB")
     (a, ta), (b, tb) = res[args.small], res[args.large]
-    print(f"featuremaps show FOLDER --model {args.model} --weights none {args.extra}".rstrip())
+    print(f"featuremaps {args.command} FOLDER --model {args.model} --weights none {args.extra}".rstrip())
     print(f"{args.small:4d} images: peak RSS {a / 1024:7.0f} MiB  ({ta:5.1f} s)")
     print(f"{args.large:4d} images: peak RSS {b / 1024:7.0f} MiB  ({tb:5.1f} s)")
     print(f"ratio {b / a:.3f} (target <= 1.10) {'PASS' if b / a <= 1.10 else 'FAIL'}")
