@@ -205,6 +205,32 @@ def test_torchscript_gives_the_same_maps_and_cams(tmp_path):
     np.testing.assert_allclose(fm.compute_cam(scripted, x, "gradcam").heatmap, want, atol=1e-4)
 
 
+def test_exported_program_gives_the_same_maps_and_cams(tmp_path, capsys):
+    """A torch.export archive (.pt2): unflattened, its conv submodules (one aten.conv2d each) are hooked like
+    nn.Conv2d: same names, execution order, maps and Grad-CAM as the module it was exported from; the CLI runs
+    it at the size it was exported for."""
+    net, x = small_net(), image()
+    path = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 32, 32),)), str(path))
+    lm = fm.load_model(str(path))
+    assert lm.input_shape == (32, 32, 3)
+    convs = fm.conv_layers(lm.model)
+    assert [c.name for c in convs] == ["a", "b", "b#2", "c", "up"]
+    assert [c.kind for c in convs] == ["Conv2d", "Conv2d (depthwise)", "Conv2d (depthwise)", "Conv2d (groups=2)",
+                                       "ConvTranspose2d"]  # fmt: skip
+    for got, want in zip(fm.extract(lm.model, x).values(), hooked_maps(net, x), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    want, _ = textbook_gradcam(net, x, net.c)
+    np.testing.assert_allclose(fm.compute_cam(lm.model, x, "gradcam", layer="c").heatmap, want, atol=1e-4)
+    code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", path, "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    man = json.loads((tmp_path / "o" / "astronaut" / "manifest.json").read_text())
+    assert man["layers"][0]["output_shape"] == [32, 32, 8]
+    (tmp_path / "bad.pt2").write_bytes(b"not an archive")
+    code, _, err = _run(["layers", tmp_path / "bad.pt2"], capsys)
+    assert code == 2 and "not a torch.export archive" in err and len(err.strip().splitlines()) == 1
+
+
 # ---------------------------------------------------------------- torchvision
 def _tvm():
     from featuremaps.errors import UserError

@@ -45,7 +45,7 @@ APPLICATIONS: dict[str, tuple[str, str, int]] = {
     "convnexttiny": ("ConvNeXtTiny", "convnext", 224),
 }
 EMOTION_NAMES = ("emotion", "fer2013", "emotion-vgg16")
-TORCH_SUFFIXES = (".pt", ".pth", ".pts", ".ptl")
+TORCH_SUFFIXES = (".pt", ".pth", ".pts", ".ptl", ".pt2")
 #: the emotion VGG-16's siblings, by model name -> architecture (``featuremaps train --arch``)
 EMOTION_SIBLINGS = {"emotion-resnet": "resnet", "emotion-mobilenet": "mobilenet"}
 PREPROCESS_MODES = {

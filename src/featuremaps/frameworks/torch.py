@@ -13,8 +13,10 @@ CAMs: autograd. A forward hook on the target call keeps the conv output ``A`` an
 network a clone (so in-place ops after it cannot change ``A``); ``torch.autograd.grad(score[c], A)`` gives
 ``d score / d A``. The score is the output itself: torchvision classifiers return pre-softmax logits.
 
-Files: TorchScript archives (``torch.jit.load``, no pickle), a whole pickled module only with ``--unsafe``
-(pickles run code), a state dict (``torch.load(weights_only=True)``) only with an architecture
+Files: TorchScript archives (``torch.jit.load``, no pickle), ``torch.export`` archives (``.pt2``,
+``torch.export.load`` then ``torch.export.unflatten``, which keeps the module tree: each conv is a submodule
+whose graph is one ``aten.conv2d`` call, hooked like an ``nn.Conv2d``), a whole pickled module only with
+``--unsafe`` (pickles run code), a state dict (``torch.load(weights_only=True)``) only with an architecture
 (``--model torchvision:NAME --weights FILE``).
 """
 
@@ -38,6 +40,8 @@ from featuremaps.frameworks import ModelAdapter
 from featuremaps.layers import ConvLayer
 
 CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
+#: the one call in the graph of an unflattened ``torch.export`` conv submodule, and the nn type it stands for
+EXPORTED_CONVS = {"aten.conv2d.default": "Conv2d", "aten.conv_transpose2d.input": "ConvTranspose2d"}
 UNSUPPORTED = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose3d)
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -67,11 +71,45 @@ class TorchConvLayer(ConvLayer):
         return int(sum(p.numel() for p in self.layer.parameters(recurse=False)))
 
 
+def _exported_conv(m: nn.Module):
+    """The conv call of a ``torch.export.unflatten`` submodule whose graph is exactly one conv, else None."""
+    graph = getattr(m, "graph", None)
+    if isinstance(m, CONV_TYPES) or not isinstance(graph, torch.fx.Graph):
+        return None
+    calls = [n for n in graph.nodes if n.op == "call_function"]
+    return calls[0] if len(calls) == 1 and str(calls[0].target) in EXPORTED_CONVS else None
+
+
+def is_conv(m: nn.Module) -> bool:
+    """An ``nn.Conv2d`` / ``nn.ConvTranspose2d``, or an exported program's submodule standing for one."""
+    return isinstance(m, CONV_TYPES) or _exported_conv(m) is not None
+
+
+def _conv_facts(m: nn.Module) -> tuple[str, int, int]:
+    """(type name, input channels, groups) of a conv module: nn, TorchScript or exported."""
+    node = _exported_conv(m)
+    if node is None:
+        return type(m).__name__, int(getattr(m, "in_channels", 0)), int(getattr(m, "groups", 1))
+    kind = EXPORTED_CONVS[str(node.target)]
+    w = node.args[1]
+    try:
+        weight = m.get_parameter(w.target) if getattr(w, "op", "") == "get_attr" else None
+    except AttributeError:
+        weight = None
+    # groups is argument 6 of aten.conv2d (input, weight, bias, stride, padding, dilation, groups) and of
+    # conv_transpose2d.input (..., padding, output_padding, groups, dilation); the weight is
+    # (out, in / groups, kh, kw) for a conv, (in, out / groups, kh, kw) for a transposed one
+    groups = int(node.args[6]) if len(node.args) > 6 else 1
+    if weight is None:
+        return kind, 0, groups
+    return kind, int(weight.shape[1]) * groups if kind == "Conv2d" else int(weight.shape[0]), groups
+
+
 def _kind(m: nn.Module, name: str | None = None) -> str:
-    name = name or type(m).__name__
-    groups = getattr(m, "groups", 1)
+    kind, in_channels, groups = _conv_facts(m)
+    name = name or kind
     if groups > 1:
-        name += " (depthwise)" if groups == m.in_channels else f" (groups={groups})"
+        name += " (depthwise)" if groups == in_channels else f" (groups={groups})"
     return name
 
 
@@ -128,14 +166,14 @@ class TorchAdapter(ModelAdapter):
         """The input channels of the first conv that *runs* (a pre-hook stops the forward right there)."""
         if getattr(self, "_channels_guess", None):
             return self._channels_guess
-        first = next((m for m in self.module.modules() if isinstance(m, CONV_TYPES)), None)
+        first = next((m for m in self.module.modules() if is_conv(m)), None)
         found = []
 
         def pre(m, _args):
-            found.append(m.in_channels)
+            found.append(_conv_facts(m)[1])
             raise _Stop
 
-        handles = [m.register_forward_pre_hook(pre) for m in self.module.modules() if isinstance(m, CONV_TYPES)]
+        handles = [m.register_forward_pre_hook(pre) for m in self.module.modules() if is_conv(m)]
         try:
             with _eval_mode(self.module), torch.no_grad():
                 self.module(torch.zeros((1, 3, 32, 32), device=_device_dtype(self.module)[0]))
@@ -146,7 +184,7 @@ class TorchAdapter(ModelAdapter):
         finally:
             for h in handles:
                 h.remove()
-        self._channels_guess = found[0] if found else (first.in_channels if first is not None else None)
+        self._channels_guess = found[0] if found else (_conv_facts(first)[1] if first is not None else None)
         return self._channels_guess
 
     def _shape(self, input_shape) -> tuple[int, int, int]:
@@ -170,7 +208,7 @@ class TorchAdapter(ModelAdapter):
             return self._shapes[shape]
         paths = {}
         for path, m in self.module.named_modules():
-            if isinstance(m, CONV_TYPES) and m not in paths:
+            if is_conv(m) and m not in paths:
                 paths[m] = path or "conv"
         unsupported = [p for p, m in self.module.named_modules() if isinstance(m, UNSUPPORTED)]
         calls: list[tuple[nn.Module, int, str, object, int]] = []
@@ -568,7 +606,9 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; check the path or use a name like torchvision:resnet18")
     module = None
-    if zipfile.is_zipfile(path):
+    if path.suffix.lower() == ".pt2":
+        module, input_shape = _load_exported(path, input_shape)
+    elif zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             scripted = any(n.endswith("/code/__torch__.py") or "/code/" in n for n in z.namelist()[:200])
         if scripted:
@@ -607,6 +647,25 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
     return LoadedModel(
         ad, path.stem, str(path), PREPROCESS_MODES.get(mode, mode), _preprocess_fn(mode), ad.input_shape, classes
     )
+
+
+def _load_exported(path: Path, input_shape):
+    """A ``torch.export`` archive as a module with its tree (``torch.export.unflatten``), and the input shape
+    (H, W, C) it was exported for (an exported program runs at that size only, unless exported with dynamic
+    shapes)."""
+    try:
+        with warnings.catch_warnings():  # torch's own deprecation notes about its pytree internals
+            warnings.simplefilter("ignore", FutureWarning)
+            ep = torch.export.load(str(path))
+            module = torch.export.unflatten(ep)
+    except Exception as e:
+        first = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+        raise UserError(f"{path} is not a torch.export archive torch can load ({first})") from None
+    example = (ep.example_inputs or ((), {}))[0]
+    if input_shape is None and example and isinstance(example[0], torch.Tensor) and example[0].dim() == 4:
+        _, c, h, w = example[0].shape
+        input_shape = (int(h), int(w), int(c))
+    return module, input_shape
 
 
 def wrap(module, preprocess: str = "unit", classes=None):
