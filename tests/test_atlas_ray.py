@@ -30,7 +30,8 @@ FER = Path(os.environ.get("FEATUREMAPS_FER2013", FER_ARCHIVE))
 def local_ray():
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        # one logical GPU (no hardware needed): lets a test schedule actors with --gpus-per-actor
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     if started:
         ray.shutdown()
@@ -90,6 +91,27 @@ def test_ray_equals_local_on_synthetic_folder(local_ray, synthetic):
     _assert_same(local, remote)
     assert local.skipped == 1 and "zz_broken.png" in remote.bad[0]
     assert seen[-1] == (91, 91) and len(seen) == 12  # one partial per block, progress on the driver
+
+
+def test_ray_torch_model_gets_the_drivers_weights_on_gpu_actors(local_ray, synthetic):
+    """A torchvision model with random weights (each process would draw its own) through a pool of 2 actors
+    asking half a GPU each (the cluster's one logical GPU holds both): the actors compute the driver's model,
+    so the statistics equal the local run's; without a GPU in the cluster the option is one line."""
+    pytest.importorskip("torch")
+    from featuremaps.errors import UserError
+
+    root, _ = synthetic
+    load = partial(models.load, "torchvision:resnet18", weights="none")
+    try:
+        lm = load()
+    except UserError as e:  # torchvision missing or not importable here: said, not failed
+        pytest.skip(str(e))
+    src = open_source(root, "PrivateTest", None)
+    local = compute_atlas(lm, src, layers="C1,C20", batch_size=8)
+    remote = compute_atlas_ray(load, src, lm=lm, layers="C1,C20", batch_size=8, gpus_per_actor=0.5)
+    _assert_same(local, remote)
+    with pytest.raises(UserError, match="GPUs"):
+        compute_atlas_ray(load, src, lm=lm, layers="C1", batch_size=8, gpus_per_actor=2)
 
 
 @pytest.mark.skipif(not FER.is_file(), reason=f"FER2013 archive not found at {FER} (set FEATUREMAPS_FER2013)")

@@ -201,3 +201,33 @@ def test_keras_model_exported_to_onnx_gives_the_same_maps(tmp_path):
     env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(ROOT / "src")}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_atlas_of_an_onnx_file_equals_the_torch_modules(tmp_path, capsys):
+    """featuremaps atlas on an ONNX file (batch fixed to 1 at export, the atlas batches 2): the class means
+    equal those of the same atlas on the torch module it was exported from, within 1e-5."""
+    from PIL import Image
+
+    from featuremaps import models
+    from featuremaps.atlas import compute_atlas, open_source
+
+    net = _small_net()
+    path = export(net, tmp_path / "net.onnx")
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                tmp_path / "data" / cls / f"{i}.png"
+            )
+    out = tmp_path / "atlas"
+    code, _, err = _run(
+        ["atlas", "--data", tmp_path / "data", "--model", path, "--batch-size", "2", "--out", out], capsys
+    )
+    assert code == 0, err
+    meta = json.loads((out / "atlas.json").read_text())
+    assert [ly["name"] for ly in meta["layers"]] == ["a", "b", "c", "up"]
+    want = compute_atlas(models.wrap(net), open_source(tmp_path / "data", "PrivateTest", None), batch_size=2)
+    with np.load(out / "atlas.npz") as z:
+        for j, ly in enumerate(meta["layers"]):
+            np.testing.assert_allclose(z[f"{ly['npz_prefix']}/means"], want.means[j], rtol=1e-5, atol=1e-6)

@@ -418,14 +418,43 @@ def test_keras_user_never_imports_torch(tmp_path):
     assert "IMPORTED []" in res.stdout, res.stdout
 
 
-def test_atlas_says_it_takes_keras_models(tmp_path, capsys):
+def _atlas_data(root, n=3):
+    """ROOT/<class>/*.png: 2 classes of 32x32 RGB noise, n images each."""
     from PIL import Image
 
-    path = tmp_path / "net.pt"
-    torch.jit.script(small_net()).save(str(path))
-    data = tmp_path / "data" / "a"
-    data.mkdir(parents=True)
-    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(data / "0.png")
-    code, _, err = _run(["atlas", "--data", tmp_path / "data", "--model", path, "--out", tmp_path / "atlas"], capsys)
-    assert code == 2 and "atlas takes Keras models for now" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "atlas").exists()
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "pt2"])
+def test_atlas_of_a_torch_file_equals_hooked_class_means(tmp_path, capsys, kind):
+    """featuremaps atlas on a TorchScript / torch.export file: every class mean of every conv call equals the
+    mean, over the class's images, of the spatial means of a plain hooked forward of the source module."""
+    from PIL import Image
+
+    net = small_net()
+    path = tmp_path / ("net.pt" if kind == "torchscript" else "net.pt2")
+    if kind == "torchscript":
+        torch.jit.script(net).save(str(path))
+    else:
+        torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 32, 32),)), str(path))
+    data = _atlas_data(tmp_path / "data")
+    out = tmp_path / "atlas"
+    argv = ["atlas", "--data", data, "--model", path, "--batch-size", "2", "--out", out]
+    code, stdout, err = _run(argv, capsys)
+    assert code == 0, err
+    for f in ("atlas.json", "atlas.npz", "index.html"):
+        assert (out / f).is_file()
+    meta = json.loads((out / "atlas.json").read_text())
+    assert [ly["name"] for ly in meta["layers"]] == ["a", "b", "b#2", "c", "up"]
+    with np.load(out / "atlas.npz") as z:
+        for j, ly in enumerate(meta["layers"]):
+            want = []
+            for cls in ("a", "b"):
+                xs = [np.asarray(Image.open(p), np.float32) / 255 for p in sorted((data / cls).glob("*.png"))]
+                want.append(np.mean([hooked_maps(net, x)[j].mean(axis=(0, 1)) for x in xs], axis=0))
+            np.testing.assert_allclose(z[f"{ly['npz_prefix']}/means"], np.stack(want), rtol=1e-5, atol=1e-6)

@@ -44,6 +44,7 @@ from featuremaps.draw import (
 from featuremaps.emotion import data as fer
 from featuremaps.errors import UserError
 from featuremaps.extractor import replay, tap, traceable
+from featuremaps.frameworks import adapter
 from featuremaps.html import esc, page
 from featuremaps.images import IMAGE_SUFFIXES, fit_to
 from featuremaps.io import atomic_dir, safe_name, save_json, save_npz, save_png, save_text, unique_names
@@ -385,18 +386,38 @@ def atlas_input_shape(lm, source: Source, index: np.ndarray) -> tuple:
 
 
 class BatchReducer:
-    """The worker's half of the atlas: one compiled model of channel means that folds batches into AtlasStats.
+    """The worker's half of the atlas: the model's per-channel spatial means, folded batch by batch into
+    AtlasStats. A Keras model becomes one compiled model of channel means; a PyTorch or ONNX model
+    (:mod:`featuremaps.frameworks`) gives the chosen layers' maps from one forward pass and NumPy averages them.
 
     The local atlas runs one; on Ray every actor holds one (the model loads once per actor).
     """
 
     def __init__(self, lm, shape: tuple, layers, n_classes: int):
         self.lm, self.shape, self.n_classes = lm, tuple(shape), n_classes
-        self.net, self.convs = atlas_model(lm.model, self.shape, layers)
-        self.compiled = traceable(lm.model)  # names TensorFlow cannot trace ("class scores"): eager calls
+        self.adapter = adapter(lm.model, self.shape)
+        if self.adapter is None:
+            self.net, self.convs = atlas_model(lm.model, self.shape, layers)
+            self.compiled = traceable(lm.model)  # names TensorFlow cannot trace ("class scores"): eager calls
+            self.channels = _channels(self.net)
+        else:
+            self.net, self.compiled = None, False
+            self.convs = select_layers(self.adapter.conv_layers(self.shape), layers)
+            shapes = self.adapter.layer_shapes(self.shape)
+            self.channels = [int(shapes[c.name][-1]) for c in self.convs]
+
+    def channel_means(self, x: np.ndarray) -> list[np.ndarray]:
+        """Per chosen layer, the (B, C) spatial mean of every channel of a preprocessed batch."""
+        if self.adapter is not None:
+            maps, _ = self.adapter.forward(x, [c.name for c in self.convs])
+            return [maps[c.name].mean(axis=(1, 2), dtype=np.float32) for c in self.convs]
+        net = self.net
+        outs = net.predict_on_batch(x) if self.compiled else [ops.convert_to_numpy(o) for o in net(x, training=False)]
+        outs = outs if isinstance(outs, list | tuple) else [outs]
+        return [np.asarray(o) for o in outs]
 
     def new_stats(self) -> AtlasStats:
-        return AtlasStats(_channels(self.net), self.n_classes)
+        return AtlasStats(self.channels, self.n_classes)
 
     def reduce(self, stats: AtlasStats, ids: np.ndarray, labels: np.ndarray, read) -> None:
         """Fold one batch into ``stats``: ``read(p)`` gives the p-th image of the batch or raises UserError
@@ -413,10 +434,7 @@ class BatchReducer:
         stats.add_digests([pixel_digest(im) for im in imgs], np.asarray(labels)[ok], np.asarray(ids)[ok])
         x, r = _to_input(self.lm, imgs, self.shape)
         stats.resized += r
-        net = self.net
-        outs = net.predict_on_batch(x) if self.compiled else [ops.convert_to_numpy(o) for o in net(x, training=False)]
-        outs = outs if isinstance(outs, list | tuple) else [outs]
-        stats.update([np.asarray(o) for o in outs], np.asarray(labels)[ok], np.asarray(ids)[ok])
+        stats.update(self.channel_means(x), np.asarray(labels)[ok], np.asarray(ids)[ok])
 
 
 def compute_atlas(

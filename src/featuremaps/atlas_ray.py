@@ -34,6 +34,7 @@ from ray.data.extensions import ArrowTensorArray
 
 from featuremaps.atlas import AtlasResult, AtlasStats, BatchReducer, Source, atlas_input_shape, finish
 from featuremaps.errors import UserError
+from featuremaps.frameworks import adapter, load_model_state, model_state
 from featuremaps.manifest import read_image
 
 BLOCK_BATCHES = 16  # at most this many batches per block (one partial per block)
@@ -45,16 +46,18 @@ class AtlasActor:
     """Ray Data callable class: the model loads once per actor; each call folds one block into one partial.
 
     ``load_model()`` builds the model (architecture, preprocessing, class names); its weights are then set to
-    the driver's (``weights``: [ObjectRef of ``get_weights()``]), so every actor computes exactly the driver's
+    the driver's (``weights``: [ObjectRef of ``frameworks.model_state``]), so every actor computes exactly the driver's
     model, even one with random weights.
 
     Input batch (one whole block): ``id`` and ``label`` (B,) int64, and ``path`` (B,) strings or ``pixels``
     (B, H, W[, 3]) uint8. Output: one row, ``partial`` (the pickled AtlasStats) and ``rows`` (B).
     """
 
-    def __init__(self, load_model, weights: list, shape: tuple, layers, n_classes: int, batch_size: int):
+    def __init__(self, load_model, weights: list, shape: tuple, layers, n_classes: int, batch_size: int, gpu=False):
         lm = load_model()
-        lm.model.set_weights(ray.get(weights[0]))  # the driver's weights: random ones (--weights none) agree too
+        load_model_state(lm.model, ray.get(weights[0]))  # the driver's weights: random ones (--weights none) too
+        if gpu and (ad := adapter(lm.model)) is not None:  # TensorFlow takes a visible GPU by itself
+            ad.to_gpu()
         self.reducer = BatchReducer(lm, shape, layers, n_classes)
         self.batch_size = batch_size
 
@@ -220,14 +223,25 @@ def compute_atlas_ray(
     ctx.enable_progress_bars = False  # the driver draws its own bar
     try:
         n_actors = actors or default_actors(gpus_per_actor)
-        weights = [ray.put(lm.model.get_weights())]  # once in the object store, fetched once per actor
-        ds = to_dataset(source, index, block_rows(index.size, batch_size, n_actors, len(source.classes)))
+        weights = [ray.put(model_state(lm.model))]  # once in the object store, fetched once per actor
+        rows = block_rows(index.size, batch_size, n_actors, len(source.classes))
+        ds = to_dataset(source, index, rows)
         extra = {"num_gpus": gpus_per_actor} if gpus_per_actor > 0 else {}
         partials = ds.map_batches(
             AtlasActor,
-            batch_size=None,  # one whole block per call -> one partial per block
+            # one whole block per call -> one partial per block; Ray wants a number when actors take GPUs,
+            # and the block size is that number
+            batch_size=rows if gpus_per_actor > 0 else None,
             batch_format="numpy",
-            fn_constructor_args=(load_model, weights, shape, layers, len(source.classes), batch_size),
+            fn_constructor_args=(
+                load_model,
+                weights,
+                shape,
+                layers,
+                len(source.classes),
+                batch_size,
+                gpus_per_actor > 0,
+            ),
             compute=ray.data.ActorPoolStrategy(size=n_actors),
             num_cpus=1,
             **extra,

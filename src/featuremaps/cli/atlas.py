@@ -19,9 +19,9 @@ from featuremaps.atlas import (
 from featuremaps.cli.options import fer_data
 from featuremaps.cli.progress import Progress, clean
 from featuremaps.errors import UserError
-from featuremaps.frameworks import framework_of
+from featuremaps.frameworks import conv_layers
 from featuremaps.io import check_replaceable, check_writable
-from featuremaps.layers import conv_layers, select_layers
+from featuremaps.layers import select_layers
 
 
 def _ray_engine(args):
@@ -48,11 +48,6 @@ def run(args) -> int:
         models.load, args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes
     )
     lm = load_model()
-    if framework_of(lm.model) != "keras":
-        raise UserError(
-            f"atlas takes Keras models for now; {lm.name} is a {framework_of(lm.model)} model: "
-            "use featuremaps show/cam/report/compare for it"
-        )
     source = open_source(fer_data(args.data), args.split, lm.classes, args.path_column, args.label_column)
     if len(source) == 0:
         raise UserError(f"the dataset {source.description} has no images; check --data and --split")

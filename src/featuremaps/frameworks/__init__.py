@@ -13,7 +13,9 @@ The protocol:
 * ``forward(batch, names)``: one forward pass of a preprocessed ``(B, H, W, C)`` batch, returning the named
   layers' maps ``{name: (B, h, w, C)}`` (channels last, NCHW converted at the boundary) and the output;
 * ``output_shape(input_shape)``: the model output's shape for one input (``(1, n)`` for a classifier);
-* ``has_gradients`` and ``class_gradients(x, name, classes)``: ``d output[c] / d A`` for one layer's maps.
+* ``has_gradients`` and ``class_gradients(x, name, classes)``: ``d output[c] / d A`` for one layer's maps;
+* ``state()`` / ``load_state(state)``: the weights as picklable arrays (None where the file is the weights, as
+  for ONNX), so that a Ray actor computes exactly the driver's model, random weights included.
 
 This module imports no framework: the implementation for a model is imported only when such a model is
 seen (:func:`framework_of` looks at the class's module name, never imports torch or onnxruntime).
@@ -65,6 +67,33 @@ class ModelAdapter:
     def class_gradients(self, x: np.ndarray, name: str, classes: list[int]):
         """``(acts (h, w, C), output (n,), grads (len(classes), h, w, C))`` for one input ``x`` (H, W, C)."""
         raise UserError(f"{self.framework} models have no gradients; use {', '.join(gradient_free_methods())}")
+
+    def state(self):
+        """The model's weights as picklable NumPy arrays, or None when loading the model gives them."""
+        return None
+
+    def load_state(self, state) -> None:
+        """Set the weights from :meth:`state` (of a model of the same architecture)."""
+
+    def to_gpu(self) -> bool:
+        """Move the model to a GPU this process can see; False where there is none (or the framework's
+        build has no GPU support), and the model stays where it is."""
+        return False
+
+
+def model_state(model):
+    """Any model's weights as picklable arrays (Keras: ``get_weights()``), for :func:`load_model_state`."""
+    ad = adapter(model)
+    return model.get_weights() if ad is None else ad.state()
+
+
+def load_model_state(model, state) -> None:
+    """Give ``model`` the weights :func:`model_state` took from a model of the same architecture."""
+    ad = adapter(model)
+    if ad is None:
+        model.set_weights(state)
+    elif state is not None:
+        ad.load_state(state)
 
 
 #: CAM methods that re-run the network from the target layer on (Ablation-CAM): Keras models only for now,

@@ -261,6 +261,19 @@ class TorchAdapter(ModelAdapter):
         return shapes, out_shape
 
     # ------------------------------------------------------------ protocol
+    def state(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        dev = _device_dtype(self.module)[0]
+        self.module.load_state_dict({k: torch.from_numpy(np.asarray(v)).to(dev) for k, v in state.items()})
+
+    def to_gpu(self) -> bool:
+        if not torch.cuda.is_available():
+            return False
+        self.module.to("cuda")  # inputs follow the parameters' device (_to_input); maps come back with .cpu()
+        return True
+
     def conv_layers(self, input_shape=None) -> list[ConvLayer]:
         if self._convs is None:
             self._probe(input_shape)
@@ -296,7 +309,17 @@ class TorchAdapter(ModelAdapter):
 
         return [m.register_forward_hook(hook) for m in mods.values()]
 
+    #: the one batch size the module runs (a ``torch.export`` program exported without a dynamic batch), or None
+    fixed_batch: int | None = None
+
     def forward(self, batch, names):
+        if self.fixed_batch and len(batch) != self.fixed_batch:  # run it at the batch size it was exported for
+            parts = [
+                self.forward(batch[i : i + self.fixed_batch], names) for i in range(0, len(batch), self.fixed_batch)
+            ]
+            maps = {n: np.concatenate([m[n] for m, _ in parts]) for n in names}
+            outs = [o for _, o in parts]
+            return maps, None if outs[0] is None else np.concatenate(outs)
         self._probe(batch.shape[1:])
         store: dict[str, torch.Tensor] = {}
         handles = self._hooks(names, store, False)
@@ -606,8 +629,9 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; check the path or use a name like torchvision:resnet18")
     module = None
+    fixed_batch = None
     if path.suffix.lower() == ".pt2":
-        module, input_shape = _load_exported(path, input_shape)
+        module, input_shape, fixed_batch = _load_exported(path, input_shape)
     elif zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             scripted = any(n.endswith("/code/__torch__.py") or "/code/" in n for n in z.namelist()[:200])
@@ -644,6 +668,7 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
     mode = preprocess or "unit"
     cls = ScriptAdapter if isinstance(module, torch.jit.ScriptModule) else TorchAdapter
     ad = cls(module, name=path.stem, input_shape=input_shape)
+    ad.fixed_batch = fixed_batch
     return LoadedModel(
         ad, path.stem, str(path), PREPROCESS_MODES.get(mode, mode), _preprocess_fn(mode), ad.input_shape, classes
     )
@@ -651,8 +676,8 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
 
 def _load_exported(path: Path, input_shape):
     """A ``torch.export`` archive as a module with its tree (``torch.export.unflatten``), and the input shape
-    (H, W, C) it was exported for (an exported program runs at that size only, unless exported with dynamic
-    shapes)."""
+    (H, W, C) and batch size it was exported for (an exported program runs at those only, unless exported with
+    dynamic shapes; the batch size is None when its batch dimension is dynamic)."""
     try:
         with warnings.catch_warnings():  # torch's own deprecation notes about its pytree internals
             warnings.simplefilter("ignore", FutureWarning)
@@ -662,10 +687,16 @@ def _load_exported(path: Path, input_shape):
         first = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
         raise UserError(f"{path} is not a torch.export archive torch can load ({first})") from None
     example = (ep.example_inputs or ((), {}))[0]
-    if input_shape is None and example and isinstance(example[0], torch.Tensor) and example[0].dim() == 4:
-        _, c, h, w = example[0].shape
-        input_shape = (int(h), int(w), int(c))
-    return module, input_shape
+    batch = None
+    if example and isinstance(example[0], torch.Tensor) and example[0].dim() == 4:
+        b, c, h, w = example[0].shape
+        input_shape = input_shape or (int(h), int(w), int(c))
+        user = set(ep.graph_signature.user_inputs)
+        ph = next((n for n in ep.graph.nodes if n.op == "placeholder" and n.name in user), None)
+        val = ph.meta.get("val") if ph is not None else None
+        static = val is None or isinstance(val.shape[0], int)  # a dynamic batch dimension is symbolic
+        batch = int(b) if static else None
+    return module, input_shape, batch
 
 
 def wrap(module, preprocess: str = "unit", classes=None):
