@@ -53,6 +53,35 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def kernel_field(f: Field, kernel, stride=1, dilation=1, padding=0) -> Field:
+    """The public form of the recurrence above for other frameworks' graphs: ``padding`` is ``valid``,
+    ``same`` or the top/left padding (an int or a pair).
+
+    Example::
+
+        >>> kernel_field(kernel_field(Field(), 3, padding=1), 3, padding=1).size   # two 3x3 convs
+        (5.0, 5.0)
+    """
+    pad = padding if isinstance(padding, str) else _pair(padding)
+    return _kernel(f, _pair(kernel), _pair(stride), _pair(dilation), pad)
+
+
+def transposed_field(f: Field, kernel, stride) -> Field:
+    """The (approximate) field after a transposed convolution: the jump shrinks by the stride."""
+    k, s = _pair(kernel), _pair(stride)
+    return Field(
+        tuple(f.size[a] + (k[a] - 1) * f.jump[a] / s[a] for a in range(2)),
+        tuple(f.jump[a] / s[a] for a in range(2)),
+        f.start,
+    )
+
+
+def widest(fields: list) -> Field | None:
+    """Where paths merge (an add, a concatenation): the widest incoming field (None if none has one)."""
+    fields = [f for f in fields if f is not None]
+    return max(fields, key=lambda f: f.size[0] * f.size[1]) if fields else None
+
+
 def _kind(layer) -> str:
     for cls in type(layer).__mro__:
         if cls.__name__ in _CONV + _TRANSPOSE + _POOL + _FLAT + ("ZeroPadding2D", "Cropping2D", "UpSampling2D"):
@@ -60,11 +89,16 @@ def _kind(layer) -> str:
     return ""
 
 
-def _kernel(f: Field, k, s, d, padding: str) -> Field:
+def _kernel(f: Field, k, s, d, padding) -> Field:
+    """The field after a kernel ``k`` with stride ``s``, dilation ``d`` and ``padding``: ``valid``, ``same``,
+    or the left (top, left) padding in pixels (PyTorch and ONNX give numbers)."""
     size, jump, start = [], [], []
     for a in range(2):
         ke = d[a] * (k[a] - 1) + 1
-        pad = 0 if padding == "valid" else max(ke - s[a], 0) // 2
+        if isinstance(padding, str):
+            pad = 0 if padding == "valid" else max(ke - s[a], 0) // 2
+        else:
+            pad = padding[a]
         size.append(f.size[a] + (ke - 1) * f.jump[a])
         start.append(f.start[a] + ((ke - 1) / 2 - pad) * f.jump[a])
         jump.append(f.jump[a] * s[a])
@@ -198,3 +232,20 @@ def receptive_fields(model) -> ReceptiveFields:
     if missing:
         w.notes.add(f"no field for {', '.join(missing[:4])}")
     return ReceptiveFields(fields, not w.notes, "; ".join(sorted(w.notes)))
+
+
+def adapter_fields(ad, convs) -> ReceptiveFields:
+    """Receptive fields of a PyTorch or ONNX model's conv layers, from its graph (``ad.receptive_fields()``:
+    ``{conv name: Field}``, computed by the framework's module with the recurrences above); none where the
+    framework cannot give its graph (a TorchScript archive, a module torch.fx cannot trace)."""
+    fields, note = {}, ""
+    try:
+        by_name, exact, note = ad.receptive_fields()
+    except Exception as e:  # an untraceable graph: no fields rather than no explorer
+        by_name, exact, note = {}, False, f"could not follow the model's graph ({type(e).__name__})"
+    for c in convs:
+        if c.name in by_name and by_name[c.name] is not None:
+            fields[c.label] = by_name[c.name]
+    missing = [c.label for c in convs if c.label not in fields]
+    notes = [n for n in (note, f"no field for {', '.join(missing[:4])}" if missing else "") if n]
+    return ReceptiveFields(fields, exact and not missing, "; ".join(notes))

@@ -19,15 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
-from featuremaps.cam import CAM_METHODS, compute_cam, overlay
+from featuremaps.cam import CAM_METHODS, overlay
+from featuremaps.cam.methods import NEEDS_GRADIENTS
 from featuremaps.errors import UserError
 from featuremaps.explore.cache import ByteLRU
-from featuremaps.explore.receptive import receptive_fields
-from featuremaps.extractor import FeatureExtractor
-from featuremaps.frameworks import framework_of
+from featuremaps.explore.receptive import adapter_fields, receptive_fields
+from featuremaps.frameworks import (
+    NEEDS_HEAD,
+    adapter,
+    check_methods,
+    compute_cam,
+    conv_layers,
+    feature_extractor,
+    framework_of,
+)
 from featuremaps.images import load_image
 from featuremaps.io import encode_png
-from featuremaps.layers import conv_layers
 from featuremaps.models import LoadedModel
 from featuremaps.pipeline import Prepared, describe_prediction, prepare
 from featuremaps.render import (
@@ -142,22 +149,18 @@ class Explorer:
         max_upload_bytes: int = 20 * 2**20,
         max_pixels: int = 40_000_000,
     ):
-        if framework_of(lm.model) != "keras":
-            raise UserError(
-                f"explore takes Keras models for now; {lm.name} is a {framework_of(lm.model)} model: "
-                "use featuremaps show/cam/report for it"
-            )
         self.lm = lm
+        self.adapter = adapter(lm.model)  # None for Keras; PyTorch and ONNX models go through the protocol
         self.convs = conv_layers(lm.model)
         self.by_label = {c.label: c for c in self.convs}
-        self.rf = receptive_fields(lm.model)
+        self.rf = receptive_fields(lm.model) if self.adapter is None else adapter_fields(self.adapter, self.convs)
         self.sources = {f"a{i}": Source(f"a{i}", p.name, path=Path(p)) for i, p in enumerate(images or [])}
         self.uploads = ByteLRU(upload_bytes)
         self.cache = ByteLRU(cache_bytes)
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_pixels = int(max_pixels)
         self.random_weights = lm.random_weights or "random weights" in lm.source.lower()
-        self._extractors: dict[tuple, FeatureExtractor] = {}
+        self._extractors: dict[tuple, object] = {}  # input shape -> feature extractor (at most 2)
         self._lock = threading.RLock()  # one model call at a time (Keras models are not re-entrant)
         self._worker_ident = None  # the thread that does all model and picture work (see on_model_thread)
         self._worker = ThreadPoolExecutor(1, "featuremaps-explore", initializer=self._mark_worker)
@@ -167,7 +170,18 @@ class Explorer:
         self._worker_ident = threading.get_ident()
 
     # ------------------------------------------------------------ model facts
+    def _default_shape(self) -> tuple[int, int, int] | None:
+        """The input shape of the model's layer table: its own, else what a 224x224 image resolves to."""
+        try:
+            return tuple(int(d) for d in self.lm.resolve_input_shape((224, 224)))
+        except (UserError, TypeError, ValueError):
+            return None
+
     def _n_classes(self) -> int | None:
+        if self.adapter is not None:
+            shape = self._default_shape()
+            out = tuple(self.adapter.output_shape(shape)) if shape else ()
+            return int(out[-1]) if len(out) == 2 and out[-1] and out[-1] >= 2 else None
         try:
             shape = tuple(self.lm.model.outputs[0].shape)
         except (AttributeError, ValueError, IndexError, TypeError):
@@ -175,6 +189,22 @@ class Explorer:
         if len(self.lm.model.outputs) == 1 and len(shape) == 2 and shape[-1] and shape[-1] >= 2:
             return int(shape[-1])
         return None
+
+    def methods(self) -> list[str]:
+        """The CAM methods this model supports (ONNX: gradient-free ones; Ablation-CAM: Keras only)."""
+        ad = self.adapter
+        if ad is None:
+            return list(CAM_METHODS)
+        return [m for m in CAM_METHODS if m not in NEEDS_HEAD and (ad.has_gradients or m not in NEEDS_GRADIENTS)]
+
+    def _layer_shape(self, c) -> list | None:
+        if self.adapter is not None:
+            shape = self._default_shape()
+            return list(self.adapter.layer_shapes(shape)[c.name]) if shape else None
+        try:
+            return [int(d) if d is not None else None for d in tuple(c.layer.output.shape)[1:]]
+        except (AttributeError, ValueError):
+            return None
 
     def class_names(self) -> list[str]:
         n = self.n_classes or 0
@@ -185,13 +215,15 @@ class Explorer:
     def info(self) -> dict:
         layers = []
         for c in self.convs:
-            try:
-                shape = [int(d) if d is not None else None for d in tuple(c.layer.output.shape)[1:]]
-            except (AttributeError, ValueError):
-                shape = None
             f = self.rf.fields.get(c.label)
             layers.append(
-                {"label": c.label, "name": c.name, "kind": c.kind, "shape": shape, "rf": f.as_dict() if f else None}
+                {
+                    "label": c.label,
+                    "name": c.name,
+                    "kind": c.kind,
+                    "shape": self._layer_shape(c),
+                    "rf": f.as_dict() if f else None,
+                }
             )
         return {
             "model": {
@@ -199,13 +231,14 @@ class Explorer:
                 "source": self.lm.source,
                 "preprocess": self.lm.preprocess,
                 "input_shape": [d if d is None else int(d) for d in self.lm.input_shape],
+                "framework": framework_of(self.lm.model),
                 "random_weights": self.random_weights,
                 "face_crop": bool(self.lm.is_emotion),
             },
             "layers": layers,
             "receptive_field": {"exact": self.rf.exact, "note": self.rf.note},
             "classes": self.class_names(),
-            "methods": list(CAM_METHODS),
+            "methods": self.methods(),
             "cmaps": list(CMAPS),
             "norms": list(NORM_MODES),
             "sorts": list(SORTS),
@@ -249,11 +282,11 @@ class Explorer:
         return s.rgb if s.rgb is not None else load_image(s.path, max_pixels=self.max_pixels)
 
     # ------------------------------------------------------------ analysis
-    def _extractor(self, shape: tuple) -> FeatureExtractor:
+    def _extractor(self, shape: tuple):
         if shape not in self._extractors:
             if len(self._extractors) >= 2:
                 self._extractors.pop(next(iter(self._extractors)))
-            self._extractors[shape] = FeatureExtractor(self.lm.model, shape, layers="all", maps=None)
+            self._extractors[shape] = feature_extractor(self.lm.model, shape, layers="all", maps=None)
         return self._extractors[shape]
 
     @on_model_thread
@@ -558,7 +591,12 @@ class Explorer:
         """A CAM of any class and method at any conv layer (kept with the image's analysis)."""
         a = self.analyse(image_id)
         label = self.layer(spec)
-        self._choice(method, tuple(CAM_METHODS), "method")
+        if method in CAM_METHODS and method not in self.methods():
+            try:
+                check_methods(self.adapter, [method])
+            except UserError as e:
+                raise BadRequest(str(e)) from None
+        self._choice(method, tuple(self.methods()), "method")
         if self.n_classes is None:
             raise BadRequest(f"model '{self.lm.name}' has no (batch, classes) output, so no CAMs")
         key = (label, method, None if cls in (None, "") else str(cls))

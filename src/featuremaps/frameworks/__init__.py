@@ -75,6 +75,10 @@ class ModelAdapter:
     def load_state(self, state) -> None:
         """Set the weights from :meth:`state` (of a model of the same architecture)."""
 
+    def receptive_fields(self) -> tuple[dict, bool, str]:
+        """``({conv name: explore.receptive.Field}, exact, note)`` from the model's graph; none by default."""
+        return {}, False, f"receptive fields are not computed for {self.framework} models of this kind"
+
     def to_gpu(self) -> bool:
         """Move the model to a GPU this process can see; False where there is none (or the framework's
         build has no GPU support), and the model stays where it is."""

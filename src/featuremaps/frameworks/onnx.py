@@ -19,6 +19,7 @@ import onnx
 import onnxruntime as ort
 
 from featuremaps.errors import UserError
+from featuremaps.explore.receptive import Field, kernel_field, transposed_field, widest
 from featuremaps.frameworks import ModelAdapter
 from featuremaps.layers import ConvLayer
 
@@ -166,6 +167,29 @@ class OnnxAdapter(ModelAdapter):
             ) from None
 
     # ------------------------------------------------------------ protocol
+    def receptive_fields(self) -> tuple[dict, bool, str]:
+        """Each conv node's receptive field from the graph's attributes (``kernel_shape``, ``strides``,
+        ``pads``, ``dilations``; Araujo et al. 2019, as for Keras in :mod:`featuremaps.explore.receptive`): Conv
+        and pooling nodes grow it; Flatten, Gemm, MatMul, Reshape, global pooling and Resize end it; where paths
+        merge the widest field goes on (then approximate)."""
+        graph = self.proto.graph
+        inits = {t.name: t for t in graph.initializer}
+        fields = {self.input_name: Field()}
+        names = {c.output: c.name for c in self._convs}
+        out, notes = {}, set()
+        for node in graph.node:
+            present = [fields[i] for i in node.input if i in fields and fields[i] is not None]
+            if len(set(present)) > 1:
+                notes.add("the graph branches: where paths merge the widest field is used (approximate)")
+            f = widest(present)
+            if f is not None:
+                f = _field_after(node, f, inits, notes)
+            for o in node.output:
+                fields[o] = f
+            if node.output and node.output[0] in names:
+                out[names[node.output[0]]] = f
+        return out, not notes, "; ".join(sorted(notes))
+
     def conv_layers(self, input_shape=None) -> list[ConvLayer]:
         return list(self._convs)
 
@@ -196,6 +220,34 @@ class OnnxAdapter(ModelAdapter):
                 raise UserError(f"conv node {n} outputs shape {a.shape}; featuremaps needs (N, C, H, W)")
             maps[n] = a.astype(np.float32, copy=False).transpose(0, 2, 3, 1)
         return maps, res[0].astype(np.float32, copy=False)
+
+
+#: ONNX ops after which a map is no longer spatial (or no longer on the input's grid)
+_ENDS_FIELD = ("Flatten", "Gemm", "MatMul", "Reshape", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Resize",
+               "Upsample")  # fmt: skip
+
+
+def _field_after(node, f: Field, inits: dict, notes: set) -> Field | None:
+    """The receptive field after one ONNX node, given its input's."""
+    op = node.op_type
+    if op in _ENDS_FIELD:
+        return None
+    if op not in ("Conv", "ConvTranspose", "MaxPool", "AveragePool"):
+        return f
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    kernel = attrs.get("kernel_shape")
+    if kernel is None and len(node.input) > 1 and node.input[1] in inits:  # Conv may leave it to the weight
+        kernel = list(inits[node.input[1]].dims[2:])
+    if kernel is None or len(kernel) != 2:
+        return None
+    strides = attrs.get("strides", [1, 1])
+    if op == "ConvTranspose":
+        notes.add("after a transposed convolution the field is approximate")
+        return transposed_field(f, kernel, strides)
+    auto = attrs.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    pads = "same" if auto.startswith("SAME") else "valid" if auto == "VALID" else attrs.get("pads", [0, 0, 0, 0])[:2]
+    return kernel_field(f, kernel, strides, attrs.get("dilations", [1, 1]), pads)
 
 
 def _dims(value_info):

@@ -33,9 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.fx
 from torch import nn
 
 from featuremaps.errors import UserError
+from featuremaps.explore.receptive import Field, kernel_field, transposed_field, widest
 from featuremaps.frameworks import ModelAdapter
 from featuremaps.layers import ConvLayer
 
@@ -268,6 +270,64 @@ class TorchAdapter(ModelAdapter):
         dev = _device_dtype(self.module)[0]
         self.module.load_state_dict({k: torch.from_numpy(np.asarray(v)).to(dev) for k, v in state.items()})
 
+    def receptive_fields(self) -> tuple[dict, bool, str]:
+        """Each conv call's receptive field from the module's ``torch.fx`` graph (Araujo et al. 2019, as for
+        Keras in :mod:`featuremaps.explore.receptive`): ``nn.Conv2d``, pooling modules and ``F.max_pool2d`` /
+        ``F.avg_pool2d`` grow it; flattening, global or adaptive pooling and linear layers end it; where paths
+        merge the widest field goes on (then approximate). Raises when ``torch.fx`` cannot trace the module."""
+        graph = torch.fx.symbolic_trace(self.module).graph
+        mods = dict(self.module.named_modules())
+        fields: dict = {}
+        out: dict[str, Field] = {}
+        calls: dict[str, int] = {}
+        notes: set[str] = set()
+        first_input = True
+        for n in graph.nodes:
+            if n.op == "placeholder":
+                fields[n] = Field() if first_input else None
+                first_input = False
+                continue
+            present = [fields[a] for a in n.all_input_nodes if fields.get(a) is not None]
+            if len(set(present)) > 1:
+                notes.add("the graph branches: where paths merge the widest field is used (approximate)")
+            f = widest(present)
+            if f is not None:
+                f = self._field_after(n, f, mods, notes)
+            fields[n] = f
+            if n.op == "call_module" and is_conv(mods[n.target]):
+                k = calls[n.target] = calls.get(n.target, 0) + 1
+                out[n.target if k == 1 else f"{n.target}#{k}"] = f
+        return out, not notes, "; ".join(sorted(notes))
+
+    @staticmethod
+    def _field_after(n, f, mods, notes):
+        """The field of node ``n``'s output given its input's field ``f`` (None: the map is no longer spatial)."""
+        if n.op == "call_module":
+            m = mods[n.target]
+            if isinstance(m, nn.Conv2d):
+                return kernel_field(f, m.kernel_size, m.stride, m.dilation, m.padding)
+            if isinstance(m, nn.ConvTranspose2d):
+                notes.add("after a transposed convolution the field is approximate")
+                return transposed_field(f, m.kernel_size, m.stride)
+            if isinstance(m, nn.MaxPool2d | nn.AvgPool2d):
+                return kernel_field(f, m.kernel_size, m.stride or m.kernel_size, getattr(m, "dilation", 1), m.padding)
+            if isinstance(m, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d | nn.Linear | nn.Flatten | nn.Upsample):
+                return None
+            return f  # activations, normalisation, dropout: unchanged
+        if n.op == "call_function":
+            name = getattr(n.target, "__name__", str(n.target))
+            if name in ("max_pool2d", "avg_pool2d"):
+                a = dict(zip(("input", "kernel_size", "stride", "padding", "dilation"), n.args, strict=False))
+                a.update(n.kwargs)
+                k = a["kernel_size"]
+                return kernel_field(f, k, a.get("stride") or k, a.get("dilation", 1), a.get("padding", 0))
+            if name in ("flatten", "linear", "adaptive_avg_pool2d", "adaptive_max_pool2d", "interpolate", "conv2d"):
+                return None
+            return f
+        if n.op == "call_method" and n.target in ("flatten", "view", "reshape", "mean", "sum", "amax", "max"):
+            return None
+        return f
+
     def to_gpu(self) -> bool:
         if not torch.cuda.is_available():
             return False
@@ -413,6 +473,9 @@ class ScriptAdapter(TorchAdapter):
 
     def _in_channels(self):
         return self.input_shape[2] if self.input_shape else 3
+
+    def receptive_fields(self) -> tuple[dict, bool, str]:
+        return {}, False, "receptive fields are not computed for TorchScript models (no torch.fx graph)"
 
     def _call(self, x):
         res = self._fn(self.module._c, x)
