@@ -394,3 +394,64 @@ def test_emotion_model_shows_its_face_crop():
     assert s["input_shape"] == [48, 48, 1] and s["prediction"][0]["class"] in c.get("/api/info").json()["classes"]
     assert _ok_png(c.get("/api/images/a0/input.png")).shape[:2] == (48, 48)  # the crop the network saw
     assert c.get("/api/info").json()["model"]["face_crop"] is True
+
+
+def _deep(n: int = 5):
+    import keras
+
+    keras.utils.set_random_seed(1)
+    return keras.Sequential(
+        [keras.Input((24, 24, 3))]
+        + [keras.layers.Conv2D(3 + i, 3, padding="same", activation="relu", name=f"d{i}") for i in range(n)]
+        + [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")],
+        name="deep",
+    )
+
+
+def test_two_models_every_route_alignment_and_uploads(chain_model, tmp_path):
+    """create_app(..., others=[m]): ?model=m1 on every image route gives the second model's views, the layer
+    alignment is compare's depth rule, an upload is visible to both, an unknown model is a one-line 404."""
+    from featuremaps.compare import align_rows
+
+    (tmp_path / "x.png").write_bytes(_png())
+    deep = _deep()
+    c = TestClient(create_app(wrap(chain_model), [tmp_path / "x.png"], others=[wrap(deep)]))
+    info = c.get("/api/info").json()
+    assert [m["id"] for m in info["models"]] == ["m0", "m1"] and info["model_id"] == "m0"
+    # 2 convs against 5: the rows of `featuremaps compare --align depth` with one row per layer of the first
+    runs = [type("R", (), {"depth": 2})(), type("R", (), {"depth": 5})()]
+    _, picks = align_rows(runs, 2)
+    assert (
+        info["models"][1]["align"]
+        == {f"C{j + 1}": f"C{p[1] + 1}" for j, p in enumerate(picks)}
+        == {
+            "C1": "C1",
+            "C2": "C5",
+        }
+    )
+    info1 = c.get("/api/info", params={"model": "m1"}).json()
+    assert info1["model"]["name"] == "deep" and len(info1["layers"]) == 5
+    assert info1["models"][0]["align"]["C5"] == "C2"  # aligned from the model asked about
+    up = c.post("/api/images", content=_png(seed=3), headers={"X-Filename": "u.png"}).json()["id"]
+    for iid in ("a0", up):
+        assert c.get(f"/api/images/{iid}", params={"model": "m1"}).json()["input_shape"] == [24, 24, 3]
+        assert c.get(f"/api/images/{iid}").json()["input_shape"] == [32, 32, 3]
+    v = c.get(f"/api/images/{up}/layers/C5", params={"model": "m1"}).json()
+    assert v["name"] == "d4" and v["shape"] == [24, 24, 7]
+    for url, extra in (("/layers/C5/grid.png", {}), ("/layers/C5/channels/1.png", {}), ("/input.png", {}),
+                       ("/cam.png", {"layer": "C5"})):  # fmt: skip
+        _ok_png(c.get(f"/api/images/{up}{url}", params={"model": "m1", **extra}))
+    val = c.get(f"/api/images/{up}/layers/C5/channels/6/value", params={"model": "m1", "y": 2, "x": 3}).json()
+    maps = np.load(io.BytesIO(c.get(f"/api/images/{up}/layers/C5/maps.npy", params={"model": "m1"}).content))
+    assert val["value"] == pytest.approx(float(maps[2, 3, 6]))
+    assert c.get(f"/api/images/{up}/cam", params={"model": "m1", "layer": "C5"}).json()["layer_name"] == "d4"
+    r = c.get(f"/api/images/{up}/layers/C1", params={"model": "m7"})
+    assert r.status_code == 404 and r.json()["error"] == "no model 'm7': this explorer has m0 (chain), m1 (deep)"
+    assert c.get("/api/info", params={"model": "x"}).status_code == 404
+
+
+def test_explore_cli_models_option(capsys):
+    assert main(["explore", "--models", "vgg16,no_such_net", "--no-browser"]) == 2
+    assert "unknown model 'no_such_net'" in capsys.readouterr().err
+    assert main(["explore", "--model", "vgg16", "--models", "vgg16,emotion", "--no-browser"]) == 2
+    assert "not both" in capsys.readouterr().err

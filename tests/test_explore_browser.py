@@ -22,11 +22,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def server(tmp_path):
+def _nets():
+    """The page's model (2 convs), and a deeper one (4 convs, 32 px input) for the two-model comparison."""
     import keras
 
-    from featuremaps.explore.app import create_app
     from featuremaps.models import wrap
 
     keras.utils.set_random_seed(0)
@@ -41,7 +40,17 @@ def server(tmp_path):
         ],
         name="browser_net",
     )
-    app = create_app(wrap(model, classes=["cat", "dog", "owl"]), [EXAMPLES / "astronaut.png"])
+    deeper = keras.Sequential(
+        [keras.Input((32, 32, 3))]
+        + [keras.layers.Conv2D(5 + i, 3, padding="same", activation="relu", name=f"deep_{i + 1}") for i in range(4)]
+        + [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")],
+        name="deeper_net",
+    )
+    classes = ["cat", "dog", "owl"]
+    return wrap(model, classes=classes), wrap(deeper, classes=classes)
+
+
+def _serve(app):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
@@ -52,7 +61,27 @@ def server(tmp_path):
     deadline = time.time() + 30
     while not srv.started and time.time() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", srv, t
+
+
+@pytest.fixture
+def server(tmp_path):
+    from featuremaps.explore.app import create_app
+
+    first, _ = _nets()
+    url, srv, t = _serve(create_app(first, [EXAMPLES / "astronaut.png"]))
+    yield url
+    srv.should_exit = True
+    t.join(10)
+
+
+@pytest.fixture
+def two_models(tmp_path):
+    from featuremaps.explore.app import create_app
+
+    first, deeper = _nets()
+    url, srv, t = _serve(create_app(first, [EXAMPLES / "astronaut.png"], others=[deeper]))
+    yield url
     srv.should_exit = True
     t.join(10)
 
@@ -143,3 +172,46 @@ def test_explore_page_in_chromium(server):
     assert requests and all(u.startswith(server + "/") or u.startswith("data:") for u in requests), [
         u for u in requests if not u.startswith(server)
     ]
+
+
+def test_two_models_side_by_side_in_chromium(two_models):
+    """--models a,b: the same image through both models, the second at the layer of the same relative depth
+    (2 convs against 4: C1 -> C1, C2 -> C4, the rule of featuremaps compare), each with its prediction; the
+    view (models) lives in the URL; the main view can switch to the second model."""
+    server = two_models
+    errors, requests = [], []
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.set_default_timeout(120_000)
+            page.goto(server + "/")
+            page.wait_for_selector("#grid .cell")
+            assert page.locator("#modelwrap").is_visible() and page.locator("#vswrap").is_visible()
+            page.select_option("#vs", "m1")
+            page.wait_for_selector("#panelB:not([hidden]) #gridB .cell")
+            assert page.locator("#gridB .cell").count() == 5  # deep_1: 5 channels
+            title = page.locator("#gridtitleB").text_content()
+            assert "deeper_net" in title and "C1 deep_1" in title and "random weights" not in title, title
+            page.locator("#layers li[data-label='C2']").click()
+            page.wait_for_selector("#gridtitleB:has-text('C4 deep_4')")
+            assert page.locator("#gridB .cell").count() == 8  # deep_4: 8 channels
+            assert "predicts" in page.locator("#gridtitle").text_content()
+            # hover the second model's map: its own value, read from its own route
+            tile = page.locator("#gridB .cell .tile").nth(1)
+            box = tile.bounding_box()
+            page.mouse.move(box["x"] + 2, box["y"] + 2)
+            page.wait_for_selector("#hover:has-text('deeper_net')")
+            assert "vs=m1" in page.url
+            # the main view on the second model: its rail has 4 layers
+            page.select_option("#modelsel", "m1")
+            page.wait_for_selector("#layers li[data-label='C4']")
+            assert page.locator("#layers li").count() == 4 and "model=m1" in page.url
+            page.wait_for_selector("#grid .cell")
+        finally:
+            browser.close()
+    assert errors == [], errors
+    assert requests and all(u.startswith(server + "/") or u.startswith("data:") for u in requests)

@@ -127,6 +127,20 @@ def run_model(lm, rgb: np.ndarray, maps: int, resize: str = "crop", face_crop: b
     return ModelRun(lm, prep.shown, tuple(prep.x.shape), results, pred)
 
 
+def align_by_depth(rows: int, depth: int) -> list[int]:
+    """For rows at relative depths j / (rows - 1), the index of the layer at that depth in a model of ``depth``
+    conv layers (first and last conv at the ends; one row: the last). The rule ``compare`` and ``explore``
+    align different networks by.
+
+    Example::
+
+        >>> align_by_depth(13, 5)   # VGG16's C1..C13 against a 5-conv network
+        [0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4]
+    """
+    n = max(1, rows)
+    return [round((j / (n - 1) if n > 1 else 1.0) * (depth - 1)) for j in range(n)]
+
+
 def align_rows(runs: list[ModelRun], rows: int, align: str = "depth") -> tuple[list[str], list[list[int | None]]]:
     """Row labels and, per row, each model's layer index (into ``run.results``) or None (no such layer).
 
@@ -137,7 +151,8 @@ def align_rows(runs: list[ModelRun], rows: int, align: str = "depth") -> tuple[l
         n = max(1, rows)
         ts = [j / (n - 1) if n > 1 else 1.0 for j in range(n)]
         labels = [f"depth {t:.0%}" for t in ts]
-        picks = [[round(t * (r.depth - 1)) for r in runs] for t in ts]
+        per_model = [align_by_depth(n, r.depth) for r in runs]
+        picks = [[p[j] for p in per_model] for j in range(n)]
         return labels, picks
     if align != "resolution":
         raise UserError(f"--align '{align}' is not depth or resolution")

@@ -11,6 +11,7 @@ import webbrowser
 import uvicorn
 
 from featuremaps import models
+from featuremaps.compare import check_model_names
 from featuremaps.errors import UserError
 from featuremaps.explore.app import create_app
 from featuremaps.images import find_images
@@ -49,13 +50,21 @@ def run(args) -> int:
             "explorer and see the images; use the default 127.0.0.1 unless you mean it",
             file=sys.stderr,
         )
+    if args.models and args.model:
+        raise UserError("pass --model for one model or --models for several, not both")
+    names = check_model_names(args.models) if args.models else [args.model]  # bad names fail before any load
     sock = bind(args.host, args.port)  # before the model loads: a taken port fails at once
     classes = args.classes.split(",") if args.classes else None
-    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
+    loaded = [
+        models.load(n, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
+        for n in names
+    ]
+    lm = loaded[0]
     allowed = ["127.0.0.1", "localhost", "::1", "[::1]"] if is_loopback(args.host) else None
     app = create_app(
         lm,
         images,
+        others=loaded[1:],
         cache_bytes=args.cache_mb * 2**20,
         max_upload_bytes=args.max_upload_mb * 2**20,
         allowed_hosts=allowed,
@@ -63,7 +72,8 @@ def run(args) -> int:
     port = sock.getsockname()[1]
     shown = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host
     url = f"http://{'127.0.0.1' if shown in ('0.0.0.0', '[::]') else shown}:{port}/"
-    print(f"featuremaps explore: {lm.name} ({lm.source}), {len(images)} image(s) from the command line")
+    shown_models = ", ".join(f"{m.name} ({m.source})" for m in loaded)
+    print(f"featuremaps explore: {shown_models}; {len(images)} image(s) from the command line")
     print(f"open {url}  (Ctrl-C stops it)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off"))
     if not args.no_browser:

@@ -422,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "explore", "browse a CNN in the browser: every layer and channel, values, CAMs")
     p.add_argument("images", nargs="*", metavar="IMAGE|FOLDER", help="images to offer in the page (uploads work too)")
     _model_args(p)
+    p.add_argument(
+        "--models",
+        default=None,
+        help="several models in one page, compared side by side at layers aligned by depth (comma-separated, "
+        "as in compare; the first is the main one); instead of --model",
+    )
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from featuremaps.compare import align_by_depth
 from featuremaps.errors import UserError
 from featuremaps.explore.session import BadRequest, Explorer, NotFound, TooLarge
 from featuremaps.io import safe_name
@@ -40,12 +41,15 @@ def create_app(
     lm: LoadedModel,
     images: list[Path] | None = None,
     *,
+    others: list[LoadedModel] | tuple = (),
     cache_bytes: int = 512 * 2**20,
     upload_bytes: int = 128 * 2**20,
     max_upload_bytes: int = 20 * 2**20,
     allowed_hosts: list[str] | None = None,
 ) -> FastAPI:
-    """The explorer app for one model and the images given on the command line (the only paths it reads).
+    """The explorer app for one model (or several: ``others``, reached as ``?model=m1``, ``m2``, ...; the
+    first is ``m0``, the default) and the images given on the command line (the only paths it reads).
+    Uploads go to every model; the activation cache is shared out equally between them.
 
     ``cache_bytes`` bounds the per-image activations held (least recently used go first), ``upload_bytes`` the
     decoded uploads, ``max_upload_bytes`` one upload. ``allowed_hosts`` (e.g. ``["127.0.0.1", "localhost"]``)
@@ -54,9 +58,44 @@ def create_app(
         app = create_app(models.load("vgg16", weights="none"), [Path("cat.png")])
         uvicorn.run(app, host="127.0.0.1", port=8000)
     """
-    ex = Explorer(lm, images, cache_bytes=cache_bytes, upload_bytes=upload_bytes, max_upload_bytes=max_upload_bytes)
+    share = len(others) + 1
+    explorers = [
+        Explorer(
+            m, images, cache_bytes=cache_bytes // share, upload_bytes=upload_bytes, max_upload_bytes=max_upload_bytes
+        )
+        for m in (lm, *others)
+    ]
+    ex = explorers[0]
     app = FastAPI(title="featuremaps explore", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.explorer = ex
+    app.state.explorers = explorers
+    model_ids = [f"m{i}" for i in range(len(explorers))]
+
+    def pick(model: str) -> Explorer:
+        """The explorer of model id ``m0``, ``m1``, ... (a one-line 404 naming the ids otherwise)."""
+        if model not in model_ids:
+            listing = ", ".join(f"{i} ({e.lm.name})" for i, e in zip(model_ids, explorers, strict=True))
+            raise NotFound(f"no model '{model}': this explorer has {listing}")
+        return explorers[model_ids.index(model)]
+
+    def models_info(base: Explorer) -> list[dict]:
+        """Each model, and how its conv layers line up with ``base``'s (by relative depth, as ``featuremaps
+        compare`` aligns them): ``align[label in base] = label in this model``."""
+        first = base.convs
+        out = []
+        for i, e in zip(model_ids, explorers, strict=True):
+            picks = align_by_depth(len(first), len(e.convs))
+            out.append(
+                {
+                    "id": i,
+                    "name": e.lm.name,
+                    "source": e.lm.source,
+                    "layers": len(e.convs),
+                    "align": {c.label: e.convs[k].label for c, k in zip(first, picks, strict=True)},
+                }
+            )
+        return out
+
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     pages = {name: _static(name) for name in STATIC}
@@ -94,7 +133,7 @@ def create_app(
     async def unexpected(request: Request, e: Exception):  # never a traceback page
         return JSONResponse({"error": f"internal error ({type(e).__name__}); see the server's terminal"}, 500)
 
-    async def call(image_id: str, fn, *args):
+    async def call(ex: Explorer, image_id: str, fn, *args):
         """Run ``fn`` at once when the image's maps are cached (tens of ms: no thread hand-off), else in the
         thread pool (a forward pass or a CAM takes seconds; the server keeps answering meanwhile)."""
         if image_id in ex.cache:
@@ -120,8 +159,9 @@ def create_app(
 
     # ---------------------------------------------------------------- model and images
     @app.get("/api/info")
-    def info():
-        return ex.info()
+    def info(model: str = "m0"):
+        e = pick(model)
+        return {**e.info(), "model_id": model, "models": models_info(e)}
 
     @app.get("/api/images")
     def list_images():
@@ -138,24 +178,27 @@ def create_app(
             data += chunk
             if len(data) > limit:
                 raise TooLarge(f"upload is over the {limit / 2**20:.0f} MiB limit; send a smaller image")
-        return ex.add_upload(bytes(data), unquote(request.headers.get("x-filename") or "upload"))
+        name = unquote(request.headers.get("x-filename") or "upload")
+        results = [e.add_upload(bytes(data), name) for e in explorers]  # every model sees every upload
+        return results[0]
 
     @app.get("/api/images/{image_id}")
-    def summary(image_id: str):
-        return ex.summary(image_id)
+    def summary(image_id: str, model: str = "m0"):
+        return pick(model).summary(image_id)
 
     @app.get("/api/images/{image_id}/input.png")
-    def input_png(image_id: str):
-        return png(ex.input_png(image_id))
+    def input_png(image_id: str, model: str = "m0"):
+        return png(pick(model).input_png(image_id))
 
     @app.get("/api/images/{image_id}/original.png")
-    def original_png(image_id: str):
-        return png(ex.input_png(image_id, original=True))
+    def original_png(image_id: str, model: str = "m0"):
+        return png(pick(model).input_png(image_id, original=True))
 
     # ---------------------------------------------------------------- layers and channels
     @app.get("/api/images/{image_id}/layers/{layer}")
-    async def layer_view(image_id: str, layer: str, sort: str = "index", cell: int = 112):
-        return await call(image_id, ex.layer_view, image_id, layer, sort, cell)
+    async def layer_view(image_id: str, layer: str, sort: str = "index", cell: int = 112, model: str = "m0"):
+        e = pick(model)
+        return await call(e, image_id, e.layer_view, image_id, layer, sort, cell)
 
     @app.get("/api/images/{image_id}/layers/{layer}/grid.png")
     async def grid(
@@ -169,17 +212,20 @@ def create_app(
         cell: int = 112,
         channels: str | None = None,
         download: bool = False,
+        model: str = "m0",
     ):
         level = None if download else 0
+        e = pick(model)
         data = await call(
-            image_id, ex.grid_png, image_id, layer, sort, page, per_page, cmap, norm, cell, channels, level
+            e, image_id, e.grid_png, image_id, layer, sort, page, per_page, cmap, norm, cell, channels, level
         )
         return png(data, f"{image_id}_{layer}_p{page}.png" if download else None)
 
     @app.get("/api/images/{image_id}/layers/{layer}/maps.npy")
-    def maps_npy(image_id: str, layer: str):
-        data, label = ex.npy(image_id, layer)
-        name = safe_name(f"{ex.source(image_id).name.rsplit('.', 1)[0]}_{label}.npy")
+    def maps_npy(image_id: str, layer: str, model: str = "m0"):
+        e = pick(model)
+        data, label = e.npy(image_id, layer)
+        name = safe_name(f"{e.source(image_id).name.rsplit('.', 1)[0]}_{label}.npy")
         return Response(
             data,
             media_type="application/octet-stream",
@@ -195,18 +241,27 @@ def create_app(
         norm: str = "map",
         alpha: float | None = Query(None),
         download: bool = False,
+        model: str = "m0",
     ):
-        data = await call(image_id, ex.channel_png, image_id, layer, channel, cmap, norm, alpha)
+        e = pick(model)
+        data = await call(e, image_id, e.channel_png, image_id, layer, channel, cmap, norm, alpha)
         return png(data, f"{image_id}_{layer}_ch{channel}.png" if download else None)
 
     @app.get("/api/images/{image_id}/layers/{layer}/channels/{channel}/value")
-    async def value(image_id: str, layer: str, channel: str, y: int, x: int):
-        return await call(image_id, ex.value, image_id, layer, channel, y, x)
+    async def value(image_id: str, layer: str, channel: str, y: int, x: int, model: str = "m0"):
+        e = pick(model)
+        return await call(e, image_id, e.value, image_id, layer, channel, y, x)
 
     # ---------------------------------------------------------------- CAM
     @app.get("/api/images/{image_id}/cam")
-    def cam(image_id: str, layer: str, method: str = "gradcam", cls: str | None = Query(None, alias="class")):
-        return ex.cam_info(image_id, layer, method, cls)
+    def cam(
+        image_id: str,
+        layer: str,
+        method: str = "gradcam",
+        cls: str | None = Query(None, alias="class"),
+        model: str = "m0",
+    ):
+        return pick(model).cam_info(image_id, layer, method, cls)
 
     @app.get("/api/images/{image_id}/cam.png")
     def cam_png(
@@ -217,8 +272,9 @@ def create_app(
         alpha: float = 0.45,
         cmap: str = "jet",
         download: bool = False,
+        model: str = "m0",
     ):
-        data = ex.cam_png(image_id, layer, method, cls, alpha, cmap)
+        data = pick(model).cam_png(image_id, layer, method, cls, alpha, cmap)
         return png(data, f"{image_id}_{layer}_{method}.png" if download else None)
 
     @app.get("/api/colorbar.png")

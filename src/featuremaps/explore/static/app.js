@@ -5,9 +5,9 @@
   const PER_PAGE = 64;
   const S = {
     image: null, layer: "C1", channel: null, cls: "", method: "gradcam", cmap: "viridis", norm: "map",
-    sort: "index", page: 0, compare: "", cam: false, opacity: 60,
+    sort: "index", page: 0, compare: "", cam: false, opacity: 60, model: "m0", vs: "",
   };
-  let info = null, summary = null, view = null, viewB = null, hoverBusy = false, hoverNext = null;
+  let info = null, summary = null, summaryB = null, view = null, viewB = null, hoverBusy = false, hoverNext = null;
   let layerTicket = 0, camTicket = 0;  // only the latest request of each kind updates the page
 
   function status(msg, isError) {
@@ -24,6 +24,9 @@
   const q = (o) => new URLSearchParams(Object.entries(o).filter(([, v]) => v !== null && v !== "" && v !== undefined)).toString();
   const enc = encodeURIComponent;
   const imgBase = (id) => `/api/images/${enc(id)}`;
+  // a query for model m (default: the one the main view shows); m0 is the server's default and stays implicit
+  const mq = (o, m) => q({ ...o, model: (m || S.model) === "m0" ? null : (m || S.model) });
+  const modelName = (id) => { const m = info.models.find((x) => x.id === id); return m ? m.name : id; };
   function option(sel, value, text) {
     const o = document.createElement("option");
     o.value = value; o.textContent = text; sel.appendChild(o); return o;
@@ -37,7 +40,7 @@
   // ---------------------------------------------------------------- URL state
   function readURL() {
     const p = new URLSearchParams(location.search);
-    for (const k of ["image", "layer", "method", "cmap", "norm", "sort", "compare"]) if (p.get(k)) S[k] = p.get(k);
+    for (const k of ["image", "layer", "method", "cmap", "norm", "sort", "compare", "model", "vs"]) if (p.get(k)) S[k] = p.get(k);
     if (p.get("class") !== null) S.cls = p.get("class");
     if (p.get("channel") !== null && p.get("channel") !== "") S.channel = parseInt(p.get("channel"), 10);
     if (p.get("page")) S.page = parseInt(p.get("page"), 10) || 0;
@@ -48,6 +51,7 @@
     const s = q({
       image: S.image, layer: S.layer, channel: S.channel, class: S.cls, method: S.method, cmap: S.cmap,
       norm: S.norm, sort: S.sort, page: S.page || null, compare: S.compare, cam: S.cam ? 1 : null,
+      model: S.model === "m0" ? null : S.model, vs: S.vs,
       opacity: S.channel !== null ? S.opacity : null,
     });
     history.replaceState(null, "", s ? `?${s}` : location.pathname);
@@ -56,8 +60,19 @@
   // ---------------------------------------------------------------- set-up
   async function start() {
     readURL();
-    info = await api("/api/info");
+    info = await api(`/api/info?${mq({})}`);
     const m = info.model;
+    if (info.models.length > 1) {
+      $("modelwrap").hidden = false; $("vswrap").hidden = false;
+      option($("vs"), "", "(nothing)");
+      for (const mm of info.models) {
+        option($("modelsel"), mm.id, `${mm.id}: ${mm.name}`);
+        if (mm.id !== S.model) option($("vs"), mm.id, `${mm.id}: ${mm.name}`);
+      }
+      $("modelsel").value = S.model;
+      if (S.vs === S.model) S.vs = "";
+      $("vs").value = S.vs;
+    } else { S.vs = ""; }
     $("model").textContent = `${m.name} - ${m.source} - input ${m.input_shape.map((d) => d ?? "any").join("x")}`;
     $("random").hidden = !m.random_weights;
     for (const c of info.cmaps) option($("cmap"), c, c);
@@ -119,14 +134,27 @@
     $("sort").addEventListener("change", () => { S.sort = $("sort").value; S.page = 0; selectLayer(S.layer); });
     $("prev").addEventListener("click", () => { if (S.page > 0) { S.page--; render(); } });
     $("next").addEventListener("click", () => { if ((S.page + 1) * PER_PAGE < view.shape[2]) { S.page++; render(); } });
-    $("compare").addEventListener("change", () => { S.compare = $("compare").value; selectLayer(S.layer); });
+    $("compare").addEventListener("change", () => {
+      S.compare = $("compare").value;
+      if (S.compare) { S.vs = ""; $("vs").value = ""; }
+      selectLayer(S.layer);
+    });
+    $("vs").addEventListener("change", () => {
+      S.vs = $("vs").value; summaryB = null;
+      if (S.vs) { S.compare = ""; $("compare").value = ""; }
+      selectLayer(S.layer, true);
+    });
+    $("modelsel").addEventListener("change", () => {  // another model in the main view: its own rail and info
+      S.model = $("modelsel").value; if (S.vs === S.model) S.vs = "";
+      S.channel = null; S.page = 0; S.layer = "C1"; writeURL(); location.reload();
+    });
     $("opacity").addEventListener("input", () => { S.opacity = +$("opacity").value; $("doverlay").style.opacity = S.opacity / 100; writeURL(); });
     $("closedetail").addEventListener("click", () => { S.channel = null; renderDetail(); writeURL(); });
     $("camgo").addEventListener("click", () => { S.cam = true; S.cls = $("camclass").value; S.method = $("cammethod").value; renderCam(); });
     $("exportpng").addEventListener("click", exportPNG);
-    $("exportnpy").addEventListener("click", () => download(`${imgBase(S.image)}/layers/${enc(S.layer)}/maps.npy`));
+    $("exportnpy").addEventListener("click", () => download(`${imgBase(S.image)}/layers/${enc(S.layer)}/maps.npy?${mq({})}`));
     const big = $("detailwrap");
-    big.addEventListener("mousemove", (e) => hover(e, big, S.image, view, S.channel));
+    big.addEventListener("mousemove", (e) => hover(e, big, S.image, view, S.channel, S.model));
     big.addEventListener("mouseleave", () => { $("rfbox").hidden = true; });
   }
 
@@ -144,14 +172,14 @@
     }
   }
   async function loadImage(id) {
-    S.image = id;
+    S.image = id; summaryB = null;
     $("images").value = id;
     status("running the image through the network ...");
     try {
-      summary = await api(imgBase(id));
+      summary = await api(`${imgBase(id)}?${mq({})}`);
     } catch (e) { status(e.message, true); return; }
-    $("input").src = `${imgBase(id)}/input.png`;
-    $("dinput").src = `${imgBase(id)}/input.png`;
+    $("input").src = `${imgBase(id)}/input.png?${mq({})}`;
+    $("dinput").src = `${imgBase(id)}/input.png?${mq({})}`;
     $("inputnote").textContent = `what the network saw: ${summary.input_shape.join("x")}` +
       (summary.face_crop ? (summary.face_box ? " (face crop)" : " (no face found: whole image)") : "");
     renderFace();
@@ -172,7 +200,7 @@
       const [x, y, w, h] = summary.face_box, k = o.clientWidth / summary.original_size[1], b = $("facebox");
       Object.assign(b.style, { left: `${x * k}px`, top: `${y * k}px`, width: `${w * k}px`, height: `${h * k}px` });
     };
-    o.src = `${imgBase(S.image)}/original.png`;
+    o.src = `${imgBase(S.image)}/original.png?${mq({})}`;
   }
   function renderPrediction() {
     const p = $("pred");
@@ -201,10 +229,16 @@
     S.layer = label;
     for (const li of $("layers").children) li.classList.toggle("active", li.dataset.label === label);
     const ticket = ++layerTicket;
-    let v, vB;
+    let v, vB = null;
     try {
-      v = await api(`${imgBase(S.image)}/layers/${enc(label)}?${q({ sort: S.sort })}`);
-      vB = S.compare ? await api(`${imgBase(S.compare)}/layers/${enc(label)}?${q({ sort: S.sort })}`) : null;
+      v = await api(`${imgBase(S.image)}/layers/${enc(label)}?${mq({ sort: S.sort })}`);
+      if (S.vs) {  // the same image through the other model, at the layer of the same relative depth
+        const other = info.models.find((x) => x.id === S.vs);
+        if (!summaryB) summaryB = await api(`${imgBase(S.image)}?${mq({}, S.vs)}`);
+        vB = await api(`${imgBase(S.image)}/layers/${enc(other.align[label])}?${mq({ sort: S.sort }, S.vs)}`);
+      } else if (S.compare) {
+        vB = await api(`${imgBase(S.compare)}/layers/${enc(label)}?${mq({ sort: S.sort })}`);
+      }
     } catch (e) { if (ticket === layerTicket) status(e.message, true); return; }
     if (ticket !== layerTicket) return;
     view = v; viewB = vB;
@@ -224,12 +258,19 @@
     $("cblo").textContent = rng ? fmt(rng[0]) : "each map: its min";
     $("cbhi").textContent = rng ? fmt(rng[1]) : "its max";
     const gridQ = { cmap: S.cmap, norm: S.norm, channels: ids.join(",") };
-    drawGrid($("grid"), S.image, view, ids, gridQ);
-    $("gridtitle").textContent = S.compare ? nameOf(S.image) : `sorted by ${S.sort === "index" ? "channel number" : S.sort}`;
+    drawGrid($("grid"), S.image, view, ids, gridQ, S.model);
+    const sorted = `sorted by ${S.sort === "index" ? "channel number" : S.sort}`;
+    $("gridtitle").textContent = S.vs ? `${modelName(S.model)} · ${view.label} ${view.name} · ${top(summary)}`
+      : S.compare ? nameOf(S.image) : sorted;
     $("panelB").hidden = !viewB;
-    if (viewB) {
+    if (viewB && S.vs) {  // another model: its own channels, first page in the same sort
+      const [hB, wB, cB] = viewB.shape, idsB = viewB.order.slice(0, PER_PAGE);
+      $("gridtitleB").textContent = `${modelName(S.vs)} · ${viewB.label} ${viewB.name} ${hB}x${wB}x${cB} ` +
+        `(same relative depth as ${view.label}) · ${top(summaryB)}` + (idsB.length < cB ? ` · first ${idsB.length} of ${cB}, ${sorted}` : "");
+      drawGrid($("gridB"), S.image, viewB, idsB, { cmap: S.cmap, norm: S.norm, channels: idsB.join(",") }, S.vs);
+    } else if (viewB) {
       $("gridtitleB").textContent = `${nameOf(S.compare)} (same channels)`;
-      drawGrid($("gridB"), S.compare, viewB, ids, gridQ);
+      drawGrid($("gridB"), S.compare, viewB, ids, gridQ, S.model);
     }
     renderDetail();
     if (S.cam) renderCam();
@@ -237,14 +278,20 @@
     status(`${view.label}: ${C} channels · mean ${fmt(view.stats.mean)} · zeros ${(100 * view.stats.zero_fraction).toFixed(0)}% · dead ${view.stats.dead}`);
   }
   function nameOf(id) { const im = info.images.find((i) => i.id === id); return im ? im.name : id; }
-  function drawGrid(el, image, v, ids, gridQ) {
+  function top(sm) {
+    if (!sm || !sm.prediction.length) return "no class output";
+    const p = sm.prediction[0];
+    return sm.random_weights ? "random weights" : `predicts ${p.class} (${(100 * p.probability).toFixed(0)}%)`;
+  }
+  function drawGrid(el, image, v, ids, gridQ, model) {
     el.textContent = "";
     const [th, tw] = v.tile, cols = Math.min(v.cols, ids.length), rows = Math.ceil(ids.length / cols);
-    const url = `${imgBase(image)}/layers/${enc(v.label)}/grid.png?${q(gridQ)}`;
+    const url = `${imgBase(image)}/layers/${enc(v.label)}/grid.png?${mq(gridQ, model)}`;
     ids.forEach((c, j) => {
       const cell = document.createElement("div"); cell.className = "cell"; cell.dataset.channel = c;
       cell.style.width = `${tw + 2}px`;
-      if (c === S.channel && image === S.image) cell.classList.add("sel");
+      const main = image === S.image && model === S.model;
+      if (c === S.channel && main) cell.classList.add("sel");
       const t = document.createElement("div"); t.className = "tile";
       Object.assign(t.style, {
         width: `${tw}px`, height: `${th}px`, backgroundImage: `url("${url}")`,
@@ -255,20 +302,20 @@
       cap.textContent = `F${c + 1} · ${S.sort === "max" ? "max " + fmt(v.max[c]) : fmt(v.mean[c])}`;
       cap.title = `channel F${c + 1} (index ${c}): mean ${fmt(v.mean[c])}, max ${fmt(v.max[c])}`;
       cell.append(t, cap);
-      t.addEventListener("mousemove", (e) => hover(e, t, image, v, c));
+      t.addEventListener("mousemove", (e) => hover(e, t, image, v, c, model));
       t.addEventListener("mouseleave", () => { $("rfbox").hidden = true; });
-      t.addEventListener("click", () => { if (image === S.image) { S.channel = c; render(); } });
+      t.addEventListener("click", () => { if (main) { S.channel = c; render(); } });
       el.appendChild(cell);
     });
   }
 
   // ---------------------------------------------------------------- hover: value and receptive field
-  function hover(e, el, image, v, c) {
+  function hover(e, el, image, v, c, model) {
     if (c === null || !v) return;
     const r = el.getBoundingClientRect(), [H, W] = v.shape;
     const y = Math.min(H - 1, Math.max(0, Math.floor(((e.clientY - r.top) / r.height) * H)));
     const x = Math.min(W - 1, Math.max(0, Math.floor(((e.clientX - r.left) / r.width) * W)));
-    hoverNext = { image, label: v.label, c, y, x };
+    hoverNext = { image, label: v.label, c, y, x, model };
     if (!hoverBusy) pumpHover();
   }
   async function pumpHover() {
@@ -276,12 +323,13 @@
     if (!h) return;
     hoverBusy = true;
     try {
-      const r = await api(`${imgBase(h.image)}/layers/${enc(h.label)}/channels/${h.c}/value?${q({ y: h.y, x: h.x })}`);
-      $("hover").textContent = `${nameOf(h.image)} ${r.layer} F${r.channel + 1} at (y ${r.y}, x ${r.x}): ${fmt(r.value)}` +
+      const r = await api(`${imgBase(h.image)}/layers/${enc(h.label)}/channels/${h.c}/value?${mq({ y: h.y, x: h.x }, h.model)}`);
+      const who = info.models.length > 1 ? `${modelName(h.model)} ` : "";
+      $("hover").textContent = `${who}${nameOf(h.image)} ${r.layer} F${r.channel + 1} at (y ${r.y}, x ${r.x}): ${fmt(r.value)}` +
         (r.rf ? `  ·  sees input rows ${r.rf.top}-${r.rf.bottom}, cols ${r.rf.left}-${r.rf.right}` +
           ` (field ${r.rf_size[0]}x${r.rf_size[1]}${r.rf_exact ? "" : ", approximate"})` : "");
       $("hover").dataset.value = String(r.value);
-      drawRF(r.rf);
+      drawRF(h.model === S.model ? r.rf : null);  // the box is drawn on the main model's input
     } catch (e) {
       status(e.message, true);
     } finally {
@@ -306,7 +354,7 @@
     if (S.channel === null || !view) { d.hidden = true; return; }
     d.hidden = false;
     $("detailtitle").textContent = `${view.label} F${S.channel + 1} over the input`;
-    $("doverlay").src = `${imgBase(S.image)}/layers/${enc(S.layer)}/channels/${S.channel}.png?${q({ cmap: S.cmap, norm: S.norm })}`;
+    $("doverlay").src = `${imgBase(S.image)}/layers/${enc(S.layer)}/channels/${S.channel}.png?${mq({ cmap: S.cmap, norm: S.norm })}`;
     $("doverlay").style.opacity = S.opacity / 100;
     $("opacity").value = S.opacity;
   }
@@ -315,10 +363,10 @@
     $("caminfo").textContent = `computing ${S.method} at ${S.layer} ...`;
     const ticket = ++camTicket;
     try {
-      const r = await api(`${imgBase(S.image)}/cam?${q(cq)}`);
+      const r = await api(`${imgBase(S.image)}/cam?${mq(cq)}`);
       if (ticket !== camTicket) return;
       const img = $("camimg");
-      img.src = `${imgBase(S.image)}/cam.png?${q(cq)}`;
+      img.src = `${imgBase(S.image)}/cam.png?${mq(cq)}`;
       img.hidden = false;
       $("caminfo").textContent = `${r.method} at ${r.layer} ${r.layer_name} for "${r.class}"` +
         (r.probability !== null ? ` (p = ${(100 * r.probability).toFixed(1)}%)` : "") +
@@ -338,9 +386,9 @@
     if (!view) return;
     const base = `${imgBase(S.image)}/layers/${enc(S.layer)}`;
     if (S.channel !== null) {
-      download(`${base}/channels/${S.channel}.png?${q({ cmap: S.cmap, norm: S.norm, alpha: S.opacity / 100, download: 1 })}`);
+      download(`${base}/channels/${S.channel}.png?${mq({ cmap: S.cmap, norm: S.norm, alpha: S.opacity / 100, download: 1 })}`);
     } else {
-      download(`${base}/grid.png?${q({ cmap: S.cmap, norm: S.norm, channels: pageIds().join(","), download: 1 })}`);
+      download(`${base}/grid.png?${mq({ cmap: S.cmap, norm: S.norm, channels: pageIds().join(","), download: 1 })}`);
     }
   }
 
