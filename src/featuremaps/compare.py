@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featuremaps import models
 from featuremaps.draw import (
     INK,
     MUTED,
@@ -100,6 +101,17 @@ def check_model_names(spec: str) -> list[str]:
             "or .keras/.h5/.pt/.onnx files"
         )
     return names
+
+
+def load_compared(name: str, weights: str | None = None, unsafe: bool = False):
+    """One of ``--models``: ``weights`` (``--weights none``) applies to keras.applications and torchvision
+    models; the bundled emotion model keeps its training and a model file its own weights."""
+    key = name.lower().replace("_", "")
+    if key in EMOTION_NAMES:
+        return models.load(name)
+    if key in APPLICATIONS or name.lower().startswith("torchvision:"):
+        return models.load(name, weights=weights)
+    return models.load(name, unsafe=unsafe)
 
 
 # ---------------------------------------------------------------- compare architectures

@@ -14,6 +14,7 @@ from featuremaps.compare import (
     compare_classes,
     compare_models,
     faces_from_fer,
+    load_compared,
 )
 from featuremaps.errors import UserError
 from featuremaps.frameworks import conv_layers
@@ -21,18 +22,7 @@ from featuremaps.html import esc, img_tag, page
 from featuremaps.images import find_images, load_image
 from featuremaps.io import atomic_dir, check_replaceable, check_writable, safe_name, save_json, save_png, save_text
 from featuremaps.layers import select_layers
-from featuremaps.models import APPLICATIONS, EMOTION_NAMES
 from featuremaps.pipeline import model_title
-
-
-def _load_for_compare(name: str, weights: str | None, unsafe: bool = False):
-    """``--weights`` applies to the keras.applications models; the bundled emotion model keeps its training."""
-    key = name.lower().replace("_", "")
-    if key in EMOTION_NAMES:
-        return models.load(name)
-    if key in APPLICATIONS:
-        return models.load(name, weights=weights)
-    return models.load(name, unsafe=unsafe)  # a model file: its own weights
 
 
 def run_models(args) -> int:
@@ -52,7 +42,7 @@ def run_models(args) -> int:
     lms = []
     for i, n in enumerate(names):
         loading(i, len(names), n)
-        lms.append(_load_for_compare(n, args.weights, args.unsafe))
+        lms.append(load_compared(n, args.weights, args.unsafe))
     loading(len(names), len(names), None)
     pic, runs, labels, picks = compare_models(
         lms,

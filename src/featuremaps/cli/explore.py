@@ -11,7 +11,7 @@ import webbrowser
 import uvicorn
 
 from featuremaps import models
-from featuremaps.compare import check_model_names
+from featuremaps.compare import check_model_names, load_compared
 from featuremaps.errors import UserError
 from featuremaps.explore.app import create_app
 from featuremaps.images import find_images
@@ -55,10 +55,14 @@ def run(args) -> int:
     names = check_model_names(args.models) if args.models else [args.model]  # bad names fail before any load
     sock = bind(args.host, args.port)  # before the model loads: a taken port fails at once
     classes = args.classes.split(",") if args.classes else None
-    loaded = [
-        models.load(n, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
-        for n in names
-    ]
+    if args.models:  # as in compare: --weights for applications/torchvision models, files keep their own
+        loaded = [load_compared(n, args.weights, args.unsafe) for n in names]
+    else:
+        loaded = [
+            models.load(
+                args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes
+            )
+        ]
     lm = loaded[0]
     allowed = ["127.0.0.1", "localhost", "::1", "[::1]"] if is_loopback(args.host) else None
     app = create_app(
