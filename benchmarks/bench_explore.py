@@ -8,6 +8,7 @@
 3. server memory (RSS) over N uploads of distinct images, each viewed, with the cache bound (--cache-mb).
 
     PYTHONPATH=src python benchmarks/bench_explore.py [--repeats 5] [--switches 30] [--uploads 100] [--cache-mb 256]
+        [--upload-mb 16]
 
 Targets: 1. <= 50 ms; 2. <= 1.3x; 3. RSS flat (last - after the cache filled, within the cache bound's noise).
 """
@@ -50,6 +51,7 @@ def main() -> int:
     ap.add_argument("--switches", type=int, default=30)
     ap.add_argument("--uploads", type=int, default=100)
     ap.add_argument("--cache-mb", type=int, default=256)
+    ap.add_argument("--upload-mb", type=int, default=None, help="decoded uploads kept, MiB (default: --cache-mb)")
     a = ap.parse_args()
 
     from fastapi.testclient import TestClient
@@ -63,7 +65,7 @@ def main() -> int:
     from featuremaps.render import render_layer, rows_from
 
     lm = models.load("vgg16", weights="none", random_head=False)
-    app = create_app(lm, [], cache_bytes=a.cache_mb * 2**20, upload_bytes=a.cache_mb * 2**20)
+    app = create_app(lm, [], cache_bytes=a.cache_mb * 2**20, upload_bytes=(a.upload_mb or a.cache_mb) * 2**20)
     c = TestClient(app)
 
     def upload(seed):
