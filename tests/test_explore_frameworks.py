@@ -131,3 +131,20 @@ def test_explore_api_on_torch_and_onnx_models(tmp_path, kind):
         assert grad.status_code == 200
     abl = c.get(f"/api/images/{iid}/cam", params={"layer": "C3", "method": "ablationcam"})
     assert abl.status_code == 400 and "Keras" in abl.json()["error"]
+
+
+def test_resnet18_field_is_the_published_one():
+    """torchvision's resnet18: the last conv's field is 435 px with a jump of 32, the value commonly given for
+    ResNet-18 (7 after the stem, 11 after the max pool, then each 3x3 conv adds twice its input's jump:
+    11 + 4 * 8 + (8 + 3 * 16) + (16 + 3 * 32) + (32 + 3 * 64) = 435), and the residual merges make it
+    approximate, said so."""
+    from featuremaps.errors import UserError
+
+    try:
+        lm = models.load("torchvision:resnet18", weights="none")
+    except UserError as e:  # torchvision missing or unusable here: said, not failed
+        pytest.skip(str(e))
+    fields, exact, note = lm.model.receptive_fields()
+    assert fields["layer4.1.conv2"].size == (435.0, 435.0) and fields["layer4.1.conv2"].jump == (32.0, 32.0)
+    assert fields["conv1"].size == (7.0, 7.0) and fields["conv1"].jump == (2.0, 2.0)
+    assert not exact and "widest" in note
