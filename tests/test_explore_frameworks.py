@@ -148,3 +148,24 @@ def test_resnet18_field_is_the_published_one():
     assert fields["layer4.1.conv2"].size == (435.0, 435.0) and fields["layer4.1.conv2"].jump == (32.0, 32.0)
     assert fields["conv1"].size == (7.0, 7.0) and fields["conv1"].jump == (2.0, 2.0)
     assert not exact and "widest" in note
+
+
+def test_onnx_with_a_dynamic_size_explores_at_the_given_input_shape(tmp_path):
+    """An ONNX file whose input size is free needs a size (as `show --input-shape`): create_app's
+    input_shape (explore --input-shape) feeds every image at it; without it the summary says what to pass."""
+    path = tmp_path / "dyn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _chain(), torch.zeros(1, 3, 32, 32), str(path), dynamo=False, input_names=["input"],
+            dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}},
+        )  # fmt: skip
+    lm = models.load(str(path))
+    c = TestClient(create_app(lm, [], input_shape=(40, 40, 3)))
+    iid = c.post("/api/images", content=_png(64), headers={"X-Filename": "x.png"}).json()["id"]
+    assert c.get(f"/api/images/{iid}").json()["input_shape"] == [40, 40, 3]
+    assert c.get(f"/api/images/{iid}/layers/C1").json()["shape"] == [40, 40, 4]
+    bare = TestClient(create_app(lm, []))
+    iid = bare.post("/api/images", content=_png(64), headers={"X-Filename": "x.png"}).json()["id"]
+    r = bare.get(f"/api/images/{iid}")
+    assert r.status_code == 400 and "--input-shape" in r.json()["error"]

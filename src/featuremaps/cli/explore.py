@@ -72,6 +72,7 @@ def run(args) -> int:
         cache_bytes=args.cache_mb * 2**20,
         max_upload_bytes=args.max_upload_mb * 2**20,
         allowed_hosts=allowed,
+        input_shape=args.input_shape,
     )
     port = sock.getsockname()[1]
     shown = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host

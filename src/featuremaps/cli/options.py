@@ -428,6 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="several models in one page, compared side by side at layers aligned by depth (comma-separated, "
         "as in compare; the first is the main one); instead of --model",
     )
+    p.add_argument(
+        "--input-shape",
+        type=_int_list,
+        default=None,
+        metavar="H,W,C",
+        help="input shape for models that do not fix it, e.g. an ONNX file with a dynamic size (default: the "
+        "model's, else the image's, at most 512)",
+    )
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")

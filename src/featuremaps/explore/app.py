@@ -46,10 +46,12 @@ def create_app(
     upload_bytes: int = 128 * 2**20,
     max_upload_bytes: int = 20 * 2**20,
     allowed_hosts: list[str] | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> FastAPI:
     """The explorer app for one model (or several: ``others``, reached as ``?model=m1``, ``m2``, ...; the
     first is ``m0``, the default) and the images given on the command line (the only paths it reads).
-    Uploads go to every model; the activation cache is shared out equally between them.
+    Uploads go to every model; the activation cache is shared out equally between them. ``input_shape``
+    (H, W, C): the size models that do not fix one are fed (an ONNX file with a dynamic input size needs it).
 
     ``cache_bytes`` bounds the per-image activations held (least recently used go first), ``upload_bytes`` the
     decoded uploads, ``max_upload_bytes`` one upload. ``allowed_hosts`` (e.g. ``["127.0.0.1", "localhost"]``)
@@ -61,7 +63,12 @@ def create_app(
     share = len(others) + 1
     explorers = [
         Explorer(
-            m, images, cache_bytes=cache_bytes // share, upload_bytes=upload_bytes, max_upload_bytes=max_upload_bytes
+            m,
+            images,
+            cache_bytes=cache_bytes // share,
+            upload_bytes=upload_bytes,
+            max_upload_bytes=max_upload_bytes,
+            input_shape=input_shape,
         )
         for m in (lm, *others)
     ]

@@ -148,8 +148,10 @@ class Explorer:
         upload_bytes: int = 128 * 2**20,
         max_upload_bytes: int = 20 * 2**20,
         max_pixels: int = 40_000_000,
+        input_shape: tuple[int, ...] | None = None,
     ):
         self.lm = lm
+        self.input_shape = tuple(input_shape) if input_shape else None  # --input-shape: for free-size models
         self.adapter = adapter(lm.model)  # None for Keras; PyTorch and ONNX models go through the protocol
         self.convs = conv_layers(lm.model)
         self.by_label = {c.label: c for c in self.convs}
@@ -173,7 +175,7 @@ class Explorer:
     def _default_shape(self) -> tuple[int, int, int] | None:
         """The input shape of the model's layer table: its own, else what a 224x224 image resolves to."""
         try:
-            return tuple(int(d) for d in self.lm.resolve_input_shape((224, 224)))
+            return tuple(int(d) for d in self.lm.resolve_input_shape((224, 224), self.input_shape))
         except (UserError, TypeError, ValueError):
             return None
 
@@ -301,7 +303,7 @@ class Explorer:
             if a is not None:
                 return a
             rgb = self._rgb(s)
-            prep = prepare(self.lm, rgb)
+            prep = prepare(self.lm, rgb, input_shape=self.input_shape)
             results, preds = self._extractor(prep.x.shape)(prep.x[None])
         probs = preds[0] if preds is not None else None
         maps, mx, mn, stats = {}, {}, {}, {}
