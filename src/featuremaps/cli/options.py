@@ -39,6 +39,9 @@ COMMAND_EXAMPLES = {
   featuremaps explore examples/                          # the bundled emotion model, the example photos
   featuremaps explore --model vgg16 --weights none cat.png --no-browser
   featuremaps explore --model my_net.keras --port 8765
+  featuremaps explore examples/ --models emotion,vgg16 --weights none   # two models side by side
+  featuremaps explore cat.png --model torchvision:resnet18 --weights none
+  featuremaps explore cat.png --model net.onnx --input-shape 224,224,3   # an ONNX file with a free size
 """,
     "show": """examples:
   featuremaps show examples/astronaut.png                 # a face through the bundled emotion model
@@ -64,7 +67,9 @@ COMMAND_EXAMPLES = {
   featuremaps compare-classes angry.png happy.png sad.png""",
     "atlas": """examples:
   featuremaps atlas --data fer2013.tar.gz --limit 700
-  featuremaps atlas --data photos_by_class/ --model mobilenetv2 --weights none --out atlas""",
+  featuremaps atlas --data photos_by_class/ --model mobilenetv2 --weights none --out atlas
+  featuremaps atlas --data photos_by_class/ --model torchvision:resnet18 --weights none
+  featuremaps atlas --data train.parquet --engine ray --address auto --gpus-per-actor 1""",
     "train": """examples:
   featuremaps train --data fer2013.tar.gz --epochs 30
   featuremaps train --data fer2013.tar.gz --out runs/emotion --resume
