@@ -15,7 +15,9 @@ The protocol:
 * ``output_shape(input_shape)``: the model output's shape for one input (``(1, n)`` for a classifier);
 * ``has_gradients`` and ``class_gradients(x, name, classes)``: ``d output[c] / d A`` for one layer's maps;
 * ``state()`` / ``load_state(state)``: the weights as picklable arrays (None where the file is the weights, as
-  for ONNX), so that a Ray actor computes exactly the driver's model, random weights included.
+  for ONNX), so that a Ray actor computes exactly the driver's model, random weights included;
+* ``receptive_fields()``: each conv layer's field from the model's graph (the explorer's input box);
+* ``to_gpu()``: move the model to a visible GPU (an atlas actor given ``--gpus-per-actor``).
 
 This module imports no framework: the implementation for a model is imported only when such a model is
 seen (:func:`framework_of` looks at the class's module name, never imports torch or onnxruntime).
