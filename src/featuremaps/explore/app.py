@@ -50,7 +50,7 @@ def create_app(
 ) -> FastAPI:
     """The explorer app for one model (or several: ``others``, reached as ``?model=m1``, ``m2``, ...; the
     first is ``m0``, the default) and the images given on the command line (the only paths it reads).
-    Uploads go to every model; the activation cache is shared out equally between them. ``input_shape``
+    Every model sees every upload (one store); the activation cache is shared out equally between them. ``input_shape``
     (H, W, C): the size models that do not fix one are fed (an ONNX file with a dynamic input size needs it).
 
     ``cache_bytes`` bounds the per-image activations held (least recently used go first), ``upload_bytes`` the
@@ -73,6 +73,8 @@ def create_app(
         for m in (lm, *others)
     ]
     ex = explorers[0]
+    for other in explorers[1:]:  # one store of decoded uploads (ids are hashes of the bytes) for every model
+        other.uploads = ex.uploads
     app = FastAPI(title="featuremaps explore", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.explorer = ex
     app.state.explorers = explorers
@@ -185,9 +187,7 @@ def create_app(
             data += chunk
             if len(data) > limit:
                 raise TooLarge(f"upload is over the {limit / 2**20:.0f} MiB limit; send a smaller image")
-        name = unquote(request.headers.get("x-filename") or "upload")
-        results = [e.add_upload(bytes(data), name) for e in explorers]  # every model sees every upload
-        return results[0]
+        return ex.add_upload(bytes(data), unquote(request.headers.get("x-filename") or "upload"))
 
     @app.get("/api/images/{image_id}")
     def summary(image_id: str, model: str = "m0"):

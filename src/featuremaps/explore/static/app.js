@@ -263,7 +263,11 @@
     $("gridtitle").textContent = S.vs ? `${modelName(S.model)} · ${view.label} ${view.name} · ${top(summary)}`
       : S.compare ? nameOf(S.image) : sorted;
     $("panelB").hidden = !viewB;
-    if (viewB && S.vs) {  // another model: its own channels, first page in the same sort
+    $("inputB").hidden = !(viewB && S.vs);
+    if (viewB && S.vs) {
+      const src = `${imgBase(S.image)}/input.png?${mq({}, S.vs)}`;  // its own input: a face crop, another size
+      if ($("inputB").getAttribute("src") !== src) $("inputB").src = src;
+      $("inputB").title = `what ${modelName(S.vs)} saw: ${summaryB.input_shape.join("x")}`;  // another model: its own channels, first page in the same sort
       const [hB, wB, cB] = viewB.shape, idsB = viewB.order.slice(0, PER_PAGE);
       $("gridtitleB").textContent = `${modelName(S.vs)} · ${viewB.label} ${viewB.name} ${hB}x${wB}x${cB} ` +
         `(same relative depth as ${view.label}) · ${top(summaryB)}` + (idsB.length < cB ? ` · first ${idsB.length} of ${cB}, ${sorted}` : "");
