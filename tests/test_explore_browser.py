@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -86,7 +87,9 @@ def two_models(tmp_path):
     t.join(10)
 
 
-def test_explore_page_in_chromium(server):
+@contextlib.contextmanager
+def _page(server):
+    """A Chromium page on the explorer, collecting console errors and every request it makes."""
     errors, requests = [], []
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -97,77 +100,81 @@ def test_explore_page_in_chromium(server):
             page.on("request", lambda r: requests.append(r.url))
             page.set_default_timeout(120_000)
             page.goto(server + "/")
-
-            # the command-line image is offered and shown; 12 channels of C1
-            page.wait_for_selector("#grid .cell")
-            assert page.locator("#images option").first.text_content().startswith("astronaut.png")
-            assert page.locator("#grid .cell").count() == 12
-            assert page.locator("#layers li").count() == 2
-            assert "dead" in page.locator("#layers li").first.text_content()
-
-            # upload a photo: it becomes the current image, with a prediction
-            page.set_input_files("#file", str(EXAMPLES / "chelsea.png"))
-            page.wait_for_selector("#images option:has-text('chelsea.png (upload)')", state="attached")
-            page.wait_for_selector("#pred .bar")
-            assert page.locator("#images").input_value().startswith("u")
-
-            # switch layers: C2 has 70 channels, shown 64 a page, then the rest
-            page.locator("#layers li[data-label='C2']").click()
-            page.wait_for_selector("#layertitle:has-text('C2 second_conv')")
-            page.wait_for_selector("#pageinfo:has-text('1-64 of 70')")
-            assert page.locator("#grid .cell").count() == 64
-            page.click("#next")
-            page.wait_for_selector("#pageinfo:has-text('65-70 of 70')")
-            assert page.locator("#grid .cell").count() == 6
-            page.click("#prev")
-            page.wait_for_selector("#pageinfo:has-text('1-64 of 70')")
-
-            # hover a map: the exact value, and the receptive field outlined on the input
-            tile = page.locator("#grid .cell .tile").nth(3)
-            box = tile.bounding_box()
-            page.mouse.move(box["x"] + box["width"] * 0.5 + 1, box["y"] + box["height"] * 0.25 + 1)
-            page.wait_for_selector("#hover[data-value]")
-            shown = float(page.locator("#hover").get_attribute("data-value"))
-            text = page.locator("#hover").text_content()
-            assert "C2 F4 at (y 6, x 12)" in text, text
-            image_id = page.locator("#images").input_value()
-            url = f"{server}/api/images/{image_id}/layers/C2/channels/3/value?y=6&x=12"
-            with urllib.request.urlopen(url) as r:
-                assert shown == pytest.approx(json.load(r)["value"])
-            assert page.locator("#rfbox").is_visible()
-
-            # click a channel: large view over the input, opacity slider
-            tile.click()
-            page.wait_for_selector("#detail:not([hidden])")
-            page.locator("#opacity").fill("30")
-            assert page.locator("#doverlay").evaluate("e => e.style.opacity") == "0.3"
-
-            # a CAM for a chosen class and method at this layer
-            page.select_option("#camclass", "2")
-            page.select_option("#cammethod", "gradcam++")
-            page.click("#camgo")
-            page.wait_for_selector("#caminfo:has-text('gradcam++ at C2 second_conv for')")
-            assert 'for "owl"' in page.locator("#caminfo").text_content()
-            page.wait_for_selector("#camimg:not([hidden])")
-
-            # the view lives in the URL: a new tab with it shows the same thing
-            link = page.url
-            for part in ("layer=C2", "channel=3", "class=2", "method=gradcam%2B%2B", "cam=1"):
-                assert part in link, link
-            other = browser.new_page()
-            other.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            other.on("request", lambda r: requests.append(r.url))
-            other.goto(link)
-            other.wait_for_selector("#detail:not([hidden])", timeout=120_000)
-            assert other.locator("#layers li.active").get_attribute("data-label") == "C2"
-            other.wait_for_selector("#caminfo:has-text('gradcam++ at C2 second_conv for \"owl\"')", timeout=120_000)
-
-            # compare: a second image side by side, same channels
-            page.select_option("#compare", "a0")
-            page.wait_for_selector("#panelB:not([hidden]) #gridB .cell")
-            assert page.locator("#gridB .cell").count() == 64
+            yield browser, page, errors, requests
         finally:
             browser.close()
+
+
+def test_explore_page_in_chromium(server):
+    with _page(server) as (browser, page, errors, requests):
+        # the command-line image is offered and shown; 12 channels of C1
+        page.wait_for_selector("#grid .cell")
+        assert page.locator("#images option").first.text_content().startswith("astronaut.png")
+        assert page.locator("#grid .cell").count() == 12
+        assert page.locator("#layers li").count() == 2
+        assert "dead" in page.locator("#layers li").first.text_content()
+
+        # upload a photo: it becomes the current image, with a prediction
+        page.set_input_files("#file", str(EXAMPLES / "chelsea.png"))
+        page.wait_for_selector("#images option:has-text('chelsea.png (upload)')", state="attached")
+        page.wait_for_selector("#pred .bar")
+        assert page.locator("#images").input_value().startswith("u")
+
+        # switch layers: C2 has 70 channels, shown 64 a page, then the rest
+        page.locator("#layers li[data-label='C2']").click()
+        page.wait_for_selector("#layertitle:has-text('C2 second_conv')")
+        page.wait_for_selector("#pageinfo:has-text('1-64 of 70')")
+        assert page.locator("#grid .cell").count() == 64
+        page.click("#next")
+        page.wait_for_selector("#pageinfo:has-text('65-70 of 70')")
+        assert page.locator("#grid .cell").count() == 6
+        page.click("#prev")
+        page.wait_for_selector("#pageinfo:has-text('1-64 of 70')")
+
+        # hover a map: the exact value, and the receptive field outlined on the input
+        tile = page.locator("#grid .cell .tile").nth(3)
+        box = tile.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.5 + 1, box["y"] + box["height"] * 0.25 + 1)
+        page.wait_for_selector("#hover[data-value]")
+        shown = float(page.locator("#hover").get_attribute("data-value"))
+        text = page.locator("#hover").text_content()
+        assert "C2 F4 at (y 6, x 12)" in text, text
+        image_id = page.locator("#images").input_value()
+        url = f"{server}/api/images/{image_id}/layers/C2/channels/3/value?y=6&x=12"
+        with urllib.request.urlopen(url) as r:
+            assert shown == pytest.approx(json.load(r)["value"])
+        assert page.locator("#rfbox").is_visible()
+
+        # click a channel: large view over the input, opacity slider
+        tile.click()
+        page.wait_for_selector("#detail:not([hidden])")
+        page.locator("#opacity").fill("30")
+        assert page.locator("#doverlay").evaluate("e => e.style.opacity") == "0.3"
+
+        # a CAM for a chosen class and method at this layer
+        page.select_option("#camclass", "2")
+        page.select_option("#cammethod", "gradcam++")
+        page.click("#camgo")
+        page.wait_for_selector("#caminfo:has-text('gradcam++ at C2 second_conv for')")
+        assert 'for "owl"' in page.locator("#caminfo").text_content()
+        page.wait_for_selector("#camimg:not([hidden])")
+
+        # the view lives in the URL: a new tab with it shows the same thing
+        link = page.url
+        for part in ("layer=C2", "channel=3", "class=2", "method=gradcam%2B%2B", "cam=1"):
+            assert part in link, link
+        other = browser.new_page()
+        other.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        other.on("request", lambda r: requests.append(r.url))
+        other.goto(link)
+        other.wait_for_selector("#detail:not([hidden])", timeout=120_000)
+        assert other.locator("#layers li.active").get_attribute("data-label") == "C2"
+        other.wait_for_selector("#caminfo:has-text('gradcam++ at C2 second_conv for \"owl\"')", timeout=120_000)
+
+        # compare: a second image side by side, same channels
+        page.select_option("#compare", "a0")
+        page.wait_for_selector("#panelB:not([hidden]) #gridB .cell")
+        assert page.locator("#gridB .cell").count() == 64
     assert errors == [], errors
     assert requests and all(u.startswith(server + "/") or u.startswith("data:") for u in requests), [
         u for u in requests if not u.startswith(server)
@@ -179,40 +186,29 @@ def test_two_models_side_by_side_in_chromium(two_models):
     (2 convs against 4: C1 -> C1, C2 -> C4, the rule of featuremaps compare), each with its prediction; the
     view (models) lives in the URL; the main view can switch to the second model."""
     server = two_models
-    errors, requests = [], []
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda r: requests.append(r.url))
-            page.set_default_timeout(120_000)
-            page.goto(server + "/")
-            page.wait_for_selector("#grid .cell")
-            assert page.locator("#modelwrap").is_visible() and page.locator("#vswrap").is_visible()
-            page.select_option("#vs", "m1")
-            page.wait_for_selector("#panelB:not([hidden]) #gridB .cell")
-            assert page.locator("#gridB .cell").count() == 5  # deep_1: 5 channels
-            page.wait_for_function("document.getElementById('inputB').naturalWidth === 32")  # its own 32 px input
-            title = page.locator("#gridtitleB").text_content()
-            assert "deeper_net" in title and "C1 deep_1" in title and "random weights" not in title, title
-            page.locator("#layers li[data-label='C2']").click()
-            page.wait_for_selector("#gridtitleB:has-text('C4 deep_4')")
-            assert page.locator("#gridB .cell").count() == 8  # deep_4: 8 channels
-            assert "predicts" in page.locator("#gridtitle").text_content()
-            # hover the second model's map: its own value, read from its own route
-            tile = page.locator("#gridB .cell .tile").nth(1)
-            box = tile.bounding_box()
-            page.mouse.move(box["x"] + 2, box["y"] + 2)
-            page.wait_for_selector("#hover:has-text('deeper_net')")
-            assert "vs=m1" in page.url
-            # the main view on the second model: its rail has 4 layers
-            page.select_option("#modelsel", "m1")
-            page.wait_for_selector("#layers li[data-label='C4']")
-            assert page.locator("#layers li").count() == 4 and "model=m1" in page.url
-            page.wait_for_selector("#grid .cell")
-        finally:
-            browser.close()
+    with _page(server) as (browser, page, errors, requests):
+        page.wait_for_selector("#grid .cell")
+        assert page.locator("#modelwrap").is_visible() and page.locator("#vswrap").is_visible()
+        page.select_option("#vs", "m1")
+        page.wait_for_selector("#panelB:not([hidden]) #gridB .cell")
+        assert page.locator("#gridB .cell").count() == 5  # deep_1: 5 channels
+        page.wait_for_function("document.getElementById('inputB').naturalWidth === 32")  # its own 32 px input
+        title = page.locator("#gridtitleB").text_content()
+        assert "deeper_net" in title and "C1 deep_1" in title and "random weights" not in title, title
+        page.locator("#layers li[data-label='C2']").click()
+        page.wait_for_selector("#gridtitleB:has-text('C4 deep_4')")
+        assert page.locator("#gridB .cell").count() == 8  # deep_4: 8 channels
+        assert "predicts" in page.locator("#gridtitle").text_content()
+        # hover the second model's map: its own value, read from its own route
+        tile = page.locator("#gridB .cell .tile").nth(1)
+        box = tile.bounding_box()
+        page.mouse.move(box["x"] + 2, box["y"] + 2)
+        page.wait_for_selector("#hover:has-text('deeper_net')")
+        assert "vs=m1" in page.url
+        # the main view on the second model: its rail has 4 layers
+        page.select_option("#modelsel", "m1")
+        page.wait_for_selector("#layers li[data-label='C4']")
+        assert page.locator("#layers li").count() == 4 and "model=m1" in page.url
+        page.wait_for_selector("#grid .cell")
     assert errors == [], errors
     assert requests and all(u.startswith(server + "/") or u.startswith("data:") for u in requests)
