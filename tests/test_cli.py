@@ -383,3 +383,17 @@ def test_help_imports_no_deep_learning_framework():
     assert r.stdout.split() == ["False", "False", "False"], r.stderr
     r = subprocess.run([sys.executable, "-m", "featuremaps.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "examples:" in r.stdout
+
+
+def test_a_missing_optional_extra_is_one_line(monkeypatch, capsys):
+    """`featuremaps explore` without the [explore] extra (no uvicorn): one line naming the package and the pip
+    command, exit 2, never a traceback."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # `import uvicorn` now fails as if not installed
+    monkeypatch.delitem(sys.modules, "featuremaps.cli.explore", raising=False)
+    assert main(["explore", "--no-browser"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "featuremaps: error: explore needs uvicorn, which is not installed; pip install 'featuremaps[explore]'"
+    ]

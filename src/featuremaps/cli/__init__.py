@@ -59,6 +59,14 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so every temporary file and folder is removed on the way out."""
 
 
+#: optional packages -> the pyproject extra that installs them
+EXTRAS = {
+    "fastapi": "explore", "uvicorn": "explore", "starlette": "explore",
+    "torch": "torch", "torchvision": "torch", "onnx": "onnx", "onnxruntime": "onnx",
+    "ray": "ray", "pyarrow": "ray", "matplotlib": "plot",
+}  # fmt: skip
+
+
 def _on_sigterm(signum, frame):
     raise Terminated()
 
@@ -78,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "command", None):
@@ -89,6 +98,17 @@ def _main(argv: list[str] | None) -> int:
         return int(command(args) or 0)
     except UserError as e:  # one line: newlines and terminal escapes (from file names) made visible
         print(f"featuremaps: error: {clean(e)}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # an optional extra the command needs is not installed: say which
+        extra = EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        command = getattr(args, "command", "this command")
+        print(
+            f"featuremaps: error: {command} needs {e.name.split('.')[0]}, which is not installed; "
+            f"pip install 'featuremaps[{extra}]'",
+            file=sys.stderr,
+        )
         return 2
     except Terminated:
         print(f"{_fresh()}featuremaps: terminated (SIGTERM); unfinished files removed", file=sys.stderr)
