@@ -192,7 +192,7 @@ def test_two_models_side_by_side_in_chromium(two_models):
         page.select_option("#vs", "m1")
         page.wait_for_selector("#panelB:not([hidden]) #gridB .cell")
         assert page.locator("#gridB .cell").count() == 5  # deep_1: 5 channels
-        page.wait_for_function("document.getElementById('inputB').naturalWidth === 32")  # its own 32 px input
+        page.wait_for_function("() => document.getElementById('inputB').naturalWidth === 32")  # its own 32 px input
         title = page.locator("#gridtitleB").text_content()
         assert "deeper_net" in title and "C1 deep_1" in title and "random weights" not in title, title
         page.locator("#layers li[data-label='C2']").click()

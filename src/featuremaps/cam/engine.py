@@ -41,7 +41,7 @@ def resolve_layer(model, spec: str | int | None) -> ConvLayer:
     """The target conv layer, by name, C-number (``C5`` or ``5``) or glob; by default the last conv layer whose
     maps have more than one pixel (MobileNet's ``conv_preds`` after global pooling is passed over)."""
     convs = conv_layers(model)
-    default = ([c for c in convs if _has_extent(c)] or convs)[-1]
+    default = next((c for c in reversed(convs) if _has_extent(c)), convs[-1])  # most often the last one
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "last")):
         return default
     item = f"C{spec}" if isinstance(spec, int) or str(spec).strip().isdigit() else str(spec).strip()

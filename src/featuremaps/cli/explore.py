@@ -52,10 +52,10 @@ def run(args) -> int:
         )
     if args.models and args.model:
         raise UserError("pass --model for one model or --models for several, not both")
-    names = check_model_names(args.models) if args.models else [args.model]  # bad names fail before any load
+    names = check_model_names(args.models) if args.models else None  # bad names fail before any load
     sock = bind(args.host, args.port)  # before the model loads: a taken port fails at once
     classes = args.classes.split(",") if args.classes else None
-    if args.models:  # as in compare: --weights for applications/torchvision models, files keep their own
+    if names:  # as in compare: --weights for applications/torchvision models, files keep their own
         loaded = [load_compared(n, args.weights, args.unsafe) for n in names]
     else:
         loaded = [

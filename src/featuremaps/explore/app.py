@@ -7,6 +7,7 @@ their bytes, static files from a fixed list. Every error is a JSON ``{"error": m
 
 from __future__ import annotations
 
+import asyncio
 from importlib import resources
 from pathlib import Path
 from urllib.parse import unquote
@@ -14,7 +15,6 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -142,12 +142,10 @@ def create_app(
     async def unexpected(request: Request, e: Exception):  # never a traceback page
         return JSONResponse({"error": f"internal error ({type(e).__name__}); see the server's terminal"}, 500)
 
-    async def call(ex: Explorer, image_id: str, fn, *args):
-        """Run ``fn`` at once when the image's maps are cached (tens of ms: no thread hand-off), else in the
-        thread pool (a forward pass or a CAM takes seconds; the server keeps answering meanwhile)."""
-        if image_id in ex.cache:
-            return fn(*args)
-        return await run_in_threadpool(fn, *args)
+    async def call(ex: Explorer, fn, *args):
+        """Run ``fn``, one of ``ex``'s methods, on the explorer's worker thread (where all its model and picture
+        work runs) and await it: the event loop keeps answering while a forward pass or a CAM takes seconds."""
+        return await asyncio.wrap_future(ex.submit(fn, *args))
 
     def png(data: bytes, filename: str | None = None) -> Response:
         h = dict(NO_STORE)
@@ -205,7 +203,7 @@ def create_app(
     @app.get("/api/images/{image_id}/layers/{layer}")
     async def layer_view(image_id: str, layer: str, sort: str = "index", cell: int = 112, model: str = "m0"):
         e = pick(model)
-        return await call(e, image_id, e.layer_view, image_id, layer, sort, cell)
+        return await call(e, e.layer_view, image_id, layer, sort, cell)
 
     @app.get("/api/images/{image_id}/layers/{layer}/grid.png")
     async def grid(
@@ -223,9 +221,7 @@ def create_app(
     ):
         level = None if download else 0
         e = pick(model)
-        data = await call(
-            e, image_id, e.grid_png, image_id, layer, sort, page, per_page, cmap, norm, cell, channels, level
-        )
+        data = await call(e, e.grid_png, image_id, layer, sort, page, per_page, cmap, norm, cell, channels, level)
         return png(data, f"{image_id}_{layer}_p{page}.png" if download else None)
 
     @app.get("/api/images/{image_id}/layers/{layer}/maps.npy")
@@ -251,13 +247,13 @@ def create_app(
         model: str = "m0",
     ):
         e = pick(model)
-        data = await call(e, image_id, e.channel_png, image_id, layer, channel, cmap, norm, alpha)
+        data = await call(e, e.channel_png, image_id, layer, channel, cmap, norm, alpha)
         return png(data, f"{image_id}_{layer}_ch{channel}.png" if download else None)
 
     @app.get("/api/images/{image_id}/layers/{layer}/channels/{channel}/value")
     async def value(image_id: str, layer: str, channel: str, y: int, x: int, model: str = "m0"):
         e = pick(model)
-        return await call(e, image_id, e.value, image_id, layer, channel, y, x)
+        return await call(e, e.value, image_id, layer, channel, y, x)
 
     # ---------------------------------------------------------------- CAM
     @app.get("/api/images/{image_id}/cam")

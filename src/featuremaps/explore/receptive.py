@@ -66,6 +66,11 @@ def kernel_field(f: Field, kernel, stride=1, dilation=1, padding=0) -> Field:
     return _kernel(f, _pair(kernel), _pair(stride), _pair(dilation), pad)
 
 
+#: the notes an approximated field carries (every framework's graph walk says the same)
+MERGE_NOTE = "the graph branches: where paths merge the widest field is used (approximate)"
+TRANSPOSED_NOTE = "after a transposed convolution the field is approximate"
+
+
 def transposed_field(f: Field, kernel, stride) -> Field:
     """The (approximate) field after a transposed convolution: the jump shrinks by the stride."""
     k, s = _pair(kernel), _pair(stride)
@@ -76,9 +81,12 @@ def transposed_field(f: Field, kernel, stride) -> Field:
     )
 
 
-def widest(fields: list) -> Field | None:
-    """Where paths merge (an add, a concatenation): the widest incoming field (None if none has one)."""
+def widest(fields: list, notes: set | None = None) -> Field | None:
+    """Where paths merge (an add, a concatenation): the widest incoming field (None if none has one); when the
+    incoming fields differ, :data:`MERGE_NOTE` goes into ``notes``."""
     fields = [f for f in fields if f is not None]
+    if notes is not None and len(set(fields)) > 1:
+        notes.add(MERGE_NOTE)
     return max(fields, key=lambda f: f.size[0] * f.size[1]) if fields else None
 
 
@@ -124,13 +132,8 @@ class _Walk:
                 f, _pair(cfg["kernel_size"]), _pair(cfg["strides"]), _pair(cfg["dilation_rate"]), cfg["padding"]
             )
         elif kind in _TRANSPOSE:
-            k, s = _pair(cfg["kernel_size"]), _pair(cfg["strides"])
-            out = Field(
-                tuple(f.size[a] + (k[a] - 1) * f.jump[a] / s[a] for a in range(2)),
-                tuple(f.jump[a] / s[a] for a in range(2)),
-                f.start,
-            )
-            self.notes.add("after a transposed convolution the field is approximate")
+            out = transposed_field(f, cfg["kernel_size"], cfg["strides"])
+            self.notes.add(TRANSPOSED_NOTE)
         elif kind in _POOL:
             k = _pair(cfg["pool_size"])
             s = _pair(cfg["strides"] or cfg["pool_size"])
@@ -173,15 +176,8 @@ class _Walk:
             if entry.get("class_name") == "InputLayer" or not entry.get("inbound_nodes"):
                 by_name[name] = f
                 continue
-            sources = [by_name.get(n) for n in _histories(entry["inbound_nodes"])]
-            sources = [s for s in sources if s is not None]
-            if not sources:
-                by_name[name] = None
-                continue
-            if len({s for s in sources}) > 1:
-                self.notes.add("the graph branches: where paths merge the widest field is used (approximate)")
-            widest = max(sources, key=lambda s: s.size[0] * s.size[1])
-            by_name[name] = self.apply(layer, widest)
+            incoming = widest([by_name.get(n) for n in _histories(entry["inbound_nodes"])], self.notes)
+            by_name[name] = None if incoming is None else self.apply(layer, incoming)
         out = outputs[0] if outputs else None
         if isinstance(out, list) and out and isinstance(out[0], str):
             return by_name.get(out[0])

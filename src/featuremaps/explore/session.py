@@ -13,25 +13,24 @@ import io
 import math
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from featuremaps.cam import CAM_METHODS, overlay
-from featuremaps.cam.methods import NEEDS_GRADIENTS
 from featuremaps.errors import UserError
 from featuremaps.explore.cache import ByteLRU
 from featuremaps.explore.receptive import adapter_fields, receptive_fields
 from featuremaps.frameworks import (
-    NEEDS_HEAD,
     adapter,
     check_methods,
     compute_cam,
     conv_layers,
     feature_extractor,
     framework_of,
+    usable_methods,
 )
 from featuremaps.images import load_image
 from featuremaps.io import encode_png
@@ -163,13 +162,18 @@ class Explorer:
         self.max_pixels = int(max_pixels)
         self.random_weights = lm.random_weights or "random weights" in lm.source.lower()
         self._extractors: dict[tuple, object] = {}  # input shape -> feature extractor (at most 2)
-        self._lock = threading.RLock()  # one model call at a time (Keras models are not re-entrant)
-        self._worker_ident = None  # the thread that does all model and picture work (see on_model_thread)
+        # all model and picture work runs on one thread (see on_model_thread): one model call at a time, too
+        self._worker_ident = None
         self._worker = ThreadPoolExecutor(1, "featuremaps-explore", initializer=self._mark_worker)
         self.n_classes = self._n_classes()
 
     def _mark_worker(self) -> None:
         self._worker_ident = threading.get_ident()
+
+    def submit(self, method, *args) -> Future:
+        """Run one of this explorer's methods on its worker thread and return the Future (a web server awaits
+        it instead of blocking a thread on it)."""
+        return self._worker.submit(method, *args)
 
     # ------------------------------------------------------------ model facts
     def _default_shape(self) -> tuple[int, int, int] | None:
@@ -194,10 +198,7 @@ class Explorer:
 
     def methods(self) -> list[str]:
         """The CAM methods this model supports (ONNX: gradient-free ones; Ablation-CAM: Keras only)."""
-        ad = self.adapter
-        if ad is None:
-            return list(CAM_METHODS)
-        return [m for m in CAM_METHODS if m not in NEEDS_HEAD and (ad.has_gradients or m not in NEEDS_GRADIENTS)]
+        return usable_methods(self.adapter or self.lm.model)
 
     def _layer_shape(self, c) -> list | None:
         if self.adapter is not None:
@@ -298,13 +299,9 @@ class Explorer:
         if a is not None:
             return a
         s = self.source(image_id)
-        with self._lock:
-            a = self.cache.get(image_id)
-            if a is not None:
-                return a
-            rgb = self._rgb(s)
-            prep = prepare(self.lm, rgb, input_shape=self.input_shape)
-            results, preds = self._extractor(prep.x.shape)(prep.x[None])
+        rgb = self._rgb(s)
+        prep = prepare(self.lm, rgb, input_shape=self.input_shape)
+        results, preds = self._extractor(prep.x.shape)(prep.x[None])
         probs = preds[0] if preds is not None else None
         maps, mx, mn, stats = {}, {}, {}, {}
         for r in results:
@@ -593,26 +590,24 @@ class Explorer:
         """A CAM of any class and method at any conv layer (kept with the image's analysis)."""
         a = self.analyse(image_id)
         label = self.layer(spec)
-        if method in CAM_METHODS and method not in self.methods():
-            try:
-                check_methods(self.adapter, [method])
-            except UserError as e:
-                raise BadRequest(str(e)) from None
-        self._choice(method, tuple(self.methods()), "method")
+        self._choice(method, tuple(CAM_METHODS), "method")
+        try:
+            check_methods(self.adapter, [method])  # one this framework cannot do: the line saying which can
+        except UserError as e:
+            raise BadRequest(str(e)) from None
         if self.n_classes is None:
             raise BadRequest(f"model '{self.lm.name}' has no (batch, classes) output, so no CAMs")
         key = (label, method, None if cls in (None, "") else str(cls))
         res = a.cams.get(key)
         if res is None:
-            with self._lock:
-                res = compute_cam(
-                    self.lm.model,
-                    a.prep.x,
-                    method,
-                    layer=self.by_label[label].name,
-                    class_index=cls,
-                    classes=self.lm.classes,
-                )
+            res = compute_cam(
+                self.lm.model,
+                a.prep.x,
+                method,
+                layer=self.by_label[label].name,
+                class_index=cls,
+                classes=self.lm.classes,
+            )
             if len(a.cams) >= 8:
                 a.cams.pop(next(iter(a.cams)))
             a.cams[key] = res

@@ -163,15 +163,22 @@ def feature_extractor(model, input_shape, layers="all", maps: int | None = 16, s
     return AdapterExtractor(ad, input_shape, layers=layers, maps=maps, select=select)
 
 
+def usable_methods(model) -> list[str]:
+    """The CAM methods ``model`` supports: all for Keras, no Ablation-CAM for other frameworks, and only the
+    gradient-free ones where there are no gradients (ONNX). ``model``: a Keras model or a :class:`ModelAdapter`."""
+    if not isinstance(model, ModelAdapter):
+        return list(CAM_METHODS)
+    return [m for m in CAM_METHODS if m not in NEEDS_HEAD and (model.has_gradients or m not in NEEDS_GRADIENTS)]
+
+
 def check_methods(model, methods) -> None:
     """Gradient CAM methods asked of a model without gradients (ONNX): one line naming those that apply."""
     ad = model if isinstance(model, ModelAdapter) else None
     head = [m for m in methods if m in NEEDS_HEAD]
     if ad is not None and head:
-        usable = [m for m in CAM_METHODS if m not in NEEDS_HEAD and (ad.has_gradients or m not in NEEDS_GRADIENTS)]
         raise UserError(
             f"{head[0]} re-runs the network from the target layer, which featuremaps does for Keras models only; "
-            f"use --method {','.join(usable)}"
+            f"use --method {','.join(usable_methods(ad))}"
         )
     need = [m for m in methods if m in NEEDS_GRADIENTS]
     if ad is not None and need and not ad.has_gradients:

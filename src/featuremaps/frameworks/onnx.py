@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 
 from featuremaps.errors import UserError
-from featuremaps.explore.receptive import Field, kernel_field, transposed_field, widest
+from featuremaps.explore.receptive import TRANSPOSED_NOTE, Field, kernel_field, transposed_field, widest
 from featuremaps.frameworks import ModelAdapter
 from featuremaps.layers import ConvLayer
 
@@ -178,10 +178,7 @@ class OnnxAdapter(ModelAdapter):
         names = {c.output: c.name for c in self._convs}
         out, notes = {}, set()
         for node in graph.node:
-            present = [fields[i] for i in node.input if i in fields and fields[i] is not None]
-            if len(set(present)) > 1:
-                notes.add("the graph branches: where paths merge the widest field is used (approximate)")
-            f = widest(present)
+            f = widest([fields.get(i) for i in node.input], notes)
             if f is not None:
                 f = _field_after(node, f, inits, notes)
             for o in node.output:
@@ -242,7 +239,7 @@ def _field_after(node, f: Field, inits: dict, notes: set) -> Field | None:
         return None
     strides = attrs.get("strides", [1, 1])
     if op == "ConvTranspose":
-        notes.add("after a transposed convolution the field is approximate")
+        notes.add(TRANSPOSED_NOTE)
         return transposed_field(f, kernel, strides)
     auto = attrs.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else str(auto)

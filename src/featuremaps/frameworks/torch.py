@@ -37,7 +37,7 @@ import torch.fx
 from torch import nn
 
 from featuremaps.errors import UserError
-from featuremaps.explore.receptive import Field, kernel_field, transposed_field, widest
+from featuremaps.explore.receptive import TRANSPOSED_NOTE, Field, kernel_field, transposed_field, widest
 from featuremaps.frameworks import ModelAdapter
 from featuremaps.layers import ConvLayer
 
@@ -287,10 +287,7 @@ class TorchAdapter(ModelAdapter):
                 fields[n] = Field() if first_input else None
                 first_input = False
                 continue
-            present = [fields[a] for a in n.all_input_nodes if fields.get(a) is not None]
-            if len(set(present)) > 1:
-                notes.add("the graph branches: where paths merge the widest field is used (approximate)")
-            f = widest(present)
+            f = widest([fields.get(a) for a in n.all_input_nodes], notes)
             if f is not None:
                 f = self._field_after(n, f, mods, notes)
             fields[n] = f
@@ -307,7 +304,7 @@ class TorchAdapter(ModelAdapter):
             if isinstance(m, nn.Conv2d):
                 return kernel_field(f, m.kernel_size, m.stride, m.dilation, m.padding)
             if isinstance(m, nn.ConvTranspose2d):
-                notes.add("after a transposed convolution the field is approximate")
+                notes.add(TRANSPOSED_NOTE)
                 return transposed_field(f, m.kernel_size, m.stride)
             if isinstance(m, nn.MaxPool2d | nn.AvgPool2d):
                 return kernel_field(f, m.kernel_size, m.stride or m.kernel_size, getattr(m, "dilation", 1), m.padding)
