@@ -104,3 +104,84 @@ def rgb_image(tmp_path) -> Path:
     p = tmp_path / "img.png"
     Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(p)
     return p
+
+
+# ---------------------------------------------------------------- atlas on PyTorch / ONNX files (atlas, atlas_ray)
+def torch_and_onnx_files(folder: Path):
+    """A tiny torch CNN (conv 3->4, ReLU, conv 4->6 stride 2, ReLU, mean, linear) saved as TorchScript
+    (``net.pt``, traced) and as ONNX (``net.onnx``, exported for 32x32 inputs with a dynamic batch);
+    returns (net, pt, onnx). Skips the test when torch or onnx/onnxruntime is missing."""
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    nn = torch.nn
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = nn.Conv2d(3, 4, 3, padding=1)
+            self.second = nn.Conv2d(4, 6, 3, stride=2)
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x):
+            x = torch.relu(self.second(torch.relu(self.first(x))))
+            return self.fc(x.mean((2, 3)))
+
+    torch.manual_seed(0)
+    net = Tiny().eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    pt, ox = folder / "net.pt", folder / "net.onnx"
+    example = torch.zeros(1, 3, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(net, example).save(str(pt))
+        torch.onnx.export(
+            net, example, str(ox), dynamo=False, input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "n"}},
+        )  # fmt: skip
+    return net, pt, ox
+
+
+def hooked_channel_means(net, images: list[np.ndarray], preprocess) -> list[np.ndarray]:
+    """Per Conv2d of ``net`` (forward order), the (N, C) spatial means of its output over ``images``
+    (uint8 (H, W, 3)), from a plain forward with hooks: the test's own computation of what atlas averages."""
+    import torch
+
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    outs = {i: [] for i in range(len(convs))}
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, o, i=i: outs[i].append(o.detach().mean((2, 3)).numpy()))
+        for i, m in enumerate(convs)
+    ]
+    try:
+        with torch.no_grad():
+            for im in images:
+                net(torch.from_numpy(preprocess(im[None].astype(np.float32))).permute(0, 3, 1, 2))
+    finally:
+        for h in hooks:
+            h.remove()
+    return [np.concatenate(outs[i]).astype(np.float64) for i in range(len(convs))]
+
+
+def onnx_channel_means(path: Path, images: list[np.ndarray], preprocess) -> list[np.ndarray]:
+    """Per Conv node of the ONNX file (graph order), the (N, C) spatial means of its output over ``images``:
+    the conv outputs are added as graph outputs and read from a plain ``InferenceSession.run``."""
+    import onnx
+    import onnxruntime as ort
+
+    proto = onnx.load(str(path))
+    names = [n.output[0] for n in proto.graph.node if n.op_type == "Conv"]
+    for name in names:
+        proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = preprocess(np.stack(images).astype(np.float32)).transpose(0, 3, 1, 2)
+    outs = sess.run(names, {sess.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})
+    return [o.mean(axis=(2, 3)).astype(np.float64) for o in outs]
+
+
+def class_means(per_image: np.ndarray, labels: list[int], n_classes: int) -> np.ndarray:
+    """(n_classes, C) mean of the per-image rows of each class."""
+    labels = np.asarray(labels)
+    return np.stack([per_image[labels == k].mean(axis=0) for k in range(n_classes)])

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import needs_fer
+from conftest import class_means, hooked_channel_means, needs_fer
 from PIL import Image
 
 from featuremaps import colormap, models
@@ -68,6 +68,14 @@ def test_selectivity_edge_cases():
     si, pref = selectivity(np.array([[1.0, 0.0, 2.0], [0.0, 0.0, 2.0], [np.nan, np.nan, np.nan]]))
     np.testing.assert_allclose(si, [1.0, 0.0, 0.0])  # one-class, silent, uniform; the empty class is ignored
     assert pref.tolist()[0] == 0
+
+
+def test_selectivity_of_signed_class_means_stays_in_0_1():
+    """Raw torch/ONNX conv outputs can average below 0: class means -0.9 and 1.0 would give (1 + 0.9) / 0.1 = 19
+    unclipped; over means clipped at 0 it is 1 (one class only), and all-negative channels prefer no class."""
+    si, pref = selectivity(np.array([[-0.9, -0.5, 0.2], [1.0, -0.2, 0.6]]))
+    np.testing.assert_allclose(si, [1.0, 0.0, (0.6 - 0.2) / 0.8])
+    assert pref.tolist() == [1, 1, 1] and ((si >= 0) & (si <= 1)).all()
 
 
 def test_top_k_is_bounded_and_exact():
@@ -374,3 +382,45 @@ def test_duplicates_are_found_across_merged_partials():
     a.add_digests([11, 22, 33], [0, 0, 1], [0, 1, 2])
     b.add_digests([22, 33, 44], [1, 1, 1], [3, 4, 5])
     assert a.merge(b).duplicates() == [[(1, 0), (3, 1)]]
+
+
+def _rgb_folder(root, classes, n, side, seed=0):
+    """ROOT/<class>/*.png of random RGB images (brightness grows with the class); (images, labels) in file order."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for k, cls in enumerate(classes):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            im = (rng.integers(0, 256, (side, side, 3)) * (0.5 + 0.25 * k)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(im).save(root / cls / f"{i}.png")
+            images.append(im)
+            labels.append(k)
+    return images, labels
+
+
+def test_atlas_of_a_torchvision_model_uses_its_imagenet_preprocessing(tmp_path, capsys):
+    """--model torchvision:resnet18 --weights none: the images go in with torchvision's ImageNet mean/std (as
+    in show), and C1/C2's class means equal a hooked forward of the same random-weight resnet18."""
+    torch = pytest.importorskip("torch")
+    from featuremaps.errors import UserError
+    from featuremaps.frameworks.torch import torchvision_models
+
+    try:
+        tvm = torchvision_models()
+    except UserError as e:
+        pytest.skip(str(e))
+    images, labels = _rgb_folder(tmp_path / "data", ["a", "b"], 2, 224)
+    out = tmp_path / "atlas"
+    argv = ["atlas", "--data", str(tmp_path / "data"), "--model", "torchvision:resnet18", "--weights", "none"]
+    torch.manual_seed(0)  # the random weights the command draws, drawn again below for the hand computation
+    assert main([*argv, "--layers", "C1,C2", "--batch-size", "2", "--out", str(out)]) == 0, capsys.readouterr().err
+    torch.manual_seed(0)
+    ref = tvm.get_model("resnet18", weights=None).eval()
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    per_image = hooked_channel_means(ref, images, lambda x: ((x / 255.0 - mean) / std).astype(np.float32))
+    meta = json.loads((out / "atlas.json").read_text())
+    assert [ly["name"] for ly in meta["layers"]] == ["conv1", "layer1.0.conv1"] and meta["resized"] == 0
+    with np.load(out / "atlas.npz") as z:
+        for j, ly in enumerate(meta["layers"]):
+            want = class_means(per_image[j], labels, 2)
+            np.testing.assert_allclose(z[f"{ly['npz_prefix']}/means"], want, rtol=1e-5, atol=1e-5)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FER_ARCHIVE
+from conftest import FER_ARCHIVE, class_means, hooked_channel_means, onnx_channel_means, torch_and_onnx_files
 from PIL import Image
 
 ray = pytest.importorskip("ray")
@@ -112,6 +112,48 @@ def test_ray_torch_model_gets_the_drivers_weights_on_gpu_actors(local_ray, synth
     _assert_same(local, remote)
     with pytest.raises(UserError, match="GPUs"):
         compute_atlas_ray(load, src, lm=lm, layers="C1", batch_size=8, gpus_per_actor=2)
+
+
+def test_ray_cli_on_torchscript_and_onnx_files_equals_the_local_cli(local_ray, tmp_path, capsys):
+    """featuremaps atlas --engine ray on a TorchScript file (2 actors) and an ONNX file (2 actors at half a
+    logical GPU each, --gpus-per-actor 0.5): the same files as the local command, class means within 1e-5
+    and the same top-9 ids, and the class means equal a hooked torch forward / a plain ONNX Runtime session."""
+    net, pt, ox = torch_and_onnx_files(tmp_path / "models")
+    rng = np.random.default_rng(1)
+    images, labels = [], []
+    for k, c in enumerate(CLASSES):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(7):
+            im = (rng.integers(0, 256, (32, 32, 3)) // 32 * 32 * (0.6 + 0.2 * k)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(im).save(tmp_path / "data" / c / f"{i}.png")
+            images.append(im)
+            labels.append(k)
+
+    def unit(x):
+        return x / 255.0
+
+    for model, extra, hand in (
+        (pt, ["--actors", "2"], hooked_channel_means(net, images, unit)),
+        (ox, ["--gpus-per-actor", "0.5"], onnx_channel_means(ox, images, unit)),
+    ):
+        base = ["atlas", "--data", str(tmp_path / "data"), "--model", str(model), "--batch-size", "4"]
+        local, remote = tmp_path / f"local_{model.suffix[1:]}", tmp_path / f"ray_{model.suffix[1:]}"
+        assert main([*base, "--out", str(local)]) == 0, capsys.readouterr().err
+        assert main([*base, "--engine", "ray", *extra, "--out", str(remote)]) == 0, capsys.readouterr().err
+        files = {p.relative_to(remote).as_posix() for p in remote.rglob("*") if p.is_file()}
+        assert {"atlas.json", "atlas.npz", "index.html", "heatmaps/C01_first.png", "top/C02_second.png"} <= files
+        a, b = (json.loads((d / "atlas.json").read_text()) for d in (local, remote))
+        assert b["images"] == 21 and [ly["name"] for ly in b["layers"]] == ["first", "second"]
+        with np.load(local / "atlas.npz") as za, np.load(remote / "atlas.npz") as zb:
+            assert sorted(za.files) == sorted(zb.files)
+            for k in za.files:
+                if za[k].dtype.kind == "f":
+                    np.testing.assert_allclose(zb[k], za[k], rtol=1e-5, atol=1e-7)
+                else:
+                    assert (za[k] == zb[k]).all(), f"{model.name}: {k} differs"
+            for j, ly in enumerate(b["layers"]):
+                want = class_means(hand[j], labels, len(CLASSES))
+                np.testing.assert_allclose(zb[f"{ly['npz_prefix']}/means"], want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(not FER.is_file(), reason=f"FER2013 archive not found at {FER} (set FEATUREMAPS_FER2013)")

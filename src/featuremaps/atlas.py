@@ -15,7 +15,10 @@ and skipped.
 Class selectivity index of a channel (Morcos et al. 2018): with ``mu_max`` its largest class mean and
 ``mu_rest`` the mean of its other class means, ``SI = (mu_max - mu_rest) / (mu_max + mu_rest)``: 0 when it
 responds to all classes alike, 1 when it responds to one class only (defined for non-negative, post-ReLU
-activations; 0 where the denominator is not positive).
+activations; 0 where the denominator is not positive). A PyTorch or ONNX conv layer's maps are its raw output,
+before the BatchNorm and ReLU that follow, so class means can be negative: the index is then taken over the
+class means clipped at 0, which keeps it in [0, 1] (unclipped, a channel with class means -0.9 and 1.0 would
+score 19). Class means themselves are never clipped.
 """
 
 from __future__ import annotations
@@ -308,13 +311,15 @@ def _top_k(vals: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
 
 
 def selectivity(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Class selectivity index and preferred class from (n_classes, C) means (NaN rows skipped)."""
+    """Class selectivity index and preferred class from (n_classes, C) means (NaN rows skipped); the index is
+    taken over the means clipped at 0 (signed conv outputs), so it is in [0, 1]."""
     m = means[~np.isnan(means).any(axis=1)]
     if m.shape[0] < 2:
         return np.zeros(means.shape[1]), np.zeros(means.shape[1], np.int64)
     pref_rows = np.argmax(m, axis=0)
-    mu_max = m.max(axis=0)
-    mu_rest = (m.sum(axis=0) - mu_max) / (m.shape[0] - 1)
+    r = np.maximum(m, 0.0)  # post-ReLU (Keras conv layers with their activation): the same values
+    mu_max = r.max(axis=0)
+    mu_rest = (r.sum(axis=0) - mu_max) / (r.shape[0] - 1)
     den = mu_max + mu_rest
     with np.errstate(invalid="ignore", divide="ignore"):
         si = np.where(den > 0, (mu_max - mu_rest) / np.where(den > 0, den, 1.0), 0.0)
