@@ -194,3 +194,43 @@ def test_cli_unreplayable_exit_2(tmp_path, rgb_image, capsys):
     rc = main(["show", str(rgb_image), "--model", str(p), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and "OnlyOnce" in err and len(err.strip().splitlines()) == 1, err
+
+
+def _shared_conv():
+    """One Conv2D layer called on the image and on its negative (1 - x; shared weights), then a second conv."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3))
+    shared = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="shared")
+    a = shared(inp)
+    b = shared(keras.layers.Rescaling(-1.0, offset=1.0, name="negative")(inp))
+    h = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="after")(keras.layers.Add(name="add")([a, b]))
+    return keras.Model(inp, _head(h), name="shared_conv")
+
+
+def test_plain_layer_called_twice_every_call_drawn():
+    m = _shared_conv()
+    assert [c.name for c in conv_layers(m)] == ["shared", "shared@2", "after"]
+    x = _x(4)
+    got = extract(m, x)
+    shared = m.get_layer("shared")
+    first, second = _np(shared(x[None]))[0], _np(shared(1.0 - x[None]))[0]
+    after = _np(m.get_layer("after")(m.get_layer("add")([first[None], second[None]])))[0]
+    assert list(got) == ["shared", "shared@2", "after"]
+    for k, v in (("shared", first), ("shared@2", second), ("after", after)):
+        np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(got["shared"], got["shared@2"])
+    one, two = compute_cam(m, x, layer="C1", class_index=2), compute_cam(m, x, layer="shared@2", class_index=2)
+    assert (one.layer.name, two.layer.name) == ("shared", "shared@2")
+    assert not np.allclose(one.heatmap, two.heatmap)
+
+
+def test_cli_lists_and_draws_every_call(tmp_path, rgb_image, capsys):
+    p = tmp_path / "shared.keras"
+    _shared_conv().save(p)
+    assert main(["layers", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "C1  shared " in out and "C2  shared@2 " in out and "C3  after " in out, out
+    assert main(["show", str(rgb_image), "--model", str(p), "--layers", "C2", "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "img" / "layers" / "C02_shared_2.png").is_file()

@@ -101,7 +101,7 @@ def textbook_gradcam(net, x: np.ndarray, module, call: int = 1, cls: int | None 
 # ---------------------------------------------------------------- layers and maps
 def test_conv_layers_in_execution_order_named_by_path_with_repeated_calls():
     convs = fm.conv_layers(small_net())
-    assert [c.name for c in convs] == ["a", "b", "b#2", "c", "up"]
+    assert [c.name for c in convs] == ["a", "b", "b@2", "c", "up"]
     assert [c.label for c in convs] == ["C1", "C2", "C3", "C4", "C5"]
     assert [c.kind for c in convs] == [
         "Conv2d",
@@ -124,7 +124,7 @@ def test_maps_equal_a_plain_forward_with_hooks():
     net, x = small_net(), image()
     maps = fm.extract(net, x)
     expected = hooked_maps(net, x)
-    assert list(maps) == ["a", "b", "b#2", "c", "up"]
+    assert list(maps) == ["a", "b", "b@2", "c", "up"]
     for got, want in zip(maps.values(), expected, strict=True):
         assert got.dtype == np.float32 and got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
@@ -198,7 +198,7 @@ def test_torchscript_gives_the_same_maps_and_cams(tmp_path):
     path = tmp_path / "net.pt"
     torch.jit.script(net).save(str(path))
     scripted = torch.jit.load(str(path))
-    assert [c.name for c in fm.conv_layers(scripted)] == ["a", "b", "b#2", "c", "up"]
+    assert [c.name for c in fm.conv_layers(scripted)] == ["a", "b", "b@2", "c", "up"]
     for got, want in zip(fm.extract(scripted, x).values(), hooked_maps(net, x), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5)
     want, _ = textbook_gradcam(net, x, net.up)
@@ -215,7 +215,7 @@ def test_exported_program_gives_the_same_maps_and_cams(tmp_path, capsys):
     lm = fm.load_model(str(path))
     assert lm.input_shape == (32, 32, 3)
     convs = fm.conv_layers(lm.model)
-    assert [c.name for c in convs] == ["a", "b", "b#2", "c", "up"]
+    assert [c.name for c in convs] == ["a", "b", "b@2", "c", "up"]
     assert [c.kind for c in convs] == ["Conv2d", "Conv2d (depthwise)", "Conv2d (depthwise)", "Conv2d (groups=2)",
                                        "ConvTranspose2d"]  # fmt: skip
     for got, want in zip(fm.extract(lm.model, x).values(), hooked_maps(net, x), strict=True):
@@ -292,7 +292,7 @@ def test_cli_show_layers_cam_with_a_torchscript_file(tmp_path, capsys):
     torch.jit.script(small_net()).save(str(path))
     img = EXAMPLES / "astronaut.png"
     code, out, _ = _run(["layers", path, "--input-shape", "32,32,3"], capsys)
-    assert code == 0 and "C3  b#2" in out and "C5  up" in out
+    assert code == 0 and "C3  b@2" in out and "C5  up" in out
     code, _, err = _run(["show", img, "--model", path, "--input-shape", "64,64,3", "--out", tmp_path / "o"], capsys)
     assert code == 0, err
     folder = tmp_path / "o" / "astronaut"
@@ -450,7 +450,7 @@ def test_atlas_of_a_torch_file_equals_hooked_class_means(tmp_path, capsys, kind)
     for f in ("atlas.json", "atlas.npz", "index.html"):
         assert (out / f).is_file()
     meta = json.loads((out / "atlas.json").read_text())
-    assert [ly["name"] for ly in meta["layers"]] == ["a", "b", "b#2", "c", "up"]
+    assert [ly["name"] for ly in meta["layers"]] == ["a", "b", "b@2", "c", "up"]
     with np.load(out / "atlas.npz") as z:
         for j, ly in enumerate(meta["layers"]):
             want = []

@@ -68,9 +68,10 @@ def is_model(layer) -> bool:
     return isinstance(layer, keras.Model)
 
 
-def _submodel_calls(model) -> dict[str, int]:
-    """How many times a functional ``model`` calls each nested model (by name), read from its config."""
-    if isinstance(model, keras.Sequential) or not any(is_model(layer) for layer in model.layers):
+def _layer_calls(model) -> dict[str, int]:
+    """How many times a functional ``model`` calls each of its layers and nested models (by name), read from
+    its config; empty for a Sequential model (each of its layers is called once)."""
+    if isinstance(model, keras.Sequential):
         return {}
     try:
         cfg = model.get_config()
@@ -82,20 +83,20 @@ def _submodel_calls(model) -> dict[str, int]:
 
 
 def walk(model, prefix: str = ""):
-    """Yield ``(path_name, layer)`` for every non-model layer in forward order, entering nested models.
+    """Yield ``(path_name, layer)`` for every call of every non-model layer in forward order, entering nested
+    models.
 
-    A nested model called more than once (shared weights, e.g. a siamese base) is entered once per call:
-    ``base/conv`` is its first call, ``base@2/conv`` its second. A plain layer called twice is listed once
-    (its first call is the one drawn).
+    A layer or nested model called more than once (shared weights, e.g. a siamese base) is listed once per
+    call, the calls one after the other: ``conv`` then ``conv@2``; ``base/conv`` then ``base@2/conv``.
     """
-    calls = _submodel_calls(model)
+    calls = _layer_calls(model)
     for layer in model.layers:
         name = f"{prefix}{layer.name}"
-        if is_model(layer):
-            for k in range(max(1, calls.get(layer.name, 1))):
+        for k in range(max(1, calls.get(layer.name, 1))):
+            if is_model(layer):
                 yield from walk(layer, prefix=f"{name}/" if k == 0 else f"{name}@{k + 1}/")
-        else:
-            yield name, layer
+            else:
+                yield (name if k == 0 else f"{name}@{k + 1}"), layer
 
 
 def conv_layers(model) -> list[ConvLayer]:

@@ -104,7 +104,7 @@ class OnnxAdapter(ModelAdapter):
         for c in convs:  # unique names (two nodes of one module, or unnamed nodes)
             seen[c.name] = seen.get(c.name, 0) + 1
             if seen[c.name] > 1:
-                c.name = f"{c.name}#{seen[c.name]}"
+                c.name = f"{c.name}@{seen[c.name]}"
         self._convs = convs
         self._by_name = {c.name: c for c in convs}
         self._sess = None

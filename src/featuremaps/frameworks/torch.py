@@ -2,7 +2,7 @@
 
 Conv layers are ``nn.Conv2d`` (grouped and depthwise included) and ``nn.ConvTranspose2d`` in *execution*
 order, found by forward hooks on one probe pass, named by module path (``layer1.0.conv1``). A module called
-twice in one forward appears once per call (``block.conv``, ``block.conv#2``), like Keras layers that are
+twice in one forward appears once per call (``block.conv``, ``block.conv@2``), like Keras layers that are
 reused. Maps come from one forward pass under ``torch.inference_mode()`` with the module in ``eval()`` mode
 (its training flags are restored afterwards); NCHW tensors become ``(B, h, w, C)`` NumPy views at the
 boundary (no copy). A conv output that a later in-place op changes (``nn.ReLU(inplace=True)`` right after a
@@ -246,7 +246,7 @@ class TorchAdapter(ModelAdapter):
         for m, k, path, t, version in calls:
             if t.dim() != 4:
                 continue
-            name = path if k == 1 else f"{path}#{k}"
+            name = path if k == 1 else f"{path}@{k}"
             if t._version != version:
                 self._clone.add(name)
             shapes[name] = (int(t.shape[2]), int(t.shape[3]), int(t.shape[1]))
@@ -293,7 +293,7 @@ class TorchAdapter(ModelAdapter):
             fields[n] = f
             if n.op == "call_module" and is_conv(mods[n.target]):
                 k = calls[n.target] = calls.get(n.target, 0) + 1
-                out[n.target if k == 1 else f"{n.target}#{k}"] = f
+                out[n.target if k == 1 else f"{n.target}@{k}"] = f
         return out, not notes, "; ".join(sorted(notes))
 
     @staticmethod
@@ -439,7 +439,7 @@ class ScriptAdapter(TorchAdapter):
         for n in nodes:
             path, kind = _hierarchy(n)
             counts[path] = counts.get(path, 0) + 1
-            names.append(path if counts[path] == 1 else f"{path}#{counts[path]}")
+            names.append(path if counts[path] == 1 else f"{path}@{counts[path]}")
             kinds.append(kind)
             v = n.output()
             if any(u.user.kind().endswith("_") for u in v.uses()):  # changed in place later: clone for the maps
@@ -460,7 +460,7 @@ class ScriptAdapter(TorchAdapter):
         ret.replaceInput(0, tup.output())
         self._fn = torch._C._create_function_from_graph(f"featuremaps_{id(self)}", graph)
         self._names, self._kinds = names, kinds
-        first = _submodule(module, names[0].split("#")[0])
+        first = _submodule(module, names[0].split("@")[0])
         c = getattr(first, "in_channels", None) if first is not None else None
         self.input_shape = tuple(input_shape) if input_shape else (None, None, c or 3)
         self._convs = None
@@ -500,7 +500,7 @@ class ScriptAdapter(TorchAdapter):
             self._convs = [
                 TorchConvLayer(i + 1, n, sub, k if sub is None else _kind(sub, k), 1, shapes[n][2])
                 for i, (n, k) in enumerate(zip(self._names, self._kinds, strict=True))
-                for sub in [_submodule(self.module, n.split("#")[0])]
+                for sub in [_submodule(self.module, n.split("@")[0])]
             ]
             self._by_name = {c.name: c for c in self._convs}
         self._shapes[shape] = (shapes, tuple(out.shape) if isinstance(out, torch.Tensor) else ())
