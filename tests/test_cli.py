@@ -397,3 +397,13 @@ def test_a_missing_optional_extra_is_one_line(monkeypatch, capsys):
     assert err == [
         "featuremaps: error: explore needs uvicorn, which is not installed; pip install 'featuremaps[explore]'"
     ]
+
+
+def test_python_dash_m_runs_the_cli(monkeypatch, capsys):
+    """``python -m featuremaps`` is the featuremaps command: same parser, same exit codes."""
+    import runpy
+
+    monkeypatch.setattr("sys.argv", ["featuremaps", "layers", "no-such-model"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_module("featuremaps", run_name="__main__")
+    assert e.value.code == 2 and "no-such-model" in capsys.readouterr().err

@@ -117,3 +117,29 @@ def test_select_errors_list_what_exists(convs, spec, match):
     with pytest.raises(UserError, match=match) as e:
         select_layers(convs, spec)
     assert "\n" not in str(e.value)
+
+
+def test_call_counts_are_read_once_and_do_not_keep_the_model_alive():
+    """Listing a functional model's layers reads its config once; the memo holds no strong reference."""
+    import gc
+    import weakref
+
+    import keras
+
+    from featuremaps import layers as L
+
+    inp = keras.Input((8, 8, 3))
+    shared = keras.layers.Conv2D(2, 3, name="shared")
+    m = keras.Model(inp, keras.layers.Add()([shared(inp), shared(inp)]), name="twice")
+    calls, ref = [], weakref.ref(m)
+
+    def counted():
+        calls.append(1)
+        return type(ref()).get_config(ref())
+
+    m.get_config = counted
+    assert [c.name for c in L.conv_layers(m)] == ["shared", "shared@2"]
+    assert [c.name for c in L.conv_layers(m)] == ["shared", "shared@2"] and len(calls) == 1
+    del m
+    gc.collect()
+    assert ref() is None
