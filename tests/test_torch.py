@@ -270,6 +270,8 @@ def test_torchvision_by_name_cli(tmp_path, capsys):
     man = json.loads((tmp_path / "o" / "chelsea" / "manifest.json").read_text())
     assert [r["name"] for r in man["layers"]] == ["conv1", "layer4.1.conv2"]
     assert man["preprocessing"]["scaling"].startswith("x / 255, ImageNet mean/std")
+    # random weights are said, and their noise is not printed as a prediction (as for Keras --weights none)
+    assert "predicted" not in capsys.readouterr().out and man["prediction"] == []
     # a state dict of another architecture: one line, nothing written
     sd = tmp_path / "sd.pt"
     torch.save(small_net().state_dict(), sd)

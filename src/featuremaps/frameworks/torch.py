@@ -642,7 +642,8 @@ def load_torchvision(name: str, weights: str | None, preprocess: str | None):
     else:
         fn, desc = imagenet_preprocess, "x / 255, ImageNet mean/std (torchvision)"
     ad = TorchAdapter(module, name=key, input_shape=(side, side, 3))
-    return LoadedModel(ad, f"torchvision:{key}", src, desc, fn, ad.input_shape, classes)
+    random = weights == "none"  # figures say so and show no prediction, as for Keras models
+    return LoadedModel(ad, f"torchvision:{key}", src, desc, fn, ad.input_shape, classes, False, random)
 
 
 def _crop_size(weights) -> int:
