@@ -9,7 +9,8 @@ or float32 in [0, 1]; channels last.
 
 The package, as a table of contents:
 
-* core, model -> maps: ``errors``, ``models``, ``images``, ``faces``, ``layers``, ``extractor``
+* core, model -> maps: ``errors``, ``keras_backend`` (torch or JAX where TensorFlow is missing), ``models``,
+  ``images``, ``faces``, ``layers``, ``extractor``
 * pixels, arrays in and arrays out: ``colormaps``, ``draw``, ``render``, ``charts``, ``figure``
 * ``cam/``: class activation maps (methods, engine, gradients, heatmaps, metrics)
 * ``callbacks``: ``FeatureMapsCallback``, feature maps of fixed inputs epoch by epoch in any ``model.fit``
@@ -22,6 +23,8 @@ The package, as a table of contents:
 from __future__ import annotations
 
 import importlib
+
+from featuremaps import keras_backend
 
 __version__ = "0.1.0"
 
@@ -57,6 +60,7 @@ def __getattr__(name: str):
     if name not in _API:
         raise AttributeError(f"module 'featuremaps' has no attribute {name!r}")
     mod, attr = _API[name] if isinstance(_API[name], tuple) else (_API[name], name)
+    keras_backend.choose()  # Keras on torch or JAX where TensorFlow is not installed (and nothing was chosen)
     value = getattr(importlib.import_module(f"featuremaps.{mod}"), attr)
     globals()[name] = value
     return value

@@ -20,6 +20,7 @@ import sys
 import threading
 import warnings
 
+from featuremaps import keras_backend
 from featuremaps.cli.options import build_parser
 from featuremaps.cli.progress import clean
 from featuremaps.errors import UserError
@@ -63,7 +64,7 @@ class Terminated(KeyboardInterrupt):
 EXTRAS = {
     "fastapi": "explore", "uvicorn": "explore", "starlette": "explore",
     "torch": "torch", "torchvision": "torch", "onnx": "onnx", "onnxruntime": "onnx",
-    "ray": "ray", "pyarrow": "ray", "matplotlib": "plot",
+    "ray": "ray", "pyarrow": "ray", "matplotlib": "plot", "tensorflow": "tensorflow",
 }  # fmt: skip
 
 
@@ -93,6 +94,7 @@ def _main(argv: list[str] | None) -> int:
             parser.print_help()
             return 2
         _quiet_frameworks()
+        keras_backend.choose()  # torch or JAX where TensorFlow is not installed, before Keras is imported
         module, _, func = args.run.partition(":")
         command = getattr(importlib.import_module(f"featuremaps.cli.{module}"), func or "run")
         return int(command(args) or 0)
