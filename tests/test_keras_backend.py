@@ -15,7 +15,8 @@ from featuremaps import keras_backend
 def fresh(monkeypatch, tmp_path):
     """A process state before Keras is imported: no KERAS_BACKEND, an empty Keras home."""
     monkeypatch.delitem(sys.modules, "keras", raising=False)
-    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_BACKEND", "unset")  # recorded, so what choose() sets is undone after the test
+    monkeypatch.delenv("KERAS_BACKEND")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     return tmp_path
 
