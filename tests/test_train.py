@@ -63,11 +63,33 @@ def test_checkpoint_resume_and_refusals(tmp_path):
         train(str(data), out, epochs=2, width=0.0625, verbose=0)
     with pytest.raises(UserError, match="larger --epochs"):
         train(str(data), out, epochs=1, resume=True, verbose=0)
+    # a run started on another backend: its optimizer state is that backend's; one line, nothing changed
+    state = json.loads((out / "state.json").read_text())
+    other = {**state, "recipe": {**state["recipe"], "backend": "jax"}}
+    (out / "state.json").write_text(json.dumps(other))
+    with pytest.raises(UserError, match="trained on Keras' jax backend and this process runs tensorflow"):
+        train(str(data), out, epochs=2, batch_size=16, resume=True, verbose=0)
+    (out / "state.json").write_text(json.dumps(state))
     s = train(str(data), out, epochs=2, batch_size=16, resume=True, verbose=0)
     assert s["epoch"] == 2 and [h["epoch"] for h in s["history"]] == [1, 2]
     assert json.loads((out / "state.json").read_text())["epoch"] == 2
     assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_resume_without_backend_takes_the_runs_backend(tmp_path, monkeypatch):
+    """train --resume (--backend auto): Keras is set to the backend the run was started on, before it loads."""
+    from featuremaps.cli import options
+
+    (tmp_path / "state.json").write_text(json.dumps({"epoch": 1, "recipe": {"backend": "jax"}}))
+    monkeypatch.setenv("KERAS_BACKEND", "unset")  # recorded, so what the parser sets is undone after the test
+    monkeypatch.delenv("KERAS_BACKEND")
+    monkeypatch.delitem(sys.modules, "keras")  # as before Keras is imported
+    monkeypatch.setattr(options.keras_backend, "installed", lambda b: True)
+    argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path)]
+    assert options.build_parser().parse_args([*argv, "--resume"]).backend == "jax"
+    monkeypatch.delenv("KERAS_BACKEND")
+    assert options.build_parser().parse_args(argv).backend == options.FASTEST_BACKEND["vgg16"]  # a new run
 
 
 def test_init_from_trained_weights_starts_where_they_are(tmp_path):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
+from pathlib import Path
 
-from featuremaps import __version__
+from featuremaps import __version__, keras_backend
 from featuremaps.errors import UserError
 
 EXAMPLES = """examples:
@@ -92,7 +94,8 @@ class _Parser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         ns, extras = super().parse_known_args(args, namespace)
         if getattr(ns, "run", None) == "train" and getattr(ns, "backend", None):  # before Keras is imported
-            ns.backend = train_backend(ns.backend, ns.arch)
+            resumed = _run_backend(ns.out) if getattr(ns, "resume", False) else None
+            ns.backend = train_backend(ns.backend, ns.arch, resumed)
         return ns, extras
 
 
@@ -165,11 +168,21 @@ TRAIN_BACKENDS = ("auto", "tensorflow", "torch", "jax")
 FASTEST_BACKEND = {"vgg16": "torch"}
 
 
-def train_backend(value: str, arch: str = "vgg16") -> str:
+def _run_backend(out) -> str | None:
+    """The backend a training run in ``out`` was started on (its ``state.json`` recipe), if it says."""
+    try:
+        backend = json.loads((Path(out) / "state.json").read_text())["recipe"]["backend"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return backend if isinstance(backend, str) else None
+
+
+def train_backend(value: str, arch: str = "vgg16", resumed: str | None = None) -> str:
     """``train --backend``: the Keras backend to train on, set in the environment before Keras is imported.
 
-    ``auto`` (default): KERAS_BACKEND if the user set it, else the fastest measured for ``arch`` when it is
-    installed (torch for the VGG-16: ~2x TensorFlow on the CPUs measured, see BENCHMARKS.md), else
+    ``auto`` (default): KERAS_BACKEND if the user set it, else the backend of the run being resumed
+    (``resumed``: its optimizer state belongs to that backend), else the fastest measured for ``arch`` when it
+    is installed (torch for the VGG-16: ~2x TensorFlow on the CPUs measured, see BENCHMARKS.md), else
     TensorFlow. Runs when the arguments are parsed, which is before the CLI imports Keras; once Keras is
     imported (in-process callers) its backend stays, and asking for another is a one-line error.
     """
@@ -184,6 +197,9 @@ def train_backend(value: str, arch: str = "vgg16") -> str:
     if value == "auto":
         if os.environ.get("KERAS_BACKEND"):
             return os.environ["KERAS_BACKEND"]
+        if resumed and keras_backend.installed(resumed):
+            os.environ["KERAS_BACKEND"] = resumed
+            return resumed
         value = FASTEST_BACKEND.get(arch, "tensorflow")
         if importlib.util.find_spec(value) is None:
             value = "tensorflow"

@@ -276,6 +276,13 @@ def train(
         if state.get("epoch", 0) >= epochs:
             raise UserError(f"{out} already has {state['epoch']} epochs; pass a larger --epochs to go on")
         recipe = state["recipe"]
+        trained_on, here = recipe.get("backend"), keras.backend.backend()
+        if trained_on and trained_on != here:  # its optimizer state belongs to that backend's variables
+            raise UserError(
+                f"{out} was trained on Keras' {trained_on} backend and this process runs {here}; resume it on "
+                f"{trained_on} (train --resume without --backend picks it; from Python set "
+                f"KERAS_BACKEND={trained_on} before importing Keras)"
+            )
         crop, label_smoothing = recipe.get("crop"), float(recipe.get("label_smoothing", 0.0))
         precision = recipe.get("precision", precision)
         seed, batch_size = int(recipe.get("seed", seed)), int(recipe.get("batch_size", batch_size))
