@@ -212,3 +212,71 @@ def test_two_models_side_by_side_in_chromium(two_models):
         page.wait_for_selector("#grid .cell")
     assert errors == [], errors
     assert requests and all(u.startswith(server + "/") or u.startswith("data:") for u in requests)
+
+
+def test_controls_drop_and_export_in_chromium(server, tmp_path):
+    """The toolbar's controls and the drop zone, in the page: sort by mean orders the tiles by the layer's
+    channel means (read from the API), colormap and norm redraw the grid and the colour bar, a dropped file
+    becomes the current image, and both export buttons download what the routes serve."""
+    import base64
+
+    import numpy as np
+
+    with _page(server) as (browser, page, errors, requests):
+        page.wait_for_selector("#grid .cell")
+        image_id = page.locator("#images").input_value()
+
+        # sort by mean: the tiles follow the API's channel means, highest first
+        page.select_option("#sort", "mean")
+        page.wait_for_selector("#gridtitle:has-text('sorted by mean')")
+        with urllib.request.urlopen(f"{server}/api/images/{image_id}/layers/C1") as r:
+            means = json.load(r)["mean"]
+        captions = page.locator("#grid .cell").all_text_contents()
+        shown = [int(c.split("·")[0].strip()[1:]) - 1 for c in captions]  # "F4 · 0.53" -> channel 3
+        assert shown == sorted(range(len(means)), key=lambda c: -means[c]), (shown, means)
+        assert "sort=mean" in page.url
+
+        # colormap and norm: the colour bar and the tiles are redrawn with them
+        bar = page.locator("#colorbar").get_attribute("src")
+        page.select_option("#cmap", "magma")
+        page.wait_for_function("() => document.getElementById('colorbar').src.includes('cmap=magma')")
+        assert page.locator("#colorbar").get_attribute("src") != bar
+        page.select_option("#norm", "layer")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#grid img')].every(i => i.src.includes('norm=layer')"
+            " && i.src.includes('cmap=magma'))"
+        )
+        assert "cmap=magma" in page.url and "norm=layer" in page.url
+
+        # export the view (the page of tiles) as PNG and the layer's maps as .npy
+        with page.expect_download() as dl:
+            page.click("#exportpng")
+        png = tmp_path / "view.png"
+        dl.value.save_as(png)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with page.expect_download() as dl:
+            page.click("#exportnpy")
+        npy = tmp_path / "maps.npy"
+        dl.value.save_as(npy)
+        maps = np.load(npy)
+        assert maps.shape == (48, 48, 12) and maps.dtype == np.float32
+        assert np.allclose(maps.mean(axis=(0, 1)), means, rtol=1e-5, atol=1e-6)
+
+        # drop a file on the drop zone: it is uploaded and becomes the current image
+        b64 = base64.b64encode((EXAMPLES / "chelsea.png").read_bytes()).decode()
+        transfer = page.evaluate_handle(
+            """(b64) => {
+                const bin = atob(b64), bytes = new Uint8Array(bin.length);
+                for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+                const dt = new DataTransfer();
+                dt.items.add(new File([bytes], "dropped cat.png", { type: "image/png" }));
+                return dt;
+            }""",
+            b64,
+        )
+        page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+        page.wait_for_selector("#images option:has-text('dropped cat.png (upload)')", state="attached")
+        page.wait_for_function("() => document.getElementById('images').value.startsWith('u')")
+        page.wait_for_selector("#pred .bar")
+    assert errors == [], errors
+    assert requests and all(u.startswith(server + "/") or u.startswith("data:") for u in requests)
