@@ -100,6 +100,7 @@ def main() -> None:
         same = all(
             np.allclose(res.means[j], local.means[j], rtol=1e-5, atol=1e-7)
             and (res.top_idx[j] == local.top_idx[j]).all()
+            and (np.argsort(-res.si[j], kind="stable") == np.argsort(-local.si[j], kind="stable")).all()
             for j in range(len(local.layers))
         )
         print(

@@ -290,6 +290,29 @@ def test_manifest_gives_the_same_atlas_as_the_folder(tmp_path, hand_data, kind):
     np.testing.assert_allclose(res.means[0], [[0.3, 0.7], [0.6, 0.4]], atol=1e-5)
 
 
+def test_manifest_of_file_uris_reads_through_pyarrow_and_names_a_bad_uri(tmp_path, hand_data, hand_model_file, capsys):
+    """A manifest of ``file://`` URIs (what an ``s3://``/``gs://`` manifest is, on a local file system) goes through
+    pyarrow's file systems and gives the folder's atlas; a URI that cannot be read is counted, named and skipped."""
+    pytest.importorskip("pyarrow")
+    rows = _manifest_rows(hand_data)
+    man = tmp_path / "uris.csv"
+    uris = [((hand_data.parent / p).resolve().as_uri(), lab) for p, lab in rows]
+    uris.insert(2, ((tmp_path / "gone" / "missing.png").as_uri(), "light"))
+    man.write_text("path,label\n" + "".join(f"{u},{lab}\n" for u, lab in uris))
+    args = ["--model", str(hand_model_file), "--classes", "dark,light", "--batch-size", "2"]
+    assert main(["atlas", "--data", str(hand_data), *args, "--out", str(tmp_path / "folder")]) == 0
+    assert main(["atlas", "--data", str(man), *args, "--out", str(tmp_path / "uris")]) == 1  # one skipped
+    err = capsys.readouterr().err
+    assert "warning: skipped 1 unreadable image(s):" in err and "missing.png" in err
+    meta = json.loads((tmp_path / "uris" / "atlas.json").read_text())
+    assert meta["images"] == 5 and meta["counts"] == [2, 3] and meta["unreadable"] == 1
+    assert "missing.png" in meta["unreadable_images"][0]
+    with np.load(tmp_path / "folder" / "atlas.npz") as za, np.load(tmp_path / "uris" / "atlas.npz") as zb:
+        for k in za.files:
+            if k.endswith("/means"):
+                np.testing.assert_allclose(zb[k], za[k], rtol=1e-6)
+
+
 def test_manifest_integer_labels_index_the_model_classes(tmp_path, hand_data):
     man = tmp_path / "m.csv"
     man.write_text("path,label\n" + "".join(f"{p},{CLASSES.index(lab)}\n" for p, lab in _manifest_rows(hand_data)))
