@@ -4,6 +4,12 @@
 
 docs/overview_astronaut.png is `featuremaps show examples/astronaut.png`'s overview; docs/cam_astronaut.png is
 `featuremaps cam examples/astronaut.png --method gradcam,gradcam++,layercam --all-classes`'s panel.
+
+    python tools/docs_images.py --frameworks
+
+docs/compare_frameworks_random.png is `featuremaps compare examples/chelsea.png --models
+vgg16,torchvision:resnet18,resnet18.onnx --weights none` (the ONNX file a random torchvision resnet18 exported
+with torch.onnx); needs torch, torchvision and onnxruntime.
 """
 
 import shutil
@@ -14,8 +20,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def frameworks() -> int:
+    import torch
+
+    from featuremaps.cli import main as fm
+    from featuremaps.frameworks.torch import torchvision_models
+
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        net = torchvision_models().resnet18(weights=None).eval()
+        onnx = Path(tmp) / "resnet18.onnx"
+        torch.onnx.export(net, torch.zeros(1, 3, 224, 224), str(onnx), dynamo=False)
+        models = f"vgg16,torchvision:resnet18,{onnx}"
+        args = ["compare", str(ROOT / "examples" / "chelsea.png"), "--models", models, "--weights", "none"]
+        if fm([*args, "--out", tmp]) != 0:
+            return 1
+        shutil.copyfile(Path(tmp) / "compare_chelsea" / "compare.png", ROOT / "docs" / "compare_frameworks_random.png")
+    return 0
+
+
 def main() -> int:
     from featuremaps.cli import main as fm
+
+    if "--frameworks" in sys.argv[1:]:
+        return frameworks()
 
     image = str(ROOT / "examples" / "astronaut.png")
     with tempfile.TemporaryDirectory() as tmp:
