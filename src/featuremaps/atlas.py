@@ -192,7 +192,8 @@ class AtlasStats:
     (the deterministic tie-break makes the top ids independent of how the data were split and in which order
     partials arrive), sums up to float64 rounding. The local atlas is one partial; on Ray every data block
     yields one and the driver merges them with this same method. Size: ``8 n_classes + 12 k`` bytes per channel,
-    whatever the number of images.
+    whatever the number of images, plus 24 bytes per image reduced (the pixel digests that find a photo filed
+    under two classes).
 
     Example:
         >>> a, b = AtlasStats([64], 7), AtlasStats([64], 7)
