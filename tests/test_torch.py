@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -185,6 +186,13 @@ def test_every_cam_method_runs_on_torch_and_classes_by_index():
     np.testing.assert_allclose(fm.compute_cam(net, x, "gradcam", layer="c", class_index=2).heatmap, want, atol=1e-5)
 
 
+def _traced(net, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python values it bakes in
+        torch.jit.trace(net, torch.zeros(1, 3, 32, 32)).save(str(path))
+    return path
+
+
 def test_gradcam_with_frozen_weights():
     net, x = small_net(), image()
     want, _ = textbook_gradcam(net, x, net.c)
@@ -203,6 +211,34 @@ def test_torchscript_gives_the_same_maps_and_cams(tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-5)
     want, _ = textbook_gradcam(net, x, net.up)
     np.testing.assert_allclose(fm.compute_cam(scripted, x, "gradcam").heatmap, want, atol=1e-4)
+
+
+def test_traced_torchscript_keeps_kinds_and_gives_the_same_maps(tmp_path):
+    """torch.jit.trace keeps a conv submodule's weight but not its hyperparameters: groups come from the conv
+    node's argument in the graph, so depthwise and grouped layers are named as for the module itself."""
+    net, x = small_net(), image()
+    model = fm.load_model(str(_traced(net, tmp_path / "traced.pt"))).model
+    convs = fm.conv_layers(model)
+    assert [c.name for c in convs] == ["a", "b", "b@2", "c", "up"]
+    assert [c.kind for c in convs] == ["Conv2d", "Conv2d (depthwise)", "Conv2d (depthwise)", "Conv2d (groups=2)",
+                                       "ConvTranspose2d"]  # fmt: skip
+    for got, want in zip(fm.extract(model, x).values(), hooked_maps(net, x), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_torchscript_internals_that_fail_are_one_line(tmp_path, capsys, monkeypatch):
+    """The graph surgery uses torch._C, which may change under us: a failure there says what to do instead."""
+    path = tmp_path / "net.pt"
+    torch.jit.script(small_net()).save(str(path))
+
+    def broken(*_a, **_k):
+        raise RuntimeError("no such function\nin this build")
+
+    monkeypatch.setattr(torch._C, "_create_function_from_graph", broken)
+    code, _, err = _run(["layers", path, "--input-shape", "32,32,3"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "TorchScript internals are not supported here (RuntimeError: no such function)" in err
+    assert "save the model with torch.export (.pt2) instead" in err
 
 
 def test_exported_program_gives_the_same_maps_and_cams(tmp_path, capsys):

@@ -87,11 +87,18 @@ def is_conv(m: nn.Module) -> bool:
     return isinstance(m, CONV_TYPES) or _exported_conv(m) is not None
 
 
-def _conv_facts(m: nn.Module) -> tuple[str, int, int]:
-    """(type name, input channels, groups) of a conv module: nn, TorchScript or exported."""
+def _conv_facts(m: nn.Module, kind: str | None = None, groups: int | None = None) -> tuple[str, int, int]:
+    """(type name, input channels, groups) of a conv module: nn, TorchScript or exported. ``kind`` and ``groups``:
+    what a TorchScript graph says, for a traced submodule that keeps its weight but not its hyperparameters."""
     node = _exported_conv(m)
     if node is None:
-        return type(m).__name__, int(getattr(m, "in_channels", 0)), int(getattr(m, "groups", 1))
+        kind = kind or type(m).__name__
+        groups = int(getattr(m, "groups", groups or 1))
+        cin = getattr(m, "in_channels", None)
+        if cin is None:  # traced: the weight is (out, in / groups, kh, kw), transposed (in, out / groups, kh, kw)
+            w = getattr(m, "weight", None)
+            cin = 0 if not isinstance(w, torch.Tensor) else w.shape[0] if "Transpose" in kind else w.shape[1] * groups
+        return kind, int(cin), groups
     kind = EXPORTED_CONVS[str(node.target)]
     w = node.args[1]
     try:
@@ -107,8 +114,8 @@ def _conv_facts(m: nn.Module) -> tuple[str, int, int]:
     return kind, int(weight.shape[1]) * groups if kind == "Conv2d" else int(weight.shape[0]), groups
 
 
-def _kind(m: nn.Module, name: str | None = None) -> str:
-    kind, in_channels, groups = _conv_facts(m)
+def _kind(m: nn.Module, name: str | None = None, groups: int | None = None) -> str:
+    kind, in_channels, groups = _conv_facts(m, name, groups)
     name = name or kind
     if groups > 1:
         name += " (depthwise)" if groups == in_channels else f" (groups={groups})"
@@ -431,16 +438,29 @@ class ScriptAdapter(TorchAdapter):
     def __init__(self, module, name=None, input_shape=None):
         self.module = module
         self.name = name or getattr(module, "original_name", "model")
-        graph = module.inlined_graph
+        with _script_internals():
+            self._build()
+        first = _submodule(module, self._names[0].split("@")[0])
+        c = _conv_facts(first, self._kinds[0], self._groups[0])[1] if first is not None else None
+        self.input_shape = tuple(input_shape) if input_shape else (None, None, c or 3)
+        self._convs = None
+        self._by_name = {}
+        self._shapes = {}
+        self._clone = set()
+
+    def _build(self):
+        """The forward graph with every conv value (and a clone where an in-place op changes it) as outputs."""
+        graph = self.module.inlined_graph
         nodes = [n for n in graph.nodes() if n.kind() in SCRIPT_CONVS]
         if not nodes:
             raise UserError(f"TorchScript model '{self.name}' has no 2-D convolutions in its forward; pass a CNN")
-        names, kinds, counts, maps, grads = [], [], {}, [], []
+        names, kinds, groups, counts, maps, grads = [], [], [], {}, [], []
         for n in nodes:
             path, kind = _hierarchy(n)
             counts[path] = counts.get(path, 0) + 1
             names.append(path if counts[path] == 1 else f"{path}@{counts[path]}")
             kinds.append(kind)
+            groups.append(_script_groups(n))
             v = n.output()
             if any(u.user.kind().endswith("_") for u in v.uses()):  # changed in place later: clone for the maps
                 none = graph.create("prim::Constant")
@@ -459,14 +479,7 @@ class ScriptAdapter(TorchAdapter):
         tup.insertBefore(ret)
         ret.replaceInput(0, tup.output())
         self._fn = torch._C._create_function_from_graph(f"featuremaps_{id(self)}", graph)
-        self._names, self._kinds = names, kinds
-        first = _submodule(module, names[0].split("@")[0])
-        c = getattr(first, "in_channels", None) if first is not None else None
-        self.input_shape = tuple(input_shape) if input_shape else (None, None, c or 3)
-        self._convs = None
-        self._by_name = {}
-        self._shapes = {}
-        self._clone = set()
+        self._names, self._kinds, self._groups = names, kinds, groups
 
     def _in_channels(self):
         return self.input_shape[2] if self.input_shape else 3
@@ -475,7 +488,9 @@ class ScriptAdapter(TorchAdapter):
         return {}, False, "receptive fields are not computed for TorchScript models (no torch.fx graph)"
 
     def _call(self, x):
-        res = self._fn(self.module._c, x)
+        with _script_internals():
+            c = self.module._c
+        res = self._fn(c, x)
         k = len(self._names)
         return res[0], list(res[1 : 1 + k]), list(res[1 + k :])
 
@@ -487,6 +502,8 @@ class ScriptAdapter(TorchAdapter):
         try:
             with _eval_mode(self.module), torch.no_grad():
                 out, maps, _ = self._call(self._to_input(x))
+        except UserError:
+            raise
         except Exception as e:
             raise UserError(
                 f"model '{self.name}' cannot run on a {shape[0]}x{shape[1]}x{shape[2]} input "
@@ -498,8 +515,8 @@ class ScriptAdapter(TorchAdapter):
         }
         if self._convs is None:
             self._convs = [
-                TorchConvLayer(i + 1, n, sub, k if sub is None else _kind(sub, k), 1, shapes[n][2])
-                for i, (n, k) in enumerate(zip(self._names, self._kinds, strict=True))
+                TorchConvLayer(i + 1, n, sub, k if sub is None else _kind(sub, k, g), 1, shapes[n][2])
+                for i, (n, k, g) in enumerate(zip(self._names, self._kinds, self._groups, strict=True))
                 for sub in [_submodule(self.module, n.split("@")[0])]
             ]
             self._by_name = {c.name: c for c in self._convs}
@@ -528,6 +545,34 @@ class ScriptAdapter(TorchAdapter):
             classes, grads = _class_gradients(out, v, classes)
         acts = a[0].detach().float().cpu().numpy().transpose(1, 2, 0)
         return acts, out.float()[0].detach().cpu().numpy(), np.stack(grads)
+
+
+@contextlib.contextmanager
+def _script_internals():
+    """TorchScript graph surgery uses torch._C, which has no stability promise: any failure in it is one line."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:
+        first = str(e).splitlines()[0][:100] if str(e).strip() else ""
+        raise UserError(
+            f"this torch version's TorchScript internals are not supported here ({type(e).__name__}: {first}); "
+            "save the model with torch.export (.pt2) instead"
+        ) from None
+
+
+def _script_groups(node) -> int | None:
+    """The ``groups`` argument of a TorchScript conv node where it is a graph constant (traced modules keep it
+    only there): argument 8 of ``aten::_convolution`` / ``aten::convolution`` (input, weight, bias, stride,
+    padding, dilation, transposed, output_padding, groups, ...), 6 of ``aten::conv2d`` (..., dilation, groups)
+    and of ``aten::conv_transpose2d`` (..., output_padding, groups, dilation)."""
+    i = 8 if node.kind() in ("aten::_convolution", "aten::convolution") else 6
+    inputs = list(node.inputs())
+    if len(inputs) <= i or inputs[i].node().kind() != "prim::Constant":
+        return None
+    value = inputs[i].toIValue()
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _hierarchy(node) -> tuple[str, str]:
