@@ -353,12 +353,33 @@ def test_pickled_module_needs_unsafe(tmp_path, capsys):
     torch.save(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), path)
     out = tmp_path / "o"
     code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", path, "--out", out], capsys)
-    assert code == 2 and "--unsafe" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "is a pickled module" in err and "--unsafe" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
     code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", path, "--unsafe", "--out", out,
                          "--input-shape", "32,32,3"], capsys)  # fmt: skip
     assert code == 0, err
     assert (out / "astronaut" / "overview.png").is_file()
+
+
+@pytest.mark.parametrize("content", [b"\x00 garbage, not a torch file", b"PK\x03\x04 cut short", "zip", "pickle"])
+def test_a_file_torch_did_not_save_is_not_called_a_pickled_module(tmp_path, capsys, content):
+    """Garbage bytes, a zip archive of something else, a plain (non-torch) pickle: not a torch file, said so,
+    with or without --unsafe (which would not help)."""
+    import pickle
+    import zipfile
+
+    path = tmp_path / "junk.pt"
+    if content == "zip":
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("readme.txt", "hello")
+    elif content == "pickle":
+        path.write_bytes(pickle.dumps({"a": 1}))
+    else:
+        path.write_bytes(content)
+    for extra in ([], ["--unsafe"]):
+        code, _, err = _run(["layers", path, "--input-shape", "32,32,3", *extra], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "is not a file torch saved" in err and "pickled" not in err and "--unsafe" not in err
 
 
 def test_state_dict_alone_and_for_the_wrong_architecture(tmp_path, capsys):

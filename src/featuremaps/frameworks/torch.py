@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import pickle
 import re
 import sys
 import types
@@ -747,10 +748,16 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
             except Exception as e:
                 raise UserError(f"{path} is not a TorchScript archive torch can load ({str(e)[:100]})") from None
     if module is None:
+        if not _is_torch_file(path):
+            raise UserError(
+                f"{path} is not a file torch saved (neither a TorchScript archive nor torch.save output); check "
+                "the path, or save the model with torch.jit.script(model).save(FILE)"
+            )
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            obj = None
+            with warnings.catch_warnings():  # torch's note on the pickle protocol of old files
+                warnings.simplefilter("ignore", UserWarning)
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # the weights-only unpickler refused what the file holds: code to run
             if not unsafe:
                 raise UserError(
                     f"{path} is a pickled module: loading it runs code stored in the file; pass --unsafe only if "
@@ -760,6 +767,9 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
                 obj = torch.load(path, map_location="cpu", weights_only=False)
             except Exception as e:
                 raise UserError(f"{path} is not a torch file torch can load ({str(e).splitlines()[0][:100]})") from None
+        except Exception as e:
+            first = str(e).splitlines()[0][:100] if str(e).strip() else type(e).__name__
+            raise UserError(f"{path} is a torch file torch cannot read, truncated or corrupt? ({first})") from None
         if isinstance(obj, dict):
             raise UserError(
                 f"{path} holds a state dict (weights without an architecture); pass "
@@ -778,6 +788,20 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
     return LoadedModel(
         ad, path.stem, str(path), PREPROCESS_MODES.get(mode, mode), _preprocess_fn(mode), ad.input_shape, classes
     )
+
+
+def _is_torch_file(path: Path) -> bool:
+    """Whether ``torch.save`` wrote ``path``: a zip archive with a ``data.pkl`` record, or the legacy format (a
+    pickle whose first object is torch's magic number, a 10-byte LONG1 right after the protocol header)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                return any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist())
+        with open(path, "rb") as f:
+            head = f.read(14)
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return head[:1] == b"\x80" and head[2:] == b"\x8a\x0a" + torch.serialization.MAGIC_NUMBER.to_bytes(10, "little")
 
 
 def _load_exported(path: Path, input_shape):
