@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch not installed (pip install 'featuremaps[torch]')")
 nn = torch.nn
 
-from conftest import EXAMPLES, ROOT  # noqa: E402
+from conftest import EXAMPLES, ROOT, textbook_ablationcam  # noqa: E402
 
 import featuremaps as fm  # noqa: E402
 from featuremaps.cli import main  # noqa: E402
@@ -176,14 +176,23 @@ def test_gradcam_equals_textbook_autograd_gradcam(layer, module, call):
 def test_every_cam_method_runs_on_torch_and_classes_by_index():
     net, x = small_net(), image()
     for m in fm.CAM_METHODS:
-        if m == "ablationcam":  # re-runs the network from the layer: Keras models only, said in one line
-            with pytest.raises(fm.UserError, match="Keras models only; use --method gradcam"):
-                fm.compute_cam(net, x, m, layer="C4", class_index=2)
-            continue
         r = fm.compute_cam(net, x, m, layer="C4", class_index=2)
         assert r.class_index == 2 and r.heatmap.shape == (15, 15) and np.isfinite(r.heatmap).all()
     want, _ = textbook_gradcam(net, x, net.c, 1, cls=2)
     np.testing.assert_allclose(fm.compute_cam(net, x, "gradcam", layer="c", class_index=2).heatmap, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer,module,call,cls", [("C5", "up", 1, None), ("C3", "b", 2, 3), ("c", "c", 1, 4)])
+def test_ablationcam_equals_a_textbook_per_channel_ablation(layer, module, call, cls):
+    """Batched Ablation-CAM (a forward hook hands the network the ablated copies of the layer's output) equals
+    one rerun of the image per zeroed channel (the test's own loop), on a layer called twice too."""
+    net, x = small_net(), image()
+    want, c = textbook_ablationcam(net, x, getattr(net, module), call, cls)
+    res = fm.compute_cam(net, x, "ablationcam", layer=layer, class_index=cls)
+    assert res.class_index == c and res.method == "ablationcam"
+    scale = float(want.max())
+    assert scale > 0
+    np.testing.assert_allclose(res.heatmap / scale, want / scale, rtol=0, atol=1e-4)
 
 
 def _traced(net, path):
@@ -191,6 +200,26 @@ def _traced(net, path):
         warnings.simplefilter("ignore")  # the tracer's notes on Python values it bakes in
         torch.jit.trace(net, torch.zeros(1, 3, 32, 32)).save(str(path))
     return path
+
+
+@pytest.mark.parametrize("kind", ["scripted", "traced", "pt2"])
+def test_ablationcam_on_torchscript_and_exported_files(tmp_path, kind):
+    """TorchScript runs no Python hooks: its forward graph with the conv value replaced by an extra input; a
+    torch.export program exported for batch 1 runs the ablated copies one by one."""
+    net, x = small_net(), image()
+    path = tmp_path / ("net.pt2" if kind == "pt2" else "net.pt")
+    if kind == "scripted":
+        torch.jit.script(net).save(str(path))
+    elif kind == "traced":
+        _traced(net, path)
+    else:
+        torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 32, 32),)), str(path))
+    model = fm.load_model(str(path)).model
+    for layer, module, call in (("C4", "c", 1), ("C3", "b", 2)):
+        want, _ = textbook_ablationcam(net, x, getattr(net, module), call, 3)
+        res = fm.compute_cam(model, x, "ablationcam", layer=layer, class_index=3)
+        scale = float(want.max())
+        np.testing.assert_allclose(res.heatmap / scale, want / scale, rtol=0, atol=1e-4)
 
 
 def test_gradcam_with_frozen_weights():
@@ -340,12 +369,13 @@ def test_cli_show_layers_cam_with_a_torchscript_file(tmp_path, capsys):
     with np.load(folder / "activations.npz") as z:
         assert z["a/maps"].shape == (64, 64, 8)
     code, _, err = _run(
-        ["cam", img, "--model", path, "--input-shape", "64,64,3", "--method", "gradcam,scorecam", "--out",
+        ["cam", img, "--model", path, "--input-shape", "64,64,3", "--method", "gradcam,scorecam,ablationcam", "--out",
          tmp_path / "o"], capsys,
     )  # fmt: skip
     assert code == 0, err
     cam = json.loads((folder / "cam" / "cam.json").read_text())
-    assert cam["target_layer"]["name"] == "up" and {m["method"] for m in cam["maps"]} == {"gradcam", "scorecam"}
+    assert cam["target_layer"]["name"] == "up"
+    assert {m["method"] for m in cam["maps"]} == {"gradcam", "scorecam", "ablationcam"}
 
 
 def test_pickled_module_needs_unsafe(tmp_path, capsys):

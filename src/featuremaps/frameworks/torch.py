@@ -12,6 +12,8 @@ models without such ops pay nothing.
 CAMs: autograd. A forward hook on the target call keeps the conv output ``A`` and hands the rest of the
 network a clone (so in-place ops after it cannot change ``A``); ``torch.autograd.grad(score[c], A)`` gives
 ``d score / d A``. The score is the output itself: torchvision classifiers return pre-softmax logits.
+Ablation-CAM: a forward hook on the target call returns its ablated copies (one channel zeroed per row) in
+place of its output, on as many copies of the image (TorchScript: the conv value replaced by a graph input).
 
 Files: TorchScript archives (``torch.jit.load``, no pickle), ``torch.export`` archives (``.pt2``,
 ``torch.export.load`` then ``torch.export.unflatten``, which keeps the module tree: each conv is a submodule
@@ -159,6 +161,7 @@ class TorchAdapter(ModelAdapter):
 
     framework = "torch"
     has_gradients = True
+    has_head_scores = True
     score = "logit"
 
     def __init__(self, module: nn.Module, name: str | None = None, input_shape=None):
@@ -421,6 +424,43 @@ class TorchAdapter(ModelAdapter):
         acts = a[0].detach().float().cpu().numpy().transpose(1, 2, 0)
         return acts, out.float()[0].detach().cpu().numpy(), np.stack(grads)
 
+    def head_scores(self, x, name, acts):
+        """The output of ``len(acts)`` copies of ``x`` with conv call ``name``'s output replaced, row by row, by
+        ``acts`` (B, h, w, C): a forward hook returns them in its place, as pytorch-grad-cam's AblationCAM does,
+        so the network from the layer on runs on the replaced maps (in chunks of the program's fixed batch size
+        for a ``torch.export`` file)."""
+        self._probe(x.shape)
+        c = self._by_name[name]
+        step = self.fixed_batch or len(acts)
+        outs = []
+        for i in range(0, len(acts), step):
+            a = acts[i : i + step]
+            n = len(a)
+            if n < step:  # an exported program runs at its batch size only: pad the last chunk
+                a = np.concatenate([a, np.repeat(a[:1], step - n, axis=0)])
+            outs.append(self._replaced(x, c, a)[:n])
+        return np.concatenate(outs)
+
+    def _maps_tensor(self, acts):
+        dev, dtype = _device_dtype(self.module)
+        t = torch.from_numpy(np.ascontiguousarray(acts, np.float32)).permute(0, 3, 1, 2)
+        return t.to(device=dev, dtype=dtype).contiguous()
+
+    def _replaced(self, x, c, acts) -> np.ndarray:
+        maps, count = self._maps_tensor(acts), [0]
+
+        def hook(_m, _inp, out):
+            count[0] += 1
+            return maps.to(out.dtype) if count[0] == c.call else None
+
+        handle = c.layer.register_forward_hook(hook)
+        try:
+            with _eval_mode(self.module), torch.inference_mode():
+                out = self.module(self._to_input(np.repeat(x[None], len(acts), axis=0)))
+        finally:
+            handle.remove()
+        return out.float().cpu().numpy()
+
 
 # ---------------------------------------------------------------- TorchScript
 SCRIPT_CONVS = ("aten::conv2d", "aten::conv_transpose2d", "aten::_convolution", "aten::convolution")
@@ -448,6 +488,7 @@ class ScriptAdapter(TorchAdapter):
         self._by_name = {}
         self._shapes = {}
         self._clone = set()
+        self._replacing = {}
 
     def _build(self):
         """The forward graph with every conv value (and a clone where an in-place op changes it) as outputs."""
@@ -546,6 +587,26 @@ class ScriptAdapter(TorchAdapter):
             classes, grads = _class_gradients(out, v, classes)
         acts = a[0].detach().float().cpu().numpy().transpose(1, 2, 0)
         return acts, out.float()[0].detach().cpu().numpy(), np.stack(grads)
+
+    def _replaced(self, x, c, acts) -> np.ndarray:
+        """Python hooks do not run in TorchScript: a function of the forward graph whose conv value ``c`` is
+        replaced by an extra graph input (built once per layer) takes the maps."""
+        fn = self._replacing.get(c.name)
+        if fn is None:
+            i = self._names.index(c.name)
+            with _script_internals():
+                graph = self.module.inlined_graph
+                node = [n for n in graph.nodes() if n.kind() in SCRIPT_CONVS][i]
+                value = graph.addInput("featuremaps_maps")
+                value.setType(torch._C.TensorType.get())
+                node.output().replaceAllUsesWith(value)
+                fn = torch._C._create_function_from_graph(f"featuremaps_head_{id(self)}_{i}", graph)
+            self._replacing[c.name] = fn
+        with _script_internals():
+            module = self.module._c
+        with _eval_mode(self.module), torch.inference_mode():
+            out = fn(module, self._to_input(np.repeat(x[None], len(acts), axis=0)), self._maps_tensor(acts))
+        return out.float().cpu().numpy()
 
 
 @contextlib.contextmanager
