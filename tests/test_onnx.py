@@ -122,6 +122,32 @@ def test_ablationcam_equals_a_textbook_ablation_and_torchs(tmp_path, dynamic):
         np.testing.assert_allclose(got.heatmap / scale, via_torch.heatmap / scale, rtol=0, atol=1e-4)
 
 
+def test_eigencam_equals_torchs_and_the_maps_first_component(tmp_path):
+    """EigenCAM needs only the maps: on the ONNX file it equals torch's and eigencam() of the torch module's
+    own hooked maps."""
+    from featuremaps.cam import eigencam
+
+    net = _small_net()
+    path = export(net, tmp_path / "net.onnx")
+    x = image()
+    store = {}
+
+    def keep(_m, _i, o):
+        store["c"] = o.detach()[0].permute(1, 2, 0).numpy()
+
+    h = net.c.register_forward_hook(keep)
+    with _torch().no_grad():
+        net(_torch().from_numpy(x).permute(2, 0, 1)[None])
+    h.remove()
+    want = eigencam(store["c"])
+    got = fm.compute_cam(str(path), x, "eigencam", layer="C3")
+    via_torch = fm.compute_cam(net, x, "eigencam", layer="C3")
+    scale = float(want.max())
+    assert scale > 0 and got.heatmap.shape == (15, 15)
+    np.testing.assert_allclose(got.heatmap / scale, want / scale, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(via_torch.heatmap / scale, want / scale, rtol=0, atol=1e-5)
+
+
 def _run(argv, capsys):
     code = main([str(a) for a in argv])
     cap = capsys.readouterr()
