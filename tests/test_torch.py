@@ -324,6 +324,23 @@ def test_torchvision_gradcam_equals_textbook(name, module_path):
     np.testing.assert_allclose(res.heatmap / scale, want / scale, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_torchvision_maps_equal_a_plain_forward_with_hooks(name):
+    """Every conv call's maps (mobilenet_v3_small's squeeze-excitation 1x1 convs included) equal the test's own
+    hooked forward, in execution order."""
+    tvm = _tvm()
+    torch.manual_seed(0)
+    net = tvm.get_model(name, weights=None).eval()
+    x = image((64, 64, 3))
+    maps = fm.extract(net, x)
+    want = hooked_maps(net, x)
+    assert len(maps) == len(want) == {"resnet18": 20, "mobilenet_v3_small": 52}[name]
+    for (layer, got), w in zip(maps.items(), want, strict=True):
+        assert got.shape == w.shape, layer
+        scale = max(float(np.abs(w).max()), 1e-30)  # random weights: mobilenet's late maps are tiny
+        np.testing.assert_allclose(got / scale, w / scale, rtol=0, atol=1e-6, err_msg=layer)
+
+
 def test_torchvision_by_name_cli(tmp_path, capsys):
     _tvm()
     assert main(["layers", "torchvision:resnet18"]) == 0
