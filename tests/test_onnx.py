@@ -185,6 +185,7 @@ def test_dynamic_input_size_needs_input_shape(tmp_path, capsys):
     img = EXAMPLES / "astronaut.png"
     code, _, err = _run(["show", img, "--model", path, "--out", tmp_path / "o"], capsys)
     assert code == 2 and "--input-shape" in err and "dynamic" in err and not (tmp_path / "o").exists()
+    assert len(err.strip().splitlines()) == 1
     code, _, err = _run(["show", img, "--model", path, "--input-shape", "40,40,3", "--out", tmp_path / "o"], capsys)
     assert code == 0, err
 
@@ -204,6 +205,23 @@ def test_onnx_without_conv_nodes(tmp_path, capsys):
     onnx.save(helper.make_model(graph), str(path))
     code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", path, "--out", tmp_path / "o"], capsys)
     assert code == 2 and "no Conv or ConvTranspose nodes" in err and not (tmp_path / "o").exists()
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cam_of_a_model_whose_output_is_not_class_scores(tmp_path, capsys):
+    """A segmentation-like ONNX model (output (1, 2, 32, 32)): cam says so in one line, exit 2, nothing written."""
+    torch = _torch()
+    nn = torch.nn
+    torch.manual_seed(0)
+    path = export(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval(),
+                  tmp_path / "seg.onnx")  # fmt: skip
+    assert fm.load_model(str(path)).model.output_shape((32, 32, 3)) == (1, 2, 32, 32)
+    out = tmp_path / "o"
+    for method in ("scorecam", "ablationcam"):
+        code, _, err = _run(["cam", EXAMPLES / "astronaut.png", "--model", path, "--method", method, "--out", out],
+                            capsys)  # fmt: skip
+        assert code == 2 and "not class scores" in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
 
 
 def test_not_an_onnx_file(tmp_path, capsys):

@@ -434,7 +434,7 @@ def test_state_dict_alone_and_for_the_wrong_architecture(tmp_path, capsys):
     torch.save(small_net().state_dict(), sd)
     out = tmp_path / "o"
     code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", sd, "--out", out], capsys)
-    assert code == 2 and "state dict" in err and "--weights" in err
+    assert code == 2 and "state dict" in err and "--weights" in err and len(err.strip().splitlines()) == 1
     scripted = tmp_path / "other.pt"
     torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())).save(str(scripted))
     code, _, err = _run(
