@@ -185,3 +185,39 @@ def class_means(per_image: np.ndarray, labels: list[int], n_classes: int) -> np.
     """(n_classes, C) mean of the per-image rows of each class."""
     labels = np.asarray(labels)
     return np.stack([per_image[labels == k].mean(axis=0) for k in range(n_classes)])
+
+
+def textbook_ablationcam(net, x: np.ndarray, module, call: int = 1, cls: int | None = None):
+    """Ablation-CAM as in the paper (Desai & Ramaswamy 2020), one channel at a time with plain torch: a forward
+    hook zeroes channel k of ``module``'s ``call``-th output, the image is run again, ``w_k = (y - y_k) / y``
+    (``y`` the class's logit); the map is ``ReLU(sum_k w_k A_k)``. Returns (map (h, w), class)."""
+    import torch
+
+    def run(k=None):
+        kept, count = {}, [0]
+
+        def hook(_m, _i, o):
+            count[0] += 1
+            if count[0] != call:
+                return None
+            kept["a"] = o.detach().clone()
+            if k is None:
+                return None
+            o = o.clone()
+            o[:, k] = 0.0
+            return o
+
+        h = module.register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                out = net(torch.from_numpy(x).permute(2, 0, 1)[None])
+        finally:
+            h.remove()
+        return kept["a"][0], out[0].double()
+
+    a, out = run()
+    c = int(out.argmax()) if cls is None else cls
+    y = float(out[c])
+    weights = np.array([(y - float(run(k)[1][c])) / y for k in range(a.shape[0])])
+    acts = a.permute(1, 2, 0).double().numpy()
+    return np.maximum(acts @ weights, 0.0), c

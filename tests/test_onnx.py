@@ -11,7 +11,7 @@ import pytest
 onnx = pytest.importorskip("onnx", reason="onnx not installed (pip install 'featuremaps[onnx]')")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'featuremaps[onnx]')")
 
-from conftest import EXAMPLES  # noqa: E402
+from conftest import EXAMPLES, textbook_ablationcam  # noqa: E402
 
 import featuremaps as fm  # noqa: E402
 from featuremaps.cli import main  # noqa: E402
@@ -103,6 +103,51 @@ def test_scorecam_matches_torch_and_gradient_methods_say_which_apply(tmp_path):
         fm.compute_cam(str(path), x, "gradcam")
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_ablationcam_equals_a_textbook_ablation_and_torchs(tmp_path, dynamic):
+    """Ablation-CAM through a graph whose conv output comes from a new input (the ablated maps, with copies of
+    the image): equal to the test's own per-channel loop on the torch module and to torch's Ablation-CAM, with
+    a dynamic batch (one run per chunk) and with the batch fixed at 1 (one run per channel)."""
+    net = _small_net()
+    path = export(net, tmp_path / "net.onnx", dynamic=dynamic)
+    x = image()
+    for layer, module in (("C3", net.c), ("C2", net.b), ("up", net.up)):
+        want, c = textbook_ablationcam(net, x, module)
+        got = fm.compute_cam(str(path), x, "ablationcam", layer=layer)
+        via_torch = fm.compute_cam(net, x, "ablationcam", layer=layer)
+        assert got.class_index == via_torch.class_index == c and got.method == "ablationcam"
+        scale = float(want.max())
+        assert scale > 0
+        np.testing.assert_allclose(got.heatmap / scale, want / scale, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(got.heatmap / scale, via_torch.heatmap / scale, rtol=0, atol=1e-4)
+
+
+def test_eigencam_equals_torchs_and_the_maps_first_component(tmp_path):
+    """EigenCAM needs only the maps: on the ONNX file it equals torch's and eigencam() of the torch module's
+    own hooked maps."""
+    from featuremaps.cam import eigencam
+
+    net = _small_net()
+    path = export(net, tmp_path / "net.onnx")
+    x = image()
+    store = {}
+
+    def keep(_m, _i, o):
+        store["c"] = o.detach()[0].permute(1, 2, 0).numpy()
+
+    h = net.c.register_forward_hook(keep)
+    with _torch().no_grad():
+        net(_torch().from_numpy(x).permute(2, 0, 1)[None])
+    h.remove()
+    want = eigencam(store["c"])
+    got = fm.compute_cam(str(path), x, "eigencam", layer="C3")
+    via_torch = fm.compute_cam(net, x, "eigencam", layer="C3")
+    scale = float(want.max())
+    assert scale > 0 and got.heatmap.shape == (15, 15)
+    np.testing.assert_allclose(got.heatmap / scale, want / scale, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(via_torch.heatmap / scale, want / scale, rtol=0, atol=1e-5)
+
+
 def _run(argv, capsys):
     code = main([str(a) for a in argv])
     cap = capsys.readouterr()
@@ -119,9 +164,12 @@ def test_cli_show_layers_cam(tmp_path, capsys):
     man = json.loads((tmp_path / "o" / "astronaut" / "manifest.json").read_text())
     assert [r["name"] for r in man["layers"]] == ["a", "b", "c", "up"]
     assert man["layers"][2]["output_shape"] == [23, 23, 16] and len(man["prediction"]) == 5
-    code, _, err = _run(["cam", img, "--model", path, "--method", "scorecam", "--out", tmp_path / "o"], capsys)
+    code, _, err = _run(
+        ["cam", img, "--model", path, "--method", "scorecam,eigencam,ablationcam", "--out", tmp_path / "o"], capsys
+    )
     assert code == 0, err
-    assert (tmp_path / "o" / "astronaut" / "cam" / f"scorecam_class{_pred(man)}_overlay.png").is_file()
+    for m in ("scorecam", "eigencam", "ablationcam"):
+        assert (tmp_path / "o" / "astronaut" / "cam" / f"{m}_class{_pred(man)}_overlay.png").is_file(), m
     # a gradient method: one line naming the methods that apply, nothing written
     code, _, err = _run(["cam", img, "--model", path, "--out", tmp_path / "g"], capsys)
     assert code == 2 and "--method scorecam" in err and len(err.strip().splitlines()) == 1
@@ -137,6 +185,7 @@ def test_dynamic_input_size_needs_input_shape(tmp_path, capsys):
     img = EXAMPLES / "astronaut.png"
     code, _, err = _run(["show", img, "--model", path, "--out", tmp_path / "o"], capsys)
     assert code == 2 and "--input-shape" in err and "dynamic" in err and not (tmp_path / "o").exists()
+    assert len(err.strip().splitlines()) == 1
     code, _, err = _run(["show", img, "--model", path, "--input-shape", "40,40,3", "--out", tmp_path / "o"], capsys)
     assert code == 0, err
 
@@ -156,6 +205,23 @@ def test_onnx_without_conv_nodes(tmp_path, capsys):
     onnx.save(helper.make_model(graph), str(path))
     code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", path, "--out", tmp_path / "o"], capsys)
     assert code == 2 and "no Conv or ConvTranspose nodes" in err and not (tmp_path / "o").exists()
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cam_of_a_model_whose_output_is_not_class_scores(tmp_path, capsys):
+    """A segmentation-like ONNX model (output (1, 2, 32, 32)): cam says so in one line, exit 2, nothing written."""
+    torch = _torch()
+    nn = torch.nn
+    torch.manual_seed(0)
+    path = export(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval(),
+                  tmp_path / "seg.onnx")  # fmt: skip
+    assert fm.load_model(str(path)).model.output_shape((32, 32, 3)) == (1, 2, 32, 32)
+    out = tmp_path / "o"
+    for method in ("scorecam", "ablationcam"):
+        code, _, err = _run(["cam", EXAMPLES / "astronaut.png", "--model", path, "--method", method, "--out", out],
+                            capsys)  # fmt: skip
+        assert code == 2 and "not class scores" in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
 
 
 def test_not_an_onnx_file(tmp_path, capsys):

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch not installed (pip install 'featuremaps[torch]')")
 nn = torch.nn
 
-from conftest import EXAMPLES, ROOT  # noqa: E402
+from conftest import EXAMPLES, ROOT, textbook_ablationcam  # noqa: E402
 
 import featuremaps as fm  # noqa: E402
 from featuremaps.cli import main  # noqa: E402
@@ -175,14 +176,50 @@ def test_gradcam_equals_textbook_autograd_gradcam(layer, module, call):
 def test_every_cam_method_runs_on_torch_and_classes_by_index():
     net, x = small_net(), image()
     for m in fm.CAM_METHODS:
-        if m == "ablationcam":  # re-runs the network from the layer: Keras models only, said in one line
-            with pytest.raises(fm.UserError, match="Keras models only; use --method gradcam"):
-                fm.compute_cam(net, x, m, layer="C4", class_index=2)
-            continue
         r = fm.compute_cam(net, x, m, layer="C4", class_index=2)
         assert r.class_index == 2 and r.heatmap.shape == (15, 15) and np.isfinite(r.heatmap).all()
     want, _ = textbook_gradcam(net, x, net.c, 1, cls=2)
     np.testing.assert_allclose(fm.compute_cam(net, x, "gradcam", layer="c", class_index=2).heatmap, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer,module,call,cls", [("C5", "up", 1, None), ("C3", "b", 2, 3), ("c", "c", 1, 4)])
+def test_ablationcam_equals_a_textbook_per_channel_ablation(layer, module, call, cls):
+    """Batched Ablation-CAM (a forward hook hands the network the ablated copies of the layer's output) equals
+    one rerun of the image per zeroed channel (the test's own loop), on a layer called twice too."""
+    net, x = small_net(), image()
+    want, c = textbook_ablationcam(net, x, getattr(net, module), call, cls)
+    res = fm.compute_cam(net, x, "ablationcam", layer=layer, class_index=cls)
+    assert res.class_index == c and res.method == "ablationcam"
+    scale = float(want.max())
+    assert scale > 0
+    np.testing.assert_allclose(res.heatmap / scale, want / scale, rtol=0, atol=1e-4)
+
+
+def _traced(net, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python values it bakes in
+        torch.jit.trace(net, torch.zeros(1, 3, 32, 32)).save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["scripted", "traced", "pt2"])
+def test_ablationcam_on_torchscript_and_exported_files(tmp_path, kind):
+    """TorchScript runs no Python hooks: its forward graph with the conv value replaced by an extra input; a
+    torch.export program exported for batch 1 runs the ablated copies one by one."""
+    net, x = small_net(), image()
+    path = tmp_path / ("net.pt2" if kind == "pt2" else "net.pt")
+    if kind == "scripted":
+        torch.jit.script(net).save(str(path))
+    elif kind == "traced":
+        _traced(net, path)
+    else:
+        torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 32, 32),)), str(path))
+    model = fm.load_model(str(path)).model
+    for layer, module, call in (("C4", "c", 1), ("C3", "b", 2)):
+        want, _ = textbook_ablationcam(net, x, getattr(net, module), call, 3)
+        res = fm.compute_cam(model, x, "ablationcam", layer=layer, class_index=3)
+        scale = float(want.max())
+        np.testing.assert_allclose(res.heatmap / scale, want / scale, rtol=0, atol=1e-4)
 
 
 def test_gradcam_with_frozen_weights():
@@ -203,6 +240,34 @@ def test_torchscript_gives_the_same_maps_and_cams(tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-5)
     want, _ = textbook_gradcam(net, x, net.up)
     np.testing.assert_allclose(fm.compute_cam(scripted, x, "gradcam").heatmap, want, atol=1e-4)
+
+
+def test_traced_torchscript_keeps_kinds_and_gives_the_same_maps(tmp_path):
+    """torch.jit.trace keeps a conv submodule's weight but not its hyperparameters: groups come from the conv
+    node's argument in the graph, so depthwise and grouped layers are named as for the module itself."""
+    net, x = small_net(), image()
+    model = fm.load_model(str(_traced(net, tmp_path / "traced.pt"))).model
+    convs = fm.conv_layers(model)
+    assert [c.name for c in convs] == ["a", "b", "b@2", "c", "up"]
+    assert [c.kind for c in convs] == ["Conv2d", "Conv2d (depthwise)", "Conv2d (depthwise)", "Conv2d (groups=2)",
+                                       "ConvTranspose2d"]  # fmt: skip
+    for got, want in zip(fm.extract(model, x).values(), hooked_maps(net, x), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_torchscript_internals_that_fail_are_one_line(tmp_path, capsys, monkeypatch):
+    """The graph surgery uses torch._C, which may change under us: a failure there says what to do instead."""
+    path = tmp_path / "net.pt"
+    torch.jit.script(small_net()).save(str(path))
+
+    def broken(*_a, **_k):
+        raise RuntimeError("no such function\nin this build")
+
+    monkeypatch.setattr(torch._C, "_create_function_from_graph", broken)
+    code, _, err = _run(["layers", path, "--input-shape", "32,32,3"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "TorchScript internals are not supported here (RuntimeError: no such function)" in err
+    assert "save the model with torch.export (.pt2) instead" in err
 
 
 def test_exported_program_gives_the_same_maps_and_cams(tmp_path, capsys):
@@ -259,6 +324,23 @@ def test_torchvision_gradcam_equals_textbook(name, module_path):
     np.testing.assert_allclose(res.heatmap / scale, want / scale, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_torchvision_maps_equal_a_plain_forward_with_hooks(name):
+    """Every conv call's maps (mobilenet_v3_small's squeeze-excitation 1x1 convs included) equal the test's own
+    hooked forward, in execution order."""
+    tvm = _tvm()
+    torch.manual_seed(0)
+    net = tvm.get_model(name, weights=None).eval()
+    x = image((64, 64, 3))
+    maps = fm.extract(net, x)
+    want = hooked_maps(net, x)
+    assert len(maps) == len(want) == {"resnet18": 20, "mobilenet_v3_small": 52}[name]
+    for (layer, got), w in zip(maps.items(), want, strict=True):
+        assert got.shape == w.shape, layer
+        scale = max(float(np.abs(w).max()), 1e-30)  # random weights: mobilenet's late maps are tiny
+        np.testing.assert_allclose(got / scale, w / scale, rtol=0, atol=1e-6, err_msg=layer)
+
+
 def test_torchvision_by_name_cli(tmp_path, capsys):
     _tvm()
     assert main(["layers", "torchvision:resnet18"]) == 0
@@ -304,12 +386,13 @@ def test_cli_show_layers_cam_with_a_torchscript_file(tmp_path, capsys):
     with np.load(folder / "activations.npz") as z:
         assert z["a/maps"].shape == (64, 64, 8)
     code, _, err = _run(
-        ["cam", img, "--model", path, "--input-shape", "64,64,3", "--method", "gradcam,scorecam", "--out",
+        ["cam", img, "--model", path, "--input-shape", "64,64,3", "--method", "gradcam,scorecam,ablationcam", "--out",
          tmp_path / "o"], capsys,
     )  # fmt: skip
     assert code == 0, err
     cam = json.loads((folder / "cam" / "cam.json").read_text())
-    assert cam["target_layer"]["name"] == "up" and {m["method"] for m in cam["maps"]} == {"gradcam", "scorecam"}
+    assert cam["target_layer"]["name"] == "up"
+    assert {m["method"] for m in cam["maps"]} == {"gradcam", "scorecam", "ablationcam"}
 
 
 def test_pickled_module_needs_unsafe(tmp_path, capsys):
@@ -317,7 +400,7 @@ def test_pickled_module_needs_unsafe(tmp_path, capsys):
     torch.save(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), path)
     out = tmp_path / "o"
     code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", path, "--out", out], capsys)
-    assert code == 2 and "--unsafe" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "is a pickled module" in err and "--unsafe" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
     code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", path, "--unsafe", "--out", out,
                          "--input-shape", "32,32,3"], capsys)  # fmt: skip
@@ -325,12 +408,33 @@ def test_pickled_module_needs_unsafe(tmp_path, capsys):
     assert (out / "astronaut" / "overview.png").is_file()
 
 
+@pytest.mark.parametrize("content", [b"\x00 garbage, not a torch file", b"PK\x03\x04 cut short", "zip", "pickle"])
+def test_a_file_torch_did_not_save_is_not_called_a_pickled_module(tmp_path, capsys, content):
+    """Garbage bytes, a zip archive of something else, a plain (non-torch) pickle: not a torch file, said so,
+    with or without --unsafe (which would not help)."""
+    import pickle
+    import zipfile
+
+    path = tmp_path / "junk.pt"
+    if content == "zip":
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("readme.txt", "hello")
+    elif content == "pickle":
+        path.write_bytes(pickle.dumps({"a": 1}))
+    else:
+        path.write_bytes(content)
+    for extra in ([], ["--unsafe"]):
+        code, _, err = _run(["layers", path, "--input-shape", "32,32,3", *extra], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "is not a file torch saved" in err and "pickled" not in err and "--unsafe" not in err
+
+
 def test_state_dict_alone_and_for_the_wrong_architecture(tmp_path, capsys):
     sd = tmp_path / "weights.pt"
     torch.save(small_net().state_dict(), sd)
     out = tmp_path / "o"
     code, _, err = _run(["show", EXAMPLES / "astronaut.png", "--model", sd, "--out", out], capsys)
-    assert code == 2 and "state dict" in err and "--weights" in err
+    assert code == 2 and "state dict" in err and "--weights" in err and len(err.strip().splitlines()) == 1
     scripted = tmp_path / "other.pt"
     torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())).save(str(scripted))
     code, _, err = _run(

@@ -197,7 +197,7 @@ class Explorer:
         return None
 
     def methods(self) -> list[str]:
-        """The CAM methods this model supports (ONNX: gradient-free ones; Ablation-CAM: Keras only)."""
+        """The CAM methods this model supports (ONNX: the gradient-free ones)."""
         return usable_methods(self.adapter or self.lm.model)
 
     def _layer_shape(self, c) -> list | None:

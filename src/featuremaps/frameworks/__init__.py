@@ -14,6 +14,8 @@ The protocol:
   layers' maps ``{name: (B, h, w, C)}`` (channels last, NCHW converted at the boundary) and the output;
 * ``output_shape(input_shape)``: the model output's shape for one input (``(1, n)`` for a classifier);
 * ``has_gradients`` and ``class_gradients(x, name, classes)``: ``d output[c] / d A`` for one layer's maps;
+* ``has_head_scores`` and ``head_scores(x, name, acts)``: the scores of one input with one layer's maps replaced
+  by each of a batch of maps (Ablation-CAM's ablated copies);
 * ``state()`` / ``load_state(state)``: the weights as picklable arrays (None where the file is the weights, as
   for ONNX), so that a Ray actor computes exactly the driver's model, random weights included;
 * ``receptive_fields()``: each conv layer's field from the model's graph (the explorer's input box);
@@ -49,6 +51,8 @@ class ModelAdapter:
     name = "model"
     input_shape: tuple = (None, None, None)
     has_gradients = False
+    #: whether ``head_scores`` can re-run the network with a layer's maps replaced (Ablation-CAM)
+    has_head_scores = False
     #: what ``class_gradients`` differentiates: "logit" (pre-softmax scores) or "output"
     score = "output"
 
@@ -69,6 +73,11 @@ class ModelAdapter:
     def class_gradients(self, x: np.ndarray, name: str, classes: list[int]):
         """``(acts (h, w, C), output (n,), grads (len(classes), h, w, C))`` for one input ``x`` (H, W, C)."""
         raise UserError(f"{self.framework} models have no gradients; use {', '.join(gradient_free_methods())}")
+
+    def head_scores(self, x: np.ndarray, name: str, acts: np.ndarray) -> np.ndarray:
+        """``(B, n)`` scores (what ``class_gradients`` differentiates) of one input ``x`` (H, W, C) with the maps of
+        conv layer ``name`` replaced by each of ``acts`` (B, h, w, C): the network from that layer on."""
+        raise UserError(f"ablationcam cannot re-run {self.framework} models from a layer; use another --method")
 
     def state(self):
         """The model's weights as picklable NumPy arrays, or None when loading the model gives them."""
@@ -102,14 +111,14 @@ def load_model_state(model, state) -> None:
         ad.load_state(state)
 
 
-#: CAM methods that re-run the network from the target layer on (Ablation-CAM): Keras models only for now,
-#: where the model is cut at the layer (:func:`featuremaps.extractor.split_at`).
+#: CAM methods that re-run the network from the target layer on (Ablation-CAM): Keras models cut at the layer
+#: (:func:`featuremaps.extractor.split_at`), other frameworks where the adapter has ``head_scores``.
 NEEDS_HEAD = {"ablationcam"}
 
 
 def gradient_free_methods() -> list[str]:
-    """The CAM methods that need no gradients and run on every framework (Score-CAM, EigenCAM, ...)."""
-    return [m for m in CAM_METHODS if m not in NEEDS_GRADIENTS and m not in NEEDS_HEAD]
+    """The CAM methods that need no gradients (Score-CAM, EigenCAM, Ablation-CAM): those for ONNX models."""
+    return [m for m in CAM_METHODS if m not in NEEDS_GRADIENTS]
 
 
 def framework_of(model) -> str:
@@ -164,27 +173,34 @@ def feature_extractor(model, input_shape, layers="all", maps: int | None = 16, s
 
 
 def usable_methods(model) -> list[str]:
-    """The CAM methods ``model`` supports: all for Keras, no Ablation-CAM for other frameworks, and only the
-    gradient-free ones where there are no gradients (ONNX). ``model``: a Keras model or a :class:`ModelAdapter`."""
+    """The CAM methods ``model`` supports: all for Keras, only the gradient-free ones where there are no gradients
+    (ONNX), and no Ablation-CAM where the adapter cannot re-run the network from a layer. ``model``: a Keras
+    model or a :class:`ModelAdapter`."""
     if not isinstance(model, ModelAdapter):
         return list(CAM_METHODS)
-    return [m for m in CAM_METHODS if m not in NEEDS_HEAD and (model.has_gradients or m not in NEEDS_GRADIENTS)]
+    return [
+        m
+        for m in CAM_METHODS
+        if (model.has_gradients or m not in NEEDS_GRADIENTS) and (model.has_head_scores or m not in NEEDS_HEAD)
+    ]
 
 
 def check_methods(model, methods) -> None:
-    """Gradient CAM methods asked of a model without gradients (ONNX): one line naming those that apply."""
+    """CAM methods a model cannot do (gradient methods on ONNX): one line naming those that apply."""
     ad = model if isinstance(model, ModelAdapter) else None
+    if ad is None:
+        return
     head = [m for m in methods if m in NEEDS_HEAD]
-    if ad is not None and head:
+    if head and not ad.has_head_scores:
         raise UserError(
-            f"{head[0]} re-runs the network from the target layer, which featuremaps does for Keras models only; "
-            f"use --method {','.join(usable_methods(ad))}"
+            f"{head[0]} re-runs the network from the target layer, which featuremaps cannot do for "
+            f"{ad.framework} models of this kind; use --method {','.join(usable_methods(ad))}"
         )
     need = [m for m in methods if m in NEEDS_GRADIENTS]
-    if ad is not None and need and not ad.has_gradients:
+    if need and not ad.has_gradients:
         raise UserError(
             f"{need[0]} needs gradients, which {ad.framework} models do not have; "
-            f"use --method {','.join(gradient_free_methods())}"
+            f"use --method {','.join(usable_methods(ad))}"
         )
 
 
@@ -223,7 +239,8 @@ def compute_cam(model, x: np.ndarray, method: str = "gradcam", layer=None, class
     """One class activation map of one preprocessed image ``x`` (H, W, C), for any model.
 
     Keras models go to :func:`featuremaps.cam.compute_cam`; torch modules get gradients from autograd; ONNX
-    models take the gradient-free methods (Score-CAM). Returns a :class:`~featuremaps.cam.CamResult`.
+    models take the gradient-free methods (Score-CAM, EigenCAM, Ablation-CAM). Returns a
+    :class:`~featuremaps.cam.CamResult`.
     ``engine``: a :func:`cam_engine` of this model and input shape, to reuse across many images.
 
     Example::
@@ -357,4 +374,10 @@ class AdapterCamEngine:
         if class_indices is None:  # the predicted class (the adapter chose the same for its gradients)
             class_indices = [int(np.argmax(raw))]  # raw: a softmax of tiny logits can tie in float32
         names = classes if classes and len(classes) == self.n_classes else None
-        return cam_results(self, x, acts, probs, methods, class_indices, names, lambda j: grads[j])
+
+        def head_scores(a_batch):  # Ablation-CAM: the model's scores with the target layer's maps replaced
+            return self.model.head_scores(x, name, np.asarray(a_batch, np.float32))
+
+        return cam_results(
+            self, x, acts, probs, methods, class_indices, names, lambda j: grads[j], head_scores=head_scores
+        )

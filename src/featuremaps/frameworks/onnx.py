@@ -7,7 +7,9 @@ them all. ONNX conv outputs are NCHW whatever layout the model's input has; they
 NumPy views at the boundary. Plain predictions (Score-CAM's masked inputs) use the unmodified model.
 
 ONNX Runtime computes no gradients: gradient CAM methods are refused with one line naming the methods that
-apply (Score-CAM and any other gradient-free method in :data:`featuremaps.cam.methods.CAM_METHODS`).
+apply (Score-CAM, EigenCAM, Ablation-CAM). Ablation-CAM re-runs the network from the target layer in a modified
+graph: the conv node's output is renamed to an unused name and a new graph input carries the ablated maps
+under the old name, fed with copies of the image (one run per copy where the batch dimension is fixed at 1).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class OnnxAdapter(ModelAdapter):
 
     framework = "onnx"
     has_gradients = False
+    has_head_scores = True
     score = "output"
 
     def __init__(self, model: onnx.ModelProto, name: str = "model", providers=None):
@@ -109,6 +112,7 @@ class OnnxAdapter(ModelAdapter):
         self._by_name = {c.name: c for c in convs}
         self._sess = None
         self._plain = None
+        self._heads: dict[tuple, tuple] = {}
         self._probed: dict[tuple, tuple[dict, tuple]] = {}
 
     # ------------------------------------------------------------ sessions
@@ -217,6 +221,51 @@ class OnnxAdapter(ModelAdapter):
                 raise UserError(f"conv node {n} outputs shape {a.shape}; featuremaps needs (N, C, H, W)")
             maps[n] = a.astype(np.float32, copy=False).transpose(0, 2, 3, 1)
         return maps, res[0].astype(np.float32, copy=False)
+
+    def _head_session(self, name: str, input_shape: tuple):
+        """(session, maps input name, its dtype): the model with conv ``name``'s output fed from a graph input."""
+        key = (name, tuple(input_shape))
+        if key not in self._heads:
+            c = self._by_name[name]
+            h, w, ch = self.layer_shapes(input_shape)[name]
+            m = onnx.ModelProto()
+            m.CopyFrom(self.proto)
+            g = m.graph
+            used = {t for n in g.node for t in (*n.input, *n.output)}
+            used |= {v.name for v in (*g.input, *g.output, *g.value_info)} | {t.name for t in g.initializer}
+            new, k = f"{c.output}_featuremaps_unused", 1
+            while new in used:
+                new, k = f"{c.output}_featuremaps_unused{k}", k + 1
+            node = next(n for n in g.node if n.output and n.output[0] == c.output)
+            node.output[0] = new  # the conv still runs, its output goes nowhere
+            elem = next((v.type.tensor_type.elem_type for v in g.value_info if v.name == c.output), 0)
+            elem = elem or next(i.type.tensor_type.elem_type for i in g.input if i.name == self.input_name)
+            keep = [v for v in g.value_info if v.name != c.output]
+            del g.value_info[:]
+            g.value_info.extend(keep)
+            dims = [1 if self.batch_fixed else "n", ch, h, w]
+            g.input.append(onnx.helper.make_tensor_value_info(c.output, elem, dims))
+            sess = self._make(m.SerializeToString())
+            self._heads[key] = (sess, c.output, _DTYPES.get(sess.get_inputs()[-1].type, np.float32))
+        return self._heads[key]
+
+    def head_scores(self, x, name, acts):
+        """The output of ``len(acts)`` copies of ``x`` with conv node ``name``'s output replaced, row by row, by
+        ``acts`` (B, h, w, C), through the modified graph of :meth:`_head_session`."""
+        sess, maps_name, dtype = self._head_session(name, x.shape)
+        xs = self._feed(np.repeat(x[None], len(acts), axis=0))
+        a = np.ascontiguousarray(np.asarray(acts).transpose(0, 3, 1, 2), dtype)
+        step = 1 if self.batch_fixed else len(a)
+        try:
+            parts = [
+                sess.run([self.output_name], {self.input_name: xs[i : i + step], maps_name: a[i : i + step]})[0]
+                for i in range(0, len(a), step)
+            ]
+        except Exception as e:
+            raise UserError(
+                f"ONNX model '{self.name}' cannot run from layer {name} ({str(e).splitlines()[0][:120]})"
+            ) from None
+        return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 #: ONNX ops after which a map is no longer spatial (or no longer on the input's grid)

@@ -12,6 +12,8 @@ models without such ops pay nothing.
 CAMs: autograd. A forward hook on the target call keeps the conv output ``A`` and hands the rest of the
 network a clone (so in-place ops after it cannot change ``A``); ``torch.autograd.grad(score[c], A)`` gives
 ``d score / d A``. The score is the output itself: torchvision classifiers return pre-softmax logits.
+Ablation-CAM: a forward hook on the target call returns its ablated copies (one channel zeroed per row) in
+place of its output, on as many copies of the image (TorchScript: the conv value replaced by a graph input).
 
 Files: TorchScript archives (``torch.jit.load``, no pickle), ``torch.export`` archives (``.pt2``,
 ``torch.export.load`` then ``torch.export.unflatten``, which keeps the module tree: each conv is a submodule
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import pickle
 import re
 import sys
 import types
@@ -87,11 +90,18 @@ def is_conv(m: nn.Module) -> bool:
     return isinstance(m, CONV_TYPES) or _exported_conv(m) is not None
 
 
-def _conv_facts(m: nn.Module) -> tuple[str, int, int]:
-    """(type name, input channels, groups) of a conv module: nn, TorchScript or exported."""
+def _conv_facts(m: nn.Module, kind: str | None = None, groups: int | None = None) -> tuple[str, int, int]:
+    """(type name, input channels, groups) of a conv module: nn, TorchScript or exported. ``kind`` and ``groups``:
+    what a TorchScript graph says, for a traced submodule that keeps its weight but not its hyperparameters."""
     node = _exported_conv(m)
     if node is None:
-        return type(m).__name__, int(getattr(m, "in_channels", 0)), int(getattr(m, "groups", 1))
+        kind = kind or type(m).__name__
+        groups = int(getattr(m, "groups", groups or 1))
+        cin = getattr(m, "in_channels", None)
+        if cin is None:  # traced: the weight is (out, in / groups, kh, kw), transposed (in, out / groups, kh, kw)
+            w = getattr(m, "weight", None)
+            cin = 0 if not isinstance(w, torch.Tensor) else w.shape[0] if "Transpose" in kind else w.shape[1] * groups
+        return kind, int(cin), groups
     kind = EXPORTED_CONVS[str(node.target)]
     w = node.args[1]
     try:
@@ -107,8 +117,8 @@ def _conv_facts(m: nn.Module) -> tuple[str, int, int]:
     return kind, int(weight.shape[1]) * groups if kind == "Conv2d" else int(weight.shape[0]), groups
 
 
-def _kind(m: nn.Module, name: str | None = None) -> str:
-    kind, in_channels, groups = _conv_facts(m)
+def _kind(m: nn.Module, name: str | None = None, groups: int | None = None) -> str:
+    kind, in_channels, groups = _conv_facts(m, name, groups)
     name = name or kind
     if groups > 1:
         name += " (depthwise)" if groups == in_channels else f" (groups={groups})"
@@ -151,6 +161,7 @@ class TorchAdapter(ModelAdapter):
 
     framework = "torch"
     has_gradients = True
+    has_head_scores = True
     score = "logit"
 
     def __init__(self, module: nn.Module, name: str | None = None, input_shape=None):
@@ -413,6 +424,43 @@ class TorchAdapter(ModelAdapter):
         acts = a[0].detach().float().cpu().numpy().transpose(1, 2, 0)
         return acts, out.float()[0].detach().cpu().numpy(), np.stack(grads)
 
+    def head_scores(self, x, name, acts):
+        """The output of ``len(acts)`` copies of ``x`` with conv call ``name``'s output replaced, row by row, by
+        ``acts`` (B, h, w, C): a forward hook returns them in its place, as pytorch-grad-cam's AblationCAM does,
+        so the network from the layer on runs on the replaced maps (in chunks of the program's fixed batch size
+        for a ``torch.export`` file)."""
+        self._probe(x.shape)
+        c = self._by_name[name]
+        step = self.fixed_batch or len(acts)
+        outs = []
+        for i in range(0, len(acts), step):
+            a = acts[i : i + step]
+            n = len(a)
+            if n < step:  # an exported program runs at its batch size only: pad the last chunk
+                a = np.concatenate([a, np.repeat(a[:1], step - n, axis=0)])
+            outs.append(self._replaced(x, c, a)[:n])
+        return np.concatenate(outs)
+
+    def _maps_tensor(self, acts):
+        dev, dtype = _device_dtype(self.module)
+        t = torch.from_numpy(np.ascontiguousarray(acts, np.float32)).permute(0, 3, 1, 2)
+        return t.to(device=dev, dtype=dtype).contiguous()
+
+    def _replaced(self, x, c, acts) -> np.ndarray:
+        maps, count = self._maps_tensor(acts), [0]
+
+        def hook(_m, _inp, out):
+            count[0] += 1
+            return maps.to(out.dtype) if count[0] == c.call else None
+
+        handle = c.layer.register_forward_hook(hook)
+        try:
+            with _eval_mode(self.module), torch.inference_mode():
+                out = self.module(self._to_input(np.repeat(x[None], len(acts), axis=0)))
+        finally:
+            handle.remove()
+        return out.float().cpu().numpy()
+
 
 # ---------------------------------------------------------------- TorchScript
 SCRIPT_CONVS = ("aten::conv2d", "aten::conv_transpose2d", "aten::_convolution", "aten::convolution")
@@ -431,16 +479,30 @@ class ScriptAdapter(TorchAdapter):
     def __init__(self, module, name=None, input_shape=None):
         self.module = module
         self.name = name or getattr(module, "original_name", "model")
-        graph = module.inlined_graph
+        with _script_internals():
+            self._build()
+        first = _submodule(module, self._names[0].split("@")[0])
+        c = _conv_facts(first, self._kinds[0], self._groups[0])[1] if first is not None else None
+        self.input_shape = tuple(input_shape) if input_shape else (None, None, c or 3)
+        self._convs = None
+        self._by_name = {}
+        self._shapes = {}
+        self._clone = set()
+        self._replacing = {}
+
+    def _build(self):
+        """The forward graph with every conv value (and a clone where an in-place op changes it) as outputs."""
+        graph = self.module.inlined_graph
         nodes = [n for n in graph.nodes() if n.kind() in SCRIPT_CONVS]
         if not nodes:
             raise UserError(f"TorchScript model '{self.name}' has no 2-D convolutions in its forward; pass a CNN")
-        names, kinds, counts, maps, grads = [], [], {}, [], []
+        names, kinds, groups, counts, maps, grads = [], [], [], {}, [], []
         for n in nodes:
             path, kind = _hierarchy(n)
             counts[path] = counts.get(path, 0) + 1
             names.append(path if counts[path] == 1 else f"{path}@{counts[path]}")
             kinds.append(kind)
+            groups.append(_script_groups(n))
             v = n.output()
             if any(u.user.kind().endswith("_") for u in v.uses()):  # changed in place later: clone for the maps
                 none = graph.create("prim::Constant")
@@ -459,14 +521,7 @@ class ScriptAdapter(TorchAdapter):
         tup.insertBefore(ret)
         ret.replaceInput(0, tup.output())
         self._fn = torch._C._create_function_from_graph(f"featuremaps_{id(self)}", graph)
-        self._names, self._kinds = names, kinds
-        first = _submodule(module, names[0].split("@")[0])
-        c = getattr(first, "in_channels", None) if first is not None else None
-        self.input_shape = tuple(input_shape) if input_shape else (None, None, c or 3)
-        self._convs = None
-        self._by_name = {}
-        self._shapes = {}
-        self._clone = set()
+        self._names, self._kinds, self._groups = names, kinds, groups
 
     def _in_channels(self):
         return self.input_shape[2] if self.input_shape else 3
@@ -475,7 +530,9 @@ class ScriptAdapter(TorchAdapter):
         return {}, False, "receptive fields are not computed for TorchScript models (no torch.fx graph)"
 
     def _call(self, x):
-        res = self._fn(self.module._c, x)
+        with _script_internals():
+            c = self.module._c
+        res = self._fn(c, x)
         k = len(self._names)
         return res[0], list(res[1 : 1 + k]), list(res[1 + k :])
 
@@ -487,6 +544,8 @@ class ScriptAdapter(TorchAdapter):
         try:
             with _eval_mode(self.module), torch.no_grad():
                 out, maps, _ = self._call(self._to_input(x))
+        except UserError:
+            raise
         except Exception as e:
             raise UserError(
                 f"model '{self.name}' cannot run on a {shape[0]}x{shape[1]}x{shape[2]} input "
@@ -498,8 +557,8 @@ class ScriptAdapter(TorchAdapter):
         }
         if self._convs is None:
             self._convs = [
-                TorchConvLayer(i + 1, n, sub, k if sub is None else _kind(sub, k), 1, shapes[n][2])
-                for i, (n, k) in enumerate(zip(self._names, self._kinds, strict=True))
+                TorchConvLayer(i + 1, n, sub, k if sub is None else _kind(sub, k, g), 1, shapes[n][2])
+                for i, (n, k, g) in enumerate(zip(self._names, self._kinds, self._groups, strict=True))
                 for sub in [_submodule(self.module, n.split("@")[0])]
             ]
             self._by_name = {c.name: c for c in self._convs}
@@ -528,6 +587,54 @@ class ScriptAdapter(TorchAdapter):
             classes, grads = _class_gradients(out, v, classes)
         acts = a[0].detach().float().cpu().numpy().transpose(1, 2, 0)
         return acts, out.float()[0].detach().cpu().numpy(), np.stack(grads)
+
+    def _replaced(self, x, c, acts) -> np.ndarray:
+        """Python hooks do not run in TorchScript: a function of the forward graph whose conv value ``c`` is
+        replaced by an extra graph input (built once per layer) takes the maps."""
+        fn = self._replacing.get(c.name)
+        if fn is None:
+            i = self._names.index(c.name)
+            with _script_internals():
+                graph = self.module.inlined_graph
+                node = [n for n in graph.nodes() if n.kind() in SCRIPT_CONVS][i]
+                value = graph.addInput("featuremaps_maps")
+                value.setType(torch._C.TensorType.get())
+                node.output().replaceAllUsesWith(value)
+                fn = torch._C._create_function_from_graph(f"featuremaps_head_{id(self)}_{i}", graph)
+            self._replacing[c.name] = fn
+        with _script_internals():
+            module = self.module._c
+        with _eval_mode(self.module), torch.inference_mode():
+            out = fn(module, self._to_input(np.repeat(x[None], len(acts), axis=0)), self._maps_tensor(acts))
+        return out.float().cpu().numpy()
+
+
+@contextlib.contextmanager
+def _script_internals():
+    """TorchScript graph surgery uses torch._C, which has no stability promise: any failure in it is one line."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:
+        first = str(e).splitlines()[0][:100] if str(e).strip() else ""
+        raise UserError(
+            f"this torch version's TorchScript internals are not supported here ({type(e).__name__}: {first}); "
+            "save the model with torch.export (.pt2) instead"
+        ) from None
+
+
+def _script_groups(node) -> int | None:
+    """The ``groups`` argument of a TorchScript conv node where it is a graph constant (traced modules keep it
+    only there): argument 8 of ``aten::_convolution`` / ``aten::convolution`` (input, weight, bias, stride,
+    padding, dilation, transposed, output_padding, groups, ...), 6 of ``aten::conv2d`` (..., dilation, groups)
+    and of ``aten::conv_transpose2d`` (..., output_padding, groups, dilation)."""
+    i = 8 if node.kind() in ("aten::_convolution", "aten::convolution") else 6
+    inputs = list(node.inputs())
+    if len(inputs) <= i or inputs[i].node().kind() != "prim::Constant":
+        return None
+    value = inputs[i].toIValue()
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _hierarchy(node) -> tuple[str, str]:
@@ -702,10 +809,16 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
             except Exception as e:
                 raise UserError(f"{path} is not a TorchScript archive torch can load ({str(e)[:100]})") from None
     if module is None:
+        if not _is_torch_file(path):
+            raise UserError(
+                f"{path} is not a file torch saved (neither a TorchScript archive nor torch.save output); check "
+                "the path, or save the model with torch.jit.script(model).save(FILE)"
+            )
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            obj = None
+            with warnings.catch_warnings():  # torch's note on the pickle protocol of old files
+                warnings.simplefilter("ignore", UserWarning)
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # the weights-only unpickler refused what the file holds: code to run
             if not unsafe:
                 raise UserError(
                     f"{path} is a pickled module: loading it runs code stored in the file; pass --unsafe only if "
@@ -715,6 +828,9 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
                 obj = torch.load(path, map_location="cpu", weights_only=False)
             except Exception as e:
                 raise UserError(f"{path} is not a torch file torch can load ({str(e).splitlines()[0][:100]})") from None
+        except Exception as e:
+            first = str(e).splitlines()[0][:100] if str(e).strip() else type(e).__name__
+            raise UserError(f"{path} is a torch file torch cannot read, truncated or corrupt? ({first})") from None
         if isinstance(obj, dict):
             raise UserError(
                 f"{path} holds a state dict (weights without an architecture); pass "
@@ -733,6 +849,20 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
     return LoadedModel(
         ad, path.stem, str(path), PREPROCESS_MODES.get(mode, mode), _preprocess_fn(mode), ad.input_shape, classes
     )
+
+
+def _is_torch_file(path: Path) -> bool:
+    """Whether ``torch.save`` wrote ``path``: a zip archive with a ``data.pkl`` record, or the legacy format (a
+    pickle whose first object is torch's magic number, a 10-byte LONG1 right after the protocol header)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                return any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist())
+        with open(path, "rb") as f:
+            head = f.read(14)
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return head[:1] == b"\x80" and head[2:] == b"\x8a\x0a" + torch.serialization.MAGIC_NUMBER.to_bytes(10, "little")
 
 
 def _load_exported(path: Path, input_shape):
