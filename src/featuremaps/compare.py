@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from featuremaps import models
+from featuremaps.applications import APPLICATIONS, summary
 from featuremaps.draw import (
     INK,
     MUTED,
@@ -36,7 +37,7 @@ from featuremaps.errors import UserError
 from featuremaps.extractor import parse_select
 from featuremaps.frameworks import feature_extractor
 from featuremaps.html import esc, img_tag, page
-from featuremaps.models import APPLICATIONS, EMOTION_NAMES, TORCH_SUFFIXES
+from featuremaps.models import EMOTION_NAMES, TORCH_SUFFIXES
 from featuremaps.pipeline import model_title, prediction_of, prepare
 from featuremaps.render import apply_colormap, colormap, fit_size, resize_maps, resize_rgb
 
@@ -97,7 +98,7 @@ def check_model_names(spec: str) -> list[str]:
         if n.lower().startswith("torchvision:"):
             continue
         raise UserError(
-            f"unknown model '{n}' in --models: use names from {', '.join(APPLICATIONS)}, emotion, torchvision:NAME, "
+            f"unknown model '{n}' in --models: use names from {summary()}, emotion, torchvision:NAME, "
             "or .keras/.h5/.pt/.onnx files"
         )
     return names
