@@ -247,13 +247,7 @@ def _weights_arg(p):
 
 def _image_args(p):
     p.add_argument("images", nargs="+", metavar="IMAGE|FOLDER", help="image files and/or folders of images")
-    p.add_argument(
-        "--input-shape",
-        type=_int_list,
-        default=None,
-        metavar="H,W,C",
-        help="input shape for models that do not fix it (default: the model's, else the image's, at most 512)",
-    )
+    _input_shape_arg(p)
     p.add_argument(
         "--resize",
         default="crop",
@@ -268,6 +262,17 @@ def _image_args(p):
         help="feed the whole image to the emotion model instead of the largest face (default: crop the face)",
     )
     _max_pixels_arg(p)
+
+
+def _input_shape_arg(p, what: str = "models that do not fix it"):
+    p.add_argument(
+        "--input-shape",
+        type=_int_list,
+        default=None,
+        metavar="H,W,C",
+        help=f"input shape for {what}, e.g. an ONNX file with a dynamic size (default: the model's, else the "
+        "image's, at most 512)",
+    )
 
 
 def _max_pixels_arg(p):
@@ -382,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
         "torchvision:NAME) and .keras/.h5/.pt/.onnx files, frameworks mixed",
     )
     _weights_arg(p)
+    _input_shape_arg(p, "the models that do not fix it (the others keep theirs)")
     p.add_argument("--align", default="depth", choices=["depth", "resolution"], help="align layers by")
     p.add_argument("--rows", type=_bounded(1, 64), default=6, help="layers shown per model")
     p.add_argument("--maps", type=_bounded(1, 64), default=8, help="maps per layer and model")
@@ -433,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_args(p)
     p.add_argument("--split", default="PrivateTest", help="dataset split")
+    _input_shape_arg(p)
     p.add_argument("--layers", default="all", help="names, C-numbers (C3), ranges (C1-C5), globs or all")
     p.add_argument("--batch-size", type=_bounded(1, 4096), default=64, help="images per forward pass")
     p.add_argument("--limit", type=_positive, default=None, help="use at most this many images in total (default: all)")
@@ -464,14 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="several models in one page, compared side by side at layers aligned by depth (comma-separated, "
         "as in compare; the first is the main one); instead of --model",
     )
-    p.add_argument(
-        "--input-shape",
-        type=_int_list,
-        default=None,
-        metavar="H,W,C",
-        help="input shape for models that do not fix it, e.g. an ONNX file with a dynamic size (default: the "
-        "model's, else the image's, at most 512)",
-    )
+    _input_shape_arg(p)
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")
