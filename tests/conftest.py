@@ -107,10 +107,11 @@ def rgb_image(tmp_path) -> Path:
 
 
 # ---------------------------------------------------------------- atlas on PyTorch / ONNX files (atlas, atlas_ray)
-def torch_and_onnx_files(folder: Path):
+def torch_and_onnx_files(folder: Path, dynamic_size: bool = False):
     """A tiny torch CNN (conv 3->4, ReLU, conv 4->6 stride 2, ReLU, mean, linear) saved as TorchScript
-    (``net.pt``, traced) and as ONNX (``net.onnx``, exported for 32x32 inputs with a dynamic batch);
-    returns (net, pt, onnx). Skips the test when torch or onnx/onnxruntime is missing."""
+    (``net.pt``, traced) and as ONNX (``net.onnx``, exported for 32x32 inputs with a dynamic batch; with
+    ``dynamic_size`` a dynamic height and width too, so it needs ``--input-shape``); returns (net, pt, onnx).
+    Skips the test when torch or onnx/onnxruntime is missing."""
     import warnings
 
     torch = pytest.importorskip("torch")
@@ -139,7 +140,7 @@ def torch_and_onnx_files(folder: Path):
         torch.jit.trace(net, example).save(str(pt))
         torch.onnx.export(
             net, example, str(ox), dynamo=False, input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "n"}},
+            dynamic_axes={"input": {0: "n", 2: "h", 3: "w"} if dynamic_size else {0: "n"}},
         )  # fmt: skip
     return net, pt, ox
 

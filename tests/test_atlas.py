@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import class_means, hooked_channel_means, needs_fer
+from conftest import class_means, hooked_channel_means, needs_fer, torch_and_onnx_files
 from PIL import Image
 
 from featuremaps import colormap, models
@@ -447,3 +447,25 @@ def test_atlas_of_a_torchvision_model_uses_its_imagenet_preprocessing(tmp_path, 
         for j, ly in enumerate(meta["layers"]):
             want = class_means(per_image[j], labels, 2)
             np.testing.assert_allclose(z[f"{ly['npz_prefix']}/means"], want, rtol=1e-5, atol=1e-5)
+
+
+def test_atlas_input_shape_for_a_dynamic_size_onnx_file(tmp_path, capsys):
+    """An ONNX file with a free height and width: without --input-shape one line saying to pass it, exit 2,
+    nothing written; with --input-shape 24,24,3 the images (24 px: not resized) give the class means of a
+    hooked forward of the torch module it was exported from. A bad --input-shape is one line too."""
+    net, _, ox = torch_and_onnx_files(tmp_path / "models", dynamic_size=True)
+    images, labels = _rgb_folder(tmp_path / "data", CLASSES, 3, 24)
+    base = ["atlas", "--data", str(tmp_path / "data"), "--model", str(ox), "--batch-size", "4"]
+    for extra, match in (([], "dynamic input size; pass --input-shape"), (["--input-shape", "24x24"], "H,W,C")):
+        assert main([*base, *extra, "--out", str(tmp_path / "no")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert match in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "no").exists()
+    out = tmp_path / "atlas"
+    assert main([*base, "--input-shape", "24,24,3", "--out", str(out)]) == 0, capsys.readouterr().err
+    meta = json.loads((out / "atlas.json").read_text())
+    assert meta["input_shape"] == [24, 24, 3] and meta["resized"] == 0 and meta["images"] == 6
+    per_image = hooked_channel_means(net, images, lambda x: x / 255.0)
+    with np.load(out / "atlas.npz") as z:
+        for j, ly in enumerate(meta["layers"]):
+            np.testing.assert_allclose(z[f"{ly['npz_prefix']}/means"], class_means(per_image[j], labels, 2), atol=1e-5)

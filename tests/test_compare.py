@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import needs_fer
+from conftest import needs_fer, torch_and_onnx_files
 from PIL import Image
 
 from featuremaps import models
@@ -125,6 +126,54 @@ def test_compare_keras_applications_random_weights(tmp_path, cat):
         ]
     )
     assert rc == 0 and (tmp_path / "compare_cat" / "compare.png").is_file()
+
+
+def _compare(cat, models_arg, out, *extra):
+    return main(["compare", str(cat), "--models", models_arg, "--rows", "3", "--maps", "4", *extra, "--out", str(out)])
+
+
+def test_compare_mixed_frameworks_keras_torchscript_onnx(tmp_path, nets, cat, capsys):
+    """A .keras file (5 convs), a TorchScript .pt and an .onnx file (2 convs each): one figure, and compare.json
+    names each model and, per row, the layer of each at that relative depth (C1 and the last at the ends)."""
+    _, pt, ox = torch_and_onnx_files(tmp_path / "models")
+    out = tmp_path / "out"
+    assert _compare(cat, f"{nets[0]},{pt},{ox}", out) == 0, capsys.readouterr().err
+    folder = out / "compare_cat"
+    assert {p.name for p in folder.iterdir()} == {"compare.png", "compare.html", "compare.json"}
+    meta = json.loads((folder / "compare.json").read_text())
+    assert [m["name"] for m in meta["models"]] == ["deep", "net", "net"]
+    assert [Path(m["source"]).suffix for m in meta["models"]] == [".keras", ".pt", ".onnx"]
+    # the TorchScript file fixes no size: the image's (30x40, at least 32 a side); the ONNX file was exported at 32
+    shapes = [(m["conv_layers"], m["input_shape"]) for m in meta["models"]]
+    assert shapes == [(5, [16, 16, 3]), (2, [32, 40, 3]), (2, [32, 32, 3])]
+    assert [r["label"] for r in meta["rows"]] == ["depth 0%", "depth 50%", "depth 100%"]
+    got = [[(ly["label"], ly["name"]) for ly in r["layers"]] for r in meta["rows"]]
+    assert got == [
+        [("C1", "deep_c1"), ("C1", "first"), ("C1", "first")],
+        [("C3", "deep_c3"), ("C1", "first"), ("C1", "first")],  # 2 convs: depth 50% rounds to C1
+        [("C5", "deep_c5"), ("C2", "second"), ("C2", "second")],
+    ]
+    assert [ly["shape"] for ly in meta["rows"][2]["layers"]] == [[4, 4, 8], [15, 19, 6], [15, 15, 6]]
+    with Image.open(folder / "compare.png") as im:
+        assert im.width > 300 and im.height > 200
+    html = (folder / "compare.html").read_text()
+    assert "<th>deep</th>" in html and html.count("<th>net</th>") == 2
+
+
+def test_compare_input_shape_for_a_dynamic_size_onnx_file(tmp_path, nets, cat, capsys):
+    """--input-shape feeds the model whose input size is free (an ONNX file with a dynamic height and width);
+    the .keras file keeps its own 16x16. Without it: the one line that says to pass it, nothing written."""
+    _, _, ox = torch_and_onnx_files(tmp_path / "models", dynamic_size=True)
+    out = tmp_path / "out"
+    for extra, match in (([], "dynamic input size; pass --input-shape"), (["--input-shape", "40,40"], "H,W,C")):
+        assert _compare(cat, f"{nets[0]},{ox}", out, *extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert match in err and len(err.splitlines()) == 1, err
+        assert not out.exists()
+    assert _compare(cat, f"{nets[0]},{ox}", out, "--input-shape", "40,40,3") == 0, capsys.readouterr().err
+    meta = json.loads((out / "compare_cat" / "compare.json").read_text())
+    assert [m["input_shape"] for m in meta["models"]] == [[16, 16, 3], [40, 40, 3]]
+    assert meta["rows"][-1]["layers"][1]["shape"] == [19, 19, 6]
 
 
 @pytest.mark.parametrize("models_arg", ["vgg16,notanet", "", "missing.keras"])

@@ -7,7 +7,9 @@ import pytest
 
 from featuremaps import UserError
 from featuremaps import load_model as load
-from featuremaps.models import LoadedModel, wrap
+from featuremaps.applications import APPLICATIONS, summary
+from featuremaps.cli import build_parser
+from featuremaps.models import LoadedModel, _weight_file_prefix, wrap
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +118,39 @@ def test_named_application_random_weights():
     x = np.float32([[0.0, 255.0]])
     np.testing.assert_allclose(lm.preprocess_fn(x), [[-1.0, 1.0]])
     assert x.tolist() == [[0.0, 255.0]]  # not modified in place
+
+
+def test_every_keras_application_has_a_name_and_its_familys_preprocessing(capsys):
+    """The registry against keras.applications itself (public API, no model built): every constructor, by its
+    lower-case name, with the preprocess_input of the module that defines it; the names of before kept."""
+    import keras
+
+    ctors = {n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n))}
+    assert sorted(c for c, _, _ in APPLICATIONS.values()) == sorted(ctors) and len(ctors) == 40
+    for key, (ctor, module, side) in APPLICATIONS.items():
+        assert key == ctor.lower()
+        fn = getattr(keras.applications, ctor)
+        assert fn.__module__.rsplit(".", 1)[-1] == module, (key, fn.__module__)  # its own family's preprocessing
+        assert callable(getattr(keras.applications, module).preprocess_input)
+        assert 32 <= side <= 600 and _weight_file_prefix(key)
+    old = "vgg16 vgg19 resnet50 resnet50v2 mobilenet mobilenetv2 inceptionv3 xception densenet121 efficientnetb0"
+    assert set(old.split()) | {"convnexttiny"} <= set(APPLICATIONS)
+    # --help and the unknown-model line name every one, shared beginnings once ("resnet50|101|152")
+    assert summary() == (
+        "vgg16, vgg19, resnet50|101|152, resnet50v2|101v2|152v2, inceptionv3, inceptionresnetv2, xception, "
+        "mobilenet, mobilenetv2, mobilenetv3small|large, densenet121|169|201, nasnetmobile|large, "
+        "efficientnetb0|1|2|3|4|5|6|7, efficientnetv2b0|b1|b2|b3|s|m|l, convnexttiny|small|base|large|xlarge"
+    )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["layers", "--help"])
+    assert summary() in " ".join(capsys.readouterr().out.split())
+
+
+def test_named_application_by_new_name_and_unknown_name():
+    lm = load("MobileNet_V3_Small", weights="none", random_head=False)
+    assert lm.name == "mobilenetv3small" and lm.preprocess == "keras.applications.mobilenet_v3.preprocess_input"
+    with pytest.raises(UserError, match=r"unknown model 'nasnet': .*nasnetmobile\|large"):
+        load("nasnet")
 
 
 def test_named_application_weights_file_missing(tmp_path):

@@ -6,6 +6,8 @@ wrong node index, a missed operation or the wrong call of a shared sub-model sho
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -148,6 +150,7 @@ def test_graph_with_operations_that_are_not_layers():
     want_c = _np(cc(np.concatenate([hh, -hh], axis=-1)))[0]
     assert list(got) == ["ca", "cb", "cc"]
     np.testing.assert_allclose(got["ca"], _np(ha)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["cb"], _np(hb)[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got["cc"], want_c, rtol=1e-5, atol=1e-5)
     assert got["cc"].shape == (12, 16, 5)
     for layer in ("C1", "C3"):
@@ -187,13 +190,74 @@ def test_unreplayable_layer_is_one_line_naming_its_type(tmp_path):
         compute_cam(m, _x())
 
 
-def test_cli_unreplayable_exit_2(tmp_path, rgb_image, capsys):
+def _one_line_exit_2(argv, capsys, *needles):
+    """``featuremaps ARGV`` ends in exit 2 with one ``featuremaps: error:`` line holding every needle."""
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("featuremaps: error:") and len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+
+
+@pytest.mark.parametrize("command", ["show", "cam", "report"])
+def test_cli_unreplayable_exit_2(tmp_path, rgb_image, capsys, command):
     m = _unreplayable(tmp_path)
     p = tmp_path / "once.keras"
     m.save(p)
-    rc = main(["show", str(rgb_image), "--model", str(p), "--out", str(tmp_path / "out")])
-    err = capsys.readouterr().err
-    assert rc == 2 and "OnlyOnce" in err and len(err.strip().splitlines()) == 1, err
+    out = tmp_path / ("out.html" if command == "report" else "out")
+    _one_line_exit_2([command, str(rgb_image), "--model", str(p), "--out", str(out)], capsys, "OnlyOnce")
+    assert not out.exists()
+
+
+def _subclassed():
+    """A subclassed keras.Model: its graph is Python code in ``call``, which featuremaps cannot re-call."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="featuremaps_test")
+    class TinyNet(keras.Model):
+        def __init__(self, name="my_tiny_net", **kw):  # the name a reloaded model gets too
+            super().__init__(name=name, **kw)
+            self.conv = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")
+            self.gap = keras.layers.GlobalAveragePooling2D()
+            self.out = keras.layers.Dense(3, activation="softmax")
+
+        def call(self, x):
+            return self.out(self.gap(self.conv(x)))
+
+    keras.utils.set_random_seed(0)
+    m = TinyNet()
+    m(np.zeros((1, 16, 16, 3), np.float32))
+    return m
+
+
+def _two_inputs():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((16, 16, 3), name="left"), keras.Input((16, 16, 3), name="right")
+    h = keras.layers.Conv2D(4, 3, padding="same", name="c")(keras.layers.Concatenate()([a, b]))
+    return keras.Model([a, b], _head(h), name="two_eyes")
+
+
+@pytest.mark.parametrize(
+    "build, needles",
+    [(_subclassed, ("'my_tiny_net'", "TinyNet", "subclassed")), (_two_inputs, ("'two_eyes'", "2 inputs"))],
+    ids=["subclassed", "two-inputs"],
+)
+def test_models_featuremaps_cannot_replay_are_one_line(tmp_path, rgb_image, capsys, build, needles):
+    """A subclassed keras.Model (the message names the model and its class) and a model of two image inputs:
+    the API raises UserError, the CLI says it in one line, exit 2, nothing written."""
+    m = build()
+    match = ".*".join(map(re.escape, needles))
+    with pytest.raises(UserError, match=match):
+        extract(m, _x())
+    with pytest.raises(UserError, match=match):
+        compute_cam(m, _x())
+    p = tmp_path / "model.keras"
+    m.save(p)
+    out = tmp_path / "out"
+    _one_line_exit_2(["show", str(rgb_image), "--model", str(p), "--out", str(out)], capsys, *needles)
+    assert not out.exists()
 
 
 def _shared_conv():

@@ -8,6 +8,7 @@ import types
 import numpy as np
 import pytest
 from _chromium import load_page, why_unavailable
+from conftest import torch_and_onnx_files
 from PIL import Image
 
 from featuremaps.cli import main
@@ -212,3 +213,23 @@ def test_report_is_written_section_by_section(tmp_path, model_file, images, monk
     assert page == rep.build_report(lm, paths, cam_methods=())
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+
+@pytest.mark.parametrize("kind, method", [("pt", "gradcam"), ("onnx", "scorecam")])
+def test_report_on_torchscript_and_onnx_files(tmp_path, images, kind, method, capsys):
+    """A TorchScript .pt (Grad-CAM: autograd) and an .onnx file (Score-CAM: ONNX Runtime has no gradients):
+    exit 0 and one page with both conv layers (C1 first, C2 second) of every image and its CAM."""
+    _, pt, ox = torch_and_onnx_files(tmp_path / "models")
+    out = tmp_path / f"{kind}.html"
+    model = pt if kind == "pt" else ox
+    rc = main(["report", str(images), "--model", str(model), "--method", method, "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    doc = out.read_text()
+    assert doc.startswith("<!DOCTYPE html>") and "http://" not in doc and "https://" not in doc
+    for text in ("<h3>C1 <code>first</code></h3>", "<h3>C2 <code>second</code></h3>"):
+        assert doc.count(text) == 2, text  # both images
+    if kind == "onnx":  # exported at 32x32; the TorchScript file takes each image's own size
+        assert doc.count("resized (crop) to 32x32x3") == 2
+    for i in (1, 2):
+        assert f'id="img{i}-C1"' in doc and f'id="img{i}-C2"' in doc and f'id="img{i}-cam"' in doc
+    assert len(re.findall(rf"<figcaption>{method} on second for class \d", doc)) == 2

@@ -374,8 +374,9 @@ class AtlasResult:
     duplicates: list = field(default_factory=list)  # photos in more than one class: [(id, label), ...] each
 
 
-def atlas_input_shape(lm, source: Source, index: np.ndarray) -> tuple:
-    """The (H, W, C) every image is fitted to: the model's, else the first readable image's size."""
+def atlas_input_shape(lm, source: Source, index: np.ndarray, input_shape: tuple | None = None) -> tuple:
+    """The (H, W, C) every image is fitted to: the model's, else ``input_shape`` (``--input-shape``), else the
+    first readable image's size."""
     err = None
     for i in index:
         try:
@@ -385,8 +386,8 @@ def atlas_input_shape(lm, source: Source, index: np.ndarray) -> tuple:
             err = err or e
     else:
         raise UserError(f"none of the {index.size} images of {source.description} could be read (first: {err})")
-    shape = lm.resolve_input_shape(first.shape[:2])
-    if lm.input_shape and lm.input_shape[-1] is None:
+    shape = lm.resolve_input_shape(first.shape[:2], input_shape)
+    if lm.input_shape and lm.input_shape[-1] is None and not input_shape:
         shape = (*shape[:2], 3 if first.ndim == 3 else shape[2])
     return tuple(shape)
 
@@ -444,9 +445,19 @@ class BatchReducer:
 
 
 def compute_atlas(
-    lm, source: Source, *, layers="all", batch_size: int = 64, limit: int | None = None, progress=None
+    lm,
+    source: Source,
+    *,
+    layers="all",
+    batch_size: int = 64,
+    limit: int | None = None,
+    input_shape: tuple | None = None,
+    progress=None,
 ) -> AtlasResult:
     """Stream ``source`` through ``lm`` and return the per-class means, selectivity and top images.
+
+    ``input_shape`` (H, W, C) is the size a model whose input size is free is fed (``--input-shape``; an ONNX
+    file with a dynamic size needs it); by default the model's, else the first image's.
 
     Unreadable images are counted and named (``AtlasResult.skipped``, ``.bad``) and the run goes on.
 
@@ -457,7 +468,7 @@ def compute_atlas(
     index = source.subset(limit)
     if index.size == 0:
         raise UserError(f"the dataset {source.description} has no images; check --data and --split")
-    shape = atlas_input_shape(lm, source, index)
+    shape = atlas_input_shape(lm, source, index, input_shape)
     red = BatchReducer(lm, shape, layers, len(source.classes))
     stats = red.new_stats()
     n = index.size

@@ -195,6 +195,7 @@ def compute_atlas_ray(
     actors: int | None = None,
     gpus_per_actor: float = 0.0,
     address: str | None = None,
+    input_shape: tuple | None = None,
     progress=None,
 ) -> AtlasResult:
     """:func:`featuremaps.atlas.compute_atlas` on Ray Data: the same result, from a pool of actors.
@@ -205,6 +206,7 @@ def compute_atlas_ray(
     ``lm``: the driver's copy (loaded with ``load_model`` if None). ``address``: None starts a local Ray for
     the call (all cores) and stops it after; ``auto`` or ``ray://HOST:PORT`` joins a cluster; an already
     initialised Ray is used as it is. ``actors``: pool size (default one per CPU, or per ``gpus_per_actor``).
+    ``input_shape``: as in :func:`featuremaps.atlas.compute_atlas`.
 
     Example:
         >>> from functools import partial
@@ -214,7 +216,7 @@ def compute_atlas_ray(
     index = source.subset(limit)
     if index.size == 0:
         raise UserError(f"the dataset {source.description} has no images; check --data and --split")
-    shape = atlas_input_shape(lm, source, index)
+    shape = atlas_input_shape(lm, source, index, input_shape)
     driver = BatchReducer(lm, shape, layers, len(source.classes))  # layer list and empty statistics
     stats: AtlasStats = driver.new_stats()
     started = connect(address)

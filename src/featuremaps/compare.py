@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from featuremaps import models
+from featuremaps.applications import APPLICATIONS, summary
 from featuremaps.draw import (
     INK,
     MUTED,
@@ -36,7 +37,7 @@ from featuremaps.errors import UserError
 from featuremaps.extractor import parse_select
 from featuremaps.frameworks import feature_extractor
 from featuremaps.html import esc, img_tag, page
-from featuremaps.models import APPLICATIONS, EMOTION_NAMES, TORCH_SUFFIXES
+from featuremaps.models import EMOTION_NAMES, TORCH_SUFFIXES
 from featuremaps.pipeline import model_title, prediction_of, prepare
 from featuremaps.render import apply_colormap, colormap, fit_size, resize_maps, resize_rgb
 
@@ -97,7 +98,7 @@ def check_model_names(spec: str) -> list[str]:
         if n.lower().startswith("torchvision:"):
             continue
         raise UserError(
-            f"unknown model '{n}' in --models: use names from {', '.join(APPLICATIONS)}, emotion, torchvision:NAME, "
+            f"unknown model '{n}' in --models: use names from {summary()}, emotion, torchvision:NAME, "
             "or .keras/.h5/.pt/.onnx files"
         )
     return names
@@ -130,9 +131,26 @@ class ModelRun:
         return len(self.results)
 
 
-def run_model(lm, rgb: np.ndarray, maps: int, resize: str = "crop", face_crop: bool | None = None) -> ModelRun:
-    """One model's pass; the emotion model sees the largest face, as in ``show`` (``face_crop=False``: the image)."""
-    prep = prepare(lm, rgb, face_crop=face_crop, resize=resize)
+def free_size_shape(lm, input_shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """``--input-shape`` for one of several models: given to a model whose input height or width is free (an
+    ONNX file with a dynamic size, a Keras model with ``Input((None, None, 3))``); one that fixes both keeps
+    its own size."""
+    shape = tuple(lm.input_shape) if lm.input_shape else ()
+    fixed = len(shape) == 3 and shape[0] is not None and shape[1] is not None
+    return None if fixed else input_shape
+
+
+def run_model(
+    lm,
+    rgb: np.ndarray,
+    maps: int,
+    resize: str = "crop",
+    face_crop: bool | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> ModelRun:
+    """One model's pass; the emotion model sees the largest face, as in ``show`` (``face_crop=False``: the image).
+    ``input_shape`` (H, W, C) feeds a model whose input size is free (see :func:`free_size_shape`)."""
+    prep = prepare(lm, rgb, face_crop=face_crop, resize=resize, input_shape=free_size_shape(lm, input_shape))
     fx = feature_extractor(lm.model, prep.x.shape, layers="all", maps=maps, select="first")
     results, preds = fx(prep.x[None])
     pred = prediction_of(lm, preds[0] if preds is not None else None, top=3)
@@ -290,14 +308,17 @@ def compare_models(
     image_name: str = "image",
     resize: str = "crop",
     face_crop: bool | None = None,
+    input_shape: tuple[int, ...] | None = None,
     progress=None,
 ):
-    """Python API: returns ``(picture RGB uint8, runs, labels, picks)``; ``progress(i, n, model name)`` per model."""
+    """Python API: returns ``(picture RGB uint8, runs, labels, picks)``; ``progress(i, n, model name)`` per model.
+    ``input_shape`` (H, W, C): the size the models whose input size is free are fed (``--input-shape``; an ONNX
+    file with a dynamic size needs it); models that fix theirs keep it."""
     runs = []
     for i, lm in enumerate(lms):
         if progress:
             progress(i, len(lms), lm.name)
-        runs.append(run_model(lm, rgb, maps, resize, face_crop))
+        runs.append(run_model(lm, rgb, maps, resize, face_crop, input_shape))
     if progress:
         progress(len(lms), len(lms), None)
     labels, picks = align_rows(runs, rows, align)

@@ -61,7 +61,7 @@ def _call(layer, args, kwargs, taps, cut=None, path: str | None = None):
         return _replay_functional(layer, args, taps, cut, prefix=f"{path}/" if path else "")
     if isinstance(layer, keras.Model):
         raise UserError(
-            f"model '{layer.name}' is a subclassed Keras model whose graph cannot be read; "
+            f"model '{layer.name}' ({type(layer).__name__}) is a subclassed Keras model whose graph cannot be read; "
             "featuremaps needs Sequential or functional models (nested ones are fine)"
         )
     try:

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 from keras.applications import imagenet_utils
 
+from featuremaps.applications import APPLICATIONS, application_key, summary
 from featuremaps.emotion.model import (
     EMOTIONS,
     build_emotion_model,
@@ -30,20 +31,6 @@ from featuremaps.emotion.model import (
 from featuremaps.errors import UserError
 from featuremaps.frameworks import FRAMEWORKS, framework_of
 
-#: name -> (keras.applications constructor, preprocessing module, default input side)
-APPLICATIONS: dict[str, tuple[str, str, int]] = {
-    "vgg16": ("VGG16", "vgg16", 224),
-    "vgg19": ("VGG19", "vgg19", 224),
-    "resnet50": ("ResNet50", "resnet", 224),
-    "resnet50v2": ("ResNet50V2", "resnet_v2", 224),
-    "mobilenet": ("MobileNet", "mobilenet", 224),
-    "mobilenetv2": ("MobileNetV2", "mobilenet_v2", 224),
-    "inceptionv3": ("InceptionV3", "inception_v3", 299),
-    "xception": ("Xception", "xception", 299),
-    "densenet121": ("DenseNet121", "densenet", 224),
-    "efficientnetb0": ("EfficientNetB0", "efficientnet", 224),
-    "convnexttiny": ("ConvNeXtTiny", "convnext", 224),
-}
 EMOTION_NAMES = ("emotion", "fer2013", "emotion-vgg16")
 TORCH_SUFFIXES = (".pt", ".pth", ".pts", ".ptl", ".pt2")
 #: the emotion VGG-16's siblings, by model name -> architecture (``featuremaps train --arch``)
@@ -131,7 +118,8 @@ def load(
     classes: list[str] | None = None,
     random_head: bool = True,
 ) -> LoadedModel:
-    """``spec`` is a model name (see :data:`APPLICATIONS`, ``emotion``) or a ``.keras``/``.h5`` path.
+    """``spec`` is a model name (``emotion``, or any keras.applications constructor in lower case, see
+    :data:`featuremaps.applications.APPLICATIONS`) or a ``.keras``/``.h5``/``.pt``/``.onnx`` path.
 
     ``random_head=False`` (feature maps only): a keras.applications model with random weights
     (``weights="none"``) is built without its classifier head (``include_top=False`` at the default input
@@ -146,7 +134,7 @@ def load(
         return _framework("torch").load_file(Path(spec), weights, unsafe, preprocess, classes)
     if suffix == ".onnx":
         return _framework("onnx").load_file(Path(spec), preprocess or "unit", classes)
-    key = spec.lower().replace("_", "")
+    key = application_key(spec)
     if key in EMOTION_NAMES:
         return _load_emotion(weights, preprocess)
     if key in EMOTION_SIBLINGS:
@@ -156,7 +144,7 @@ def load(
     path = Path(spec)
     if path.suffix.lower() in (".keras", ".h5", ".hdf5") or path.exists():
         return _load_file(path, unsafe, preprocess or "unit", classes)
-    names = ", ".join(("emotion", *EMOTION_SIBLINGS, *APPLICATIONS))
+    names = ", ".join(("emotion", *EMOTION_SIBLINGS, summary()))
     raise UserError(
         f"unknown model '{spec}': use one of {names}, torchvision:NAME, or a .keras/.h5/.pt/.onnx file path"
     )
@@ -259,20 +247,30 @@ def _load_application(key, weights, preprocess, random_head: bool = True) -> Loa
 #: Where keras.applications downloads ImageNet weights from.
 WEIGHTS_HOST = "storage.googleapis.com"
 WEIGHTS_URL = f"https://{WEIGHTS_HOST}/tensorflow/keras-applications/"
-#: How each model's cached weight file begins in ~/.keras/models (Keras' file names).
+#: How each model's cached weight file begins in ~/.keras/models (Keras' file names), where it is not the
+#: model's name followed by ``_weights`` (ResNet, DenseNet) - see :func:`_weight_file_prefix`.
 _WEIGHT_FILES = {
-    "vgg16": "vgg16_weights",
-    "vgg19": "vgg19_weights",
-    "resnet50": "resnet50_weights",
-    "resnet50v2": "resnet50v2_weights",
     "mobilenet": "mobilenet_1_0_224",
     "mobilenetv2": "mobilenet_v2_weights",
+    "mobilenetv3small": "weights_mobilenet_v3_small_224_1.0",
+    "mobilenetv3large": "weights_mobilenet_v3_large_224_1.0",
     "inceptionv3": "inception_v3_weights",
-    "xception": "xception_weights",
-    "densenet121": "densenet121_weights",
-    "efficientnetb0": "efficientnetb0",
-    "convnexttiny": "convnext_tiny",
+    "inceptionresnetv2": "inception_resnet_v2_weights",
+    "nasnetmobile": "NASNet-mobile",
+    "nasnetlarge": "NASNet-large",
 }
+
+
+def _weight_file_prefix(key: str) -> str:
+    if key in _WEIGHT_FILES:
+        return _WEIGHT_FILES[key]
+    if key.startswith("efficientnetv2"):
+        return f"efficientnetv2-{key[len('efficientnetv2') :]}"  # efficientnetv2-b0.h5, efficientnetv2-s.h5
+    if key.startswith("efficientnet"):
+        return key  # efficientnetb0.h5
+    if key.startswith("convnext"):
+        return f"convnext_{key[len('convnext') :]}"  # convnext_tiny.h5
+    return f"{key}_weights"  # vgg16_weights_tf_dim_ordering_tf_kernels.h5, resnet101v2_weights_..., xception_...
 
 
 def _keras_models_dir() -> Path:
@@ -281,7 +279,7 @@ def _keras_models_dir() -> Path:
 
 def _imagenet_cached(key: str) -> bool:
     """A weight file for ``key`` already in Keras' cache (then nothing is downloaded)."""
-    prefix = _WEIGHT_FILES.get(key, key)
+    prefix = _weight_file_prefix(key)
     try:
         return any(p.name.startswith(prefix) and p.stat().st_size > 0 for p in _keras_models_dir().iterdir())
     except OSError:

@@ -55,7 +55,13 @@ def run(args) -> int:
     select_layers(conv_layers(lm.model), args.layers)
     check_writable(out.parent)
     progress = Progress("atlas ")
-    common = {"layers": args.layers, "batch_size": args.batch_size, "limit": args.limit, "progress": progress}
+    common = {
+        "layers": args.layers,
+        "batch_size": args.batch_size,
+        "limit": args.limit,
+        "input_shape": args.input_shape,
+        "progress": progress,
+    }
     if engine is None:
         res = compute_atlas(lm, source, **common)
     else:

@@ -14,6 +14,7 @@ from featuremaps.compare import (
     compare_classes,
     compare_models,
     faces_from_fer,
+    free_size_shape,
     load_compared,
 )
 from featuremaps.errors import UserError
@@ -38,11 +39,15 @@ def run_models(args) -> int:
     folder = check_replaceable(out_root / f"compare_{safe_name(path.stem)}")
     if args.norm not in NORMS:
         raise UserError(f"--norm '{args.norm}' is not one of {', '.join(NORMS)}")
+    if args.input_shape and len(args.input_shape) != 3:  # (applied per model only where the size is free)
+        raise UserError(f"--input-shape must be H,W,C (got {','.join(map(str, args.input_shape))})")
     loading = Progress("loading ")
     lms = []
     for i, n in enumerate(names):
         loading(i, len(names), n)
-        lms.append(load_compared(n, args.weights, args.unsafe))
+        lm = load_compared(n, args.weights, args.unsafe)
+        lm.resolve_input_shape(rgb.shape[:2], free_size_shape(lm, args.input_shape))  # a dynamic ONNX size: now
+        lms.append(lm)
     loading(len(names), len(names), None)
     pic, runs, labels, picks = compare_models(
         lms,
@@ -54,6 +59,7 @@ def run_models(args) -> int:
         cmap=args.cmap,
         image_name=path.name,
         face_crop=args.face_crop,
+        input_shape=args.input_shape,
         progress=Progress("compare "),
     )
     title = f"{path.name}: {', '.join(model_title(r.lm) for r in runs)} aligned by {args.align}"

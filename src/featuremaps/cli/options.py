@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from featuremaps import __version__, keras_backend
+from featuremaps.applications import summary
 from featuremaps.errors import UserError
 
 EXAMPLES = """examples:
@@ -33,6 +34,8 @@ exit status: 0 everything done; 1 some images were skipped (each named in a warn
 Options shared by all commands: --model, --weights (named ImageNet models only), --method (CAM methods),
 --split, --limit (images in total), --out (a folder; report: an .html file). Channels are F1..Fk (1-based),
 conv layers C1..Cn. Without internet pass --weights none (random) to the ImageNet models.
+Models by name: emotion, every keras.applications model in lower case (vgg16, resnet152v2, mobilenetv3small,
+nasnetmobile, efficientnetv2s, convnexttiny, ...: all 40 in 'featuremaps layers --help'), torchvision:NAME.
 """
 
 #: A few examples per command, shown at the end of ``featuremaps COMMAND --help``.
@@ -82,6 +85,9 @@ COMMAND_EXAMPLES = {
   featuremaps evaluate --data fer2013.tar.gz
   featuremaps evaluate runs/emotion/best.keras --data fer2013.tar.gz --split PrivateTest --tta""",
 }
+
+#: Every keras.applications model by name, a family at a time (``resnet50|101|152``: resnet50, resnet101, ...)
+MODEL_NAMES = summary()
 
 #: Environment variable naming the FER2013 data (folder, CSV or archive) when --data is not given.
 FER_ENV = "FEATUREMAPS_FER2013"
@@ -214,9 +220,8 @@ def _model_args(p, default_help="the bundled emotion model (vgg16 if absent)"):
         "--model",
         "-m",
         default=None,
-        help=f"model name (emotion, vgg16, resnet50, mobilenetv2, inceptionv3, xception, densenet121, "
-        f"efficientnetb0, convnexttiny, ...), torchvision:NAME, or a .keras/.h5, .pt (TorchScript) or .onnx file; "
-        f"default {default_help}",
+        help=f"model name: emotion, a keras.applications model ({MODEL_NAMES}), torchvision:NAME, or a "
+        f".keras/.h5, .pt (TorchScript) or .onnx file; default {default_help}",
     )
     _weights_arg(p)
     p.add_argument("--unsafe", action="store_true", help="allow code stored in a model file (Lambda layers) to run")
@@ -242,13 +247,7 @@ def _weights_arg(p):
 
 def _image_args(p):
     p.add_argument("images", nargs="+", metavar="IMAGE|FOLDER", help="image files and/or folders of images")
-    p.add_argument(
-        "--input-shape",
-        type=_int_list,
-        default=None,
-        metavar="H,W,C",
-        help="input shape for models that do not fix it (default: the model's, else the image's, at most 512)",
-    )
+    _input_shape_arg(p)
     p.add_argument(
         "--resize",
         default="crop",
@@ -263,6 +262,17 @@ def _image_args(p):
         help="feed the whole image to the emotion model instead of the largest face (default: crop the face)",
     )
     _max_pixels_arg(p)
+
+
+def _input_shape_arg(p, what: str = "models that do not fix it"):
+    p.add_argument(
+        "--input-shape",
+        type=_int_list,
+        default=None,
+        metavar="H,W,C",
+        help=f"input shape for {what}, e.g. an ONNX file with a dynamic size (default: the model's, else the "
+        "image's, at most 512)",
+    )
 
 
 def _max_pixels_arg(p):
@@ -309,7 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run="show")
 
     p = _sub(sub, "layers", "list a model's conv layers as C1..Cn")
-    p.add_argument("model", nargs="?", default=None, help="model name or file (default: the emotion model)")
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help=f"model name (emotion, {MODEL_NAMES}, torchvision:NAME) or file (default: the emotion model)",
+    )
     p.add_argument("--weights", default="none", help="weights to load (none: the table needs no weights)")
     p.add_argument("--unsafe", action="store_true", help="allow code stored in a model file to run")
     p.add_argument(
@@ -365,8 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(sub, "compare", "one image through several architectures, layers aligned")
     p.add_argument("image", metavar="IMAGE", help="one image file (compare takes a single image)")
-    p.add_argument("--models", default="vgg16,resnet50,mobilenetv2,inceptionv3", help="comma-separated models")
+    p.add_argument(
+        "--models",
+        default="vgg16,resnet50,mobilenetv2,inceptionv3",
+        help="comma-separated models: names as --model takes them (emotion, keras.applications names, "
+        "torchvision:NAME) and .keras/.h5/.pt/.onnx files, frameworks mixed",
+    )
     _weights_arg(p)
+    _input_shape_arg(p, "the models that do not fix it (the others keep theirs)")
     p.add_argument("--align", default="depth", choices=["depth", "resolution"], help="align layers by")
     p.add_argument("--rows", type=_bounded(1, 64), default=6, help="layers shown per model")
     p.add_argument("--maps", type=_bounded(1, 64), default=8, help="maps per layer and model")
@@ -418,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_args(p)
     p.add_argument("--split", default="PrivateTest", help="dataset split")
+    _input_shape_arg(p)
     p.add_argument("--layers", default="all", help="names, C-numbers (C3), ranges (C1-C5), globs or all")
     p.add_argument("--batch-size", type=_bounded(1, 4096), default=64, help="images per forward pass")
     p.add_argument("--limit", type=_positive, default=None, help="use at most this many images in total (default: all)")
@@ -449,14 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="several models in one page, compared side by side at layers aligned by depth (comma-separated, "
         "as in compare; the first is the main one); instead of --model",
     )
-    p.add_argument(
-        "--input-shape",
-        type=_int_list,
-        default=None,
-        metavar="H,W,C",
-        help="input shape for models that do not fix it, e.g. an ONNX file with a dynamic size (default: the "
-        "model's, else the image's, at most 512)",
-    )
+    _input_shape_arg(p)
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")
