@@ -141,7 +141,7 @@ def test_compare_mixed_frameworks_keras_torchscript_onnx(tmp_path, nets, cat, ca
     folder = out / "compare_cat"
     assert {p.name for p in folder.iterdir()} == {"compare.png", "compare.html", "compare.json"}
     meta = json.loads((folder / "compare.json").read_text())
-    assert [m["name"] for m in meta["models"]] == ["deep", "net", "net"]
+    assert [m["name"] for m in meta["models"]] == ["deep", "net.pt", "net.onnx"]  # two 'net's told apart
     assert [Path(m["source"]).suffix for m in meta["models"]] == [".keras", ".pt", ".onnx"]
     # the TorchScript file fixes no size: the image's (30x40, at least 32 a side); the ONNX file was exported at 32
     shapes = [(m["conv_layers"], m["input_shape"]) for m in meta["models"]]
@@ -157,7 +157,17 @@ def test_compare_mixed_frameworks_keras_torchscript_onnx(tmp_path, nets, cat, ca
     with Image.open(folder / "compare.png") as im:
         assert im.width > 300 and im.height > 200
     html = (folder / "compare.html").read_text()
-    assert "<th>deep</th>" in html and html.count("<th>net</th>") == 2
+    assert "<th>deep</th>" in html and "<th>net.pt</th>" in html and "<th>net.onnx</th>" in html
+
+
+def test_distinct_names_tell_models_of_one_name_apart():
+    from types import SimpleNamespace as NS
+
+    from featuremaps.compare import distinct_names
+
+    lms = [NS(name="net", source="/m/net.pt"), NS(name="net", source="/m/net.onnx"), NS(name="vgg16", source="vgg16")]
+    lms += [NS(name="vgg16", source="vgg16"), NS(name="deep", source="/m/deep.keras")]
+    assert [m.name for m in distinct_names(lms)] == ["net.pt", "net.onnx", "vgg16", "vgg16 #2", "deep"]
 
 
 def test_compare_input_shape_for_a_dynamic_size_onnx_file(tmp_path, nets, cat, capsys):

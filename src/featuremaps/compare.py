@@ -115,6 +115,24 @@ def load_compared(name: str, weights: str | None = None, unsafe: bool = False):
     return models.load(name, unsafe=unsafe)
 
 
+def distinct_names(lms: list) -> list:
+    """Models side by side get names a reader can tell apart: two that share one (``net.pt`` and ``net.onnx``
+    are both ``net``) are named by their file (``net.pt``, ``net.onnx``), then numbered if still equal
+    (``net``, ``net #2``). Renames the ``LoadedModel`` entries in place (never the user's model) and returns them."""
+    counts: dict[str, int] = {}
+    for lm in lms:
+        counts[lm.name] = counts.get(lm.name, 0) + 1
+    for lm in lms:
+        if counts[lm.name] > 1 and Path(str(lm.source)).suffix:
+            lm.name = Path(str(lm.source)).name
+    seen: dict[str, int] = {}
+    for lm in lms:
+        seen[lm.name] = seen.get(lm.name, 0) + 1
+        if seen[lm.name] > 1:
+            lm.name = f"{lm.name} #{seen[lm.name]}"
+    return lms
+
+
 # ---------------------------------------------------------------- compare architectures
 @dataclass
 class ModelRun:

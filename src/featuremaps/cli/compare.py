@@ -13,6 +13,7 @@ from featuremaps.compare import (
     check_model_names,
     compare_classes,
     compare_models,
+    distinct_names,
     faces_from_fer,
     free_size_shape,
     load_compared,
@@ -50,7 +51,7 @@ def run_models(args) -> int:
         lms.append(lm)
     loading(len(names), len(names), None)
     pic, runs, labels, picks = compare_models(
-        lms,
+        distinct_names(lms),
         rgb,
         rows=args.rows,
         maps=args.maps,

@@ -11,7 +11,7 @@ import webbrowser
 import uvicorn
 
 from featuremaps import models
-from featuremaps.compare import check_model_names, load_compared
+from featuremaps.compare import check_model_names, distinct_names, load_compared
 from featuremaps.errors import UserError
 from featuremaps.explore.app import create_app
 from featuremaps.images import find_images
@@ -56,7 +56,7 @@ def run(args) -> int:
     sock = bind(args.host, args.port)  # before the model loads: a taken port fails at once
     classes = args.classes.split(",") if args.classes else None
     if names:  # as in compare: --weights for applications/torchvision models, files keep their own
-        loaded = [load_compared(n, args.weights, args.unsafe) for n in names]
+        loaded = distinct_names([load_compared(n, args.weights, args.unsafe) for n in names])
     else:
         loaded = [
             models.load(

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from featuremaps.compare import align_by_depth
+from featuremaps.compare import align_by_depth, free_size_shape
 from featuremaps.errors import UserError
 from featuremaps.explore.session import BadRequest, Explorer, NotFound, TooLarge
 from featuremaps.io import safe_name
@@ -51,7 +51,8 @@ def create_app(
     """The explorer app for one model (or several: ``others``, reached as ``?model=m1``, ``m2``, ...; the
     first is ``m0``, the default) and the images given on the command line (the only paths it reads).
     Every model sees every upload (one store); the activation cache is shared out equally between them. ``input_shape``
-    (H, W, C): the size models that do not fix one are fed (an ONNX file with a dynamic input size needs it).
+    (H, W, C): the size models that do not fix one are fed (an ONNX file with a dynamic input size needs it); with
+    several models, one that fixes its size keeps it, as in ``featuremaps compare``.
 
     ``cache_bytes`` bounds the per-image activations held (least recently used go first), ``upload_bytes`` the
     decoded uploads, ``max_upload_bytes`` one upload. ``allowed_hosts`` (e.g. ``["127.0.0.1", "localhost"]``)
@@ -68,7 +69,7 @@ def create_app(
             cache_bytes=cache_bytes // share,
             upload_bytes=upload_bytes,
             max_upload_bytes=max_upload_bytes,
-            input_shape=input_shape,
+            input_shape=free_size_shape(m, input_shape) if others else input_shape,  # several: as in compare
         )
         for m in (lm, *others)
     ]
