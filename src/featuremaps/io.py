@@ -363,12 +363,6 @@ def check_output_folder(path: str | Path, own, what: str) -> Path:
     return check_writable(p)
 
 
-def has_manifest(folder: str | Path, name: str) -> bool:
-    """True if ``folder/name`` is a JSON object with a ``"featuremaps"`` key (featuremaps wrote it)."""
-    p = Path(folder) / name
-    return p.is_file() and not p.is_symlink() and _is_manifest(p)
-
-
 #: featuremaps' own leftovers: ``.<name>.<random>.tmp`` (atomic writes) and ``.<name>.<pid>-<hex>.old``
 #: (a replaced folder). Only names of this shape, older than :data:`STALE_AFTER` seconds, are ever swept.
 TEMP_PATTERN = re.compile(r"^\..+\.(?:[A-Za-z0-9_]{6,}\.tmp|\d+-[0-9a-f]{8}\.old)$")
