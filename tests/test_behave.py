@@ -342,6 +342,8 @@ def test_train_never_claims_files_it_did_not_write(tmp_path, monkeypatch, capsys
         (["show", "{img}", "--select", "3,3,1"], "names channel F4 more than once"),
         (["show", "{img}", "--input-shape", "0,16,3"], "each size must be 1-8192"),
         (["show", "{img}", "--input-shape=-4,16,3"], "each size must be 1-8192"),
+        (["show", "{img}", "--input-shape", "100000,16,3"], "each size must be 1-8192"),
+        (["cam", "{img}", "--input-shape", "100000,16,3"], "each size must be 1-8192"),
         (["compare", "{img}", "--rows", "100000"], "over the limit of 64"),
         (["compare", "{img}", "--maps", "100000"], "over the limit of 64"),
         (["cam", "{img}", "--all-classes", "--top-classes", "500"], "over the limit of 20"),
@@ -613,3 +615,215 @@ def test_cam_random_weights_says_so(tmp_path, capsys):
     assert "random weights: the class is arbitrary" in stdout and "p = " not in stdout
     meta = json.loads((out / "face" / "cam" / "cam.json").read_text())
     assert meta["model"]["random_weights"] is True and meta["prediction"] == []
+
+
+# ---------------------------------------------------------------- audit of issue 11: more cases through main()
+def _options_of(command: str) -> set[str]:
+    return {o for a in _subparsers()[command]._actions for o in a.option_strings}
+
+
+def test_atlas_skips_oversized_and_empty_images_with_advice_it_can_take(models_dir, tmp_path, capsys):
+    import re
+
+    root = tmp_path / "data"
+    for i, cls in enumerate(("a", "b", "c")):
+        for j in range(2):
+            _png(root / cls / f"{j}.png", (16, 16, 3), value=40 * i + j)
+    _png(root / "a" / "big.png", (40, 40, 3))  # 1600 pixels, over --max-pixels 1000
+    (root / "b" / "empty.png").write_bytes(b"")
+    out = tmp_path / "atlas"
+    argv = ["atlas", "--data", str(root), "--model", str(models_dir / "tiny.keras"), "--classes", "a,b,c"]
+    assert main([*argv, "--max-pixels", "1000", "--out", str(out)]) == 1
+    _, err = _err_lines(capsys)
+    warn = [ln for ln in err if ln.startswith("featuremaps: warning: skipped 2 unreadable image(s)")]
+    assert len(warn) == 1 and "big.png is 40x40 = 1600 pixels, over the 1000 pixels limit" in warn[0], err
+    assert "empty.png" in warn[0]
+    advice = set(re.findall(r"--[a-z][a-z-]+", " ".join(err)))
+    assert advice and advice <= _options_of("atlas"), advice  # "raise --max-pixels": atlas has it
+    assert json.loads((out / "atlas.json").read_text())["unreadable"] == 2
+    # without the option the default limit applies and the big image is read
+    assert main([*argv, "--out", str(out)]) == 1  # the empty file is still skipped
+    assert json.loads((out / "atlas.json").read_text())["unreadable"] == 1
+
+
+def test_input_too_small_for_a_free_size_model_names_the_layer(tmp_path, capsys):
+    import keras
+
+    x = keras.Input((None, None, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(x)
+    h = keras.layers.MaxPooling2D(name="pool")(h)
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="c2")(h)
+    y = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    model = tmp_path / "free.keras"
+    keras.Model(x, y, name="free").save(model)
+    img = _png(tmp_path / "a.png", (8, 8, 3))
+    want = {
+        "3,3,3": "the input 3x3 is too small for this model (its layer MaxPooling2D 'pool' gets 1x1 and needs at "
+        "least 2x2); pass a larger --input-shape",
+        "2,2,3": "the input 2x2 is too small for this model (its layer Conv2D 'c1' gets 2x2 and needs at least "
+        "3x3); pass a larger --input-shape",
+    }
+    for shape, msg in want.items():
+        for cmd in ("show", "cam"):
+            argv = [cmd, str(img), "--model", str(model), "--input-shape", shape, "--out", str(tmp_path / "o")]
+            assert main(argv) == 2, (cmd, shape)
+            _, err = _err_lines(capsys)
+            assert err == [f"featuremaps: error: {msg}"], err
+    assert "please report" not in msg
+
+
+def test_non_utf8_file_name_in_compare(models_dir, tmp_path, capsys):
+    name = os.fsdecode(b"caf\xe9.png")
+    img = _png(tmp_path / name)
+    out = tmp_path / "out"
+    argv = ["compare", str(img), "--models", str(models_dir / "tiny.keras"), "--rows", "1", "--maps", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    (folder,) = out.iterdir()
+    assert "caf?.png" in (folder / "compare.html").read_text(encoding="utf-8")
+
+
+def test_report_on_a_model_named_with_spaces_and_parentheses(tmp_path, capsys):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="first conv")(x)
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv(2)")(h)
+    y = keras.layers.Dense(2, activation="softmax", name="class scores")(keras.layers.GlobalAveragePooling2D()(h))
+    model = tmp_path / "spaced.keras"
+    keras.Model(x, y, name="my model").save(model)
+    img = _png(tmp_path / "a.png", (16, 16, 3))
+    out = tmp_path / "r.html"
+    assert main(["report", str(img), "--model", str(model), "--method", "gradcam,layercam", "--out", str(out)]) == 0
+    html = out.read_text()
+    assert "failed" not in html and "gradcam on conv(2)" in html and "layercam on conv(2)" in html
+
+
+def _one_face_csv(path: Path, usage: str = "PrivateTest", pixels: str | None = None, bom: bool = False) -> Path:
+    px = pixels if pixels is not None else " ".join(["7"] * 48 * 48)
+    return _fer_csv(path, [f"3,{px},{usage}"], bom=bom)
+
+
+def test_fer_csv_cases_through_the_commands(tmp_path, capsys):
+    out = tmp_path / "eval"
+    ok = _one_face_csv(tmp_path / "bom.csv", bom=True)
+    assert main(["evaluate", "--data", str(ok), "--split", "PrivateTest", "--out", str(out)]) == 0
+    stdout, _ = _err_lines(capsys)
+    assert "PrivateTest: accuracy" in stdout and "on 1 faces" in stdout
+    nan = _one_face_csv(tmp_path / "nan.csv", pixels=" ".join(["nan"] + ["7"] * (48 * 48 - 1)))
+    latin = _fer_csv(tmp_path / "latin.csv", [], raw=b"emotion,pixels,Usage\n3,\xff\xfe,Training\n")
+    huge = _fer_csv(tmp_path / "huge.csv", [], raw=b'emotion,pixels,Usage\n3,"' + b"1 " * 100_000 + b'",Training\n')
+    cases = [
+        (["evaluate", "--data", str(nan), "--split", "PrivateTest"], "nan.csv row 2: pixels include nan or inf"),
+        (["train", "--data", str(nan)], "nan.csv row 2: pixels include nan or inf"),
+        (["train", "--data", str(latin)], "is not UTF-8 text; re-save the CSV as UTF-8"),
+        (["evaluate", "--data", str(huge), "--split", "PrivateTest"], "huge.csv: not a readable CSV"),
+        (["train", "--data", str(huge)], "huge.csv: not a readable CSV"),
+    ]
+    for argv, match in cases:
+        where = tmp_path / f"out_{argv[0]}"
+        assert main([*argv, "--out", str(where)]) == 2, argv
+        _, err = _err_lines(capsys)
+        assert len(err) == 1 and err[0].startswith("featuremaps: error: ") and match in err[0], (argv, err)
+        assert not where.exists() or not any(where.iterdir()), argv
+
+
+def test_truncated_archive_through_evaluate(tmp_path, capsys):
+    import tarfile
+
+    src = tmp_path / "fer2013" / "test" / "happy"
+    src.mkdir(parents=True)
+    for i in range(40):
+        face = np.random.default_rng(i).integers(0, 256, (48, 48), dtype=np.uint8)
+        Image.fromarray(face).save(src / f"PrivateTest_{i}.png")
+    arc = tmp_path / "fer.tar.gz"
+    with tarfile.open(arc, "w:gz") as t:
+        t.add(tmp_path / "fer2013", arcname="fer2013")
+    arc.write_bytes(arc.read_bytes()[: arc.stat().st_size // 2])
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--data", str(arc), "--split", "PrivateTest", "--out", str(out)]) == 2
+    _, err = _err_lines(capsys)
+    assert len(err) == 1 and "fer.tar.gz: cannot read the archive, it is truncated or corrupt" in err[0], err
+    assert "PrivateTest_" not in err[0] and not out.exists()
+
+
+def test_resume_with_a_valid_state_and_a_cut_checkpoint_is_one_line(tmp_path, capsys):
+    import keras
+    from test_train import _tiny_folder
+
+    data = _tiny_folder(tmp_path / "fer", per_class=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    state = {"epoch": 1, "recipe": {"arch": "vgg16", "backend": keras.backend.backend(), "lr": 0.01, "seed": 0}}
+    (run / "state.json").write_text(json.dumps(state))
+    (run / "last.keras").write_bytes(b"PK\x03\x04 cut short")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert main(["train", "--data", str(data), "--out", str(run), "--resume", "--epochs", "3"]) == 2
+    _, err = _err_lines(capsys)
+    assert len(err) == 1 and "last.keras cannot be loaded" in err[0] and "cannot be resumed" in err[0], err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_max_pixels_over_pillows_limit_says_it_cannot_be_raised(models_dir, tmp_path, capsys):
+    from test_images import _png_header_only
+
+    bomb = _png_header_only(tmp_path / "bomb.png", 50_000, 50_000)
+    big = _png_header_only(tmp_path / "big.png", 9_000, 9_000)
+    tiny = str(models_dir / "tiny.keras")
+    for img, limit, says in (
+        (bomb, "2000000000", "over Pillow's decompression-bomb limit"),
+        (big, "1000000", "over the 1 Mpixels limit; shrink it or raise --max-pixels"),
+    ):
+        assert main(["show", str(img), "--model", tiny, "--max-pixels", limit, "--out", str(tmp_path / "o")]) == 2
+        _, err = _err_lines(capsys)
+        assert len(err) == 1 and says in err[0], err
+        assert ("cannot raise" in err[0]) == (img == bomb)
+
+
+def test_compare_max_pixels_is_one_line(models_dir, tmp_path, capsys):
+    img = _png(tmp_path / "a.png")
+    argv = ["compare", str(img), "--models", str(models_dir / "tiny.keras"), "--max-pixels", "100"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    _, err = _err_lines(capsys)
+    assert err == [
+        f"featuremaps: error: {img} is 20x20 = 400 pixels, over the 100 pixels limit; shrink it or raise --max-pixels"
+    ]
+    assert not (tmp_path / "o").exists()
+
+
+def test_compare_lambda_model_names_unsafe_and_runs_with_it(tmp_path, capsys):
+    import keras
+
+    model = tmp_path / "lam.keras"
+    keras.Sequential(
+        [keras.Input((16, 16, 3)), keras.layers.Lambda(lambda t: t * 2), keras.layers.Conv2D(2, 3, name="c")]
+    ).save(model)
+    img = _png(tmp_path / "a.png", (16, 16, 3))
+    argv = ["compare", str(img), "--models", str(model), "--rows", "1", "--maps", "1", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    _, err = _err_lines(capsys)
+    assert len(err) == 1 and "--unsafe" in err[0], err
+    assert "--unsafe" in _options_of("compare")
+    assert main([*argv, "--unsafe"]) == 0
+    assert (tmp_path / "o" / "compare_a" / "compare.png").is_file()
+
+
+def test_constant_image_prints_no_runtime_warning(models_dir, tmp_path):
+    img = _png(tmp_path / "grey.png", (16, 16, 3), value=128)
+    tiny = str(models_dir / "tiny.keras")
+    out = str(tmp_path / "o")
+    runs = [
+        ["show", str(img), "--model", tiny, "--norm", "global", "--select", "top-mean", "--out", out],
+        ["cam", str(img), "--model", tiny, "--method", "gradcam,scorecam,eigencam", "--out", out],
+        ["report", str(img), "--model", tiny, "--out", str(tmp_path / "r.html")],
+        ["compare", str(img), "--models", tiny, "--norm", "global", "--rows", "1", "--maps", "1", "--out", out],
+    ]
+    code = "import sys\nfrom featuremaps.cli import main\n" + "".join(
+        f"rc = main({argv!r})\nassert rc == 0, ({argv[0]!r}, rc)\n" for argv in runs
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    r = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "RuntimeWarning" not in r.stderr and "Warning:" not in r.stderr, r.stderr[-3000:]

@@ -148,3 +148,49 @@ def test_real_archive_slice():
         assert d[s].x.shape[1:] == (48, 48) and d[s].x.dtype == np.uint8
         assert 40 < d[s].x.mean() < 200  # real faces, not blank
     assert all(src.split(":")[-1].split("/")[-1].startswith("PrivateTest_") for src in d["PrivateTest"].sources)
+
+
+def test_folder_skips_a_fifo_instead_of_hanging(tmp_path, dataset):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    faces, labels, splits = dataset
+    _write_folder(tmp_path / "fer", faces, labels, splits)
+    fifo = tmp_path / "fer" / "train" / "happy" / "Training_3.png"
+    os.mkfifo(fifo)
+    # in a child process with a timeout: a blocked open() would hang this test run for good
+    code = (
+        "import sys\nfrom featuremaps.emotion import data as fer\n"
+        f"d = fer.load({str(tmp_path / 'fer')!r})\n"
+        "print(len(d['Training']), len(d.skipped), d.skipped[0])\n"
+    )
+    src = str(Path(fer.__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    n, skipped, first = r.stdout.split(" ", 2)
+    assert int(n) == splits.count("Training") and int(skipped) == 1
+    assert "Training_3.png: not a regular file" in first
+
+
+def test_folder_faces_go_through_the_shared_loader(tmp_path, dataset):
+    faces, labels, splits = dataset
+    _write_folder(tmp_path / "fer", faces, labels, splits)
+    d = tmp_path / "fer" / "train" / "happy"
+    mid = np.full((48, 48), 32768, np.uint16)  # 16-bit mid-grey: convert("L") saturated it to white
+    Image.fromarray(mid).save(d / "Training_mid16.png")
+    tall = np.zeros((96, 48), np.uint8)  # stored 48 wide x 96 tall, EXIF says rotate: read 96 wide x 48 tall
+    tall[:48] = 255  # top half white; after the 90-degree turn it is the left or right half
+    im = Image.fromarray(tall)
+    exif = im.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW
+    im.save(d / "Training_exif.png", exif=exif)
+    data = fer.load(tmp_path / "fer")
+    tr = data["Training"]
+    face = tr.x[tr.sources.index(str(d / "Training_mid16.png"))]
+    assert 126 <= int(face.mean()) <= 129 and face.max() < 255
+    rot = tr.x[tr.sources.index(str(d / "Training_exif.png"))].astype(int)
+    assert abs(rot[:, :24].mean() - rot[:, 24:].mean()) > 200  # split left/right, not top/bottom
+    assert abs(rot[:24].mean() - rot[24:].mean()) < 30

@@ -206,6 +206,14 @@ def test_decompression_bomb_header(tmp_path, side):
     with pytest.raises(UserError, match="--max-pixels") as e:
         load_image(p)
     _one_line(e)
+    if side == 9_000:  # over our limit only: raising --max-pixels lets it through
+        assert str(e.value).endswith("over the 64 Mpixels limit; shrink it or raise --max-pixels")
+        assert "cannot" not in str(e.value)
+    else:  # over Pillow's own limit: no --max-pixels helps, even a huge one, and the message says so
+        assert "over Pillow's decompression-bomb limit" in str(e.value) and "--max-pixels cannot raise" in str(e.value)
+        with pytest.raises(UserError, match="which --max-pixels cannot raise; shrink it") as e:
+            load_image(p, max_pixels=2**31)
+        _one_line(e)
 
 
 def test_find_images(tmp_path):

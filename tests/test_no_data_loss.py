@@ -234,12 +234,222 @@ def test_atlas_never_replaces_a_users_folder(tmp_path, tiny_model, atlas_data, c
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_atlas_read_only_own_folder(tmp_path, tiny_model, atlas_data):
+def test_atlas_read_only_own_folder(tmp_path, tiny_model, atlas_data, capsys):
     out = tmp_path / "atlas"
     args = ["atlas", "--data", str(atlas_data), "--model", str(tiny_model), "--classes", "dark,light"]
     assert main([*args, "--out", str(out)]) == 0
+    before = _tree(out)
     out.chmod(0o555)
     try:
         assert main([*args, "--out", str(out)]) == 2
     finally:
         out.chmod(0o755)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert err[-1] == f"featuremaps: error: output folder {out} is not writable; choose another with --out", err
+    assert _tree(out) == before
+
+
+def test_atlas_refuses_a_read_only_users_folder_even_as_root(tmp_path, tiny_model, atlas_data, capsys):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    out.chmod(0o555)  # root may write here anyway: the folder is refused for being the user's, not for its mode
+    try:
+        args = ["atlas", "--data", str(atlas_data), "--model", str(tiny_model), "--classes", "dark,light"]
+        assert main([*args, "--out", str(out)]) == 2
+    finally:
+        out.chmod(0o755)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "a folder featuremaps did not make" in err[0], err
+    assert _tree(out) == ["thesis.tex"] and (out / "thesis.tex").read_text() == "years of work"
+
+
+def test_atlas_out_current_folder_is_one_line(tmp_path, tiny_model, atlas_data, monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    args = ["atlas", "--data", str(atlas_data), "--model", str(tiny_model), "--classes", "dark,light"]
+    assert main([*args, "--out", "."]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "is the current folder or holds it" in err[0], err
+    assert _tree(work) == ["notes.txt"]
+
+
+def test_atlas_unwritable_out_fails_before_any_work(tmp_path, tiny_model, atlas_data, monkeypatch, capsys):
+    import featuremaps.models as fm_models
+
+    loads = []
+    monkeypatch.setattr(fm_models, "load", lambda *a, **k: loads.append(a))
+    args = ["atlas", "--data", str(atlas_data), "--model", str(tiny_model), "--classes", "dark,light"]
+    assert main([*args, "--out", "/proc/featuremaps-atlas"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("featuremaps: error: cannot write into /proc/featuremaps-atlas"), err
+    assert loads == []  # refused before the model was loaded, let alone the dataset read
+
+
+def test_show_out_current_folder_one_line_per_call(tmp_path, tiny_model, monkeypatch, capsys):
+    photos = tmp_path / "photos"
+    img = _png(photos / "photos.png")
+    cases = [
+        (tmp_path, ["show", str(img), "--out", "."], "photos is a folder featuremaps did not make"),
+        (photos, ["show", "photos.png", "--out", ".."], "is the current folder or holds it"),
+        (photos, ["show", "photos.png", "--out", str(tmp_path)], "is the current folder or holds it"),
+    ]
+    for cwd, argv, match in cases:
+        monkeypatch.chdir(cwd)
+        assert main([*argv, "--model", str(tiny_model), *SHOW]) == 2, argv
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(err) == 1 and err[0].startswith("featuremaps: error: ") and match in err[0], (argv, err)
+        assert _tree(photos) == ["photos.png"]
+
+
+def test_same_stem_images_stdout_names_distinct_folders(tmp_path, tiny_model, capsys):
+    imgs = [_png(tmp_path / "x.png", 1), _png(tmp_path / "x.jpg", 2)]
+    out = tmp_path / "out"
+    for cmd, shown in ((["show", *SHOW], "overview.png"), (["cam"], "cam/panel.png")):
+        capsys.readouterr()
+        assert main([cmd[0], *map(str, imgs), "--model", str(tiny_model), "--out", str(out), *cmd[1:]]) == 0
+        lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(str(tmp_path / "x."))]
+        named = [ln.split(": ", 1)[1].split()[0] for ln in lines]
+        assert named == [str(out / "x" / shown), str(out / "x_jpg" / shown)], lines  # one folder each
+
+
+def test_cam_never_writes_into_a_users_folder_without_cam(tmp_path, tiny_model, capsys):
+    (tmp_path / "out" / "cat").mkdir(parents=True)
+    (tmp_path / "out" / "cat" / "main.py").write_text("print('mine')")
+    img = _png(tmp_path / "cat.png")
+    assert main(["cam", str(img), "--model", str(tiny_model), "--out", str(tmp_path / "out")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "featuremaps replaces only its own output folders" in err[0], err
+    assert _tree(tmp_path / "out") == ["cat", "cat/main.py"]
+
+
+def test_compare_never_replaces_a_users_folder(tmp_path, tiny_model, capsys):
+    img = _png(tmp_path / "cat.png")
+    out = tmp_path / "out"
+    (out / "compare_cat").mkdir(parents=True)
+    (out / "compare_cat" / "draft.md").write_text("mine")
+    argv = ["compare", str(img), "--models", str(tiny_model), "--rows", "1", "--maps", "1", "--out", str(out)]
+    assert main(argv) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "featuremaps replaces only its own output folders" in err[0], err
+    assert _tree(out) == ["compare_cat", "compare_cat/draft.md"]
+    (out / "compare_cat" / "draft.md").unlink()
+    assert main(argv) == 0 and main(argv) == 0  # empty, then its own: replaced
+    assert (out / "compare_cat" / "compare.json").is_file()
+
+
+def test_compare_classes_never_replaces_a_users_folder(tmp_path, capsys):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((16, 16, 3))
+    c = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="c")(x)
+    y = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(c))
+    model = tmp_path / "m.keras"
+    keras.Model(x, y).save(model)
+    faces = [_png(tmp_path / "in" / f"{n}.png", i, size=(16, 16)) for i, n in enumerate(("happy", "sad"))]
+    out = tmp_path / "out"
+    (out / "compare-classes").mkdir(parents=True)
+    (out / "compare-classes" / "index.html").write_text("<p>my page</p>")
+    argv = ["compare-classes", *map(str, faces), "--model", str(model), "--maps", "1", "--out", str(out)]
+    assert main(argv) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "featuremaps replaces only its own output folders" in err[0], err
+    assert _tree(out) == ["compare-classes", "compare-classes/index.html"]
+    assert (out / "compare-classes" / "index.html").read_text() == "<p>my page</p>"
+
+
+# ------------------------------------------------------------------ files written one by one: report, evaluate, train
+def test_report_never_overwrites_a_users_html(tmp_path, tiny_model, capsys):
+    from featuremaps.io import PAGE_HEAD_BYTES, PAGE_MARK
+
+    img = _png(tmp_path / "cat.png")
+    mine = tmp_path / "mine.html"
+    mine.write_text("<html><body>my notes</body></html>")
+    argv = ["report", str(img), "--model", str(tiny_model), "--method", "none", "--maps", "1"]
+    assert main([*argv, "--out", str(mine)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "featuremaps replaces only its own pages" in err[0] and "mine.html" in err[0], err
+    assert mine.read_text() == "<html><body>my notes</body></html>"
+    assert _tree(tmp_path) == ["cat.png", "mine.html"]  # no temp file left
+    ours = tmp_path / "report.html"
+    assert main([*argv, "--out", str(ours)]) == 0
+    assert PAGE_MARK.search(ours.read_bytes()[:PAGE_HEAD_BYTES])  # the mark, early in the <head>
+    os.utime(ours, (0, 0))
+    assert main([*argv, "--out", str(ours)]) == 0  # its own page: replaced
+    assert ours.stat().st_mtime > 0 and PAGE_MARK.search(ours.read_bytes()[:PAGE_HEAD_BYTES])
+    os.symlink(ours, tmp_path / "link.html")
+    assert main([*argv, "--out", str(tmp_path / "link.html")]) == 2
+    assert "is a link" in capsys.readouterr().err
+
+
+def test_a_report_written_before_the_mark_is_still_recognised(tmp_path):
+    from featuremaps.io import made_by_featuremaps_page
+
+    old = tmp_path / "old.html"
+    old.write_text(
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+        'content="width=device-width,initial-scale=1"><title>featuremaps report: vgg16</title></head></html>'
+    )
+    other = tmp_path / "other.html"
+    other.write_text('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Mine</title></head>')
+    os.mkfifo(tmp_path / "fifo.html")
+    assert made_by_featuremaps_page(old)
+    assert not made_by_featuremaps_page(other) and not made_by_featuremaps_page(tmp_path / "fifo.html")
+
+
+def test_evaluate_writes_only_into_its_own_or_a_new_folder(tmp_path, capsys):
+    mine = tmp_path / "results"
+    mine.mkdir()
+    (mine / "metrics.json").write_text('{"accuracy": 0.93, "note": "my paper"}')
+    (mine / "confusion_PrivateTest.png").write_bytes(b"my figure")
+    before = {p.name: p.read_bytes() for p in mine.iterdir()}
+    # refused before the data or the model are read (the data path does not even exist)
+    assert main(["evaluate", "--data", str(tmp_path / "none.tar.gz"), "--out", str(mine)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "a folder featuremaps did not make" in err[0], err
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == before
+    (tmp_path / "file").write_text("x")
+    assert main(["evaluate", "--data", str(tmp_path / "none.tar.gz"), "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    # its own output (metrics.json with a "featuremaps" key), an empty folder, a new one: on to the data
+    own = tmp_path / "own"
+    own.mkdir()
+    save_json(own / "metrics.json", {"featuremaps": "0.1.0", "model": "emotion"})
+    (tmp_path / "empty").mkdir()
+    for out in (own, tmp_path / "empty", tmp_path / "new"):
+        assert main(["evaluate", "--data", str(tmp_path / "none.tar.gz"), "--out", str(out)]) == 2
+        assert "none.tar.gz does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_output_is_marked_and_rewritten(tmp_path, capsys):
+    from test_train import _tiny_folder
+
+    data = _tiny_folder(tmp_path / "fer", per_class=1)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--data", str(data), "--split", "PrivateTest", "--out", str(out)]
+    assert main(argv) == 0
+    assert json.loads((out / "metrics.json").read_text())["featuremaps"]
+    assert main(argv) == 0  # its own folder: written again
+    assert sorted(p.name for p in out.iterdir()) == ["confusion_PrivateTest.png", "metrics.json"]
+
+
+def test_train_refuses_a_users_non_empty_folder(tmp_path, capsys):
+    from featuremaps.emotion.train import _run_leftovers
+
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    assert main(["train", "--data", str(tmp_path / "none"), "--out", str(mine), "--epochs", "1"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "not a featuremaps training run" in err[0], err
+    assert _tree(mine) == ["notes.txt"]
+    killed = tmp_path / "killed"  # a run killed before its first checkpoint: only its own files
+    (killed / "maps").mkdir(parents=True)
+    (killed / "log.csv").write_text("epoch,accuracy\n0,0.1\n")
+    (killed / ".last.keras.abc123def456.tmp").write_bytes(b"x")
+    assert _run_leftovers(killed) and not _run_leftovers(mine)
+    assert main(["train", "--data", str(tmp_path / "none"), "--out", str(killed), "--epochs", "1"]) == 2
+    assert "does not exist" in capsys.readouterr().err  # accepted as its own: on to the data

@@ -72,6 +72,7 @@ class Source:
     arrays: np.ndarray | None = None  # (N, H, W) uint8 (FER CSV / archive, already in memory)
     sources: list[str] = field(default_factory=list)
     description: str = ""
+    max_pixels: int | None = None  # images over this are unreadable (default images.MAX_PIXELS; --max-pixels)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -80,7 +81,7 @@ class Source:
         """Image ``i`` as uint8 (H, W) or (H, W, 3); a one-line UserError if it cannot be read."""
         if self.arrays is not None:
             return self.arrays[i]
-        return read_image(self.paths[i])
+        return read_image(self.paths[i], self.max_pixels)
 
     def subset(self, limit: int | None) -> np.ndarray:
         """Indices to use: all, or ``limit`` of them in a fixed shuffled order (every class represented)."""

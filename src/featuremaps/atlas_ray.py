@@ -53,13 +53,24 @@ class AtlasActor:
     (B, H, W[, 3]) uint8. Output: one row, ``partial`` (the pickled AtlasStats) and ``rows`` (B).
     """
 
-    def __init__(self, load_model, weights: list, shape: tuple, layers, n_classes: int, batch_size: int, gpu=False):
+    def __init__(
+        self,
+        load_model,
+        weights: list,
+        shape: tuple,
+        layers,
+        n_classes: int,
+        batch_size: int,
+        gpu=False,
+        max_pixels: int | None = None,
+    ):
         lm = load_model()
         load_model_state(lm.model, ray.get(weights[0]))  # the driver's weights: random ones (--weights none) too
         if gpu and (ad := adapter(lm.model)) is not None:  # TensorFlow takes a visible GPU by itself
             ad.to_gpu()
         self.reducer = BatchReducer(lm, shape, layers, n_classes)
         self.batch_size = batch_size
+        self.max_pixels = max_pixels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ids, labels = np.asarray(batch["id"], np.int64), np.asarray(batch["label"], np.int64)
@@ -72,7 +83,7 @@ class AtlasActor:
             paths = batch["path"]
 
             def read(p):
-                return read_image(str(paths[p]))
+                return read_image(str(paths[p]), self.max_pixels)
 
         stats = self.reducer.new_stats()
         for b0 in range(0, ids.size, self.batch_size):
@@ -243,6 +254,7 @@ def compute_atlas_ray(
                 len(source.classes),
                 batch_size,
                 gpus_per_actor > 0,
+                source.max_pixels,
             ),
             compute=ray.data.ActorPoolStrategy(size=n_actors),
             num_cpus=1,

@@ -70,6 +70,8 @@ def _call(layer, args, kwargs, taps, cut=None, path: str | None = None):
         raise
     except Exception as e:  # a layer that cannot be re-called on a fresh Input: one line, never a traceback
         msg = _first_line(e)
+        if TOO_SMALL.search(str(e)):
+            raise _TooSmall(layer, path, args) from None
         raise UserError(
             f"cannot replay {type(layer).__name__} '{path}' of this model ({msg}); featuremaps re-calls every "
             "layer on a new Input: please report this model"
@@ -77,6 +79,39 @@ def _call(layer, args, kwargs, taps, cut=None, path: str | None = None):
     taps.setdefault(id(layer), out)  # by object: the layer's first call
     taps.setdefault(path, out)
     return out
+
+
+#: What Keras and its backends say when a layer's window does not fit in its input.
+TOO_SMALL = re.compile(
+    r"would be zero or negative|would be negative|negative dimension size|output size is too small|"
+    r"kernel size can't be greater",
+    re.IGNORECASE,
+)
+
+
+class _TooSmall(UserError):
+    """A layer's kernel or pool window is larger than its input: the model's input is too small."""
+
+    def __init__(self, layer, path: str, args):
+        self.layer = f"{type(layer).__name__} '{path}'"
+        shape = getattr(args[0], "shape", None) if args else None
+        first = getattr(layer, "data_format", "channels_last") == "channels_first"
+        hw = tuple(shape[2:4] if first else shape[1:3]) if shape is not None and len(shape) == 4 else None
+        self.gets = "x".join(str(d) for d in hw) if hw and all(isinstance(d, int) for d in hw) else None
+        window = getattr(layer, "pool_size", None) or getattr(layer, "kernel_size", None)
+        dilation = getattr(layer, "dilation_rate", None) or (1, 1)
+        try:
+            self.needs = "x".join(str(d * (k - 1) + 1) for k, d in zip(window, dilation, strict=False))
+        except TypeError:
+            self.needs = None
+        super().__init__(self.message())
+
+    def message(self, input_shape=None) -> str:
+        size = f"the input {input_shape[0]}x{input_shape[1]}" if input_shape else "the input"
+        what = self.layer
+        if self.gets and self.needs:
+            what += f" gets {self.gets} and needs at least {self.needs}"
+        return f"{size} is too small for this model (its layer {what}); pass a larger --input-shape"
 
 
 def _first_line(e: Exception) -> str:
@@ -194,7 +229,10 @@ def replay(model, input_shape: tuple[int, ...]):
     """
     inputs = keras.Input(shape=tuple(input_shape), name="featuremaps_input")
     taps: dict = {}
-    out = _call(model, (inputs,), {}, taps, path="")
+    try:
+        out = _call(model, (inputs,), {}, taps, path="")
+    except _TooSmall as e:
+        raise UserError(e.message(input_shape)) from None
     return inputs, out, taps
 
 
@@ -517,7 +555,10 @@ def split_at(model, input_shape: tuple[int, ...], layer) -> Split:
     inputs = keras.Input(shape=tuple(input_shape), name="featuremaps_input")
     cut = _Cut(layer)
     taps: dict = {}
-    out = _call(model, (inputs,), {}, taps, cut, path="")
+    try:
+        out = _call(model, (inputs,), {}, taps, cut, path="")
+    except _TooSmall as e:
+        raise UserError(e.message(input_shape)) from None
     name = getattr(layer, "name", "?")
     if cut.head_input is None:
         raise UserError(f"layer {name} is not on the path from the model's input to its output; choose another")

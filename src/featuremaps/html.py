@@ -14,6 +14,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from featuremaps import __version__
 from featuremaps.io import encode_png
 from featuremaps.render import resize_rgb
 
@@ -128,6 +129,7 @@ def page_frame(title: str, nav: str = "", local_images: bool = False) -> tuple[s
     )
     head = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="generator" content="featuremaps {esc(__version__)}">'
         f'<meta name="viewport" content="width=device-width,initial-scale=1">{csp}'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
         f'<header class="top"><b>{esc(title)}</b>{nav}</header><main>'

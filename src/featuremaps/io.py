@@ -62,7 +62,25 @@ def check_writable(path: str | Path) -> Path:
         raise UserError(f"cannot create output folder {p}: {probe} is a file; choose another with --out")
     if not os.access(probe, os.W_OK):
         raise UserError(f"output folder {p} is not writable ({probe}); choose another with --out")
+    why = _write_refused(probe)
+    if why:
+        where = f"{p}" if probe == p else f"{p} ({probe} refuses it)"
+        raise UserError(f"cannot write into {where}: {why}; choose another with --out")
     return p
+
+
+def _write_refused(folder: Path) -> str | None:
+    """Why nothing can be written into the existing ``folder``, or None. ``os.access`` says yes to root
+    everywhere, and ``/proc`` or a read-only mount refuse anyway: a folder named by featuremaps' temporary
+    pattern (swept if a kill left it) is made and removed."""
+    trial = folder / f".featuremaps-probe.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        os.mkdir(trial)
+    except OSError as e:
+        return str(e.strerror or e)
+    with contextlib.suppress(OSError):
+        os.rmdir(trial)
+    return None
 
 
 @contextlib.contextmanager
@@ -276,6 +294,73 @@ def check_replaceable(path: str | Path) -> Path:
     if not os.access(p, os.W_OK):
         raise UserError(f"output folder {p} is not writable; choose another with --out")
     return p
+
+
+#: The mark in the ``<head>`` of every HTML page featuremaps writes (``report``'s page, compare and atlas pages):
+#: ``<meta name="generator" content="featuremaps VERSION">``, within the first :data:`PAGE_HEAD_BYTES`.
+PAGE_MARK = re.compile(rb'<meta name="generator" content="featuremaps[ "]')
+PAGE_HEAD_BYTES = 4096
+#: How report pages began before they carried the mark (recognised too, so they can be rewritten).
+_LEGACY_PAGE = b'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport"'
+_LEGACY_TITLE = b"<title>featuremaps report: "
+
+
+def made_by_featuremaps_page(path: str | Path) -> bool:
+    """True if ``path`` is an HTML page featuremaps wrote: its first few KB hold :data:`PAGE_MARK` (or the
+    head of a report written before the mark existed). Links, folders and special files never are."""
+    p = Path(path)
+    if p.is_symlink() or not p.is_file():
+        return False
+    try:
+        with open(p, "rb") as f:
+            head = f.read(PAGE_HEAD_BYTES)
+    except OSError:
+        return False
+    return bool(PAGE_MARK.search(head)) or (head.startswith(_LEGACY_PAGE) and _LEGACY_TITLE in head)
+
+
+def check_replaceable_page(path: str | Path) -> Path:
+    """Fail (UserError, one line) unless ``path`` is absent or an HTML page featuremaps wrote, which it may
+    replace; then check that the file can be written there (before any work)."""
+    p = Path(path)
+    if p.exists() or p.is_symlink():
+        if not made_by_featuremaps_page(p):
+            what = (
+                "a link" if p.is_symlink() else "not a file" if not p.is_file() else "a file featuremaps did not write"
+            )
+            raise UserError(
+                f"{p} exists and is {what}; featuremaps replaces only its own pages: move it away or choose "
+                "another --out"
+            )
+    folder = p.parent
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    why = "not a folder" if not folder.is_dir() else _write_refused(folder)
+    if why:
+        raise UserError(f"cannot write {p} ({folder}: {why}); choose another output location")
+    return p
+
+
+def check_output_folder(path: str | Path, own, what: str) -> Path:
+    """Fail (UserError, one line) unless ``path`` is absent, an empty folder, or one that ``own(path)`` says
+    featuremaps wrote (``what`` names that output in the message); then :func:`check_writable`. For commands
+    that write their files into a folder one by one (``evaluate``, ``train``) instead of replacing it whole."""
+    p = Path(path)
+    if p.is_symlink() and not p.is_dir():
+        raise UserError(f"--out {p} is a broken link; choose another folder")
+    if p.exists():
+        if not p.is_dir():
+            raise UserError(f"--out {p} is a file; pass a folder (new, empty, or {what})")
+        try:
+            empty = not any(p.iterdir())
+        except OSError as e:
+            raise UserError(f"cannot read output folder {p}: {e.strerror or e}; choose another with --out") from None
+        if not empty and not own(p):
+            raise UserError(
+                f"--out {p} is a folder featuremaps did not make (it is not empty and not {what}); featuremaps "
+                "writes only into a new or empty folder or its own output: choose another --out"
+            )
+    return check_writable(p)
 
 
 #: featuremaps' own leftovers: ``.<name>.<random>.tmp`` (atomic writes) and ``.<name>.<pid>-<hex>.old``

@@ -118,10 +118,12 @@ def match_labels(labels: list[str], model_classes: list[str] | None, where: str)
     )
 
 
-def read_image(p: str | Path) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from a local path or a URI (:func:`featuremaps.images.load_image` semantics)."""
+def read_image(p: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a local path or a URI (:func:`featuremaps.images.load_image` semantics;
+    ``max_pixels`` None: its default limit)."""
+    limit = {"max_pixels": max_pixels} if max_pixels else {}
     if not is_uri(p):
-        return load_image(p)
+        return load_image(p, **limit)
     pa = _pyarrow(f"reading {p}")
     try:
         fs, inner = pa.fs.FileSystem.from_uri(str(p))
@@ -129,4 +131,4 @@ def read_image(p: str | Path) -> np.ndarray:
             data = f.read()
     except (OSError, pa.ArrowException) as e:
         raise UserError(f"cannot read {p} ({str(e).splitlines()[0]}); check the URI and credentials") from None
-    return load_image(p, fileobj=io.BytesIO(data))
+    return load_image(p, fileobj=io.BytesIO(data), **limit)

@@ -38,6 +38,7 @@ def _ray_engine(args):
 
 def run(args) -> int:
     out = check_replaceable(Path(args.out))  # only a folder featuremaps made is replaced; fail before any work
+    check_writable(out.parent if out.exists() else out)  # /proc, a read-only disk: before any model or data
     if args.engine != "ray" and (args.address or args.actors or args.gpus_per_actor):
         raise UserError("--address, --actors and --gpus-per-actor need --engine ray; add it or drop them")
     engine = _ray_engine(args) if args.engine == "ray" else None
@@ -49,11 +50,11 @@ def run(args) -> int:
     )
     lm = load_model()
     source = open_source(fer_data(args.data), args.split, lm.classes, args.path_column, args.label_column)
+    source.max_pixels = args.max_pixels
     if len(source) == 0:
         raise UserError(f"the dataset {source.description} has no images; check --data and --split")
 
     select_layers(conv_layers(lm.model), args.layers)
-    check_writable(out.parent)
     progress = Progress("atlas ")
     common = {
         "layers": args.layers,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
+from featuremaps import __version__
 from featuremaps.charts import render_confusion
 from featuremaps.cli.options import fer_data
 from featuremaps.cli.progress import Progress, clean
@@ -11,7 +15,20 @@ from featuremaps.emotion import data as fer
 from featuremaps.emotion.evaluate import evaluate, load_for_eval
 from featuremaps.emotion.model import EMOTIONS
 from featuremaps.errors import UserError
-from featuremaps.io import check_writable, save_json, save_png
+from featuremaps.io import check_output_folder, save_json, save_png
+
+
+def _own_output(folder: Path) -> bool:
+    """A folder ``evaluate`` wrote: its ``metrics.json`` has a ``"featuremaps"`` key (or, written before that
+    key existed, evaluate's own keys)."""
+    p = folder / "metrics.json"
+    if p.is_symlink() or not p.is_file():
+        return False
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and ("featuremaps" in obj or {"model", "data", "tta", "classes"} <= obj.keys())
 
 
 def run(args) -> int:
@@ -22,15 +39,22 @@ def run(args) -> int:
     if bad:
         raise UserError(f"unknown split '{clean(bad[0])}'; use {', '.join(fer.SPLITS)}")
     data_path = fer_data(args.data)
+    # only into a new or empty folder or one holding evaluate's own output; before minutes of loading
+    out = check_output_folder(args.out, _own_output, "a folder of evaluate's output (its metrics.json)")
     model, source = load_for_eval(args.model)
     status = Progress("evaluate ")
     status.status(f"reading {clean(data_path)}")
     data = fer.load(data_path, skip_bad=args.skip_bad)
     if data.skipped:
         status.warn(f"skipped {len(data.skipped)} bad entries (first: {clean(data.skipped[0])})")
-    out = check_writable(args.out)
     results = evaluate(model, data, splits, tta=args.tta, progress=lambda s: Progress(f"evaluate {s} "))
-    report = {"model": source, "data": str(data_path), "tta": bool(args.tta), "classes": list(EMOTIONS)}
+    report = {
+        "featuremaps": __version__,
+        "model": source,
+        "data": str(data_path),
+        "tta": bool(args.tta),
+        "classes": list(EMOTIONS),
+    }
     for s, m in results.items():
         tag = " (TTA)" if args.tta else ""
         print(f"{s}{tag}: accuracy {m['accuracy']:.2%} on {int(m['support'].sum())} faces")

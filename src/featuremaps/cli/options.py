@@ -280,7 +280,8 @@ def _max_pixels_arg(p):
         "--max-pixels",
         type=_bounded(1, 2**31),
         default=None,
-        help="refuse larger images (default 64000000, i.e. 64 Mpixels)",
+        help="refuse larger images (default 64000000, i.e. 64 Mpixels; Pillow's own limit, about 179 Mpixels, "
+        "cannot be raised)",
     )
 
 
@@ -446,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     _out_arg(p, "featuremaps-out/atlas", "the atlas folder itself (index.html, atlas.npz, ...)")
     p.add_argument("--path-column", default="path", help="a manifest's image path/URI column")
     p.add_argument("--label-column", default="label", help="a manifest's label column")
+    _max_pixels_arg(p)
     p.add_argument(
         "--engine",
         default="local",

@@ -9,6 +9,7 @@ from featuremaps.cli.progress import Batch, clean
 from featuremaps.errors import UserError
 from featuremaps.frameworks import conv_layers
 from featuremaps.images import find_images
+from featuremaps.io import check_replaceable_page
 from featuremaps.layers import select_layers
 from featuremaps.report import write_report
 
@@ -20,6 +21,7 @@ def run(args) -> int:
         raise UserError(f"--out {clean(out)} must be an .html file (e.g. --out report.html)")
     if out.is_dir():
         raise UserError(f"--out {clean(out)} is a folder; pass a file name like {clean(out / 'report.html')}")
+    check_replaceable_page(out)  # only a page featuremaps wrote is replaced; fail before the model loads
     method = args.cam if args.cam is not None else args.method
     classes = args.classes.split(",") if getattr(args, "classes", None) else None
     lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)

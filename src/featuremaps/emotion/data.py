@@ -20,6 +20,7 @@ from PIL import Image
 
 from featuremaps.emotion.model import EMOTIONS
 from featuremaps.errors import UserError
+from featuremaps.images import load_image
 
 SPLITS = ("Training", "PublicTest", "PrivateTest")
 CSV_CODES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -80,13 +81,14 @@ class _Collector:
         return FerData(splits, EMOTIONS, self.skipped)
 
 
-def _decode_face(data: bytes | Path) -> np.ndarray:
-
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
-        im = im.convert("L")
-        if im.size != (SIDE, SIDE):
-            im = im.resize((SIDE, SIDE), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+def _decode_face(data: bytes | Path, name: str) -> np.ndarray:
+    """A 48x48 uint8 face from a file or an archive member's bytes, read by the shared loader (16-bit by its
+    range, EXIF rotation, the pixel limit, regular files only) and made gray as every model input is."""
+    rgb = load_image(name, fileobj=io.BytesIO(data)) if isinstance(data, bytes) else load_image(data, name=name)
+    im = Image.fromarray(rgb).convert("L")
+    if im.size != (SIDE, SIDE):
+        im = im.resize((SIDE, SIDE), Image.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
 
 
 def _split_of(rel_parts: tuple[str, ...]) -> str | None:
@@ -129,8 +131,11 @@ def _add_file(col: _Collector, rel: tuple[str, ...], where: str, read) -> None:
         return
     raw = read()  # an archive that cannot be read fails as a whole (load_tar), not as this one image
     try:
-        face = _decode_face(raw)
-    except Exception as e:  # PIL raises many types for broken files
+        face = _decode_face(raw, rel[-1])
+    except UserError as e:  # the loader's one line names the file and what is wrong with it
+        col.bad(where, f"unreadable image ({e})", "replace or delete the file")
+        return
+    except Exception as e:  # anything else Pillow raises for a broken file
         col.bad(where, f"unreadable image ({type(e).__name__})", "replace or delete the file")
         return
     col.add(split, face, label, where)
@@ -165,7 +170,11 @@ def load_folder(root: str | Path, skip_bad: bool = False, limit: int | None = No
         if not d.is_dir():
             continue
         for cls in sorted(p for p in d.iterdir() if p.is_dir()):
-            files = sorted(p for p in cls.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            named = sorted(p for p in cls.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = [p for p in named if p.is_file()]  # a FIFO named Training_3.png would block the read
+            for p in named:
+                if not p.is_file():
+                    col.skipped.append(f"{p}: not a regular file (a FIFO, socket, device or folder)")
             if top == "train":
                 counts[cls.name.lower()] = len(files)
             if not files:

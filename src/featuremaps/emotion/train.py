@@ -37,7 +37,16 @@ from featuremaps.emotion import model as emotion
 from featuremaps.emotion.augment import augment_batch, centre_crop, random_crop_flip
 from featuremaps.emotion.model import ARCHS, EMOTIONS
 from featuremaps.errors import UserError
-from featuremaps.io import atomic_path, check_writable, ensure_dir, save_json, save_png, save_text
+from featuremaps.io import (
+    TEMP_PATTERN,
+    atomic_path,
+    check_output_folder,
+    check_writable,
+    ensure_dir,
+    save_json,
+    save_png,
+    save_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +144,18 @@ def _checkpoint_callback(out: Path, epochs: int, state: dict):
             _plot_curves(state["history"], out / "curves.png")
 
     return Checkpoint()
+
+
+#: What a training run writes into its folder (and nothing else).
+RUN_FILES = ("best.keras", "last.keras", "log.csv", "state.json", "curves.png", "maps")
+
+
+def _run_leftovers(folder: Path) -> bool:
+    """True if ``folder`` holds only what a training run writes (one killed before its first checkpoint)."""
+    try:
+        return all(e.name in RUN_FILES or TEMP_PATTERN.match(e.name) for e in folder.iterdir())
+    except OSError:
+        return False
 
 
 def trim_log(path: Path, epochs_done: int) -> None:
@@ -288,6 +309,8 @@ def train(
         seed, batch_size = int(recipe.get("seed", seed)), int(recipe.get("batch_size", batch_size))
     elif state_path.exists():
         raise UserError(f"{out} already holds a training run; pass --resume to continue it or another --out")
+    else:  # a new run: into a new or empty folder, or one a run killed before its first checkpoint left
+        check_output_folder(out, _run_leftovers, "a featuremaps training run")
 
     before = keras.config.dtype_policy()  # restored in finally: no global side effect outlives the run
     keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
@@ -364,6 +387,8 @@ def _train(
     start = int(state.get("epoch", 0))
     if resume:
         trim_log(out / "log.csv", start)
+    else:  # the rows of a run killed before its first checkpoint (its own file) must not precede this run's
+        (out / "log.csv").unlink(missing_ok=True)
     state["recipe"]["epochs"] = epochs
     classes = len(EMOTIONS) if label_smoothing else None
     batches = _dataset_class()(tr.x, tr.y, batch_size, seed, epoch=start, crop=crop, classes=classes)
