@@ -2,7 +2,8 @@
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_torch.py [--repeats 9]
 
-Each pair is timed interleaved (plain, featuremaps, plain, ...) after a warm-up, median of N, in one process:
+Each pair is timed in turns of 5 calls (5 plain, 5 featuremaps, ...; N turns) after a warm-up, median, in one
+process:
 
 * torch maps: ``adapter.forward`` (all 20 conv outputs as (h, w, C) arrays, one forward with hooks) and the
   full ``show`` extractor (plus 16 maps a layer and statistics) vs ``module(x)`` under ``inference_mode``;
@@ -25,17 +26,20 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def pair(a, b, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``a`` and ``b``, timed alternately after one warm-up call each."""
+def pair(a, b, repeats: int, block: int = 5) -> tuple[float, float]:
+    """Median seconds of ``a`` and ``b``: ``repeats`` rounds of ``block`` calls of each in turn, after a warm-up.
+
+    Blocks, not single calls in turn: two ONNX Runtime sessions (or torch and a session) each keep a thread pool
+    that spins for a while after a run, so a call timed right after the other side's call competes with its
+    spinning threads (on 2 cores a plain session run measured 41 ms that way, 21 ms in blocks)."""
     a(), b()
     ta, tb = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
-        a()
-        ta.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        b()
-        tb.append(time.perf_counter() - t)
+        for fn, times in ((a, ta), (b, tb)):
+            for _ in range(block):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
     return statistics.median(ta), statistics.median(tb)
 
 
