@@ -242,6 +242,20 @@ def test_torchscript_gives_the_same_maps_and_cams(tmp_path):
     np.testing.assert_allclose(fm.compute_cam(scripted, x, "gradcam").heatmap, want, atol=1e-4)
 
 
+def test_torchscript_file_of_a_deep_model_loads(tmp_path):
+    """A TorchScript archive lists its code after every tensor record: with 150 convs (300 tensors) the code
+    comes after the 200th entry, where the file was once taken for a torch.save pickle and refused."""
+    import zipfile
+
+    net = torch.nn.Sequential(*[torch.nn.Conv2d(2, 2, 1) for _ in range(150)], torch.nn.AdaptiveAvgPool2d(1))
+    path = tmp_path / "deep.pt"
+    torch.jit.script(net.eval()).save(str(path))
+    names = zipfile.ZipFile(path).namelist()
+    assert min(i for i, n in enumerate(names) if "/code/" in n) > 200  # the case: code after 200 entries
+    model = fm.load_model(str(path)).model
+    assert len(fm.conv_layers(model, input_shape=(8, 8, 2))) == 150
+
+
 def test_traced_torchscript_keeps_kinds_and_gives_the_same_maps(tmp_path):
     """torch.jit.trace keeps a conv submodule's weight but not its hyperparameters: groups come from the conv
     node's argument in the graph, so depthwise and grouped layers are named as for the module itself."""

@@ -802,7 +802,7 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
         module, input_shape, fixed_batch = _load_exported(path, input_shape)
     elif zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
-            scripted = any(n.endswith("/code/__torch__.py") or "/code/" in n for n in z.namelist()[:200])
+            scripted = any("/code/" in n for n in z.namelist())  # after every tensor record: all names read
         if scripted:
             try:
                 module = torch.jit.load(str(path), map_location="cpu")
