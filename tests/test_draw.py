@@ -15,6 +15,7 @@ from featuremaps.draw import (
     Canvas,
     fit_text,
     fit_text_keep_end,
+    fit_text_start,
     line_height,
     nice_ticks,
     text_width,
@@ -53,6 +54,10 @@ def test_fit_text_and_keep_end():
     assert cut.endswith("…") and text_width(cut, 13) <= 80
     kept = fit_text_keep_end("a very long class name 93%", 13, 90)
     assert kept.endswith(" 93%") and "…" in kept and text_width(kept, 13) <= 90
+    assert fit_text_start("layer1.0.conv1", 13, 1000) == "layer1.0.conv1"
+    start = fit_text_start("features.11.block.2.0", 13, 90)
+    assert start.startswith("…") and "features.11.block.2.0".endswith(start[1:]) and text_width(start, 13) <= 90
+    assert len(start) > 5  # more than the last component survives
 
 
 def test_nice_ticks():

@@ -78,6 +78,41 @@ def test_torch_export_gives_the_same_maps_through_onnx_runtime(tmp_path):
             assert np.abs(a - b).max() / scale <= 1e-4, name
 
 
+def test_nested_modules_keep_their_torch_names_through_onnx(tmp_path):
+    """torch's exporter names a conv node by its scopes (``/features/features.1/block/block.0/block.0.0/Conv``);
+    featuremaps reads them back as the module path PyTorch uses (``features.1.block.0.0``), so a torch model
+    and its ONNX export list the same names (the pattern of torchvision's MobileNet/EfficientNet blocks)."""
+    torch = _torch()
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = nn.Sequential(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()), nn.Conv2d(4, 4, 1))
+
+        def forward(self, x):
+            return x + self.block(x)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()), Block(), Block())
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(self.features(x).mean((2, 3)))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    want = ["features.0.0", "features.1.block.0.0", "features.1.block.1", "features.2.block.0.0", "features.2.block.1"]
+    assert [c.name for c in fm.conv_layers(net)] == want
+    path = export(net, tmp_path / "nested.onnx")
+    assert [c.name for c in fm.conv_layers(path)] == want
+    x = image()
+    for (name, a), (name2, b) in zip(fm.extract(net, x).items(), fm.extract(path, x).items(), strict=True):
+        assert name == name2 and np.abs(a - b).max() / float(np.abs(a).max()) <= 1e-4, name
+
+
 def test_batch_fixed_to_one_still_takes_batches(tmp_path):
     net = _small_net()
     path = export(net, tmp_path / "net.onnx")  # no dynamic axes: batch 1

@@ -27,7 +27,9 @@ from featuremaps.draw import (
     colorbar_height,
     fit_text,
     fit_text_keep_end,
+    fit_text_start,
     line_height,
+    text_width,
     title_block,
     wrap_text,
     zero_maps,
@@ -305,7 +307,8 @@ def render_models(
                 lo, hi = glob if norm == "global" else shared
                 s = _scaled(m, lo, hi)
             c.paste(maps_block(s, cols, MINI, cmap, zero=zero_maps(m)), (x0 + 4, y0 + text_h + 4))
-            c.text((x0 + 4, y0 + 2), fit_text(f"{res.conv.label} {res.conv.short_name}", fs, col_w - 12), fs, INK)
+            name = fit_text_start(res.conv.name, fs, col_w - 12 - text_width(f"{res.conv.label} ", fs))
+            c.text((x0 + 4, y0 + 2), f"{res.conv.label} {name}", fs, INK)  # the full path, its end kept
             stats = "x".join(map(str, res.shape)) + f"  mean {res.stat('mean'):.3g}"
             c.text((x0 + 4, y0 + line_height(fs) + 2), fit_text_keep_end(stats, fs - 1, col_w - 12), fs - 1, MUTED)
     yb = c.lines((label_w, height - foot_h + 4), legend_lines, fs - 1, MUTED) + 4

@@ -77,6 +77,23 @@ def fit_text(text: str, size: int, width: int) -> str:
     return text + "…"
 
 
+def fit_text_start(text: str, size: int, width: int) -> str:
+    """``text`` cut at its start with an ellipsis to fit ``width`` px, for paths whose end names the thing
+    (``features.11.block.2.0``, ``base@2/block5_conv3``).
+
+    Example::
+
+        >>> fit_text_start("features.11.block.2.0", 13, 90)
+        '…11.block.2.0'
+    """
+    text = str(text)
+    if text_width(text, size) <= width:
+        return text
+    while len(text) > 1 and text_width("…" + text, size) > width:
+        text = text[1:]
+    return "…" + text
+
+
 def fit_text_keep_end(text: str, size: int, width: int, sep: str = " ") -> str:
     """Like :func:`fit_text` but shortens the part before the last ``sep``, so a trailing number survives.
 

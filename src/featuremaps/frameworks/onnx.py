@@ -30,14 +30,19 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(d
 
 
 def _node_name(node, i: int) -> str:
-    """``/layer1/layer1.0/conv1/Conv`` (torch's exporter) -> ``layer1.0.conv1``; else the node or output name."""
+    """The module path of a conv node that torch's exporter named by its scopes, as PyTorch names the module:
+    ``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``, ``/features/features.1/block/block.0/block.0.0/Conv``
+    -> ``features.1.block.0.0`` (a scope named ``<parent>.<child>`` stands for its parent's last part); else the
+    node or output name."""
     name = node.name or (node.output[0] if node.output else f"conv_{i}")
     if name.startswith("/") and name.count("/") >= 2:
-        parts = [p for p in name.strip("/").split("/")[:-1] if p]
-        path = parts[0]
-        for p in parts[1:]:
-            path = p if p.startswith(path + ".") else f"{path}.{p}"
-        return path
+        path: list[str] = []
+        for p in (p for p in name.strip("/").split("/")[:-1] if p):
+            if path and p.startswith(path[-1] + "."):
+                path[-1] = p  # block -> block.0 -> block.0.0: one module deeper, same part of the path
+            else:
+                path.append(p)
+        return ".".join(path)
     return name
 
 
