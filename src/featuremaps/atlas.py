@@ -531,7 +531,17 @@ def render_heatmap(res: AtlasResult, j: int, cmap: str = "viridis") -> np.ndarra
     fs = 13
     names = [f"{name} ({n})" for name, n in zip(res.classes, res.counts, strict=True)]
     label_w = min(200, max(90, max(text_width(t, fs - 1) for t in names) + 12))
-    width = max(label_w + C * cw + 16, 560)
+    strip_note = "strip: white = SI 0, black = SI 1; red lines separate preferred classes"
+    finite = means[np.isfinite(means)]
+    span = f" (class means span {finite.min():.3g} to {finite.max():.3g})" if finite.size else ""
+    bar_label = f"class mean / channel's largest{span}"
+    # wide enough for the map and for every line under it (a few channels must not cut the legend)
+    width = max(
+        label_w + C * cw + 16,
+        560,
+        label_w + text_width(strip_note, fs - 1) + 12,
+        label_w + 200 + 8 + text_width(bar_label, fs - 1) + 12,
+    )
     c_ = res.layers[j]
     tb = title_block(
         width - 12,
@@ -559,11 +569,9 @@ def render_heatmap(res: AtlasResult, j: int, cmap: str = "viridis") -> np.ndarra
         c.text((6, head_h + k * rh + 4), fit_text_keep_end(name, fs - 1, label_w - 8), fs - 1)
     c.text((6, ys), "selectivity", fs - 2, MUTED)
     y = ys + 20
-    c.text((label_w, y), "strip: white = SI 0, black = SI 1; red lines separate preferred classes", fs - 1, MUTED)
+    c.text((label_w, y), strip_note, fs - 1, MUTED)
     y += line_height(fs - 1) + 6
-    finite = means[np.isfinite(means)]
-    span = f" (class means span {finite.min():.3g} to {finite.max():.3g})" if finite.size else ""
-    c.colorbar(label_w, y, 200, lut, 0.0, 1.0, size=fs - 1, label=f"class mean / channel's largest{span}")
+    c.colorbar(label_w, y, 200, lut, 0.0, 1.0, size=fs - 1, label=bar_label)
     return c.rgb
 
 
