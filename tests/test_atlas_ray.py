@@ -78,6 +78,17 @@ def _assert_same(a, b):
         np.testing.assert_allclose(b.si[j], a.si[j], rtol=1e-5, atol=1e-7)
 
 
+def _assert_same_npz(a, b):
+    """The atlas.npz of two runs: the same arrays, floats within 1e-5 relative, the rest identical."""
+    with np.load(a / "atlas.npz") as za, np.load(b / "atlas.npz") as zb:
+        assert sorted(za.files) == sorted(zb.files)
+        for k in za.files:
+            if za[k].dtype.kind == "f":
+                np.testing.assert_allclose(zb[k], za[k], rtol=1e-5, atol=1e-7)
+            else:
+                assert (za[k] == zb[k]).all(), k
+
+
 def test_ray_equals_local_on_synthetic_folder(local_ray, synthetic):
     root, model_file = synthetic
     load = partial(models.load, str(model_file), classes=CLASSES)
@@ -144,13 +155,8 @@ def test_ray_cli_on_torchscript_and_onnx_files_equals_the_local_cli(local_ray, t
         assert {"atlas.json", "atlas.npz", "index.html", "heatmaps/C01_first.png", "top/C02_second.png"} <= files
         a, b = (json.loads((d / "atlas.json").read_text()) for d in (local, remote))
         assert b["images"] == 21 and [ly["name"] for ly in b["layers"]] == ["first", "second"]
-        with np.load(local / "atlas.npz") as za, np.load(remote / "atlas.npz") as zb:
-            assert sorted(za.files) == sorted(zb.files)
-            for k in za.files:
-                if za[k].dtype.kind == "f":
-                    np.testing.assert_allclose(zb[k], za[k], rtol=1e-5, atol=1e-7)
-                else:
-                    assert (za[k] == zb[k]).all(), f"{model.name}: {k} differs"
+        _assert_same_npz(local, remote)
+        with np.load(remote / "atlas.npz") as zb:
             for j, ly in enumerate(b["layers"]):
                 want = class_means(hand[j], labels, len(CLASSES))
                 np.testing.assert_allclose(zb[f"{ly['npz_prefix']}/means"], want, rtol=1e-5, atol=1e-6)
@@ -182,13 +188,7 @@ def test_ray_cli_with_manifest_writes_the_local_files(local_ray, synthetic, tmp_
     assert {"atlas.json", "atlas.npz", "index.html", "heatmaps/C01_conv_a.png", "top/C02_conv_b.png"} <= files
     a, b = (json.loads((tmp_path / d / "atlas.json").read_text()) for d in ("local", "ray"))
     assert a["layers"] == b["layers"] and b["images"] == 90 and b["unreadable"] == 1
-    with np.load(tmp_path / "local" / "atlas.npz") as za, np.load(tmp_path / "ray" / "atlas.npz") as zb:
-        assert sorted(za.files) == sorted(zb.files)
-        for k in za.files:
-            if za[k].dtype.kind == "f":
-                np.testing.assert_allclose(zb[k], za[k], rtol=1e-5, atol=1e-7)
-            else:
-                assert (za[k] == zb[k]).all(), k
+    _assert_same_npz(tmp_path / "local", tmp_path / "ray")
 
 
 @pytest.mark.parametrize("address", ["ray://127.0.0.1:1", "127.0.0.1:1", "not an address:x"])
@@ -234,13 +234,7 @@ def test_address_auto_joins_the_running_cluster(local_ray, synthetic, tmp_path):
         timeout=600,
     )
     assert local.returncode == 1 and remote.returncode == 1, remote.stderr[-2000:]  # 1: zz_broken.png skipped
-    with np.load(tmp_path / "local" / "atlas.npz") as za, np.load(tmp_path / "auto" / "atlas.npz") as zb:
-        assert sorted(za.files) == sorted(zb.files)
-        for k in za.files:
-            if za[k].dtype.kind == "f":
-                np.testing.assert_allclose(zb[k], za[k], rtol=1e-5, atol=1e-7)
-            else:
-                assert (za[k] == zb[k]).all(), k
+    _assert_same_npz(tmp_path / "local", tmp_path / "auto")
 
 
 def test_address_auto_without_a_cluster_is_one_line(synthetic, tmp_path, capsys, monkeypatch):
