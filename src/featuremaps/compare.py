@@ -356,7 +356,7 @@ def compare_models(
     return pic, runs, labels, picks
 
 
-def _models_html(pic, runs, labels, picks, title) -> str:
+def models_html(pic, runs, labels, picks, title) -> str:
 
     head = "".join(f"<th>{esc(r.lm.name)}</th>" for r in runs)
     body = []

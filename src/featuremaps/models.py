@@ -93,7 +93,7 @@ class LoadedModel:
         return tuple(int(v) for v in shape)
 
 
-def _preprocess_fn(mode: str) -> Callable[[np.ndarray], np.ndarray]:
+def preprocess_fn(mode: str) -> Callable[[np.ndarray], np.ndarray]:
     if mode == "unit":
         return lambda x: x / 255.0
     if mode == "raw":
@@ -186,7 +186,7 @@ def _load_emotion(weights, preprocess, arch: str = "vgg16") -> LoadedModel:
         f"emotion_{arch}",
         src,
         PREPROCESS_MODES[mode] if mode in PREPROCESS_MODES else mode,
-        _preprocess_fn(mode),
+        preprocess_fn(mode),
         tuple(model.inputs[0].shape[1:]),
         list(EMOTIONS),
         True,
@@ -229,7 +229,7 @@ def _load_application(key, weights, preprocess, random_head: bool = True) -> Loa
         except Exception as e:
             raise UserError(f"cannot load {file} into {key} ({str(e)[:100]}); pass weights saved from {key}") from None
     if preprocess:
-        fn, desc = _preprocess_fn(preprocess), PREPROCESS_MODES[preprocess]
+        fn, desc = preprocess_fn(preprocess), PREPROCESS_MODES[preprocess]
     else:
         pre = getattr(keras.applications, module).preprocess_input
         fn = lambda x: pre(np.array(x, dtype=np.float32))  # noqa: E731 (copy: some modify in place)
@@ -348,7 +348,7 @@ def _load_file(path: Path, unsafe: bool, preprocess: str, classes) -> LoadedMode
         model.name,
         str(path),
         PREPROCESS_MODES.get(preprocess, preprocess),
-        _preprocess_fn(preprocess),
+        preprocess_fn(preprocess),
         shape,
         classes,
     )
@@ -380,7 +380,7 @@ def wrap(model, preprocess: str = "unit", classes: list[str] | None = None) -> L
         model.name,
         "in-memory model",
         PREPROCESS_MODES.get(preprocess, preprocess),
-        _preprocess_fn(preprocess),
+        preprocess_fn(preprocess),
         shape,
         classes,
     )

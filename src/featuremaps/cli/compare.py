@@ -9,7 +9,6 @@ from featuremaps.cli.options import fer_data
 from featuremaps.cli.progress import Progress, clean
 from featuremaps.compare import (
     NORMS,
-    _models_html,
     check_model_names,
     compare_classes,
     compare_models,
@@ -17,6 +16,7 @@ from featuremaps.compare import (
     faces_from_fer,
     free_size_shape,
     load_compared,
+    models_html,
 )
 from featuremaps.errors import UserError
 from featuremaps.frameworks import conv_layers
@@ -100,7 +100,7 @@ def run_models(args) -> int:
     }
     with atomic_dir(folder) as tmp:
         save_png(tmp / "compare.png", pic)
-        save_text(tmp / "compare.html", _models_html(pic, runs, labels, picks, title))
+        save_text(tmp / "compare.html", models_html(pic, runs, labels, picks, title))
         save_json(tmp / "compare.json", manifest)
     print(f"{clean(path)}: {clean(folder / 'compare.png')} and compare.html")
     return 0

@@ -333,11 +333,11 @@ def _read(path: Path) -> onnx.ModelProto:
 
 def load_file(path: Path, preprocess: str, classes):
     """``--model net.onnx`` as a :class:`~featuremaps.models.LoadedModel`."""
-    from featuremaps.models import PREPROCESS_MODES, LoadedModel, _preprocess_fn
+    from featuremaps.models import PREPROCESS_MODES, LoadedModel, preprocess_fn
 
     ad = OnnxAdapter(_read(path), path.stem)
     lm = LoadedModel(
-        ad, path.stem, str(path), PREPROCESS_MODES.get(preprocess, preprocess), _preprocess_fn(preprocess),
+        ad, path.stem, str(path), PREPROCESS_MODES.get(preprocess, preprocess), preprocess_fn(preprocess),
         ad.input_shape, classes,
     )  # fmt: skip
     lm.needs_input_shape = any(d is None for d in ad.input_shape[:2])
@@ -346,10 +346,10 @@ def load_file(path: Path, preprocess: str, classes):
 
 def wrap(model, preprocess: str = "unit", classes=None):
     """An in-memory ONNX session or model as a :class:`~featuremaps.models.LoadedModel` (Python API)."""
-    from featuremaps.models import PREPROCESS_MODES, LoadedModel, _preprocess_fn
+    from featuremaps.models import PREPROCESS_MODES, LoadedModel, preprocess_fn
 
     ad = adapt(model)
     return LoadedModel(
         ad, ad.name, "in-memory ONNX model", PREPROCESS_MODES.get(preprocess, preprocess),
-        _preprocess_fn(preprocess), ad.input_shape, classes,
+        preprocess_fn(preprocess), ad.input_shape, classes,
     )  # fmt: skip

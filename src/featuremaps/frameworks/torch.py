@@ -712,7 +712,7 @@ def _classification_names(tvm) -> list[str]:
 
 def load_torchvision(name: str, weights: str | None, preprocess: str | None):
     """``torchvision:NAME``: the model (ImageNet weights, ``none`` random, or a state-dict FILE)."""
-    from featuremaps.models import PREPROCESS_MODES, LoadedModel, _preprocess_fn
+    from featuremaps.models import PREPROCESS_MODES, LoadedModel, preprocess_fn
 
     tvm = torchvision_models()
     names = _classification_names(tvm)
@@ -745,7 +745,7 @@ def load_torchvision(name: str, weights: str | None, preprocess: str | None):
     module.eval()
     side = _crop_size(default)
     if preprocess:
-        fn, desc = _preprocess_fn(preprocess), PREPROCESS_MODES[preprocess]
+        fn, desc = preprocess_fn(preprocess), PREPROCESS_MODES[preprocess]
     else:
         fn, desc = imagenet_preprocess, "x / 255, ImageNet mean/std (torchvision)"
     ad = TorchAdapter(module, name=key, input_shape=(side, side, 3))
@@ -792,7 +792,7 @@ def _load_state_dict(module: nn.Module, file: Path, what: str) -> None:
 # ---------------------------------------------------------------- files
 def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input_shape=None):
     """``--model FILE.pt``: TorchScript, or with ``--unsafe`` a whole pickled module; never a bare state dict."""
-    from featuremaps.models import PREPROCESS_MODES, LoadedModel, _preprocess_fn
+    from featuremaps.models import PREPROCESS_MODES, LoadedModel, preprocess_fn
 
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; check the path or use a name like torchvision:resnet18")
@@ -847,7 +847,7 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
     ad = cls(module, name=path.stem, input_shape=input_shape)
     ad.fixed_batch = fixed_batch
     return LoadedModel(
-        ad, path.stem, str(path), PREPROCESS_MODES.get(mode, mode), _preprocess_fn(mode), ad.input_shape, classes
+        ad, path.stem, str(path), PREPROCESS_MODES.get(mode, mode), preprocess_fn(mode), ad.input_shape, classes
     )
 
 
@@ -892,12 +892,12 @@ def _load_exported(path: Path, input_shape):
 
 def wrap(module, preprocess: str = "unit", classes=None):
     """An in-memory ``nn.Module`` as a :class:`~featuremaps.models.LoadedModel` (Python API)."""
-    from featuremaps.models import PREPROCESS_MODES, LoadedModel, _preprocess_fn
+    from featuremaps.models import PREPROCESS_MODES, LoadedModel, preprocess_fn
 
     ad = TorchAdapter(module)
     return LoadedModel(
         ad, ad.name, "in-memory torch module", PREPROCESS_MODES.get(preprocess, preprocess),
-        _preprocess_fn(preprocess), ad.input_shape, classes,
+        preprocess_fn(preprocess), ad.input_shape, classes,
     )  # fmt: skip
 
 
