@@ -446,10 +446,17 @@ def test_train_refuses_a_users_non_empty_folder(tmp_path, capsys):
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and "not a featuremaps training run" in err[0], err
     assert _tree(mine) == ["notes.txt"]
-    killed = tmp_path / "killed"  # a run killed before its first checkpoint: only its own files
+    logs = tmp_path / "logs"  # a user's folder holding only a file named as a run's: not a run's
+    logs.mkdir()
+    (logs / "log.csv").write_text("epoch,my own numbers\n")
+    assert main(["train", "--data", str(tmp_path / "none"), "--out", str(logs), "--epochs", "1"]) == 2
+    assert "not a featuremaps training run" in capsys.readouterr().err
+    assert (logs / "log.csv").read_text() == "epoch,my own numbers\n"
+    killed = tmp_path / "killed"  # a run killed before its first checkpoint: its mark and its own files
     (killed / "maps").mkdir(parents=True)
+    (killed / "run.json").write_text('{"featuremaps": "0.1.0"}')
     (killed / "log.csv").write_text("epoch,accuracy\n0,0.1\n")
     (killed / ".last.keras.abc123def456.tmp").write_bytes(b"x")
-    assert _run_leftovers(killed) and not _run_leftovers(mine)
+    assert _run_leftovers(killed) and not _run_leftovers(mine) and not _run_leftovers(logs)
     assert main(["train", "--data", str(tmp_path / "none"), "--out", str(killed), "--epochs", "1"]) == 2
     assert "does not exist" in capsys.readouterr().err  # accepted as its own: on to the data

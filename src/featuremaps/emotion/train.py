@@ -12,7 +12,8 @@ recipe of the published VGG results), the network taking 44x44 input; validation
 Optional label smoothing (Szegedy et al. 2016). Model selection on PublicTest only; PrivateTest is left for
 ``featuremaps evaluate``.
 
-Files in ``OUT``: ``last.keras`` (model + optimizer, every epoch), ``best.keras`` (best PublicTest accuracy),
+Files in ``OUT``: ``run.json`` (the run's mark, first), ``last.keras`` (model + optimizer, every epoch),
+``best.keras`` (best PublicTest accuracy),
 ``state.json``, ``log.csv``, ``curves.png`` (drawn by :func:`featuremaps.charts.render_curves`, no
 matplotlib), and ``maps/<emotion>.png``: the epoch x layer sheets of one PublicTest face per emotion
 (:class:`featuremaps.callbacks.FeatureMapsCallback`). Every file is written to a temporary name and renamed.
@@ -30,6 +31,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from featuremaps import __version__
 from featuremaps.callbacks import FeatureMapsCallback
 from featuremaps.charts import render_curves
 from featuremaps.emotion import data as fer
@@ -146,15 +148,23 @@ def _checkpoint_callback(out: Path, epochs: int, state: dict):
     return Checkpoint()
 
 
+#: The mark a new run writes into its folder before anything else: ``{"featuremaps": VERSION}``.
+RUN_MARK = "run.json"
 #: What a training run writes into its folder (and nothing else).
-RUN_FILES = ("best.keras", "last.keras", "log.csv", "state.json", "curves.png", "maps")
+RUN_FILES = (RUN_MARK, "best.keras", "last.keras", "log.csv", "state.json", "curves.png", "maps")
 
 
 def _run_leftovers(folder: Path) -> bool:
-    """True if ``folder`` holds only what a training run writes (one killed before its first checkpoint)."""
+    """True if ``folder`` is what a run killed before its first checkpoint left: its mark (``run.json`` with a
+    ``"featuremaps"`` key) and nothing but the files a run writes. A folder of a user's own ``log.csv`` is not."""
     try:
-        return all(e.name in RUN_FILES or TEMP_PATTERN.match(e.name) for e in folder.iterdir())
-    except OSError:
+        mark = json.loads((folder / RUN_MARK).read_text(encoding="utf-8"))
+        return (
+            isinstance(mark, dict)
+            and "featuremaps" in mark
+            and all(e.name in RUN_FILES or TEMP_PATTERN.match(e.name) for e in folder.iterdir())
+        )
+    except (OSError, ValueError):
         return False
 
 
@@ -387,7 +397,8 @@ def _train(
     start = int(state.get("epoch", 0))
     if resume:
         trim_log(out / "log.csv", start)
-    else:  # the rows of a run killed before its first checkpoint (its own file) must not precede this run's
+    else:  # a new run: its mark first; the rows of a killed run's log.csv (its own file) must not precede its own
+        save_json(out / RUN_MARK, {"featuremaps": __version__})
         (out / "log.csv").unlink(missing_ok=True)
     state["recipe"]["epochs"] = epochs
     classes = len(EMOTIONS) if label_smoothing else None
