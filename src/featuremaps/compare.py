@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from featuremaps import models
-from featuremaps.applications import APPLICATIONS, summary
+from featuremaps.applications import APPLICATIONS, application_key, summary
 from featuremaps.draw import (
     INK,
     MUTED,
@@ -92,7 +92,7 @@ def check_model_names(spec: str) -> list[str]:
     if len(names) < 1:
         raise UserError("--models is empty; give comma-separated names like vgg16,resnet50")
     for n in names:
-        key = n.lower().replace("_", "")
+        key = application_key(n)
         if key in APPLICATIONS or key in EMOTION_NAMES:
             continue
         if Path(n).suffix.lower() in (".keras", ".h5", ".hdf5", *TORCH_SUFFIXES, ".onnx") and Path(n).is_file():
@@ -109,7 +109,7 @@ def check_model_names(spec: str) -> list[str]:
 def load_compared(name: str, weights: str | None = None, unsafe: bool = False):
     """One of ``--models``: ``weights`` (``--weights none``) applies to keras.applications and torchvision
     models; the bundled emotion model keeps its training and a model file its own weights."""
-    key = name.lower().replace("_", "")
+    key = application_key(name)
     if key in EMOTION_NAMES:
         return models.load(name)
     if key in APPLICATIONS or name.lower().startswith("torchvision:"):

@@ -114,6 +114,14 @@ class _TooSmall(UserError):
         return f"{size} is too small for this model (its layer {what}); pass a larger --input-shape"
 
 
+def _call_model(model, inputs, taps: dict, cut, input_shape):
+    """The whole model re-called on ``inputs``; a layer whose window does not fit says the input is too small."""
+    try:
+        return _call(model, (inputs,), {}, taps, cut, path="")
+    except _TooSmall as e:
+        raise UserError(e.message(input_shape)) from None
+
+
 def _first_line(e: Exception) -> str:
     """The first informative line of an exception (Keras wraps a layer's error in "Exception encountered...")."""
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(e).splitlines()]
@@ -229,10 +237,7 @@ def replay(model, input_shape: tuple[int, ...]):
     """
     inputs = keras.Input(shape=tuple(input_shape), name="featuremaps_input")
     taps: dict = {}
-    try:
-        out = _call(model, (inputs,), {}, taps, path="")
-    except _TooSmall as e:
-        raise UserError(e.message(input_shape)) from None
+    out = _call_model(model, inputs, taps, None, input_shape)
     return inputs, out, taps
 
 
@@ -555,10 +560,7 @@ def split_at(model, input_shape: tuple[int, ...], layer) -> Split:
     inputs = keras.Input(shape=tuple(input_shape), name="featuremaps_input")
     cut = _Cut(layer)
     taps: dict = {}
-    try:
-        out = _call(model, (inputs,), {}, taps, cut, path="")
-    except _TooSmall as e:
-        raise UserError(e.message(input_shape)) from None
+    out = _call_model(model, inputs, taps, cut, input_shape)
     name = getattr(layer, "name", "?")
     if cut.head_input is None:
         raise UserError(f"layer {name} is not on the path from the model's input to its output; choose another")

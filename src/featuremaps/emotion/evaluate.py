@@ -15,6 +15,7 @@ import numpy as np
 from keras import ops
 
 from featuremaps import models
+from featuremaps.applications import application_key
 from featuremaps.emotion.augment import centre_crop, ten_crop
 from featuremaps.emotion.model import EMOTIONS
 from featuremaps.errors import UserError
@@ -85,7 +86,7 @@ def predict(model, faces_u8: np.ndarray, tta: bool = False, batch_size: int = 25
 
 def load_for_eval(spec: str | None):
     """The emotion model to evaluate: shipped (default), a .keras file, or .npz weights."""
-    if spec and spec.lower().replace("_", "") in models.APPLICATIONS:
+    if spec and application_key(spec) in models.APPLICATIONS:
         raise UserError(
             f"evaluate measures the emotion model on FER2013; {spec} is an ImageNet model: pass emotion, "
             "a trained run's best.keras or its .npz"
