@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from PIL import Image
 
+from featuremaps import models
 from featuremaps.cli import main
 from featuremaps.emotion.evaluate import metrics, tta_views
+from featuremaps.emotion.model import EMOTIONS, build_emotion_model
 
 
 def test_metrics_hand_computed():
@@ -39,3 +44,31 @@ def test_evaluate_cli_bad_inputs(tmp_path, capsys):
     assert "unknown split 'Valid'" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "w.npz"), "--data", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_model_trained_with_crop_is_an_emotion_model_everywhere(tmp_path, capsys):
+    """What `featuremaps train --crop 44` writes: evaluated at its own 44 px (centre crop, ten-crop with --tta),
+    and loaded as an emotion model (its input size, the emotions' names) by show; compare refuses an emotion
+    sibling that is not shipped as show does."""
+    from test_train import _tiny_folder
+
+    path = tmp_path / "best.keras"
+    build_emotion_model("resnet", input_shape=(44, 44, 1), width=0.0625, batch_norm=True).save(path)
+    lm = models.load(str(path))
+    assert lm.is_emotion and lm.classes == list(EMOTIONS) and lm.input_shape == (44, 44, 1)
+    data = _tiny_folder(tmp_path / "fer", per_class=1)
+    for extra in ([], ["--tta"]):
+        out = tmp_path / f"eval{len(extra)}"
+        argv = ["evaluate", str(path), "--data", str(data), "--split", "PrivateTest", "--out", str(out), *extra]
+        assert main(argv) == 0, capsys.readouterr().err
+        assert json.loads((out / "metrics.json").read_text())["featuremaps"]
+    face = tmp_path / "face.png"
+    Image.fromarray(np.full((60, 60, 3), 128, np.uint8)).save(face)
+    assert main(["show", str(face), "--model", str(path), "--out", str(tmp_path / "show"), "--maps", "1"]) == 0
+    man = json.loads((tmp_path / "show" / "face" / "manifest.json").read_text())
+    assert man["model"]["input_shape"] == [44, 44, 1]
+    assert {p["class"] for p in man["prediction"]} == set(EMOTIONS)  # named, not "class 2"
+    capsys.readouterr()
+    assert main(["compare", str(face), "--models", "emotion-resnet", "--out", str(tmp_path / "cmp")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "emotion-resnet model is not trained/shipped yet" in err[0], err

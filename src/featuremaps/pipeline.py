@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from featuremaps import __version__, models
+from featuremaps.emotion.model import INPUT_SHAPE
 from featuremaps.faces import largest_face
 from featuremaps.frameworks import conv_layers, feature_extractor
 from featuremaps.images import find_images, fit_to, load_image
@@ -34,6 +35,9 @@ from featuremaps.models import LoadedModel
 from featuremaps.render import render_layer, render_overview, rows_from
 
 log = logging.getLogger(__name__)
+
+#: The side of the faces emotion models are trained on (a ``--crop`` model sees their centre).
+EMOTION_SIDE = INPUT_SHAPE[0]
 
 
 @dataclass
@@ -62,7 +66,12 @@ def prepare(
         face_box = box.as_list() if box else None
         rgb = face
     shape = lm.resolve_input_shape(rgb.shape[:2], input_shape)
-    pixels = fit_to(rgb, shape[:2], shape[2], resize)
+    side = EMOTION_SIDE
+    if lm.is_emotion and shape[0] == shape[1] and shape[0] < side:  # trained with --crop: the face's centre
+        off = (side - shape[0]) // 2
+        pixels = fit_to(rgb, (side, side), shape[2], resize)[off : off + shape[0], off : off + shape[1]]
+    else:
+        pixels = fit_to(rgb, shape[:2], shape[2], resize)
     shown = np.clip(pixels, 0, 255).astype(np.uint8)
     if shown.shape[2] == 1:
         shown = np.repeat(shown, 3, axis=2)
