@@ -166,6 +166,9 @@ def _load_emotion(weights, preprocess, arch: str = "vgg16") -> LoadedModel:
     title = {"vgg16": "VGG-16", "resnet": "ResNet-18", "mobilenet": "MobileNetV2"}[arch]
     if weights in (None, "default"):
         model, src = load_emotion_model(arch), f"featuremaps bundled FER2013 {title}"
+        side = model.inputs[0].shape[1]
+        if side != INPUT_SHAPE[0]:  # shipped from a --crop run: it sees the face's centre
+            src += f" ({side}x{side} centre crop of the {INPUT_SHAPE[0]}x{INPUT_SHAPE[1]} face)"
     elif weights == "none":
         model, src = build_emotion_model(arch), f"FER2013 {title} architecture, random weights"
     else:
