@@ -488,3 +488,20 @@ def test_heatmap_of_a_few_channels_has_room_for_its_legend():
     right = pic[:, -5:]  # the title block wraps 6 px short of the edge; a cut line runs into it
     assert (right == right[0, 0]).all(), "something is drawn up to the right edge"
     assert pic.shape[1] > 560  # wider than the old fixed minimum, which cut "... span -0.199 to 0.9)"
+
+
+def test_a_manifest_csv_that_is_not_utf8_is_one_line(tmp_path, hand_data, hand_model_file, capsys):
+    rows = _manifest_rows(hand_data)
+    args = ["atlas", "--model", str(hand_model_file), "--classes", "dark,light", "--out", str(tmp_path / "atlas")]
+    for name, body in (
+        (
+            "latin1.csv",
+            ("path,label\n" + "".join(f"{p},{lab}\n" for p, lab in rows) + "café.png,dark\n").encode("latin-1"),
+        ),
+        ("header.csv", "pfad,étiquette\n".encode("cp1252")),  # the header alone, read to tell a manifest from FER's
+    ):
+        (tmp_path / name).write_bytes(body)
+        assert main([*args[:1], "--data", str(tmp_path / name), *args[1:]]) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(err) == 1 and f"{name} is not UTF-8 text" in err[0] and "save the CSV as UTF-8" in err[0], err
+    assert not (tmp_path / "atlas").exists()

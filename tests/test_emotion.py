@@ -12,9 +12,11 @@ from featuremaps.emotion.model import (
     load_weights_npz,
     model_card,
     save_weights_npz,
+    shipped_build,
     shipped_weights_available,
     unfold_batch_norm,
 )
+from featuremaps.errors import UserError
 from featuremaps.layers import conv_layers
 
 
@@ -93,6 +95,7 @@ def test_shipped_model_loads_and_has_a_card():
     from featuremaps.emotion.model import load_emotion_model
 
     m = load_emotion_model()
+    assert tuple(m.inputs[0].shape[1:]) == (48, 48, 1)  # its card has no input_side: 48 px, as always
     p = np.asarray(m(np.full((1, 48, 48, 1), 0.5, np.float32)))
     assert p.shape == (1, 7) and abs(p.sum() - 1) < 1e-4
     card = model_card()
@@ -116,3 +119,15 @@ def test_every_position_of_the_last_map_reaches_the_head():
         bumped = acts.copy()
         bumped[0, i, j, :] += 10.0
         assert not np.allclose(ops.convert_to_numpy(eng.head([bumped])[0]), base), (i, j)
+
+
+def test_shipped_build_reads_the_card():
+    """A card without arch/input_side/width (the bundled VGG-16's) builds the 48 px width-1 model; a card that
+    names another arch or an input the builders cannot take is refused in one line."""
+    assert shipped_build("vgg16", None) == {"input_shape": (48, 48, 1), "width": 1.0}
+    assert shipped_build("vgg16", {"recipe": {}}) == {"input_shape": (48, 48, 1), "width": 1.0}
+    card = {"arch": "resnet", "input_side": 44, "width": 0.5}
+    assert shipped_build("resnet", card) == {"input_shape": (44, 44, 1), "width": 0.5}
+    for bad in ({"arch": "resnet"}, {"input_side": 64}, {"input_side": "44"}, {"width": 0}):
+        with pytest.raises(UserError, match="reinstall featuremaps"):
+            shipped_build("vgg16", bad)

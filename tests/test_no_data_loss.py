@@ -456,7 +456,222 @@ def test_train_refuses_a_users_non_empty_folder(tmp_path, capsys):
     (killed / "maps").mkdir(parents=True)
     (killed / "run.json").write_text('{"featuremaps": "0.1.0"}')
     (killed / "log.csv").write_text("epoch,accuracy\n0,0.1\n")
-    (killed / ".last.keras.abc123def456.tmp").write_bytes(b"x")
+    (killed / ".featuremaps-1-abc123def456.last.keras.tmp").write_bytes(b"x")
     assert _run_leftovers(killed) and not _run_leftovers(mine) and not _run_leftovers(logs)
     assert main(["train", "--data", str(tmp_path / "none"), "--out", str(killed), "--epochs", "1"]) == 2
     assert "does not exist" in capsys.readouterr().err  # accepted as its own: on to the data
+
+
+# ------------------------------------------------- part 2: a re-run replaces only what featuremaps wrote
+def _note(err):
+    lines = [ln for ln in err.splitlines() if ln.startswith("featuremaps: note: kept")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_an_input_kept_in_its_result_folder_survives_a_rerun(tmp_path, tiny_model, capsys):
+    img = _png(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    assert main(["show", str(img), "--model", str(tiny_model), "--out", str(out), *SHOW]) == 0
+    kept = out / "photo" / "photo.png"
+    kept.write_bytes(img.read_bytes())
+    capsys.readouterr()
+    assert main(["show", str(kept), "--model", str(tiny_model), "--out", str(out), *SHOW]) == 0
+    assert kept.read_bytes() == img.read_bytes()
+    assert "photo.png" in _note(capsys.readouterr().err)
+    assert (out / "photo" / "overview.png").is_file()
+    assert json.loads((out / "photo" / "manifest.json").read_text())["image"] == str(kept)
+    assert sorted(p.name for p in out.iterdir()) == ["photo"]  # no temporary entry left
+
+
+def test_an_input_featuremaps_wrote_in_the_folder_it_replaces_is_refused(tmp_path, tiny_model, capsys):
+    out = tmp_path / "out"
+    assert main(["show", str(_png(tmp_path / "in" / "input.png")), "--model", str(tiny_model), "--out", str(out)]) == 0
+    own_input = out / "input" / "input.png"  # the picture featuremaps wrote, then shown again into its own folder
+    before = own_input.read_bytes()
+    capsys.readouterr()
+    assert main(["show", str(own_input), "--model", str(tiny_model), "--out", str(out), *SHOW]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "is both an input and a file featuremaps wrote" in err[0], err
+    assert own_input.read_bytes() == before
+
+
+def test_a_users_files_in_result_folders_are_kept(tmp_path, tiny_model, atlas_data, capsys):
+    img = _png(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    show = ["show", str(img), "--model", str(tiny_model), "--out", str(out), *SHOW]
+    cam = ["cam", str(img), "--model", str(tiny_model), "--out", str(out)]
+    assert main(show) == 0 and main(cam) == 0
+    mine = {
+        out / "photo" / "notes.txt": "show notes",
+        out / "photo" / "layers" / "todo.md": "a layer's note",
+        out / "photo" / "cam" / "notes.txt": "cam notes",
+        out / "photo" / "drafts" / "fig.svg": "<svg/>",
+    }
+    for p, text in mine.items():
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(text)
+    capsys.readouterr()
+    assert main(show) == 0
+    assert "notes.txt" in _note(capsys.readouterr().err)
+    assert main(cam) == 0
+    assert "notes.txt" in _note(capsys.readouterr().err)
+    assert main(show) == 0
+    for p, text in mine.items():
+        assert p.read_text() == text, p
+    assert (out / "photo" / "cam" / "cam.json").is_file() and (out / "photo" / "overview.png").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["photo"]
+    args = ["atlas", "--data", str(atlas_data), "--model", str(tiny_model), "--classes", "dark,light"]
+    atlas = tmp_path / "atlas"
+    assert main([*args, "--out", str(atlas)]) == 0
+    (atlas / "notes.txt").write_text("atlas notes")
+    capsys.readouterr()
+    assert main([*args, "--out", str(atlas)]) == 0
+    assert "notes.txt" in _note(capsys.readouterr().err)
+    assert (atlas / "notes.txt").read_text() == "atlas notes" and (atlas / "atlas.json").is_file()
+
+
+def test_the_files_featuremaps_wrote_are_replaced_and_listed(tmp_path, tiny_model):
+    img = _png(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    argv = ["show", str(img), "--model", str(tiny_model), "--out", str(out), *SHOW]
+    assert main(argv) == 0
+    written = json.loads((out / "photo" / "manifest.json").read_text())["written"]
+    assert "overview.png" in written and "layers/C01_a_b.png" in written and "manifest.json" not in written
+    assert written["overview.png"] == (out / "photo" / "overview.png").stat().st_size
+    assert main([*argv[:-4], "--layers", "C01", "--maps", "2"]) == 0  # fewer layers: the old layer PNGs go
+    assert sorted(p.name for p in (out / "photo" / "layers").iterdir()) == ["C01_a_b.png"]
+
+
+def test_a_copied_manifest_does_not_make_a_users_folder_featuremaps(tmp_path, tiny_model, capsys):
+    img = _png(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    assert main(["show", str(img), "--model", str(tiny_model), "--out", str(out), *SHOW]) == 0
+    mine = tmp_path / "mine"
+    (mine / "photo").mkdir(parents=True)
+    (mine / "photo" / "thesis.tex").write_text("years of work")
+    (mine / "photo" / "overview.png").write_bytes(b"my own figure")  # a name featuremaps writes, not its file
+    (mine / "photo" / "manifest.json").write_bytes((out / "photo" / "manifest.json").read_bytes())
+    legacy = json.loads((out / "photo" / "manifest.json").read_text())
+    del legacy["written"]
+    (mine / "legacy").mkdir()
+    (mine / "legacy" / "thesis.tex").write_text("years of work")
+    save_json(mine / "legacy" / "manifest.json", legacy)
+    before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()}
+    for name in ("photo", "legacy"):
+        photo = _png(tmp_path / "in" / f"{name}.png")
+        assert main(["show", str(photo), "--model", str(tiny_model), "--out", str(mine), *SHOW]) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(err) == 1 and "a folder featuremaps did not make" in err[0], err
+    assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
+
+
+def test_a_changed_file_of_the_same_name_is_refused_and_kept(tmp_path, tiny_model, capsys):
+    img = _png(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    argv = ["show", str(img), "--model", str(tiny_model), "--out", str(out), *SHOW]
+    assert main(argv) == 0
+    (out / "photo" / "overview.png").write_bytes(b"annotated by hand")  # no longer the file featuremaps wrote
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "overview.png is not a file featuremaps wrote" in err[0], err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in out.iterdir()) == ["photo"]
+
+
+def test_a_folder_written_before_manifests_listed_files(tmp_path):
+    old = tmp_path / "photo"
+    (old / "layers").mkdir(parents=True)
+    save_json(old / "manifest.json", {"featuremaps": "0.1.0", "layers": [{"png": "layers/C01_conv.png"}]})
+    for name in ("overview.png", "input.png", "activations.npz", "layers/C01_conv.png"):
+        (old / name).write_bytes(b"x")
+    (old / "notes.txt").write_text("mine")
+    (old / "layers" / "C09_mine.png").write_bytes(b"not named by the manifest")
+    kept = []
+    with atomic_dir(old, kept=kept) as d:
+        save_json(d / "manifest.json", {"featuremaps": "test"})
+        (d / "overview.png").write_bytes(b"new")
+    assert sorted(kept) == ["layers/C09_mine.png", "notes.txt"]
+    assert _tree(old) == ["layers", "layers/C09_mine.png", "manifest.json", "notes.txt", "overview.png"]
+    assert (old / "overview.png").read_bytes() == b"new"
+
+
+def test_only_featuremaps_temp_entries_are_swept(tmp_path):
+    import subprocess
+    import sys
+
+    from featuremaps.io import TEMP_PATTERN, sweep_stale
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)  # a process that has ended
+    (tmp_path / ".photos.backup2.tmp").mkdir()
+    (tmp_path / ".photos.backup2.tmp" / "img.jpg").write_bytes(b"photo")
+    (tmp_path / ".thesis.backup1.tmp").write_text("draft")
+    (tmp_path / ".notes.abcdef.tmp").write_text("a name featuremaps used to give its temporary files")
+    ours = tmp_path / f".featuremaps-{dead}-0123456789ab.photo.tmp"
+    ours.mkdir()
+    (ours / "overview.png").write_bytes(b"half")
+    mine_running = tmp_path / f".featuremaps-{os.getpid()}-0123456789ab.x.tmp"  # a live process's: left alone
+    mine_running.write_bytes(b"x")
+    for p in tmp_path.iterdir():
+        os.utime(p, (0, 0))  # all of them long unmodified
+    assert TEMP_PATTERN.match(ours.name) and not TEMP_PATTERN.match(".thesis.backup1.tmp")
+    assert sweep_stale(tmp_path) == [ours]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".photos.backup2.tmp", ".thesis.backup1.tmp", ".notes.abcdef.tmp", mine_running.name]
+    )
+    assert (tmp_path / ".photos.backup2.tmp" / "img.jpg").read_bytes() == b"photo"
+
+
+def test_a_killed_commit_loses_no_users_file(tmp_path):
+    """A run killed between the swap and the retiring of the old folder: the next sweep deletes only
+    featuremaps' files of the old folder and moves the user's into the result folder."""
+    import subprocess
+    import sys
+
+    from featuremaps.io import sweep_stale
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    result = tmp_path / "photo"
+    with atomic_dir(result) as d:
+        save_json(d / "manifest.json", {"featuremaps": "test"})
+        (d / "overview.png").write_bytes(b"new")
+    old = tmp_path / f".featuremaps-{dead}-0123456789ab.photo.old"
+    with atomic_dir(old) as d:
+        save_json(d / "manifest.json", {"featuremaps": "test"})
+        (d / "overview.png").write_bytes(b"old")
+    (old / "notes.txt").write_text("mine")
+    os.utime(old, (0, 0))
+    assert sweep_stale(tmp_path) == [old]
+    assert _tree(tmp_path) == ["photo", "photo/manifest.json", "photo/notes.txt", "photo/overview.png"]
+    assert (result / "overview.png").read_bytes() == b"new" and (result / "notes.txt").read_text() == "mine"
+
+
+def test_many_concurrent_commits_none_refused_and_the_users_file_kept(tmp_path):
+    out = tmp_path / "img"
+    with atomic_dir(out) as d:
+        save_json(d / "manifest.json", {"featuremaps": "test"})
+    (out / "notes.txt").write_text("mine")
+    n, rounds, errors = 6, 40, []
+    barrier = threading.Barrier(n)
+
+    def commit(i):
+        for r in range(rounds):
+            try:
+                with atomic_dir(out) as d:
+                    save_json(d / "manifest.json", {"featuremaps": "test", "writer": i, "round": r})
+                    (d / "overview.png").write_bytes(bytes(i + r))
+                    barrier.wait()  # all commit at the same instant
+            except Exception as e:  # pragma: no cover - the assertion below names it
+                errors.append(e)
+
+    threads = [threading.Thread(target=commit, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert _tree(tmp_path) == ["img", "img/manifest.json", "img/notes.txt", "img/overview.png"]
+    assert (out / "notes.txt").read_text() == "mine"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -70,6 +71,10 @@ def test_checkpoint_resume_and_refusals(tmp_path):
     with pytest.raises(UserError, match="trained on Keras' jax backend and this process runs tensorflow"):
         train(str(data), out, epochs=2, batch_size=16, resume=True, verbose=0)
     (out / "state.json").write_text(json.dumps(state))
+    with pytest.raises(UserError, match="is a vgg16 run and --arch resnet was given") as e:
+        train(str(data), out, epochs=2, batch_size=16, resume=True, arch="resnet", verbose=0)
+    assert "\n" not in str(e.value)
+    assert json.loads((out / "state.json").read_text()) == state  # nothing changed
     s = train(str(data), out, epochs=2, batch_size=16, resume=True, verbose=0)
     assert s["epoch"] == 2 and [h["epoch"] for h in s["history"]] == [1, 2]
     assert json.loads((out / "state.json").read_text())["epoch"] == 2
@@ -328,3 +333,24 @@ def test_resumed_run_follows_the_uninterrupted_one(tmp_path):
     ha = json.loads((whole / "state.json").read_text())["history"]
     hb = json.loads((cut / "state.json").read_text())["history"]
     assert ha == hb
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path, capsys):
+    from featuremaps.cli import main
+    from featuremaps.emotion.train import RUN_LOCK, lock_run, unlock_run
+
+    data = _tiny_folder(tmp_path / "fer", per_class=1)
+    out = tmp_path / "run"
+    out.mkdir()
+    fd = lock_run(out)  # another run, alive, holds the folder
+    try:
+        argv = ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--width", "0.0625"]
+        assert main(argv) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("featuremaps:")]
+        assert len(err) == 1 and f"is being written by another featuremaps train run (process {os.getpid()})" in err[0]
+        assert sorted(p.name for p in out.iterdir()) == [RUN_LOCK]  # nothing written, its lock left to it
+    finally:
+        unlock_run(out, fd)
+    assert list(out.iterdir()) == []
+    s = train(str(data), out, epochs=1, batch_size=16, width=0.0625, verbose=0, maps_every=0)  # free again
+    assert s["epoch"] == 1 and not (out / RUN_LOCK).exists()

@@ -3,8 +3,12 @@
     python tools/ship_emotion.py RUN_DIR [--data ../shared/data/fer2013/fer2013.tar.gz]
 
 Reads RUN_DIR/best.keras (chosen on PublicTest) and RUN_DIR/state.json, checks that float16 storage costs at
-most 0.2 points of PrivateTest accuracy, writes src/featuremaps/data/emotion_vgg16.weights.npz and
-emotion_vgg16.card.json, and docs/emotion_confusion_PrivateTest.png. A run started with
+most 0.2 points of PrivateTest accuracy, writes src/featuremaps/data/emotion_<arch>.weights.npz and
+emotion_<arch>.card.json (vgg16, resnet or mobilenet, as the run was trained), and
+docs/emotion_confusion_PrivateTest.png (emotion_<arch>_confusion_PrivateTest.png for the siblings). The card
+records the network's arch, input side (48, or the run's --crop: the shipped model then sees the face's centre
+crop, as `featuremaps evaluate` and show feed a --crop best.keras) and width, and load_emotion_model builds
+it from them. A run started with
 `featuremaps train --init bundled` continues the shipped model: the new card keeps the old one's stages and
 history, and counts epochs across all of them.
 """
@@ -30,6 +34,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+#: the card's "model" line per architecture (the layers as the builders in featuremaps.emotion.model make them)
+MODEL_TEXT = {
+    "vgg16": "VGG-16: 13 conv 3x3 layers in 5 blocks (64, 64 | 128, 128 | 256 x3 | 512 x3 | 512 x3), 2x2 max "
+    "pooling after blocks 1-4 and a max over the whole 3x3 map after block 5, dense 512-512 head "
+    "with dropout 0.4, 7-way softmax",
+    "resnet": "ResNet-18: 3x3 stem at full resolution, four stages of two basic blocks (64, 128, 256, 512 "
+    "filters), global pooling, 7-way softmax",
+    "mobilenet": "MobileNetV2: stride-1 stem, inverted residual blocks (1x1 expand with ReLU6, 3x3 depthwise, "
+    "linear 1x1 project), global pooling, 7-way softmax",
+}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
@@ -37,49 +53,72 @@ def main() -> int:
     ap.add_argument("--checkpoint", default="best.keras")
     ap.add_argument("--tta", action="store_true", help="also measure ten-view test-time augmentation (slow on CPU)")
     a = ap.parse_args()
+    return ship(Path(a.run), a.data, checkpoint=a.checkpoint, tta=a.tta)
+
+
+def ship(
+    run: Path,
+    data_path: str,
+    dest: Path = ROOT / "src" / "featuremaps" / "data",
+    docs: Path = ROOT / "docs",
+    checkpoint: str = "best.keras",
+    tta: bool = False,
+    max_drop: float = 0.2,
+) -> int:
+    """Ship RUN's checkpoint into ``dest`` (weights + card, named by its architecture) and its confusion
+    matrix into ``docs``; 0 when shipped, 1 when refused (float16 costs more than ``max_drop`` points, or a
+    continued run does not beat the shipped model on PublicTest).
+
+    The card records what the loader needs to rebuild the network: ``arch``, ``input_side`` (48, or the
+    run's ``--crop``: the shipped model then takes the face's centre crop) and ``width``.
+    """
     import keras
 
     from featuremaps.charts import render_confusion
     from featuremaps.emotion import data as fer
     from featuremaps.emotion.evaluate import evaluate
     from featuremaps.emotion.model import (
-        CARD_FILE,
         EMOTIONS,
-        WEIGHTS_FILE,
-        build_emotion_vgg16,
+        arch_of,
+        build_emotion_model,
+        card_file,
         fold_batch_norm,
         load_weights_npz,
-        model_card,
         save_weights_npz,
+        weights_file,
     )
     from featuremaps.io import save_json, save_png
 
-    run = Path(a.run)
     state = json.loads((run / "state.json").read_text())
-    hardware = f"CPU only: {cpu_name()}, {os.cpu_count()} cores, {state['recipe'].get('backend', 'tensorflow')} backend"
-    stage = {"epochs": state.get("epoch"), "recipe": state["recipe"], "hardware": hardware}
+    recipe = state["recipe"]
+    hardware = f"CPU only: {cpu_name()}, {os.cpu_count()} cores, {recipe.get('backend', 'tensorflow')} backend"
+    stage = {"epochs": state.get("epoch"), "recipe": recipe, "hardware": hardware}
+    trained = keras.models.load_model(run / checkpoint, compile=False)
+    arch, width = arch_of(trained), float(recipe.get("width", 1.0))
+    side = int(trained.inputs[0].shape[1])  # 48, or the run's --crop
     # a run started with --init bundled continues the shipped model: its card's stages and history come first
-    prior = model_card() if (state["recipe"].get("init") or {}).get("from") == "bundled" else None
+    prior_card = dest / card_file(arch)
+    from_bundled = (recipe.get("init") or {}).get("from") == "bundled"
+    prior = json.loads(prior_card.read_text()) if from_bundled and prior_card.is_file() else None
     stages = list(prior["stages"]) if prior else []
     before = sum(st["epochs"] for st in stages)
     stages.append(stage)
-    trained = keras.models.load_model(run / a.checkpoint, compile=False)
-    model = fold_batch_norm(trained, width=state["recipe"].get("width", 1.0))  # BN folded into the convs
-    data = fer.load(a.data)
+    model = fold_batch_norm(trained, width=width)  # BN folded into the convs
+    data = fer.load(data_path)
     r32 = evaluate(model, data, ("PrivateTest",))
     tmp = Path(tempfile.mkdtemp()) / "w.npz"
     save_weights_npz(model, tmp)
-    m16 = build_emotion_vgg16()
+    m16 = build_emotion_model(arch, input_shape=(side, side, 1), width=width)  # as load_emotion_model builds it
     load_weights_npz(m16, tmp)
     r16 = evaluate(m16, data)
-    r16t = evaluate(m16, data, ("PrivateTest",), tta=True) if a.tta else None
+    r16t = evaluate(m16, data, ("PrivateTest",), tta=True) if tta else None
     drop = (r32["PrivateTest"]["accuracy"] - r16["PrivateTest"]["accuracy"]) * 100
     print(
         f"float32 PrivateTest {r32['PrivateTest']['accuracy']:.4f}, float16 {r16['PrivateTest']['accuracy']:.4f}"
         f" (drop {drop:.2f} points)" + (f"; TTA {r16t['PrivateTest']['accuracy']:.4f}" if r16t else "")
     )
-    if drop > 0.2:
-        print("float16 storage costs more than 0.2 points: not shipping", file=sys.stderr)
+    if drop > max_drop:
+        print(f"float16 storage costs more than {max_drop} points: not shipping", file=sys.stderr)
         return 1
     if prior and r16["PublicTest"]["accuracy"] <= prior["accuracy"]["PublicTest"]:
         # models are chosen on PublicTest, never on PrivateTest
@@ -89,19 +128,20 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
-    dest = ROOT / "src" / "featuremaps" / "data"
-    os.replace(tmp, dest / WEIGHTS_FILE)
+    os.replace(tmp, dest / weights_file(arch))
     hist = (prior or {}).get("history", []) + [h | {"epoch": h["epoch"] + before} for h in state.get("history", [])]
+    seen = "grayscale face" if side == 48 else "centre crop of a 48x48 grayscale face"
     card = {
-        "model": "VGG-16: 13 conv 3x3 layers in 5 blocks (64, 64 | 128, 128 | 256 x3 | 512 x3 | 512 x3), 2x2 max "
-        "pooling after blocks 1-4 and a max over the whole 3x3 map after block 5, dense 512-512 head "
-        "with dropout 0.4, 7-way softmax; trained with batch normalisation (conv -> BN -> ReLU), "
+        "model": MODEL_TEXT[arch] + "; trained with batch normalisation (conv -> BN -> ReLU), "
         "shipped with each BN folded into its conv (same outputs)",
-        "input": "48x48 grayscale face, pixels scaled to [0, 1]",
+        "arch": arch,
+        "input_side": side,
+        "width": width,
+        "input": f"{side}x{side} {seen}, pixels scaled to [0, 1]",
         "classes": list(EMOTIONS),
         "data": "FER2013 (Goodfellow et al. 2013): Training 28,709 faces for training, PublicTest 3,589 for model "
         "selection, PrivateTest 3,589 for this report only",
-        "recipe": state.get("recipe"),
+        "recipe": recipe,
         "stages": stages,
         "epochs_trained": before + state.get("epoch", 0),
         "best_epoch": before + state.get("best_epoch", 0),
@@ -126,9 +166,10 @@ def main() -> int:
         "target": "72% PrivateTest (published VGG-style single networks: 72.7-73.3%)",
         "measured_with": "featuremaps evaluate --data ../shared/data/fer2013/fer2013.tar.gz [--tta]",
     }
-    save_json(dest / CARD_FILE, card)
+    save_json(dest / card_file(arch), card)
     save_png(
-        ROOT / "docs" / "emotion_confusion_PrivateTest.png",
+        docs
+        / ("emotion_confusion_PrivateTest.png" if arch == "vgg16" else f"emotion_{arch}_confusion_PrivateTest.png"),
         render_confusion(
             r16["PrivateTest"]["confusion"],
             list(EMOTIONS),

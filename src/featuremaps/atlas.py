@@ -680,13 +680,15 @@ def summary(res: AtlasResult, source: Source, j: int) -> dict:
     }
 
 
-def write_atlas(res: AtlasResult, source: Source, out: Path, lm) -> Path:
+def write_atlas(res: AtlasResult, source: Source, out: Path, lm, kept: list[str] | None = None) -> Path:
+    """Write the atlas folder ``out`` whole; the user's entries of the folder it replaces are kept (their
+    paths appended to ``kept``), only the files featuremaps wrote there before are replaced."""
 
     layers = [summary(res, source, j) for j in range(len(res.layers))]
     keys = unique_names(safe_name(c.name) for c in res.layers)  # "a b" and "a_b" must not share a key
     for item, key in zip(layers, keys, strict=True):
         item["npz_prefix"] = key
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kept=kept) as tmp:
         arrays = {"classes": np.asarray(res.classes), "counts": res.counts}
         body = [
             f'<p class="note">{esc(model_title(lm))} over {res.images} images of {esc(source.description)}; '

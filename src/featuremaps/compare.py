@@ -35,11 +35,12 @@ from featuremaps.draw import (
     zero_maps,
 )
 from featuremaps.emotion import data as fer
+from featuremaps.emotion.model import shipped_weights_available
 from featuremaps.errors import UserError
 from featuremaps.extractor import parse_select
 from featuremaps.frameworks import feature_extractor
 from featuremaps.html import esc, img_tag, page
-from featuremaps.models import EMOTION_NAMES, TORCH_SUFFIXES
+from featuremaps.models import EMOTION_NAMES, EMOTION_SIBLINGS, TORCH_SUFFIXES
 from featuremaps.pipeline import model_title, prediction_of, prepare
 from featuremaps.render import apply_colormap, colormap, fit_size, resize_maps, resize_rgb
 
@@ -95,6 +96,10 @@ def check_model_names(spec: str) -> list[str]:
         key = application_key(n)
         if key in APPLICATIONS or key in EMOTION_NAMES:
             continue
+        if key in EMOTION_SIBLINGS:
+            if not shipped_weights_available(EMOTION_SIBLINGS[key]):
+                models.load(key)  # not shipped yet: the one line show gives, before any model loads
+            continue
         if Path(n).suffix.lower() in (".keras", ".h5", ".hdf5", *TORCH_SUFFIXES, ".onnx") and Path(n).is_file():
             continue
         if n.lower().startswith("torchvision:"):
@@ -110,8 +115,8 @@ def load_compared(name: str, weights: str | None = None, unsafe: bool = False):
     """One of ``--models``: ``weights`` (``--weights none``) applies to keras.applications and torchvision
     models; the bundled emotion model keeps its training and a model file its own weights."""
     key = application_key(name)
-    if key in EMOTION_NAMES:
-        return models.load(name)
+    if key in EMOTION_NAMES or key in EMOTION_SIBLINGS:
+        return models.load(key)
     if key in APPLICATIONS or name.lower().startswith("torchvision:"):
         return models.load(name, weights=weights)
     return models.load(name, unsafe=unsafe)

@@ -147,13 +147,16 @@ class CamRunner:
         probs = eng.forward(x[None])[0]
         return [int(c) for c in np.argsort(-probs, kind="stable")[: self.top_classes]]
 
-    def run(self, path: Path, out_root: Path, name: str | None = None, progress=None) -> tuple[Path, list]:
-        """CAMs of one image into ``out_root/name/cam/``; ``progress(i, n, label)`` is called per class."""
+    def run(
+        self, path: Path, out_root: Path, name: str | None = None, progress=None, kept: list[str] | None = None
+    ) -> tuple[Path, list]:
+        """CAMs of one image into ``out_root/name/cam/``; ``progress(i, n, label)`` is called per class. The
+        user's entries found in the replaced ``cam/`` and kept are appended to ``kept``."""
 
         image_folder = out_root / (name or safe_name(path.stem))
         if image_folder.exists() and not made_by_featuremaps(image_folder):
             check_replaceable(image_folder)  # never write cam/ into a user's folder: one line, untouched
-        folder = check_replaceable(image_folder / "cam")
+        folder = check_replaceable(image_folder / "cam", inputs=[path])
 
         kw = {"max_pixels": self.max_pixels} if self.max_pixels else {}
         rgb = load_image(path, **kw)
@@ -190,7 +193,7 @@ class CamRunner:
             _display(face if face is not None else prep.shown, 176), rows, cmap=self.cmap, title=title, subtitle=sub
         )
         entries, arrays = [], {"probs": results[0].probs.astype(np.float32)}
-        with atomic_dir(folder) as tmp:
+        with atomic_dir(folder, inputs=[path], kept=kept) as tmp:
             save_png(tmp / "panel.png", panel)
             save_png(tmp / "input.png", prep.shown)
             if face is not None:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import struct
 import tempfile
 import time
@@ -20,6 +21,7 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +75,7 @@ def _write_refused(folder: Path) -> str | None:
     """Why nothing can be written into the existing ``folder``, or None. ``os.access`` says yes to root
     everywhere, and ``/proc`` or a read-only mount refuse anyway: a folder named by featuremaps' temporary
     pattern (swept if a kill left it) is made and removed."""
-    trial = folder / f".featuremaps-probe.{uuid.uuid4().hex[:12]}.tmp"
+    trial = _temp_name(folder / "probe")
     try:
         os.mkdir(trial)
     except OSError as e:
@@ -241,42 +243,248 @@ def _json_default(o):
 
 
 #: The manifest files by which featuremaps recognises the folders it wrote (``show``, ``cam``, ``compare``,
-#: ``compare-classes``, ``atlas``): a JSON object with a top-level ``"featuremaps"`` key (its version).
+#: ``compare-classes``, ``atlas``): a JSON object with a top-level ``"featuremaps"`` key (its version) and,
+#: since the manifests list what they wrote, ``"written"``: ``{relative path: size in bytes}`` of every file
+#: the command wrote into the folder (the manifest itself aside).
 MANIFESTS = ("manifest.json", "cam.json", "compare.json", "atlas.json")
-#: Sub-folders another command writes inside an output folder (``cam`` writes ``OUT/<image>/cam/``).
+#: Sub-folders another command writes inside an output folder (``cam`` writes ``OUT/<image>/cam/``): a
+#: replaced folder's own ``cam/`` moves into the new one, untouched.
 OWN_SUBFOLDERS = ("cam",)
+#: What a manifest written before manifests listed their files may name as its own (nothing else is): the
+#: files each command is known to write, by manifest name, plus the ``.png`` files the manifest names itself.
+_LEGACY_OWN = {
+    "manifest.json": re.compile(r"overview\.png|input\.png|face\.png|activations\.npz|index\.html"),
+    "cam.json": re.compile(r"panel\.png|input\.png|face\.png|cam\.npz"),
+    "compare.json": re.compile(r"compare\.png|compare\.html"),
+    "atlas.json": re.compile(r"atlas\.npz|index\.html|(heatmaps|top)/C\d+_[A-Za-z0-9_.+-]+\.png"),
+}
+_SAFE_REL = re.compile(r"[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*")
 
 
-def _is_manifest(path: Path) -> bool:
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0)
+
+
+def _read_manifest(dirfd: int, name: str) -> dict | None:
     try:
-        with open(path, encoding="utf-8") as f:
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0), dir_fd=dirfd)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with open(fd, encoding="utf-8", closefd=False) as f:
             obj = json.load(f)
     except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    return obj if isinstance(obj, dict) and "featuremaps" in obj else None
+
+
+def _rel_ok(rel) -> bool:
+    """A relative path a manifest may name: plain components, no ``..``, no absolute path."""
+    return isinstance(rel, str) and bool(_SAFE_REL.fullmatch(rel)) and ".." not in rel.split("/")
+
+
+def _lstat(dirfd: int, rel: str) -> os.stat_result | None:
+    """``rel``'s lstat under the folder ``dirfd``, reached through real folders only (no link on the way)."""
+    parts = rel.split("/")
+    fds = [dirfd]
+    try:
+        for part in parts[:-1]:
+            fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
+        return os.stat(parts[-1], dir_fd=fds[-1], follow_symlinks=False)
+    except OSError:
+        return None
+    finally:
+        for fd in fds[1:]:
+            os.close(fd)
+
+
+def _legacy_names(man: dict) -> set[str]:
+    named: set[str] = set()
+
+    def collect(v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k not in ("image", "source"):  # inputs are never its own
+                    collect(x)
+        elif isinstance(v, list):
+            for x in v:
+                collect(x)
+        elif isinstance(v, str) and v.endswith(".png") and _rel_ok(v):
+            named.add(v)
+
+    collect({k: man.get(k) for k in ("files", "layers", "maps")})
+    return named
+
+
+@dataclass
+class Contents:
+    """What a folder featuremaps made holds (paths relative to it): ``manifest`` (its name, or None for an
+    empty or cam-only folder), ``own`` (files it wrote there, still as written), ``subresults`` (its own
+    sub-folders of another command, e.g. ``cam``) and ``foreign`` (everything else: the user's, kept)."""
+
+    manifest: str | None = None
+    own: list[str] = field(default_factory=list)
+    subresults: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+
+def result_contents(folder: str | Path, protect: Iterable[str | Path] = ()) -> Contents | None:
+    """What ``folder`` holds if it is a folder featuremaps made, else None.
+
+    Its own files are those its manifest lists (``"written"``), each still a regular file of the size written;
+    a manifest from before the lists counts only the names its command is known to write. A file in
+    ``protect`` (the run's inputs) is never its own. A folder counts as featuremaps' when it holds a manifest
+    and at least one of the files it lists (or nothing else), is empty, or holds nothing but featuremaps'
+    own sub-folders: a copied manifest beside files it does not list does not make a folder featuremaps'.
+    """
+    found = _read_folder(folder, protect)
+    return found[0] if found else None
+
+
+def _read_folder(folder: str | Path, protect: Iterable[str | Path] = ()) -> tuple[Contents | None, bool] | None:
+    """``(result_contents, writable)`` of the folder at ``folder``; None if nothing is there.
+
+    Read through one descriptor of the folder, and only a folder still at ``folder`` after the reading counts:
+    one that another writer renamed away meanwhile (to replace it, then delete its files) is read again at
+    the new one, so the answer never depends on timing.
+    """
+    protected = set()
+    for q in protect:
+        with contextlib.suppress(OSError):
+            st = os.stat(q)
+            protected.add((st.st_dev, st.st_ino))
+    for _ in range(10_000):
+        try:
+            fd = os.open(folder, _DIR_FLAGS)
+        except FileNotFoundError:
+            if os.path.lexists(folder):
+                continue  # gone and back (another writer's two renames): read the new one
+            return None
+        except OSError:
+            return None, False  # a file, a link, unreadable: not a folder featuremaps made
+        try:
+            try:
+                c = _contents(fd, protected)
+            except OSError:
+                c = None
+            writable = os.access(".", os.W_OK, dir_fd=fd)
+            here = os.fstat(fd)
+            try:
+                now = os.stat(folder, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if (now.st_dev, now.st_ino) == (here.st_dev, here.st_ino):
+                return c, writable
+        finally:
+            os.close(fd)
+    return None, False
+
+
+def _contents(fd: int, protected: set) -> Contents | None:
+    entries = sorted(os.listdir(fd))
+    c = Contents()
+    man = None
+    for name in MANIFESTS:
+        man = _read_manifest(fd, name)
+        if man is not None:
+            c.manifest = name
+            break
+    if c.manifest is None:
+        if all(e in OWN_SUBFOLDERS and _sub_is_own(fd, e) for e in entries):
+            c.subresults = entries
+            return c
+        return None
+    written = man.get("written")
+    if isinstance(written, dict):
+        listed = {rel: size for rel, size in written.items() if _rel_ok(rel) and rel != c.manifest}
+    else:
+        legacy = _LEGACY_OWN[c.manifest]
+        listed = {rel: None for rel in _legacy_names(man)}
+        listed.update((rel, None) for rel in _walk_files(fd) if legacy.fullmatch(rel))
+    for rel, size in sorted(listed.items()):
+        st = _lstat(fd, rel)
+        if st is None or not stat.S_ISREG(st.st_mode) or (size is not None and st.st_size != size):
+            continue
+        if (st.st_dev, st.st_ino) not in protected:
+            c.own.append(rel)
+    own_dirs = {"/".join(rel.split("/")[:k]) for rel in c.own for k in range(1, rel.count("/") + 1)}
+    own = set(c.own)
+
+    def sort_out(dirfd: int, rel: str, name: str) -> None:
+        if rel in own or rel == c.manifest:
+            return
+        if rel in own_dirs:
+            sub = os.open(name, _DIR_FLAGS, dir_fd=dirfd)
+            try:
+                for e in sorted(os.listdir(sub)):
+                    sort_out(sub, f"{rel}/{e}", e)
+            finally:
+                os.close(sub)
+        elif rel in OWN_SUBFOLDERS and rel not in listed and _sub_is_own(dirfd, name):
+            c.subresults.append(rel)
+        else:
+            c.foreign.append(rel)
+
+    for e in entries:
+        sort_out(fd, e, e)
+    if listed and not c.own and c.foreign:
+        return None  # a manifest beside files it does not list: not a folder featuremaps made
+    return c
+
+
+def _sub_is_own(dirfd: int, name: str) -> bool:
+    try:
+        sub = os.open(name, _DIR_FLAGS, dir_fd=dirfd)
+    except OSError:
         return False
-    return isinstance(obj, dict) and "featuremaps" in obj
+    try:
+        return _contents(sub, set()) is not None
+    except OSError:
+        return False
+    finally:
+        os.close(sub)
+
+
+def _walk_files(top: int | Path, prefix: str = "", depth: int = 2) -> Iterator[str]:
+    """Relative paths of the regular files under ``top`` (a folder or its descriptor), ``depth`` levels deep."""
+    fd = top if isinstance(top, int) else os.open(top, _DIR_FLAGS)
+    try:
+        for e in sorted(os.listdir(fd)):
+            try:
+                st = os.stat(e, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and depth > 1:
+                sub = os.open(e, _DIR_FLAGS, dir_fd=fd)
+                try:
+                    yield from _walk_files(sub, f"{prefix}{e}/", depth - 1)
+                finally:
+                    os.close(sub)
+            elif stat.S_ISREG(st.st_mode):
+                yield prefix + e
+    finally:
+        if not isinstance(top, int):
+            os.close(fd)
 
 
 def made_by_featuremaps(folder: str | Path) -> bool:
-    """True if ``folder`` is one featuremaps wrote (so it may replace it), or an empty folder.
+    """True if ``folder`` is one featuremaps wrote (so it may replace its own files there), or an empty folder.
 
-    A folder counts as featuremaps' own when it holds one of :data:`MANIFESTS` with a ``"featuremaps"``
-    key, or holds nothing but featuremaps' own sub-folders (``cam/``, written before ``show`` ran). A
-    symlink, a file, or a folder holding anything else is the user's and is never replaced.
+    See :func:`result_contents`. A symlink, a file, or a folder holding no manifest of featuremaps is the
+    user's and is never replaced.
     """
-    p = Path(folder)
-    if p.is_symlink() or not p.is_dir():
-        return False
-    try:
-        entries = list(p.iterdir())
-    except OSError:
-        return False
-    if any(_is_manifest(p / name) for name in MANIFESTS if (p / name).is_file()):
-        return True
-    return all(e.name in OWN_SUBFOLDERS and made_by_featuremaps(e) for e in entries)
+    return result_contents(folder) is not None
 
 
-def check_replaceable(path: str | Path) -> Path:
-    """Fail (UserError) unless ``path`` is absent or a folder featuremaps made and may replace."""
+def check_replaceable(path: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
+    """Fail (UserError) unless ``path`` is absent or a folder featuremaps made and may replace.
+
+    ``inputs`` (the run's input files): one of them that is a file featuremaps wrote in ``path`` would be
+    replaced while being read, and is refused.
+    """
     p = Path(path)
     if not (p.exists() or p.is_symlink()):
         return p
@@ -286,12 +494,25 @@ def check_replaceable(path: str | Path) -> Path:
             f"{p} is the current folder or holds it; featuremaps writes its output into a folder of "
             "its own: pass --out with a new folder name"
         )
-    if not made_by_featuremaps(p):
+    inputs = [Path(q) for q in inputs]
+    found = _read_folder(p)
+    if found is None:
+        return p  # gone meanwhile (another writer between two renames): absent
+    contents, writable = found
+    if contents is None:
         what = "a file" if p.is_file() else "a link" if p.is_symlink() else "a folder featuremaps did not make"
         raise UserError(
             f"{p} is {what}; featuremaps replaces only its own output folders: move it away or choose another --out"
         )
-    if not os.access(p, os.W_OK):
+    if inputs:
+        kept = result_contents(p, protect=inputs)
+        lost = sorted(set(contents.own) - set(kept.own if kept else ()))
+        if lost:
+            raise UserError(
+                f"{p / lost[0]} is both an input and a file featuremaps wrote in {p}, which this run replaces: "
+                "copy it out of that folder and pass the copy"
+            )
+    if not writable:
         raise UserError(f"output folder {p} is not writable; choose another with --out")
     return p
 
@@ -363,18 +584,33 @@ def check_output_folder(path: str | Path, own, what: str) -> Path:
     return check_writable(p)
 
 
-#: featuremaps' own leftovers: ``.<name>.<random>.tmp`` (atomic writes) and ``.<name>.<pid>-<hex>.old``
-#: (a replaced folder). Only names of this shape, older than :data:`STALE_AFTER` seconds, are ever swept.
-TEMP_PATTERN = re.compile(r"^\..+\.(?:[A-Za-z0-9_]{6,}\.tmp|\d+-[0-9a-f]{8}\.old)$")
+#: featuremaps' own temporary entries: ``.featuremaps-<pid>-<random>.<name>.tmp`` (a file or folder being
+#: written) and ``.featuremaps-<pid>-<random>.<name>.old`` (a replaced folder, while it is retired). Only names
+#: of this shape, older than :data:`STALE_AFTER` seconds and left by a process no longer running, are swept.
+TEMP_PATTERN = re.compile(r"^\.featuremaps-(\d+)-([0-9a-f]{12})\.(.+)\.(tmp|old)$", re.DOTALL)
 STALE_AFTER = 3600.0
 _SWEPT: set[str] = set()
 
 
-def sweep_stale(folder: str | Path, older_than: float = STALE_AFTER) -> list[Path]:
-    """Remove featuremaps' own temporary files and folders left in ``folder`` by a killed run.
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: running
+    return True
 
-    Only entries named by :data:`TEMP_PATTERN` and unmodified for ``older_than`` seconds go (a running
-    process's temporary files are younger); anything else is left alone. Returns what was removed.
+
+def sweep_stale(folder: str | Path, older_than: float = STALE_AFTER) -> list[Path]:
+    """Remove featuremaps' own temporary entries left in ``folder`` by a killed run.
+
+    Only entries named by :data:`TEMP_PATTERN`, unmodified for ``older_than`` seconds and whose process is
+    gone are touched; anything else is left alone. A ``.tmp`` entry holds only what featuremaps wrote and is
+    removed; an ``.old`` folder (a replaced result) loses only the files featuremaps wrote there, anything
+    else in it moves into the result folder it came from (:func:`retire`). Returns what was removed.
     """
     folder = Path(folder)
     removed = []
@@ -384,17 +620,22 @@ def sweep_stale(folder: str | Path, older_than: float = STALE_AFTER) -> list[Pat
         return removed
     now = time.time()
     for e in entries:
-        if not TEMP_PATTERN.match(e.name):
+        m = TEMP_PATTERN.match(e.name)
+        if not m:
             continue
         try:
-            if now - e.stat(follow_symlinks=False).st_mtime < older_than:
+            if now - e.stat(follow_symlinks=False).st_mtime < older_than or _alive(int(m.group(1))):
                 continue
-            if e.is_dir(follow_symlinks=False):
+            if m.group(4) == "old":
+                if retire(Path(e.path), folder / m.group(3)) is not None:
+                    removed.append(Path(e.path))
+            elif e.is_dir(follow_symlinks=False):
                 shutil.rmtree(e.path)
+                removed.append(Path(e.path))
             else:
                 os.unlink(e.path)
-            removed.append(Path(e.path))
-        except OSError:
+                removed.append(Path(e.path))
+        except (OSError, ValueError):
             continue
     return removed
 
@@ -406,27 +647,28 @@ def _sweep_once(folder: Path) -> None:
         sweep_stale(folder)
 
 
-def _temp_prefix(name: str) -> str:
+def _temp_name(path: Path, kind: str = "tmp") -> Path:
+    """A fresh name beside ``path`` in featuremaps' pattern ``.featuremaps-<pid>-<random>.<name>.<kind>``."""
     # file names may be 255 bytes: keep the temporary name well under that whatever the final name
-    return "." + name.encode("utf-8", "surrogateescape")[:96].decode("utf-8", "ignore") + "."
-
-
-def _temp_name(path: Path) -> Path:
-    """A fresh name beside ``path`` in featuremaps' temp pattern ``.<name>.<random>.tmp``."""
-    return path.with_name(f"{_temp_prefix(path.name)}{uuid.uuid4().hex[:12]}.tmp")
+    name = path.name.encode("utf-8", "surrogateescape")[:96].decode("utf-8", "ignore")
+    return path.with_name(f".featuremaps-{os.getpid()}-{uuid.uuid4().hex[:12]}.{name}.{kind}")
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole, else it is removed.
+def atomic_dir(path: str | Path, inputs: Iterable[str | Path] = (), kept: list[str] | None = None) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it replaces ``path``, else it is removed.
 
-    ``path`` may only be absent or a folder featuremaps made (:func:`made_by_featuremaps`): anything else is
-    the user's, and a one-line UserError leaves it untouched. Entries of the old folder named in ``keep``
-    (another command's results, e.g. ``cam``) move into the new one unless it made its own. Two processes
+    ``path`` may only be absent or a folder featuremaps made (:func:`result_contents`): anything else is the
+    user's, and a one-line UserError leaves it untouched. The new folder appears whole, then the old one is
+    retired (:func:`retire`): only the files featuremaps wrote there are deleted; everything else in it (a
+    user's notes, an input, another command's ``cam/``) moves into the new folder, and the paths of the
+    user's entries kept so are appended to ``kept`` (relative to ``path``). A kept entry whose name the new
+    result also has is refused (one line, nothing changed). ``inputs`` are never deleted. Two processes
     committing the same folder at once both succeed; the last one's folder stays.
     """
     path = Path(path)
-    check_replaceable(path)  # fail before any work
+    inputs = list(inputs)
+    check_replaceable(path, inputs)  # fail before any work
     ensure_dir(path.parent)
     _sweep_once(path.parent)
     tmp = _temp_name(path)
@@ -436,40 +678,165 @@ def atomic_dir(path: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
         raise UserError(f"cannot write into {path.parent}: {e.strerror or e}; choose another --out") from None
     try:
         yield tmp
-        _commit_dir(tmp, path, keep)
+        _record_written(tmp)
+        names = _commit_dir(tmp, path, inputs)
+        if kept is not None:
+            kept.extend(names)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _commit_dir(tmp: Path, path: Path, keep: tuple[str, ...]) -> None:
+def _record_written(folder: Path) -> None:
+    """Add the list of files in ``folder`` (``"written"``: relative path -> size) to its manifest."""
+    fd = os.open(folder, _DIR_FLAGS)
+    try:
+        found = next(((n, m) for n in MANIFESTS if (m := _read_manifest(fd, n)) is not None), None)
+    finally:
+        os.close(fd)
+    if found is None:
+        return
+    name, man = found
+    man["written"] = {
+        rel: os.lstat(folder / rel).st_size
+        for rel in _walk_files(folder, depth=64)
+        if rel != name and not TEMP_PATTERN.match(rel.rsplit("/", 1)[-1])
+    }
+    save_json(folder / name, man)
+
+
+def _conflicts(old: Path, new: Path, rels: Iterable[str]) -> list[str]:
+    """Entries of ``old`` (kept ones, ``rels``) that cannot move into ``new``: a file of the same name is there."""
+    out = []
+    for rel in rels:
+        dst = new / rel
+        if not (dst.exists() or dst.is_symlink()):
+            continue
+        if (old / rel).is_dir() and not (old / rel).is_symlink() and dst.is_dir() and not dst.is_symlink():
+            out += _conflicts(old, new, [f"{rel}/{e}" for e in sorted(os.listdir(old / rel))])
+        else:
+            out.append(rel)
+    return out
+
+
+def _commit_dir(tmp: Path, path: Path, inputs: list) -> list[str]:
+    """Swap ``tmp`` in at ``path``; retire the folders it replaces. Returns the user's entries kept."""
     olds = []
     try:
         for _ in range(100):  # another process may commit the same folder between our two renames
             if path.exists() or path.is_symlink():
-                if not made_by_featuremaps(path) and (path.exists() or path.is_symlink()):
-                    if made_by_featuremaps(path) or not (path.exists() or path.is_symlink()):
-                        continue  # it was being swapped by another writer: look again
-                    check_replaceable(path)  # a user's folder appeared while we worked: one line, untouched
-                old = path.with_name(f"{_temp_prefix(path.name)}{os.getpid()}-{uuid.uuid4().hex[:8]}.old")
+                old = _temp_name(path, "old")
                 try:
-                    os.replace(path, old)
+                    os.replace(path, old)  # looked at once it is ours alone: no other writer renames it
                 except FileNotFoundError:
                     continue  # the other writer moved it away first
+                contents = result_contents(old, protect=inputs)
+                clash = _conflicts(old, tmp, contents.foreign) if contents is not None else []
+                if contents is None or clash:
+                    _put_back(old, path)
+                    if contents is None:
+                        check_replaceable(path)  # a user's folder appeared while we worked: one line, untouched
+                        raise UserError(f"{path} changed while featuremaps wrote it; run again")
+                    raise UserError(
+                        f"{path / clash[0]} is not a file featuremaps wrote (it was added or changed), and this "
+                        "run writes one of that name: move it away and run again"
+                    )
+                with contextlib.suppress(OSError):
+                    os.utime(old)  # its age is now: a sweep leaves it to us
                 olds.append(old)
-                for name in keep:
-                    if (old / name).exists() and not (tmp / name).exists():
-                        os.replace(old / name, tmp / name)
             try:
                 os.replace(tmp, path)
-                return
+                break
             except OSError as e:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
-        raise UserError(f"could not replace {path}: other processes keep writing it; try again")
+        else:
+            raise UserError(f"could not replace {path}: other processes keep writing it; try again")
     finally:
+        kept: list[str] = []
         for old in olds:
-            shutil.rmtree(old, ignore_errors=True)
+            kept += retire(old, path, inputs) or []
+    return kept
+
+
+def _put_back(old: Path, path: Path) -> None:
+    """Rename ``old`` back to ``path``; if another writer's folder is there now, retire ``old`` into it."""
+    try:
+        os.rename(old, path)
+    except OSError:
+        retire(old, path)
+
+
+def retire(old: Path, path: Path, inputs: Iterable[str | Path] = ()) -> list[str] | None:
+    """Retire ``old``, a result folder replaced by ``path``: move everything in it that featuremaps did not
+    write (the user's entries, its ``cam/``) into ``path``, then delete the files featuremaps wrote and remove
+    ``old`` once empty.
+
+    Returns the user's entries moved (relative paths). If something cannot move (``path`` is gone, or holds
+    an entry of that name), nothing of ``old`` is deleted: it is renamed back to ``path`` when that is free,
+    else to ``<name>-kept-<random>`` beside it, and None is returned; so is a folder that is not featuremaps'.
+    Nothing but featuremaps' own files is ever deleted (``os.unlink`` of listed files, ``os.rmdir``).
+    """
+    contents = result_contents(old, protect=inputs)
+    moved: list[str] = []
+    if contents is not None:
+        for rel in contents.subresults + contents.foreign:
+            if not _move_into(old, path, rel):
+                break
+            if rel not in contents.subresults:
+                moved.append(rel)
+        else:  # all moved: the rest is featuremaps' own, its manifest last
+            for rel in contents.own + ([contents.manifest] if contents.manifest else []):
+                with contextlib.suppress(OSError):
+                    os.unlink(old / rel)
+            _remove_empty(old)
+            if not os.path.lexists(old):
+                return moved
+    for target in (path, path.with_name(f"{path.name}-kept-{uuid.uuid4().hex[:8]}")):
+        try:
+            os.rename(old, target)  # a folder of the user's, or featuremaps' whole: still readable as before
+            return None
+        except OSError:
+            continue
+    return None
+
+
+def _move_into(old: Path, new: Path, rel: str) -> bool:
+    """Move ``old/rel`` to ``new/rel`` (merging folders), never over an existing entry. True if all moved."""
+    src, dst = old / rel, new / rel
+    for _ in range(50):
+        if dst.is_dir() and not dst.is_symlink() and src.is_dir() and not src.is_symlink():
+            return all(_move_into(old, new, f"{rel}/{e}") for e in sorted(os.listdir(src)))
+        if dst.exists() or dst.is_symlink():
+            return False
+        try:
+            os.rename(src, dst)  # the same file system; never creates ``new`` itself
+            return True
+        except FileNotFoundError:
+            if not (src.exists() or src.is_symlink()):
+                return True  # someone else moved it
+            if new.is_dir():  # a folder of ``old`` the new result lacks: made one level at a time under ``new``
+                parts = rel.split("/")[:-1]
+                with contextlib.suppress(FileExistsError, FileNotFoundError):
+                    for k in range(1, len(parts) + 1):
+                        with contextlib.suppress(FileExistsError):
+                            os.mkdir(new.joinpath(*parts[:k]))
+            else:
+                time.sleep(0.001)  # ``new`` is between two renames of another writer: look again
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                return False
+    return False
+
+
+def _remove_empty(folder: Path) -> None:
+    """``os.rmdir`` every empty folder under and including ``folder`` (bottom-up); never deletes a file."""
+    for root, dirs, _files in os.walk(folder, topdown=False):
+        for d in dirs:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(root, d))
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
 
 
 def unique_names(names: Iterable[str], alternatives: Iterable[str] | None = None) -> list[str]:

@@ -37,10 +37,22 @@ def _pyarrow(what: str):
     return pyarrow
 
 
+def _unreadable_csv(path: Path, e: Exception) -> UserError:
+    if isinstance(e, UnicodeDecodeError):
+        return UserError(
+            f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save the CSV as "
+            "UTF-8 (e.g. iconv -f latin1 -t utf-8) and pass it again"
+        )
+    return UserError(f"{path} is not a CSV file Python's csv module can read ({e}); re-export it as CSV")
+
+
 def csv_header(path: Path) -> list[str]:
     """The first row of a CSV file (empty if it has none)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        return next(csv.reader(f), [])
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return next(csv.reader(f), [])
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise _unreadable_csv(path, e) from None
 
 
 def is_manifest(path: Path, path_column: str = PATH_COLUMN) -> bool:
@@ -64,19 +76,10 @@ def read_manifest(
     """
     path = Path(path)
     if path.name.lower().endswith(".csv"):
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = csv.reader(f)
-            head = next(rows, [])
-            _check_columns(path, head, path_column, label_column)
-            pi, li = head.index(path_column), head.index(label_column)
-            paths, labels = [], []
-            for n, row in enumerate(rows, start=2):
-                if not row:
-                    continue
-                if len(row) <= max(pi, li):
-                    raise UserError(f"{path}, line {n}: {len(row)} fields, expected {len(head)}; fix the row")
-                paths.append(row[pi])
-                labels.append(row[li])
+        try:
+            paths, labels = _read_csv(path, path_column, label_column)
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise _unreadable_csv(path, e) from None
     else:
         pa = _pyarrow(f"the Parquet manifest {path}")
         try:
@@ -89,6 +92,23 @@ def read_manifest(
         labels = [str(v) for v in table.column(label_column).to_pylist()]
     base = path.resolve().parent
     return [p if is_uri(p) or Path(p).is_absolute() else str(base / p) for p in paths], labels
+
+
+def _read_csv(path: Path, path_column: str, label_column: str) -> tuple[list[str], list[str]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = csv.reader(f)
+        head = next(rows, [])
+        _check_columns(path, head, path_column, label_column)
+        pi, li = head.index(path_column), head.index(label_column)
+        paths, labels = [], []
+        for n, row in enumerate(rows, start=2):
+            if not row:
+                continue
+            if len(row) <= max(pi, li):
+                raise UserError(f"{path}, line {n}: {len(row)} fields, expected {len(head)}; fix the row")
+            paths.append(row[pi])
+            labels.append(row[li])
+    return paths, labels
 
 
 def _check_columns(path: Path, head: list[str], path_column: str, label_column: str) -> None:

@@ -22,7 +22,9 @@ from keras.applications import imagenet_utils
 
 from featuremaps.applications import APPLICATIONS, application_key, summary
 from featuremaps.emotion.model import (
+    ARCHS,
     EMOTIONS,
+    INPUT_SHAPE,
     build_emotion_model,
     load_emotion_model,
     load_weights_npz,
@@ -164,6 +166,9 @@ def _load_emotion(weights, preprocess, arch: str = "vgg16") -> LoadedModel:
     title = {"vgg16": "VGG-16", "resnet": "ResNet-18", "mobilenet": "MobileNetV2"}[arch]
     if weights in (None, "default"):
         model, src = load_emotion_model(arch), f"featuremaps bundled FER2013 {title}"
+        side = model.inputs[0].shape[1]
+        if side != INPUT_SHAPE[0]:  # shipped from a --crop run: it sees the face's centre
+            src += f" ({side}x{side} centre crop of the {INPUT_SHAPE[0]}x{INPUT_SHAPE[1]} face)"
     elif weights == "none":
         model, src = build_emotion_model(arch), f"FER2013 {title} architecture, random weights"
     else:
@@ -343,6 +348,18 @@ def _load_file(path: Path, unsafe: bool, preprocess: str, classes) -> LoadedMode
     except (AttributeError, ValueError, IndexError):
         shape = (None, None, None)
     _check_classes(model, classes)
+    arch = emotion_arch(model)
+    if arch is not None:  # written by `featuremaps train`: faces in, the 7 emotions out
+        return LoadedModel(
+            model,
+            model.name,
+            f"{path} (FER2013 emotion {arch}, {shape[0]}x{shape[1]} faces)",
+            PREPROCESS_MODES.get(preprocess, preprocess),
+            preprocess_fn(preprocess),
+            shape,
+            classes or list(EMOTIONS),
+            True,
+        )
     return LoadedModel(
         model,
         model.name,
@@ -352,6 +369,21 @@ def _load_file(path: Path, unsafe: bool, preprocess: str, classes) -> LoadedMode
         shape,
         classes,
     )
+
+
+def emotion_arch(model) -> str | None:
+    """The architecture of an emotion model ``featuremaps train`` wrote (``vgg16``, ``resnet``, ``mobilenet``),
+    or None for any other model. Recognised as the builders make it: named ``emotion_<arch>``, a square
+    grayscale input of 16-48 px (48, or ``--crop SIDE``) and one output per emotion."""
+    arch = str(getattr(model, "name", "")).removeprefix("emotion_")
+    try:
+        h, w, c = tuple(model.inputs[0].shape[1:])
+        n_out = int(model.outputs[0].shape[-1])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    if arch not in ARCHS or c != 1 or n_out != len(EMOTIONS) or h != w or not (16 <= (h or 0) <= INPUT_SHAPE[0]):
+        return None
+    return arch
 
 
 def _check_classes(model, classes) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from featuremaps import __version__, models
+from featuremaps.emotion.model import INPUT_SHAPE
 from featuremaps.faces import largest_face
 from featuremaps.frameworks import conv_layers, feature_extractor
 from featuremaps.images import find_images, fit_to, load_image
@@ -34,6 +35,9 @@ from featuremaps.models import LoadedModel
 from featuremaps.render import render_layer, render_overview, rows_from
 
 log = logging.getLogger(__name__)
+
+#: The side of the faces emotion models are trained on (a ``--crop`` model sees their centre).
+EMOTION_SIDE = INPUT_SHAPE[0]
 
 
 @dataclass
@@ -62,7 +66,12 @@ def prepare(
         face_box = box.as_list() if box else None
         rgb = face
     shape = lm.resolve_input_shape(rgb.shape[:2], input_shape)
-    pixels = fit_to(rgb, shape[:2], shape[2], resize)
+    side = EMOTION_SIDE
+    if lm.is_emotion and shape[0] == shape[1] and shape[0] < side:  # trained with --crop: the face's centre
+        off = (side - shape[0]) // 2
+        pixels = fit_to(rgb, (side, side), shape[2], resize)[off : off + shape[0], off : off + shape[1]]
+    else:
+        pixels = fit_to(rgb, shape[:2], shape[2], resize)
     shown = np.clip(pixels, 0, 255).astype(np.uint8)
     if shown.shape[2] == 1:
         shown = np.repeat(shown, 3, axis=2)
@@ -119,6 +128,8 @@ class ShowResult:
     image: Path
     folder: Path
     prediction: list[dict] = field(default_factory=list)
+    #: the user's entries found in the replaced folder and kept in the new one (paths relative to ``folder``)
+    kept: list[str] = field(default_factory=list)
 
 
 class Shower:
@@ -142,7 +153,7 @@ class Shower:
         """Draw one image into ``out_root/name`` (default: the image's stem; a batch passes unique names)."""
 
         o = self.opts
-        folder = check_replaceable(out_root / (name or safe_name(path.stem)))  # a user's folder: before any work
+        folder = check_replaceable(out_root / (name or safe_name(path.stem)), inputs=[path])  # before any work
         kw = {"max_pixels": o.max_pixels} if o.max_pixels else {}
         rgb = load_image(path, **kw)
         prep = prepare(self.lm, rgb, input_shape=o.input_shape, face_crop=o.face_crop, resize=o.resize)
@@ -178,8 +189,10 @@ class Shower:
         glob_range = None
         if o.norm == "global":
             glob_range = (min(float(r.maps.min()) for r in rows), max(float(r.maps.max()) for r in rows))
-        # `featuremaps cam` writes OUT/<stem>/cam/: kept. PNGs encode on a thread while the next one renders.
-        with atomic_dir(folder, keep=("cam",)) as tmp, png_writer() as save_png:
+        # only the files show wrote there before are replaced: `featuremaps cam`'s OUT/<stem>/cam/ and a user's
+        # files are kept. PNGs encode on a thread while the next one renders.
+        kept: list[str] = []
+        with atomic_dir(folder, inputs=[path], kept=kept) as tmp, png_writer() as save_png:
             save_png(tmp / "overview.png", overview)
             save_png(tmp / "input.png", prep.shown)
             if prep.face is not None and prep.face_box is not None:
@@ -206,7 +219,7 @@ class Shower:
                 arrays[f"{key}/channels"] = row.channels.astype(np.int32)
             save_npz(tmp / "activations.npz", **arrays)
             save_json(tmp / "manifest.json", self.manifest(path, prep, rows, pred, layer_files, fx, keys))
-        return ShowResult(path, folder, pred)
+        return ShowResult(path, folder, pred, kept)
 
     def manifest(self, path, prep, rows, pred, layer_files, fx, keys) -> dict:
         o, lm = self.opts, self.lm

@@ -17,7 +17,7 @@ from featuremaps.atlas import (
     write_atlas,
 )
 from featuremaps.cli.options import fer_data
-from featuremaps.cli.progress import Progress, clean
+from featuremaps.cli.progress import Progress, clean, kept_note
 from featuremaps.errors import UserError
 from featuremaps.frameworks import conv_layers
 from featuremaps.io import check_replaceable, check_writable
@@ -88,7 +88,10 @@ def run(args) -> int:
         )
     if res.duplicates:
         progress.warn(clean(duplicate_note(res, source)))
-    write_atlas(res, source, out, lm)
+    kept: list[str] = []
+    write_atlas(res, source, out, lm, kept)
+    if kept:
+        progress.note(kept_note(out, kept))
     for j, c in enumerate(res.layers):
         best = [int(ch) for ch in most_selective(res, j, 3)]
         if preferred_class(res, j, best[0]) is None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from featuremaps import models
 from featuremaps.cam import parse_methods
-from featuremaps.cli.progress import Batch, Progress, clean
+from featuremaps.cli.progress import Batch, Progress, clean, kept_note
 from featuremaps.errors import UserError
 from featuremaps.explain import CamRunner
 from featuremaps.frameworks import check_methods
@@ -48,7 +48,10 @@ def run(args) -> int:
 
     def one(pn):
         p, name = pn
-        folder, results = runner.run(p, out, name, progress=per_class)
+        kept: list[str] = []
+        folder, results = runner.run(p, out, name, progress=per_class, kept=kept)
+        if kept:
+            batch.progress.note(kept_note(folder, kept))
         r = results[0]
         lay = r.layer
         lines = [f"{clean(p)}: {clean(folder / 'panel.png')}  ({lay.label} {clean(lay.name)})"]

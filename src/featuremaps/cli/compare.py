@@ -6,7 +6,7 @@ from pathlib import Path
 
 from featuremaps import __version__, models
 from featuremaps.cli.options import fer_data
-from featuremaps.cli.progress import Progress, clean
+from featuremaps.cli.progress import Progress, clean, kept_note
 from featuremaps.compare import (
     NORMS,
     check_model_names,
@@ -37,7 +37,7 @@ def run_models(args) -> int:
     (path,) = find_images([args.image])
     rgb = load_image(path, **({"max_pixels": args.max_pixels} if args.max_pixels else {}))
     out_root = check_writable(args.out)
-    folder = check_replaceable(out_root / f"compare_{safe_name(path.stem)}")
+    folder = check_replaceable(out_root / f"compare_{safe_name(path.stem)}", inputs=[path])
     if args.norm not in NORMS:
         raise UserError(f"--norm '{args.norm}' is not one of {', '.join(NORMS)}")
     if args.input_shape and len(args.input_shape) != 3:  # (applied per model only where the size is free)
@@ -98,10 +98,13 @@ def run_models(args) -> int:
             for lab, row in zip(labels, picks, strict=True)
         ],
     }
-    with atomic_dir(folder) as tmp:
+    kept: list[str] = []
+    with atomic_dir(folder, inputs=[path], kept=kept) as tmp:
         save_png(tmp / "compare.png", pic)
         save_text(tmp / "compare.html", models_html(pic, runs, labels, picks, title))
         save_json(tmp / "compare.json", manifest)
+    if kept:
+        loading.note(kept_note(folder, kept))
     print(f"{clean(path)}: {clean(folder / 'compare.png')} and compare.html")
     return 0
 
@@ -119,7 +122,8 @@ def run_classes(args) -> int:
     else:
         faces, labels, sources = faces_from_fer(fer_data(args.data))
     out_root = check_writable(args.out)
-    folder = check_replaceable(out_root / "compare-classes")
+    inputs = paths if args.images else []
+    folder = check_replaceable(out_root / "compare-classes", inputs=inputs)
     classes = args.classes.split(",") if args.classes else None
     lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
     select_layers(conv_layers(lm.model), args.layers)
@@ -128,8 +132,8 @@ def run_classes(args) -> int:
     )
     for n in notes:
         print(f"note: {n}")
-    files = []
-    with atomic_dir(folder) as tmp:
+    files, kept = [], []
+    with atomic_dir(folder, inputs=inputs, kept=kept) as tmp:
         for conv, pic in pics:
             name = f"C{conv.index:02d}_{safe_name(conv.name)}.png"
             save_png(tmp / name, pic)
@@ -160,5 +164,7 @@ def run_classes(args) -> int:
         )
     for lab, pr in zip(labels, preds, strict=True):
         print(f"  {lab}: predicted {pr}")
+    if kept:
+        Progress().note(kept_note(folder, kept))
     print(f"{len(pics)} layers: {clean(folder)}")
     return 0

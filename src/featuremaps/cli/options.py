@@ -101,7 +101,7 @@ class _Parser(argparse.ArgumentParser):
         ns, extras = super().parse_known_args(args, namespace)
         if getattr(ns, "run", None) == "train" and getattr(ns, "backend", None):  # before Keras is imported
             resumed = _run_backend(ns.out) if getattr(ns, "resume", False) else None
-            ns.backend = train_backend(ns.backend, ns.arch, resumed)
+            ns.backend = train_backend(ns.backend, ns.arch or "vgg16", resumed)
         return ns, extras
 
 
@@ -485,9 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help=f"FER2013 folder, fer2013.csv or fer2013.tar.gz (default: ${FER_ENV})")
     p.add_argument(
         "--arch",
-        default="vgg16",
+        default=None,
         choices=["vgg16", "resnet", "mobilenet"],
-        help="network: vgg16 (the bundled model's), resnet (ResNet-18 style) or mobilenet (MobileNetV2 style)",
+        help="network: vgg16 (the bundled model's), resnet (ResNet-18 style) or mobilenet (MobileNetV2 style) "
+        "(default: vgg16; with --resume, the run's own)",
     )
     p.add_argument("--epochs", type=_bounded(1, 10_000), default=30, help="epochs to train")
     p.add_argument("--batch-size", type=_bounded(1, 4096), default=64, help="faces per step")

@@ -105,6 +105,15 @@ class Progress:
         self.warn(message, prefix="featuremaps: note: ")
 
 
+def kept_note(folder, kept: list[str]) -> str:
+    """The note for a result folder whose replaced version held the user's entries, kept in the new one."""
+    shown = ", ".join(clean(k) for k in kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+    return (
+        f"kept {shown} in {clean(folder)}: featuremaps did not write them, and a re-run replaces only the files "
+        "it wrote"
+    )
+
+
 class Batch:
     """Run ``func(item)`` for each item: a UserError skips the item with a warning, the rest go on.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from featuremaps import models
-from featuremaps.cli.progress import Batch, clean
+from featuremaps.cli.progress import Batch, clean, kept_note
 from featuremaps.errors import UserError
 from featuremaps.frameworks import conv_layers
 from featuremaps.images import find_images
@@ -64,6 +64,8 @@ def run(args) -> int:
         name=lambda pn: pn[0],
     )
     for r in results:
+        if r.kept:
+            batch.progress.note(kept_note(r.folder, r.kept))
         print(f"{clean(r.image)}: {clean(r.folder / 'overview.png')}")
         if r.prediction:
             top = r.prediction if lm.is_emotion else r.prediction[:3]

@@ -17,7 +17,7 @@ from keras import ops
 from featuremaps import models
 from featuremaps.applications import application_key
 from featuremaps.emotion.augment import centre_crop, ten_crop
-from featuremaps.emotion.model import EMOTIONS
+from featuremaps.emotion.model import EMOTIONS, INPUT_SHAPE
 from featuremaps.errors import UserError
 
 
@@ -102,7 +102,9 @@ def load_for_eval(spec: str | None):
         n_out = int(lm.model.outputs[0].shape[-1])
     except (AttributeError, IndexError, TypeError, ValueError):
         n_out = None
-    if shape[:3] not in ((48, 48, 1), (None, None, 1), (None, None, None)) or n_out != len(EMOTIONS):
+    if not lm.is_emotion and (
+        shape[:3] not in (INPUT_SHAPE, (None, None, 1), (None, None, None)) or n_out != len(EMOTIONS)
+    ):
         raise UserError(
             f"{spec} is not an emotion model (input {shape}, {n_out} outputs; evaluate needs 48x48x1 faces in and "
             f"{len(EMOTIONS)} emotion scores out); pass the bundled model, a run's best.keras or its .npz"

@@ -309,8 +309,13 @@ def unfold_batch_norm(folded, faces: np.ndarray, width: float = 1.0, batch_size:
     return model
 
 
+def shipped_dir():
+    """Where this install keeps the shipped weights and cards (``featuremaps/data`` inside the package)."""
+    return resources.files("featuremaps").joinpath("data")
+
+
 def _data_path(name: str):
-    return resources.files("featuremaps").joinpath("data").joinpath(name)
+    return shipped_dir().joinpath(name)
 
 
 def shipped_weights_available(arch: str = "vgg16") -> bool:
@@ -322,6 +327,22 @@ def model_card(arch: str = "vgg16") -> dict | None:
     """The JSON model card shipped beside ``arch``'s weights (data, recipe, accuracy), or None."""
     p = _data_path(card_file(arch))
     return json.loads(p.read_text()) if p.is_file() else None
+
+
+def shipped_build(arch: str, card: dict | None) -> dict:
+    """The builder's keyword arguments for the shipped model ``arch`` from its card: ``input_shape`` from the
+    card's ``input_side`` (a model trained with ``--crop 44`` takes the face's centre 44x44) and ``width``.
+    A card without them (the bundled VGG-16's before these fields existed) gives the 48 px, width 1 model."""
+    card = card or {}
+    side, width = card.get("input_side", INPUT_SHAPE[0]), card.get("width", 1.0)
+    if card.get("arch", arch) != arch or not isinstance(side, int) or not 16 <= side <= INPUT_SHAPE[0]:
+        raise UserError(
+            f"the shipped {card_file(arch)} does not describe a {arch} with a 16-{INPUT_SHAPE[0]} px input "
+            f"(arch {card.get('arch')!r}, input_side {side!r}); reinstall featuremaps or ship the model again"
+        )
+    if not isinstance(width, int | float) or not width > 0:
+        raise UserError(f"the shipped {card_file(arch)} has width {width!r}; reinstall featuremaps")
+    return {"input_shape": (side, side, INPUT_SHAPE[2]), "width": float(width)}
 
 
 def save_weights_npz(model, path: str | Path, dtype=np.float16) -> None:
@@ -353,6 +374,9 @@ def load_emotion_model(arch: str = "vgg16"):
 
         model = load_emotion_model()            # the FER2013 VGG-16
         model = load_emotion_model("resnet")    # once emotion_resnet.weights.npz ships
+
+    Built as its card says (:func:`shipped_build`): a model shipped from a ``--crop 44`` run takes 44x44
+    input (the face's centre crop, as in its validation), a ``--width`` run its own filter counts.
     """
     if arch not in BUILDERS:
         raise UserError(f"unknown emotion architecture '{arch}'; use one of {', '.join(ARCHS)}")
@@ -366,7 +390,7 @@ def load_emotion_model(arch: str = "vgg16"):
             "the bundled emotion model weights are missing from this install; "
             "reinstall featuremaps or pass --model vgg16"
         )
-    model = build_emotion_model(arch)
+    model = build_emotion_model(arch, **shipped_build(arch, model_card(arch)))
     with _data_path(weights_file(arch)).open("rb") as f:
         load_weights_npz(model, f)
     return model

@@ -21,6 +21,8 @@ matplotlib), and ``maps/<emotion>.png``: the epoch x layer sheets of one PublicT
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -151,13 +153,54 @@ def _checkpoint_callback(out: Path, epochs: int, state: dict):
 #: The mark a new run writes into its folder before anything else: ``{"featuremaps": VERSION}``.
 RUN_MARK = "run.json"
 #: What a training run writes into its folder (and nothing else).
-RUN_FILES = (RUN_MARK, "best.keras", "last.keras", "log.csv", "state.json", "curves.png", "maps")
+#: The lock a run holds on its folder while it lives (``flock``): a second run into the folder is refused.
+RUN_LOCK = ".featuremaps.lock"
+RUN_FILES = (RUN_MARK, "best.keras", "last.keras", "log.csv", "state.json", "curves.png", "maps", RUN_LOCK)
+
+
+def lock_run(folder: Path) -> int:
+    """Hold the lock of the run folder ``folder`` (an exclusive ``flock`` on its :data:`RUN_LOCK`); returns
+    the descriptor to pass to :func:`unlock_run`. Another run holding it: a one-line UserError."""
+    path = folder / RUN_LOCK
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"cannot lock the run folder {folder}: {e.strerror or e}; choose another --out") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise UserError(
+                f"{folder} is being written by another featuremaps train run"
+                f"{f' (process {holder})' if holder.isdigit() else ''}; wait for it to end or choose another --out"
+            ) from None
+        try:  # the lock file the last holder removed on its way out is not the one to hold: open the new one
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def unlock_run(folder: Path, fd: int | None) -> None:
+    """Release :func:`lock_run`'s lock (its file removed first, while still held)."""
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(folder / RUN_LOCK)
+    os.close(fd)
 
 
 def _run_leftovers(folder: Path) -> bool:
     """True if ``folder`` is what a run killed before its first checkpoint left: its mark (``run.json`` with a
     ``"featuremaps"`` key) and nothing but the files a run writes. A folder of a user's own ``log.csv`` is not."""
     try:
+        if all(e.name == RUN_LOCK for e in folder.iterdir()):
+            return True  # empty but for a run's lock
         mark = json.loads((folder / RUN_MARK).read_text(encoding="utf-8"))
         return (
             isinstance(mark, dict)
@@ -256,7 +299,7 @@ def train(
     width: float = 1.0,
     init: str | None = None,
     status=None,
-    arch: str = "vgg16",
+    arch: str | None = None,
     crop: int | None = None,
     weight_decay: float = 5e-4,
     label_smoothing: float = 0.0,
@@ -264,7 +307,8 @@ def train(
 ) -> dict:
     """Train (or resume) an emotion model; returns the state dict (also in ``OUT/state.json``).
 
-    ``arch``: ``vgg16``, ``resnet`` or ``mobilenet`` (:func:`featuremaps.emotion.build_emotion_model`).
+    ``arch``: ``vgg16`` (default), ``resnet`` or ``mobilenet`` (:func:`featuremaps.emotion.build_emotion_model`);
+    on ``resume`` the run's own (another one is refused).
     ``init`` starts a new run from trained weights instead of random ones: ``"bundled"`` (the shipped
     model) or an inference-form ``.npz``/``.keras`` file, unfolded back to the BN form (:func:`_initial_model`).
     ``crop``: train on random ``crop`` x ``crop`` crops + flips (the model takes that input size).
@@ -280,9 +324,23 @@ def train(
     """
 
     out = check_writable(out)  # created once data and weights are loaded: bad input leaves no empty folder
+    lock = [lock_run(out) if out.is_dir() else None]  # one run per folder; a new folder is locked once made
+    try:
+        return _checked_train(
+            data_path, out, epochs, batch_size, lr, resume, seed, skip_bad, precision, limit, verbose,
+            width, init, status, arch, crop, weight_decay, label_smoothing, maps_every, lock,
+        )  # fmt: skip
+    finally:
+        unlock_run(out, lock[0])
+
+
+def _checked_train(
+    data_path, out, epochs, batch_size, lr, resume, seed, skip_bad, precision, limit, verbose,
+    width, init, status, arch, crop, weight_decay, label_smoothing, maps_every, lock,
+) -> dict:  # fmt: skip
     state_path = out / "state.json"
     state: dict = {}
-    if arch not in ARCHS:
+    if arch is not None and arch not in ARCHS:
         raise UserError(f"unknown architecture '{arch}'; use one of {', '.join(ARCHS)}")
     if crop is not None and not 16 <= crop <= fer.SIDE:
         raise UserError(f"--crop {crop} must be between 16 and {fer.SIDE} (the faces are {fer.SIDE}x{fer.SIDE})")
@@ -314,6 +372,13 @@ def train(
                 f"{trained_on} (train --resume without --backend picks it; from Python set "
                 f"KERAS_BACKEND={trained_on} before importing Keras)"
             )
+        trained_arch = recipe.get("arch", "vgg16")
+        if arch is not None and arch != trained_arch:
+            raise UserError(
+                f"{out} is a {trained_arch} run and --arch {arch} was given; --resume continues the run's own "
+                f"architecture: drop --arch (or pass --arch {trained_arch}), or train {arch} with another --out"
+            )
+        arch = trained_arch
         crop, label_smoothing = recipe.get("crop"), float(recipe.get("label_smoothing", 0.0))
         precision = recipe.get("precision", precision)
         seed, batch_size = int(recipe.get("seed", seed)), int(recipe.get("batch_size", batch_size))
@@ -321,13 +386,14 @@ def train(
         raise UserError(f"{out} already holds a training run; pass --resume to continue it or another --out")
     else:  # a new run: into a new or empty folder, or one a run killed before its first checkpoint left
         check_output_folder(out, _run_leftovers, "a featuremaps training run")
+    arch = arch or "vgg16"
 
     before = keras.config.dtype_policy()  # restored in finally: no global side effect outlives the run
     keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     try:
         return _train(
             data_path, out, state, epochs, batch_size, lr, resume, seed, skip_bad, precision, limit, verbose,
-            width, init, arch, crop, weight_decay, label_smoothing, maps_every, status,
+            width, init, arch, crop, weight_decay, label_smoothing, maps_every, status, lock,
         )  # fmt: skip
     finally:
         keras.config.set_dtype_policy(before)
@@ -335,7 +401,7 @@ def train(
 
 def _train(
     data_path, out, state, epochs, batch_size, lr, resume, seed, skip_bad, precision, limit, verbose,
-    width, init, arch, crop, weight_decay, label_smoothing, maps_every, status,
+    width, init, arch, crop, weight_decay, label_smoothing, maps_every, status, lock,
 ) -> dict:  # fmt: skip
     if status:
         status(f"reading FER2013 from {data_path}")
@@ -394,6 +460,12 @@ def _train(
         if init_note:
             state["recipe"]["init"] = init_note
     ensure_dir(out)
+    if lock[0] is None:  # a folder made now: locked, then looked at again (another run may have begun there)
+        lock[0] = lock_run(out)
+        if not resume and (out / "state.json").exists():
+            raise UserError(f"{out} already holds a training run; pass --resume to continue it or another --out")
+        if not resume and any(e.name != RUN_LOCK for e in out.iterdir()) and not _run_leftovers(out):
+            raise UserError(f"--out {out} is a folder featuremaps did not make; choose another --out")
     start = int(state.get("epoch", 0))
     if resume:
         trim_log(out / "log.csv", start)
