@@ -724,3 +724,20 @@ def test_a_bad_pt2_is_one_line(tmp_path, capfd, kind):
     assert len(err.strip().splitlines()) == 1, err
     want = {"state dict": "torch.save", "truncated": "truncated", "other zip": "not a torch.export archive"}[kind]
     assert want in err and "--unsafe" not in err
+
+
+def test_classes_must_name_every_output_of_a_torch_model(tmp_path, capsys):
+    """--classes a,b on torchvision:resnet18 (1000 outputs) or a TorchScript model (5) is refused in one line,
+    as for Keras files; the right count names the classes."""
+    _tvm()
+    path = tmp_path / "net.pt"
+    torch.jit.script(small_net()).save(str(path))
+    out = tmp_path / "o"
+    img = EXAMPLES / "astronaut.png"
+    for model, n in (("torchvision:resnet18", 1000), (path, 5)):
+        argv = ["show", img, "--model", model, "--weights", "none", "--classes", "a,b", "--out", out]
+        code, _, err = _run(argv, capsys)
+        assert code == 2 and f"has {n} outputs" in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
+    lm = fm.load_model(str(path), classes=list("vwxyz"))
+    assert lm.classes == list("vwxyz")
