@@ -8,7 +8,6 @@ command's parser names the module of :mod:`featuremaps.cli` that runs it (``run=
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -207,9 +206,9 @@ def train_backend(value: str, arch: str = "vgg16", resumed: str | None = None) -
             os.environ["KERAS_BACKEND"] = resumed
             return resumed
         value = FASTEST_BACKEND.get(arch, "tensorflow")
-        if importlib.util.find_spec(value) is None:
+        if not keras_backend.installed(value):
             value = "tensorflow"
-    elif importlib.util.find_spec(value) is None:
+    elif not keras_backend.installed(value):
         raise UserError(f"--backend {value}: {value} is not installed; pip install {value} or pick another backend")
     os.environ["KERAS_BACKEND"] = value
     return value
