@@ -407,3 +407,12 @@ def test_python_dash_m_runs_the_cli(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         runpy.run_module("featuremaps", run_name="__main__")
     assert e.value.code == 2 and "no-such-model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "-0.5", "two"])
+def test_gpus_per_actor_must_be_a_finite_count(value, tmp_path, capsys):
+    """atlas --gpus-per-actor nan/inf/negative: one line, exit 2 (nan was accepted and reached Ray)."""
+    argv = ["atlas", "--data", str(tmp_path), "--engine", "ray", f"--gpus-per-actor={value}", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--gpus-per-actor" in err, err

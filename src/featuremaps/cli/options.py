@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -121,6 +122,17 @@ def _int_list(s: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"'{s}' is not H,W,C like 224,224,3") from None
     if any(d < 1 or d > 8192 for d in v):
         raise argparse.ArgumentTypeError(f"'{s}': each size must be 1-8192 (like 224,224,3)")
+    return v
+
+
+def _gpus(s: str) -> float:
+    """``--gpus-per-actor``: a finite number of GPUs, 0 or more (Ray takes fractions: 0.5 shares a GPU)."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{s}' is not a number of GPUs (e.g. 1 or 0.5)") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"{s} GPUs per actor: give 0 or more, e.g. 1 or 0.5")
     return v
 
 
@@ -460,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--engine ray: join this Ray cluster (default: start a local Ray with all cores for the command)",
     )
     p.add_argument("--actors", type=_positive, default=None, help="--engine ray: actors (default: one per CPU)")
-    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="--engine ray: GPUs per actor, e.g. 1 or 0.5")
+    p.add_argument("--gpus-per-actor", type=_gpus, default=0.0, help="--engine ray: GPUs per actor, e.g. 1 or 0.5")
     p.set_defaults(run="atlas")
 
     p = _sub(sub, "explore", "browse a CNN in the browser: every layer and channel, values, CAMs")
