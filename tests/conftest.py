@@ -8,7 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from featuremaps import keras_backend
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# test modules import Keras (TensorFlow) before featuremaps: triton, where installed, must come first
+keras_backend.load_triton_first()
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

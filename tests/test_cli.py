@@ -407,3 +407,35 @@ def test_python_dash_m_runs_the_cli(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         runpy.run_module("featuremaps", run_name="__main__")
     assert e.value.code == 2 and "no-such-model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "-0.5", "two"])
+def test_gpus_per_actor_must_be_a_finite_count(value, tmp_path, capsys):
+    """atlas --gpus-per-actor nan/inf/negative: one line, exit 2 (nan was accepted and reached Ray)."""
+    argv = ["atlas", "--data", str(tmp_path), "--engine", "ray", f"--gpus-per-actor={value}", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--gpus-per-actor" in err, err
+
+
+def test_nested_model_sharing_a_layer_name_with_the_outer_one(image, tmp_path, capsys):
+    """`conv` inside a nested model and `conv` outside: show, cam and the API work (Keras refused the replayed
+    graph: "The name "conv" is used 2 times"), and the model's names are as they were afterwards."""
+    import keras
+
+    import featuremaps as fm
+
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, padding="same", name="conv")],
+                             name="inner")  # fmt: skip
+    x = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(5, 3, name="conv")(inner(x))
+    model = keras.Model(x, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(y)))
+    path = tmp_path / "dup.keras"
+    model.save(path)
+    for command in ("show", "cam"):
+        assert main([command, str(image), "--model", str(path), "--out", str(tmp_path / command)]) == 0, command
+    assert "Traceback" not in capsys.readouterr().err
+    maps = fm.extract(model, np.zeros((16, 16, 3), np.float32))
+    assert list(maps) == ["inner/conv", "conv"] and maps["conv"].shape == (14, 14, 5)
+    assert [layer.name for layer in inner.layers] == ["conv"] and model.layers[-3].name == "conv"

@@ -59,6 +59,19 @@ def test_32_bit_int_image_scaled_by_range():
     assert pil_to_rgb(im)[..., 0].tolist() == [[0, 4], [233, 255]]
 
 
+def test_float32_tiff_in_unit_range_is_the_same_picture_as_8_bit(tmp_path):
+    """A float32 TIFF with pixels in [0, 1] reaches the network as its 8-bit version (it was read as 0-1 of 255:
+    nearly black)."""
+    g = np.random.default_rng(0).integers(0, 256, (20, 30), dtype=np.uint8)
+    Image.fromarray(g).save(tmp_path / "u8.png")
+    Image.fromarray((g / 255.0).astype(np.float32), mode="F").save(tmp_path / "f32.tif")
+    want, got = load_image(tmp_path / "u8.png"), load_image(tmp_path / "f32.tif")
+    assert got.shape == want.shape == (20, 30, 3)
+    assert int(np.abs(got.astype(int) - want.astype(int)).max()) <= 1
+    a = np.float32([[0.0, 127.5, 255.0]])  # floats beyond 1: still 0-255
+    np.testing.assert_array_equal(pil_to_rgb(Image.fromarray(a, mode="F"))[..., 0], [[0, 128, 255]])
+
+
 def test_palette_with_transparency(tmp_path):
     im = Image.new("P", (3, 1))
     im.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)

@@ -65,6 +65,22 @@ def test_lambda_refused_without_unsafe(saved, name):
     assert load(str(d / name), unsafe=True).model is not None
 
 
+def test_unsafe_is_not_advised_when_it_was_passed(saved, monkeypatch):
+    """A file whose stored code fails to load under --unsafe (Keras' message mentions safe_mode): the line says
+    what failed, not "pass --unsafe" again."""
+    import keras
+
+    d, _ = saved
+
+    def fail(*_a, **_k):
+        raise ValueError("Requested the deserialization of a Lambda layer whose bytecode is unreadable (safe_mode)")
+
+    monkeypatch.setattr(keras.models, "load_model", fail)
+    with pytest.raises(UserError) as e:
+        load(str(d / "lambda.keras"), unsafe=True)
+    assert "--unsafe" not in str(e.value) and "bytecode is unreadable" in str(e.value)
+
+
 @pytest.mark.parametrize(
     "name, match",
     [

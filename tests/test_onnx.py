@@ -332,3 +332,62 @@ def test_atlas_of_an_onnx_file_equals_the_torch_modules(tmp_path, capsys):
     with np.load(out / "atlas.npz") as z:
         for j, ly in enumerate(meta["layers"]):
             np.testing.assert_allclose(z[f"{ly['npz_prefix']}/means"], want.means[j], rtol=1e-5, atol=1e-6)
+
+
+def _reshape_net(path):
+    """A conv then a Reshape to the size of a 32x32 input: any other size fails inside ONNX Runtime's run."""
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 3, 3, 3], np.ones(54, np.float32).tolist())
+    s = helper.make_tensor("s", TensorProto.INT64, [2], [1, 2048])
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+         helper.make_node("Reshape", ["c", "s"], ["y"])],
+        "reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2048])],
+        [w, s],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_failed_run_is_one_line_without_onnx_runtimes_log(tmp_path, capfd):
+    """ONNX Runtime logs its own (coloured) error line to stderr before raising: only featuremaps' line shows."""
+    path = _reshape_net(tmp_path / "reshape.onnx")
+    out = tmp_path / "o"
+    assert main(["show", str(EXAMPLES / "astronaut.png"), "--model", str(path), "--input-shape", "40,40,3",
+                 "--out", str(out)]) == 2  # fmt: skip
+    err = capfd.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "cannot run on a 40x40x3 input" in err, err
+    assert not out.exists()
+
+
+def test_out_of_memory_is_said_not_blamed_on_the_input_shape(tmp_path, capfd, monkeypatch):
+    """ONNX Runtime's arena failing to allocate: the line says out of memory, not "pass --input-shape"."""
+    from featuremaps.frameworks import onnx as fw
+
+    real = fw.ort.InferenceSession
+
+    class Exhausted:
+        def __init__(self, *a, **k):
+            self._sess = real(*a, **k)
+
+        def __getattr__(self, name):
+            return getattr(self._sess, name)
+
+        def run(self, *a, **k):
+            raise RuntimeError(
+                "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running Conv node. "
+                "Failed to allocate memory for requested buffer of size 8589934592"
+            )
+
+    monkeypatch.setattr(fw.ort, "InferenceSession", Exhausted)
+    path = export(_small_net(), tmp_path / "net.onnx")
+    out = tmp_path / "o"
+    assert main(["show", str(EXAMPLES / "astronaut.png"), "--model", str(path), "--out", str(out)]) == 2
+    err = capfd.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "ran out of memory" in err and "--input-shape H,W,C" not in err
+    assert not out.exists()

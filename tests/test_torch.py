@@ -578,3 +578,166 @@ def test_atlas_of_a_torch_file_equals_hooked_class_means(tmp_path, capsys, kind)
                 xs = [np.asarray(Image.open(p), np.float32) / 255 for p in sorted((data / cls).glob("*.png"))]
                 want.append(np.mean([hooked_maps(net, x)[j].mean(axis=(0, 1)) for x in xs], axis=0))
             np.testing.assert_allclose(z[f"{ly['npz_prefix']}/means"], np.stack(want), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- code inside a model file
+class _FromFile(nn.Module):
+    """A pass-through layer that creates and fills a file with ``torch.from_file(path, shared=True)``, in
+    ``__setstate__`` (run by ``torch.jit.load``) or in ``forward``."""
+
+    def __init__(self, path: str, in_forward: bool):
+        super().__init__()
+        self.p = path
+        self.in_forward = in_forward
+        self.t = torch.zeros(1)
+
+    def forward(self, x):
+        if self.in_forward:
+            self.t = torch.from_file(self.p, shared=True, size=4).fill_(1.0)
+        return x
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[str, bool, bool]:
+        return (self.p, self.in_forward, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, bool, bool]) -> None:
+        self.p = state[0]
+        self.in_forward = state[1]
+        self.training = state[2]
+        self.t = torch.zeros(1)
+        if not self.in_forward:
+            self.t = torch.from_file(self.p, shared=True, size=4).fill_(1.0)
+
+
+def _rewrite_zip(src, dst, change):
+    import zipfile
+
+    with zipfile.ZipFile(src) as zi, zipfile.ZipFile(dst, "w") as zo:
+        for n in zi.namelist():
+            zo.writestr(n, change(n, zi.read(n)))
+
+
+def _hostile_file(tmp_path, kind: str):
+    """A model file whose loading or running creates ``tmp_path / "marker"``: a .pt2 with a pickled weight, a
+    .pt2 whose shape expression torch evaluates, a TorchScript archive calling from_file in __setstate__ or in
+    forward."""
+    import io
+    import pathlib
+
+    marker = tmp_path / "marker"
+    head = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    if kind in ("setstate", "forward"):
+        net = nn.Sequential(head[0], _FromFile(str(marker), kind == "forward"), *head[1:])
+        path = tmp_path / f"{kind}.pt"
+        torch.jit.script(net.eval()).save(str(path))
+        return path, marker
+    dyn = {0: torch.export.Dim("b", max=8)} if kind == "expr" else None
+    good = tmp_path / "good.pt2"
+    example = (torch.zeros(2, 3, 16, 16),)
+    torch.export.save(torch.export.export(head.eval(), example, dynamic_shapes=(dyn,) if dyn else None), good)
+    path = tmp_path / f"{kind}.pt2"
+
+    class Touch:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (marker,))
+
+    buf = io.BytesIO()
+    torch.save(Touch(), buf)
+
+    def change(name, data):
+        if kind == "pickled" and name.endswith("model_weights_config.json"):
+            cfg = json.loads(data)
+            cfg["config"]["0.weight"]["use_pickle"] = True
+            return json.dumps(cfg).encode()
+        if kind == "pickled" and name.endswith("data/weights/weight_0"):
+            return buf.getvalue()
+        if kind == "expr" and name.endswith("models/model.json"):
+            text = data.decode()
+            i = text.index('"expr_str": "') + len('"expr_str": "')
+            code = f"__import__('pathlib').Path('{marker}').touch() or Symbol('s77')"
+            return (text[:i] + code + text[text.index('"', i) :]).encode()
+        return data
+
+    _rewrite_zip(good, path, change)
+    good.unlink()
+    return path, marker
+
+
+@pytest.mark.parametrize("kind", ["pickled", "expr", "setstate", "forward"])
+def test_code_in_a_model_file_runs_only_with_unsafe(tmp_path, capfd, kind):
+    """layers, show and compare refuse in one line, exit 2, create nothing; with --unsafe the file's code runs
+    (the marker appears: the hostile file is real)."""
+    path, marker = _hostile_file(tmp_path, kind)
+    img = EXAMPLES / "astronaut.png"
+    out = tmp_path / "o"
+    for argv in (
+        ["layers", path],
+        ["show", img, "--model", path, "--out", out],
+        ["compare", img, "--models", f"{path},{path}", "--out", out],
+    ):
+        code = main([str(a) for a in argv])
+        err = capfd.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "--unsafe" in err and str(path) in err
+        assert not marker.exists() and not out.exists()
+    main(["layers", str(path), "--unsafe", "--input-shape", "16,16,3"])
+    capfd.readouterr()
+    assert marker.exists()
+
+
+def test_scripted_torchvision_models_load_without_unsafe(tmp_path, capsys):
+    tvm = _tvm()
+    for name in ("mobilenet_v3_small", "resnet18"):
+        path = tmp_path / f"{name}.pt"
+        torch.jit.script(tvm.get_model(name, weights=None).eval()).save(str(path))
+        code, out, err = _run(["layers", path], capsys)
+        assert code == 0, err
+        assert {"mobilenet_v3_small": "52 conv layers", "resnet18": "20 conv layers"}[name] in out
+
+
+def test_exported_program_with_a_dynamic_batch_loads_without_unsafe(tmp_path, capsys):
+    path = tmp_path / "dyn.pt2"
+    example = (torch.zeros(2, 3, 32, 32),)
+    ep = torch.export.export(small_net(), example, dynamic_shapes=({0: torch.export.Dim("b", max=8)},))
+    torch.export.save(ep, str(path))
+    code, out, err = _run(["layers", path], capsys)
+    assert code == 0 and "5 conv layers" in out, err
+
+
+@pytest.mark.parametrize("kind", ["state dict", "truncated", "other zip"])
+def test_a_bad_pt2_is_one_line(tmp_path, capfd, kind):
+    """torch logs a traceback before raising for these: stderr holds exactly featuremaps' one line."""
+    import zipfile
+
+    path = tmp_path / "bad.pt2"
+    if kind == "state dict":
+        torch.save(small_net().state_dict(), path)
+    elif kind == "truncated":
+        torch.export.save(torch.export.export(small_net(), (torch.zeros(1, 3, 32, 32),)), str(path))
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("bad/readme.txt", "hello")
+    assert main(["layers", str(path)]) == 2
+    err = capfd.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    want = {"state dict": "torch.save", "truncated": "truncated", "other zip": "not a torch.export archive"}[kind]
+    assert want in err and "--unsafe" not in err
+
+
+def test_classes_must_name_every_output_of_a_torch_model(tmp_path, capsys):
+    """--classes a,b on torchvision:resnet18 (1000 outputs) or a TorchScript model (5) is refused in one line,
+    as for Keras files; the right count names the classes."""
+    _tvm()
+    path = tmp_path / "net.pt"
+    torch.jit.script(small_net()).save(str(path))
+    out = tmp_path / "o"
+    img = EXAMPLES / "astronaut.png"
+    for model, n in (("torchvision:resnet18", 1000), (path, 5)):
+        argv = ["show", img, "--model", model, "--weights", "none", "--classes", "a,b", "--out", out]
+        code, _, err = _run(argv, capsys)
+        assert code == 2 and f"has {n} outputs" in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
+    lm = fm.load_model(str(path), classes=list("vwxyz"))
+    assert lm.classes == list("vwxyz")

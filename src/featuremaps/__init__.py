@@ -28,6 +28,10 @@ from featuremaps import keras_backend
 
 __version__ = "0.1.0"
 
+# triton (pulled by the registry's CUDA torch) aborts the process when imported after TensorFlow: load it first,
+# where both are installed (keras_backend.load_triton_first says why)
+keras_backend.load_triton_first()
+
 _API = {
     "conv_layers": "frameworks",
     "select_layers": "layers",

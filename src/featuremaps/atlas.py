@@ -51,7 +51,7 @@ from featuremaps.frameworks import adapter
 from featuremaps.html import esc, page
 from featuremaps.images import IMAGE_SUFFIXES, fit_to
 from featuremaps.io import atomic_dir, safe_name, save_json, save_npz, save_png, save_text, unique_names
-from featuremaps.layers import conv_layers, select_layers
+from featuremaps.layers import conv_layers, distinct_layer_names, select_layers
 from featuremaps.manifest import LABEL_COLUMN, PATH_COLUMN, is_manifest, match_labels, read_image, read_manifest
 from featuremaps.pipeline import model_title
 from featuremaps.render import apply_colormap, colormap, resize_rgb
@@ -341,7 +341,8 @@ def atlas_model(model, input_shape, layers="all"):
         if t is None:
             raise UserError(f"layer {c.name} is not on the path from the model's input to its output")
         outs.append(keras.layers.GlobalAveragePooling2D(name=f"featuremaps_atlas_{c.index}")(t))
-    return keras.Model(inputs, outs, name=f"{model.name}_atlas"), convs
+    with distinct_layer_names(model):  # a nested model's layer may share a name with an outer one
+        return keras.Model(inputs, outs, name=f"{model.name}_atlas"), convs
 
 
 def _to_input(lm, images: list[np.ndarray], shape) -> tuple[np.ndarray, int]:

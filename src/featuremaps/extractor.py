@@ -11,6 +11,7 @@ Channel selection and per-layer statistics happen inside the graph, so only the 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ import numpy as np
 from keras import ops
 
 from featuremaps.errors import UserError
-from featuremaps.layers import ConvLayer, conv_layers, is_model, select_layers
+from featuremaps.layers import ConvLayer, conv_layers, distinct_layer_names, is_model, select_layers
 
 SELECT_MODES = ("first", "top-mean", "top-max")
 STATS = ("mean", "max", "zero_fraction", "min")
@@ -391,7 +392,8 @@ class FeatureExtractor:
         self.with_predictions = _is_single_tensor(out)
         if self.with_predictions:
             outputs.append(out)
-        self.intermediate = keras.Model(inputs, outputs, name=f"{model.name}_featuremaps")
+        with distinct_layer_names(model):  # a nested model's layer may share a name with an outer one
+            self.intermediate = keras.Model(inputs, outputs, name=f"{model.name}_featuremaps")
         self._calls, self._compiled = 0, traceable(model)
 
     def __call__(self, batch: np.ndarray) -> tuple[list[LayerMaps], np.ndarray | None]:
@@ -538,15 +540,17 @@ class Split:
     output: object
     producer: tuple | None
     taps: dict
+    #: the model cut (its layers' names made unique while the body and head graphs are built)
+    model: object = None
 
     def body_model(self):
-
-        return keras.Model(self.inputs, [self.activation, *self.skips], name="featuremaps_body")
+        with distinct_layer_names(self.model) if self.model is not None else contextlib.nullcontext():
+            return keras.Model(self.inputs, [self.activation, *self.skips], name="featuremaps_body")
 
     def head_model(self, outputs=None):
-
         outputs = self.output if outputs is None else outputs
-        return keras.Model(self.head_inputs, outputs, name="featuremaps_head")
+        with distinct_layer_names(self.model) if self.model is not None else contextlib.nullcontext():
+            return keras.Model(self.head_inputs, outputs, name="featuremaps_head")
 
 
 def split_at(model, input_shape: tuple[int, ...], layer) -> Split:
@@ -571,4 +575,4 @@ def split_at(model, input_shape: tuple[int, ...], layer) -> Split:
         )
     skips = [t for t, _ in cut.crossing.values()]
     head_inputs = [cut.head_input] + [i for _, i in cut.crossing.values()]
-    return Split(inputs, cut.activation, skips, head_inputs, out, cut.producer.get(id(out)), taps)
+    return Split(inputs, cut.activation, skips, head_inputs, out, cut.producer.get(id(out)), taps, model)

@@ -101,12 +101,15 @@ def load_image(path, max_pixels: int = MAX_PIXELS, name: str | None = None, *, f
 
 
 def pil_to_rgb(im) -> np.ndarray:
-    """Any Pillow mode -> RGB uint8; 16/32-bit grayscale scaled by its range, alpha composited on white."""
+    """Any Pillow mode -> RGB uint8; 16/32-bit grayscale scaled by its range, alpha composited on white; float
+    pixels all in [0, 1] (the float convention: a float32 TIFF) are that range, the same picture as 8-bit."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
         top = float(a.max()) if a.size else 0.0
         # 16-bit by their range; 32-bit integers or floats beyond 16 bits by their own maximum (never clip to white)
         hi = 65535.0 if im.mode.startswith("I;16") or 255 < top <= 65535 else (top if top > 65535 else 255.0)
+        if im.mode == "F" and a.size and 0.0 <= float(a.min()) and top <= 1.0:
+            hi = 1.0
         g = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2)
     if im.mode == "P" and "transparency" in im.info:

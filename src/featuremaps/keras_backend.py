@@ -5,6 +5,11 @@ that backend is missing. A user who installed ``featuremaps[torch]`` (or JAX) an
 a traceback from every command, although Keras runs on torch and JAX too. :func:`choose` picks an installed
 backend for that case only, before Keras is imported. It imports nothing itself and never overrides a choice
 that works: an installed backend named by ``KERAS_BACKEND`` or ``keras.json`` stays.
+
+:func:`load_triton_first` orders two imports: TensorFlow loads its library with ``RTLD_GLOBAL``, and an
+``import triton`` after it (which torch does on its ``torch._dynamo`` path: ``torchvision``, ``torch.export``)
+aborts the process (LLVM options registered twice; TensorFlow issue #124205). Triton first works.
+``import featuremaps`` calls it, so every entry point (the CLI, the API, the tests) is covered.
 """
 
 from __future__ import annotations
@@ -42,6 +47,25 @@ def installed(backend: str) -> bool:
         return importlib.util.find_spec(backend) is not None
     except (ImportError, ValueError):
         return False
+
+
+def load_triton_first() -> bool:
+    """Import triton where it and TensorFlow are both installed and TensorFlow is not loaded yet; return whether
+    triton is loaded now.
+
+    The registry's CUDA torch pulls triton; beside ``tensorflow-cpu`` any torch path that reaches triton after
+    TensorFlow crashed. Triton alone costs ~0.2 s to import and loads no framework; nothing happens where it is
+    not installed, and nothing can help once TensorFlow is loaded (importing triton then is the crash itself).
+    """
+    if "triton" in sys.modules:
+        return True
+    if "tensorflow" in sys.modules or not installed("triton") or not installed("tensorflow"):
+        return False
+    try:
+        import triton  # noqa: F401
+    except Exception:  # a broken triton install: torch's own import of it will report it, if it is ever needed
+        return False
+    return True
 
 
 def choose() -> str | None:

@@ -6,6 +6,7 @@ functional and Sequential models, descending into nested models where they are c
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
 import weakref
@@ -96,6 +97,37 @@ def _layer_calls(model) -> dict[str, int]:
     except TypeError:  # not weakly referenceable: read again next time
         pass
     return calls
+
+
+@contextlib.contextmanager
+def distinct_layer_names(model):
+    """Every layer of ``model`` and its nested models with a name of its own for the duration, then as it was.
+
+    Keras requires the layers of one functional graph to have unique names; a nested model's layer may share
+    one with an outer layer (``conv`` inside and outside). The graphs featuremaps builds from a replay (its
+    feature-map, atlas and CAM models) hold both, so the later ones are renamed (``conv__featuremaps2``) while
+    such a graph is built. Nothing is renamed where the names are already unique.
+    """
+    seen: dict[str, int] = {}
+    renamed = []
+    stack, counted = [model], {id(model)}
+    while stack:
+        m = stack.pop(0)
+        for layer in m.layers:
+            if id(layer) in counted:
+                continue
+            counted.add(id(layer))
+            if is_model(layer):
+                stack.append(layer)
+            n = seen[layer.name] = seen.get(layer.name, 0) + 1
+            if n > 1:
+                renamed.append((layer, layer.name))
+                layer.name = f"{layer.name}__featuremaps{n}"
+    try:
+        yield
+    finally:
+        for layer, name in reversed(renamed):
+            layer.name = name
 
 
 def walk(model, prefix: str = ""):

@@ -130,12 +130,13 @@ def load(
     """
     spec = spec or default_model_name()
     if spec.lower().startswith("torchvision:"):
-        return _framework("torch").load_torchvision(spec.split(":", 1)[1], weights, preprocess)
+        lm = _framework("torch").load_torchvision(spec.split(":", 1)[1], weights, preprocess)
+        return _with_classes(lm, classes)
     suffix = Path(spec).suffix.lower()
     if suffix in TORCH_SUFFIXES:
-        return _framework("torch").load_file(Path(spec), weights, unsafe, preprocess, classes)
+        return _with_classes(_framework("torch").load_file(Path(spec), weights, unsafe, preprocess, classes), classes)
     if suffix == ".onnx":
-        return _framework("onnx").load_file(Path(spec), preprocess or "unit", classes)
+        return _with_classes(_framework("onnx").load_file(Path(spec), preprocess or "unit", classes), classes)
     key = application_key(spec)
     if key in EMOTION_NAMES:
         return _load_emotion(weights, preprocess)
@@ -320,20 +321,14 @@ def _load_file(path: Path, unsafe: bool, preprocess: str, classes) -> LoadedMode
             "TF SavedModel folders are not Keras 3 models, "
             "re-save it with model.save('model.keras')"
         )
-    if path.suffix.lower() == ".keras":
-        if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a file that exists
-            with open(path, "rb") as fh:
-                if fh.read(8) == b"\x89HDF\r\n\x1a\n":
-                    raise UserError(f"{path} is an HDF5 (legacy .h5) model named .keras; rename it to .h5")
-            raise UserError(
-                f"{path} is not a Keras model file (a .keras file is a zip archive); "
-                "pass a .keras or .h5 file saved with model.save"
-            )
+    problem = keras_file_problem(path)
+    if problem:
+        raise UserError(f"{path} {problem}")
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as e:
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        if "safe_mode" in str(e) or "unsafe" in str(e).lower():
+        if not unsafe and ("safe_mode" in str(e) or "unsafe" in str(e).lower()):  # never advise what was passed
             raise UserError(
                 f"{path} contains code (e.g. a Lambda layer) that safe mode will not run; "
                 "pass --unsafe only if you trust the file"
@@ -384,6 +379,35 @@ def emotion_arch(model) -> str | None:
     if arch not in ARCHS or c != 1 or n_out != len(EMOTIONS) or h != w or not (16 <= (h or 0) <= INPUT_SHAPE[0]):
         return None
     return arch
+
+
+def keras_file_problem(path: Path) -> str | None:
+    """What is wrong with a ``.keras`` file that Keras would call "File not found" (it is not a zip archive),
+    said with its fix; None where there is nothing to say before Keras reads it."""
+    if Path(path).suffix.lower() != ".keras" or zipfile.is_zipfile(path):
+        return None
+    with open(path, "rb") as fh:
+        if fh.read(8) == b"\x89HDF\r\n\x1a\n":
+            return "is an HDF5 (legacy .h5) model named .keras; rename it to .h5"
+    return "is not a Keras model file (a .keras file is a zip archive); pass a .keras or .h5 file saved with model.save"
+
+
+def _with_classes(lm: LoadedModel, classes) -> LoadedModel:
+    """A torch or ONNX model with ``--classes``: the names replace its own where their count is its output's,
+    else one line, as for Keras files (checked at the model's input size; skipped where that is free: ONNX)."""
+    if not classes:
+        return lm
+    shape = tuple(lm.input_shape or ())
+    if lm.needs_input_shape or len(shape) != 3:
+        lm.classes = list(classes)
+        return lm
+    out = tuple(lm.model.output_shape(shape))
+    n = int(out[-1]) if len(out) == 2 else None
+    if n != len(classes):
+        has = f"{n} outputs" if n is not None else f"output shape {out}, not class scores"
+        raise UserError(f"--classes names {len(classes)} classes but the model has {has}; give {n or 'no'} names")
+    lm.classes = list(classes)
+    return lm
 
 
 def _check_classes(model, classes) -> None:

@@ -8,8 +8,8 @@ command's parser names the module of :mod:`featuremaps.cli` that runs it (``run=
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -125,6 +125,17 @@ def _int_list(s: str) -> tuple[int, ...]:
     return v
 
 
+def _gpus(s: str) -> float:
+    """``--gpus-per-actor``: a finite number of GPUs, 0 or more (Ray takes fractions: 0.5 shares a GPU)."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{s}' is not a number of GPUs (e.g. 1 or 0.5)") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"{s} GPUs per actor: give 0 or more, e.g. 1 or 0.5")
+    return v
+
+
 def _bounded(lo: int, hi: int):
     """A whole number in [lo, hi] (every size option is capped: a figure never needs 100 GiB)."""
 
@@ -207,9 +218,9 @@ def train_backend(value: str, arch: str = "vgg16", resumed: str | None = None) -
             os.environ["KERAS_BACKEND"] = resumed
             return resumed
         value = FASTEST_BACKEND.get(arch, "tensorflow")
-        if importlib.util.find_spec(value) is None:
+        if not keras_backend.installed(value):
             value = "tensorflow"
-    elif importlib.util.find_spec(value) is None:
+    elif not keras_backend.installed(value):
         raise UserError(f"--backend {value}: {value} is not installed; pip install {value} or pick another backend")
     os.environ["KERAS_BACKEND"] = value
     return value
@@ -461,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--engine ray: join this Ray cluster (default: start a local Ray with all cores for the command)",
     )
     p.add_argument("--actors", type=_positive, default=None, help="--engine ray: actors (default: one per CPU)")
-    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="--engine ray: GPUs per actor, e.g. 1 or 0.5")
+    p.add_argument("--gpus-per-actor", type=_gpus, default=0.0, help="--engine ray: GPUs per actor, e.g. 1 or 0.5")
     p.set_defaults(run="atlas")
 
     p = _sub(sub, "explore", "browse a CNN in the browser: every layer and channel, values, CAMs")

@@ -33,7 +33,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from featuremaps import __version__
+from featuremaps import __version__, models
 from featuremaps.callbacks import FeatureMapsCallback
 from featuremaps.charts import render_curves
 from featuremaps.emotion import data as fer
@@ -254,6 +254,9 @@ def _initial_model(
         path = Path(init)
         if not path.is_file():
             raise UserError(f"--init {init}: no such file; pass 'bundled' or an emotion .npz/.keras weights file")
+        problem = models.keras_file_problem(path)
+        if problem:  # Keras would say "File not found" for this file that exists
+            raise UserError(f"--init {init} {problem}")
         try:
             if path.suffix == ".npz":
                 folded = emotion.build_emotion_vgg16(width=width)

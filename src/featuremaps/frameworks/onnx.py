@@ -27,6 +27,31 @@ from featuremaps.layers import ConvLayer
 
 CONV_OPS = ("Conv", "ConvTranspose")
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+#: ONNX Runtime's logs: fatal only (its error lines repeat, in colour, what featuremaps says in one line)
+QUIET = 4
+#: how ONNX Runtime says it ran out of memory (its arena, the C++ allocator)
+OUT_OF_MEMORY = ("failed to allocate memory", "bad_alloc", "out of memory")
+
+
+def _run_options():
+    ro = ort.RunOptions()
+    ro.log_severity_level = QUIET
+    return ro
+
+
+def run_failure(e: Exception, what: str, shape: tuple) -> UserError:
+    """One line for an exception of ``InferenceSession.run`` on a ``shape`` (B, H, W, C) batch: out of memory
+    is said as such (not blamed on --input-shape), another failure names the size it ran at."""
+    first = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+    size = "x".join(map(str, shape[1:]))
+    if any(k in str(e).lower() for k in OUT_OF_MEMORY):
+        return UserError(
+            f"ONNX Runtime ran out of memory running {what} on {shape[0]} input(s) of {size}; lower --batch-size "
+            "where the command has it, or pass a smaller --input-shape, or free memory"
+        )
+    return UserError(
+        f"{what} cannot run on a {size} input ({first[:120]}); pass --input-shape H,W,C for the size it takes"
+    )
 
 
 def _node_name(node, i: int) -> str:
@@ -146,7 +171,9 @@ class OnnxAdapter(ModelAdapter):
 
     def _make(self, data: bytes):
         try:
-            return ort.InferenceSession(data, providers=self.providers)
+            so = ort.SessionOptions()
+            so.log_severity_level = QUIET
+            return ort.InferenceSession(data, sess_options=so, providers=self.providers)
         except Exception as e:
             raise UserError(f"ONNX Runtime cannot run model '{self.name}' ({str(e).splitlines()[0][:140]})") from None
 
@@ -165,15 +192,11 @@ class OnnxAdapter(ModelAdapter):
         x = self._feed(batch)
         try:
             if self.batch_fixed and x.shape[0] > 1:
-                parts = [sess.run(outputs, {self.input_name: x[i : i + 1]}) for i in range(x.shape[0])]
+                parts = [sess.run(outputs, {self.input_name: x[i : i + 1]}, _run_options()) for i in range(x.shape[0])]
                 return [np.concatenate([p[j] for p in parts]) for j in range(len(outputs))]
-            return sess.run(outputs, {self.input_name: x})
+            return sess.run(outputs, {self.input_name: x}, _run_options())
         except Exception as e:
-            shape = "x".join(map(str, batch.shape[1:]))
-            raise UserError(
-                f"ONNX model '{self.name}' cannot run on a {shape} input ({str(e).splitlines()[0][:120]}); "
-                "pass --input-shape H,W,C for the size it takes"
-            ) from None
+            raise run_failure(e, f"ONNX model '{self.name}'", batch.shape) from None
 
     # ------------------------------------------------------------ protocol
     def receptive_fields(self) -> tuple[dict, bool, str]:
@@ -263,10 +286,14 @@ class OnnxAdapter(ModelAdapter):
         step = 1 if self.batch_fixed else len(a)
         try:
             parts = [
-                sess.run([self.output_name], {self.input_name: xs[i : i + step], maps_name: a[i : i + step]})[0]
+                sess.run(
+                    [self.output_name], {self.input_name: xs[i : i + step], maps_name: a[i : i + step]}, _run_options()
+                )[0]
                 for i in range(0, len(a), step)
             ]
         except Exception as e:
+            if any(k in str(e).lower() for k in OUT_OF_MEMORY):
+                raise run_failure(e, f"ONNX model '{self.name}'", (len(a), *x.shape)) from None
             raise UserError(
                 f"ONNX model '{self.name}' cannot run from layer {name} ({str(e).splitlines()[0][:120]})"
             ) from None

@@ -15,7 +15,8 @@ network a clone (so in-place ops after it cannot change ``A``); ``torch.autograd
 Ablation-CAM: a forward hook on the target call returns its ablated copies (one channel zeroed per row) in
 place of its output, on as many copies of the image (TorchScript: the conv value replaced by a graph input).
 
-Files: TorchScript archives (``torch.jit.load``, no pickle), ``torch.export`` archives (``.pt2``,
+Files (checked first by :mod:`featuremaps.frameworks.torch_files`, which refuses what would run code without
+``--unsafe``): TorchScript archives (``torch.jit.load``, no pickle), ``torch.export`` archives (``.pt2``,
 ``torch.export.load`` then ``torch.export.unflatten``, which keeps the module tree: each conv is a submodule
 whose graph is one ``aten.conv2d`` call, hooked like an ``nn.Conv2d``), a whole pickled module only with
 ``--unsafe`` (pickles run code), a state dict (``torch.load(weights_only=True)``) only with an architecture
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
+import logging
 import pickle
 import re
 import sys
@@ -42,6 +45,7 @@ from torch import nn
 from featuremaps.errors import UserError
 from featuremaps.explore.receptive import TRANSPOSED_NOTE, Field, kernel_field, transposed_field, widest
 from featuremaps.frameworks import ModelAdapter
+from featuremaps.frameworks.torch_files import check_exported, check_script
 from featuremaps.layers import ConvLayer
 
 CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
@@ -799,11 +803,13 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
     module = None
     fixed_batch = None
     if path.suffix.lower() == ".pt2":
-        module, input_shape, fixed_batch = _load_exported(path, input_shape)
+        module, input_shape, fixed_batch = _load_exported(path, input_shape, unsafe)
     elif zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             scripted = any("/code/" in n for n in z.namelist())  # after every tensor record: all names read
         if scripted:
+            if not unsafe:  # torch.jit.load runs the archive's __setstate__ code: check what it calls first
+                check_script(path)
             try:
                 module = torch.jit.load(str(path), map_location="cpu")
             except Exception as e:
@@ -865,13 +871,19 @@ def _is_torch_file(path: Path) -> bool:
     return head[:1] == b"\x80" and head[2:] == b"\x8a\x0a" + torch.serialization.MAGIC_NUMBER.to_bytes(10, "little")
 
 
-def _load_exported(path: Path, input_shape):
+def _load_exported(path: Path, input_shape, unsafe: bool = False):
     """A ``torch.export`` archive as a module with its tree (``torch.export.unflatten``), and the input shape
     (H, W, C) and batch size it was exported for (an exported program runs at those only, unless exported with
-    dynamic shapes; the batch size is None when its batch dimension is dynamic)."""
+    dynamic shapes; the batch size is None when its batch dimension is dynamic).
+
+    Without ``unsafe`` the archive is checked first (:func:`~featuremaps.frameworks.torch_files.check_exported`:
+    pickled weights, non-tensor calls); torch's logger, which prints a traceback for a file it cannot read
+    before raising, is muted while it loads (the one-line error says what failed)."""
+    if not unsafe:
+        check_exported(path, _load_weights_only)
     try:
-        with warnings.catch_warnings():  # torch's own deprecation notes about its pytree internals
-            warnings.simplefilter("ignore", FutureWarning)
+        with warnings.catch_warnings(), _muted("torch.export", "torch._export"):
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own notes about its pytree internals
             ep = torch.export.load(str(path))
             module = torch.export.unflatten(ep)
     except Exception as e:
@@ -888,6 +900,24 @@ def _load_exported(path: Path, input_shape):
         static = val is None or isinstance(val.shape[0], int)  # a dynamic batch dimension is symbolic
         batch = int(b) if static else None
     return module, input_shape, batch
+
+
+def _load_weights_only(data: bytes):
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+@contextlib.contextmanager
+def _muted(*names: str):
+    """The named loggers silenced for the duration (their earlier state restored)."""
+    loggers = [logging.getLogger(n) for n in names]
+    before = [lg.disabled for lg in loggers]
+    for lg in loggers:
+        lg.disabled = True
+    try:
+        yield
+    finally:
+        for lg, b in zip(loggers, before, strict=True):
+            lg.disabled = b
 
 
 def wrap(module, preprocess: str = "unit", classes=None):
