@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import subprocess
 import sys
@@ -11,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from featuremaps.cli import main
+from featuremaps.cli.progress import Batch, Progress, duration
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,3 +52,73 @@ def test_api_use_keeps_tensorflow_start_up_lines_off_stderr():
     assert "oneDNN" not in r.stderr and "absl::InitializeLog" not in r.stderr and "cpu_feature" not in r.stderr, (
         r.stderr
     )
+
+
+# ---------------------------------------------------------------- progress: ETA, no empty parentheses, counts
+def test_plain_progress_line_has_an_eta_and_no_empty_parentheses():
+    s = io.StringIO()
+    p = Progress("atlas ", stream=s, every=0.0)
+    p(0, 3589)
+    p(1728, 3589)  # atlas passes no item name
+    line = s.getvalue().splitlines()[-1]
+    assert "()" not in line and line.startswith("atlas: 1728/3589, ETA "), line
+
+
+def test_terminal_bar_has_an_eta():
+    s = io.StringIO()
+    p = Progress("evaluate ", stream=s, tty=True)
+    p(0, 10, "batch 1")
+    p(4, 10, "batch 5")
+    assert "ETA " in s.getvalue().split("\r")[-1]
+
+
+def test_duration_reads_at_a_glance():
+    assert [duration(x) for x in (0.25, 42.4, 185, 7800)] == ["0.2 s", "42 s", "3 min 5 s", "2 h 10 min"]
+
+
+def test_show_end_line_counts_the_skipped_and_one_skip_wording(tmp_path, tiny_model, capsys):
+    imgs = tmp_path / "imgs"
+    _png(imgs / "a.png")
+    (imgs / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (imgs / "c.png").write_bytes(b"")
+    assert main(["show", str(imgs), "--model", str(tiny_model), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert any(ln.startswith("show: 1/3 done, 2 skipped in ") for ln in err), err
+    assert not any("3/3 done" in ln for ln in err)
+    skips = [ln for ln in err if ln.startswith("featuremaps: warning: skipped")]
+    assert len(skips) == 2
+    for ln, name in zip(skips, ("b.png", "c.png"), strict=True):  # one wording: "skipped ITEM: REASON"
+        assert ln.startswith(f"featuremaps: warning: skipped {imgs / name}: "), ln
+
+
+def test_batch_skip_wording_is_the_same_whether_or_not_the_reason_names_the_item():
+    s = io.StringIO()
+    b = Batch("x ", progress=Progress(stream=s))
+    b.skip("a.png", "a.png is truncated")
+    b.skip("b.png", "no face found")
+    lines = s.getvalue().splitlines()
+    assert lines == [
+        "featuremaps: warning: skipped a.png: a.png is truncated",
+        "featuremaps: warning: skipped b.png: no face found",
+    ]
+
+
+# ---------------------------------------------------------------- silent long work: cam per map and per pass
+def test_cam_reports_each_map_and_score_cam_passes(tmp_path, tiny_model, capsys):
+    img = _png(tmp_path / "a.png")
+    argv = ["cam", str(img), "--model", str(tiny_model), "--method", "gradcam,scorecam,ablationcam"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert "maps: 3/3 done in " in err, err  # one step per method (and class)
+    assert err.count("passes: ") == 2 and "passes: 6/6 done in" in err, err  # c2's 6 channels, twice
+
+
+def test_cam_engine_names_each_step():
+    from featuremaps.cam.methods import ablationcam, scorecam
+
+    seen = []
+    acts = np.random.default_rng(0).random((4, 4, 3)).astype(np.float32)
+    x = np.ones((8, 8, 3), np.float32)
+    scorecam(acts, x=x, class_index=0, predict=lambda b: np.ones((len(b), 2)), passes=lambda i, n: seen.append((i, n)))
+    ablationcam(acts, class_index=0, head_scores=lambda a: a.sum(axis=(1, 2)), passes=lambda i, n: seen.append((i, n)))
+    assert seen[0] == (0, 3) and seen.count((3, 3)) == 2, seen

@@ -147,8 +147,9 @@ class CamRunner:
         probs = eng.forward(x[None])[0]
         return [int(c) for c in np.argsort(-probs, kind="stable")[: self.top_classes]]
 
-    def run(self, path: Path, out_root: Path, name: str | None = None, progress=None) -> tuple[Path, list]:
-        """CAMs of one image into ``out_root/name/cam/``; ``progress(i, n, label)`` is called per class."""
+    def run(self, path: Path, out_root: Path, name: str | None = None, progress=None, passes=None) -> tuple[Path, list]:
+        """CAMs of one image into ``out_root/name/cam/``; ``progress(i, n, "method for class")`` is called
+        before each map, ``passes(i, n, what)`` within Score-CAM's and Ablation-CAM's many model runs."""
 
         image_folder = out_root / (name or safe_name(path.stem))
         if image_folder.exists() and not made_by_featuremaps(image_folder):
@@ -161,14 +162,7 @@ class CamRunner:
         eng = self.engine(prep.x.shape)
         names = self.lm.classes if self.lm.classes and len(self.lm.classes) == eng.n_classes else None
         cls = self.classes_for(eng, prep.x)
-        if cls is not None and len(cls) > 1 and progress is not None:
-            results = []
-            for i, c in enumerate(cls):
-                progress(i, len(cls), names[c] if names else f"class {c}")
-                results += eng.run(prep.x, self.methods, [c], names)
-            progress(len(cls), len(cls), None)
-        else:
-            results = eng.run(prep.x, self.methods, cls, names)
+        results = eng.run(prep.x, self.methods, cls, names, progress=progress, passes=passes)
         shown = _display(prep.shown)
         face = prep.face if prep.face_box is not None and prep.face is not None else None
         pred = prediction_of(self.lm, results[0].probs)

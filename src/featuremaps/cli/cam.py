@@ -43,12 +43,13 @@ def run(args) -> int:
         runner.check(lm.resolve_input_shape((224, 224), args.input_shape))
     out = Path(args.out)
     batch = Batch("cam ")
-    per_class = Progress("  classes ") if args.all_classes else None
+    per_map = Progress("  maps ")  # each method for each class: minutes for Score-CAM on a large model
+    per_pass = Progress("  passes ")  # within Score-CAM's masked inputs and Ablation-CAM's ablated copies
     random = getattr(lm, "random_weights", False)
 
     def one(pn):
         p, name = pn
-        folder, results = runner.run(p, out, name, progress=per_class)
+        folder, results = runner.run(p, out, name, progress=per_map, passes=per_pass)
         r = results[0]
         lay = r.layer
         lines = [f"{clean(p)}: {clean(folder / 'panel.png')}  ({lay.label} {clean(lay.name)})"]
