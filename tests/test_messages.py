@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import subprocess
 import sys
@@ -122,3 +123,80 @@ def test_cam_engine_names_each_step():
     scorecam(acts, x=x, class_index=0, predict=lambda b: np.ones((len(b), 2)), passes=lambda i, n: seen.append((i, n)))
     ablationcam(acts, class_index=0, head_scores=lambda a: a.sum(axis=(1, 2)), passes=lambda i, n: seen.append((i, n)))
     assert seen[0] == (0, 3) and seen.count((3, 3)) == 2, seen
+
+
+# ---------------------------------------------------------------- pictures: a map of float noise is hatched
+def test_a_cam_of_float_noise_is_drawn_as_the_all_zero_hatch():
+    from types import SimpleNamespace
+
+    from featuremaps.cam.engine import cam_results
+    from featuremaps.explain import render_panel
+    from featuremaps.layers import ConvLayer
+
+    rng = np.random.default_rng(0)
+    acts = rng.random((6, 6, 4)).astype(np.float32) + 0.5
+    x = rng.random((24, 24, 3)).astype(np.float32)
+    engine = SimpleNamespace(layer=ConvLayer(1, "c1", None, "Conv2D"), score="logit", forward=None)
+    probs = np.array([0.997, 0.003], np.float32)
+    grads = {0: np.full((6, 6, 4), 1e-14, np.float32), 1: rng.standard_normal((6, 6, 4)).astype(np.float32)}
+    (tiny,) = cam_results(engine, x, acts, probs, ["gradcam"], [0], ["a", "b"], lambda j: grads[0])
+    assert 0 < tiny.heatmap.max() < 1e-11 and not tiny.heatmap_up.any()  # float noise: no stretched overlay
+    (real,) = cam_results(engine, x, acts, probs, ["hirescam"], [1], ["a", "b"], lambda j: grads[1])
+    assert real.heatmap_up.max() == 1.0
+    img = (x * 255).astype(np.uint8)
+    hatch = np.array([150, 150, 150], np.uint8)
+    noisy = render_panel(img, [("gradcam", [tiny])], cell=96)
+    shown = render_panel(img, [("hirescam", [real])], cell=96)
+    assert np.all(noisy == hatch, axis=-1).sum() > 200  # the "map all zero" hatch
+    assert np.all(shown == hatch, axis=-1).sum() < 20
+
+
+def test_one_probability_format_in_titles_panels_and_lines(tmp_path, tiny_model, capsys):
+    from featuremaps.pipeline import percent
+
+    assert [percent(p) for p in (0.003, 0.5421, 1.0, 0.0001, 0.0)] == ["0.3%", "54.2%", "100.0%", "<0.1%", "0.0%"]
+    img = _png(tmp_path / "a.png")
+    out = tmp_path / "o"
+    assert main(["cam", str(img), "--model", str(tiny_model), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    meta = json.loads((out / "a" / "cam" / "cam.json").read_text())
+    p = meta["maps"][0]["probability"]
+    assert f"p = {percent(p)}" in printed  # the same text the panel and the title draw
+
+
+# ---------------------------------------------------------------- help texts
+def _help(argv, capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return " ".join(capsys.readouterr().out.split())  # argparse's line wrapping undone
+
+
+def test_a_flag_never_says_default_true(capsys):
+    text = _help(["show"], capsys)
+    assert "--no-layer-pngs write only the overview" in text and "(default: True)" not in text
+
+
+def test_top_level_help_lists_every_cam_method_and_offline_examples(capsys):
+    from featuremaps.cam import CAM_METHODS
+
+    text = _help([], capsys)
+    assert all(m in text for m in CAM_METHODS), text
+    for cmd in ("cam", "report"):
+        assert all(m in _help([cmd], capsys) for m in CAM_METHODS)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    examples = [ln.split("#")[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("  featuremaps ")]
+    downloads = ("torchvision:", "vgg16", "resnet", "mobilenet", "inception")
+    for ln in examples:  # no example needs the internet: named ImageNet models get --weights none
+        if " layers " not in ln and any(f"--model {d}" in ln or f"--models {d}" in ln for d in downloads):
+            assert "--weights none" in ln, ln
+
+
+def test_weights_help_agrees_with_what_compare_and_explore_do(capsys):
+    compare = _help(["compare"], capsys)
+    assert "the bundled emotion model always keeps its trained weights" in compare
+    assert "unless given none" not in compare
+    explore = _help(["explore"], capsys)
+    assert "as in compare, the emotion model keeps its trained weights" in explore
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "in `compare` and `explore --models` the emotion model always keeps its trained weights" in readme

@@ -40,7 +40,7 @@ from featuremaps.extractor import parse_select
 from featuremaps.frameworks import feature_extractor
 from featuremaps.html import esc, img_tag, page
 from featuremaps.models import EMOTION_NAMES, TORCH_SUFFIXES
-from featuremaps.pipeline import model_title, prediction_of, prepare
+from featuremaps.pipeline import model_title, percent, prediction_of, prepare
 from featuremaps.render import apply_colormap, colormap, fit_size, resize_maps, resize_rgb
 
 NORMS = ("map", "layer", "shared", "global")
@@ -257,7 +257,7 @@ def render_models(
         lines += [(t, fs - 1, MUTED) for t in wrap_text(info, fs - 1, col_w - 12)]
         if r.prediction:
             p = r.prediction[0]
-            pred = fit_text_keep_end(f"{p['class']} {p['probability']:.0%}", fs - 1, col_w - 12)
+            pred = fit_text_keep_end(f"{p['class']} {percent(p['probability'])}", fs - 1, col_w - 12)
             lines.append((pred, fs - 1, MUTED))
         heads.append(lines)
     top_h = thumb + 8 + max(sum(line_height(sz) for _, sz, _ in h) for h in heads) + 10
@@ -509,7 +509,8 @@ def compare_classes(
     for i in range(len(faces)):
         d = prediction_of(lm, preds[i] if preds is not None else None, top=1)
         random = getattr(lm, "random_weights", False)
-        pred_text.append(f"{d[0]['class']} {d[0]['probability']:.0%}" if d else "random weights" if random else "n/a")
+        top = f"{d[0]['class']} {percent(d[0]['probability'])}" if d else None
+        pred_text.append(top or ("random weights" if random else "n/a"))
     shown = [p.shown for p in preps]
     pics = []
     for r in results:

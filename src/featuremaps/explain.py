@@ -36,7 +36,7 @@ from featuremaps.io import (
     save_png,
     unique_names,
 )
-from featuremaps.pipeline import model_title, prediction_of, prepare
+from featuremaps.pipeline import model_title, percent, prediction_of, prepare
 from featuremaps.render import colormap, resize_rgb
 
 log = logging.getLogger(__name__)
@@ -84,14 +84,14 @@ def render_panel(
         c.text((6, y + line_height(fs + 1) + 2), "input", fs, MUTED)
         for j, r in enumerate(results, start=1):
             x = 4 + j * (cell + 6)
-            if float(r.heatmap.max()) > 0:
+            if r.heatmap_up.any():  # all zeros: the map is 0, or float noise next to its activations
                 c.paste(overlay(img, r.heatmap_up, cmap=cmap), (x, y + lab_h))
             else:
                 c.mark_blank((x, y + lab_h), (cell, cell), "map all zero", fs - 2)
             name = r.class_name or f"class {r.class_index}"
             top = r.probs is not None and int(np.argmax(r.probs)) == r.class_index
             c.text((x + 2, y + 2), fit_text(name + (" (predicted)" if top else ""), fs + 1, cell - 4), fs + 1, INK)
-            p = f"p = {r.probability:.1%}" if r.probability is not None else ""
+            p = f"p = {percent(r.probability)}" if r.probability is not None else ""
             c.text((x + 2, y + line_height(fs + 1) + 2), p, fs, MUTED)
     yb = height - bar_h + 4
     c.colorbar(8, yb, min(260, width - 300), colormap(cmap), 0.0, 1.0, size=fs - 1, label="map / its own max", ticks=5)
@@ -169,7 +169,7 @@ class CamRunner:
         lay = eng.layer
         title = f"{model_title(self.lm)} - {path.name} - {lay.label} {lay.name}"
         if pred:
-            title += f" - predicted: {pred[0]['class']} ({pred[0]['probability']:.0%})"
+            title += f" - predicted: {pred[0]['class']} ({percent(pred[0]['probability'])})"
         shown_classes = ""
         if self.all_classes and len(results) and eng.n_classes > len({r.class_index for r in results}):
             shown_classes = f"the {len({r.class_index for r in results})} most probable of {eng.n_classes} classes; "

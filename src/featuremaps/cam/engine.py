@@ -18,7 +18,7 @@ import numpy as np
 from keras import ops
 
 from featuremaps.cam.gradients import class_gradients
-from featuremaps.cam.heatmaps import normalise01, upsample
+from featuremaps.cam.heatmaps import map01
 from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, PASSES, parse_methods
 from featuremaps.errors import UserError
 from featuremaps.extractor import split_at
@@ -212,6 +212,7 @@ def cam_results(
     Ablation-CAM), so minutes of work never pass in silence.
     """
     results = []
+    scale = float(np.abs(acts).max()) if np.size(acts) else 0.0  # a map far below it is float noise
     steps = [(j, c, m) for j, c in enumerate(class_indices) for m in methods]
     for k, (j, c, m) in enumerate(steps):
         what = f"{m} for {names[c] if names else f'class {c}'}"
@@ -232,7 +233,7 @@ def cam_results(
                 float(probs[c]),
                 probs,
                 h.astype(np.float32),
-                normalise01(upsample(h, x.shape[:2])),
+                map01(h, x.shape[:2], scale),
                 names[c] if names else None,
                 engine.score,
             )
