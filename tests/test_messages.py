@@ -200,3 +200,59 @@ def test_weights_help_agrees_with_what_compare_and_explore_do(capsys):
     assert "as in compare, the emotion model keeps its trained weights" in explore
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert "in `compare` and `explore --models` the emotion model always keeps its trained weights" in readme
+
+
+# ---------------------------------------------------------------- model files
+def test_an_unimportable_pickled_class_is_named_as_such_and_nothing_is_cut_mid_word(tmp_path, monkeypatch, capsys):
+    torch = pytest.importorskip("torch")
+    mod_dir = tmp_path / "code"
+    mod_dir.mkdir()
+    name = "featuremaps_test_gone_module_with_a_rather_long_name_for_cutting"
+    (mod_dir / f"{name}.py").write_text(
+        "import torch\nclass Net(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.c = torch.nn.Conv2d(3, 4, 3)\n"
+        "    def forward(self, x):\n        return self.c(x)\n"
+    )
+    monkeypatch.syspath_prepend(str(mod_dir))
+    module = __import__(name)
+    pt = tmp_path / "pickled.pt"
+    torch.save(module.Net(), pt)
+    monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(mod_dir)])
+    assert main(["layers", str(pt), "--unsafe"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a torch file" not in err[0], err
+    assert "whose class cannot be imported here" in err[0] and name in err[0], err  # the module named in full
+
+
+def test_brief_cuts_between_words():
+    from featuremaps.errors import brief
+
+    long = "Can't get attribute 'Net' on <module '__main__' from '/home/someone/projects/" + "x" * 40 + "/train.py'>"
+    assert brief(long, 60).endswith(" ...") and brief(long, 60)[:-4] in long and "/home" not in brief(long, 60)
+    assert brief(ValueError("")) == "ValueError" and brief("one\ntwo") == "one"
+
+
+def test_compare_classes_names_the_image_without_a_face(tmp_path, capsys):
+    from featuremaps.emotion import shipped_weights_available
+
+    if not shipped_weights_available():
+        pytest.skip("the bundled emotion weights are not in this checkout")
+    faceless = _png(tmp_path / "wall.png", (120, 120, 3), value=128)
+    astro = ROOT / "examples" / "astronaut.png"
+    assert main(["compare-classes", str(astro), str(faceless), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no face found in" in err[0] and str(faceless) in err[0], err
+    assert "--no-face-crop" not in err[0]  # compare-classes has no such option
+
+
+def test_layers_prints_terminal_escapes_in_layer_names_escaped(tmp_path, capsys):
+    import keras
+
+    x = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(2, 3, name="evil\x1b[31m")(x)
+    path = tmp_path / "evil.keras"
+    keras.Model(x, y, name="m\x1b[2J").save(path)
+    assert main(["layers", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "evil\\x1b[31m" in out and "m\\x1b[2J" in out, out

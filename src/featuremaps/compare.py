@@ -37,6 +37,7 @@ from featuremaps.draw import (
 from featuremaps.emotion import data as fer
 from featuremaps.errors import UserError
 from featuremaps.extractor import parse_select
+from featuremaps.faces import NoFaceError
 from featuremaps.frameworks import feature_extractor
 from featuremaps.html import esc, img_tag, page
 from featuremaps.models import EMOTION_NAMES, TORCH_SUFFIXES
@@ -478,8 +479,11 @@ def compare_classes(
     cmap: str = "viridis",
     resize: str = "crop",
     select="first",
+    sources: list[str] | None = None,
 ):
     """Python API: ``(pictures [(ConvLayer, RGB)], predictions [str], notes [str])`` of the faces.
+
+    ``sources`` (the image files, default ``labels``) name an image in which the emotion model finds no face.
 
     ``select`` picks the same channels for every face, like ``show --select``: ``first`` (channels
     0..maps-1), ``top-mean`` / ``top-max`` (the ``maps`` channels with the largest spatial mean / max,
@@ -490,7 +494,15 @@ def compare_classes(
         >>> pics, preds, notes = compare_classes(lm, faces, labels, layers="C1-C3", maps=8, select="top-mean")
     """
     mode, _ = parse_select(select)
-    preps = [prepare(lm, f, resize=resize) for f in faces]  # photos: the face, as in show; FER faces pass as is
+    preps = []
+    for f, src in zip(faces, sources or labels, strict=True):
+        try:
+            preps.append(prepare(lm, f, resize=resize))  # photos: the face, as in show; FER faces pass as is
+        except NoFaceError:
+            raise NoFaceError(
+                f"no face found in {src}; compare-classes needs one face per class: crop the photo to the face or "
+                "pick another"
+            ) from None
     shape = preps[0].x.shape
     notes = []
     resized = [
