@@ -256,3 +256,56 @@ def test_layers_prints_terminal_escapes_in_layer_names_escaped(tmp_path, capsys)
     assert main(["layers", str(path)]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "evil\\x1b[31m" in out and "m\\x1b[2J" in out, out
+
+
+# ---------------------------------------------------------------- atlas data
+def test_manifest_labels_may_be_class_indices_mixed_with_names():
+    from featuremaps.errors import UserError
+    from featuremaps.manifest import match_labels
+
+    classes, idx = match_labels(["a", "2", "B", "0"], ["a", "b", "c"], "manifest m.csv")
+    assert classes == ["a", "b", "c"] and idx.tolist() == [0, 2, 1, 0]
+    with pytest.raises(UserError) as e:
+        match_labels(["a", "2", "3", "purple"], ["a", "b", "c"], "manifest m.csv")
+    assert "label(s) 3, purple are neither" in str(e.value) and "2," not in str(e.value)  # a valid index is not bad
+    assert match_labels(["10", "2", "1"], None, "m")[0] == ["1", "2", "10"]  # numbers in numeric order
+
+
+@pytest.mark.parametrize("content", ["", "emotion,pixels,Usage\n"])
+def test_an_empty_fer2013_csv_is_named_as_such(tmp_path, tiny_model, capsys, content):
+    csv_file = tmp_path / "fer2013.csv"
+    csv_file.write_text(content)
+    assert main(["atlas", "--data", str(csv_file), "--model", str(tiny_model), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is an empty FER2013 CSV" in err[0] and "manifest" not in err[0].split(";")[0], err
+
+
+def test_the_duplicate_warning_shows_two_different_classes():
+    from types import SimpleNamespace
+
+    from featuremaps.atlas import duplicate_note
+
+    res = SimpleNamespace(duplicates=[[(0, 0), (1, 0), (2, 1)]], classes=["dark", "light"])
+    source = SimpleNamespace(sources=["d/x.png", "d/x2.png", "l/x.png"])
+    note = duplicate_note(res, source)
+    assert "d/x.png (dark) = l/x.png (light) (+1 more copies)" in note, note
+
+
+def test_atlas_names_a_fifo_inside_a_fer2013_folder(tmp_path, tiny_model, capsys):
+    root = tmp_path / "fer"
+    for emotion in ("happy", "sad"):
+        for i in range(2):
+            _png(root / "test" / emotion / f"PrivateTest_{emotion}{i}.png", (48, 48), value=60 + 40 * i)
+    os.mkfifo(root / "test" / "sad" / "PrivateTest_pipe.png")
+    argv = ["atlas", "--data", str(root), "--model", str(tiny_model), "--out", str(tmp_path / "a")]
+    assert main(argv) == 1  # as every batch: 1 = some items skipped, each named
+    err = capsys.readouterr().err
+    warn = [ln for ln in err.splitlines() if ln.startswith("featuremaps: warning: skipped")]
+    assert len(warn) == 1 and "PrivateTest_pipe.png" in warn[0], err
+
+
+def test_maps_every_negative_is_one_line_naming_the_option(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "x.csv"), "--maps-every", "-1", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--maps-every" in err[0] and "every=" not in err[0], err
+    assert not (tmp_path / "r").exists()

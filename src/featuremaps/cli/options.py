@@ -558,7 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="bfloat16 mixed precision: ~1.5x faster on CPUs with AVX512-BF16/AMX, far slower without (default "
         "float32)",
     )
-    p.add_argument("--maps-every", type=int, default=1, help="feature-map sheets every N epochs (0: off; default 1)")
+    p.add_argument(
+        "--maps-every",
+        type=_bounded(0, 10_000),
+        default=1,
+        help="feature-map sheets every N epochs (0: off; default 1)",
+    )
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows/files (counted) instead of stopping")
     p.add_argument(
         "--limit-per-class",
