@@ -309,3 +309,29 @@ def test_maps_every_negative_is_one_line_naming_the_option(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--maps-every" in err[0] and "every=" not in err[0], err
     assert not (tmp_path / "r").exists()
+
+
+def test_train_writes_no_keras_progress_bar_into_a_log(tmp_path, monkeypatch, capsys):
+    import featuremaps.cli.train as cli_train
+
+    seen = {}
+
+    def fake_train(*a, **kw):
+        seen.update(kw)
+        return {"best_val_accuracy": 0.5, "best_epoch": 1}
+
+    monkeypatch.setattr(cli_train, "train", fake_train)
+    assert main(["train", "--data", str(tmp_path / "fer.csv"), "--out", str(tmp_path / "r"), "--backend", "auto"]) == 0
+    assert seen["verbose"] == 2  # stdout is not a terminal here: one plain line per epoch, no bar
+
+
+def test_atlas_says_what_it_does_before_its_bar_on_a_terminal(tmp_path, tiny_model, capsys, monkeypatch):
+    root = tmp_path / "imgs"
+    for k, cls in enumerate(("a", "b", "c")):
+        for i in range(2):
+            _png(root / cls / f"{i}.png", (16, 16, 3), value=40 * k + 10 * i)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert main(["atlas", "--data", str(root), "--model", str(tiny_model), "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    first_bar = err.index("[")
+    assert "loading the model" in err[:first_bar] and f"reading {root}" in err[:first_bar], err
