@@ -335,3 +335,15 @@ def test_atlas_says_what_it_does_before_its_bar_on_a_terminal(tmp_path, tiny_mod
     err = capsys.readouterr().err
     first_bar = err.index("[")
     assert "loading the model" in err[:first_bar] and f"reading {root}" in err[:first_bar], err
+
+
+# ---------------------------------------------------------------- benchmarks: data as the CLI takes it
+@pytest.mark.parametrize("script", ["cam_sanity.py", "bench_atlas.py"])
+def test_benchmarks_without_data_say_so_in_one_line(tmp_path, script):
+    env = {k: v for k, v in os.environ.items() if k != "FEATUREMAPS_FER2013"}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "pass --data PATH" in lines[0] and "FEATUREMAPS_FER2013" in lines[0] and "Traceback" not in r.stderr
