@@ -347,3 +347,21 @@ def test_benchmarks_without_data_say_so_in_one_line(tmp_path, script):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert "pass --data PATH" in lines[0] and "FEATUREMAPS_FER2013" in lines[0] and "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------- Ray: no error-level line on a good run
+def test_ray_atlas_on_a_local_ray_prints_no_error_level_line(tmp_path, tiny_model, capfd):
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray is already running in this process; the test needs the command to start its own")
+    from featuremaps.atlas_ray import actor_options
+
+    assert actor_options(0.0, local=True) == {"max_restarts": 0}
+    assert actor_options(1.0, local=False) == {"num_gpus": 1.0}  # a cluster keeps Ray's restarts
+    root = tmp_path / "imgs"
+    for k, cls in enumerate(("a", "b", "c")):
+        _png(root / cls / "0.png", (16, 16, 3), value=50 * k + 20)
+    argv = ["atlas", "--data", str(root), "--model", str(tiny_model), "--engine", "ray", "--actors", "1"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    err = capfd.readouterr().err
+    assert "core_worker" not in err and "max_restarts" not in err, err
