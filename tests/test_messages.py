@@ -365,3 +365,33 @@ def test_ray_atlas_on_a_local_ray_prints_no_error_level_line(tmp_path, tiny_mode
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     err = capfd.readouterr().err
     assert "core_worker" not in err and "max_restarts" not in err, err
+
+
+# ---------------------------------------------------------------- pictures: compare heads in line
+def test_compare_head_sections_start_at_one_height_when_a_name_wraps(tmp_path):
+    import keras
+
+    from featuremaps import models
+    from featuremaps.compare import compare_models
+
+    paths = []
+    for name in ("a", "a_model_with_a_name_long_enough_to_wrap_over_two_lines_in_its_column"):
+        keras.utils.set_random_seed(0)
+        x = keras.Input((16, 16, 3))
+        h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(x)
+        y = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+        paths.append(tmp_path / f"{name}.keras")
+        keras.Model(x, y, name=name).save(paths[-1])
+    lms = [models.load(str(p)) for p in paths]
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    pic, *_ = compare_models(lms, rgb, rows=1, maps=2)
+    ink = (pic < 200).any(axis=-1)
+    col_w = (pic.shape[1] - 118 - 8) // 2
+    cols = [ink[:, 118 + k * col_w + 4 : 118 + (k + 1) * col_w - 8] for k in range(2)]
+    dense = np.flatnonzero(cols[0].mean(axis=1) > 0.5)
+    runs = np.split(dense, np.flatnonzero(np.diff(dense) > 1) + 1)
+    thumb_bottom = next(r for r in runs if len(r) >= 50)[-1]  # the thumbnail: the first tall block of ink
+    labels = np.flatnonzero(ink[thumb_bottom + 1 :, 4:110].any(axis=1)) + thumb_bottom + 1  # "depth 100%"
+    region = range(thumb_bottom + 1, labels[0] - 20)  # the heads' text, above the grid
+    same = [y for y in region if cols[0][y].any() and np.array_equal(cols[0][y], cols[1][y])]
+    assert len(same) >= 8, same  # the info and prediction lines (the same text) on the same pixel rows

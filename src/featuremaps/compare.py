@@ -250,18 +250,22 @@ def render_models(
     tb = title_block(width - 12, title, subtitle, size=fs + 5, sub_size=fs)
     head_h = tb.height + 10
 
-    # the model heads: name (wrapped), layers and input size (wrapped), top prediction (its number kept)
+    # the model heads: name (wrapped), layers and input size (wrapped), top prediction (its number kept); each
+    # section starts at the same height in every column, however many lines a long name wraps to
     heads = []
     for r in runs:
-        lines = [(t, fs + 2, INK) for t in wrap_text(model_title(r.lm), fs + 2, col_w - 12)]
+        names = [(t, fs + 2, INK) for t in wrap_text(model_title(r.lm), fs + 2, col_w - 12)]
         info = f"{r.depth} conv layers, input {'x'.join(map(str, r.input_shape))}"
-        lines += [(t, fs - 1, MUTED) for t in wrap_text(info, fs - 1, col_w - 12)]
+        infos = [(t, fs - 1, MUTED) for t in wrap_text(info, fs - 1, col_w - 12)]
+        preds = []
         if r.prediction:
             p = r.prediction[0]
-            pred = fit_text_keep_end(f"{p['class']} {percent(p['probability'])}", fs - 1, col_w - 12)
-            lines.append((pred, fs - 1, MUTED))
-        heads.append(lines)
-    top_h = thumb + 8 + max(sum(line_height(sz) for _, sz, _ in h) for h in heads) + 10
+            preds = [
+                (fit_text_keep_end(f"{p['class']} {percent(p['probability'])}", fs - 1, col_w - 12), fs - 1, MUTED)
+            ]
+        heads.append([names, infos, preds])
+    section_h = [max(sum(line_height(sz) for _, sz, _ in h[s]) for h in heads) for s in range(3)]
+    top_h = thumb + 8 + sum(section_h) + 10
     text_h = line_height(fs) + line_height(fs - 1) + 4
     row_h = block_h + text_h + 12
 
@@ -283,10 +287,12 @@ def render_models(
         x0 = label_w + col * col_w
         h, w = fit_size(*r.shown.shape[:2], thumb)
         c.paste(resize_rgb(r.shown, (h, w)), (x0 + 4, head_h))
-        y = head_h + thumb + 4
-        for t, sz, colour in lines:
-            c.text((x0 + 4, y), t, sz, colour)
-            y += line_height(sz)
+        y0 = head_h + thumb + 4
+        for s, section in enumerate(lines):
+            y = y0 + sum(section_h[:s])
+            for t, sz, colour in section:
+                c.text((x0 + 4, y), t, sz, colour)
+                y += line_height(sz)
     for j, (label, row) in enumerate(zip(labels, picks, strict=True)):
         y0 = head_h + top_h + j * row_h
         c.lines((6, y0 + line_height(fs) + 4), wrap_text(label, fs + 1, label_w - 10), fs + 1, INK)
