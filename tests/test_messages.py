@@ -395,3 +395,29 @@ def test_compare_head_sections_start_at_one_height_when_a_name_wraps(tmp_path):
     region = range(thumb_bottom + 1, labels[0] - 20)  # the heads' text, above the grid
     same = [y for y in region if cols[0][y].any() and np.array_equal(cols[0][y], cols[1][y])]
     assert len(same) >= 8, same  # the info and prediction lines (the same text) on the same pixel rows
+
+
+# ---------------------------------------------------------------- pictures: report grids use the page's width
+def test_report_grids_use_the_width_of_a_wide_page(tmp_path):
+    import keras
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _chromium import load_page, why_unavailable
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv16")(x)
+    y = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    model = tmp_path / "m.keras"
+    keras.Model(x, y, name="wide16").save(model)
+    out = tmp_path / "r.html"
+    img = _png(tmp_path / "a.png", (32, 32, 3))
+    assert main(["report", str(img), "--model", str(model), "--method", "none", "--out", str(out)]) == 0
+    why = why_unavailable()
+    if why:
+        pytest.skip(why)
+    script = (
+        "Math.max(...Array.from(document.querySelectorAll('.layer img')).map(i => i.getBoundingClientRect().width))"
+    )
+    res = load_page(out, width=1400, height=900, script=script)
+    assert res.evaluated >= 700, res.evaluated  # 16 maps 8 a row beside the statistics, not a 4x4 block of ~400 px

@@ -18,7 +18,7 @@ from featuremaps.cam import overlay
 from featuremaps.errors import UserError
 from featuremaps.faces import NoFaceError
 from featuremaps.frameworks import cam_engine, compute_cam
-from featuremaps.html import REPORT_CELL, esc, img_tag, page_frame, thumb
+from featuremaps.html import REPORT_CELL, REPORT_COLS, esc, img_tag, page_frame, thumb
 from featuremaps.images import load_image
 from featuremaps.io import spooled_text
 from featuremaps.pipeline import Shower, ShowOptions, model_title, percent, prediction_of, prepare
@@ -33,7 +33,7 @@ def cam_section(lm, x: np.ndarray, shown: np.ndarray, probs, methods=("gradcam",
     """
     engines = {} if engines is None else engines
     if not methods:
-        return '<p class="note">CAM overlays turned off (--cam none).</p>'
+        return '<p class="note">CAM overlays turned off (--method none).</p>'
     if probs is None or np.ndim(probs) != 1 or np.size(probs) < 2:
         return '<p class="note">No CAM: the model has no classification output.</p>'
     figs = []
@@ -160,7 +160,7 @@ def image_section(
     )
     first_n = fx.mode == "first"
     for r in rows:
-        grid = render_layer(r, cmap=o.cmap, cell=REPORT_CELL, first_n=first_n)
+        grid = render_layer(r, cmap=o.cmap, cell=REPORT_CELL, first_n=first_n, cols=REPORT_COLS)
         st = r.stats
         meta = (
             f'<div class="meta"><h3>{esc(r.label)} <code>{esc(r.name)}</code></h3>'
