@@ -152,7 +152,7 @@ def test_a_cam_of_float_noise_is_drawn_as_the_all_zero_hatch():
 
 
 def test_one_probability_format_in_titles_panels_and_lines(tmp_path, tiny_model, capsys):
-    from featuremaps.pipeline import percent
+    from featuremaps.pipeline import p_equals, percent
 
     assert [percent(p) for p in (0.003, 0.5421, 1.0, 0.0001, 0.0)] == ["0.3%", "54.2%", "100.0%", "<0.1%", "0.0%"]
     img = _png(tmp_path / "a.png")
@@ -161,7 +161,8 @@ def test_one_probability_format_in_titles_panels_and_lines(tmp_path, tiny_model,
     printed = capsys.readouterr().out
     meta = json.loads((out / "a" / "cam" / "cam.json").read_text())
     p = meta["maps"][0]["probability"]
-    assert f"p = {percent(p)}" in printed  # the same text the panel and the title draw
+    assert p_equals(p) in printed  # the same text the panel draws, with the title's number
+    assert p_equals(0.0001) == "p < 0.1%" and p_equals(0.003) == "p = 0.3%"
 
 
 # ---------------------------------------------------------------- help texts

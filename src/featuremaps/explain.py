@@ -36,7 +36,7 @@ from featuremaps.io import (
     save_png,
     unique_names,
 )
-from featuremaps.pipeline import model_title, percent, prediction_of, prepare
+from featuremaps.pipeline import model_title, p_equals, percent, prediction_of, prepare
 from featuremaps.render import colormap, resize_rgb
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def render_panel(
             name = r.class_name or f"class {r.class_index}"
             top = r.probs is not None and int(np.argmax(r.probs)) == r.class_index
             c.text((x + 2, y + 2), fit_text(name + (" (predicted)" if top else ""), fs + 1, cell - 4), fs + 1, INK)
-            p = f"p = {percent(r.probability)}" if r.probability is not None else ""
+            p = p_equals(r.probability) if r.probability is not None else ""
             c.text((x + 2, y + line_height(fs + 1) + 2), p, fs, MUTED)
     yb = height - bar_h + 4
     c.colorbar(8, yb, min(260, width - 300), colormap(cmap), 0.0, 1.0, size=fs - 1, label="map / its own max", ticks=5)

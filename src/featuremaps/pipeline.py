@@ -94,6 +94,12 @@ def percent(p: float) -> str:
     return "<0.1%" if 0 < p < 0.0005 else f"{p:.1%}"
 
 
+def p_equals(p: float) -> str:
+    """``p = 0.3%``, or ``p < 0.1%``: a class probability as the CAM panel and ``cam``'s lines say it."""
+    s = percent(p)
+    return f"p {s[0]} {s[1:]}" if s.startswith("<") else f"p = {s}"
+
+
 def prediction_of(lm: LoadedModel, probs: np.ndarray | None, top: int = 7) -> list[dict]:
     """:func:`describe_prediction` for ``lm``; empty for a model with random weights (its prediction is noise)."""
     if getattr(lm, "random_weights", False):

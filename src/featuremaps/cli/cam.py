@@ -12,7 +12,7 @@ from featuremaps.explain import CamRunner
 from featuremaps.frameworks import check_methods
 from featuremaps.images import find_images
 from featuremaps.io import output_names
-from featuremaps.pipeline import percent
+from featuremaps.pipeline import p_equals
 from featuremaps.render import colormap
 
 
@@ -62,7 +62,7 @@ def run(args) -> int:
             )
         else:
             what = r.class_name or f"class {r.class_index}"
-            p_text = "random weights: the class is arbitrary" if random else f"p = {percent(r.probability)}"
+            p_text = "random weights: the class is arbitrary" if random else p_equals(r.probability)
             lines.append(f"  {', '.join(sorted({x.method for x in results}, key=methods.index))} for {what} ({p_text})")
         return lines
 

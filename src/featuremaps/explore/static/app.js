@@ -375,7 +375,7 @@
       img.src = `${imgBase(S.image)}/cam.png?${mq(cq)}`;
       img.hidden = false;
       $("caminfo").textContent = `${r.method} at ${r.layer} ${r.layer_name} for "${r.class}"` +
-        (r.probability !== null ? ` (p = ${pct(r.probability)})` : "") +
+        (r.probability !== null ? ` (p ${pct(r.probability).startsWith("<") ? pct(r.probability) : "= " + pct(r.probability)})` : "") +
         (r.random_weights ? " - random weights" : "");
     } catch (e) {
       if (ticket !== camTicket) return;
