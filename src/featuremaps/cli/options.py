@@ -343,7 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cmap", default="viridis", help="colormap: viridis, magma, gray, inferno, turbo, ...")
     p.add_argument("--overlay", action="store_true", help="blend each map over the input image")
     p.add_argument("--cell", type=_bounded(8, 1024), default=112, help="overview cell size in pixels")
-    p.add_argument("--no-layer-pngs", dest="layer_pngs", action="store_false", help="write only the overview")
+    p.add_argument(
+        "--no-layer-pngs",
+        dest="layer_pngs",
+        action="store_false",
+        help="write only the overview (default: the overview and one PNG per layer)",
+    )
     _out_arg(p, "featuremaps-out", "parent folder: each image gets its own folder FOLDER/<image name>/")
     p.set_defaults(run="show")
 
