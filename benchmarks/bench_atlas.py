@@ -1,6 +1,6 @@
 """Atlas throughput vs a plain ``model.predict`` on the same images, and atlas peak memory vs dataset size.
 
-    .venv/bin/python benchmarks/bench_atlas.py --data /root/fm-data/fer2013 --weights none
+    .venv/bin/python benchmarks/bench_atlas.py --data fer2013/ --weights none   # or FEATUREMAPS_FER2013=...
 
 Throughput: in one process, ``featuremaps.atlas.compute_atlas`` (reading the PNGs, preprocessing, the forward
 pass, running class means and top-9 tables) against ``model.predict`` on the same images already in memory,
@@ -18,7 +18,9 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from featuremaps import keras_backend
+
+keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; no TensorFlow start-up lines
 
 
 def child_peak_mb(cmd: list[str]) -> tuple[float, float]:
@@ -30,9 +32,23 @@ def child_peak_mb(cmd: list[str]) -> tuple[float, float]:
     return ru.ru_maxrss / 1024.0, time.perf_counter() - t0
 
 
+def fer2013_path(given: str | None) -> str:
+    """``--data``, else ``$FEATUREMAPS_FER2013`` (as the CLI takes it); one line and exit 2 when absent."""
+    path = given or os.environ.get("FEATUREMAPS_FER2013")
+    if not path or not os.path.exists(path):
+        where = f"{path} does not exist" if path else "no FER2013 data given"
+        print(
+            f"{os.path.basename(sys.argv[0])}: error: {where}; pass --data PATH (FER2013 folder, CSV or .tar.gz) "
+            "or set FEATUREMAPS_FER2013",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="/root/fm-data/fer2013")
+    ap.add_argument("--data", default=None, help="FER2013 folder, CSV or .tar.gz (default: $FEATUREMAPS_FER2013)")
     ap.add_argument("--split", default="PrivateTest")
     ap.add_argument("--model", default="emotion")
     ap.add_argument("--weights", default=None)
@@ -41,6 +57,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--skip-memory", action="store_true")
     a = ap.parse_args()
+    a.data = fer2013_path(a.data)
 
     import numpy as np
 

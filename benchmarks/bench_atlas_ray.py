@@ -22,7 +22,9 @@ import tempfile
 import time
 from functools import partial
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from featuremaps import keras_backend
+
+keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; no TensorFlow start-up lines
 
 
 def driver_peak_mb(cmd: list[str]) -> tuple[float, float]:

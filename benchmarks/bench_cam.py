@@ -16,7 +16,9 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from featuremaps import keras_backend
+
+keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; no TensorFlow start-up lines
 
 
 def timed(fn, repeat: int, warmup: int = 2) -> float:

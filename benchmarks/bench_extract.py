@@ -9,11 +9,12 @@ Target: ratio <= 1.05.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from featuremaps import keras_backend
+
+keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; no TensorFlow start-up lines
 
 
 def main() -> None:

@@ -23,7 +23,9 @@ import tempfile
 import time
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from featuremaps import keras_backend
+
+keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; no TensorFlow start-up lines
 
 
 def pair(a, b, repeats: int, block: int = 5) -> tuple[float, float]:

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from featuremaps import keras_backend
+
+keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; no TensorFlow start-up lines
 from featuremaps.cam.metrics import deletion_insertion, randomised_copy, spearman  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013" / "fer2013.tar.gz"
 HEAD_LAYERS = ("predictions", "fc2", "fc1")
 TOP_LAYERS = (*HEAD_LAYERS, "block5_conv3", "block5_conv2", "block5_conv1")
 
@@ -49,13 +50,13 @@ def curves(predict, x: np.ndarray, saliency: np.ndarray, c: int, steps: int = 48
 
 
 def run(
-    weights=None, data=DATA, limit=64, methods=("gradcam", "gradcam++", "scorecam", "layercam"), log=print, layer=None
+    weights=None, data=None, limit=64, methods=("gradcam", "gradcam++", "scorecam", "layercam"), log=print, layer=None
 ):
     from featuremaps.cam import CamEngine, upsample
     from featuremaps.emotion import data as fer
 
     model = load_model(weights)
-    faces = fer.load(data, limit=-(-limit // 7))["PrivateTest"]  # the same number of faces per emotion
+    faces = fer.load(fer2013_path(data), limit=-(-limit // 7))["PrivateTest"]  # the same number of faces per emotion
     xs = faces.x.astype(np.float32)[..., None] / 255.0
     eng = CamEngine(model, (48, 48, 1), layer)
     rand_eng = CamEngine(randomised_copy(model, TOP_LAYERS), (48, 48, 1), layer)
@@ -126,15 +127,29 @@ def run(
     return summary
 
 
+def fer2013_path(given: str | None) -> str:
+    """``--data``, else ``$FEATUREMAPS_FER2013`` (as the CLI takes it); one line and exit 2 when absent."""
+    path = given or os.environ.get("FEATUREMAPS_FER2013")
+    if not path or not os.path.exists(path):
+        where = f"{path} does not exist" if path else "no FER2013 data given"
+        print(
+            f"{os.path.basename(sys.argv[0])}: error: {where}; pass --data PATH (FER2013 folder, CSV or .tar.gz) "
+            "or set FEATUREMAPS_FER2013",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=None, help=".keras model or .npz weights (default: shipped weights)")
-    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--data", default=None, help="FER2013 folder, CSV or .tar.gz (default: $FEATUREMAPS_FER2013)")
     ap.add_argument("--limit", type=int, default=64, help="PrivateTest faces used (default 64)")
     ap.add_argument("--methods", default="gradcam,gradcam++,scorecam,layercam")
     ap.add_argument("--layer", default=None, help="target conv layer (default: the last, C13 block5_conv3)")
     args = ap.parse_args()
-    run(args.weights, args.data, args.limit, tuple(args.methods.split(",")), layer=args.layer)
+    run(args.weights, fer2013_path(args.data), args.limit, tuple(args.methods.split(",")), layer=args.layer)
 
 
 if __name__ == "__main__":

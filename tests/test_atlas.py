@@ -365,7 +365,7 @@ def test_atlas_scale_out_bad_input_exit_2(tmp_path, hand_data, hand_model_file, 
     assert err.startswith("featuremaps: error:") and "\n" not in err
     expect = {
         "manifest_columns": "has no column 'path'",
-        "manifest_labels": "label(s) purple are not the model's classes",
+        "manifest_labels": "label(s) purple are neither the model's classes",
         "ray_options_without_ray": "need --engine ray",
         "ray_missing": "pip install 'featuremaps[ray]'",
     }[case]

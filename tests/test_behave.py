@@ -271,7 +271,7 @@ def test_cam_all_classes_on_1000_classes_is_top_k_and_bounded(models_dir, tmp_pa
     assert len(list(folder.glob("gradcam_*_overlay.png"))) == 4
     with Image.open(folder / "panel.png") as im:
         assert im.width < 2000 and im.height < 2000
-    assert any("classes: 4/4 done" in ln for ln in err)  # per-class progress (plain line off a terminal)
+    assert any("maps: 4/4 done" in ln for ln in err)  # per-map progress, a map per class (plain line off a terminal)
     # default 10
     assert main([*argv[:-2], "--out", str(tmp_path / "o2")]) == 0
     assert len(json.loads((tmp_path / "o2" / "x" / "cam" / "cam.json").read_text())["maps"]) == 10

@@ -135,7 +135,7 @@ def test_report_cam_section_calls_each_method(tmp_path, model_file, images, monk
     )
     doc = out.read_text()
     assert calls == ["gradcam", "layercam"]
-    assert "gradcam on conv_b for class 1 (50%)" in doc and "layercam on conv_b" in doc
+    assert "gradcam on conv_b for class 1 (50.0%)" in doc and "layercam on conv_b" in doc
 
 
 def test_report_without_classifier_notes_no_cam(tmp_path, images):

@@ -10,6 +10,11 @@ docs/overview_astronaut.png is `featuremaps show examples/astronaut.png`'s overv
 docs/compare_frameworks_random.png is `featuremaps compare examples/chelsea.png --models
 vgg16,torchvision:resnet18,resnet18.onnx --weights none` (the ONNX file a random torchvision resnet18 exported
 with torch.onnx); needs torch, torchvision and onnxruntime.
+
+    python tools/docs_images.py --compare
+
+docs/compare_chelsea_random.png is `featuremaps compare examples/chelsea.png --weights none` (the default
+--models: vgg16, resnet50, mobilenetv2, inceptionv3, random weights); offline.
 """
 
 import shutil
@@ -39,11 +44,23 @@ def frameworks() -> int:
     return 0
 
 
+def compare() -> int:
+    from featuremaps.cli import main as fm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if fm(["compare", str(ROOT / "examples" / "chelsea.png"), "--weights", "none", "--out", tmp]) != 0:
+            return 1
+        shutil.copyfile(Path(tmp) / "compare_chelsea" / "compare.png", ROOT / "docs" / "compare_chelsea_random.png")
+    return 0
+
+
 def main() -> int:
     from featuremaps.cli import main as fm
 
     if "--frameworks" in sys.argv[1:]:
         return frameworks()
+    if "--compare" in sys.argv[1:]:
+        return compare()
 
     image = str(ROOT / "examples" / "astronaut.png")
     with tempfile.TemporaryDirectory() as tmp:

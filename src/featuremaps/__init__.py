@@ -65,6 +65,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'featuremaps' has no attribute {name!r}")
     mod, attr = _API[name] if isinstance(_API[name], tuple) else (_API[name], name)
     keras_backend.choose()  # Keras on torch or JAX where TensorFlow is not installed (and nothing was chosen)
+    keras_backend.quiet_tensorflow()  # no start-up lines from TensorFlow when it is imported
     value = getattr(importlib.import_module(f"featuremaps.{mod}"), attr)
     globals()[name] = value
     return value

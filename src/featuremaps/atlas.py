@@ -96,8 +96,9 @@ def _class_dirs(root: Path) -> list[Path]:
 
 
 def _image_files(d: Path) -> list[Path]:
-
-    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The files of ``d`` named like images; a FIFO, socket or device so named is kept: reading it fails at
+    once (never blocks) and it is named in the skip warning with the other unreadable images."""
+    return sorted(p for p in d.iterdir() if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _match_classes(found: list[str], model_classes: list[str] | None, where: str) -> tuple[list[str], list[int]]:
@@ -635,9 +636,14 @@ def duplicate_note(res: AtlasResult, source: Source, n: int = 3) -> str:
     """One line naming the photos filed under more than one class (empty when there are none)."""
     if not res.duplicates:
         return ""
-    shown = "; ".join(
-        " = ".join(f"{source.sources[i]} ({res.classes[lab]})" for i, lab in group[:2]) for group in res.duplicates[:n]
-    )
+
+    def pair(group) -> str:  # two copies from two different classes (the point of the warning), then a count
+        first = group[0]
+        other = next((g for g in group[1:] if g[1] != first[1]), group[1])
+        more = f" (+{len(group) - 2} more copies)" if len(group) > 2 else ""
+        return " = ".join(f"{source.sources[i]} ({res.classes[lab]})" for i, lab in (first, other)) + more
+
+    shown = "; ".join(pair(group) for group in res.duplicates[:n])
     more = f"; ... ({len(res.duplicates) - n} more, in atlas.json)" if len(res.duplicates) > n else ""
     return (
         f"{len(res.duplicates)} photo(s) are in more than one class: {shown}{more}. Each copy counts in its class, "

@@ -23,6 +23,7 @@ import logging
 import math
 import pickle
 import socket
+import warnings
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -139,6 +140,17 @@ def connect(address: str | None = None, timeout_s: float = CONNECT_TIMEOUT_S) ->
     return True
 
 
+def actor_options(gpus_per_actor: float, local: bool) -> dict:
+    """Ray options of the atlas actors. On a local Ray (``local``: started for this command) they are not
+    restarted (``max_restarts=0``): Ray Data keeps each actor's constructor in the object store, and with
+    restarts on (its default) Ray logs an error-level line about that on every run; a local actor that dies
+    (out of memory) fails the command with Ray's message. On a cluster Ray's restarts stay, for lost nodes."""
+    options = {"num_gpus": gpus_per_actor} if gpus_per_actor > 0 else {}
+    if local:
+        options["max_restarts"] = 0
+    return options
+
+
 def _user_error(e: BaseException) -> str | None:
     """The message of a UserError that an actor raised, wrapped in Ray's exceptions; None if there is none."""
     seen = set()
@@ -239,27 +251,29 @@ def compute_atlas_ray(
         weights = [ray.put(model_state(lm.model))]  # once in the object store, fetched once per actor
         rows = block_rows(index.size, batch_size, n_actors, len(source.classes))
         ds = to_dataset(source, index, rows)
-        extra = {"num_gpus": gpus_per_actor} if gpus_per_actor > 0 else {}
-        partials = ds.map_batches(
-            AtlasActor,
-            # one whole block per call -> one partial per block; Ray wants a number when actors take GPUs,
-            # and the block size is that number
-            batch_size=rows if gpus_per_actor > 0 else None,
-            batch_format="numpy",
-            fn_constructor_args=(
-                load_model,
-                weights,
-                shape,
-                layers,
-                len(source.classes),
-                batch_size,
-                gpus_per_actor > 0,
-                source.max_pixels,
-            ),
-            compute=ray.data.ActorPoolStrategy(size=n_actors),
-            num_cpus=1,
-            **extra,
-        )
+        extra = actor_options(gpus_per_actor, local=started and address is None)
+        with warnings.catch_warnings():  # Ray 2.60 calls max_restarts a deprecated extra, yet it has no other way
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            partials = ds.map_batches(
+                AtlasActor,
+                # one whole block per call -> one partial per block; Ray wants a number when actors take GPUs,
+                # and the block size is that number
+                batch_size=rows if gpus_per_actor > 0 else None,
+                batch_format="numpy",
+                fn_constructor_args=(
+                    load_model,
+                    weights,
+                    shape,
+                    layers,
+                    len(source.classes),
+                    batch_size,
+                    gpus_per_actor > 0,
+                    source.max_pixels,
+                ),
+                compute=ray.data.ActorPoolStrategy(size=n_actors),
+                num_cpus=1,
+                **extra,
+            )
         done = 0
         for row in partials.iter_rows():
             stats.merge(pickle.loads(row["partial"]))

@@ -38,10 +38,11 @@ from featuremaps.emotion import data as fer
 from featuremaps.emotion.model import shipped_weights_available
 from featuremaps.errors import UserError
 from featuremaps.extractor import parse_select
+from featuremaps.faces import NoFaceError
 from featuremaps.frameworks import feature_extractor
 from featuremaps.html import esc, img_tag, page
 from featuremaps.models import EMOTION_NAMES, EMOTION_SIBLINGS, TORCH_SUFFIXES
-from featuremaps.pipeline import model_title, prediction_of, prepare
+from featuremaps.pipeline import model_title, percent, prediction_of, prepare
 from featuremaps.render import apply_colormap, colormap, fit_size, resize_maps, resize_rgb
 
 NORMS = ("map", "layer", "shared", "global")
@@ -254,18 +255,22 @@ def render_models(
     tb = title_block(width - 12, title, subtitle, size=fs + 5, sub_size=fs)
     head_h = tb.height + 10
 
-    # the model heads: name (wrapped), layers and input size (wrapped), top prediction (its number kept)
+    # the model heads: name (wrapped), layers and input size (wrapped), top prediction (its number kept); each
+    # section starts at the same height in every column, however many lines a long name wraps to
     heads = []
     for r in runs:
-        lines = [(t, fs + 2, INK) for t in wrap_text(model_title(r.lm), fs + 2, col_w - 12)]
+        names = [(t, fs + 2, INK) for t in wrap_text(model_title(r.lm), fs + 2, col_w - 12)]
         info = f"{r.depth} conv layers, input {'x'.join(map(str, r.input_shape))}"
-        lines += [(t, fs - 1, MUTED) for t in wrap_text(info, fs - 1, col_w - 12)]
+        infos = [(t, fs - 1, MUTED) for t in wrap_text(info, fs - 1, col_w - 12)]
+        preds = []
         if r.prediction:
             p = r.prediction[0]
-            pred = fit_text_keep_end(f"{p['class']} {p['probability']:.0%}", fs - 1, col_w - 12)
-            lines.append((pred, fs - 1, MUTED))
-        heads.append(lines)
-    top_h = thumb + 8 + max(sum(line_height(sz) for _, sz, _ in h) for h in heads) + 10
+            preds = [
+                (fit_text_keep_end(f"{p['class']} {percent(p['probability'])}", fs - 1, col_w - 12), fs - 1, MUTED)
+            ]
+        heads.append([names, infos, preds])
+    section_h = [max(sum(line_height(sz) for _, sz, _ in h[s]) for h in heads) for s in range(3)]
+    top_h = thumb + 8 + sum(section_h) + 10
     text_h = line_height(fs) + line_height(fs - 1) + 4
     row_h = block_h + text_h + 12
 
@@ -287,10 +292,12 @@ def render_models(
         x0 = label_w + col * col_w
         h, w = fit_size(*r.shown.shape[:2], thumb)
         c.paste(resize_rgb(r.shown, (h, w)), (x0 + 4, head_h))
-        y = head_h + thumb + 4
-        for t, sz, colour in lines:
-            c.text((x0 + 4, y), t, sz, colour)
-            y += line_height(sz)
+        y0 = head_h + thumb + 4
+        for s, section in enumerate(lines):
+            y = y0 + sum(section_h[:s])
+            for t, sz, colour in section:
+                c.text((x0 + 4, y), t, sz, colour)
+                y += line_height(sz)
     for j, (label, row) in enumerate(zip(labels, picks, strict=True)):
         y0 = head_h + top_h + j * row_h
         c.lines((6, y0 + line_height(fs) + 4), wrap_text(label, fs + 1, label_w - 10), fs + 1, INK)
@@ -483,8 +490,11 @@ def compare_classes(
     cmap: str = "viridis",
     resize: str = "crop",
     select="first",
+    sources: list[str] | None = None,
 ):
     """Python API: ``(pictures [(ConvLayer, RGB)], predictions [str], notes [str])`` of the faces.
+
+    ``sources`` (the image files, default ``labels``) name an image in which the emotion model finds no face.
 
     ``select`` picks the same channels for every face, like ``show --select``: ``first`` (channels
     0..maps-1), ``top-mean`` / ``top-max`` (the ``maps`` channels with the largest spatial mean / max,
@@ -495,7 +505,15 @@ def compare_classes(
         >>> pics, preds, notes = compare_classes(lm, faces, labels, layers="C1-C3", maps=8, select="top-mean")
     """
     mode, _ = parse_select(select)
-    preps = [prepare(lm, f, resize=resize) for f in faces]  # photos: the face, as in show; FER faces pass as is
+    preps = []
+    for f, src in zip(faces, sources or labels, strict=True):
+        try:
+            preps.append(prepare(lm, f, resize=resize))  # photos: the face, as in show; FER faces pass as is
+        except NoFaceError:
+            raise NoFaceError(
+                f"no face found in {src}; compare-classes needs one face per class: crop the photo to the face or "
+                "pick another"
+            ) from None
     shape = preps[0].x.shape
     notes = []
     resized = [
@@ -514,7 +532,8 @@ def compare_classes(
     for i in range(len(faces)):
         d = prediction_of(lm, preds[i] if preds is not None else None, top=1)
         random = getattr(lm, "random_weights", False)
-        pred_text.append(f"{d[0]['class']} {d[0]['probability']:.0%}" if d else "random weights" if random else "n/a")
+        top = f"{d[0]['class']} {percent(d[0]['probability'])}" if d else None
+        pred_text.append(top or ("random weights" if random else "n/a"))
     shown = [p.shown for p in preps]
     pics = []
     for r in results:

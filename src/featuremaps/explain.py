@@ -36,7 +36,7 @@ from featuremaps.io import (
     save_png,
     unique_names,
 )
-from featuremaps.pipeline import model_title, prediction_of, prepare
+from featuremaps.pipeline import model_title, p_equals, percent, prediction_of, prepare
 from featuremaps.render import colormap, resize_rgb
 
 log = logging.getLogger(__name__)
@@ -84,14 +84,14 @@ def render_panel(
         c.text((6, y + line_height(fs + 1) + 2), "input", fs, MUTED)
         for j, r in enumerate(results, start=1):
             x = 4 + j * (cell + 6)
-            if float(r.heatmap.max()) > 0:
+            if r.heatmap_up.any():  # all zeros: the map is 0, or float noise next to its activations
                 c.paste(overlay(img, r.heatmap_up, cmap=cmap), (x, y + lab_h))
             else:
                 c.mark_blank((x, y + lab_h), (cell, cell), "map all zero", fs - 2)
             name = r.class_name or f"class {r.class_index}"
             top = r.probs is not None and int(np.argmax(r.probs)) == r.class_index
             c.text((x + 2, y + 2), fit_text(name + (" (predicted)" if top else ""), fs + 1, cell - 4), fs + 1, INK)
-            p = f"p = {r.probability:.1%}" if r.probability is not None else ""
+            p = p_equals(r.probability) if r.probability is not None else ""
             c.text((x + 2, y + line_height(fs + 1) + 2), p, fs, MUTED)
     yb = height - bar_h + 4
     c.colorbar(8, yb, min(260, width - 300), colormap(cmap), 0.0, 1.0, size=fs - 1, label="map / its own max", ticks=5)
@@ -148,9 +148,16 @@ class CamRunner:
         return [int(c) for c in np.argsort(-probs, kind="stable")[: self.top_classes]]
 
     def run(
-        self, path: Path, out_root: Path, name: str | None = None, progress=None, kept: list[str] | None = None
+        self,
+        path: Path,
+        out_root: Path,
+        name: str | None = None,
+        progress=None,
+        passes=None,
+        kept: list[str] | None = None,
     ) -> tuple[Path, list]:
-        """CAMs of one image into ``out_root/name/cam/``; ``progress(i, n, label)`` is called per class. The
+        """CAMs of one image into ``out_root/name/cam/``; ``progress(i, n, "method for class")`` is called
+        before each map, ``passes(i, n, what)`` within Score-CAM's and Ablation-CAM's many model runs. The
         user's entries found in the replaced ``cam/`` and kept are appended to ``kept``."""
 
         image_folder = out_root / (name or safe_name(path.stem))
@@ -164,21 +171,14 @@ class CamRunner:
         eng = self.engine(prep.x.shape)
         names = self.lm.classes if self.lm.classes and len(self.lm.classes) == eng.n_classes else None
         cls = self.classes_for(eng, prep.x)
-        if cls is not None and len(cls) > 1 and progress is not None:
-            results = []
-            for i, c in enumerate(cls):
-                progress(i, len(cls), names[c] if names else f"class {c}")
-                results += eng.run(prep.x, self.methods, [c], names)
-            progress(len(cls), len(cls), None)
-        else:
-            results = eng.run(prep.x, self.methods, cls, names)
+        results = eng.run(prep.x, self.methods, cls, names, progress=progress, passes=passes)
         shown = _display(prep.shown)
         face = prep.face if prep.face_box is not None and prep.face is not None else None
         pred = prediction_of(self.lm, results[0].probs)
         lay = eng.layer
         title = f"{model_title(self.lm)} - {path.name} - {lay.label} {lay.name}"
         if pred:
-            title += f" - predicted: {pred[0]['class']} ({pred[0]['probability']:.0%})"
+            title += f" - predicted: {pred[0]['class']} ({percent(pred[0]['probability'])})"
         shown_classes = ""
         if self.all_classes and len(results) and eng.n_classes > len({r.class_index for r in results}):
             shown_classes = f"the {len({r.class_index for r in results})} most probable of {eng.n_classes} classes; "

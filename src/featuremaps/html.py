@@ -19,7 +19,8 @@ from featuremaps.io import encode_png
 from featuremaps.render import resize_rgb
 
 THUMB = 224  # longest side of the embedded input picture
-REPORT_CELL = 96  # feature-map cell size in the per-layer grids (16 maps -> a ~400 px wide picture)
+REPORT_CELL = 96  # feature-map cell size in the per-layer grids
+REPORT_COLS = 8  # maps a row in the report's grids: 16 maps -> 8x2, ~830 px beside the statistics on a wide page
 
 CSS = """
 *{box-sizing:border-box}
@@ -49,7 +50,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .bar{display:inline-block;height:10px;background:#4a7fc1;vertical-align:middle}
 .layer{display:flex;gap:18px;align-items:flex-start;border-top:1px solid #eee;padding:10px 0;
 scroll-margin-top:80px}
-.layer img{max-width:min(100%,560px);height:auto;image-rendering:pixelated}
+.layer img{max-width:100%;min-width:0;height:auto;image-rendering:pixelated}
 .layer h3{margin:0 0 4px;font-size:15px}
 .layer .meta{min-width:250px;max-width:360px}
 .layer.wide{flex-direction:column}

@@ -14,10 +14,14 @@ aborts the process (LLVM options registered twice; TensorFlow issue #124205). Tr
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import json
 import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 #: tried in this order when the configured backend is not installed
@@ -90,3 +94,67 @@ def choose() -> str | None:
             os.environ["KERAS_BACKEND"] = backend
             return backend
     return None
+
+
+#: TensorFlow's start-up lines on stderr (TF 2.21: absl INFO lines logged before ``absl::InitializeLog()``,
+#: e.g. "oneDNN custom operations are on", which no TF_CPP_MIN_LOG_LEVEL silences; the CPU-feature notice)
+TF_STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|[IW]\d{4} [\d:. ]+\d+ \S+:\d+\] "
+    r"|To enable the following instructions:"
+    r"|This TensorFlow binary is optimized)"
+)
+
+
+class _QuietTensorFlow(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: on ``import tensorflow`` it wraps TensorFlow's loader so that the import runs with
+    the stderr file descriptor in a temporary file, then writes back every line that is not start-up noise."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            if self in sys.meta_path:  # one import only (find_spec alone, as torch._dynamo calls it, imports nothing)
+                sys.meta_path.remove(self)
+            with tempfile.TemporaryFile() as held:
+                sys.stderr.flush()
+                saved = os.dup(2)
+                os.dup2(held.fileno(), 2)
+                try:
+                    load(module)
+                finally:
+                    os.dup2(saved, 2)
+                    os.close(saved)
+                    held.seek(0)
+                    kept = [
+                        ln
+                        for ln in held.read().splitlines(True)
+                        if not TF_STARTUP_NOISE.match(ln.decode("utf-8", "replace"))
+                    ]
+                    if kept:
+                        os.write(2, b"".join(kept))
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's start-up lines off stderr, for the CLI and the API alike; call before it is imported.
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL=2`` unless the user set it, and, unless the level (the user's or this one) is
+    0, drops the start-up lines that ignore it ("oneDNN custom operations are on", the CPU-feature notice)
+    when TensorFlow is first imported, by whom ever: the Keras backend, or Keras' serialization on the torch
+    backend. Every other line TensorFlow writes on import reaches stderr as before. Does nothing once
+    TensorFlow is imported or when it is not installed.
+    """
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if level.strip() in ("", "0") or "tensorflow" in sys.modules:
+        return
+    if any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path) or not installed("tensorflow"):
+        return
+    sys.meta_path.insert(0, _QuietTensorFlow())

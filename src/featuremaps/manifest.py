@@ -56,14 +56,15 @@ def csv_header(path: Path) -> list[str]:
 
 
 def is_manifest(path: Path, path_column: str = PATH_COLUMN) -> bool:
-    """Parquet, or a CSV that is not FER2013's (``emotion,pixels,Usage``): a FER CSV has a ``pixels`` column."""
+    """Parquet, or a CSV that is not FER2013's (``emotion,pixels,Usage``): a FER CSV has a ``pixels`` column. An
+    empty CSV (no header) is not a manifest: the FER2013 reader names it as an empty FER2013 CSV."""
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
         return True
     if not name.endswith(".csv"):
         return False
     head = csv_header(path)
-    return path_column in head or "pixels" not in head
+    return bool(head) and (path_column in head or "pixels" not in head)
 
 
 def read_manifest(
@@ -121,20 +122,29 @@ def _check_columns(path: Path, head: list[str], path_column: str, label_column: 
 
 
 def match_labels(labels: list[str], model_classes: list[str] | None, where: str) -> tuple[list[str], np.ndarray]:
-    """(class list, label indices): labels are class names (any case) or, all of them, class indices."""
+    """(class list, label indices): each label is a class name (any case) or a class index 0..n-1; a model
+    without class names takes the labels as its classes (numbers in numeric order)."""
     if model_classes is None:
-        classes = sorted(set(labels))
+        classes = sorted(set(labels), key=lambda v: (0, int(v), v) if v.strip().isdigit() else (1, 0, v))
         pos = {c: i for i, c in enumerate(classes)}
         return classes, np.asarray([pos[v] for v in labels], np.int64)
     lower = {c.lower(): i for i, c in enumerate(model_classes)}
-    if all(v.lower() in lower for v in labels):
-        return list(model_classes), np.asarray([lower[v.lower()] for v in labels], np.int64)
-    if all(v.strip().isdigit() and int(v) < len(model_classes) for v in labels):
-        return list(model_classes), np.asarray([int(v) for v in labels], np.int64)
-    bad = sorted({v for v in labels if v.lower() not in lower})
+    n = len(model_classes)
+
+    def index(v: str) -> int | None:  # a class name (any case), else a class index 0..n-1
+        if v.lower() in lower:
+            return lower[v.lower()]
+        s = v.strip()
+        return int(s) if s.isdigit() and int(s) < n else None
+
+    idx = [index(v) for v in labels]
+    if all(i is not None for i in idx):
+        return list(model_classes), np.asarray(idx, np.int64)
+    bad = sorted({v for v, i in zip(labels, idx, strict=True) if i is None})
     raise UserError(
-        f"{where}: label(s) {', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''} are not the model's classes "
-        f"({', '.join(model_classes[:8])}{', ...' if len(model_classes) > 8 else ''}); fix the labels or pass --classes"
+        f"{where}: label(s) {', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''} are neither the model's classes "
+        f"({', '.join(model_classes[:8])}{', ...' if n > 8 else ''}) nor class indices 0-{n - 1}; fix the labels "
+        "or pass --classes"
     )
 
 

@@ -97,6 +97,18 @@ def model_title(lm: LoadedModel) -> str:
     return f"{lm.name} (random weights)" if getattr(lm, "random_weights", False) else lm.name
 
 
+def percent(p: float) -> str:
+    """A probability as every figure, page and printed line shows it: ``0.3%``, ``54.2%``, ``<0.1%``."""
+    p = float(p)
+    return "<0.1%" if 0 < p < 0.0005 else f"{p:.1%}"
+
+
+def p_equals(p: float) -> str:
+    """``p = 0.3%``, or ``p < 0.1%``: a class probability as the CAM panel and ``cam``'s lines say it."""
+    s = percent(p)
+    return f"p {s[0]} {s[1:]}" if s.startswith("<") else f"p = {s}"
+
+
 def prediction_of(lm: LoadedModel, probs: np.ndarray | None, top: int = 7) -> list[dict]:
     """:func:`describe_prediction` for ``lm``; empty for a model with random weights (its prediction is noise)."""
     if getattr(lm, "random_weights", False):
@@ -164,7 +176,7 @@ class Shower:
         first_n = fx.mode == "first"
         title = f"{model_title(self.lm)} - {path.name}"
         if pred:
-            title += f" - predicted: {pred[0]['class']} ({pred[0]['probability']:.0%})"
+            title += f" - predicted: {pred[0]['class']} ({percent(pred[0]['probability'])})"
         what = (
             f"first {o.maps} maps"
             if first_n
@@ -174,7 +186,7 @@ class Shower:
         )
         subtitle = f"{what} of {len(rows)} conv layers; input {'x'.join(map(str, prep.x.shape))}"
         if len(pred) > 1:
-            subtitle += "; " + ", ".join(f"{p['class']} {p['probability']:.0%}" for p in pred[:7])
+            subtitle += "; " + ", ".join(f"{p['class']} {percent(p['probability'])}" for p in pred[:7])
         overview = render_overview(
             results,
             prep.shown,

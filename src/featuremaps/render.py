@@ -365,8 +365,10 @@ def render_layer(
     overlay: bool = False,
     norm_range=None,
     first_n: bool = True,
+    cols: int | None = None,
 ) -> np.ndarray:
-    """One layer's maps as a near-square grid (16 maps -> 4x4), each captioned F1.. (and its channel).
+    """One layer's maps as a near-square grid (16 maps -> 4x4), or ``cols`` maps a row (a wide page: 8 -> 8x2),
+    each captioned F1.. (and its channel).
 
     A map that is zero everywhere is hatched and labelled ``all 0``; with ``norm`` other than ``map`` a
     colour bar with numeric ticks sits under the grid.
@@ -381,7 +383,7 @@ def render_layer(
         (s,), (rng,) = normalise([row.maps], norm)
     first_n = first_n and row.first_n
     k = s.shape[-1]
-    cols = math.ceil(math.sqrt(k))
+    cols = max(1, min(k, cols)) if cols else math.ceil(math.sqrt(k))
     nrows = math.ceil(k / cols)
     H, W = s.shape[:2]
     cell = cell or max(128, min(256, max(H, W)))

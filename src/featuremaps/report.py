@@ -18,10 +18,10 @@ from featuremaps.cam import overlay
 from featuremaps.errors import UserError
 from featuremaps.faces import NoFaceError
 from featuremaps.frameworks import cam_engine, compute_cam
-from featuremaps.html import REPORT_CELL, esc, img_tag, page_frame, thumb
+from featuremaps.html import REPORT_CELL, REPORT_COLS, esc, img_tag, page_frame, thumb
 from featuremaps.images import load_image
 from featuremaps.io import spooled_text
-from featuremaps.pipeline import Shower, ShowOptions, model_title, prediction_of, prepare
+from featuremaps.pipeline import Shower, ShowOptions, model_title, percent, prediction_of, prepare
 from featuremaps.render import render_layer, rows_from
 
 
@@ -33,7 +33,7 @@ def cam_section(lm, x: np.ndarray, shown: np.ndarray, probs, methods=("gradcam",
     """
     engines = {} if engines is None else engines
     if not methods:
-        return '<p class="note">CAM overlays turned off (--cam none).</p>'
+        return '<p class="note">CAM overlays turned off (--method none).</p>'
     if probs is None or np.ndim(probs) != 1 or np.size(probs) < 2:
         return '<p class="note">No CAM: the model has no classification output.</p>'
     figs = []
@@ -55,7 +55,7 @@ def cam_section(lm, x: np.ndarray, shown: np.ndarray, probs, methods=("gradcam",
             else f"class {res.class_index}"
         )
         layer = getattr(res.layer, "name", res.layer)  # a ConvLayer or its name
-        p = "random weights" if getattr(lm, "random_weights", False) else f"{float(res.probability):.0%}"
+        p = "random weights" if getattr(lm, "random_weights", False) else percent(res.probability)
         cap = f"{method} on {layer} for {cls} ({p})"
         figs.append(f"<figure>{img_tag(np.asarray(over, np.uint8), cap)}<figcaption>{esc(cap)}</figcaption></figure>")
     return f'<div class="cams">{"".join(figs)}</div>'
@@ -77,7 +77,7 @@ def prediction_table(pred: list[dict], random_weights: bool = False) -> str:
     if not pred:
         return '<p class="note">The model has no classification output (no prediction shown).</p>'
     rows = "".join(
-        f'<tr><td>{esc(p["class"])}</td><td class="num">{p["probability"]:.1%}</td>'
+        f'<tr><td>{esc(p["class"])}</td><td class="num">{percent(p["probability"])}</td>'
         f'<td><span class="bar" style="width:{max(1, round(120 * p["probability"]))}px"></span></td></tr>'
         for p in pred
     )
@@ -137,7 +137,7 @@ def image_section(
     if getattr(lm, "random_weights", False):
         title = "random weights (no prediction)"
     else:
-        title = pred[0]["class"] + f" ({pred[0]['probability']:.0%})" if pred else "no classification output"
+        title = pred[0]["class"] + f" ({percent(pred[0]['probability'])})" if pred else "no classification output"
     parts = [
         f'<section class="image" id="{sid}"><h2>{i + 1}. {esc(path.name)} &mdash; '
         f'<span class="note">predicted:</span> {esc(title)}</h2>'
@@ -160,7 +160,7 @@ def image_section(
     )
     first_n = fx.mode == "first"
     for r in rows:
-        grid = render_layer(r, cmap=o.cmap, cell=REPORT_CELL, first_n=first_n)
+        grid = render_layer(r, cmap=o.cmap, cell=REPORT_CELL, first_n=first_n, cols=REPORT_COLS)
         st = r.stats
         meta = (
             f'<div class="meta"><h3>{esc(r.label)} <code>{esc(r.name)}</code></h3>'

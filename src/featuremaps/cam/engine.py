@@ -18,8 +18,8 @@ import numpy as np
 from keras import ops
 
 from featuremaps.cam.gradients import class_gradients
-from featuremaps.cam.heatmaps import normalise01, upsample
-from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, parse_methods
+from featuremaps.cam.heatmaps import map01
+from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, PASSES, parse_methods
 from featuremaps.errors import UserError
 from featuremaps.extractor import split_at
 from featuremaps.layers import ConvLayer, conv_layers, select_layers, walk
@@ -154,8 +154,14 @@ class CamEngine:
         methods=("gradcam",),
         class_indices: list[int] | None = None,
         classes: list[str] | None = None,
+        progress=None,
+        passes=None,
     ) -> list[CamResult]:
-        """Maps of one preprocessed image ``x`` (H, W, C): each method for each class (default: predicted)."""
+        """Maps of one preprocessed image ``x`` (H, W, C): each method for each class (default: predicted).
+
+        ``progress(i, n, "method for class")`` before each map and at the end; ``passes(i, n, what)`` within
+        Score-CAM's masked inputs and Ablation-CAM's ablated copies (see :func:`cam_results`).
+        """
 
         x = np.asarray(x, np.float32)
         if x.ndim == 2:
@@ -180,34 +186,60 @@ class CamEngine:
             return ops.convert_to_numpy(out[1]).astype(np.float32)
 
         return cam_results(
-            self, x, acts, probs, methods, class_indices, names, lambda j: grads[j][0], head_scores=head_scores
+            self,
+            x,
+            acts,
+            probs,
+            methods,
+            class_indices,
+            names,
+            lambda j: grads[j][0],
+            progress=progress,
+            passes=passes,
+            head_scores=head_scores,
         )
 
 
-def cam_results(engine, x, acts, probs, methods, class_indices, names, gradient, **method_kw) -> list[CamResult]:
+def cam_results(
+    engine, x, acts, probs, methods, class_indices, names, gradient, progress=None, passes=None, **method_kw
+) -> list[CamResult]:
     """Each method's map for each class as :class:`CamResult`s: the one loop every framework's engine ends in.
 
     ``gradient(j)`` is the (h, w, C) gradient for ``class_indices[j]`` (asked only of gradient methods);
-    ``engine`` gives the layer, score kind and ``forward`` (Score-CAM's masked inputs).
+    ``engine`` gives the layer, score kind and ``forward`` (Score-CAM's masked inputs). ``progress(i, n,
+    "scorecam for happy")`` is called before each map and once at the end (``i == n``); ``passes(i, n,
+    "scorecam for happy: masked inputs")`` within the methods that run the model many times (Score-CAM,
+    Ablation-CAM), so minutes of work never pass in silence.
     """
     results = []
-    for j, c in enumerate(class_indices):
-        for m in methods:
-            g = gradient(j) if m in NEEDS_GRADIENTS else None
-            h = CAM_METHODS[m](acts, g, x=x, class_index=c, predict=engine.forward, **method_kw)
-            results.append(
-                CamResult(
-                    m,
-                    engine.layer,
-                    int(c),
-                    float(probs[c]),
-                    probs,
-                    h.astype(np.float32),
-                    normalise01(upsample(h, x.shape[:2])),
-                    names[c] if names else None,
-                    engine.score,
-                )
+    scale = float(np.abs(acts).max()) if np.size(acts) else 0.0  # a map far below it is float noise
+    steps = [(j, c, m) for j, c in enumerate(class_indices) for m in methods]
+    for k, (j, c, m) in enumerate(steps):
+        what = f"{m} for {names[c] if names else f'class {c}'}"
+        if progress is not None:
+            progress(k, len(steps), what)
+        inner = (
+            None
+            if passes is None
+            else (lambda i, n, what=what, m=m: passes(i, n, f"{what}: {PASSES.get(m, 'passes')}"))
+        )
+        g = gradient(j) if m in NEEDS_GRADIENTS else None
+        h = CAM_METHODS[m](acts, g, x=x, class_index=c, predict=engine.forward, passes=inner, **method_kw)
+        results.append(
+            CamResult(
+                m,
+                engine.layer,
+                int(c),
+                float(probs[c]),
+                probs,
+                h.astype(np.float32),
+                map01(h, x.shape[:2], scale),
+                names[c] if names else None,
+                engine.score,
             )
+        )
+    if progress is not None:
+        progress(len(steps), len(steps), None)
     return results
 
 

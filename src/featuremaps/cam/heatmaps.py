@@ -8,6 +8,9 @@ import numpy as np
 from featuremaps.render import apply_colormap, colormap
 
 EPS = 1e-7
+#: A map whose largest value is below this fraction of the largest activation it was made from is float noise
+#: (a saturated score gives maps of ~1e-13): it is drawn as "map all zero", never as a stretched flat overlay.
+ZERO_MAP = 1e-6
 
 
 # ---------------------------------------------------------------- maps as pictures
@@ -24,6 +27,14 @@ def normalise01(m: np.ndarray) -> np.ndarray:
     m = np.asarray(m, np.float32)
     lo, hi = float(m.min()), float(m.max())
     return ((m - lo) / (hi - lo)).astype(np.float32) if hi - lo > EPS else np.zeros_like(m)
+
+
+def map01(m: np.ndarray, size: tuple[int, int], scale: float) -> np.ndarray:
+    """``m`` upsampled to ``size`` and min-max scaled to [0, 1]; all zeros where its largest value is at most
+    ``ZERO_MAP * scale`` (``scale``: the largest activation the map was made from), i.e. float noise."""
+    if not float(np.max(m)) > ZERO_MAP * float(scale):
+        return np.zeros(size, np.float32)
+    return normalise01(upsample(m, size))
 
 
 def overlay(rgb_uint8: np.ndarray, heatmap01: np.ndarray, cmap: str = "jet", alpha: float = 0.45) -> np.ndarray:

@@ -88,16 +88,21 @@ def scorecam_masks(acts: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray,
     return masks, keep
 
 
-def scorecam(acts: np.ndarray, grads=None, *, x: np.ndarray, class_index: int, predict, **_) -> np.ndarray:
+def scorecam(acts: np.ndarray, grads=None, *, x: np.ndarray, class_index: int, predict, passes=None, **_) -> np.ndarray:
     """Score-CAM (Wang et al. 2020): channel weights are the softmax class scores of the input masked by each
     channel (upsampled, scaled to [0, 1]); ``predict`` maps a batch of inputs to class probabilities.
+    ``passes(i, n)``, if given, is called before each batch of masked inputs and at the end (``i == n``).
     """
     masks, keep = scorecam_masks(acts, x.shape[:2])
     weights = np.zeros(acts.shape[-1], np.float32)
     for i in range(0, len(keep), SCORECAM_BATCH):
+        if passes is not None:
+            passes(i, len(keep))
         m = masks[i : i + SCORECAM_BATCH]
         probs = predict(x[None] * m[..., None])
         weights[keep[i : i + SCORECAM_BATCH]] = probs[:, class_index]
+    if passes is not None:
+        passes(len(keep), len(keep))
     return np.maximum(acts @ weights, 0.0).astype(np.float32)
 
 
@@ -158,12 +163,13 @@ def eigencam(acts: np.ndarray, grads=None, **_) -> np.ndarray:
     return np.maximum(proj.reshape(h, w), 0.0).astype(np.float32)
 
 
-def ablationcam(acts: np.ndarray, grads=None, *, class_index: int, head_scores, **_) -> np.ndarray:
+def ablationcam(acts: np.ndarray, grads=None, *, class_index: int, head_scores, passes=None, **_) -> np.ndarray:
     """Ablation-CAM (Desai & Ramaswamy 2020): ``w_k = (y - y_k) / y``, map ``ReLU(sum_k w_k A_k)``.
 
     ``y`` is the class score (the logit of a softmax classifier) and ``y_k`` the score with channel ``k``
     of the target layer set to zero; ``head_scores`` maps a batch of (h, w, C) activations to class scores,
-    and the C ablated copies go through it in batches of ``SCORECAM_BATCH``. Gradient-free.
+    and the C ablated copies go through it in batches of ``SCORECAM_BATCH``. Gradient-free. ``passes(i, n)``,
+    if given, is called before each batch of copies and at the end (``i == n``).
 
     Example::
 
@@ -176,11 +182,15 @@ def ablationcam(acts: np.ndarray, grads=None, *, class_index: int, head_scores, 
     y = float(np.asarray(head_scores(acts[None]))[0, class_index])
     weights = np.zeros(c, np.float64)
     for i in range(0, c, SCORECAM_BATCH):
+        if passes is not None:
+            passes(i, c)
         ks = np.arange(i, min(i + SCORECAM_BATCH, c))
         batch = np.repeat(acts[None], len(ks), axis=0)
         batch[np.arange(len(ks)), ..., ks] = 0.0
         yk = np.asarray(head_scores(batch), np.float64)[:, class_index]
         weights[ks] = (y - yk) / (y if abs(y) > EPS else EPS)
+    if passes is not None:
+        passes(c, c)
     return np.maximum(acts @ weights.astype(np.float32), 0.0).astype(np.float32)
 
 
@@ -197,6 +207,8 @@ CAM_METHODS = {
     "eigencam": eigencam,
     "ablationcam": ablationcam,
 }
+#: what the methods that run the model many times run it on, as progress lines name it
+PASSES = {"scorecam": "masked inputs", "ablationcam": "ablated copies"}
 NEEDS_GRADIENTS = {"gradcam", "gradcam++", "layercam", "hirescam", "xgradcam"}
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -27,28 +26,15 @@ from featuremaps.errors import UserError
 
 
 def _quiet_frameworks() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; TensorFlow's start-up lines dropped
     logging.basicConfig(level=logging.WARNING, format="featuremaps: %(message)s")
     warnings.filterwarnings("ignore", module="keras")
     logging.getLogger("absl").setLevel(logging.ERROR)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # "tf.function retracing" notices
     # numpy's "invalid value"/"divide by zero" RuntimeWarnings on odd inputs are handled where they matter
     warnings.filterwarnings("ignore", category=RuntimeWarning)
-    # TensorFlow's C++ start-up lines ("oneDNN custom operations are on", absl notices) ignore
-    # TF_CPP_MIN_LOG_LEVEL: import Keras once with the stderr file descriptor pointed at /dev/null.
-    if "keras" not in sys.modules:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 2)
-            import keras  # noqa: F401
-        except Exception:  # a broken install: let the real import below raise with its message
-            pass
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            os.close(devnull)
+    # torch on the Keras torch backend, at import: "TF32 acceleration on top of oneDNN is available for Intel GPUs"
+    warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
 
 
 def _fresh() -> str:

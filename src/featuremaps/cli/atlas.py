@@ -44,18 +44,22 @@ def run(args) -> int:
     engine = _ray_engine(args) if args.engine == "ray" else None
     if engine is not None and args.address and args.address != "auto":
         engine.check_address(args.address, engine.CONNECT_TIMEOUT_S)  # before minutes of model loading
+    progress = Progress("atlas ")  # on a terminal, says what the seconds before the bar are spent on
     classes = args.classes.split(",") if args.classes else None
     load_model = partial(
         models.load, args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes
     )
+    progress.status(f"loading the model {clean(args.model or 'emotion')}")
     lm = load_model()
-    source = open_source(fer_data(args.data), args.split, lm.classes, args.path_column, args.label_column)
+    data = fer_data(args.data)
+    progress.status(f"reading {clean(data)}")
+    source = open_source(data, args.split, lm.classes, args.path_column, args.label_column)
     source.max_pixels = args.max_pixels
     if len(source) == 0:
         raise UserError(f"the dataset {source.description} has no images; check --data and --split")
 
     select_layers(conv_layers(lm.model), args.layers)
-    progress = Progress("atlas ")
+    progress.status(f"{len(source)} images; starting the first batch")
     common = {
         "layers": args.layers,
         "batch_size": args.batch_size,

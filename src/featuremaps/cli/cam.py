@@ -12,6 +12,7 @@ from featuremaps.explain import CamRunner
 from featuremaps.frameworks import check_methods
 from featuremaps.images import find_images
 from featuremaps.io import output_names
+from featuremaps.pipeline import p_equals
 from featuremaps.render import colormap
 
 
@@ -43,13 +44,14 @@ def run(args) -> int:
         runner.check(lm.resolve_input_shape((224, 224), args.input_shape))
     out = Path(args.out)
     batch = Batch("cam ")
-    per_class = Progress("  classes ") if args.all_classes else None
+    per_map = Progress("  maps ")  # each method for each class: minutes for Score-CAM on a large model
+    per_pass = Progress("  passes ")  # within Score-CAM's masked inputs and Ablation-CAM's ablated copies
     random = getattr(lm, "random_weights", False)
 
     def one(pn):
         p, name = pn
         kept: list[str] = []
-        folder, results = runner.run(p, out, name, progress=per_class, kept=kept)
+        folder, results = runner.run(p, out, name, progress=per_map, passes=per_pass, kept=kept)
         if kept:
             batch.progress.note(kept_note(folder, kept))
         r = results[0]
@@ -63,7 +65,7 @@ def run(args) -> int:
             )
         else:
             what = r.class_name or f"class {r.class_index}"
-            p_text = "random weights: the class is arbitrary" if random else f"p = {r.probability:.1%}"
+            p_text = "random weights: the class is arbitrary" if random else p_equals(r.probability)
             lines.append(f"  {', '.join(sorted({x.method for x in results}, key=methods.index))} for {what} ({p_text})")
         return lines
 

@@ -128,7 +128,7 @@ def run_classes(args) -> int:
     lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
     select_layers(conv_layers(lm.model), args.layers)
     pics, preds, notes = compare_classes(
-        lm, faces, labels, layers=args.layers, maps=args.maps, cmap=args.cmap, select=args.select
+        lm, faces, labels, layers=args.layers, maps=args.maps, cmap=args.cmap, select=args.select, sources=sources
     )
     for n in notes:
         print(f"note: {n}")

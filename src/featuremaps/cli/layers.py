@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from featuremaps import models
+from featuremaps.cli.progress import clean
 from featuremaps.extractor import replay, tap
 from featuremaps.frameworks import adapter, conv_layers
 
@@ -23,9 +24,9 @@ def run(args) -> int:
     for c in convs:
         s = shapes.get(c.name)
         oshape = "x".join(str(d) for d in s) if s is not None else "?"
-        rows.append((c.label, c.name, c.kind, oshape, f"{c.params:,}"))
+        rows.append((c.label, clean(c.name), clean(c.kind), oshape, f"{c.params:,}"))  # escapes made visible
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    print(f"{lm.name}: {len(convs)} conv layers, input {'x'.join(map(str, shape))}")
+    print(f"{clean(lm.name)}: {len(convs)} conv layers, input {'x'.join(map(str, shape))}")
     for r in rows:
         print("  ".join(v.ljust(w) if i < 4 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))))
     return 0

@@ -8,6 +8,7 @@ command's parser names the module of :mod:`featuremaps.cli` that runs it (``run=
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -18,25 +19,41 @@ from featuremaps import __version__, keras_backend
 from featuremaps.applications import summary
 from featuremaps.errors import UserError
 
-EXAMPLES = """examples:
+_EXAMPLES = """examples:
   featuremaps show examples/astronaut.png                 # a face through the bundled emotion model
   featuremaps show cat.png --model vgg16 --weights none --layers C1-C5 --select top-mean
   featuremaps show photos/ --model resnet50 --weights none --norm layer --cmap magma
   featuremaps layers vgg16                                # list conv layers as C1..Cn
-  featuremaps show cat.png --model torchvision:resnet18   # PyTorch (also my_net.pt, net.onnx)
-  featuremaps cam face.png --all-classes                  # Grad-CAM for each emotion
+  featuremaps show cat.png --model torchvision:resnet18 --weights none   # PyTorch (also my_net.pt, net.onnx)
+  featuremaps cam examples/astronaut.png --all-classes    # Grad-CAM for each emotion
   featuremaps report photos/ --out report.html            # one self-contained HTML page
-  featuremaps explore photos/ --model vgg16               # browse every layer and channel in the browser
+  featuremaps explore examples/                           # browse every layer and channel in the browser
   featuremaps train --data fer2013.tar.gz --epochs 30     # train the emotion model
 
 exit status: 0 everything done; 1 some images were skipped (each named in a warning), the rest done;
 2 nothing could be done (bad option, model or input; one 'featuremaps: error:' line); 130 interrupted.
-Options shared by all commands: --model, --weights (named ImageNet models only), --method (CAM methods),
+Options shared by all commands: --model, --weights (named ImageNet models only), --method (CAM methods:
+{methods}),
 --split, --limit (images in total), --out (a folder; report: an .html file). Channels are F1..Fk (1-based),
 conv layers C1..Cn. Without internet pass --weights none (random) to the ImageNet models.
 Models by name: emotion, every keras.applications model in lower case (vgg16, resnet152v2, mobilenetv3small,
 nasnetmobile, efficientnetv2s, convnexttiny, ...: all 40 in 'featuremaps layers --help'), torchvision:NAME.
 """
+
+
+def cam_methods() -> list[str]:
+    """The CAM methods ``--method`` takes, in order: the keys of the registry
+    (:data:`featuremaps.cam.methods.CAM_METHODS`), read from its source, since importing it loads numpy and
+    Keras and ``--help`` must answer at once."""
+    source = Path(__file__).resolve().parents[1] / "cam" / "methods.py"
+    for node in ast.parse(source.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "CAM_METHODS" for t in node.targets):
+            return [k.value for k in node.value.keys]
+    raise RuntimeError(f"no CAM_METHODS in {source}")  # pragma: no cover (a broken install)
+
+
+CAM_NAMES = ", ".join(cam_methods())
+EXAMPLES = _EXAMPLES.format(methods=CAM_NAMES)
 
 #: A few examples per command, shown at the end of ``featuremaps COMMAND --help``.
 COMMAND_EXAMPLES = {
@@ -111,6 +128,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     def _get_help_string(self, action):
         h = action.help or ""
         if "%(default)" in h or "default" in h.lower() or action.default in (None, False, argparse.SUPPRESS):
+            return h
+        if action.nargs == 0:  # a flag (--no-layer-pngs): its default is not giving it, never "(default: True)"
             return h
         return h + " (default: %(default)s)"
 
@@ -247,13 +266,22 @@ def _model_args(p, default_help="the bundled emotion model (vgg16 if absent)"):
     )
 
 
-def _weights_arg(p):
-    p.add_argument(
-        "--weights",
-        default=None,
-        help="for the keras.applications models: imagenet (default; downloaded once), none (random, offline) "
-        "or a weights file; the bundled emotion model always keeps its trained weights unless given none or a file",
-    )
+#: ``--weights`` for one model (show, cam, report, atlas, explore --model, compare-classes)
+WEIGHTS_ONE = (
+    "imagenet (default for the keras.applications and torchvision models; downloaded once), none (random "
+    "weights, offline) or a weights file; the bundled emotion model keeps its trained weights unless given none "
+    "or an emotion weights file"
+)
+#: ``--weights`` for several models side by side (compare, explore --models)
+WEIGHTS_COMPARED = (
+    "for the keras.applications and torchvision models: imagenet (default; downloaded once), none (random, "
+    "offline) or a weights file; the bundled emotion model always keeps its trained weights and a model file "
+    "its own"
+)
+
+
+def _weights_arg(p, help: str = WEIGHTS_ONE):
+    p.add_argument("--weights", default=None, help=help)
 
 
 def _image_args(p):
@@ -304,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     top = _Parser(
         prog="featuremaps",
         description="See what a convolutional network sees: feature maps of "
-        "every conv layer, Grad-CAM explanations and comparisons, for any Keras CNN.",
+        "every conv layer, class activation maps and comparisons, for Keras, PyTorch and ONNX CNNs.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -326,7 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cmap", default="viridis", help="colormap: viridis, magma, gray, inferno, turbo, ...")
     p.add_argument("--overlay", action="store_true", help="blend each map over the input image")
     p.add_argument("--cell", type=_bounded(8, 1024), default=112, help="overview cell size in pixels")
-    p.add_argument("--no-layer-pngs", dest="layer_pngs", action="store_false", help="write only the overview")
+    p.add_argument(
+        "--no-layer-pngs",
+        dest="layer_pngs",
+        action="store_false",
+        help="write only the overview (default: the overview and one PNG per layer)",
+    )
     _out_arg(p, "featuremaps-out", "parent folder: each image gets its own folder FOLDER/<image name>/")
     p.set_defaults(run="show")
 
@@ -344,13 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run="layers")
 
-    p = _sub(sub, "cam", "class activation maps: Grad-CAM, Grad-CAM++, Score-CAM, LayerCAM")
+    p = _sub(sub, "cam", f"class activation maps: {CAM_NAMES}")
     _image_args(p)
     _model_args(p)
     p.add_argument(
         "--method",
         default="gradcam",
-        help="comma list of gradcam, gradcam++, scorecam, layercam, hirescam, xgradcam, eigencam, ablationcam",
+        help=f"comma list of {CAM_NAMES}",
     )
     p.add_argument("--layer", default=None, help="target conv layer (name or C-number; default the last conv)")
     p.add_argument("--class", dest="target_class", default=None, help="class name or index (default: predicted)")
@@ -377,8 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         default="gradcam",
-        help="CAM methods, comma-separated (gradcam, gradcam++, scorecam, layercam, hirescam, xgradcam, "
-        "eigencam, ablationcam), or none",
+        help=f"CAM methods, comma-separated ({CAM_NAMES}), or none",
     )
     p.add_argument("--cam", default=None, help=argparse.SUPPRESS)  # deprecated alias of --method
     p.add_argument(
@@ -398,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated models: names as --model takes them (emotion, keras.applications names, "
         "torchvision:NAME) and .keras/.h5/.pt/.onnx files, frameworks mixed",
     )
-    _weights_arg(p)
+    _weights_arg(p, WEIGHTS_COMPARED)
     _input_shape_arg(p, "the models that do not fix it (the others keep theirs)")
     p.add_argument("--align", default="depth", choices=["depth", "resolution"], help="align layers by")
     p.add_argument("--rows", type=_bounded(1, 64), default=6, help="layers shown per model")
@@ -482,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--models",
         default=None,
         help="several models in one page, compared side by side at layers aligned by depth (comma-separated, "
-        "as in compare; the first is the main one); instead of --model",
+        "as in compare; the first is the main one; as in compare, the emotion model keeps its trained weights and "
+        "--weights applies to the keras.applications and torchvision models); instead of --model",
     )
     _input_shape_arg(p)
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
@@ -542,7 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="bfloat16 mixed precision: ~1.5x faster on CPUs with AVX512-BF16/AMX, far slower without (default "
         "float32)",
     )
-    p.add_argument("--maps-every", type=int, default=1, help="feature-map sheets every N epochs (0: off; default 1)")
+    p.add_argument(
+        "--maps-every",
+        type=_bounded(0, 10_000),
+        default=1,
+        help="feature-map sheets every N epochs (0: off; default 1)",
+    )
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows/files (counted) instead of stopping")
     p.add_argument(
         "--limit-per-class",

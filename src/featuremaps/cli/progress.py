@@ -28,6 +28,18 @@ def clean(text: object) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in s)
 
 
+def duration(seconds: float) -> str:
+    """``0.4 s``, ``42 s``, ``3 min 5 s``, ``2 h 10 min``: a time a person reads at a glance."""
+    s = max(0.0, float(seconds))
+    if s < 10:
+        return f"{s:.1f} s"
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60)} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+
+
 class Progress:
     """Progress of ``n`` items on stderr: ``progress(i, n, item)`` before item ``i``, ``progress(n, n)`` at the end.
 
@@ -50,8 +62,11 @@ class Progress:
         self._drawn = False  # a bar is on the current line (TTY only)
         self._last_plain = time.monotonic()
         self._state: tuple[int, int, object] | None = None
+        self.skipped = 0  # items a Batch skipped: the end line says "1/3 done, 2 skipped", not "3/3 done"
 
     def __call__(self, i: int, n: int, item=None) -> None:
+        if i == 0 and n >= 2 and (self._state is None or self._state[0] != 0):  # the work starts: rates from now
+            self.t0 = self._last_plain = time.monotonic()
         self._state = (i, n, item)
         if n < 2:
             return
@@ -64,13 +79,25 @@ class Progress:
             return
         now = time.monotonic()
         if i >= n:
-            self.stream.write(f"{self.label.strip()}: {n}/{n} done in {now - self.t0:.1f} s\n")
+            self.stream.write(f"{self.label.strip()}: {self._done(n)} in {duration(now - self.t0)}\n")
         elif i > 0 and now - self._last_plain >= self.every:
-            self.stream.write(f"{self.label.strip()}: {i}/{n} ({self._name(item)})\n")
+            name = self._name(item)
+            self.stream.write(f"{self.label.strip()}: {i}/{n}{f' ({name})' if name else ''}, {self._eta(i, n)}\n")
             self._last_plain = now
         else:
             return
         self.stream.flush()
+
+    def _done(self, n: int) -> str:
+        """``3/3 done``, or ``1/3 done, 2 skipped``: the end line counts only what was done."""
+        k = min(self.skipped, n)
+        return f"{n - k}/{n} done, {k} skipped" if k else f"{n}/{n} done"
+
+    def _eta(self, i: int, n: int) -> str:
+        """``ETA 1 min 5 s`` from the rate so far (``ETA ?`` before the first item is done)."""
+        if i <= 0:
+            return "ETA ?"
+        return f"ETA {duration((time.monotonic() - self.t0) * (n - i) / i)}"
 
     @staticmethod
     def _name(item) -> str:
@@ -80,10 +107,13 @@ class Progress:
 
     def _draw(self, i, n, item) -> None:
         width = 28
-        done = int(width * i / n)
+        done = int(width * min(i, n) / n)
         rate = i / max(1e-9, time.monotonic() - self.t0)
         name = self._name(item)
-        self.stream.write(f"\r{self.label}[{'#' * done}{'.' * (width - done)}] {i}/{n} {rate:.1f}/s {name[:40]:<41}")
+        eta = self._eta(i, n) if i < n else self._done(n)
+        self.stream.write(
+            f"\r{self.label}[{'#' * done}{'.' * (width - done)}] {i}/{n} {rate:.1f}/s {eta:<16} {name[:40]:<41}"
+        )
         self._drawn = True
 
     def warn(self, message: str, prefix: str = "featuremaps: warning: ") -> None:
@@ -145,9 +175,10 @@ class Batch:
         return results
 
     def skip(self, item, reason: str) -> None:
+        """One wording for every skipped item: ``featuremaps: warning: skipped ITEM: REASON``."""
         self.skipped.append((item, reason))
-        # the reason usually names the file already ("x.png is truncated ..."): say it once
-        self.progress.warn(f"skipped: {reason}" if str(item) in reason else f"skipped {item}: {reason}")
+        self.progress.skipped += 1
+        self.progress.warn(f"skipped {item}: {reason}")
 
     def finish(self) -> int:
         """Print the summary line (only when something was skipped) and return the exit status."""

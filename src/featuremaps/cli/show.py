@@ -9,7 +9,7 @@ from featuremaps.frameworks import conv_layers
 from featuremaps.images import find_images
 from featuremaps.io import check_writable, output_names
 from featuremaps.layers import select_layers
-from featuremaps.pipeline import Shower, ShowOptions
+from featuremaps.pipeline import Shower, ShowOptions, percent
 
 #: The overview is never drawn larger than this many pixels (a 200 Mpx RGB canvas is 600 MB).
 MAX_FIGURE_PIXELS = 200_000_000
@@ -69,7 +69,7 @@ def run(args) -> int:
         print(f"{clean(r.image)}: {clean(r.folder / 'overview.png')}")
         if r.prediction:
             top = r.prediction if lm.is_emotion else r.prediction[:3]
-            print("  predicted " + ", ".join(f"{p['class']} {p['probability']:.1%}" for p in top))
+            print("  predicted " + ", ".join(f"{p['class']} {percent(p['probability'])}" for p in top))
     if results:
         print(f"pictures are in {clean(out.resolve())}")
     return batch.finish()

@@ -6,6 +6,7 @@ see :func:`featuremaps.cli.options.train_backend`), before Keras was imported.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from featuremaps.cli.options import fer_data
@@ -34,6 +35,8 @@ def run(args) -> int:
         weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing,
         maps_every=args.maps_every,
+        # Keras' progress bar (\r, \b, escapes) on a terminal only; in a log file or pipe one line per epoch
+        verbose=1 if getattr(sys.stdout, "isatty", lambda: False)() else 2,
     )
     out = Path(args.out)
     # say only what is on disk

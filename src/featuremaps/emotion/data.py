@@ -238,11 +238,17 @@ def load_csv(path: str | Path, skip_bad: bool = False) -> FerData:
 
 def _read_csv_rows(col: _Collector, reader, path) -> None:
     need = {"emotion", "pixels", "Usage"}
-    if not reader.fieldnames or not need <= set(reader.fieldnames):
+    if not reader.fieldnames:
+        raise UserError(
+            f"{path} is an empty FER2013 CSV (no header, no rows); pass the complete fer2013.csv "
+            "(emotion,pixels,Usage) or a manifest with path,label columns"
+        )
+    if not need <= set(reader.fieldnames):
         raise UserError(
             f"{path}: expected the columns emotion,pixels,Usage, found "
             f"{','.join(map(repr, reader.fieldnames or [])) or 'nothing'}; is this fer2013.csv?"
         )
+    row_no = 1
     for row_no, row in enumerate(reader, start=2):  # row 1 is the header
         where = f"{path} row {row_no}"
         usage = (row["Usage"] or "").strip()
@@ -268,6 +274,8 @@ def _read_csv_rows(col: _Collector, reader, path) -> None:
             col.bad(where, "pixel values outside 0-255", "fix the row")
             continue
         col.add(usage, px.reshape(SIDE, SIDE).astype(np.uint8), EMOTIONS.index(CSV_CODES[int(code)]), where)
+    if row_no == 1:
+        raise UserError(f"{path} is an empty FER2013 CSV (its header and no rows); pass the complete fer2013.csv")
 
 
 def load(path: str | Path, skip_bad: bool = False, limit: int | None = None) -> FerData:

@@ -356,8 +356,11 @@ class AdapterCamEngine:
         p = np.asarray(out, np.float32)
         return p if is_probabilities(p) else softmax(p)
 
-    def run(self, x: np.ndarray, methods=("gradcam",), class_indices=None, classes=None) -> list:
-        """Maps of one preprocessed image ``x`` (H, W, C): each method for each class (default: predicted)."""
+    def run(
+        self, x: np.ndarray, methods=("gradcam",), class_indices=None, classes=None, progress=None, passes=None
+    ) -> list:
+        """Maps of one preprocessed image ``x`` (H, W, C): each method for each class (default: predicted);
+        ``progress`` and ``passes`` as in :meth:`featuremaps.cam.engine.CamEngine.run`."""
         x = np.asarray(x, np.float32)
         if x.ndim == 2:
             x = x[..., None]
@@ -379,5 +382,15 @@ class AdapterCamEngine:
             return self.model.head_scores(x, name, np.asarray(a_batch, np.float32))
 
         return cam_results(
-            self, x, acts, probs, methods, class_indices, names, lambda j: grads[j], head_scores=head_scores
+            self,
+            x,
+            acts,
+            probs,
+            methods,
+            class_indices,
+            names,
+            lambda j: grads[j],
+            progress=progress,
+            passes=passes,
+            head_scores=head_scores,
         )

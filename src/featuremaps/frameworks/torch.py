@@ -42,7 +42,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from featuremaps.errors import UserError
+from featuremaps.errors import UserError, brief
 from featuremaps.explore.receptive import TRANSPOSED_NOTE, Field, kernel_field, transposed_field, widest
 from featuremaps.frameworks import ModelAdapter
 from featuremaps.frameworks.torch_files import check_exported, check_script
@@ -832,8 +832,13 @@ def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input
                 ) from None
             try:
                 obj = torch.load(path, map_location="cpu", weights_only=False)
+            except (ImportError, AttributeError) as e:  # the pickled class's module or name is not importable here
+                raise UserError(
+                    f"{path} is a pickled module whose class cannot be imported here ({brief(e)}); load it where "
+                    "the code that defines its class is importable, or save it with torch.jit.script(model).save(FILE)"
+                ) from None
             except Exception as e:
-                raise UserError(f"{path} is not a torch file torch can load ({str(e).splitlines()[0][:100]})") from None
+                raise UserError(f"{path} is a torch file torch cannot load ({brief(e)})") from None
         except Exception as e:
             first = str(e).splitlines()[0][:100] if str(e).strip() else type(e).__name__
             raise UserError(f"{path} is a torch file torch cannot read, truncated or corrupt? ({first})") from None

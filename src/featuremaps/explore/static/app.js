@@ -31,6 +31,8 @@
     const o = document.createElement("option");
     o.value = value; o.textContent = text; sel.appendChild(o); return o;
   }
+  // a probability as every figure and printed line shows it (featuremaps.pipeline.percent): 0.3%, <0.1%
+  function pct(p) { return p > 0 && p < 0.0005 ? "<0.1%" : `${(100 * p).toFixed(1)}%`; }
   function fmt(v) {
     if (v === null || v === undefined) return "";
     const a = Math.abs(v);
@@ -216,7 +218,7 @@
       const t = document.createElement("span"); t.className = "track";
       const f = document.createElement("span"); f.className = "fill"; f.style.display = "block";
       f.style.width = `${(100 * c.probability).toFixed(1)}%`; t.appendChild(f);
-      const v = document.createElement("span"); v.textContent = `${(100 * c.probability).toFixed(1)}%`;
+      const v = document.createElement("span"); v.textContent = pct(c.probability);
       row.append(n, t, v); p.appendChild(row);
     }
   }
@@ -285,7 +287,7 @@
   function top(sm) {
     if (!sm || !sm.prediction.length) return "no class output";
     const p = sm.prediction[0];
-    return sm.random_weights ? "random weights" : `predicts ${p.class} (${(100 * p.probability).toFixed(0)}%)`;
+    return sm.random_weights ? "random weights" : `predicts ${p.class} (${pct(p.probability)})`;
   }
   function drawGrid(el, image, v, ids, gridQ, model) {
     el.textContent = "";
@@ -373,7 +375,7 @@
       img.src = `${imgBase(S.image)}/cam.png?${mq(cq)}`;
       img.hidden = false;
       $("caminfo").textContent = `${r.method} at ${r.layer} ${r.layer_name} for "${r.class}"` +
-        (r.probability !== null ? ` (p = ${(100 * r.probability).toFixed(1)}%)` : "") +
+        (r.probability !== null ? ` (p ${pct(r.probability).startsWith("<") ? pct(r.probability) : "= " + pct(r.probability)})` : "") +
         (r.random_weights ? " - random weights" : "");
     } catch (e) {
       if (ticket !== camTicket) return;
