@@ -432,22 +432,22 @@ def test_stale_temp_files_of_featuremaps_are_swept(models_dir, tmp_path):
 
     out = tmp_path / "out"
     out.mkdir()
-    old_tmp = out / ".a.k2j4h5g6.tmp"
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    old_tmp = out / f".featuremaps-{dead}-0123456789ab.a.tmp"
     old_tmp.mkdir()
     (old_tmp / "overview.png").write_bytes(b"x" * 10)
-    old_file = out / ".last.keras.abc12345.tmp"
+    old_file = out / f".featuremaps-{dead}-abcdef012345.last.keras.tmp"
     old_file.write_bytes(b"x")
-    old_dir = out / ".a.1234-0123abcd.old"
-    old_dir.mkdir()
-    fresh = out / ".b.zz99yy88.tmp"
+    fresh = out / f".featuremaps-{dead}-99aa99aa99aa.b.tmp"
     fresh.write_bytes(b"x")
-    users = [out / ".hidden.tmp", out / "notes.k2j4h5g6.tmp", out / ".config"]
+    # a user's hidden entries, old-style featuremaps names included: never featuremaps' pattern now
+    users = [out / ".hidden.tmp", out / "notes.k2j4h5g6.tmp", out / ".config", out / ".a.k2j4h5g6.tmp"]
     for u in users:
         u.write_text("mine")
     past = time.time() - 2 * 3600
-    for p in (old_tmp, old_file, old_dir, *users):
+    for p in (old_tmp, old_file, *users):
         os.utime(p, (past, past))
-    assert sorted(p.name for p in sweep_stale(out)) == sorted(p.name for p in (old_tmp, old_file, old_dir))
+    assert sorted(p.name for p in sweep_stale(out)) == sorted(p.name for p in (old_tmp, old_file))
     assert fresh.exists() and all(u.exists() for u in users)  # young, or not named by featuremaps' pattern
     # and a command writing there sweeps them
     old_file.write_bytes(b"x")
