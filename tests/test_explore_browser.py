@@ -423,6 +423,7 @@ def test_unusable_upload_clears_the_view_and_is_not_offered_in_chromium(picky, t
         page.wait_for_selector("footer.error:has-text('cannot take a blank picture')")
         assert page.locator("#grid .cell").count() == 0
         assert page.locator("#input").get_attribute("src") is None and page.locator("#pred .bar").count() == 0
+        assert page.locator("#inputwrap").is_hidden()  # no broken image where the input was
         assert "blank.png" in page.locator("#gridtitle").text_content()
         assert "blank.png" not in page.locator("#images").text_content()
         assert page.locator("#file").input_value() == ""

@@ -123,31 +123,31 @@
       : `Receptive fields are approximate: ${info.receptive_field.note}.`;
     $("cmap").value = S.cmap; $("norm").value = S.norm; $("sort").value = S.sort; $("cammethod").value = S.method;
     $("camclass").value = S.cls; $("opacity").value = S.opacity; $("camon").checked = S.cam;
-    fillImages(info.images);
-    buildRail();
-    bind();
     let gone = "";
     if (S.image && !info.images.some((im) => im.id === S.image)) {  // a link to an upload the server forgot
       gone = `image '${S.image}' is no longer on this server (uploads are forgotten when the server restarts or many follow)`;
       S.image = null;
     }
-    if (S.compare && !info.images.some((im) => im.id === S.compare)) { S.compare = ""; $("compare").value = ""; }
+    if (S.compare && !info.images.some((im) => im.id === S.compare)) S.compare = "";
     if (!S.image && info.images.length) S.image = info.images[0].id;
+    fillImages(info.images);
+    buildRail();
+    bind();
     if (S.image) await loadImage(S.image);
     else { clearView(); status(gone || "upload or drop an image to begin", !!gone); }
     if (gone && S.image) status(`${gone}; showing ${nameOf(S.image)}`, true);
   }
   function fillImages(list) {
+    const offered = (id) => list.some((im) => im.id === id);
     for (const sel of [$("images"), $("compare")]) {
-      const keep = sel.value;
       sel.textContent = "";
       if (sel.id === "compare") option(sel, "", "(nothing)");
       else if (!list.length) option(sel, "", "(none yet: upload one)");
+      else if (!offered(S.image)) option(sel, "", "(choose an image)");
       for (const im of list) option(sel, im.id, `${im.name} (${im.origin})`);
-      sel.value = keep;
     }
-    if (S.image) $("images").value = S.image;
-    $("compare").value = S.compare || "";
+    $("images").value = offered(S.image) ? S.image : "";
+    $("compare").value = offered(S.compare) ? S.compare : "";
   }
   function buildRail() {
     const ol = $("layers");
@@ -239,6 +239,7 @@
     for (const id of ["input", "dinput", "original", "doverlay", "camimg", "inputB"]) $(id).removeAttribute("src");
     $("camimg").hidden = true; $("caminfo").textContent = "";
     $("inputnote").textContent = ""; $("facenote").hidden = true; $("facewrap").hidden = true;
+    $("inputwrap").hidden = true;  // no image, not a broken one
     $("pred").textContent = ""; $("detail").hidden = true; $("rfbox").hidden = true;
     $("layertitle").textContent = ""; $("layertitle").title = ""; $("pageinfo").textContent = "";
     $("cblo").textContent = ""; $("cbhi").textContent = "";
@@ -269,6 +270,7 @@
     if (camShown) { $("camimg").hidden = true; $("caminfo").textContent = ""; camShown = ""; }  // another image's
     summary = sm;
     $("input").src = `${imgBase(id)}/input.png?${mq({})}`;
+    $("inputwrap").hidden = false;
     $("dinput").src = `${imgBase(id)}/input.png?${mq({})}`;
     $("inputnote").textContent = `what the network saw: ${inputNote(summary)}`;
     $("facenote").textContent = summary.note || "";
