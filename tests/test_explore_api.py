@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from featuremaps.cli import main  # noqa: E402
 from featuremaps.cli.options import build_parser  # noqa: E402
+from featuremaps.errors import UserError  # noqa: E402
 from featuremaps.explore.app import create_app  # noqa: E402
 from featuremaps.explore.cache import ByteLRU  # noqa: E402
 from featuremaps.explore.receptive import Field, receptive_fields  # noqa: E402
@@ -455,3 +459,96 @@ def test_explore_cli_models_option(capsys):
     assert "unknown model 'no_such_net'" in capsys.readouterr().err
     assert main(["explore", "--model", "vgg16", "--models", "vgg16,emotion", "--no-browser"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- issue 22 §2, 28, 29
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_faceless_photo_is_fed_whole_with_a_note(chain_model):
+    """The emotion model (it sees the largest face) on a photo without one: the whole photo, with a note, as
+    `report` does; before, the summary was a 400 advising --no-face-crop, an option explore did not have."""
+    lm = dataclasses.replace(wrap(chain_model, classes=["cat", "dog", "owl"]), is_emotion=True)
+    c = TestClient(create_app(lm, [EXAMPLES / "chelsea.png", EXAMPLES / "astronaut.png"]))
+    s = c.get("/api/images/a0").json()
+    assert s["face_crop"] is True and s["face_box"] is None, s
+    assert s["note"].startswith("no face found: the whole photo was fed to chain") and len(s["prediction"]) == 3
+    assert _ok_png(c.get("/api/images/a0/input.png")).shape[:2] == (32, 32)
+    face = c.get("/api/images/a1").json()
+    assert len(face["face_box"]) == 4 and face["note"] == ""
+    # --no-face-crop: every image whole, the astronaut too
+    whole = TestClient(create_app(lm, [EXAMPLES / "astronaut.png"], face_crop=False))
+    s = whole.get("/api/images/a0").json()
+    assert (s["face_crop"], s["face_box"], s["note"]) == (False, None, "")
+    assert whole.get("/api/info").json()["model"]["face_crop"] is False
+
+
+def test_an_upload_the_model_cannot_take_is_not_offered(chain_model):
+    """An upload whose analysis fails says why once, and is then forgotten: not listed, so not offered after a
+    reload (it was listed for as long as it stayed in the upload store)."""
+
+    def refuse_blank(x):
+        if float(x.std()) == 0.0:
+            raise UserError("this model cannot take a blank picture")
+        return x / 255.0
+
+    lm = dataclasses.replace(wrap(chain_model), preprocess_fn=refuse_blank)
+    c = TestClient(create_app(lm, []))
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), (9, 9, 9)).save(buf, "PNG")
+    r = c.post("/api/images", content=buf.getvalue(), headers={"X-Filename": "blank.png"})
+    assert r.status_code == 201 and c.get("/api/images").json()["images"][0]["name"] == "blank.png"
+    r = c.get(f"/api/images/{r.json()['id']}")
+    assert r.status_code == 400 and "cannot take a blank picture" in r.json()["error"]
+    assert c.get("/api/images").json()["images"] == []
+    good = c.post("/api/images", content=_png(), headers={"X-Filename": "good.png"}).json()
+    assert c.get(f"/api/images/{good['id']}").status_code == 200
+    assert [im["name"] for im in c.get("/api/images").json()["images"]] == ["good.png"]
+
+
+def test_cams_are_computed_once_per_layer_method_and_class(client, monkeypatch):
+    """Every (layer, method, class) CAM of an image is kept (12 here; 8 were, so a tour of the layers with the CAM
+    on recomputed them), and so is its overlay PNG."""
+    from featuremaps.explore import session
+
+    calls = []
+    real = session.compute_cam
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("layer"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(session, "compute_cam", counted)
+    keys = [(layer, m, k) for layer in ("C1", "C2") for m in ("gradcam", "gradcam++") for k in ("0", "1", "2")]
+    for _ in range(2):
+        pngs = []
+        for layer, m, k in keys:
+            q = {"layer": layer, "method": m, "class": k}
+            assert client.get("/api/images/a0/cam", params=q).status_code == 200
+            pngs.append(_ok_png(client.get("/api/images/a0/cam.png", params=q)))
+    assert len(calls) == len(keys) == 12
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536"])
+def test_cli_port_out_of_range_is_one_line(tmp_path, capsys, port):
+    assert main(["explore", "--no-browser", "--port", port]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("featuremaps: error: ") and "--port" in err[0], err
+    assert "Traceback" not in err[0] and "Overflow" not in err[0]
+
+
+def test_cli_port_in_use_fails_before_saying_it_listens(tmp_path, capsys, chain_model):
+    """A taken port: one line, exit 2, and no "listening on" warning for a server that never listened."""
+    chain_model.save(tmp_path / "m.keras")
+    taken = socket.socket()
+    taken.bind(("0.0.0.0", 0))
+    taken.listen(1)
+    try:
+        port = str(taken.getsockname()[1])
+        argv = ["explore", "--model", str(tmp_path / "m.keras"), "--no-browser", "--host", "0.0.0.0", "--port", port]
+        assert main(argv) == 2
+    finally:
+        taken.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("featuremaps: error: cannot listen on 0.0.0.0:"), err
+    assert "listening" not in err[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import socket
@@ -87,6 +88,58 @@ def two_models(tmp_path):
     t.join(10)
 
 
+def _local(url: str, server: str) -> bool:
+    """A request the page may make: to its server, or for its own in-memory data (the sprites it keeps as blobs)."""
+    return url.startswith((server + "/", "data:", "blob:" + server + "/"))
+
+
+def _blank_refused(x):
+    """The page's model's preprocessing, refusing a uniform picture (a model that cannot take some images)."""
+    from featuremaps.errors import UserError
+
+    if float(x.std()) == 0.0:
+        raise UserError("this model cannot take a blank picture")
+    return x / 255.0
+
+
+@pytest.fixture
+def faces(tmp_path):
+    """The page's model as an emotion model (it sees the largest face), the astronaut and the faceless cat."""
+    from featuremaps.explore.app import create_app
+
+    first, _ = _nets()
+    lm = dataclasses.replace(first, is_emotion=True)
+    url, srv, t = _serve(create_app(lm, [EXAMPLES / "astronaut.png", EXAMPLES / "chelsea.png"]))
+    yield url
+    srv.should_exit = True
+    t.join(10)
+
+
+@pytest.fixture
+def picky(tmp_path):
+    """The page's model, whose preprocessing refuses blank pictures (uploads it cannot use)."""
+    from featuremaps.explore.app import create_app
+
+    first, _ = _nets()
+    lm = dataclasses.replace(first, preprocess_fn=_blank_refused)
+    url, srv, t = _serve(create_app(lm, [EXAMPLES / "astronaut.png"]))
+    yield url
+    srv.should_exit = True
+    t.join(10)
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """The page's model with two command-line images (no face crop)."""
+    from featuremaps.explore.app import create_app
+
+    first, _ = _nets()
+    url, srv, t = _serve(create_app(first, [EXAMPLES / "astronaut.png", EXAMPLES / "chelsea.png"]))
+    yield url
+    srv.should_exit = True
+    t.join(10)
+
+
 @contextlib.contextmanager
 def _page(server):
     """A Chromium page on the explorer, collecting console errors and every request it makes."""
@@ -154,7 +207,7 @@ def test_explore_page_in_chromium(server):
         # a CAM for a chosen class and method at this layer
         page.select_option("#camclass", "2")
         page.select_option("#cammethod", "gradcam++")
-        page.click("#camgo")
+        page.check("#camon")
         page.wait_for_selector("#caminfo:has-text('gradcam++ at C2 second_conv for')")
         assert 'for "owl"' in page.locator("#caminfo").text_content()
         page.wait_for_selector("#camimg:not([hidden])")
@@ -176,9 +229,7 @@ def test_explore_page_in_chromium(server):
         page.wait_for_selector("#panelB:not([hidden]) #gridB .cell")
         assert page.locator("#gridB .cell").count() == 64
     assert errors == [], errors
-    assert requests and all(u.startswith(server + "/") or u.startswith("data:") for u in requests), [
-        u for u in requests if not u.startswith(server)
-    ]
+    assert requests and all(_local(u, server) for u in requests), [u for u in requests if not _local(u, server)]
 
 
 def test_two_models_side_by_side_in_chromium(two_models):
@@ -211,7 +262,7 @@ def test_two_models_side_by_side_in_chromium(two_models):
         assert page.locator("#layers li").count() == 4 and "model=m1" in page.url
         page.wait_for_selector("#grid .cell")
     assert errors == [], errors
-    assert requests and all(u.startswith(server + "/") or u.startswith("data:") for u in requests)
+    assert requests and all(_local(u, server) for u in requests), [u for u in requests if not _local(u, server)]
 
 
 def test_controls_drop_and_export_in_chromium(server, tmp_path):
@@ -243,8 +294,7 @@ def test_controls_drop_and_export_in_chromium(server, tmp_path):
         assert page.locator("#colorbar").get_attribute("src") != bar
         page.select_option("#norm", "layer")
         page.wait_for_function(
-            "() => [...document.querySelectorAll('#grid img')].every(i => i.src.includes('norm=layer')"
-            " && i.src.includes('cmap=magma'))"
+            "() => ['norm=layer', 'cmap=magma'].every(p => document.getElementById('grid').dataset.src.includes(p))"
         )
         assert "cmap=magma" in page.url and "norm=layer" in page.url
 
@@ -279,4 +329,131 @@ def test_controls_drop_and_export_in_chromium(server, tmp_path):
         page.wait_for_function("() => document.getElementById('images').value.startsWith('u')")
         page.wait_for_selector("#pred .bar")
     assert errors == [], errors
-    assert requests and all(u.startswith(server + "/") or u.startswith("data:") for u in requests)
+    assert requests and all(_local(u, server) for u in requests), [u for u in requests if not _local(u, server)]
+
+
+def _drawn(page, label: str, after: int = 0) -> int:
+    """Wait until the page has drawn ``label``'s grid (its number-th drawing, later than ``after``); that number."""
+    page.wait_for_function(
+        "([label, after]) => { const d = (document.getElementById('grid').dataset.drawn || '0 -').split(' ');"
+        " return d[1] === label && +d[0] > after; }",
+        arg=[label, after],
+    )
+    return int(page.locator("#grid").get_attribute("data-drawn").split()[0])
+
+
+def test_faceless_photo_is_fed_whole_with_a_note_in_chromium(faces):
+    """The emotion model on a photo without a face (chelsea.png): the whole photo, its maps and prediction, with a
+    note; before, the page kept the astronaut's input, prediction and maps under the cat's name and advised an
+    option explore did not have."""
+    with _page(faces) as (browser, page, errors, requests):
+        page.wait_for_selector("#grid .cell")
+        assert page.locator("#facewrap").is_visible() and "(face crop)" in page.locator("#inputnote").text_content()
+        assert page.locator("#facenote").is_hidden()
+        page.select_option("#images", "a1")
+        page.wait_for_selector("#facenote:not([hidden])")
+        assert "no face found: the whole photo was fed" in page.locator("#facenote").text_content()
+        assert "the whole photo" in page.locator("#inputnote").text_content()
+        page.wait_for_function("() => document.getElementById('grid').dataset.src.includes('/images/a1/')")
+        page.wait_for_function("() => document.getElementById('input').naturalWidth === 48")
+        assert "/images/a1/" in page.locator("#input").get_attribute("src")
+        assert page.locator("#facewrap").is_hidden()  # no face box of another image
+        assert page.locator("#pred .bar").count() == 3 and page.locator("#grid .cell").count() == 12
+        assert "--no-face-crop" not in page.locator("body").text_content()
+        assert page.locator("#status").get_attribute("class") != "error"
+    assert errors == [], errors
+
+
+def test_compare_shows_the_other_images_input_in_chromium(pair):
+    """ "compare with": the second image's input (what the network saw of it) loads above its maps; nothing of it
+    shows before (a hidden element stays hidden: an element's own display rule showed a broken image)."""
+    with _page(pair) as (browser, page, errors, requests):
+        page.wait_for_selector("#grid .cell")
+        assert page.locator("#inputB").is_hidden() and page.locator("#panelB").is_hidden()
+        page.select_option("#compare", "a1")
+        page.wait_for_selector("#panelB:not([hidden]) #gridB .cell")
+        page.wait_for_function("() => document.getElementById('inputB').naturalWidth > 0", timeout=30_000)
+        assert page.locator("#inputB").is_visible()
+        assert "/images/a1/input.png" in page.locator("#inputB").get_attribute("src")
+        note = page.locator("#inputBnote").text_content()
+        assert note == "what the network saw of chelsea.png: 48x48x3", note
+        page.select_option("#compare", "")
+        page.wait_for_selector("#panelB", state="hidden")
+        assert page.locator("#inputB").is_hidden()
+    assert errors == [], errors
+
+
+def test_cam_is_a_toggle_and_a_visited_layer_costs_no_request_in_chromium(server):
+    """CAM on follows the layer (once per layer: cached); CAM off, a layer switch asks for no CAM; a layer seen
+    before is drawn from the page's own copies, without a request (the click-to-drawn benchmark's case)."""
+    with _page(server) as (browser, page, errors, requests):
+        page.wait_for_selector("#grid .cell")
+        n = _drawn(page, "C1")
+        page.check("#camon")
+        page.wait_for_selector("#caminfo:has-text('gradcam at C1 first_conv')")
+        page.wait_for_selector("#camimg:not([hidden])")
+        assert "cam=1" in page.url
+        page.locator("#layers li[data-label='C2']").click()
+        n = _drawn(page, "C2", n)
+        page.wait_for_selector("#caminfo:has-text('gradcam at C2 second_conv')")  # it follows the layer
+        page.uncheck("#camon")
+        page.wait_for_selector("#camimg", state="hidden")
+        assert "cam=1" not in page.url
+        before = len(requests)
+        for label in ("C1", "C2", "C1"):  # both seen: no request at all, and no CAM work
+            page.locator(f"#layers li[data-label='{label}']").click()
+            n = _drawn(page, label, n)
+        later = requests[before:]
+        assert not [u for u in later if "/cam" in u], later
+        assert not [u for u in later if "/layers/" in u and not u.startswith("blob:")], later
+        assert page.locator("#camimg").is_hidden() and "CAM off" in page.locator("#caminfo").text_content()
+    assert errors == [], errors
+
+
+def test_unusable_upload_clears_the_view_and_is_not_offered_in_chromium(picky, tmp_path):
+    """An upload the model cannot take: the view clears (no input, prediction or maps of the image before it) and
+    says why; the upload is not offered, not even after a reload; the file chooser names no file after an upload."""
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (80, 80), (128, 128, 128)).save(blank)
+    with _page(picky) as (browser, page, errors, requests):
+        page.wait_for_selector("#grid .cell")
+        page.set_input_files("#file", str(blank))
+        page.wait_for_selector("footer.error:has-text('cannot take a blank picture')")
+        assert page.locator("#grid .cell").count() == 0
+        assert page.locator("#input").get_attribute("src") is None and page.locator("#pred .bar").count() == 0
+        assert page.locator("#inputwrap").is_hidden()  # no broken image where the input was
+        assert "blank.png" in page.locator("#gridtitle").text_content()
+        assert "blank.png" not in page.locator("#images").text_content()
+        assert page.locator("#file").input_value() == ""
+        page.reload()
+        page.wait_for_selector("#grid .cell")
+        assert "blank.png" not in page.locator("#images").text_content()
+        # a usable upload: shown, offered, and the chooser is ready for the next file
+        page.set_input_files("#file", str(EXAMPLES / "chelsea.png"))
+        page.wait_for_selector("#images option:has-text('chelsea.png (upload)')", state="attached")
+        page.wait_for_function("() => document.getElementById('grid').dataset.src.includes('/images/u')")
+        assert page.locator("#file").input_value() == ""
+    assert [e for e in errors if "400" not in e] == [], errors  # the refused upload's 400 is the one console line
+
+
+def test_toolbar_keeps_its_place_in_chromium(server):
+    """The colour bar's labels ("each map: its min" / a number), the page counter and the layer title change
+    width; the toolbar's controls stay where they are."""
+    with _page(server) as (browser, page, errors, requests):
+        page.wait_for_selector("#grid .cell")
+
+        def places():
+            return [page.locator(f"#{i}").bounding_box() for i in ("compare", "exportpng", "next", "toolbar")]
+
+        first = places()
+        page.select_option("#norm", "layer")
+        page.wait_for_function("() => !document.getElementById('cblo').textContent.startsWith('each map')")
+        assert places() == first
+        page.locator("#layers li[data-label='C2']").click()
+        page.wait_for_selector("#pageinfo:has-text('1-64 of 70')")
+        page.click("#next")
+        page.wait_for_selector("#pageinfo:has-text('65-70 of 70')")
+        assert places() == first
+    assert errors == [], errors

@@ -35,25 +35,36 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
+    except OverflowError:  # the API's own callers: the CLI's --port is checked by its parser
+        sock.close()
+        raise UserError(f"port {port} is outside 0-65535; pick another --port") from None
     except OSError as e:
         sock.close()
-        raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port or --host") from None
+        why = e.strerror or str(e)
+        raise UserError(f"cannot listen on {host}:{port} ({why}); pick another --port or --host") from None
     sock.listen(64)
     return sock
 
 
 def run(args) -> int:
     images = find_images(args.images) if args.images else []
-    if not is_loopback(args.host):
+    if args.models and args.model:
+        raise UserError("pass --model for one model or --models for several, not both")
+    names = check_model_names(args.models) if args.models else None  # bad names fail before any load
+    sock = bind(args.host, args.port)  # before the model loads: a taken port fails at once
+    if not is_loopback(args.host):  # only once it is true: a port that cannot be had says so alone
         print(
             f"featuremaps: warning: listening on {args.host}: anyone who can reach this machine can use the "
             "explorer and see the images; use the default 127.0.0.1 unless you mean it",
             file=sys.stderr,
         )
-    if args.models and args.model:
-        raise UserError("pass --model for one model or --models for several, not both")
-    names = check_model_names(args.models) if args.models else None  # bad names fail before any load
-    sock = bind(args.host, args.port)  # before the model loads: a taken port fails at once
+    try:
+        return _serve(args, images, names, sock)
+    finally:
+        sock.close()  # a model that failed to load: the port is given back at once
+
+
+def _serve(args, images, names, sock) -> int:
     classes = args.classes.split(",") if args.classes else None
     if names:  # as in compare: --weights for applications/torchvision models, files keep their own
         loaded = distinct_names([load_compared(n, args.weights, args.unsafe) for n in names])
@@ -73,6 +84,7 @@ def run(args) -> int:
         max_upload_bytes=args.max_upload_mb * 2**20,
         allowed_hosts=allowed,
         input_shape=args.input_shape,
+        face_crop=args.face_crop,
     )
     port = sock.getsockname()[1]
     shown = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host

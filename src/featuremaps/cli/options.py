@@ -518,7 +518,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights applies to the keras.applications and torchvision models); instead of --model",
     )
     _input_shape_arg(p)
-    p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    p.add_argument(
+        "--no-face-crop",
+        dest="face_crop",
+        action="store_false",
+        default=None,
+        help="feed the whole image to the emotion model (default: the largest face; a photo without one is fed "
+        "whole, with a note in the page)",
+    )
+    p.add_argument(
+        "--port", type=_bounded(0, 65535), default=0, help="port to listen on, 0-65535 (default 0: a free one)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")
     p.add_argument("--cache-mb", type=_positive, default=512, help="activations kept in memory, MiB (default 512)")

@@ -47,12 +47,15 @@ def create_app(
     max_upload_bytes: int = 20 * 2**20,
     allowed_hosts: list[str] | None = None,
     input_shape: tuple[int, ...] | None = None,
+    face_crop: bool | None = None,
 ) -> FastAPI:
     """The explorer app for one model (or several: ``others``, reached as ``?model=m1``, ``m2``, ...; the
     first is ``m0``, the default) and the images given on the command line (the only paths it reads).
-    Every model sees every upload (one store); the activation cache is shared out equally between them. ``input_shape``
-    (H, W, C): the size models that do not fix one are fed (an ONNX file with a dynamic input size needs it); with
-    several models, one that fixes its size keeps it, as in ``featuremaps compare``.
+    Every model sees every upload (one store); the activation cache is shared out equally between them.
+    ``input_shape`` (H, W, C): the size models that do not fix one are fed (an ONNX file with a dynamic input
+    size needs it); with several models, one that fixes its size keeps it, as in ``featuremaps compare``.
+    ``face_crop=False``: the emotion model sees whole images (``--no-face-crop``); by default it sees the
+    largest face, and a photo without one whole, with a note in the page.
 
     ``cache_bytes`` bounds the per-image activations held (least recently used go first), ``upload_bytes`` the
     decoded uploads, ``max_upload_bytes`` one upload. ``allowed_hosts`` (e.g. ``["127.0.0.1", "localhost"]``)
@@ -70,6 +73,7 @@ def create_app(
             upload_bytes=upload_bytes,
             max_upload_bytes=max_upload_bytes,
             input_shape=free_size_shape(m, input_shape) if others else input_shape,  # several: as in compare
+            face_crop=face_crop,
         )
         for m in (lm, *others)
     ]
@@ -258,17 +262,18 @@ def create_app(
 
     # ---------------------------------------------------------------- CAM
     @app.get("/api/images/{image_id}/cam")
-    def cam(
+    async def cam(
         image_id: str,
         layer: str,
         method: str = "gradcam",
         cls: str | None = Query(None, alias="class"),
         model: str = "m0",
     ):
-        return pick(model).cam_info(image_id, layer, method, cls)
+        e = pick(model)
+        return await call(e, e.cam_info, image_id, layer, method, cls)
 
     @app.get("/api/images/{image_id}/cam.png")
-    def cam_png(
+    async def cam_png(
         image_id: str,
         layer: str,
         method: str = "gradcam",
@@ -278,7 +283,8 @@ def create_app(
         download: bool = False,
         model: str = "m0",
     ):
-        data = pick(model).cam_png(image_id, layer, method, cls, alpha, cmap)
+        e = pick(model)
+        data = await call(e, e.cam_png, image_id, layer, method, cls, alpha, cmap)
         return png(data, f"{image_id}_{layer}_{method}.png" if download else None)
 
     @app.get("/api/colorbar.png")

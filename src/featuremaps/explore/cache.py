@@ -57,6 +57,15 @@ class ByteLRU:
             for k, v in evicted:
                 self._on_evict(k, v)
 
+    def pop(self, key: str):
+        """Forget ``key`` (no eviction callback: the caller asked); its value, or None."""
+        with self._lock:
+            item = self._items.pop(key, None)
+            if item is None:
+                return None
+            self._bytes -= item[1]
+            return item[0]
+
     def keys(self) -> list[str]:
         with self._lock:
             return list(self._items)

@@ -23,6 +23,7 @@ from featuremaps.cam import CAM_METHODS, overlay
 from featuremaps.errors import UserError
 from featuremaps.explore.cache import ByteLRU
 from featuremaps.explore.receptive import adapter_fields, receptive_fields
+from featuremaps.faces import NoFaceError
 from featuremaps.frameworks import (
     adapter,
     check_methods,
@@ -51,6 +52,8 @@ SORTS = ("index", "mean", "max")
 CMAPS = ("viridis", "magma", "inferno", "plasma", "cividis", "gray", "turbo", "jet", "hot", "coolwarm")
 GRID_COLS = 8
 MAX_PER_PAGE = 256
+#: CAMs (and their overlay PNGs) kept with each image's analysis: every layer of a VGG-16 for two methods
+MAX_CAMS = 32
 #: zlib level of the PNGs the page shows: 0 (stored) - the server is local, and deflating a 64-map sprite
 #: costs ~10x more than sending it over loopback; downloads use the package's default level.
 VIEW_PNG_LEVEL = 0
@@ -92,7 +95,9 @@ class Analysis:
     ch_mean: dict[str, np.ndarray]  # per channel, when the layer is first viewed
     layer_stats: dict[str, dict]
     global_range: tuple[float, float]
-    cams: dict = field(default_factory=dict)
+    note: str = ""  # what the page must say about this input (a faceless photo fed whole to the emotion model)
+    cams: dict = field(default_factory=dict)  # (label, method, class) -> CamResult
+    cam_pngs: dict = field(default_factory=dict)  # (label, method, class, alpha, cmap) -> the overlay's PNG
     small: dict = field(default_factory=dict)  # (label, h, w) -> maps at tile size (large layers only)
 
     @property
@@ -148,8 +153,13 @@ class Explorer:
         max_upload_bytes: int = 20 * 2**20,
         max_pixels: int = 40_000_000,
         input_shape: tuple[int, ...] | None = None,
+        face_crop: bool | None = None,
     ):
         self.lm = lm
+        #: the emotion model sees the largest face (None: the model's default; False: the whole image, as
+        #: ``--no-face-crop``); a photo without a face is fed whole, with a note, as ``featuremaps report`` does
+        self.face_crop = face_crop
+        self.crops_faces = bool(lm.is_emotion if face_crop is None else face_crop)
         self.input_shape = tuple(input_shape) if input_shape else None  # --input-shape: for free-size models
         self.adapter = adapter(lm.model)  # None for Keras; PyTorch and ONNX models go through the protocol
         self.convs = conv_layers(lm.model)
@@ -236,7 +246,7 @@ class Explorer:
                 "input_shape": [d if d is None else int(d) for d in self.lm.input_shape],
                 "framework": framework_of(self.lm.model),
                 "random_weights": self.random_weights,
-                "face_crop": bool(self.lm.is_emotion),
+                "face_crop": self.crops_faces,
             },
             "layers": layers,
             "receptive_field": {"exact": self.rf.exact, "note": self.rf.note},
@@ -299,9 +309,14 @@ class Explorer:
         if a is not None:
             return a
         s = self.source(image_id)
-        rgb = self._rgb(s)
-        prep = prepare(self.lm, rgb, input_shape=self.input_shape)
-        results, preds = self._extractor(prep.x.shape)(prep.x[None])
+        try:
+            rgb = self._rgb(s)
+            prep, note = self._prepare(s, rgb)
+            results, preds = self._extractor(prep.x.shape)(prep.x[None])
+        except Exception:
+            if image_id in self.uploads:  # an upload this model cannot take is no longer offered
+                self.uploads.pop(image_id)
+            raise
         probs = preds[0] if preds is not None else None
         maps, mx, mn, stats = {}, {}, {}, {}
         for r in results:
@@ -325,9 +340,23 @@ class Explorer:
         original = rgb if s_ >= 1 else resize_rgb(rgb, (max(1, round(h * s_)), max(1, round(w * s_))))
         glob = (min(v["min"] for v in stats.values()), max(v["max"] for v in stats.values()))
         pred = describe_prediction(probs, self.lm.classes, top=10) if probs is not None else []
-        a = Analysis(image_id, prep, original, (h, w), pred, probs, maps, mx, mn, {}, stats, glob)
+        a = Analysis(image_id, prep, original, (h, w), pred, probs, maps, mx, mn, {}, stats, glob, note=note)
         self.cache.put(image_id, a, a.nbytes)
         return a
+
+    def _prepare(self, s: Source, rgb: np.ndarray) -> tuple[Prepared, str]:
+        """The image as the model sees it, and the note the page shows with it."""
+        try:
+            return prepare(self.lm, rgb, input_shape=self.input_shape, face_crop=self.face_crop), ""
+        except NoFaceError:
+            if self.face_crop:  # a face crop was asked for explicitly: this image cannot be used
+                raise
+        # the emotion model's default face crop found none (a cat): the whole photo, as `report` does
+        prep = prepare(self.lm, rgb, input_shape=self.input_shape, face_crop=False)
+        return prep, (
+            f"no face found: the whole photo was fed to {self.lm.name}, which was trained on faces, "
+            "so its prediction means little here"
+        )
 
     @on_model_thread
     def summary(self, image_id: str) -> dict:
@@ -339,7 +368,8 @@ class Explorer:
             "input_shape": list(a.prep.x.shape),
             "original_size": list(a.original_size),
             "face_box": a.prep.face_box,
-            "face_crop": bool(self.lm.is_emotion),
+            "face_crop": self.crops_faces,
+            "note": a.note,
             "prediction": a.prediction,
             "random_weights": self.random_weights,
             "layers": [{"label": k, **v} for k, v in a.layer_stats.items()],
@@ -608,7 +638,7 @@ class Explorer:
                 class_index=cls,
                 classes=self.lm.classes,
             )
-            if len(a.cams) >= 8:
+            if len(a.cams) >= MAX_CAMS:
                 a.cams.pop(next(iter(a.cams)))
             a.cams[key] = res
         return a, res
@@ -630,8 +660,15 @@ class Explorer:
 
     @on_model_thread
     def cam_png(self, image_id, spec, method="gradcam", cls=None, alpha: float = 0.45, cmap: str = "jet") -> bytes:
-        a, res = self.cam(image_id, spec, method, cls)
         if not 0.0 <= alpha <= 1.0:
             raise BadRequest(f"alpha {alpha} is outside 0-1")
         self.cmap(cmap)
-        return encode_png(overlay(a.prep.shown, res.heatmap_up, cmap=cmap, alpha=alpha))
+        a, res = self.cam(image_id, spec, method, cls)
+        key = (res.layer.label, method, None if cls in (None, "") else str(cls), float(alpha), cmap)
+        data = a.cam_pngs.get(key)
+        if data is None:
+            data = encode_png(overlay(a.prep.shown, res.heatmap_up, cmap=cmap, alpha=alpha))
+            if len(a.cam_pngs) >= MAX_CAMS:
+                a.cam_pngs.pop(next(iter(a.cam_pngs)))
+            a.cam_pngs[key] = data
+        return data

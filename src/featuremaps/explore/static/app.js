@@ -8,7 +8,44 @@
     sort: "index", page: 0, compare: "", cam: false, opacity: 60, model: "m0", vs: "",
   };
   let info = null, summary = null, summaryB = null, view = null, viewB = null, hoverBusy = false, hoverNext = null;
-  let layerTicket = 0, camTicket = 0;  // only the latest request of each kind updates the page
+  let layerTicket = 0, camTicket = 0, imageTicket = 0, renderTicket = 0;  // only the latest request of each kind updates the page
+  let camShown = "";  // the CAM on screen (its query): redrawn only when the layer, class, method or image change
+  let drawSeq = 0;  // grids drawn so far (data-drawn on #grid: for tests and benchmarks/bench_explore_page.py)
+
+  // A visited layer costs no request: its JSON and its sprite are kept here (the server's answers for an image id
+  // never change: command-line ids are fixed for the server's life, uploads are named by the hash of their bytes).
+  const jsonCache = new Map(), spriteCache = new Map();
+  const JSON_KEEP = 200, SPRITE_BYTES = 96 * 2 ** 20;
+  let spriteBytes = 0;
+  function remember(map, key, value) {
+    map.delete(key); map.set(key, value);
+  }
+  async function cachedJSON(url) {
+    if (jsonCache.has(url)) { const v = jsonCache.get(url); remember(jsonCache, url, v); return v; }
+    const v = await api(url);
+    remember(jsonCache, url, v);
+    if (jsonCache.size > JSON_KEEP) jsonCache.delete(jsonCache.keys().next().value);
+    return v;
+  }
+  async function sprite(url) {  // an object URL of the sprite, decoded: drawing it next is immediate
+    const hit = spriteCache.get(url);
+    if (hit) { remember(spriteCache, url, hit); return hit.src; }
+    const r = await fetch(url);
+    if (!r.ok) {
+      const body = await r.json().catch(() => ({}));
+      throw new Error(body.error || `HTTP ${r.status}`);
+    }
+    const blob = await r.blob(), src = URL.createObjectURL(blob), img = new Image();
+    img.src = src;
+    await img.decode().catch(() => {});
+    remember(spriteCache, url, { src, img, size: blob.size });
+    spriteBytes += blob.size;
+    while (spriteBytes > SPRITE_BYTES && spriteCache.size > 1) {
+      const [k, old] = spriteCache.entries().next().value;
+      spriteCache.delete(k); spriteBytes -= old.size; URL.revokeObjectURL(old.src);
+    }
+    return src;
+  }
 
   function status(msg, isError) {
     const f = $("status");
@@ -87,25 +124,32 @@
       ? "Receptive fields are exact (a chain of layers)."
       : `Receptive fields are approximate: ${info.receptive_field.note}.`;
     $("cmap").value = S.cmap; $("norm").value = S.norm; $("sort").value = S.sort; $("cammethod").value = S.method;
-    $("camclass").value = S.cls; $("opacity").value = S.opacity;
+    $("camclass").value = S.cls; $("opacity").value = S.opacity; $("camon").checked = S.cam;
+    let gone = "";
+    if (S.image && !info.images.some((im) => im.id === S.image)) {  // a link to an upload the server forgot
+      gone = `image '${S.image}' is no longer on this server (uploads are forgotten when the server restarts or many follow)`;
+      S.image = null;
+    }
+    if (S.compare && !info.images.some((im) => im.id === S.compare)) S.compare = "";
+    if (!S.image && info.images.length) S.image = info.images[0].id;
     fillImages(info.images);
     buildRail();
     bind();
-    if (!S.image && info.images.length) S.image = info.images[0].id;
     if (S.image) await loadImage(S.image);
-    else status("upload or drop an image to begin");
+    else { clearView(); status(gone || "upload or drop an image to begin", !!gone); }
+    if (gone && S.image) status(`${gone}; showing ${nameOf(S.image)}`, true);
   }
   function fillImages(list) {
+    const offered = (id) => list.some((im) => im.id === id);
     for (const sel of [$("images"), $("compare")]) {
-      const keep = sel.value;
       sel.textContent = "";
       if (sel.id === "compare") option(sel, "", "(nothing)");
       else if (!list.length) option(sel, "", "(none yet: upload one)");
+      else if (!offered(S.image)) option(sel, "", "(choose an image)");
       for (const im of list) option(sel, im.id, `${im.name} (${im.origin})`);
-      sel.value = keep;
     }
-    if (S.image) $("images").value = S.image;
-    $("compare").value = S.compare || "";
+    $("images").value = offered(S.image) ? S.image : "";
+    $("compare").value = offered(S.compare) ? S.compare : "";
   }
   function buildRail() {
     const ol = $("layers");
@@ -135,7 +179,7 @@
     for (const id of ["cmap", "norm"]) $(id).addEventListener("change", () => { S[id] = $(id).value; render(); });
     $("sort").addEventListener("change", () => { S.sort = $("sort").value; S.page = 0; selectLayer(S.layer); });
     $("prev").addEventListener("click", () => { if (S.page > 0) { S.page--; render(); } });
-    $("next").addEventListener("click", () => { if ((S.page + 1) * PER_PAGE < view.shape[2]) { S.page++; render(); } });
+    $("next").addEventListener("click", () => { if (view && (S.page + 1) * PER_PAGE < view.shape[2]) { S.page++; render(); } });
     $("compare").addEventListener("change", () => {
       S.compare = $("compare").value;
       if (S.compare) { S.vs = ""; $("vs").value = ""; }
@@ -152,38 +196,87 @@
     });
     $("opacity").addEventListener("input", () => { S.opacity = +$("opacity").value; $("doverlay").style.opacity = S.opacity / 100; writeURL(); });
     $("closedetail").addEventListener("click", () => { S.channel = null; renderDetail(); writeURL(); });
-    $("camgo").addEventListener("click", () => { S.cam = true; S.cls = $("camclass").value; S.method = $("cammethod").value; renderCam(); });
+    $("camon").addEventListener("change", () => {  // a toggle: off, a layer switch does no CAM work at all
+      S.cam = $("camon").checked;
+      if (S.cam) renderCam(); else hideCam();
+      writeURL();
+    });
+    for (const id of ["camclass", "cammethod"]) {
+      $(id).addEventListener("change", () => {
+        S.cls = $("camclass").value; S.method = $("cammethod").value;
+        if (S.cam) renderCam();
+        writeURL();
+      });
+    }
     $("exportpng").addEventListener("click", exportPNG);
-    $("exportnpy").addEventListener("click", () => download(`${imgBase(S.image)}/layers/${enc(S.layer)}/maps.npy?${mq({})}`));
+    $("exportnpy").addEventListener("click", () => view && download(`${imgBase(S.image)}/layers/${enc(S.layer)}/maps.npy?${mq({})}`));
     const big = $("detailwrap");
     big.addEventListener("mousemove", (e) => hover(e, big, S.image, view, S.channel, S.model));
     big.addEventListener("mouseleave", () => { $("rfbox").hidden = true; });
   }
 
   // ---------------------------------------------------------------- images
+  async function refreshImages() {  // the server's list: an upload it could not use is no longer offered
+    const list = await api("/api/images");
+    info.images = list.images;
+    fillImages(list.images);
+  }
   async function upload(file) {
     status(`uploading ${file.name} ...`);
+    let r;
     try {
-      const r = await api("/api/images", { method: "POST", body: file, headers: { "X-Filename": enc(file.name) } });
-      const list = await api("/api/images");
-      info.images = list.images;
-      fillImages(list.images);
-      await loadImage(r.id);
+      r = await api("/api/images", { method: "POST", body: file, headers: { "X-Filename": enc(file.name) } });
+      await refreshImages();
     } catch (e) {
-      status(`upload refused: ${e.message}`, true);
+      status(`upload of ${file.name} refused: ${e.message}`, true);
+      return;
+    } finally {
+      $("file").value = "";  // the chooser names no file: the upload is now in the images list (or refused)
     }
+    await loadImage(r.id);
+  }
+  function clearView(title) {  // nothing of another image stays on screen under this one's name
+    summary = null; summaryB = null; view = null; viewB = null; camShown = "";
+    ++layerTicket; ++camTicket; ++renderTicket;
+    for (const id of ["input", "dinput", "original", "doverlay", "camimg", "inputB"]) $(id).removeAttribute("src");
+    $("camimg").hidden = true; $("caminfo").textContent = "";
+    $("inputnote").textContent = ""; $("facenote").hidden = true; $("facewrap").hidden = true;
+    $("inputwrap").hidden = true;  // no image, not a broken one
+    $("pred").textContent = ""; $("detail").hidden = true; $("rfbox").hidden = true;
+    $("layertitle").textContent = ""; $("layertitle").title = ""; $("pageinfo").textContent = "";
+    $("cblo").textContent = ""; $("cbhi").textContent = "";
+    for (const li of $("layers").children) li.querySelector(".lstats").textContent = "";
+    for (const id of ["grid", "gridB"]) { $(id).textContent = ""; delete $(id).dataset.drawn; delete $(id).dataset.src; }
+    $("panelB").hidden = true; $("inputBwrap").hidden = true;
+    $("gridtitle").textContent = title || "";
   }
   async function loadImage(id) {
+    const ticket = ++imageTicket;
     S.image = id; summaryB = null;
     $("images").value = id;
-    status("running the image through the network ...");
+    status(`running ${nameOf(id)} through the network ...`);
+    let sm;
     try {
-      summary = await api(`${imgBase(id)}?${mq({})}`);
-    } catch (e) { status(e.message, true); return; }
+      sm = await api(`${imgBase(id)}?${mq({})}`);
+    } catch (e) {
+      if (ticket !== imageTicket) return;
+      const msg = `${nameOf(id)}: ${e.message}`;
+      clearView(msg);
+      await refreshImages().catch(() => {});
+      if (!info.images.some((im) => im.id === id)) S.image = null;  // forgotten by the server: not offered
+      writeURL();
+      status(msg, true);
+      return;
+    }
+    if (ticket !== imageTicket) return;
+    if (camShown) { $("camimg").hidden = true; $("caminfo").textContent = ""; camShown = ""; }  // another image's
+    summary = sm;
     $("input").src = `${imgBase(id)}/input.png?${mq({})}`;
+    $("inputwrap").hidden = false;
     $("dinput").src = `${imgBase(id)}/input.png?${mq({})}`;
-    $("inputnote").textContent = `what the network saw: ${summary.input_shape.join("x")}` +
-      (summary.face_crop ? (summary.face_box ? " (face crop)" : " (no face found: whole image)") : "");
+    $("inputnote").textContent = `what the network saw: ${inputNote(summary)}`;
+    $("facenote").textContent = summary.note || "";
+    $("facenote").hidden = !summary.note;
     renderFace();
     renderPrediction();
     for (const li of $("layers").children) {
@@ -192,6 +285,12 @@
     }
     const known = info.layers.some((l) => l.label === S.layer);
     await selectLayer(known ? S.layer : info.layers[0].label, true);
+  }
+  function inputNote(sm) {
+    const shape = sm.input_shape.join("x");
+    if (!sm.face_crop) return shape;
+    if (sm.face_box) return `${shape} (face crop)`;
+    return sm.note ? `${shape} (no face found: the whole photo)` : `${shape} (a face-sized image, fed as is)`;
   }
   function renderFace() {
     const fw = $("facewrap");
@@ -225,63 +324,113 @@
 
   // ---------------------------------------------------------------- layers and grid
   async function selectLayer(label, keepPage) {
-    if (!S.image) return;
+    if (!S.image || !summary) return;
     if (label !== S.layer) { S.channel = null; }
     if (label !== S.layer || !keepPage) S.page = keepPage ? S.page : 0;
     S.layer = label;
     for (const li of $("layers").children) li.classList.toggle("active", li.dataset.label === label);
     const ticket = ++layerTicket;
-    let v, vB = null;
+    let v, vB = null, sB = null;
     try {
-      v = await api(`${imgBase(S.image)}/layers/${enc(label)}?${mq({ sort: S.sort })}`);
+      v = await cachedJSON(`${imgBase(S.image)}/layers/${enc(label)}?${mq({ sort: S.sort })}`);
+    } catch (e) {
+      if (ticket === layerTicket) clearGrids(`${nameOf(S.image)}, ${label}: ${e.message}`);
+      return;
+    }
+    try {
       if (S.vs) {  // the same image through the other model, at the layer of the same relative depth
         const other = info.models.find((x) => x.id === S.vs);
-        if (!summaryB) summaryB = await api(`${imgBase(S.image)}?${mq({}, S.vs)}`);
-        vB = await api(`${imgBase(S.image)}/layers/${enc(other.align[label])}?${mq({ sort: S.sort }, S.vs)}`);
-      } else if (S.compare) {
-        vB = await api(`${imgBase(S.compare)}/layers/${enc(label)}?${mq({ sort: S.sort })}`);
+        sB = await cachedJSON(`${imgBase(S.image)}?${mq({}, S.vs)}`);
+        vB = await cachedJSON(`${imgBase(S.image)}/layers/${enc(other.align[label])}?${mq({ sort: S.sort }, S.vs)}`);
+      } else if (S.compare) {  // another image through this model, the same channels
+        sB = await cachedJSON(`${imgBase(S.compare)}?${mq({})}`);
+        vB = await cachedJSON(`${imgBase(S.compare)}/layers/${enc(label)}?${mq({ sort: S.sort })}`);
       }
-    } catch (e) { if (ticket === layerTicket) status(e.message, true); return; }
+    } catch (e) {  // the second panel alone failed: the main view stays, the panel says why
+      if (ticket !== layerTicket) return;
+      vB = null; sB = null;
+      $("gridtitleB").textContent = `${S.vs ? modelName(S.vs) : nameOf(S.compare)}: ${e.message}`;
+      status(`compare: ${e.message}`, true);
+    }
     if (ticket !== layerTicket) return;
-    view = v; viewB = vB;
+    view = v; viewB = vB; summaryB = sB;
     if (S.page * PER_PAGE >= view.shape[2]) S.page = 0;
     if (S.channel !== null && S.channel >= view.shape[2]) S.channel = null;
-    render();
+    await render();
+  }
+  function clearGrids(msg) {  // a layer that failed: no other layer's maps stay under its title
+    view = null; viewB = null; ++renderTicket;
+    for (const id of ["grid", "gridB"]) { $(id).textContent = ""; delete $(id).dataset.drawn; delete $(id).dataset.src; }
+    $("panelB").hidden = true; $("detail").hidden = true;
+    $("layertitle").textContent = ""; $("pageinfo").textContent = ""; $("cblo").textContent = ""; $("cbhi").textContent = "";
+    $("gridtitle").textContent = msg;
+    status(msg, true);
   }
   function pageIds() { return view.order.slice(S.page * PER_PAGE, (S.page + 1) * PER_PAGE); }
-  function render() {
+  const gridURL = (image, v, gridQ, model) => `${imgBase(image)}/layers/${enc(v.label)}/grid.png?${mq(gridQ, model)}`;
+  const nextFrame = () => new Promise((res) => requestAnimationFrame(() => setTimeout(res, 0)));
+  async function render() {
+    // The sprites first, then the whole view at once: a title never stands over another layer's maps.
     if (!view) return;
-    const [H, W, C] = view.shape;
-    $("layertitle").textContent = `${view.label} ${view.name}  ${H}x${W}x${C}`;
-    const ids = pageIds();
+    const ticket = ++renderTicket;
+    const v = view, vB = viewB, sB = summaryB, ids = pageIds();
+    const gridQ = { cmap: S.cmap, norm: S.norm, channels: ids.join(",") };
+    let B = null;  // the second panel: another model (its own channels, first page) or another image (the same ones)
+    if (vB && S.vs) {
+      const idsB = vB.order.slice(0, PER_PAGE);
+      B = { image: S.image, model: S.vs, ids: idsB, q: { cmap: S.cmap, norm: S.norm, channels: idsB.join(",") } };
+    } else if (vB) {
+      B = { image: S.compare, model: S.model, ids, q: gridQ };
+    }
+    const url = gridURL(S.image, v, gridQ, S.model);
+    let src, srcB = null;
+    status(`drawing ${v.label} ...`);
+    try {
+      [src, srcB] = await Promise.all([sprite(url), B ? sprite(gridURL(B.image, vB, B.q, B.model)) : null]);
+    } catch (e) {
+      if (ticket === renderTicket) clearGrids(`${nameOf(S.image)}, ${v.label}: ${e.message}`);
+      return;
+    }
+    if (ticket !== renderTicket) return;
+    const [H, W, C] = v.shape;
+    const title = `${v.label} ${v.name}  ${H}x${W}x${C}`;
+    $("layertitle").textContent = title; $("layertitle").title = title;
     $("pageinfo").textContent = `channels ${S.page * PER_PAGE + 1}-${S.page * PER_PAGE + ids.length} of ${C}`;
-    $("colorbar").src = `/api/colorbar.png?${q({ cmap: S.cmap })}`;
-    const rng = S.norm === "map" ? null : view.ranges[S.norm];
+    const bar = `/api/colorbar.png?${q({ cmap: S.cmap })}`;
+    if ($("colorbar").getAttribute("src") !== bar) $("colorbar").src = bar;
+    const rng = S.norm === "map" ? null : v.ranges[S.norm];
     $("cblo").textContent = rng ? fmt(rng[0]) : "each map: its min";
     $("cbhi").textContent = rng ? fmt(rng[1]) : "its max";
-    const gridQ = { cmap: S.cmap, norm: S.norm, channels: ids.join(",") };
-    drawGrid($("grid"), S.image, view, ids, gridQ, S.model);
+    $("cblo").title = $("cblo").textContent; $("cbhi").title = $("cbhi").textContent;
+    drawGrid($("grid"), S.image, v, ids, src, url, S.model);
     const sorted = `sorted by ${S.sort === "index" ? "channel number" : S.sort}`;
-    $("gridtitle").textContent = S.vs ? `${modelName(S.model)} · ${view.label} ${view.name} · ${top(summary)}`
+    $("gridtitle").textContent = S.vs ? `${modelName(S.model)} · ${v.label} ${v.name} · ${top(summary)}`
       : S.compare ? nameOf(S.image) : sorted;
-    $("panelB").hidden = !viewB;
-    $("inputB").hidden = !(viewB && S.vs);
-    if (viewB && S.vs) {
-      const src = `${imgBase(S.image)}/input.png?${mq({}, S.vs)}`;  // its own input: a face crop, another size
-      if ($("inputB").getAttribute("src") !== src) $("inputB").src = src;
-      $("inputB").title = `what ${modelName(S.vs)} saw: ${summaryB.input_shape.join("x")}`;  // another model: its own channels, first page in the same sort
-      const [hB, wB, cB] = viewB.shape, idsB = viewB.order.slice(0, PER_PAGE);
-      $("gridtitleB").textContent = `${modelName(S.vs)} · ${viewB.label} ${viewB.name} ${hB}x${wB}x${cB} ` +
-        `(same relative depth as ${view.label}) · ${top(summaryB)}` + (idsB.length < cB ? ` · first ${idsB.length} of ${cB}, ${sorted}` : "");
-      drawGrid($("gridB"), S.image, viewB, idsB, { cmap: S.cmap, norm: S.norm, channels: idsB.join(",") }, S.vs);
-    } else if (viewB) {
-      $("gridtitleB").textContent = `${nameOf(S.compare)} (same channels)`;
-      drawGrid($("gridB"), S.compare, viewB, ids, gridQ, S.model);
+    $("panelB").hidden = !B;
+    $("inputBwrap").hidden = !B;
+    if (B) {
+      // what the network saw of the other side: the other model's own input (a face crop, another size), or the
+      // other image's (its face crop for the emotion model)
+      const inB = `${imgBase(B.image)}/input.png?${mq({}, B.model)}`;
+      if ($("inputB").getAttribute("src") !== inB) $("inputB").src = inB;
+      const [hB, wB, cB] = vB.shape;
+      if (S.vs) {
+        $("inputBnote").textContent = `what ${modelName(S.vs)} saw: ${inputNote(sB)}`;
+        $("gridtitleB").textContent = `${modelName(S.vs)} · ${vB.label} ${vB.name} ${hB}x${wB}x${cB} ` +
+          `(same relative depth as ${v.label}) · ${top(sB)}` + (B.ids.length < cB ? ` · first ${B.ids.length} of ${cB}, ${sorted}` : "");
+      } else {
+        $("inputBnote").textContent = `what the network saw of ${nameOf(S.compare)}: ${inputNote(sB)}` + (sB.note ? `; ${sB.note}` : "");
+        $("gridtitleB").textContent = `${nameOf(S.compare)} (same channels) · ${top(sB)}`;
+      }
+      drawGrid($("gridB"), B.image, vB, B.ids, srcB, gridURL(B.image, vB, B.q, B.model), B.model);
     }
     renderDetail();
-    if (S.cam) renderCam();
     writeURL();
-    status(`${view.label}: ${C} channels · mean ${fmt(view.stats.mean)} · zeros ${(100 * view.stats.zero_fraction).toFixed(0)}% · dead ${view.stats.dead}`);
+    status(`${v.label}: ${C} channels · mean ${fmt(v.stats.mean)} · zeros ${(100 * v.stats.zero_fraction).toFixed(0)}% · dead ${v.stats.dead}`);
+    await nextFrame();  // painted: marked for tests and benchmarks (click-to-drawn)
+    if (ticket !== renderTicket) return;
+    $("grid").dataset.drawn = `${++drawSeq} ${v.label}`;
+    if (S.cam) renderCam();  // after the maps: a CAM never delays a layer's grid
   }
   function nameOf(id) { const im = info.images.find((i) => i.id === id); return im ? im.name : id; }
   function top(sm) {
@@ -289,18 +438,19 @@
     const p = sm.prediction[0];
     return sm.random_weights ? "random weights" : `predicts ${p.class} (${pct(p.probability)})`;
   }
-  function drawGrid(el, image, v, ids, gridQ, model) {
+  function drawGrid(el, image, v, ids, src, url, model) {
     el.textContent = "";
+    el.dataset.src = url;  // the route the sprite came from (its query: colormap, norm, channels)
     const [th, tw] = v.tile, cols = Math.min(v.cols, ids.length), rows = Math.ceil(ids.length / cols);
-    const url = `${imgBase(image)}/layers/${enc(v.label)}/grid.png?${mq(gridQ, model)}`;
+    const main = image === S.image && model === S.model;
+    const frag = document.createDocumentFragment();
     ids.forEach((c, j) => {
       const cell = document.createElement("div"); cell.className = "cell"; cell.dataset.channel = c;
       cell.style.width = `${tw + 2}px`;
-      const main = image === S.image && model === S.model;
       if (c === S.channel && main) cell.classList.add("sel");
       const t = document.createElement("div"); t.className = "tile";
       Object.assign(t.style, {
-        width: `${tw}px`, height: `${th}px`, backgroundImage: `url("${url}")`,
+        width: `${tw}px`, height: `${th}px`, backgroundImage: `url("${src}")`,
         backgroundSize: `${cols * tw}px ${rows * th}px`,
         backgroundPosition: `-${(j % cols) * tw}px -${Math.floor(j / cols) * th}px`,
       });
@@ -311,8 +461,9 @@
       t.addEventListener("mousemove", (e) => hover(e, t, image, v, c, model));
       t.addEventListener("mouseleave", () => { $("rfbox").hidden = true; });
       t.addEventListener("click", () => { if (main) { S.channel = c; render(); } });
-      el.appendChild(cell);
+      frag.appendChild(cell);
     });
+    el.appendChild(frag);
   }
 
   // ---------------------------------------------------------------- hover: value and receptive field
@@ -364,12 +515,21 @@
     $("doverlay").style.opacity = S.opacity / 100;
     $("opacity").value = S.opacity;
   }
-  async function renderCam() {
-    const cq = { layer: S.layer, method: S.method, class: S.cls };
+  function hideCam() {
+    ++camTicket; camShown = "";
+    $("camimg").hidden = true; $("camimg").removeAttribute("src");
+    $("caminfo").textContent = "CAM off: layer switches compute none";
+  }
+  async function renderCam() {  // the CAM of the current image, layer, class and method (once: cached both sides)
+    if (!S.cam || !summary) return;
+    const cq = { layer: S.layer, method: S.method, class: S.cls }, key = `${S.image} ${S.model} ${q(cq)}`;
+    if (key === camShown) return;
+    camShown = key;
     $("caminfo").textContent = `computing ${S.method} at ${S.layer} ...`;
+    $("camimg").hidden = true;
     const ticket = ++camTicket;
     try {
-      const r = await api(`${imgBase(S.image)}/cam?${mq(cq)}`);
+      const r = await cachedJSON(`${imgBase(S.image)}/cam?${mq(cq)}`);
       if (ticket !== camTicket) return;
       const img = $("camimg");
       img.src = `${imgBase(S.image)}/cam.png?${mq(cq)}`;
@@ -379,6 +539,7 @@
         (r.random_weights ? " - random weights" : "");
     } catch (e) {
       if (ticket !== camTicket) return;
+      camShown = "";
       $("caminfo").textContent = e.message;
       status(e.message, true);
     }
