@@ -267,13 +267,22 @@ class Shower:
 
 def show(
     images: Iterable[str | Path],
-    model: str | LoadedModel | None = None,
+    model=None,
     out: str | Path = "featuremaps-out",
     progress: Callable[[int, int, Path], None] | None = None,
     **options,
 ) -> list[ShowResult]:
-    """Python API for ``featuremaps show``: render every image, return where each one's files are."""
-    lm = model if isinstance(model, LoadedModel) else models.load(model)
+    """Python API for ``featuremaps show``: render every image, return where each one's files are.
+
+    ``model``: a name (``"vgg16"``), a path, a :class:`LoadedModel`, or a model object (a Keras model, a
+    ``torch.nn.Module``, an ONNX Runtime ``InferenceSession``); default the bundled emotion model.
+
+    Example::
+
+        >>> import featuremaps as fm, keras
+        >>> fm.show(["cat.png"], model=keras.applications.VGG16(weights=None), layers="C1-C3")
+    """
+    lm = models.as_loaded(model)
     opts = ShowOptions(**options)
     paths = find_images([str(p) for p in images])
     # a model without conv layers or a bad --layers: fail before the first image

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from featuremaps import models
+from featuremaps.cli.loading import check_layers, load_model_from_args
 from featuremaps.cli.progress import Batch, clean, kept_note
 from featuremaps.errors import UserError
-from featuremaps.frameworks import conv_layers
 from featuremaps.images import find_images
 from featuremaps.io import check_writable, output_names
-from featuremaps.layers import select_layers
 from featuremaps.pipeline import Shower, ShowOptions, percent
 
 #: The overview is never drawn larger than this many pixels (a 200 Mpx RGB canvas is 600 MB).
@@ -29,15 +27,7 @@ def check_figure_size(maps: int, cell: int, layers: int) -> None:
 def run(args) -> int:
     paths = find_images(args.images)  # fail on a bad path before loading (or downloading) a model
     out = check_writable(args.out)
-    classes = args.classes.split(",") if args.classes else None
-    lm = models.load(
-        args.model,
-        weights=args.weights,
-        unsafe=args.unsafe,
-        preprocess=args.preprocess,
-        classes=classes,
-        random_head=False,
-    )
+    lm = load_model_from_args(args, random_head=False)
     opts = ShowOptions(
         layers=args.layers,
         maps=args.maps,
@@ -52,9 +42,7 @@ def run(args) -> int:
         max_pixels=args.max_pixels,
         layer_pngs=args.layer_pngs,
     )
-    chosen = select_layers(
-        conv_layers(lm.model, opts.input_shape), opts.layers
-    )  # a bad --layers fails before the first image
+    chosen = check_layers(lm, opts.layers, opts.input_shape)  # a bad --layers fails before the first image
     check_figure_size(opts.maps, opts.cell, len(chosen))
     shower = Shower(lm, opts)
     batch = Batch("show ")
