@@ -137,6 +137,9 @@ def test_a_new_method_is_one_function_and_one_record(monkeypatch, tiny_functiona
     assert CAM_METHODS["toy"] is toy_cam and cam.toy_cam is toy_cam and "toy_cam" in dir(cam)
     assert "toy" not in NEEDS_GRADIENTS and "toy" not in NEEDS_HEAD and parse_methods("toy-cam") == ["toy"]
     assert "toy" in build_parser().format_help()
+    with pytest.raises(SystemExit):
+        main(["cam", "--help"])
+    assert "toy          channel mean (no gradients; Nobody, 2026)" in capsys.readouterr().out
     p = tmp_path / "m.keras"
     tiny_functional.save(p)
     out = tmp_path / "out"

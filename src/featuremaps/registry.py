@@ -69,7 +69,7 @@ CAM_METHODS: dict[str, CamMethod] = {
             f"{_M}:gradcam_pp",
             "gradients",
             "Chattopadhay et al., Grad-CAM++, WACV 2018",
-            "pixel-wise weights from second and third powers of the gradients (normalised as in the authors' code)",
+            "pixel-wise weights from second and third powers of the gradients, normalised as in the authors' code",
             aliases=("gradcampp", "grad-cam++"),
         ),
         CamMethod(
@@ -110,7 +110,7 @@ CAM_METHODS: dict[str, CamMethod] = {
             f"{_M}:eigencam",
             "nothing",
             "Muhammad & Yeasin, Eigen-CAM, IJCNN 2020",
-            "the activations' first principal component (class-agnostic)",
+            "the activations' first principal component, class-agnostic",
             aliases=("eigen-cam",),
         ),
         CamMethod(

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from featuremaps import __version__, keras_backend, registry
@@ -44,6 +45,18 @@ def cam_names() -> str:
     """``gradcam, gradcam++, ...``: the CAM methods ``--method`` takes, from the registry
     (:data:`featuremaps.registry.CAM_METHODS`: plain data, so ``--help`` imports no numpy or Keras)."""
     return ", ".join(registry.cam_method_names())
+
+
+def cam_methods_list() -> str:
+    """The end of ``featuremaps cam --help``: each method, what it computes, what it needs, its paper."""
+    needs = {"gradients": "gradients", "head": "re-runs from the layer", "forward": "forward passes", "nothing": None}
+    lines = ["methods (needs; paper):"]
+    for m in registry.CAM_METHODS.values():
+        what = f"{m.summary} ({needs[m.needs] or 'no gradients'}; {m.paper})"
+        lines += textwrap.wrap(
+            what, 100, initial_indent=f"  {m.name:<13}", subsequent_indent=" " * 15, break_on_hyphens=False
+        )
+    return "\n".join(lines)
 
 
 def cam_methods_help() -> str:
@@ -375,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run="layers")
 
     p = _sub(sub, "cam", f"class activation maps: {cam_names()}")
+    p.epilog = f"{cam_methods_list()}\n\n{p.epilog}"
     _image_args(p)
     _model_args(p)
     p.add_argument(
