@@ -456,3 +456,18 @@ def test_python_show_takes_model_objects(tiny_functional, rgb_image, tmp_path):
     for i, model in enumerate([net, ort.InferenceSession(str(onnx_file)), onnx_file]):
         (r,) = fm.show([rgb_image], model=model, out=tmp_path / f"o{i}", maps=2, layer_pngs=False)
         assert (r.folder / "overview.png").is_file()
+
+
+@pytest.mark.parametrize("command", ["show", "report", "compare-classes"])
+def test_a_bad_colormap_is_one_line_before_the_model_loads(command, rgb_image, tmp_path, capsys, monkeypatch):
+    """--cmap travels in one record (render.Look) checked before any work: one error line, exit 2, no model
+    loaded (models.load would fail the test) and no per-image warnings."""
+    from featuremaps import models
+
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    images = [str(rgb_image)] * (2 if command == "compare-classes" else 1)
+    out = tmp_path / ("r.html" if command == "report" else "out")
+    assert main([command, *images, "--cmap", "nope", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("featuremaps: error: unknown colormap 'nope'") and err.count("\n") == 1, err
+    assert not out.exists()

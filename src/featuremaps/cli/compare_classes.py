@@ -9,6 +9,7 @@ from featuremaps.compare_classes import compare_classes, faces_from_fer, write_c
 from featuremaps.errors import UserError
 from featuremaps.images import find_images, load_image
 from featuremaps.io import check_replaceable, check_writable
+from featuremaps.render import colormap
 
 
 def run(args) -> int:
@@ -26,6 +27,7 @@ def run(args) -> int:
     out_root = check_writable(args.out)
     inputs = paths if args.images else []
     folder = check_replaceable(out_root / "compare-classes", inputs=inputs)
+    colormap(args.cmap)  # a bad --cmap: one line, before the model loads
     lm = load_model_from_args(args)
     check_layers(lm, args.layers)
     pics, preds, notes = compare_classes(

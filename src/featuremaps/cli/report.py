@@ -9,6 +9,7 @@ from featuremaps.cli.progress import Batch, clean
 from featuremaps.errors import UserError
 from featuremaps.images import find_images
 from featuremaps.io import check_replaceable_page
+from featuremaps.render import Look
 from featuremaps.report import write_report
 
 
@@ -21,6 +22,7 @@ def run(args) -> int:
         raise UserError(f"--out {clean(out)} is a folder; pass a file name like {clean(out / 'report.html')}")
     check_replaceable_page(out)  # only a page featuremaps wrote is replaced; fail before the model loads
     method = args.cam if args.cam is not None else args.method
+    Look(cmap=args.cmap).check()  # a bad --cmap: one line, before the model loads
     lm = load_model_from_args(args)
     check_layers(lm, args.layers)  # a bad --layers fails before any progress output
     cams = tuple(m.strip() for m in (method or "").split(",") if m.strip() and m.strip() != "none")
