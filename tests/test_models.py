@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
+import tomllib
 
 from featuremaps import UserError
 from featuremaps import load_model as load
@@ -226,6 +230,11 @@ def test_framework_registry_is_the_one_list_of_suffixes_and_extras(capsys):
     assert set(registry.model_suffixes()) >= {".keras", ".h5", ".pt", ".pt2", ".onnx"}
     extras = registry.extras()
     assert extras["onnxruntime"] == "onnx" and extras["torchvision"] == "torch" and extras["uvicorn"] == "explore"
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = pyproject["project"]["optional-dependencies"]
+    for package, extra in extras.items():  # each "pip install 'featuremaps[extra]'" line installs the package
+        if package != "starlette":  # (starlette comes with fastapi)
+            assert any(re.match(rf"{package}\b", r) for r in declared[extra]), (package, extra)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["show", "--help"])
     show_help = " ".join(capsys.readouterr().out.split())
