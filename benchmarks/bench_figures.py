@@ -34,7 +34,8 @@ def timed(f, n):
 def figures():
     from featuremaps.atlas import AtlasResult, render_heatmap, render_top_images
     from featuremaps.charts import render_confusion
-    from featuremaps.compare import ModelRun, render_classes, render_models
+    from featuremaps.compare import ModelRun, render_models
+    from featuremaps.compare_classes import render_classes
     from featuremaps.explain import render_panel
     from featuremaps.extractor import LayerMaps
     from featuremaps.layers import ConvLayer

@@ -117,3 +117,63 @@ def test_cli_cam_and_report_with_the_new_methods(tiny_functional, rgb_image, tmp
     assert rc == 0, capsys.readouterr().err
     doc = html.read_text()
     assert "eigencam on c4" in doc and "ablation-cam on c4" in doc and "failed" not in doc
+
+
+# ---------------------------------------------------------------- the registry: one record per method
+def toy_cam(acts, grads=None, **_):
+    """A toy method for the registry test: the channel mean of the activations."""
+    return np.maximum(acts.mean(axis=-1), 0.0).astype(np.float32)
+
+
+def test_a_new_method_is_one_function_and_one_record(monkeypatch, tiny_functional, rgb_image, tmp_path, capsys):
+    """Registering a record is all it takes: the CLI takes it (and its alias), the help lists it, the needs-sets,
+    the function table and the exports of featuremaps.cam see it."""
+    from featuremaps import cam, registry
+    from featuremaps.cam import NEEDS_GRADIENTS, NEEDS_HEAD, parse_methods
+    from featuremaps.cli.options import build_parser
+
+    record = registry.CamMethod("toy", f"{__name__}:toy_cam", "nothing", "Nobody, 2026", "channel mean", ("toy-cam",))
+    monkeypatch.setitem(registry.CAM_METHODS, "toy", record)
+    assert CAM_METHODS["toy"] is toy_cam and cam.toy_cam is toy_cam and "toy_cam" in dir(cam)
+    assert "toy" not in NEEDS_GRADIENTS and "toy" not in NEEDS_HEAD and parse_methods("toy-cam") == ["toy"]
+    assert "toy" in build_parser().format_help()
+    with pytest.raises(SystemExit):
+        main(["cam", "--help"])
+    assert "toy          channel mean (no gradients; Nobody, 2026)" in capsys.readouterr().out
+    p = tmp_path / "m.keras"
+    tiny_functional.save(p)
+    out = tmp_path / "out"
+    rc = main(["cam", str(rgb_image), "--model", str(p), "--method", "gradcam,toy-cam", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    manifest = json.loads((out / "img" / "cam" / "cam.json").read_text())
+    assert [e["method"] for e in manifest["maps"]] == ["gradcam", "toy"]
+    monkeypatch.undo()
+    assert "toy" not in CAM_METHODS and "toy" not in build_parser().format_help()
+
+
+def test_the_needs_sets_come_from_the_records():
+    from featuremaps import registry
+    from featuremaps.cam import NEEDS_GRADIENTS, NEEDS_HEAD
+
+    assert set(NEEDS_GRADIENTS) == {"gradcam", "gradcam++", "layercam", "hirescam", "xgradcam"}
+    assert set(NEEDS_HEAD) == {"ablationcam"}
+    assert list(CAM_METHODS) == list(registry.CAM_METHODS)
+    for m in registry.CAM_METHODS.values():
+        assert callable(m.load()) and m.load().__doc__, m.name  # each function exists and says what it computes
+
+
+def test_readme_lists_exactly_the_registered_methods():
+    """The README's method table (| `name` | paper | needs |) names each registered method once, with its paper."""
+    import re
+    from pathlib import Path
+
+    from featuremaps import registry
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("| method | paper | needs |\n|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    rows = [re.fullmatch(r"\| `([^`]+)` \| ([^|]+) \| ([^|]+) \|", line) for line in block.splitlines()]
+    assert all(rows), block
+    table = {r[1]: r[2].strip() for r in rows}
+    assert len(table) == len(rows) and sorted(table) == sorted(registry.CAM_METHODS)
+    for name, m in registry.CAM_METHODS.items():
+        assert table[name].startswith(m.paper), (name, table[name])

@@ -8,8 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import torch_and_onnx_files
 from PIL import Image
 
+import featuremaps as fm
 from featuremaps.cli import main
 
 
@@ -439,3 +441,33 @@ def test_nested_model_sharing_a_layer_name_with_the_outer_one(image, tmp_path, c
     maps = fm.extract(model, np.zeros((16, 16, 3), np.float32))
     assert list(maps) == ["inner/conv", "conv"] and maps["conv"].shape == (14, 14, 5)
     assert [layer.name for layer in inner.layers] == ["conv"] and model.layers[-3].name == "conv"
+
+
+def test_python_show_takes_model_objects(tiny_functional, rgb_image, tmp_path):
+    """featuremaps.show(model=...) takes a Keras model, a path, and (where installed) an nn.Module and an ONNX
+    session, as extract, plot and compute_cam do."""
+    keras_file = tmp_path / "tiny.keras"
+    tiny_functional.save(keras_file)
+    for i, model in enumerate([tiny_functional, keras_file, str(keras_file)]):
+        (r,) = fm.show([rgb_image], model=model, out=tmp_path / f"k{i}", layers="C1", maps=2, layer_pngs=False)
+        assert (r.folder / "overview.png").is_file()
+    net, _, onnx_file = torch_and_onnx_files(tmp_path / "tv")
+    ort = pytest.importorskip("onnxruntime")
+    for i, model in enumerate([net, ort.InferenceSession(str(onnx_file)), onnx_file]):
+        (r,) = fm.show([rgb_image], model=model, out=tmp_path / f"o{i}", maps=2, layer_pngs=False)
+        assert (r.folder / "overview.png").is_file()
+
+
+@pytest.mark.parametrize("command", ["show", "report", "compare-classes"])
+def test_a_bad_colormap_is_one_line_before_the_model_loads(command, rgb_image, tmp_path, capsys, monkeypatch):
+    """--cmap travels in one record (render.Look) checked before any work: one error line, exit 2, no model
+    loaded (models.load would fail the test) and no per-image warnings."""
+    from featuremaps import models
+
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    images = [str(rgb_image)] * (2 if command == "compare-classes" else 1)
+    out = tmp_path / ("r.html" if command == "report" else "out")
+    assert main([command, *images, "--cmap", "nope", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("featuremaps: error: unknown colormap 'nope'") and err.count("\n") == 1, err
+    assert not out.exists()

@@ -12,7 +12,8 @@ from PIL import Image
 
 from featuremaps import models
 from featuremaps.cli import main
-from featuremaps.compare import align_rows, compare_classes, compare_models, maps_block
+from featuremaps.compare import align_rows, compare_models, maps_block
+from featuremaps.compare_classes import compare_classes
 
 
 def _net(name, convs, side=16, classes=3):
@@ -245,12 +246,12 @@ def test_compare_classes_same_channels_for_all_faces(tmp_path):
 
 
 def test_compare_classes_select_like_show(tmp_path, capsys):
-    from featuremaps.compare import _top_channels
+    from featuremaps.compare_classes import top_channels
     from featuremaps.extractor import LayerMaps
 
     maps = np.zeros((2, 3, 3, 5), np.float32)
     maps[0, ..., 3], maps[1, ..., 1], maps[:, ..., 4] = 5.0, 4.0, 1.0  # means over faces: ch3 2.5, ch1 2, ch4 1
-    r = _top_channels(LayerMaps(None, (3, 3, 5), maps, np.tile(np.arange(5), (2, 1)), np.zeros((2, 4))), 2, "top-mean")
+    r = top_channels(LayerMaps(None, (3, 3, 5), maps, np.tile(np.arange(5), (2, 1)), np.zeros((2, 4))), 2, "top-mean")
     assert r.channels.tolist() == [[1, 3], [1, 3]]  # the same channels for both faces, in channel order
     np.testing.assert_array_equal(r.maps, maps[..., [1, 3]])
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
+import tomllib
 
 from featuremaps import UserError
 from featuremaps import load_model as load
@@ -178,3 +182,61 @@ def test_wrap_in_memory(tiny_sequential, tiny_unbuilt):
     lm = wrap(tiny_sequential, preprocess="raw")
     assert lm.input_shape == (16, 16, 3) and lm.source == "in-memory model"
     assert wrap(tiny_unbuilt).resolve_input_shape((64, 64)) == (64, 64, 3)
+
+
+# ---------------------------------------------------------------- one name resolver, one framework registry
+@pytest.mark.parametrize(
+    "name, kind, key, framework",
+    [
+        ("VGG16", "application", "vgg16", "keras"),
+        ("mobilenet_v3_small", "application", "mobilenetv3small", "keras"),
+        ("fer2013", "emotion", "vgg16", "keras"),
+        ("emotion-resnet", "emotion", "resnet", "keras"),
+        ("torchvision:ResNet18", "torchvision", "ResNet18", "torch"),
+        ("net.PT2", "file", "net.PT2", "torch"),
+        ("net.onnx", "file", "net.onnx", "onnx"),
+        ("net.h5", "file", "net.h5", "keras"),
+    ],
+)
+def test_one_reading_of_a_model_name(name, kind, key, framework):
+    """models.load, compare --models and explore --models read a name the same way (models.resolve_name)."""
+    from featuremaps.models import ModelName, resolve_name
+
+    assert resolve_name(name) == ModelName(kind, key, framework)
+
+
+def test_compare_models_reads_names_as_model_does(tmp_path):
+    from featuremaps.compare import check_model_names
+
+    f = tmp_path / "net.pt2"
+    f.write_bytes(b"")
+    assert check_model_names(f"fer2013, MobileNet_V2,torchvision:resnet18,{f}") == [
+        "fer2013",
+        "MobileNet_V2",
+        "torchvision:resnet18",
+        str(f),
+    ]
+    with pytest.raises(UserError, match=r"unknown model 'vgg17': use one of emotion.*\(in --models\)"):
+        check_model_names("vgg16,vgg17")
+    with pytest.raises(UserError, match="model file .*gone.onnx in --models does not exist"):
+        check_model_names(str(tmp_path / "gone.onnx"))
+
+
+def test_framework_registry_is_the_one_list_of_suffixes_and_extras(capsys):
+    from featuremaps import registry
+
+    assert registry.framework_of_file("a/B.Keras") == "keras" and registry.framework_of_file("x.pth") == "torch"
+    assert registry.framework_of_file("x.onnx") == "onnx" and registry.framework_of_file("x.png") is None
+    assert set(registry.model_suffixes()) >= {".keras", ".h5", ".pt", ".pt2", ".onnx"}
+    extras = registry.extras()
+    assert extras["onnxruntime"] == "onnx" and extras["torchvision"] == "torch" and extras["uvicorn"] == "explore"
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = pyproject["project"]["optional-dependencies"]
+    for package, extra in extras.items():  # each "pip install 'featuremaps[extra]'" line installs the package
+        if package != "starlette":  # (starlette comes with fastapi)
+            assert any(re.match(rf"{package}\b", r) for r in declared[extra]), (package, extra)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["show", "--help"])
+    show_help = " ".join(capsys.readouterr().out.split())
+    for f in registry.FRAMEWORKS.values():  # every framework's files are named in --model's help
+        assert f.files in show_help, f.name

@@ -10,12 +10,12 @@ or float32 in [0, 1]; channels last.
 The package, as a table of contents:
 
 * core, model -> maps: ``errors``, ``keras_backend`` (torch or JAX where TensorFlow is missing), ``models``,
-  ``images``, ``faces``, ``layers``, ``extractor``
+  ``images``, ``faces``, ``layers``, ``extractor``; ``registry``: one record per CAM method and per framework
 * pixels, arrays in and arrays out: ``colormaps``, ``draw``, ``render``, ``charts``, ``figure``
 * ``cam/``: class activation maps (methods, engine, gradients, heatmaps, metrics)
 * ``callbacks``: ``FeatureMapsCallback``, feature maps of fixed inputs epoch by epoch in any ``model.fit``
-* products: ``pipeline`` (show), ``explain`` (cam), ``report``, ``html``, ``compare``, ``atlas``; ``io`` is
-  the only module that writes files
+* products: ``pipeline`` (show), ``explain`` (cam), ``report``, ``html``, ``compare``, ``compare_classes``,
+  ``atlas``; each writes its own files through ``io``, the only module that writes files
 * ``emotion/``: the FER2013 models, data, augmentation, training and evaluation
 * ``cli/``: the command line; nothing outside it imports it
 """

@@ -1,25 +1,22 @@
-"""Side-by-side comparisons: one image through several architectures, one face per emotion through one model.
+"""``featuremaps compare``: one image through several architectures, layers aligned, and its files.
 
 ``featuremaps compare IMAGE --models vgg16,resnet50,...`` aligns the networks' conv layers by relative depth
 (C1 and the last conv at the ends, evenly spaced rows between) or, with ``--align resolution``, by the spatial
 size of their output (the deepest conv at each downsampling factor 1, 1/2, 1/4, ...). ``--norm shared`` puts
 every map of a row on one colour scale, so activation strengths can be compared across networks.
 
-``featuremaps compare-classes`` shows, per layer, the same channels for one face per class (by default the
-first PrivateTest face of each FER2013 emotion), each channel on one colour scale across the faces, with the
-true and predicted class of each face.
+The compare-classes figure (one face per class through one model) is :mod:`featuremaps.compare_classes`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from featuremaps import models
-from featuremaps.applications import APPLICATIONS, application_key, summary
+from featuremaps import __version__, models
 from featuremaps.draw import (
     INK,
     MUTED,
@@ -34,14 +31,11 @@ from featuremaps.draw import (
     wrap_text,
     zero_maps,
 )
-from featuremaps.emotion import data as fer
 from featuremaps.emotion.model import shipped_weights_available
 from featuremaps.errors import UserError
-from featuremaps.extractor import parse_select
-from featuremaps.faces import NoFaceError
 from featuremaps.frameworks import feature_extractor
 from featuremaps.html import esc, img_tag, page
-from featuremaps.models import EMOTION_NAMES, EMOTION_SIBLINGS, TORCH_SUFFIXES
+from featuremaps.io import atomic_dir, save_json, save_png, save_text
 from featuremaps.pipeline import model_title, percent, prediction_of, prepare
 from featuremaps.render import apply_colormap, colormap, fit_size, resize_maps, resize_rgb
 
@@ -57,7 +51,7 @@ GAP = 2
 
 
 # ---------------------------------------------------------------- helpers
-def _scaled(maps: np.ndarray, lo, hi) -> np.ndarray:
+def scaled(maps: np.ndarray, lo, hi) -> np.ndarray:
     lo = np.asarray(lo, np.float32)
     hi = np.asarray(hi, np.float32)
     span = np.where(hi > lo, hi - lo, 1.0)
@@ -89,36 +83,30 @@ def maps_block(
 
 
 def check_model_names(spec: str) -> list[str]:
-    """Split ``--models`` and refuse unknown names before anything is loaded or downloaded."""
+    """Split ``--models`` and refuse unknown names (and model files that do not exist) before anything is
+    loaded or downloaded; names are read by :func:`featuremaps.models.resolve_name`, as ``--model``."""
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if len(names) < 1:
         raise UserError("--models is empty; give comma-separated names like vgg16,resnet50")
     for n in names:
-        key = application_key(n)
-        if key in APPLICATIONS or key in EMOTION_NAMES:
-            continue
-        if key in EMOTION_SIBLINGS:
-            if not shipped_weights_available(EMOTION_SIBLINGS[key]):
-                models.load(key)  # not shipped yet: the one line show gives, before any model loads
-            continue
-        if Path(n).suffix.lower() in (".keras", ".h5", ".hdf5", *TORCH_SUFFIXES, ".onnx") and Path(n).is_file():
-            continue
-        if n.lower().startswith("torchvision:"):
-            continue
-        raise UserError(
-            f"unknown model '{n}' in --models: use names from {summary()}, emotion, torchvision:NAME, "
-            "or .keras/.h5/.pt/.onnx files"
-        )
+        try:
+            name = models.resolve_name(n)
+        except UserError as e:
+            raise UserError(f"{e} (in --models)") from None
+        if name.kind == "file" and not Path(n).is_file():
+            raise UserError(f"model file {n} in --models does not exist; check the path")
+        if name.kind == "emotion" and name.key != "vgg16" and not shipped_weights_available(name.key):
+            models.load(n)  # not shipped yet: the one line show gives, before any model loads
     return names
 
 
 def load_compared(name: str, weights: str | None = None, unsafe: bool = False):
     """One of ``--models``: ``weights`` (``--weights none``) applies to keras.applications and torchvision
     models; the bundled emotion model keeps its training and a model file its own weights."""
-    key = application_key(name)
-    if key in EMOTION_NAMES or key in EMOTION_SIBLINGS:
-        return models.load(key)
-    if key in APPLICATIONS or name.lower().startswith("torchvision:"):
+    kind = models.resolve_name(name).kind
+    if kind == "emotion":
+        return models.load(name)
+    if kind in ("application", "torchvision"):
         return models.load(name, weights=weights)
     return models.load(name, unsafe=unsafe)
 
@@ -312,12 +300,12 @@ def render_models(
             res = r.results[i]
             m = maps_of(r, i)
             if norm == "map":
-                s = _scaled(m, m.min(axis=(0, 1)), m.max(axis=(0, 1)))
+                s = scaled(m, m.min(axis=(0, 1)), m.max(axis=(0, 1)))
             elif norm == "layer":
-                s = _scaled(m, m.min(), m.max())
+                s = scaled(m, m.min(), m.max())
             else:
                 lo, hi = glob if norm == "global" else shared
-                s = _scaled(m, lo, hi)
+                s = scaled(m, lo, hi)
             c.paste(maps_block(s, cols, MINI, cmap, zero=zero_maps(m)), (x0 + 4, y0 + text_h + 4))
             name = fit_text_start(res.conv.name, fs, col_w - 12 - text_width(f"{res.conv.label} ", fs))
             c.text((x0 + 4, y0 + 2), f"{res.conv.label} {name}", fs, INK)  # the full path, its end kept
@@ -393,168 +381,53 @@ def models_html(pic, runs, labels, picks, title) -> str:
     return page(f"featuremaps compare: {title}", section)
 
 
-# ---------------------------------------------------------------- compare classes
-def default_fer_path() -> Path | None:
-    """``../shared/data/fer2013`` (the folder, else the archive) beside the current folder or the checkout."""
-    checkout_parent = Path(__file__).resolve().parents[3]
-    for base in (Path.cwd().parent, checkout_parent):
-        d = base / "shared" / "data" / "fer2013"
-        if (d / "train").is_dir() or (d / "test").is_dir():
-            return d
-        if (d / "fer2013.tar.gz").is_file():
-            return d / "fer2013.tar.gz"
-    return None
+def compare_manifest(image: Path, runs: list[ModelRun], labels, picks, *, align: str, norm: str, maps: int) -> dict:
+    """``compare.json``: the image, the options, each model (source, input, depth, prediction) and each row's
+    layer per model (``None`` where a model has no layer in that row)."""
+    return {
+        "featuremaps": __version__,
+        "image": str(image),
+        "align": align,
+        "norm": norm,
+        "maps": maps,
+        "models": [
+            {
+                "name": r.lm.name,
+                "source": r.lm.source,
+                "random_weights": bool(getattr(r.lm, "random_weights", False)),
+                "input_shape": list(r.input_shape),
+                "conv_layers": r.depth,
+                "prediction": r.prediction,
+            }
+            for r in runs
+        ],
+        "rows": [
+            {
+                "label": lab,
+                "layers": [
+                    None
+                    if i is None
+                    else {
+                        "label": r.results[i].conv.label,
+                        "name": r.results[i].conv.name,
+                        "shape": list(r.results[i].shape),
+                    }
+                    for r, i in zip(runs, row, strict=True)
+                ],
+            }
+            for lab, row in zip(labels, picks, strict=True)
+        ],
+    }
 
 
-def faces_from_fer(path, split: str = "PrivateTest") -> tuple[list[np.ndarray], list[str], list[str]]:
-    """The first face of each class in ``split``: RGB arrays, their class names and where they come from."""
-    data = fer.load(path, limit=1)
-    s = data[split]
-    faces, labels, sources = [], [], []
-    for ci, cls in enumerate(data.classes):
-        idx = np.flatnonzero(s.y == ci)
-        if idx.size == 0:
-            continue
-        i = int(idx[0])
-        faces.append(np.repeat(s.x[i][..., None], 3, axis=2))
-        labels.append(cls)
-        sources.append(s.sources[i])
-    if len(faces) < 2:
-        raise UserError(f"{path}: fewer than 2 classes have a {split} face; check the --data path")
-    return faces, labels, sources
-
-
-def render_classes(
-    row_maps: list[np.ndarray],
-    faces: list[np.ndarray],
-    labels: list[str],
-    preds: list[str],
-    channels,
-    *,
-    title: str,
-    subtitle: str,
-    cmap: str = "viridis",
-) -> np.ndarray:
-    """One layer: a row per face (face, true and predicted class, then the same k channels).
-
-    Each channel is on one colour scale across the faces (0 on the colour bar is the channel's smallest
-    value over all faces, 1 its largest); a channel that is zero for a face is hatched and labelled.
-    """
-
-    stack = np.stack(row_maps)  # (n, H, W, k): each channel scaled over all faces
-    lo, hi = stack.min(axis=(0, 1, 2)), stack.max(axis=(0, 1, 2))
-    k = stack.shape[-1]
-    side = 64
-    fs = 13
-    label_w = 190
-    width = max(label_w + k * (side + GAP) + 8, 520)
-    tb = title_block(width - 12, title, subtitle, size=fs + 4, sub_size=fs)
-    head_h = tb.height + 10 + line_height(fs) + 4
-    row_h = side + GAP + 4
-    foot_h = colorbar_height(fs - 1) + 12
-    height = head_h + len(faces) * row_h + foot_h
-    c = Canvas.blank(height, width)
-    tb.draw(c, 6, 4)
-    for j, ch in enumerate(channels):
-        c.text(
-            (label_w + j * (side + GAP) + 2, head_h - line_height(fs) - 2), fit_text(f"F{int(ch) + 1}", fs, side), fs
-        )
-    for i, (face, lab, pr) in enumerate(zip(faces, labels, preds, strict=True)):
-        y0 = head_h + i * row_h
-        h, w = fit_size(*face.shape[:2], side)
-        c.paste(resize_rgb(face, (h, w)), (4, y0))
-        c.paste(maps_block(_scaled(stack[i], lo, hi), k, side, cmap, zero=zero_maps(stack[i])), (label_w, y0))
-        c.text((side + 12, y0 + 8), fit_text(lab, fs + 2, label_w - side - 16), fs + 2, INK)
-        c.text((side + 12, y0 + 30), fit_text_keep_end(f"pred: {pr}", fs - 1, label_w - side - 16), fs - 1, MUTED)
-    label = "0 = channel's min, 1 = its max over all faces"
-    c.colorbar(label_w, height - foot_h + 4, 160, colormap(cmap), 0.0, 1.0, size=fs - 1, label=label)
-    return c.rgb
-
-
-def _top_channels(r, k: int, mode: str):
-    """LayerMaps ``r`` (all channels) cut to the ``k`` channels with the largest spatial mean or max, averaged
-    over the batch, the same channels for every image (in channel order)."""
-    score = r.maps.mean(axis=(1, 2)) if mode == "top-mean" else r.maps.max(axis=(1, 2))  # (B, C)
-    keep = np.sort(np.argsort(-score.mean(axis=0), kind="stable")[: min(k, r.maps.shape[-1])])
-    chans = np.broadcast_to(keep, (r.maps.shape[0], keep.size)).copy()
-    return replace(r, maps=np.ascontiguousarray(r.maps[..., keep]), channels=chans)
-
-
-def compare_classes(
-    lm,
-    faces: list[np.ndarray],
-    labels: list[str],
-    *,
-    layers="all",
-    maps: int = 8,
-    cmap: str = "viridis",
-    resize: str = "crop",
-    select="first",
-    sources: list[str] | None = None,
-):
-    """Python API: ``(pictures [(ConvLayer, RGB)], predictions [str], notes [str])`` of the faces.
-
-    ``sources`` (the image files, default ``labels``) name an image in which the emotion model finds no face.
-
-    ``select`` picks the same channels for every face, like ``show --select``: ``first`` (channels
-    0..maps-1), ``top-mean`` / ``top-max`` (the ``maps`` channels with the largest spatial mean / max,
-    averaged over the faces) or a channel list like ``"F1,F6,F10"`` (or 0-based ``[0, 5, 9]``).
-
-    Example::
-
-        >>> pics, preds, notes = compare_classes(lm, faces, labels, layers="C1-C3", maps=8, select="top-mean")
-    """
-    mode, _ = parse_select(select)
-    preps = []
-    for f, src in zip(faces, sources or labels, strict=True):
-        try:
-            preps.append(prepare(lm, f, resize=resize))  # photos: the face, as in show; FER faces pass as is
-        except NoFaceError:
-            raise NoFaceError(
-                f"no face found in {src}; compare-classes needs one face per class: crop the photo to the face or "
-                "pick another"
-            ) from None
-    shape = preps[0].x.shape
-    notes = []
-    resized = [
-        f"{lab} {f.shape[1]}x{f.shape[0]}" for f, lab in zip(faces, labels, strict=True) if f.shape[:2] != shape[:2]
-    ]
-    if resized:
-        notes.append(f"resized to {shape[1]}x{shape[0]}: {', '.join(resized)}")
-    top = mode in ("top-mean", "top-max")  # ranked over all faces at once, so every face shows the same channels
-    fx = feature_extractor(
-        lm.model, shape, layers=layers, maps=None if top else maps, select="first" if top else select
-    )
-    results, preds = fx(np.stack([p.x for p in preps]))
-    if top:
-        results = [_top_channels(r, maps, mode) for r in results]
-    pred_text = []
-    for i in range(len(faces)):
-        d = prediction_of(lm, preds[i] if preds is not None else None, top=1)
-        random = getattr(lm, "random_weights", False)
-        top = f"{d[0]['class']} {percent(d[0]['probability'])}" if d else None
-        pred_text.append(top or ("random weights" if random else "n/a"))
-    shown = [p.shown for p in preps]
-    pics = []
-    for r in results:
-        title = (
-            f"{r.conv.label} {r.conv.name} {'x'.join(map(str, r.shape))}: the same {r.maps.shape[-1]} "
-            f"channels for {len(faces)} faces" + (f" (chosen by {mode}, over all faces)" if top else "")
-        )
-        sub = f"{model_title(lm)}; rows: true class, predicted class" + (f"; {notes[0]}" if notes else "")
-        pics.append(
-            (
-                r.conv,
-                render_classes(
-                    [r.maps[i] for i in range(len(faces))],
-                    shown,
-                    labels,
-                    pred_text,
-                    r.channels[0],
-                    title=title,
-                    subtitle=sub,
-                    cmap=cmap,
-                ),
-            )
-        )
-    return pics, pred_text, notes
+def write_compare(
+    folder: Path, image: Path, pic, runs, labels, picks, *, align: str, norm: str, maps: int, kept=None
+) -> None:
+    """Write ``folder`` (whole or not at all): ``compare.png``, ``compare.html`` and ``compare.json``. The image
+    is never replaced; ``kept`` collects the user's files left in the folder."""
+    title = f"{image.name}: {', '.join(model_title(r.lm) for r in runs)} aligned by {align}"
+    manifest = compare_manifest(image, runs, labels, picks, align=align, norm=norm, maps=maps)
+    with atomic_dir(folder, inputs=[image], kept=kept) as tmp:
+        save_png(tmp / "compare.png", pic)
+        save_text(tmp / "compare.html", models_html(pic, runs, labels, picks, title))
+        save_json(tmp / "compare.json", manifest)

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 from keras.applications import imagenet_utils
 
+from featuremaps import registry
 from featuremaps.applications import APPLICATIONS, application_key, summary
 from featuremaps.emotion.model import (
     ARCHS,
@@ -34,7 +35,6 @@ from featuremaps.errors import UserError
 from featuremaps.frameworks import FRAMEWORKS, framework_of
 
 EMOTION_NAMES = ("emotion", "fer2013", "emotion-vgg16")
-TORCH_SUFFIXES = (".pt", ".pth", ".pts", ".ptl", ".pt2")
 #: the emotion VGG-16's siblings, by model name -> architecture (``featuremaps train --arch``)
 EMOTION_SIBLINGS = {"emotion-resnet": "resnet", "emotion-mobilenet": "mobilenet"}
 PREPROCESS_MODES = {
@@ -128,28 +128,54 @@ def load(
     size). Its conv layers, their names and maps are the same; skipped are the head's random parameters
     (VGG16: 124 of 138 M, most of its build time) and a prediction that would be noise anyway.
     """
-    spec = spec or default_model_name()
+    name = resolve_name(spec or default_model_name())
+    if name.kind == "torchvision":
+        return _with_classes(_framework("torch").load_torchvision(name.key, weights, preprocess), classes)
+    if name.kind == "emotion":
+        return _load_emotion(weights, preprocess, name.key)
+    if name.kind == "application":
+        return _load_application(name.key, weights, preprocess, random_head)
+    path = Path(name.key)
+    if name.framework == "torch":
+        return _with_classes(_framework("torch").load_file(path, weights, unsafe, preprocess, classes), classes)
+    if name.framework == "onnx":
+        return _with_classes(_framework("onnx").load_file(path, preprocess or "unit", classes), classes)
+    return _load_file(path, unsafe, preprocess or "unit", classes)
+
+
+@dataclass(frozen=True)
+class ModelName:
+    """What a model name names: ``kind`` ``emotion`` (``key``: its architecture, vgg16/resnet/mobilenet),
+    ``application`` (a keras.applications key), ``torchvision`` (the torchvision name) or ``file`` (``key``:
+    the path), and the framework that runs it."""
+
+    kind: str
+    key: str
+    framework: str
+
+
+def resolve_name(spec: str) -> ModelName:
+    """The one reading of a model name, for ``models.load``, ``compare --models`` and ``explore --models``:
+    ``torchvision:NAME``, a file by its suffix (:data:`featuremaps.registry.FRAMEWORKS`), ``emotion`` and its
+    siblings, a keras.applications name, an existing path (a Keras file); else a UserError naming them all.
+    Reads no file and imports no framework."""
     if spec.lower().startswith("torchvision:"):
-        lm = _framework("torch").load_torchvision(spec.split(":", 1)[1], weights, preprocess)
-        return _with_classes(lm, classes)
-    suffix = Path(spec).suffix.lower()
-    if suffix in TORCH_SUFFIXES:
-        return _with_classes(_framework("torch").load_file(Path(spec), weights, unsafe, preprocess, classes), classes)
-    if suffix == ".onnx":
-        return _with_classes(_framework("onnx").load_file(Path(spec), preprocess or "unit", classes), classes)
+        return ModelName("torchvision", spec.split(":", 1)[1], "torch")
+    fw = registry.framework_of_file(spec)
+    if fw in ("torch", "onnx"):
+        return ModelName("file", spec, fw)
     key = application_key(spec)
     if key in EMOTION_NAMES:
-        return _load_emotion(weights, preprocess)
+        return ModelName("emotion", "vgg16", "keras")
     if key in EMOTION_SIBLINGS:
-        return _load_emotion(weights, preprocess, EMOTION_SIBLINGS[key])
+        return ModelName("emotion", EMOTION_SIBLINGS[key], "keras")
     if key in APPLICATIONS:
-        return _load_application(key, weights, preprocess, random_head)
-    path = Path(spec)
-    if path.suffix.lower() in (".keras", ".h5", ".hdf5") or path.exists():
-        return _load_file(path, unsafe, preprocess or "unit", classes)
+        return ModelName("application", key, "keras")
+    if fw == "keras" or Path(spec).exists():
+        return ModelName("file", spec, "keras")
     names = ", ".join(("emotion", *EMOTION_SIBLINGS, summary()))
     raise UserError(
-        f"unknown model '{spec}': use one of {names}, torchvision:NAME, or a .keras/.h5/.pt/.onnx file path"
+        f"unknown model '{spec}': use one of {names}, torchvision:NAME, or a {registry.model_files_text()} file path"
     )
 
 
@@ -158,7 +184,7 @@ def _framework(name: str):
     try:
         return importlib.import_module(FRAMEWORKS[name])
     except ModuleNotFoundError as e:
-        extra = {"torch": "torch", "onnx": "onnx"}[name]
+        extra = registry.FRAMEWORKS[name].extra
         raise UserError(f"{e.name} is not installed; pip install 'featuremaps[{extra}]'") from None
 
 
@@ -420,6 +446,17 @@ def _check_classes(model, classes) -> None:
         return
     if len(classes) != n:
         raise UserError(f"--classes names {len(classes)} classes but the model has {n} outputs; give {n} names")
+
+
+def as_loaded(model, **load_options) -> LoadedModel:
+    """Any way the Python API names a model, as a :class:`LoadedModel`: one already (as is), ``None`` (the
+    default model), a name or path (:func:`load`, given ``load_options``), or a model object: a Keras model, a
+    ``torch.nn.Module`` or an ONNX Runtime session (:func:`wrap`)."""
+    if isinstance(model, LoadedModel):
+        return model
+    if model is None or isinstance(model, str | os.PathLike):
+        return load(None if model is None else os.fspath(model), **load_options)
+    return wrap(model)
 
 
 def wrap(model, preprocess: str = "unit", classes: list[str] | None = None) -> LoadedModel:

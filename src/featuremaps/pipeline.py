@@ -32,7 +32,7 @@ from featuremaps.io import (
 )
 from featuremaps.layers import select_layers
 from featuremaps.models import LoadedModel
-from featuremaps.render import render_layer, render_overview, rows_from
+from featuremaps.render import Look, render_layer, render_overview, rows_from
 
 log = logging.getLogger(__name__)
 
@@ -118,18 +118,25 @@ def prediction_of(lm: LoadedModel, probs: np.ndarray | None, top: int = 7) -> li
 
 @dataclass
 class ShowOptions:
+    """What ``show`` draws (layers, maps, channels), how (``look``: norm, colormap, cell, overlay) and how an
+    image is fed (resize, face crop, input shape, size limit). :meth:`of` takes the flat keywords of
+    :func:`show`."""
+
     layers: str | list[str] = "all"
     maps: int = 16
     select: str = "first"
-    norm: str = "map"
-    cmap: str = "viridis"
-    overlay: bool = False
-    cell: int = 112
+    look: Look = field(default_factory=Look)
     resize: str = "crop"
     face_crop: bool | None = None
     input_shape: tuple[int, ...] | None = None
     max_pixels: int | None = None
     layer_pngs: bool = True
+
+    @classmethod
+    def of(cls, **options) -> ShowOptions:
+        """From flat keywords (``norm="layer", cmap="magma", maps=8``): the look's go to :class:`Look`."""
+        look = {k: options.pop(k) for k in ("norm", "cmap", "cell", "overlay") if k in options}
+        return cls(**options, look=Look(**look))
 
     def mode_is_top(self) -> bool:
         return self.select in ("top-mean", "top-max")
@@ -190,16 +197,13 @@ class Shower:
         overview = render_overview(
             results,
             prep.shown,
-            norm=o.norm,
-            cmap=o.cmap,
-            cell=o.cell,
-            overlay=o.overlay,
+            look=o.look,
             title=title,
             subtitle=subtitle,
             first_n=first_n,
         )
         glob_range = None
-        if o.norm == "global":
+        if o.look.norm == "global":
             glob_range = (min(float(r.maps.min()) for r in rows), max(float(r.maps.max()) for r in rows))
         # only the files show wrote there before are replaced: `featuremaps cam`'s OUT/<stem>/cam/ and a user's
         # files are kept. PNGs encode on a thread while the next one renders.
@@ -215,10 +219,8 @@ class Shower:
                     name = f"C{int(row.label[1:]):02d}_{safe_name(row.name)}.png"
                     img = render_layer(
                         row,
-                        norm=o.norm,
-                        cmap=o.cmap,
+                        look=o.look,
                         image=prep.shown,
-                        overlay=o.overlay,
                         norm_range=glob_range,
                         first_n=first_n,
                     )
@@ -245,7 +247,7 @@ class Shower:
                 "face_crop": prep.face_box is not None,
                 "face_box_xywh": prep.face_box,
             },
-            "selection": {"maps": o.maps, "select": o.select, "norm": o.norm, "colormap": o.cmap},
+            "selection": {"maps": o.maps, "select": o.select, "norm": o.look.norm, "colormap": o.look.cmap},
             "prediction": pred,
             "layers": [
                 {
@@ -267,14 +269,24 @@ class Shower:
 
 def show(
     images: Iterable[str | Path],
-    model: str | LoadedModel | None = None,
+    model=None,
     out: str | Path = "featuremaps-out",
     progress: Callable[[int, int, Path], None] | None = None,
     **options,
 ) -> list[ShowResult]:
-    """Python API for ``featuremaps show``: render every image, return where each one's files are."""
-    lm = model if isinstance(model, LoadedModel) else models.load(model)
-    opts = ShowOptions(**options)
+    """Python API for ``featuremaps show``: render every image, return where each one's files are.
+
+    ``model``: a name (``"vgg16"``), a path, a :class:`LoadedModel`, or a model object (a Keras model, a
+    ``torch.nn.Module``, an ONNX Runtime ``InferenceSession``); default the bundled emotion model.
+
+    Example::
+
+        >>> import featuremaps as fm, keras
+        >>> fm.show(["cat.png"], model=keras.applications.VGG16(weights=None), layers="C1-C3")
+    """
+    lm = models.as_loaded(model)
+    opts = ShowOptions.of(**options)
+    opts.look.check()
     paths = find_images([str(p) for p in images])
     # a model without conv layers or a bad --layers: fail before the first image
     select_layers(conv_layers(lm.model, opts.input_shape), opts.layers)

@@ -97,6 +97,30 @@ def map_tiles(scaled: np.ndarray, size: tuple[int, int], lut: np.ndarray) -> np.
 
 
 # ---------------------------------------------------------------- normalisation
+@dataclass(frozen=True)
+class Look:
+    """How feature maps are drawn, one record from the command line to the pixels (``show --norm --cmap --cell
+    --overlay``): ``norm`` (map | layer | global, :func:`normalise`), ``cmap`` (a :func:`colormap` name),
+    ``cell`` (the overview's cell side, pixels) and ``overlay`` (maps blended over the input image).
+
+    Example::
+
+        >>> rgb = render_overview(maps, image, look=Look(norm="layer", cmap="magma").check())
+    """
+
+    norm: str = "map"
+    cmap: str = "viridis"
+    cell: int = 112
+    overlay: bool = False
+
+    def check(self) -> Look:
+        """This look, or a UserError naming a bad normalisation or colormap (before any image is read)."""
+        if self.norm not in NORM_MODES:
+            raise UserError(f"--norm '{self.norm}' is not one of {', '.join(NORM_MODES)}")
+        colormap(self.cmap)
+        return self
+
+
 def normalise(layers: list[np.ndarray], mode: str = "map") -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Scale each layer's ``(H, W, k)`` maps to [0, 1].
 
@@ -264,6 +288,7 @@ def render_overview(
     subtitle: str = "",
     first_n: bool = True,
     index: int = 0,
+    look: Look | None = None,
 ) -> np.ndarray:
     """All chosen layers in one picture: a row per layer (``C1 ... Cn``, name, full shape), columns ``F1 ... Fk``.
 
@@ -271,13 +296,16 @@ def render_overview(
     ``overlay`` is set. When the maps are not the first k channels (``first_n=False``, or rows whose
     channel ids say so), each cell is captioned with its channel index. A map that is zero everywhere is
     hatched and labelled ``all 0``. Title and subtitle wrap (the number in a long title is never cut).
-    Returns RGB uint8.
+    Returns RGB uint8. ``look`` (a :class:`Look`), when given, replaces ``norm``, ``cmap``, ``cell`` and
+    ``overlay``.
 
     Example::
 
         >>> maps = fm.extract(model, x, layers="C1-C5", maps=16)
         >>> rgb = fm.render_overview(maps, image, title="VGG16", norm="layer")  # (H, W, 3) uint8
     """
+    if look is not None:
+        norm, cmap, cell, overlay = look.norm, look.cmap, look.cell, look.overlay
     rows = rows_from(results, index)
     if not rows:
         raise UserError("nothing to draw: no layers were selected")
@@ -366,13 +394,17 @@ def render_layer(
     norm_range=None,
     first_n: bool = True,
     cols: int | None = None,
+    look: Look | None = None,
 ) -> np.ndarray:
     """One layer's maps as a near-square grid (16 maps -> 4x4), or ``cols`` maps a row (a wide page: 8 -> 8x2),
     each captioned F1.. (and its channel).
 
     A map that is zero everywhere is hatched and labelled ``all 0``; with ``norm`` other than ``map`` a
-    colour bar with numeric ticks sits under the grid.
+    colour bar with numeric ticks sits under the grid. ``look`` (a :class:`Look`), when given, replaces
+    ``norm``, ``cmap`` and ``overlay`` (its ``cell`` is the overview's: a layer's grid sizes its own cells).
     """
+    if look is not None:
+        norm, cmap, overlay = look.norm, look.cmap, look.overlay
     lut = colormap(cmap)
     if norm_range is not None:  # a range computed across layers (global normalisation)
         lo, hi = norm_range

@@ -22,7 +22,7 @@ from featuremaps.html import REPORT_CELL, REPORT_COLS, esc, img_tag, page_frame,
 from featuremaps.images import load_image
 from featuremaps.io import spooled_text
 from featuremaps.pipeline import Shower, ShowOptions, model_title, percent, prediction_of, prepare
-from featuremaps.render import render_layer, rows_from
+from featuremaps.render import Look, render_layer, rows_from
 
 
 # ---------------------------------------------------------------- CAM
@@ -160,7 +160,7 @@ def image_section(
     )
     first_n = fx.mode == "first"
     for r in rows:
-        grid = render_layer(r, cmap=o.cmap, cell=REPORT_CELL, first_n=first_n, cols=REPORT_COLS)
+        grid = render_layer(r, cmap=o.look.cmap, cell=REPORT_CELL, first_n=first_n, cols=REPORT_COLS)
         st = r.stats
         meta = (
             f'<div class="meta"><h3>{esc(r.label)} <code>{esc(r.name)}</code></h3>'
@@ -170,7 +170,7 @@ def image_section(
             f'<tr><td>zero activations</td><td class="num">{st["zero_fraction"]:.1%}</td></tr>'
             f'<tr><td>maps shown</td><td class="num">{r.maps.shape[-1]} of {r.shape[-1]}</td></tr></table>'
             f'<p class="note">statistics over all {r.shape[-1]} channels; each map scaled to its own '
-            f"range ({esc(o.cmap)})</p></div>"
+            f"range ({esc(o.look.cmap)})</p></div>"
         )
         parts.append(
             f'<div class="layer" id="{sid}-{r.label}">{meta}{img_tag(grid, f"{r.label} {r.name} feature maps")}</div>'
@@ -229,7 +229,14 @@ def _compose(
         raise UserError("no images to report on; pass image files or folders")
     shower = Shower(
         lm,
-        ShowOptions(layers=layers, maps=maps, cmap=cmap, resize=resize, face_crop=face_crop, input_shape=input_shape),
+        ShowOptions(
+            layers=layers,
+            maps=maps,
+            look=Look(cmap=cmap).check(),
+            resize=resize,
+            face_crop=face_crop,
+            input_shape=input_shape,
+        ),
     )
     names, skipped, size, engines = [], [], 0, {}  # engines: a CamEngine per input shape
     for i, p in enumerate(paths):

@@ -1,6 +1,7 @@
 """Class activation maps: why did the network decide what it decided?
 
-Four methods, each one small function of a layer's activations ``A`` (h, w, C) and the gradients ``G`` of
+The methods' functions; each one's record (what it needs, aliases, paper) is in :mod:`featuremaps.registry`.
+The methods, each one small function of a layer's activations ``A`` (h, w, C) and the gradients ``G`` of
 the class score with respect to them (or, for Score-CAM, of scores of masked inputs):
 
 * Grad-CAM (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
@@ -27,8 +28,11 @@ The conventions (ReLU on the map, centring in EigenCAM, zero ablation) follow py
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Set
+
 import numpy as np
 
+from featuremaps import registry
 from featuremaps.cam.heatmaps import EPS, upsample
 from featuremaps.errors import UserError
 
@@ -194,46 +198,85 @@ def ablationcam(acts: np.ndarray, grads=None, *, class_index: int, head_scores, 
     return np.maximum(acts @ weights.astype(np.float32), 0.0).astype(np.float32)
 
 
-#: method name -> function. Every function takes ``(acts, grads, **context)``; the context is ``x`` (the
-#: input), ``class_index``, ``predict`` (inputs -> probabilities) and ``head_scores`` (target-layer
-#: activations -> class scores), so gradient-free methods use what they need.
-CAM_METHODS = {
-    "gradcam": gradcam,
-    "gradcam++": gradcam_pp,
-    "scorecam": scorecam,
-    "layercam": layercam,
-    "hirescam": hirescam,
-    "xgradcam": xgradcam,
-    "eigencam": eigencam,
-    "ablationcam": ablationcam,
-}
-#: what the methods that run the model many times run it on, as progress lines name it
-PASSES = {"scorecam": "masked inputs", "ablationcam": "ablated copies"}
-NEEDS_GRADIENTS = {"gradcam", "gradcam++", "layercam", "hirescam", "xgradcam"}
+#: Derived from the registry (:data:`featuremaps.registry.CAM_METHODS`), read at each use, so a method
+#: registered later (a test's toy method) is seen everywhere: method name -> function. Every function takes
+#: ``(acts, grads, **context)``; the context is ``x`` (the input), ``class_index``, ``predict`` (inputs ->
+#: probabilities) and ``head_scores`` (target-layer activations -> class scores), so gradient-free methods
+#: use what they need.
+class _Functions(Mapping):
+    def __getitem__(self, name: str):
+        return registry.CAM_METHODS[name].load()
+
+    def __iter__(self):
+        return iter(registry.CAM_METHODS)
+
+    def __len__(self) -> int:
+        return len(registry.CAM_METHODS)
+
+    def __repr__(self) -> str:
+        return f"CAM_METHODS({', '.join(self)})"
+
+
+class _Needing(Set):
+    """The names of the registered methods that need ``what`` (a live set)."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __contains__(self, name) -> bool:
+        m = registry.CAM_METHODS.get(name)
+        return m is not None and m.needs == self.what
+
+    def __iter__(self):
+        return (n for n, m in registry.CAM_METHODS.items() if m.needs == self.what)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(map(repr, self))}}}"
+
+
+class _Passes(Mapping):
+    """Method -> what it runs the model on many times, as progress lines name it."""
+
+    def __getitem__(self, name: str) -> str:
+        p = registry.CAM_METHODS[name].passes
+        if p is None:
+            raise KeyError(name)
+        return p
+
+    def __iter__(self):
+        return (n for n, m in registry.CAM_METHODS.items() if m.passes)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+CAM_METHODS: Mapping = _Functions()
+#: methods that need the class score's gradients with respect to the target layer
+NEEDS_GRADIENTS: Set = _Needing("gradients")
+#: methods that re-run the network from the target layer on (Ablation-CAM): Keras models cut at the layer,
+#: other frameworks where the adapter has ``head_scores``
+NEEDS_HEAD: Set = _Needing("head")
+PASSES: Mapping = _Passes()
 
 
 def parse_methods(spec: str | list[str] | None) -> list[str]:
-    """``"gradcam,scorecam"`` -> ``["gradcam", "scorecam"]``; unknown names raise a UserError."""
+    """``"gradcam,scorecam"`` -> ``["gradcam", "scorecam"]``; aliases (``grad-cam``) are accepted, unknown
+    names raise a UserError."""
     items = spec if isinstance(spec, list | tuple) else (spec or "gradcam").split(",")
+    aliases = registry.cam_aliases()
+    names = registry.cam_method_names()
     out = []
     for m in (s.strip().lower() for s in items):
         if not m:
             continue
-        m = {
-            "grad-cam": "gradcam",
-            "gradcampp": "gradcam++",
-            "grad-cam++": "gradcam++",
-            "score-cam": "scorecam",
-            "layer-cam": "layercam",
-            "hires-cam": "hirescam",
-            "xgrad-cam": "xgradcam",
-            "eigen-cam": "eigencam",
-            "ablation-cam": "ablationcam",
-        }.get(m, m)
-        if m not in CAM_METHODS:
-            raise UserError(f"unknown CAM method '{m}'; use one or more of {', '.join(CAM_METHODS)}")
+        m = aliases.get(m, m)
+        if m not in registry.CAM_METHODS:
+            raise UserError(f"unknown CAM method '{m}'; use one or more of {', '.join(names)}")
         if m not in out:
             out.append(m)
     if not out:
-        raise UserError(f"--method is empty; use one or more of {', '.join(CAM_METHODS)}")
+        raise UserError(f"--method is empty; use one or more of {', '.join(names)}")
     return out

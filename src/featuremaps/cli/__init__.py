@@ -19,7 +19,7 @@ import sys
 import threading
 import warnings
 
-from featuremaps import keras_backend
+from featuremaps import keras_backend, registry
 from featuremaps.cli.options import build_parser
 from featuremaps.cli.progress import clean
 from featuremaps.errors import UserError
@@ -44,14 +44,6 @@ def _fresh() -> str:
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so every temporary file and folder is removed on the way out."""
-
-
-#: optional packages -> the pyproject extra that installs them
-EXTRAS = {
-    "fastapi": "explore", "uvicorn": "explore", "starlette": "explore",
-    "torch": "torch", "torchvision": "torch", "onnx": "onnx", "onnxruntime": "onnx",
-    "ray": "ray", "pyarrow": "ray", "matplotlib": "plot", "tensorflow": "tensorflow",
-}  # fmt: skip
 
 
 def _on_sigterm(signum, frame):
@@ -88,7 +80,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"featuremaps: error: {clean(e)}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:  # an optional extra the command needs is not installed: say which
-        extra = EXTRAS.get((e.name or "").split(".")[0])
+        extra = registry.extras().get((e.name or "").split(".")[0])
         if extra is None:
             raise
         command = getattr(args, "command", "this command")

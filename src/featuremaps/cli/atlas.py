@@ -16,12 +16,11 @@ from featuremaps.atlas import (
     preferred_class,
     write_atlas,
 )
+from featuremaps.cli.loading import check_layers, model_options
 from featuremaps.cli.options import fer_data
 from featuremaps.cli.progress import Progress, clean, kept_note
 from featuremaps.errors import UserError
-from featuremaps.frameworks import conv_layers
 from featuremaps.io import check_replaceable, check_writable
-from featuremaps.layers import select_layers
 
 
 def _ray_engine(args):
@@ -45,10 +44,7 @@ def run(args) -> int:
     if engine is not None and args.address and args.address != "auto":
         engine.check_address(args.address, engine.CONNECT_TIMEOUT_S)  # before minutes of model loading
     progress = Progress("atlas ")  # on a terminal, says what the seconds before the bar are spent on
-    classes = args.classes.split(",") if args.classes else None
-    load_model = partial(
-        models.load, args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes
-    )
+    load_model = partial(models.load, **model_options(args))
     progress.status(f"loading the model {clean(args.model or 'emotion')}")
     lm = load_model()
     data = fer_data(args.data)
@@ -58,7 +54,7 @@ def run(args) -> int:
     if len(source) == 0:
         raise UserError(f"the dataset {source.description} has no images; check --data and --split")
 
-    select_layers(conv_layers(lm.model), args.layers)
+    check_layers(lm, args.layers)
     progress.status(f"{len(source)} images; starting the first batch")
     common = {
         "layers": args.layers,

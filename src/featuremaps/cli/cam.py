@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featuremaps import models
 from featuremaps.cam import parse_methods
+from featuremaps.cli.loading import load_model_from_args
 from featuremaps.cli.progress import Batch, Progress, clean, kept_note
 from featuremaps.errors import UserError
 from featuremaps.explain import CamRunner
@@ -24,8 +24,7 @@ def run(args) -> int:
     if args.all_classes and args.target_class is not None:
         raise UserError("--class and --all-classes exclude each other; pass one")
     paths = find_images(args.images)
-    classes = args.classes.split(",") if args.classes else None
-    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
+    lm = load_model_from_args(args)
     check_methods(lm.model, methods)  # e.g. Grad-CAM on an ONNX model: before any image is read
     runner = CamRunner(
         lm,

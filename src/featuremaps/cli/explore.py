@@ -10,7 +10,7 @@ import webbrowser
 
 import uvicorn
 
-from featuremaps import models
+from featuremaps.cli.loading import load_model_from_args
 from featuremaps.compare import check_model_names, distinct_names, load_compared
 from featuremaps.errors import UserError
 from featuremaps.explore.app import create_app
@@ -65,15 +65,10 @@ def run(args) -> int:
 
 
 def _serve(args, images, names, sock) -> int:
-    classes = args.classes.split(",") if args.classes else None
     if names:  # as in compare: --weights for applications/torchvision models, files keep their own
         loaded = distinct_names([load_compared(n, args.weights, args.unsafe) for n in names])
     else:
-        loaded = [
-            models.load(
-                args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes
-            )
-        ]
+        loaded = [load_model_from_args(args)]
     lm = loaded[0]
     allowed = ["127.0.0.1", "localhost", "::1", "[::1]"] if is_loopback(args.host) else None
     app = create_app(

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from featuremaps import models
+from featuremaps.cli.loading import load_model_from_args
 from featuremaps.cli.progress import clean
 from featuremaps.extractor import replay, tap
 from featuremaps.frameworks import adapter, conv_layers
 
 
 def run(args) -> int:
-    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, random_head=False)
+    lm = load_model_from_args(args, random_head=False)
     ad = adapter(lm.model)
     if ad is None:  # Keras
         convs = conv_layers(lm.model)  # "no conv layers" before anything about input shapes

@@ -8,14 +8,14 @@ command's parser names the module of :mod:`featuremaps.cli` that runs it (``run=
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
 import os
 import sys
+import textwrap
 from pathlib import Path
 
-from featuremaps import __version__, keras_backend
+from featuremaps import __version__, keras_backend, registry
 from featuremaps.applications import summary
 from featuremaps.errors import UserError
 
@@ -41,19 +41,29 @@ nasnetmobile, efficientnetv2s, convnexttiny, ...: all 40 in 'featuremaps layers 
 """
 
 
-def cam_methods() -> list[str]:
-    """The CAM methods ``--method`` takes, in order: the keys of the registry
-    (:data:`featuremaps.cam.methods.CAM_METHODS`), read from its source, since importing it loads numpy and
-    Keras and ``--help`` must answer at once."""
-    source = Path(__file__).resolve().parents[1] / "cam" / "methods.py"
-    for node in ast.parse(source.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "CAM_METHODS" for t in node.targets):
-            return [k.value for k in node.value.keys]
-    raise RuntimeError(f"no CAM_METHODS in {source}")  # pragma: no cover (a broken install)
+def cam_names() -> str:
+    """``gradcam, gradcam++, ...``: the CAM methods ``--method`` takes, from the registry
+    (:data:`featuremaps.registry.CAM_METHODS`: plain data, so ``--help`` imports no numpy or Keras)."""
+    return ", ".join(registry.cam_method_names())
 
 
-CAM_NAMES = ", ".join(cam_methods())
-EXAMPLES = _EXAMPLES.format(methods=CAM_NAMES)
+def cam_methods_list() -> str:
+    """The end of ``featuremaps cam --help``: each method, what it computes, what it needs, its paper."""
+    needs = {"gradients": "gradients", "head": "re-runs from the layer", "forward": "forward passes", "nothing": None}
+    lines = ["methods (needs; paper):"]
+    for m in registry.CAM_METHODS.values():
+        what = f"{m.summary} ({needs[m.needs] or 'no gradients'}; {m.paper})"
+        lines += textwrap.wrap(
+            what, 100, initial_indent=f"  {m.name:<13}", subsequent_indent=" " * 15, break_on_hyphens=False
+        )
+    return "\n".join(lines)
+
+
+def cam_methods_help() -> str:
+    """``--method``'s help: the methods, and those that need no gradients (the ones ONNX models can do)."""
+    free = [m.name for m in registry.CAM_METHODS.values() if m.needs != "gradients"]
+    return f"comma list of {cam_names()}; without gradients (ONNX models): {', '.join(free)}"
+
 
 #: A few examples per command, shown at the end of ``featuremaps COMMAND --help``.
 COMMAND_EXAMPLES = {
@@ -251,7 +261,7 @@ def _model_args(p, default_help="the bundled emotion model (vgg16 if absent)"):
         "-m",
         default=None,
         help=f"model name: emotion, a keras.applications model ({MODEL_NAMES}), torchvision:NAME, or a "
-        f".keras/.h5, .pt (TorchScript) or .onnx file; default {default_help}",
+        f"{registry.model_files_text()} file; default {default_help}",
     )
     _weights_arg(p)
     p.add_argument("--unsafe", action="store_true", help="allow code stored in a model file (Lambda layers) to run")
@@ -333,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="featuremaps",
         description="See what a convolutional network sees: feature maps of "
         "every conv layer, class activation maps and comparisons, for Keras, PyTorch and ONNX CNNs.",
-        epilog=EXAMPLES,
+        epilog=_EXAMPLES.format(methods=cam_names()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version=f"featuremaps {__version__}")
@@ -377,13 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run="layers")
 
-    p = _sub(sub, "cam", f"class activation maps: {CAM_NAMES}")
+    p = _sub(sub, "cam", f"class activation maps: {cam_names()}")
+    p.epilog = f"{cam_methods_list()}\n\n{p.epilog}"
     _image_args(p)
     _model_args(p)
     p.add_argument(
         "--method",
         default="gradcam",
-        help=f"comma list of {CAM_NAMES}",
+        help=cam_methods_help(),
     )
     p.add_argument("--layer", default=None, help="target conv layer (name or C-number; default the last conv)")
     p.add_argument("--class", dest="target_class", default=None, help="class name or index (default: predicted)")
@@ -410,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         default="gradcam",
-        help=f"CAM methods, comma-separated ({CAM_NAMES}), or none",
+        help=f"CAM methods, comma-separated ({cam_names()}), or none",
     )
     p.add_argument("--cam", default=None, help=argparse.SUPPRESS)  # deprecated alias of --method
     p.add_argument(
@@ -428,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--models",
         default="vgg16,resnet50,mobilenetv2,inceptionv3",
         help="comma-separated models: names as --model takes them (emotion, keras.applications names, "
-        "torchvision:NAME) and .keras/.h5/.pt/.onnx files, frameworks mixed",
+        f"torchvision:NAME) and {registry.model_files_text()} files, frameworks mixed",
     )
     _weights_arg(p, WEIGHTS_COMPARED)
     _input_shape_arg(p, "the models that do not fix it (the others keep theirs)")
@@ -453,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe", action="store_true", help="allow code stored in a model file (Lambda layers) to run")
     _max_pixels_arg(p)
     _out_arg(p, "featuremaps-out", "parent folder: writes FOLDER/compare_<image name>/")
-    p.set_defaults(run="compare:run_models")
+    p.set_defaults(run="compare")
 
     p = _sub(sub, "compare-classes", "the same channels for one face per emotion, side by side")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="one image per class (default: PrivateTest faces)")
@@ -473,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cmap", default="viridis", help="colormap")
     _max_pixels_arg(p)
     _out_arg(p, "featuremaps-out", "parent folder: writes FOLDER/compare-classes/")
-    p.set_defaults(run="compare:run_classes")
+    p.set_defaults(run="compare_classes")
 
     p = _sub(sub, "atlas", "channel x class statistics and top images over a labelled dataset")
     p.add_argument(

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featuremaps import models
+from featuremaps.cli.loading import check_layers, load_model_from_args
 from featuremaps.cli.progress import Batch, clean
 from featuremaps.errors import UserError
-from featuremaps.frameworks import conv_layers
 from featuremaps.images import find_images
 from featuremaps.io import check_replaceable_page
-from featuremaps.layers import select_layers
+from featuremaps.render import Look
 from featuremaps.report import write_report
 
 
@@ -23,10 +22,9 @@ def run(args) -> int:
         raise UserError(f"--out {clean(out)} is a folder; pass a file name like {clean(out / 'report.html')}")
     check_replaceable_page(out)  # only a page featuremaps wrote is replaced; fail before the model loads
     method = args.cam if args.cam is not None else args.method
-    classes = args.classes.split(",") if getattr(args, "classes", None) else None
-    lm = models.load(args.model, weights=args.weights, unsafe=args.unsafe, preprocess=args.preprocess, classes=classes)
-
-    select_layers(conv_layers(lm.model), args.layers)  # a bad --layers fails before any progress output
+    Look(cmap=args.cmap).check()  # a bad --cmap: one line, before the model loads
+    lm = load_model_from_args(args)
+    check_layers(lm, args.layers)  # a bad --layers fails before any progress output
     cams = tuple(m.strip() for m in (method or "").split(",") if m.strip() and m.strip() != "none")
     batch = Batch("report ")
     if args.cam is not None:

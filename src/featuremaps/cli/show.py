@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from featuremaps import models
+from featuremaps.cli.loading import check_layers, load_model_from_args
 from featuremaps.cli.progress import Batch, clean, kept_note
 from featuremaps.errors import UserError
-from featuremaps.frameworks import conv_layers
 from featuremaps.images import find_images
 from featuremaps.io import check_writable, output_names
-from featuremaps.layers import select_layers
 from featuremaps.pipeline import Shower, ShowOptions, percent
+from featuremaps.render import Look
 
 #: The overview is never drawn larger than this many pixels (a 200 Mpx RGB canvas is 600 MB).
 MAX_FIGURE_PIXELS = 200_000_000
@@ -29,33 +28,22 @@ def check_figure_size(maps: int, cell: int, layers: int) -> None:
 def run(args) -> int:
     paths = find_images(args.images)  # fail on a bad path before loading (or downloading) a model
     out = check_writable(args.out)
-    classes = args.classes.split(",") if args.classes else None
-    lm = models.load(
-        args.model,
-        weights=args.weights,
-        unsafe=args.unsafe,
-        preprocess=args.preprocess,
-        classes=classes,
-        random_head=False,
-    )
     opts = ShowOptions(
         layers=args.layers,
         maps=args.maps,
         select=args.select,
-        norm=args.norm,
-        cmap=args.cmap,
-        overlay=args.overlay,
-        cell=args.cell,
+        look=Look(
+            norm=args.norm, cmap=args.cmap, cell=args.cell, overlay=args.overlay
+        ).check(),  # before the model loads
         resize=args.resize,
         face_crop=args.face_crop,
         input_shape=args.input_shape,
         max_pixels=args.max_pixels,
         layer_pngs=args.layer_pngs,
     )
-    chosen = select_layers(
-        conv_layers(lm.model, opts.input_shape), opts.layers
-    )  # a bad --layers fails before the first image
-    check_figure_size(opts.maps, opts.cell, len(chosen))
+    lm = load_model_from_args(args, random_head=False)
+    chosen = check_layers(lm, opts.layers, opts.input_shape)  # a bad --layers fails before the first image
+    check_figure_size(opts.maps, opts.look.cell, len(chosen))
     shower = Shower(lm, opts)
     batch = Batch("show ")
     results = batch.run(

@@ -9,16 +9,18 @@ four corners and the centre, each also mirrored.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 from keras import ops
 
-from featuremaps import models
-from featuremaps.applications import application_key
+from featuremaps import __version__, models
+from featuremaps.charts import render_confusion
 from featuremaps.emotion.augment import centre_crop, ten_crop
 from featuremaps.emotion.model import EMOTIONS, INPUT_SHAPE
 from featuremaps.errors import UserError
+from featuremaps.io import check_output_folder, save_json, save_png
 
 
 def metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
@@ -86,7 +88,7 @@ def predict(model, faces_u8: np.ndarray, tta: bool = False, batch_size: int = 25
 
 def load_for_eval(spec: str | None):
     """The emotion model to evaluate: shipped (default), a .keras file, or .npz weights."""
-    if spec and application_key(spec) in models.APPLICATIONS:
+    if spec and not spec.endswith(".npz") and models.resolve_name(spec).kind == "application":
         raise UserError(
             f"evaluate measures the emotion model on FER2013; {spec} is an ImageNet model: pass emotion, "
             "a trained run's best.keras or its .npz"
@@ -120,3 +122,40 @@ def evaluate(model, data, splits=("PublicTest", "PrivateTest"), tta: bool = Fals
         probs = predict(model, part.x, tta=tta, progress=progress(s) if progress else None)
         res[s] = metrics(part.y, probs.argmax(1), len(EMOTIONS))
     return res
+
+
+def is_own_output(folder: Path) -> bool:
+    """A folder ``evaluate`` wrote: its ``metrics.json`` has a ``"featuremaps"`` key (or, written before that
+    key existed, evaluate's own keys)."""
+    p = folder / "metrics.json"
+    if p.is_symlink() or not p.is_file():
+        return False
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and ("featuremaps" in obj or {"model", "data", "tta", "classes"} <= obj.keys())
+
+
+def check_output(out) -> Path:
+    """``--out``: a new or empty folder, or one holding evaluate's own output (else a UserError), checked
+    before minutes of loading."""
+    return check_output_folder(out, is_own_output, "a folder of evaluate's output (its metrics.json)")
+
+
+def write_evaluation(out: Path, results: dict, *, model: str, data, tta: bool) -> None:
+    """``confusion_<split>.png`` per split and ``metrics.json`` (the model, data, options and each split's
+    metrics) in ``out``, a folder :func:`check_output` accepted."""
+    tag = " (TTA)" if tta else ""
+    report = {
+        "featuremaps": __version__,
+        "model": model,
+        "data": str(data),
+        "tta": bool(tta),
+        "classes": list(EMOTIONS),
+    }
+    for s, m in results.items():
+        title = f"{s}{tag}: accuracy {m['accuracy']:.2%}"
+        save_png(out / f"confusion_{s}.png", render_confusion(m["confusion"], list(EMOTIONS), title))
+        report[s] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
+    save_json(out / "metrics.json", report)

@@ -32,16 +32,18 @@ from pathlib import Path
 
 import numpy as np
 
+from featuremaps import registry
 from featuremaps.cam.engine import CamEngine, cam_results, is_probabilities, resolve_class, softmax
 from featuremaps.cam.engine import compute_cam as keras_compute_cam
-from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, parse_methods
+from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, NEEDS_HEAD, parse_methods
 from featuremaps.errors import UserError
 from featuremaps.extractor import STATS, FeatureExtractor, LayerMaps, parse_select, pick_channels
 from featuremaps.extractor import extract as keras_extract
 from featuremaps.layers import ConvLayer, select_layers
 from featuremaps.layers import conv_layers as keras_conv_layers
 
-FRAMEWORKS = {"torch": "featuremaps.frameworks.torch", "onnx": "featuremaps.frameworks.onnx"}
+#: framework -> the module of its adapter (from :data:`featuremaps.registry.FRAMEWORKS`)
+FRAMEWORKS = {f.name: f.module for f in registry.FRAMEWORKS.values() if f.module}
 
 
 class ModelAdapter:
@@ -111,11 +113,6 @@ def load_model_state(model, state) -> None:
         ad.load_state(state)
 
 
-#: CAM methods that re-run the network from the target layer on (Ablation-CAM): Keras models cut at the layer
-#: (:func:`featuremaps.extractor.split_at`), other frameworks where the adapter has ``head_scores``.
-NEEDS_HEAD = {"ablationcam"}
-
-
 def gradient_free_methods() -> list[str]:
     """The CAM methods that need no gradients (Score-CAM, EigenCAM, Ablation-CAM): those for ONNX models."""
     return [m for m in CAM_METHODS if m not in NEEDS_GRADIENTS]
@@ -126,7 +123,8 @@ def framework_of(model) -> str:
     if isinstance(model, ModelAdapter):
         return model.framework
     if isinstance(model, str | Path):
-        return "onnx" if str(model).lower().endswith(".onnx") else "keras"
+        # a path: only an ONNX file is a model as it stands (the ONNX adapter opens it); others go through models.load
+        return "onnx" if registry.framework_of_file(model) == "onnx" else "keras"
     roots = [cls.__module__.split(".")[0] for cls in type(model).__mro__]
     if "keras" in roots:  # on Keras' torch backend a Keras model is also a torch.nn.Module
         return "keras"
