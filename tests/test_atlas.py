@@ -394,7 +394,8 @@ def test_a_photo_in_two_classes_is_named_and_equal_classes_prefer_none(tmp_path,
     assert "no channel prefers a class" in cap.out
     meta = json.loads((out / "atlas.json").read_text())
     assert [[d["label"] for d in group] for group in meta["duplicates"]] == [["dark", "light"]]
-    assert all(it["preferred_class"] is None for it in meta["layers"][0]["most_selective"])
+    listed = meta["layers"][0]["most_selective"]
+    assert listed and all(it["preferred_class"] is None for it in listed)
     assert "more than one class" in (out / "index.html").read_text()
 
 
