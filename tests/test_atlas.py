@@ -39,9 +39,9 @@ def hand_data(tmp_path):
     return root
 
 
-@pytest.fixture
-def hand_model_file(tmp_path):
-    p = tmp_path / "hand.keras"
+@pytest.fixture(scope="module")
+def hand_model_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("hand") / "hand.keras"
     _hand_model().save(p)
     return p
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,16 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
+def models_dir(tmp_path_factory, tiny_file):
     import keras
 
     d = tmp_path_factory.mktemp("behave_models")
+    shutil.copy(tiny_file, d / "tiny.keras")
     keras.utils.set_random_seed(0)
     x = keras.Input((16, 16, 3))
-    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(x)
-    b = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c2")(a)
-    y = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(b))
-    keras.Model(x, y, name="tiny").save(d / "tiny.keras")
     # 1000 classes, as an ImageNet head: cam --all-classes must stay bounded
     h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="k1")(x)
     z = keras.layers.Dense(1000)(keras.layers.GlobalAveragePooling2D()(h))

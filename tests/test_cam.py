@@ -204,10 +204,8 @@ def test_overlay():
 
 # ---------------------------------------------------------------- CLI
 @pytest.fixture
-def model_file(tmp_path, tiny_functional):
-    p = tmp_path / "tiny.keras"
-    tiny_functional.save(p)
-    return p
+def model_file(tiny_functional_file):
+    return tiny_functional_file
 
 
 @pytest.fixture

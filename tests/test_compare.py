@@ -28,11 +28,12 @@ def _net(name, convs, side=16, classes=3):
     return keras.Model(x, y, name=name)
 
 
-@pytest.fixture
-def nets(tmp_path):
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
     a = _net("deep", [(4, 1), (4, 1), (6, 2), (6, 1), (8, 2)])
     b = _net("shallow", [(4, 2), (8, 2)], side=24)
-    pa, pb = tmp_path / "deep.keras", tmp_path / "shallow.keras"
+    folder = tmp_path_factory.mktemp("nets")
+    pa, pb = folder / "deep.keras", folder / "shallow.keras"
     a.save(pa)
     b.save(pb)
     return pa, pb

@@ -28,18 +28,9 @@ def _png(path: Path, shape=(20, 20, 3), value=None) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    import keras
-
-    keras.utils.set_random_seed(0)
-    x = keras.Input((16, 16, 3))
-    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(x)
-    b = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c2")(a)
-    y = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(b))
-    path = tmp_path_factory.mktemp("messages") / "tiny.keras"
-    keras.Model(x, y, name="tiny").save(path)
-    return path
+@pytest.fixture
+def tiny_model(tiny_file) -> Path:
+    return tiny_file
 
 
 # ---------------------------------------------------------------- TensorFlow's start-up lines
