@@ -194,6 +194,7 @@ def test_atlas_bad_input_exit_2_nothing_written(tmp_path, hand_data, hand_model_
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
 
 
+@pytest.mark.slow
 @needs_fer()
 def test_atlas_fer_archive_small(tmp_path):
     from conftest import FER_ARCHIVE
@@ -422,6 +423,7 @@ def _rgb_folder(root, classes, n, side, seed=0):
     return images, labels
 
 
+@pytest.mark.slow
 def test_atlas_of_a_torchvision_model_uses_its_imagenet_preprocessing(tmp_path, capsys):
     """--model torchvision:resnet18 --weights none: the images go in with torchvision's ImageNet mean/std (as
     in show), and C1/C2's class means equal a hooked forward of the same random-weight resnet18."""

@@ -214,6 +214,7 @@ def test_compare_folder_is_one_line(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_compare_face_crops_for_emotion_and_weights_only_for_applications(tmp_path, capsys):
     from featuremaps import models
     from featuremaps.compare import run_model
@@ -233,6 +234,7 @@ def test_compare_face_crops_for_emotion_and_weights_only_for_applications(tmp_pa
     np.testing.assert_array_equal(run_model(lm, rgb, 2).shown, prepare(lm, rgb).shown)  # exactly like show
 
 
+@pytest.mark.slow
 def test_compare_random_weights_said_in_title(tmp_path, capsys):
     out = tmp_path / "out"
     img = _png(tmp_path / "cat.png", (64, 64, 3))
@@ -402,6 +404,7 @@ def test_pixel_limit_message_has_real_numbers(models_dir, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- issue 11 part 5: SIGTERM, stale temp files
+@pytest.mark.slow
 def test_sigterm_mid_write_removes_temp_files_and_exits_143(models_dir, tmp_path):
     img = _png(tmp_path / "a.png")
     out = tmp_path / "out"
@@ -806,6 +809,7 @@ def test_compare_lambda_model_names_unsafe_and_runs_with_it(tmp_path, capsys):
     assert (tmp_path / "o" / "compare_a" / "compare.png").is_file()
 
 
+@pytest.mark.slow
 def test_constant_image_prints_no_runtime_warning(models_dir, tmp_path):
     img = _png(tmp_path / "grey.png", (16, 16, 3), value=128)
     tiny = str(models_dir / "tiny.keras")

@@ -109,6 +109,7 @@ def test_compare_cli_writes_png_html_json(tmp_path, nets, cat):
     assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
 
 
+@pytest.mark.slow
 def test_compare_keras_applications_random_weights(tmp_path, cat):
     rc = main(
         [
@@ -281,6 +282,7 @@ def test_compare_classes_bad_input(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 @needs_fer()
 def test_compare_classes_fer_privatetest(tmp_path):
     from conftest import FER_ARCHIVE

@@ -184,6 +184,7 @@ print(json.dumps(sorted(m for m in ("keras", "tensorflow", "jax", "torch", "onnx
 """
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     reason="issue 24: featuremaps.frameworks, report, compare and atlas still import Keras at their tops; "

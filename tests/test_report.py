@@ -169,6 +169,7 @@ def test_report_bad_input_exit_2_nothing_written(tmp_path, model_file, images, b
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".r.")]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))
 def test_report_in_headless_chromium(tmp_path, model_file, images):
     rc, out = _report(tmp_path, images / "b&<i>.png", images / "a.png", "--model", model_file)
