@@ -29,7 +29,10 @@ def needs_fer():
     )
 
 
-@pytest.fixture
+# ---------------------------------------------------------------- tiny models, built once per test run
+# The in-memory models are shared by every test that asks for one (featuremaps never mutates a model);
+# the *_file fixtures save them once to a session folder. A test that trains or builds a model makes its own.
+@pytest.fixture(scope="session")
 def tiny_sequential():
     import keras
 
@@ -47,7 +50,7 @@ def tiny_sequential():
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_functional():
     import keras
 
@@ -62,7 +65,7 @@ def tiny_functional():
     return keras.Model(x, y, name="tiny_fn")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_nested():
     """The transfer-learning shape: Sequential([Input, Rescaling, base CNN, GAP, Dense])."""
     import keras
@@ -87,6 +90,7 @@ def tiny_nested():
 
 @pytest.fixture
 def tiny_unbuilt():
+    """Per test: calling it builds it."""
     import keras
 
     return keras.Sequential(
@@ -98,6 +102,41 @@ def tiny_unbuilt():
         ],
         name="unbuilt",
     )
+
+
+@pytest.fixture(scope="session")
+def models_folder(tmp_path_factory) -> Path:
+    """The session's folder of saved tiny models (read-only for the tests)."""
+    return tmp_path_factory.mktemp("tiny_models")
+
+
+@pytest.fixture(scope="session")
+def tiny_file(models_folder) -> Path:
+    """``tiny.keras``: 16x16x3 -> c1 (4) -> c2 (6) -> GAP -> 3-way softmax, model name "tiny"."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((16, 16, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(x)
+    b = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c2")(a)
+    y = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(b))
+    path = models_folder / "tiny.keras"
+    keras.Model(x, y, name="tiny").save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sequential_file(models_folder, tiny_sequential) -> Path:
+    path = models_folder / "tiny_seq.keras"
+    tiny_sequential.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_functional_file(models_folder, tiny_functional) -> Path:
+    path = models_folder / "tiny_fn.keras"
+    tiny_functional.save(path)
+    return path
 
 
 @pytest.fixture

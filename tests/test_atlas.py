@@ -39,9 +39,9 @@ def hand_data(tmp_path):
     return root
 
 
-@pytest.fixture
-def hand_model_file(tmp_path):
-    p = tmp_path / "hand.keras"
+@pytest.fixture(scope="module")
+def hand_model_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("hand") / "hand.keras"
     _hand_model().save(p)
     return p
 
@@ -194,6 +194,7 @@ def test_atlas_bad_input_exit_2_nothing_written(tmp_path, hand_data, hand_model_
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
 
 
+@pytest.mark.slow
 @needs_fer()
 def test_atlas_fer_archive_small(tmp_path):
     from conftest import FER_ARCHIVE
@@ -394,7 +395,8 @@ def test_a_photo_in_two_classes_is_named_and_equal_classes_prefer_none(tmp_path,
     assert "no channel prefers a class" in cap.out
     meta = json.loads((out / "atlas.json").read_text())
     assert [[d["label"] for d in group] for group in meta["duplicates"]] == [["dark", "light"]]
-    assert all(it["preferred_class"] is None for it in meta["layers"][0]["most_selective"])
+    listed = meta["layers"][0]["most_selective"]
+    assert listed and all(it["preferred_class"] is None for it in listed)
     assert "more than one class" in (out / "index.html").read_text()
 
 
@@ -421,6 +423,7 @@ def _rgb_folder(root, classes, n, side, seed=0):
     return images, labels
 
 
+@pytest.mark.slow
 def test_atlas_of_a_torchvision_model_uses_its_imagenet_preprocessing(tmp_path, capsys):
     """--model torchvision:resnet18 --weights none: the images go in with torchvision's ImageNet mean/std (as
     in show), and C1/C2's class means equal a hooked forward of the same random-weight resnet18."""

@@ -22,6 +22,8 @@ from featuremaps.atlas import compute_atlas, most_selective, open_source  # noqa
 from featuremaps.atlas_ray import block_rows, compute_atlas_ray  # noqa: E402
 from featuremaps.cli import main  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a local Ray cluster and subprocesses of the CLI
+
 CLASSES = ["cat", "dog", "owl"]
 FER = Path(os.environ.get("FEATUREMAPS_FER2013", FER_ARCHIVE))
 

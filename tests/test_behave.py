@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,16 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
+def models_dir(tmp_path_factory, tiny_file):
     import keras
 
     d = tmp_path_factory.mktemp("behave_models")
+    shutil.copy(tiny_file, d / "tiny.keras")
     keras.utils.set_random_seed(0)
     x = keras.Input((16, 16, 3))
-    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(x)
-    b = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c2")(a)
-    y = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(b))
-    keras.Model(x, y, name="tiny").save(d / "tiny.keras")
     # 1000 classes, as an ImageNet head: cam --all-classes must stay bounded
     h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="k1")(x)
     z = keras.layers.Dense(1000)(keras.layers.GlobalAveragePooling2D()(h))
@@ -216,6 +214,7 @@ def test_compare_folder_is_one_line(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_compare_face_crops_for_emotion_and_weights_only_for_applications(tmp_path, capsys):
     from featuremaps import models
     from featuremaps.compare import run_model
@@ -235,6 +234,7 @@ def test_compare_face_crops_for_emotion_and_weights_only_for_applications(tmp_pa
     np.testing.assert_array_equal(run_model(lm, rgb, 2).shown, prepare(lm, rgb).shown)  # exactly like show
 
 
+@pytest.mark.slow
 def test_compare_random_weights_said_in_title(tmp_path, capsys):
     out = tmp_path / "out"
     img = _png(tmp_path / "cat.png", (64, 64, 3))
@@ -404,6 +404,7 @@ def test_pixel_limit_message_has_real_numbers(models_dir, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- issue 11 part 5: SIGTERM, stale temp files
+@pytest.mark.slow
 def test_sigterm_mid_write_removes_temp_files_and_exits_143(models_dir, tmp_path):
     img = _png(tmp_path / "a.png")
     out = tmp_path / "out"
@@ -808,6 +809,7 @@ def test_compare_lambda_model_names_unsafe_and_runs_with_it(tmp_path, capsys):
     assert (tmp_path / "o" / "compare_a" / "compare.png").is_file()
 
 
+@pytest.mark.slow
 def test_constant_image_prints_no_runtime_warning(models_dir, tmp_path):
     img = _png(tmp_path / "grey.png", (16, 16, 3), value=128)
     tiny = str(models_dir / "tiny.keras")

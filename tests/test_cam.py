@@ -70,9 +70,19 @@ def test_gradcam_by_hand(activation, c):
 def test_method_functions_on_arrays():
     acts = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
     grads = np.array([[[1, -1], [2, 0]], [[0, 1], [-1, 1]]], np.float32)
-    np.testing.assert_allclose(gradcam(acts, grads), np.maximum(acts @ grads.mean(axis=(0, 1)), 0))
-    np.testing.assert_allclose(layercam(acts, grads), (np.maximum(grads, 0) * acts).sum(-1))
-    assert gradcam_pp(acts, grads).shape == (2, 2) and gradcam_pp(acts, grads).min() >= 0
+    # by hand: channel weights = mean gradients (0.5, 0.25); position (i, j) has activations (2k, 2k + 1), k = 2i + j
+    np.testing.assert_allclose(gradcam(acts, grads), [[0.25, 1.75], [3.25, 4.75]])
+    assert not gradcam(acts, -grads).any()  # weights (-0.5, -0.25): every position negative, ReLU'd to 0
+    # LayerCAM: sum over channels of ReLU(g) * A, position by position: 1*0 + 0*1, 2*2 + 0*3, 0*4 + 1*5, 0*6 + 1*7
+    np.testing.assert_allclose(layercam(acts, grads), [[0.0, 4.0], [5.0, 7.0]])
+    # Grad-CAM++: channel 0 (A sum 2, g = 1, 2, 0, 0): alpha = 1/(2+2), 4/(8+16), normalised 3/5, 2/5 -> w0 = 7/5;
+    # channel 1 (A sum -3, g = 1): alpha = 1/(2-3) = -1 everywhere, normalised 1/4 -> w1 = 1; then ReLU
+    acts = np.zeros((2, 2, 2), np.float32)
+    acts[..., 0] = [[1, 0], [0, 1]]
+    acts[1, 1, 1] = -3
+    grads = np.ones((2, 2, 2), np.float32)
+    grads[..., 0] = [[1, 2], [0, 0]]
+    np.testing.assert_allclose(gradcam_pp(acts, grads), [[1.4, 0.0], [0.0, 0.0]], rtol=1e-6)  # 1.4 - 3 < 0 at (1, 1)
     assert {"gradcam", "gradcam++", "scorecam", "layercam"} <= set(CAM_METHODS)
 
 
@@ -194,10 +204,8 @@ def test_overlay():
 
 # ---------------------------------------------------------------- CLI
 @pytest.fixture
-def model_file(tmp_path, tiny_functional):
-    p = tmp_path / "tiny.keras"
-    tiny_functional.save(p)
-    return p
+def model_file(tiny_functional_file):
+    return tiny_functional_file
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ import textwrap
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # a subprocess per Keras backend
+
 SCRIPT = """
 import sys
 import numpy as np

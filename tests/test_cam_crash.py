@@ -16,6 +16,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.slow  # keras.applications models in subprocesses
+
 XCEPTION_STYLE = """
 import keras
 from keras import layers

@@ -104,9 +104,8 @@ def test_new_methods_through_compute_cam(method, tiny_functional):
     assert r.heatmap_up.shape == (16, 16)
 
 
-def test_cli_cam_and_report_with_the_new_methods(tiny_functional, rgb_image, tmp_path, capsys):
-    p = tmp_path / "m.keras"
-    tiny_functional.save(p)
+def test_cli_cam_and_report_with_the_new_methods(tiny_functional_file, rgb_image, tmp_path, capsys):
+    p = tiny_functional_file
     out = tmp_path / "out"
     rc = main(["cam", str(rgb_image), "--model", str(p), "--method", ",".join(NEW), "--out", str(out)])
     assert rc == 0, capsys.readouterr().err

@@ -13,6 +13,7 @@ from conftest import FER_ARCHIVE, needs_fer
 from featuremaps.emotion.model import shipped_weights_available
 
 pytestmark = [
+    pytest.mark.slow,
     needs_fer(),
     pytest.mark.skipif(not shipped_weights_available(), reason="the trained emotion model is not shipped yet"),
 ]

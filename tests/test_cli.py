@@ -216,6 +216,7 @@ def test_show_folder_progress(models_dir, tmp_path, capsys):
     assert "show: 3/3 done in" in err and "\r" not in err  # not a terminal: a plain line, no bar
 
 
+@pytest.mark.slow
 def test_show_named_model_random_weights(image, tmp_path):
     out = tmp_path / "out"
     assert (
@@ -357,6 +358,7 @@ def test_layers_table(models_dir, capsys):
     assert main(["layers", str(models_dir / "dense.keras")]) == 2
 
 
+@pytest.mark.slow
 def test_layers_vgg16_random_weights(capsys):
     assert main(["layers", "vgg16"]) == 0  # --weights none is the default for the table
     out = capsys.readouterr().out.splitlines()
@@ -376,6 +378,7 @@ def test_help_has_examples_and_exit_codes(capsys):
     assert main([]) == 2
 
 
+@pytest.mark.slow
 def test_help_imports_no_deep_learning_framework():
     code = (
         "import featuremaps.cli, sys; featuremaps.cli.build_parser(); "

@@ -29,11 +29,12 @@ def _net(name, convs, side=16, classes=3):
     return keras.Model(x, y, name=name)
 
 
-@pytest.fixture
-def nets(tmp_path):
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
     a = _net("deep", [(4, 1), (4, 1), (6, 2), (6, 1), (8, 2)])
     b = _net("shallow", [(4, 2), (8, 2)], side=24)
-    pa, pb = tmp_path / "deep.keras", tmp_path / "shallow.keras"
+    folder = tmp_path_factory.mktemp("nets")
+    pa, pb = folder / "deep.keras", folder / "shallow.keras"
     a.save(pa)
     b.save(pb)
     return pa, pb
@@ -109,6 +110,7 @@ def test_compare_cli_writes_png_html_json(tmp_path, nets, cat):
     assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
 
 
+@pytest.mark.slow
 def test_compare_keras_applications_random_weights(tmp_path, cat):
     rc = main(
         [
@@ -281,6 +283,7 @@ def test_compare_classes_bad_input(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 @needs_fer()
 def test_compare_classes_fer_privatetest(tmp_path):
     from conftest import FER_ARCHIVE

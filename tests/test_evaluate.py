@@ -52,6 +52,7 @@ def test_evaluate_cli_bad_inputs(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_model_trained_with_crop_is_an_emotion_model_everywhere(tmp_path, capsys):
     """What `featuremaps train --crop 44` writes: evaluated at its own 44 px (centre crop, ten-crop with --tta),
     and loaded as an emotion model (its input size, the emotions' names) by show; compare refuses an emotion
@@ -80,6 +81,7 @@ def test_a_model_trained_with_crop_is_an_emotion_model_everywhere(tmp_path, caps
     assert len(err) == 1 and "emotion-resnet model is not trained/shipped yet" in err[0], err
 
 
+@pytest.mark.slow
 def test_a_shipped_crop_model_loads_as_the_bundled_one_at_its_own_size(tmp_path, monkeypatch, capsys):
     """tools/ship_emotion.py on a `train --crop 44 --width 0.1` run: the card records arch, input side and
     width; the bundled-model path (`--model emotion`) builds it at 44x44 and feeds it the face's centre crop,

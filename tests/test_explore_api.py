@@ -33,7 +33,7 @@ def _png(h=40, w=50, seed=0) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chain_model():
     import keras
 

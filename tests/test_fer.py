@@ -150,6 +150,7 @@ def test_real_archive_slice():
     assert all(src.split(":")[-1].split("/")[-1].startswith("PrivateTest_") for src in d["PrivateTest"].sources)
 
 
+@pytest.mark.slow
 def test_folder_skips_a_fifo_instead_of_hanging(tmp_path, dataset):
     import os
     import subprocess

@@ -73,6 +73,7 @@ sys.exit(code)
 """
 
 
+@pytest.mark.slow
 def test_cli_runs_on_torch_where_tensorflow_is_not_installed(tmp_path):
     """A user with featuremaps[torch] and no TensorFlow: commands run, Keras models included."""
     pytest.importorskip("torch")
@@ -83,6 +84,7 @@ def test_cli_runs_on_torch_where_tensorflow_is_not_installed(tmp_path):
     assert "vgg16: 13 conv layers" in r.stdout and "backend torch" in r.stdout
 
 
+@pytest.mark.slow
 def test_cli_with_no_backend_at_all_is_one_line(tmp_path):
     hide_all = HIDE_TENSORFLOW.replace('("tensorflow",)', '("tensorflow", "torch", "jax")').replace(
         'import keras\nprint("backend", keras.backend.backend())\n', ""

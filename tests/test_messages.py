@@ -28,21 +28,13 @@ def _png(path: Path, shape=(20, 20, 3), value=None) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    import keras
-
-    keras.utils.set_random_seed(0)
-    x = keras.Input((16, 16, 3))
-    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(x)
-    b = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c2")(a)
-    y = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(b))
-    path = tmp_path_factory.mktemp("messages") / "tiny.keras"
-    keras.Model(x, y, name="tiny").save(path)
-    return path
+@pytest.fixture
+def tiny_model(tiny_file) -> Path:
+    return tiny_file
 
 
 # ---------------------------------------------------------------- TensorFlow's start-up lines
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="TensorFlow is not installed")
 def test_api_use_keeps_tensorflow_start_up_lines_off_stderr():
     code = "import featuremaps; featuremaps.conv_layers; import tensorflow; print('ok')"
@@ -339,6 +331,7 @@ def test_atlas_says_what_it_does_before_its_bar_on_a_terminal(tmp_path, tiny_mod
 
 
 # ---------------------------------------------------------------- benchmarks: data as the CLI takes it
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["cam_sanity.py", "bench_atlas.py"])
 def test_benchmarks_without_data_say_so_in_one_line(tmp_path, script):
     env = {k: v for k, v in os.environ.items() if k != "FEATUREMAPS_FER2013"}
@@ -351,6 +344,7 @@ def test_benchmarks_without_data_say_so_in_one_line(tmp_path, script):
 
 
 # ---------------------------------------------------------------- Ray: no error-level line on a good run
+@pytest.mark.slow
 def test_ray_atlas_on_a_local_ray_prints_no_error_level_line(tmp_path, tiny_model, capfd):
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
@@ -399,6 +393,7 @@ def test_compare_head_sections_start_at_one_height_when_a_name_wraps(tmp_path):
 
 
 # ---------------------------------------------------------------- pictures: report grids use the page's width
+@pytest.mark.slow
 def test_report_grids_use_the_width_of_a_wide_page(tmp_path):
     import keras
 

@@ -131,6 +131,7 @@ def test_resolve_input_shape(saved):
         free.resolve_input_shape((40, 30), (20, 24, 4))
 
 
+@pytest.mark.slow
 def test_named_application_random_weights():
     lm = load("mobilenet_v2", weights="none")  # no download
     assert lm.name == "mobilenetv2" and lm.input_shape == (224, 224, 3) and lm.classes is None
@@ -166,6 +167,7 @@ def test_every_keras_application_has_a_name_and_its_familys_preprocessing(capsys
     assert summary() in " ".join(capsys.readouterr().out.split())
 
 
+@pytest.mark.slow
 def test_named_application_by_new_name_and_unknown_name():
     lm = load("MobileNet_V3_Small", weights="none", random_head=False)
     assert lm.name == "mobilenetv3small" and lm.preprocess == "keras.applications.mobilenet_v3.preprocess_input"

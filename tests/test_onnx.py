@@ -266,6 +266,7 @@ def test_not_an_onnx_file(tmp_path, capsys):
     assert code == 2 and "not an ONNX model" in err
 
 
+@pytest.mark.slow
 def test_keras_model_exported_to_onnx_gives_the_same_maps(tmp_path):
     """Keras' own ONNX export (``model.export(format="onnx")``, torch backend: tf2onnx is not installed here).
 

@@ -16,7 +16,7 @@ from featuremaps.cli import main
 EVIL_LAYER = "<img src=x onerror=alert(1)>"
 
 
-def _tiny_model(name="tiny_report", conv_name="conv_a"):
+def _tiny_model(name, conv_name):
     import keras
 
     keras.utils.set_random_seed(0)
@@ -29,10 +29,8 @@ def _tiny_model(name="tiny_report", conv_name="conv_a"):
 
 
 @pytest.fixture
-def model_file(tmp_path):
-    p = tmp_path / "tiny.keras"
-    _tiny_model().save(p)
-    return p
+def model_file(tiny_sequential_file):
+    return tiny_sequential_file
 
 
 @pytest.fixture
@@ -171,6 +169,7 @@ def test_report_bad_input_exit_2_nothing_written(tmp_path, model_file, images, b
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".r.")]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(why_unavailable() is not None, reason=str(why_unavailable()))
 def test_report_in_headless_chromium(tmp_path, model_file, images):
     rc, out = _report(tmp_path, images / "b&<i>.png", images / "a.png", "--model", model_file)
@@ -181,7 +180,7 @@ def test_report_in_headless_chromium(tmp_path, model_file, images):
     assert len(res.images) == 8
     assert all(i["complete"] and i["naturalWidth"] > 0 and i["naturalHeight"] > 0 for i in res.images)
     assert res.evaluated == 2
-    assert res.title == "featuremaps report: tiny_report"
+    assert res.title == "featuremaps report: tiny_seq"
     shot = tmp_path / "screenshot.png"
     shot.write_bytes(res.screenshot)
     with Image.open(shot) as im:

@@ -490,6 +490,7 @@ def test_framework_detection_imports_nothing():
     assert adapter(object()) is None  # not torch, not ONNX: Keras' path
 
 
+@pytest.mark.slow
 def test_keras_model_on_the_torch_backend_stays_on_the_keras_path():
     """With KERAS_BACKEND=torch a Keras model is also an nn.Module; it must keep Keras' graph replay."""
     code = textwrap.dedent(
@@ -510,6 +511,7 @@ def test_keras_model_on_the_torch_backend_stays_on_the_keras_path():
     assert "['c1']" in res.stdout
 
 
+@pytest.mark.slow
 def test_keras_user_never_imports_torch(tmp_path):
     """`featuremaps show` on a Keras model, in a fresh interpreter: torch and onnxruntime stay unimported."""
     code = textwrap.dedent(

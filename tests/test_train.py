@@ -18,6 +18,8 @@ from featuremaps.emotion.model import EMOTIONS
 from featuremaps.emotion.train import lr_at, train
 from featuremaps.errors import UserError
 
+pytestmark = pytest.mark.slow  # training runs (real FER2013 faces among them) and subprocesses
+
 
 def test_augment_keeps_shape_range_and_is_seeded():
     x = np.random.default_rng(0).random((8, 48, 48, 1), dtype=np.float32)
