@@ -14,16 +14,17 @@ order). A configuration is a set of environment variables:
 * ``avx2``: ``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN without its AVX-512 kernels).
 
 A run that exits with a signal (SIGSEGV, SIGABRT: negative return codes) or an unexpected status counts as a
-crash; a run past ``--timeout`` counts apart. ``--rate`` also prints each run's training speed, read from the
-progress bar's last epoch (images/s = 64 / (s/step)): use a larger ``--limit-per-class`` and 2 epochs for that
-(the first epoch's mean step includes tracing), e.g. ``--limit-per-class 50 --epochs 2``.
+crash; a run past ``--timeout`` counts apart. With ``--epochs 3`` or more each run's speed is printed too: training
+faces / wall time of its second epoch (see :func:`one_run`), e.g. ``--limit-per-class 50 --epochs 3``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ CONFIGS = {
     "onednn-off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
     "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
 }
-STEP = re.compile(r"(\d+(?:\.\d+)?)(s|ms)/step")
+EPOCH = re.compile(rb"Epoch (\d+)/\d+")
 
 
 def describe(rc: int) -> str:
@@ -48,23 +49,49 @@ def describe(rc: int) -> str:
     return f"exit {rc}"
 
 
-def one_run(args, env_extra: dict, seed: int | None) -> tuple[int | None, float, str]:
-    """(return code or None on timeout, wall seconds, the log's last lines)."""
+def one_run(args, env_extra: dict, seed: int | None) -> tuple[int | None, float, str, float | None]:
+    """(return code or None on timeout, wall seconds, the output's last characters, images/s or None).
+
+    images/s: the training faces over the wall time of the second epoch (from the moment its progress line
+    "Epoch 2/E" arrives to the moment "Epoch 3/E" does: training, validation and the epoch's checkpoint), so
+    start-up and tracing are left out; needs ``--epochs 3`` or more.
+    """
     with tempfile.TemporaryDirectory(prefix="fm_crash_") as tmp:
+        out = Path(tmp) / "run"
         cmd = [
             sys.executable, "-m", "featuremaps", "train", "--data", args.data, "--epochs", str(args.epochs),
             "--width", str(args.width), "--limit-per-class", str(args.limit_per_class), "--arch", args.arch,
-            "--out", str(Path(tmp) / "run"), *args.extra.split(),
+            "--out", str(out), *args.extra.split(),
         ]  # fmt: skip
         if seed is not None:
             cmd += ["--seed", str(seed)]
-        env = dict(os.environ, **env_extra)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **env_extra)
         t = time.perf_counter()
-        try:
-            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            return None, time.perf_counter() - t, ""
-        return p.returncode, time.perf_counter() - t, (p.stdout + p.stderr)[-3000:]
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        text, seen = b"", {}
+        while True:
+            left = t + args.timeout - time.perf_counter()
+            if left <= 0:
+                p.kill()
+                p.wait()
+                return None, time.perf_counter() - t, text[-3000:].decode(errors="replace"), None
+            ready, _, _ = select.select([p.stdout], [], [], min(left, 1.0))
+            if not ready:
+                continue
+            chunk = os.read(p.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            text += chunk
+            now = time.perf_counter()
+            for m in EPOCH.finditer(text[-len(chunk) - 20 :]):
+                seen.setdefault(int(m.group(1)), now)
+        rc = p.wait()
+        wall = time.perf_counter() - t
+        rate = None
+        if rc == 0 and 2 in seen and 3 in seen:
+            faces = json.loads((out / "state.json").read_text())["train_faces"]
+            rate = faces / (seen[3] - seen[2])
+        return rc, wall, text[-3000:].decode(errors="replace"), rate
 
 
 def main():
@@ -79,7 +106,6 @@ def main():
     ap.add_argument("--vary-seed", action="store_true", help="run i trains with --seed i")
     ap.add_argument("--extra", default="", help="more train arguments, space-separated")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per run")
-    ap.add_argument("--rate", action="store_true", help="print each run's images/s from its progress lines")
     ap.add_argument("--show-log", action="store_true", help="print the last lines of each crashed run")
     a = ap.parse_args()
     configs = a.configs.split(",")
@@ -90,12 +116,9 @@ def main():
     for name in configs:
         codes, rates, walls = [], [], []
         for i in range(a.runs):
-            rc, wall, tail = one_run(a, CONFIGS[name], i if a.vary_seed else None)
+            rc, wall, tail, rate = one_run(a, CONFIGS[name], i if a.vary_seed else None)
             codes.append(rc)
             walls.append(wall)
-            steps = [float(v) / (1000 if unit == "ms" else 1) for v, unit in STEP.findall(tail)]
-            # the last epoch's mean step (the first one's holds tracing)
-            rate = 64 / steps[-1] if steps and a.rate else None
             rates.append(rate)
             what = "timeout" if rc is None else describe(rc)
             extra = f", {rate:.1f} img/s" if rate else ""
