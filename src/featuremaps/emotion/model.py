@@ -142,7 +142,9 @@ def build_emotion_resnet(
 
     A strided projection is written as ``<block>_shortcut_subsample`` (a 1x1 pool, stride 2: every other
     pixel) then ``<block>_shortcut`` (1x1 conv, stride 1): the same function and weight shapes as one 1x1
-    stride-2 conv, which TensorFlow's oneDNN kernels train into heap corruption (BENCHMARKS.md, issue 29).
+    stride-2 conv, which TensorFlow's oneDNN kernels train into heap corruption (BENCHMARKS.md, issue 29). A
+    checkpoint saved with that older form loads as saved (a ``.keras`` file holds its layers) and
+    :func:`fold_batch_norm` maps it onto this form by layer name.
 
     Example::
 
