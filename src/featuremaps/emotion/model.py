@@ -140,6 +140,12 @@ def build_emotion_resnet(
     1x1 projection shortcut), the first block of each stage striding by 2: maps of 24, 12, 6 and 3 px,
     global average pooling, dropout, softmax. About 0.3 GMAC per face (the VGG-16: 0.7).
 
+    A strided projection is written as ``<block>_shortcut_subsample`` (a 1x1 pool, stride 2: every other
+    pixel) then ``<block>_shortcut`` (1x1 conv, stride 1): the same function and weight shapes as one 1x1
+    stride-2 conv, which TensorFlow's oneDNN kernels train into heap corruption (BENCHMARKS.md, issue 29). A
+    checkpoint saved with that older form loads as saved (a ``.keras`` file holds its layers) and
+    :func:`fold_batch_norm` maps it onto this form by layer name.
+
     Example::
 
         model = build_emotion_resnet(batch_norm=True)   # train this, ship fold_batch_norm(model)
@@ -153,7 +159,12 @@ def build_emotion_resnet(
             name = f"stage{s}_block{b}"
             shortcut = x
             if st != 1 or x.shape[-1] != c(filters):
-                shortcut = _conv_unit(x, c(filters), 1, st, f"{name}_shortcut", None, batch_norm)
+                # the 1x1 stride-2 projection as a subsampling (a 1x1 pool) then a stride-1 1x1 conv: the same
+                # function and weights, without oneDNN's strided 1x1 weight-gradient kernel, which corrupts
+                # TensorFlow's heap in training when channels are not multiples of 16 (issue 29)
+                if st != 1:
+                    shortcut = layers.AveragePooling2D(1, strides=st, name=f"{name}_shortcut_subsample")(x)
+                shortcut = _conv_unit(shortcut, c(filters), 1, 1, f"{name}_shortcut", None, batch_norm)
             y = _conv_unit(x, c(filters), 3, st, f"{name}_conv1", "relu", batch_norm)
             y = _conv_unit(y, c(filters), 3, 1, f"{name}_conv2", None, batch_norm)
             x = layers.Add(name=f"{name}_add")([y, shortcut])
