@@ -20,6 +20,8 @@ import pytest
 
 from featuremaps.emotion.model import build_emotion_model
 
+pytestmark = pytest.mark.slow  # training steps in a subprocess (~15 s)
+
 TRAIN_STEPS = """
 import keras
 import numpy as np
