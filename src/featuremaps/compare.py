@@ -37,10 +37,10 @@ from featuremaps.draw import (
 from featuremaps.emotion import data as fer
 from featuremaps.emotion.model import shipped_weights_available
 from featuremaps.errors import UserError
-from featuremaps.extractor import parse_select
 from featuremaps.faces import NoFaceError
 from featuremaps.frameworks import feature_extractor
 from featuremaps.html import esc, img_tag, page
+from featuremaps.maps import parse_select
 from featuremaps.models import EMOTION_NAMES, EMOTION_SIBLINGS, TORCH_SUFFIXES
 from featuremaps.pipeline import model_title, percent, prediction_of, prepare
 from featuremaps.render import apply_colormap, colormap, fit_size, resize_maps, resize_rgb

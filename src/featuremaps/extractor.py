@@ -20,10 +20,17 @@ import numpy as np
 from keras import ops
 
 from featuremaps.errors import UserError
-from featuremaps.layers import ConvLayer, conv_layers, distinct_layer_names, is_model, select_layers
-
-SELECT_MODES = ("first", "top-mean", "top-max")
-STATS = ("mean", "max", "zero_fraction", "min")
+from featuremaps.layers import conv_layers, distinct_layer_names, is_model
+from featuremaps.maps import (  # noqa: F401 (re-exported: old import paths)
+    SELECT_MODES,
+    STATS,
+    ConvLayer,
+    LayerDict,
+    LayerMaps,
+    parse_select,
+    pick_channels,
+    select_layers,
+)
 
 
 # ---------------------------------------------------------------- graph replay
@@ -242,23 +249,6 @@ def replay(model, input_shape: tuple[int, ...]):
     return inputs, out, taps
 
 
-def pick_channels(c: ConvLayer, C: int, mode: str, chans, maps) -> tuple[int, list[int], str]:
-    """``(k, channel ids, note)`` for layer ``c`` with ``C`` channels: the listed channels (``mode == "list"``,
-    each checked against ``C``) or the first ``maps`` (all when ``maps`` is None). Every framework's extractor
-    picks through this one function."""
-    if mode == "list":
-        bad = [ch for ch in chans if ch >= C]
-        if bad:
-            raise UserError(
-                f"channel {bad[0]} does not exist in {c.label} {c.name} "
-                f"({C} channels: 0-{C - 1}); choose channels below {C}"
-            )
-        return len(chans), chans, ""
-    k = C if maps is None else min(int(maps), C)
-    note = f"{maps} maps asked, layer has {C}: showing all" if maps is not None and maps > C else ""
-    return k, list(range(k)), note
-
-
 def tap(taps: dict, conv: ConvLayer):
     """The output tensor of conv layer ``conv`` (this call of it) in a :func:`replay`'s ``taps``."""
     t = taps.get(conv.name)
@@ -309,46 +299,6 @@ def _probe_layer_class():
             return maps, ops.cast(ids, "int32"), stats
 
     return ChannelProbe
-
-
-def parse_select(select: str | list[int] | None) -> tuple[str, list[int] | None]:
-    """``first`` | ``top-mean`` | ``top-max`` | ``0,5,9`` -> (mode, channels)."""
-    if select is None:
-        return "first", None
-    if isinstance(select, list | tuple):
-        return "list", [int(c) for c in select]
-    s = select.strip()
-    if s in SELECT_MODES:
-        return s, None
-    try:  # F-numbers as figures label them (F1 = channel 0) or 0-based indices
-        chans = [int(c.strip()[1:]) - 1 if c.strip()[:1] in "Ff" else int(c) for c in s.split(",") if c.strip()]
-    except ValueError:
-        raise UserError(
-            f"--select '{select}' is not first, top-mean, top-max or a channel list like F1,F6 or 0,5"
-        ) from None
-    if not chans or min(chans) < 0:
-        raise UserError(f"--select '{select}': channels are F-numbers from F1 or 0-based indices like 0,5,9")
-    dup = sorted({c for c in chans if chans.count(c) > 1}) if len(chans) <= 4096 else []
-    if dup:
-        raise UserError(f"--select '{select}' names channel F{dup[0] + 1} more than once; list each channel once")
-    if len(chans) > 4096:
-        raise UserError(f"--select lists {len(chans)} channels; at most 4096")
-    return "list", chans
-
-
-@dataclass
-class LayerMaps:
-    """One layer's result for a batch: ``maps`` (B, H, W, k), ``channels`` (B, k), ``stats`` (B, 4)."""
-
-    conv: ConvLayer
-    shape: tuple[int, int, int]  # the layer's full output (H, W, C)
-    maps: np.ndarray
-    channels: np.ndarray
-    stats: np.ndarray
-    note: str = ""
-
-    def stat(self, name: str, i: int = 0) -> float:
-        return float(self.stats[i, STATS.index(name)])
 
 
 class FeatureExtractor:
@@ -456,15 +406,6 @@ def extract(model, image: np.ndarray, layers="all", maps: int | None = None, sel
     out.shapes = {r.conv.name: r.shape for r in results}
     out.channels = {r.conv.name: r.channels[0] for r in results}
     return out
-
-
-class LayerDict(dict):
-    """The dict :func:`extract` returns, ``{layer_name: (H, W, k) maps}``, which also knows each layer's full
-    output shape (``shapes``) and which channels its k maps are (``channels``), so figures drawn from it
-    label rows with the layer's shape and cells with their channel ids."""
-
-    shapes: dict
-    channels: dict
 
 
 # ---------------------------------------------------------------- splitting the graph at one layer

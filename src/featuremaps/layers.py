@@ -1,4 +1,5 @@
-"""Find the convolutional layers of a Keras model, nested models included, and parse ``--layers`` specs.
+"""Find the convolutional layers of a Keras model, nested models included (``--layers`` is read by
+:func:`featuremaps.maps.select_layers`, re-exported here).
 
 Layers are numbered C1, C2, ... in forward (topological) order, the order ``model.layers`` keeps for
 functional and Sequential models, descending into nested models where they are called.
@@ -7,54 +8,16 @@ functional and Sequential models, descending into nested models where they are c
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import re
 import weakref
-from dataclasses import dataclass, field
 
 import keras
 
 from featuremaps.errors import UserError
+from featuremaps.maps import ConvLayer, select_layers
 
 #: Class names (``type(layer).__name__``) featuremaps draws; subclasses of these count too.
 CONV2D_TYPES = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose")
 UNSUPPORTED_TYPES = ("Conv1D", "Conv3D", "Conv1DTranspose", "Conv3DTranspose", "SeparableConv1D", "DepthwiseConv1D")
-
-
-@dataclass
-class ConvLayer:
-    """One conv layer: ``index`` is its C-number, ``name`` its path (``outer/inner`` for nested models)."""
-
-    index: int
-    name: str
-    layer: object = field(repr=False)
-    kind: str = ""
-
-    @property
-    def label(self) -> str:
-        return f"C{self.index}"
-
-    @property
-    def short_name(self) -> str:
-        return self.name.rsplit("/", 1)[-1]
-
-    @property
-    def channels(self) -> int | None:
-        shape = _output_shape(self.layer)
-        return shape[-1] if shape else None
-
-    @property
-    def params(self) -> int:
-        return int(self.layer.count_params()) if self.layer.built else 0
-
-
-def _output_shape(layer):
-    try:
-        return tuple(layer.output.shape)
-    except (AttributeError, ValueError, RuntimeError):
-        pass
-    # Never-called layer: the channel count is the filter count (depth multiplier for depthwise).
-    return None
 
 
 def _conv_kind(layer) -> str | None:
@@ -173,46 +136,4 @@ def conv_layers(model) -> list[ConvLayer]:
     return found
 
 
-_RANGE = re.compile(r"^[cC](\d+)\s*-\s*[cC]?(\d+)$")
-_CNUM = re.compile(r"^[cC](\d+)$")
-
-
-def select_layers(convs: list[ConvLayer], spec: str | list[str] | None) -> list[ConvLayer]:
-    """Pick layers by ``all``, names (full or short), C-numbers, ranges (``C1-C5``), globs; in model order."""
-    if spec is None or spec == "all" or spec == ["all"]:
-        return list(convs)
-    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    if not items:
-        raise UserError("--layers is empty; give names, C-numbers (C3), ranges (C1-C5), globs or 'all'")
-    chosen: set[int] = set()
-    n = len(convs)
-    for item in items:
-        if item == "all":
-            chosen.update(range(1, n + 1))
-            continue
-        if m := _RANGE.match(item):
-            a, b = int(m.group(1)), int(m.group(2))
-            if a > b and 1 <= b <= a <= n:
-                raise UserError(f"layer range '{item}' is reversed; write it low to high: C{b}-C{a}")
-            if not (1 <= a <= b <= n):
-                raise UserError(f"layer range '{item}' is outside C1-C{n}; run 'featuremaps layers' to list them")
-            chosen.update(range(a, b + 1))
-            continue
-        if m := _CNUM.match(item):
-            i = int(m.group(1))
-            if not 1 <= i <= n:
-                raise UserError(f"no layer {item}: the model has C1-C{n}; run 'featuremaps layers' to list them")
-            chosen.add(i)
-            continue
-        hits = [c.index for c in convs if item in (c.name, c.short_name)]
-        if not hits and any(ch in item for ch in "*?["):
-            hits = [
-                c.index for c in convs if fnmatch.fnmatchcase(c.name, item) or fnmatch.fnmatchcase(c.short_name, item)
-            ]
-        if not hits:
-            names = ", ".join(c.short_name for c in convs[:8]) + (", ..." if n > 8 else "")
-            raise UserError(
-                f"no conv layer matches '{item}'; the model has {n} ({names}); use names, C1-C{n}, ranges or globs"
-            )
-        chosen.update(hits)
-    return [c for c in convs if c.index in chosen]
+__all__ = ["ConvLayer", "conv_layers", "distinct_layer_names", "is_model", "select_layers", "walk"]

@@ -31,7 +31,7 @@ from featuremaps.io import (
     unique_names,
 )
 from featuremaps.layers import select_layers
-from featuremaps.models import LoadedModel
+from featuremaps.loaded import LoadedModel
 from featuremaps.render import render_layer, render_overview, rows_from
 
 log = logging.getLogger(__name__)

@@ -36,10 +36,10 @@ from featuremaps.cam.engine import CamEngine, cam_results, is_probabilities, res
 from featuremaps.cam.engine import compute_cam as keras_compute_cam
 from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, parse_methods
 from featuremaps.errors import UserError
-from featuremaps.extractor import STATS, FeatureExtractor, LayerMaps, parse_select, pick_channels
+from featuremaps.extractor import FeatureExtractor
 from featuremaps.extractor import extract as keras_extract
-from featuremaps.layers import ConvLayer, select_layers
 from featuremaps.layers import conv_layers as keras_conv_layers
+from featuremaps.maps import ConvLayer, LayerMaps, Pick, parse_select, pick_channels, select_layers, select_maps
 
 FRAMEWORKS = {"torch": "featuremaps.frameworks.torch", "onnx": "featuremaps.frameworks.onnx"}
 
@@ -87,7 +87,7 @@ class ModelAdapter:
         """Set the weights from :meth:`state` (of a model of the same architecture)."""
 
     def receptive_fields(self) -> tuple[dict, bool, str]:
-        """``({conv name: explore.receptive.Field}, exact, note)`` from the model's graph; none by default."""
+        """``({conv name: featuremaps.receptive.Field}, exact, note)`` from the model's graph; none by default."""
         return {}, False, f"receptive fields are not computed for {self.framework} models of this kind"
 
     def to_gpu(self) -> bool:
@@ -266,23 +266,6 @@ def compute_cam(model, x: np.ndarray, method: str = "gradcam", layer=None, class
 
 
 # ---------------------------------------------------------------- maps
-def _select(x: np.ndarray, mode: str, k: int, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Chosen maps (B, h, w, k), channel ids (B, k), stats (B, 4) of one layer's (B, h, w, C) maps (NumPy)."""
-    b = x.shape[0]
-    flat = x.reshape(b, -1) if x.flags.c_contiguous else None
-    stats = np.empty((b, len(STATS)), np.float32)
-    for i in range(b):
-        v = flat[i] if flat is not None else x[i]
-        stats[i] = (v.mean(dtype=np.float64), v.max(), np.count_nonzero(v == 0) / v.size, v.min())
-    if mode in ("first", "list"):
-        idx = np.asarray(ids, np.int64)
-        return np.ascontiguousarray(x[..., idx], np.float32), np.tile(idx, (b, 1)), stats
-    score = x.mean(axis=(1, 2)) if mode == "top-mean" else x.max(axis=(1, 2))
-    order = np.argsort(-score, axis=1, kind="stable")[:, :k]
-    maps = np.stack([x[i][..., order[i]] for i in range(b)]).astype(np.float32)
-    return maps, order.astype(np.int64), stats
-
-
 class AdapterExtractor:
     """:class:`~featuremaps.extractor.FeatureExtractor`'s twin for a :class:`ModelAdapter`.
 
@@ -303,7 +286,7 @@ class AdapterExtractor:
             k, ids, note = pick_channels(c, shape[-1], mode, chans, maps)
             self.shapes.append(shape)
             self.notes.append(note)
-            self._picks.append(("first" if mode == "list" else mode, k, ids))
+            self._picks.append(Pick("first" if mode == "list" else mode, k, tuple(ids)))
         out = adapter.output_shape(self.input_shape)
         self.with_predictions = len(out) == 2
 
@@ -313,7 +296,7 @@ class AdapterExtractor:
         acts, out = self.model.forward(batch, [c.name for c in self.layers])
         rows = []
         for j, c in enumerate(self.layers):
-            maps, ids, stats = _select(acts[c.name], *self._picks[j])
+            maps, ids, stats = select_maps(acts[c.name], self._picks[j])
             rows.append(LayerMaps(c, self.shapes[j], maps, ids, stats, self.notes[j]))
         preds = np.asarray(out, np.float32) if self.with_predictions and out is not None else None
         return rows, preds

@@ -43,10 +43,11 @@ import torch.fx
 from torch import nn
 
 from featuremaps.errors import UserError, brief
-from featuremaps.explore.receptive import TRANSPOSED_NOTE, Field, kernel_field, transposed_field, widest
 from featuremaps.frameworks import ModelAdapter
 from featuremaps.frameworks.torch_files import check_exported, check_script
-from featuremaps.layers import ConvLayer
+from featuremaps.loaded import PREPROCESS_MODES, LoadedModel, preprocess_fn
+from featuremaps.maps import ConvLayer
+from featuremaps.receptive import TRANSPOSED_NOTE, Field, kernel_field, transposed_field, widest
 
 CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
 #: the one call in the graph of an unflattened ``torch.export`` conv submodule, and the nn type it stands for
@@ -287,7 +288,7 @@ class TorchAdapter(ModelAdapter):
 
     def receptive_fields(self) -> tuple[dict, bool, str]:
         """Each conv call's receptive field from the module's ``torch.fx`` graph (Araujo et al. 2019, as for
-        Keras in :mod:`featuremaps.explore.receptive`): ``nn.Conv2d``, pooling modules and ``F.max_pool2d`` /
+        Keras in :mod:`featuremaps.receptive`): ``nn.Conv2d``, pooling modules and ``F.max_pool2d`` /
         ``F.avg_pool2d`` grow it; flattening, global or adaptive pooling and linear layers end it; where paths
         merge the widest field goes on (then approximate). Raises when ``torch.fx`` cannot trace the module."""
         graph = torch.fx.symbolic_trace(self.module).graph
@@ -716,7 +717,6 @@ def _classification_names(tvm) -> list[str]:
 
 def load_torchvision(name: str, weights: str | None, preprocess: str | None):
     """``torchvision:NAME``: the model (ImageNet weights, ``none`` random, or a state-dict FILE)."""
-    from featuremaps.models import PREPROCESS_MODES, LoadedModel, preprocess_fn
 
     tvm = torchvision_models()
     names = _classification_names(tvm)
@@ -796,7 +796,6 @@ def _load_state_dict(module: nn.Module, file: Path, what: str) -> None:
 # ---------------------------------------------------------------- files
 def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input_shape=None):
     """``--model FILE.pt``: TorchScript, or with ``--unsafe`` a whole pickled module; never a bare state dict."""
-    from featuremaps.models import PREPROCESS_MODES, LoadedModel, preprocess_fn
 
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; check the path or use a name like torchvision:resnet18")
@@ -927,7 +926,6 @@ def _muted(*names: str):
 
 def wrap(module, preprocess: str = "unit", classes=None):
     """An in-memory ``nn.Module`` as a :class:`~featuremaps.models.LoadedModel` (Python API)."""
-    from featuremaps.models import PREPROCESS_MODES, LoadedModel, preprocess_fn
 
     ad = TorchAdapter(module)
     return LoadedModel(
