@@ -34,8 +34,8 @@ keras_backend.load_triton_first()
 
 _API = {
     "conv_layers": "frameworks",
-    "select_layers": "layers",
-    "extract": "frameworks",
+    "select_layers": "maps",
+    "extract": "extractor",
     "FeatureExtractor": "extractor",
     "render_overview": "render",
     "render_layer": "render",
@@ -54,7 +54,7 @@ _API = {
     "UserError": "errors",
     "show": "pipeline",
     "CAM_METHODS": "cam",
-    "compute_cam": "frameworks",
+    "compute_cam": "cam",
 }
 
 __all__ = sorted(_API)

@@ -37,8 +37,8 @@ from featuremaps.draw import (
 from featuremaps.emotion import data as fer
 from featuremaps.emotion.model import shipped_weights_available
 from featuremaps.errors import UserError
+from featuremaps.extractor import feature_extractor
 from featuremaps.faces import NoFaceError
-from featuremaps.frameworks import feature_extractor
 from featuremaps.html import esc, img_tag, page
 from featuremaps.maps import parse_select
 from featuremaps.models import EMOTION_NAMES, EMOTION_SIBLINGS, TORCH_SUFFIXES

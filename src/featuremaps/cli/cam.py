@@ -6,10 +6,10 @@ from pathlib import Path
 
 from featuremaps import models
 from featuremaps.cam import parse_methods
+from featuremaps.cam.engine import check_methods
 from featuremaps.cli.progress import Batch, Progress, clean, kept_note
 from featuremaps.errors import UserError
 from featuremaps.explain import CamRunner
-from featuremaps.frameworks import check_methods
 from featuremaps.images import find_images
 from featuremaps.io import output_names
 from featuremaps.pipeline import p_equals

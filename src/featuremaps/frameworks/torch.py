@@ -144,7 +144,8 @@ def _eval_mode(module: nn.Module):
 
 @contextlib.contextmanager
 def _no_onednn():
-    """oneDNN off for backward passes, as in :mod:`featuremaps.cam.gradients` (quietly: torch warns about TF32)."""
+    """oneDNN off for backward passes, as in :mod:`featuremaps.frameworks.keras.gradients` (quietly: torch
+    warns about TF32)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         with torch.backends.mkldnn.flags(enabled=False):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import keras
 
-from featuremaps.layers import conv_layers, is_model
+from featuremaps.frameworks.keras.layers import conv_layers, is_model
 from featuremaps.receptive import TRANSPOSED_NOTE, Field, ReceptiveFields, kernel_field, transposed_field, widest
 
 _CONV = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")

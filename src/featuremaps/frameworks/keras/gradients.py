@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from featuremaps.extractor import traceable
+from featuremaps.frameworks.keras.graph import traceable
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,282 @@
+"""A Keras 3 model behind featuremaps' model protocol (:class:`featuremaps.frameworks.ModelAdapter`).
+
+Everything is built from the user's model by graph replay (:mod:`featuremaps.frameworks.keras.graph`): the same
+layer objects called on a fresh Input, nested models flattened, nothing copied or changed. Per input shape the
+adapter keeps one replay; per (layers, channel selection) one feature-map model whose probes take the chosen
+channels and the statistics inside the graph (:meth:`KerasAdapter.maps_fn`: only the chosen maps leave it,
+which keeps the maps of a VGG16 within a few percent of one forward pass); per target layer one split model
+(body up to the layer, head after it) for gradients and Ablation-CAM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+
+import keras
+import numpy as np
+from keras import ops
+
+from featuremaps.errors import UserError
+from featuremaps.frameworks import ModelAdapter
+from featuremaps.frameworks.keras.gradients import class_gradients
+from featuremaps.frameworks.keras.graph import is_single_tensor, probe_layer_class, replay, split_at, tap, traceable
+from featuremaps.frameworks.keras.layers import conv_layers, distinct_layer_names, walk
+from featuremaps.frameworks.keras.receptive import receptive_fields
+from featuremaps.maps import ConvLayer, Pick
+
+log = logging.getLogger(__name__)
+
+
+class KerasAdapter(ModelAdapter):
+    """A Keras model (Sequential or functional, nested models included) as featuremaps sees it."""
+
+    framework = "keras"
+    has_gradients = True
+    has_head_scores = True
+
+    def __init__(self, model, input_shape=None):
+        if not isinstance(model, keras.Model):
+            raise UserError(f"a {type(model).__name__} is not a Keras model; pass a keras.Model")
+        self.model = model
+        self.name = model.name
+        try:
+            self.input_shape = tuple(model.inputs[0].shape[1:])
+        except (AttributeError, ValueError, IndexError, TypeError):  # a never-built Sequential
+            self.input_shape = tuple(input_shape) if input_shape else (None, None, None)
+        self._convs: list[ConvLayer] | None = None
+        self._replays: dict[tuple, tuple] = {}  # input shape -> (inputs, output, taps)
+        self._models: dict[tuple, object] = {}  # (kind, shape, ...) -> a keras.Model built from a replay
+        self._splits: dict[tuple, KerasCut] = {}  # (shape, layer name) -> the model cut at that layer
+        self._body: tuple | None = None  # (key of x, its body outputs): Ablation-CAM's batches reuse them
+
+    # ------------------------------------------------------------ graph
+    def _replay(self, shape):
+        shape = tuple(int(d) for d in shape)
+        if shape not in self._replays:
+            if len(self._replays) >= 2:
+                self._replays.pop(next(iter(self._replays)))
+            self._replays[shape] = replay(self.model, shape)
+        return self._replays[shape]
+
+    def _cached(self, key, build):
+        if key not in self._models:
+            if len(self._models) >= 8:
+                self._models.pop(next(iter(self._models)))
+            self._models[key] = build()
+        return self._models[key]
+
+    def _graph_model(self, inputs, outputs, what: str):
+        with distinct_layer_names(self.model):  # a nested model's layer may share a name with an outer one
+            return keras.Model(inputs, outputs, name=f"{self.model.name}_{what}")
+
+    # ------------------------------------------------------------ protocol
+    def conv_layers(self, input_shape=None) -> list[ConvLayer]:
+        if self._convs is None:
+            self._convs = conv_layers(self.model)
+        return self._convs
+
+    def layer_shapes(self, input_shape=None) -> dict[str, tuple]:
+        """``{name: (h, w, C)}`` of each conv call on the path from the input to the output; without an input
+        shape, the shapes the layers were built with (a layer called twice has none)."""
+        convs = self.conv_layers()
+        if input_shape is None or None in tuple(input_shape):
+            shapes = {}
+            for c in convs:
+                try:
+                    shapes[c.name] = tuple(c.layer.output.shape[1:])
+                except (AttributeError, ValueError, TypeError):
+                    continue
+            return shapes
+        _, _, taps = self._replay(input_shape)
+        return {c.name: tuple(t.shape[1:]) for c in convs if (t := tap(taps, c)) is not None}
+
+    def output_shape(self, input_shape) -> tuple:
+        _, out, _ = self._replay(input_shape)
+        return (1, *tuple(out.shape[1:])) if is_single_tensor(out) else ()
+
+    def layer_kind(self, name: str) -> str | None:
+        hits = [type(layer).__name__ for path, layer in walk(self.model) if name in (path, path.rsplit("/", 1)[-1])]
+        return hits[0] if hits else None
+
+    def forward(self, batch: np.ndarray, names: list[str]):
+        batch = np.asarray(batch, np.float32)
+        shape = tuple(batch.shape[1:])
+        if not names:
+            out = self.model(batch, training=False)
+            return {}, ops.convert_to_numpy(out).astype(np.float32) if is_single_tensor(out) else None
+        by_name = {c.name: c for c in self.conv_layers()}
+
+        def build():
+            inputs, out, taps = self._replay(shape)
+            outs = [tap(taps, by_name[n]) for n in names]
+            return self._graph_model(inputs, [*outs, out] if is_single_tensor(out) else outs, "forward")
+
+        net = self._cached(("forward", shape, tuple(names)), build)
+        res = [ops.convert_to_numpy(r).astype(np.float32) for r in net(batch, training=False)]
+        return dict(zip(names, res, strict=False)), res[-1] if len(res) > len(names) else None
+
+    def maps_fn(self, input_shape, convs: list[ConvLayer], picks: list[Pick]):
+        """The chosen maps with the selection inside the graph: one probe layer per conv output."""
+        shape = tuple(int(d) for d in input_shape)
+        inputs, out, taps = self._replay(shape)
+        probe_cls = probe_layer_class()
+        outputs = []
+        for c, p in zip(convs, picks, strict=True):
+            outputs.extend(probe_cls(p.mode, p.k, list(p.ids), name=f"featuremaps_probe_{c.index}")(tap(taps, c)))
+        with_predictions = is_single_tensor(out)
+        if with_predictions:
+            outputs.append(out)
+        net = self._graph_model(inputs, outputs, "featuremaps")
+        compiled, calls = traceable(self.model), [0]
+
+        def run(batch):
+            res = None
+            if calls[0] > 0 and compiled:  # repeated calls: the compiled predict step, ~25% faster
+                res = list(net.predict_on_batch(batch))
+            if res is None:  # one image (the CLI's usual case): eager, no tracing cost
+                res = [ops.convert_to_numpy(r) for r in net(batch, training=False)]
+            calls[0] += 1
+            rows = [
+                (
+                    res[3 * j].astype(np.float32, copy=False),
+                    res[3 * j + 1].astype(np.int64, copy=False),
+                    res[3 * j + 2].astype(np.float32, copy=False),
+                )
+                for j in range(len(convs))
+            ]
+            return rows, res[-1].astype(np.float32, copy=False) if with_predictions else None
+
+        run.intermediate = net
+        return run, with_predictions
+
+    def channel_means(self, batch: np.ndarray, convs: list[ConvLayer]) -> list[np.ndarray]:
+        """Per conv layer the (B, C) spatial means, from one compiled model of global average pools."""
+        batch = np.asarray(batch, np.float32)
+        shape = tuple(batch.shape[1:])
+
+        def build():
+            inputs, _, taps = self._replay(shape)
+            outs = [
+                keras.layers.GlobalAveragePooling2D(name=f"featuremaps_atlas_{c.index}")(tap(taps, c)) for c in convs
+            ]
+            return self._graph_model(inputs, outs, "atlas")
+
+        net = self._cached(("means", shape, tuple(c.name for c in convs)), build)
+        if traceable(self.model):
+            outs = net.predict_on_batch(batch)
+        else:  # names TensorFlow cannot trace ("class scores"): eager calls
+            outs = [ops.convert_to_numpy(o) for o in net(batch, training=False)]
+        outs = outs if isinstance(outs, list | tuple) else [outs]
+        return [np.asarray(o) for o in outs]
+
+    # ------------------------------------------------------------ CAMs
+    def cut(self, shape, name: str) -> KerasCut:
+        shape = tuple(int(d) for d in shape)
+        key = (shape, name)
+        if key not in self._splits:
+            conv = next((c for c in self.conv_layers() if c.name == name), None)
+            self._splits.clear()  # one target at a time: the split holds two models
+            self._splits[key] = KerasCut(self.model, shape, conv if conv is not None else name)
+        return self._splits[key]
+
+    def cam_score(self, input_shape, name: str) -> str:
+        return self.cut(input_shape, name).score
+
+    def _body_outputs(self, cam: KerasCut, x: np.ndarray) -> list[np.ndarray]:
+        key = (id(cam), x.shape, hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).digest())
+        if self._body is None or self._body[0] != key:
+            res = cam.body(x[None], training=False)
+            res = res if isinstance(res, list | tuple) else [res]
+            self._body = (key, [ops.convert_to_numpy(r).astype(np.float32) for r in res])
+        return self._body[1]
+
+    def class_gradients(self, x: np.ndarray, name: str, classes):
+        cam = self.cut(x.shape, name)
+        res = self._body_outputs(cam, x)
+        if classes is None:
+            raw = ops.convert_to_numpy(cam.head(res, training=False)[0]).astype(np.float32)[0]
+            classes = [int(np.argmax(raw))]
+        outs, grads = class_gradients(cam.head, res, classes, cache=cam.gradient_cache)
+        return res[0][0], outs[0][0].astype(np.float32), grads[:, 0]
+
+    def head_scores(self, x: np.ndarray, name: str, acts: np.ndarray) -> np.ndarray:
+        cam = self.cut(x.shape, name)
+        res = self._body_outputs(cam, x)
+        skips = [np.repeat(s, len(acts), axis=0) for s in res[1:]]
+        out = cam.head([np.asarray(acts, np.float32), *skips], training=False)
+        return ops.convert_to_numpy(out[1]).astype(np.float32)
+
+    # ------------------------------------------------------------ the rest
+    def state(self):
+        return self.model.get_weights()
+
+    def load_state(self, state) -> None:
+        self.model.set_weights(state)
+
+    def receptive_fields(self) -> tuple[dict, bool, str]:
+        rf = receptive_fields(self.model)
+        return {c.name: rf.fields[c.label] for c in self.conv_layers() if c.label in rf.fields}, rf.exact, rf.note
+
+
+class KerasCut:
+    """A model cut at its target layer: ``body`` (input -> [A, *skips]), ``head`` ([A, *skips] -> [output,
+    score]); the score is the pre-softmax logit where the output layer is a softmax, else the output."""
+
+    def __init__(self, model, shape, layer):
+        split = split_at(model, shape, layer)
+        out_shape = tuple(split.output.shape)
+        if len(out_shape) != 2 or out_shape[-1] is None or out_shape[-1] < 2:
+            raise UserError(
+                f"model '{model.name}' outputs shape {out_shape}, not class scores; CAMs need a "
+                "classifier with one (batch, classes) output"
+            )
+        a_shape = tuple(split.activation.shape[1:])
+        if len(a_shape) != 3:
+            raise UserError(
+                f"layer {getattr(layer, 'name', layer)} outputs shape {a_shape}; CAMs need an (H, W, C) map"
+            )
+        logits = _logits_tensor(split.producer)
+        self.score = "logit" if logits is not None else "output"
+        self.body = split.body_model()
+        self.head = split.head_model([split.output, logits if logits is not None else split.output])
+        self.gradient_cache: dict = {}  # the head's compiled gradient step (TensorFlow), owned by this split
+
+
+def _logits_tensor(producer):
+    """The pre-softmax tensor of a softmax output layer (Dense, Activation or Softmax), else None."""
+    if producer is None:
+        return None
+    layer, args, kwargs = producer
+    act = getattr(layer, "activation", None)
+    is_softmax = getattr(act, "__name__", "") == "softmax"
+    if isinstance(layer, keras.layers.Softmax) or (isinstance(layer, keras.layers.Activation) and is_softmax):
+        return args[0] if args else None
+    if isinstance(layer, keras.layers.Dense) and is_softmax and not kwargs and len(args) == 1:
+        return DenseLogits(layer)(args[0])
+    return None
+
+
+class DenseLogits(keras.layers.Layer):
+    """``x @ kernel + bias`` of a softmax Dense layer (its weights, shared): its logits."""
+
+    def __init__(self, dense, **kw):
+        # TF name scopes take [A-Za-z0-9_.-] only: a layer called "class scores" must not break the CAM
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", dense.name)
+        super().__init__(name=f"featuremaps_logits_{safe}", dtype="float32", **kw)
+        self.dense = dense
+
+    def call(self, x):
+        z = ops.matmul(ops.cast(x, "float32"), ops.cast(self.dense.kernel, "float32"))
+        if self.dense.bias is not None:
+            z = z + ops.cast(self.dense.bias, "float32")
+        return z
+
+    def compute_output_shape(self, shape):
+        return (*shape[:-1], self.dense.units)
+
+
+def adapt(model, input_shape=None) -> KerasAdapter:
+    """A :class:`KerasAdapter` for a Keras model."""
+    return KerasAdapter(model, input_shape)
