@@ -19,6 +19,7 @@ from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, PASSES, parse_
 from featuremaps.errors import UserError
 from featuremaps.frameworks import adapter
 from featuremaps.maps import ConvLayer, select_layers
+from featuremaps.targets import ClassScore
 
 log = logging.getLogger(__name__)
 
@@ -192,14 +193,19 @@ class CamEngine:
         methods = parse_methods(list(methods) if not isinstance(methods, str) else methods)
         check_methods(self.adapter, methods)
         name = self.layer.name
-        grads = None
-        if any(m in NEEDS_GRADIENTS for m in methods):
-            acts, raw, grads = self.adapter.class_gradients(x, name, class_indices)
+        grads = []
+        if any(m in NEEDS_GRADIENTS for m in methods):  # one gradient per class, of its score w.r.t. the maps
+            for c in class_indices or [None]:
+                g = self.adapter.gradients(x, ClassScore(c, logit=True), wrt=name)
+                grads.append(g.gradient)
+            acts, raw = g.activations, g.output
+            if class_indices is None:  # the class the adapter differentiated: the top of the output
+                class_indices = [int(g.index) if g.index is not None else int(np.argmax(raw))]
         else:
             maps, out = self.adapter.forward(x[None], [name])
             acts, raw = maps[name][0], np.asarray(out, np.float32)[0]
         probs = raw if is_probabilities(raw) else softmax(raw)
-        if class_indices is None:  # the predicted class (the adapter chose the same for its gradients)
+        if class_indices is None:  # the predicted class
             class_indices = [int(np.argmax(raw))]  # raw: a softmax of tiny logits can tie in float32
         names = classes if classes and len(classes) == self.n_classes else None
 

@@ -19,8 +19,10 @@ The protocol:
 * ``output_shape(input_shape)``: the model output's shape for one input (``(1, n)`` for a classifier);
 * ``layer_shapes(input_shape)``: ``{conv name: (h, w, C)}``; ``layer_kind(name)``: the type of a layer that is
   not a conv (so that ``--layer`` can say what it is);
-* ``has_gradients`` and ``class_gradients(x, name, classes)``: ``d score[c] / d A`` for one layer's maps, the
-  score being ``cam_score(input_shape, name)``: ``logit`` (pre-softmax) or ``output``;
+* ``has_gradients`` and ``gradients(x, target, wrt=None)``: the one gradient primitive, ``(value, gradient)`` of a
+  :mod:`featuremaps.targets` record (class score, channel mean, neuron) with respect to the input or a conv
+  layer's maps, channels last; a class score is what ``cam_score(input_shape, name)`` says (``logit`` or
+  ``output``);
 * ``has_head_scores`` and ``head_scores(x, name, acts)``: the scores of one input with one layer's maps replaced
   by each of a batch of maps (Ablation-CAM's ablated copies);
 * ``state()`` / ``load_state(state)``: the weights as picklable arrays (None where the file is the weights, as
@@ -58,7 +60,7 @@ class ModelAdapter:
     has_gradients = False
     #: whether ``head_scores`` can re-run the network with a layer's maps replaced (Ablation-CAM)
     has_head_scores = False
-    #: what ``class_gradients`` differentiates: "logit" (pre-softmax scores) or "output"
+    #: what a ``ClassScore`` differentiates: "logit" (pre-softmax scores) or "output"
     score = "output"
 
     def conv_layers(self, input_shape=None) -> list[ConvLayer]:
@@ -98,15 +100,18 @@ class ModelAdapter:
         return [maps[c.name].mean(axis=(1, 2), dtype=np.float32) for c in convs]
 
     def cam_score(self, input_shape, name: str) -> str:
-        """What :meth:`class_gradients` differentiates for target layer ``name``: ``logit`` or ``output``."""
+        """What a :class:`~featuremaps.targets.ClassScore` differentiates at target layer ``name``: ``logit``
+        (pre-softmax) or ``output``."""
         return self.score
 
-    def class_gradients(self, x: np.ndarray, name: str, classes: list[int]):
-        """``(acts (h, w, C), output (n,), grads (len(classes), h, w, C))`` for one input ``x`` (H, W, C)."""
+    def gradients(self, x: np.ndarray, target, wrt: str | None = None):
+        """``(value, gradient)`` of ``target`` (:mod:`featuremaps.targets`: a class score, a channel's mean, one
+        neuron) for one preprocessed input ``x`` (H, W, C), with respect to the input (``wrt=None``: (H, W, C))
+        or to conv layer ``wrt``'s maps ((h, w, C)); a :class:`featuremaps.targets.Gradient`."""
         raise UserError(f"{self.framework} models have no gradients in featuremaps; use a gradient-free method")
 
     def head_scores(self, x: np.ndarray, name: str, acts: np.ndarray) -> np.ndarray:
-        """``(B, n)`` scores (what ``class_gradients`` differentiates) of one input ``x`` (H, W, C) with the maps of
+        """``(B, n)`` scores (what a ``ClassScore`` differentiates) of one input ``x`` (H, W, C) with the maps of
         conv layer ``name`` replaced by each of ``acts`` (B, h, w, C): the network from that layer on."""
         raise UserError(f"ablationcam cannot re-run {self.framework} models from a layer; use another --method")
 
@@ -116,6 +121,11 @@ class ModelAdapter:
 
     def load_state(self, state) -> None:
         """Set the weights from :meth:`state` (of a model of the same architecture)."""
+
+    def randomised(self, layers, seed: int = 0) -> ModelAdapter:
+        """A copy of the model (same architecture and weights) with the named layers' weights re-drawn from
+        N(0, std of their weights), as in Adebayo et al.'s cascading randomisation; the model is not changed."""
+        raise UserError(f"featuremaps cannot copy {self.framework} models of this kind to randomise their layers")
 
     def receptive_fields(self) -> tuple[dict, bool, str]:
         """``({conv name: featuremaps.receptive.Field}, exact, note)`` from the model's graph; none by default."""
@@ -140,6 +150,12 @@ def load_model_state(model, state) -> None:
 
 def framework_of(model) -> str:
     """``keras``, ``torch`` or ``onnx`` for a model object or an ``.onnx`` path, without importing anything."""
+    return known_framework(model) or "keras"
+
+
+def known_framework(model) -> str | None:
+    """:func:`framework_of` where the object says it (an adapter, a path, a class from keras, torch or
+    onnxruntime), else None (a plain function, say)."""
     if isinstance(model, ModelAdapter):
         return model.framework
     if isinstance(model, str | Path):
@@ -152,7 +168,7 @@ def framework_of(model) -> str:
             return "torch"
         if root in ("onnxruntime", "onnx"):
             return "onnx"
-    return "keras"
+    return None
 
 
 def adapter(model, input_shape=None) -> ModelAdapter:

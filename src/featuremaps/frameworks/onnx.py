@@ -235,6 +235,10 @@ class OnnxAdapter(ModelAdapter):
     def layer_shapes(self, input_shape):
         return self._probe(input_shape)[0]
 
+    def layer_kind(self, name: str) -> str | None:
+        kinds = [n.op_type for n in self.proto.graph.node if n.name == name and n.op_type not in CONV_OPS]
+        return kinds[0] if kinds else None
+
     def output_shape(self, input_shape):
         return self._probe(input_shape)[1]
 

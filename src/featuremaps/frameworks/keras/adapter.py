@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from dataclasses import astuple
 
 import keras
 import numpy as np
@@ -21,10 +22,19 @@ from keras import ops
 from featuremaps.errors import UserError
 from featuremaps.frameworks import ModelAdapter
 from featuremaps.frameworks.keras.gradients import class_gradients
-from featuremaps.frameworks.keras.graph import is_single_tensor, probe_layer_class, replay, split_at, tap, traceable
+from featuremaps.frameworks.keras.graph import (
+    is_single_tensor,
+    objective_graph,
+    probe_layer_class,
+    replay,
+    split_at,
+    tap,
+    traceable,
+)
 from featuremaps.frameworks.keras.layers import conv_layers, distinct_layer_names, walk
 from featuremaps.frameworks.keras.receptive import receptive_fields
 from featuremaps.maps import ConvLayer, Pick
+from featuremaps.targets import ChannelMean, ClassScore, Gradient, Neuron
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,7 @@ class KerasAdapter(ModelAdapter):
         self._models: dict[tuple, object] = {}  # (kind, shape, ...) -> a keras.Model built from a replay
         self._splits: dict[tuple, KerasCut] = {}  # (shape, layer name) -> the model cut at that layer
         self._body: tuple | None = None  # (key of x, its body outputs): Ablation-CAM's batches reuse them
+        self._objectives: dict[tuple, KerasObjective] = {}  # (shape, wrt, target) -> its differentiable graph
 
     # ------------------------------------------------------------ graph
     def _replay(self, shape):
@@ -192,14 +203,46 @@ class KerasAdapter(ModelAdapter):
             self._body = (key, [ops.convert_to_numpy(r).astype(np.float32) for r in res])
         return self._body[1]
 
-    def class_gradients(self, x: np.ndarray, name: str, classes):
-        cam = self.cut(x.shape, name)
-        res = self._body_outputs(cam, x)
-        if classes is None:
-            raw = ops.convert_to_numpy(cam.head(res, training=False)[0]).astype(np.float32)[0]
-            classes = [int(np.argmax(raw))]
-        outs, grads = class_gradients(cam.head, res, classes, cache=cam.gradient_cache)
-        return res[0][0], outs[0][0].astype(np.float32), grads[:, 0]
+    def gradients(self, x: np.ndarray, target, wrt: str | None = None) -> Gradient:
+        """One objective's gradient on the replayed graph (cut after ``wrt`` when given: the body runs forward,
+        the head is differentiated), by the backend's own autodiff (:mod:`featuremaps.frameworks.keras.gradients`:
+        XLA-compiled on TensorFlow, which avoids oneDNN's crash in some conv backward passes)."""
+        x = np.asarray(x, np.float32)
+        x = x[..., None] if x.ndim == 2 else x
+        g = self._objective(tuple(x.shape), target, wrt)
+        if g.body is None:
+            inputs = [x[None]]
+        else:
+            key = (id(g), hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).digest())
+            if self._body is None or self._body[0] != key:
+                res = g.body(x[None], training=False)
+                res = res if isinstance(res, list | tuple) else [res]
+                self._body = (key, [ops.convert_to_numpy(r).astype(np.float32) for r in res])
+            inputs = self._body[1]
+        index = getattr(target, "index", 0)
+        if isinstance(target, ClassScore) and index is None:  # the predicted class: the output's top score
+            out = g.net(inputs, training=False)
+            index = int(np.argmax(ops.convert_to_numpy(out[0])[0]))
+        col = index if isinstance(target, ClassScore) else 0
+        outs, grads = class_gradients(g.net, inputs, [col], cache=g.cache)
+        acts = None if g.body is None else inputs[0][0]
+        return Gradient(
+            outs[-1][0, col], grads[0, 0], outs[0][0], acts, index if isinstance(target, ClassScore) else None
+        )
+
+    def _objective(self, shape, target, wrt) -> KerasObjective:
+        if isinstance(target, ClassScore):
+            key = ("class", target.logit)
+        elif isinstance(target, ChannelMean | Neuron):
+            key = astuple(target)
+        else:
+            raise UserError(f"cannot differentiate a {type(target).__name__}; use featuremaps.targets")
+        key = (shape, wrt, type(target).__name__, key)
+        if key not in self._objectives:
+            if len(self._objectives) >= 4:
+                self._objectives.pop(next(iter(self._objectives)))
+            self._objectives[key] = KerasObjective(self, shape, target, wrt)
+        return self._objectives[key]
 
     def head_scores(self, x: np.ndarray, name: str, acts: np.ndarray) -> np.ndarray:
         cam = self.cut(x.shape, name)
@@ -215,14 +258,28 @@ class KerasAdapter(ModelAdapter):
     def load_state(self, state) -> None:
         self.model.set_weights(state)
 
+    def randomised(self, layers, seed: int = 0) -> KerasAdapter:
+        rng = np.random.default_rng(seed)
+        copy = keras.models.clone_model(self.model)
+        copy.set_weights(self.model.get_weights())
+        names = [layer.name for layer in copy.layers]
+        for name in [layers] if isinstance(layers, str) else layers:
+            if name not in names:
+                raise UserError(
+                    f"no layer '{name}' to randomise in model '{self.name}'; layers: {', '.join(names[:8])}"
+                )
+            layer = copy.get_layer(name)
+            layer.set_weights([_redrawn(rng, w) for w in layer.get_weights()])
+        return KerasAdapter(copy)
+
     def receptive_fields(self) -> tuple[dict, bool, str]:
         rf = receptive_fields(self.model)
         return {c.name: rf.fields[c.label] for c in self.conv_layers() if c.label in rf.fields}, rf.exact, rf.note
 
 
 class KerasCut:
-    """A model cut at its target layer: ``body`` (input -> [A, *skips]), ``head`` ([A, *skips] -> [output,
-    score]); the score is the pre-softmax logit where the output layer is a softmax, else the output."""
+    """A model cut at its target layer for Ablation-CAM: ``body`` (input -> [A, *skips]), ``head`` ([A, *skips] ->
+    [output, score]); the score is the pre-softmax logit where the output layer is a softmax, else the output."""
 
     def __init__(self, model, shape, layer):
         split = split_at(model, shape, layer)
@@ -241,7 +298,61 @@ class KerasCut:
         self.score = "logit" if logits is not None else "output"
         self.body = split.body_model()
         self.head = split.head_model([split.output, logits if logits is not None else split.output])
-        self.gradient_cache: dict = {}  # the head's compiled gradient step (TensorFlow), owned by this split
+
+
+class KerasObjective:
+    """One target's differentiable graph: ``net`` maps ``[image]`` (or, cut after ``wrt``, the body's outputs
+    ``[A, *skips]``) to ``[model output, (B, k) scores]``; ``body`` is None when not cut."""
+
+    def __init__(self, ad: KerasAdapter, shape, target, wrt):
+        convs = {c.name: c for c in ad.conv_layers()}
+        for n in (wrt, getattr(target, "layer", None)):
+            if n and n not in convs:
+                raise UserError(f"no conv layer '{n}' in model '{ad.name}'; run 'featuremaps layers' to list them")
+        layer = getattr(target, "layer", None)
+        fused = layer is not None and getattr(convs[layer].layer, "activation", None) not in (
+            None,
+            keras.activations.linear,
+        )
+        pre_path = layer if fused and target.pre_activation else None
+        g = objective_graph(ad.model, shape, convs[wrt] if wrt else None, pre_path)
+        if not is_single_tensor(g.output):
+            raise UserError(f"model '{ad.name}' has several outputs; featuremaps differentiates single-output models")
+        if isinstance(target, ClassScore):
+            logits = _logits_tensor(g.producer.get(id(g.output))) if target.logit else None
+            score = logits if logits is not None else g.output
+        else:
+            maps = g.pre if pre_path else tap(g.taps, convs[layer])
+            score = ChannelPick(target)(maps)
+        with distinct_layer_names(ad.model):
+            try:
+                self.net = keras.Model(g.head_inputs or g.inputs, [g.output, score], name="featuremaps_objective")
+            except ValueError:  # the target is computed before the cut: it does not depend on wrt's maps
+                raise UserError(
+                    f"the target at layer {layer} comes before layer {wrt}; take gradients with respect to an "
+                    "earlier layer or the input"
+                ) from None
+            self.body = (
+                None if wrt is None else keras.Model(g.inputs, [g.activation, *g.skips], name="featuremaps_body")
+            )
+        self.cache: dict = {}  # the compiled gradient step (TensorFlow), owned by this graph
+
+
+class ChannelPick(keras.layers.Layer):
+    """(B, h, w, C) maps -> (B, 1): one channel's spatial mean (ChannelMean) or one position (Neuron)."""
+
+    def __init__(self, target, **kw):
+        super().__init__(dtype="float32", **kw)
+        self.target = target
+
+    def call(self, x):
+        a = ops.cast(x, "float32")[..., self.target.channel]
+        if isinstance(self.target, ChannelMean):
+            return ops.mean(a, axis=(1, 2))[:, None]
+        return a[:, self.target.y, self.target.x][:, None]
+
+    def compute_output_shape(self, shape):
+        return (shape[0], 1)
 
 
 def _logits_tensor(producer):
@@ -275,6 +386,10 @@ class DenseLogits(keras.layers.Layer):
 
     def compute_output_shape(self, shape):
         return (*shape[:-1], self.dense.units)
+
+
+def _redrawn(rng, w: np.ndarray) -> np.ndarray:
+    return rng.normal(0, max(float(np.std(w)), 1e-3), w.shape).astype(np.float32)
 
 
 def adapt(model, input_shape=None) -> KerasAdapter:

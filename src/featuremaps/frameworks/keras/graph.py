@@ -421,3 +421,84 @@ def split_at(model, input_shape: tuple[int, ...], layer) -> Split:
     skips = [t for t, _ in cut.crossing.values()]
     head_inputs = [cut.head_input] + [i for _, i in cut.crossing.values()]
     return Split(inputs, cut.activation, skips, head_inputs, out, cut.producer.get(id(out)), taps, model)
+
+
+# ---------------------------------------------------------------- objectives (featuremaps.targets)
+class _ObjectiveCut(_Cut):
+    """:class:`_Cut` that may cut nowhere (``target`` None: the whole model from its input), records the call
+    that made every tensor (to reach the logits) and replays the conv at ``pre_path`` with its fused activation
+    split off, keeping the pre-activation tensor in ``pre``."""
+
+    def __init__(self, target=None, pre_path: str | None = None):
+        super().__init__(target)
+        self.pre_path, self.pre = pre_path, None
+
+    def _is_target(self, layer, path) -> bool:
+        return self.target is not None and super()._is_target(layer, path)
+
+    def call(self, layer, args, kwargs, taps, path):
+        if path != self.pre_path:
+            out = super().call(layer, args, kwargs, taps, path)
+            self.producer.setdefault(id(out), (layer, args, kwargs))
+            return out
+        act = layer.activation
+        pre = super().call(PreActivation(layer), args, kwargs, taps, path)
+        self.pre = pre
+        post_layer = keras.layers.Activation(
+            act, name=f"featuremaps_activation_{re.sub(r'[^A-Za-z0-9_.-]', '_', path)}"
+        )
+        out = post_layer(pre)
+        if id(pre) in self.head_ids:
+            self._mark(out)
+        self.producer[id(out)] = (post_layer, (pre,), {})
+        return out
+
+
+class PreActivation(keras.layers.Layer):
+    """A conv layer's output before its fused activation: its own ``call`` (same weights) with the activation
+    off while it runs (also while a backend traces it)."""
+
+    def __init__(self, conv, **kw):
+        super().__init__(name=f"featuremaps_pre_{re.sub(r'[^A-Za-z0-9_.-]', '_', conv.name)}", **kw)
+        self.conv = conv
+
+    def call(self, x):
+        act = self.conv.activation
+        self.conv.activation = None
+        try:
+            return self.conv.call(x)
+        finally:
+            self.conv.activation = act
+
+    def compute_output_shape(self, shape):
+        return self.conv.compute_output_shape(shape)
+
+
+@dataclass
+class Objective:
+    """The graph of one objective: ``inputs`` (the image Input), ``output`` (the model's), ``taps`` (every call's
+    output), ``pre`` (a conv's pre-activation), ``producer`` (``id(tensor)`` -> the call that made it) and, when
+    cut at a layer, ``activation``/``skips`` (body outputs) and ``head_inputs``."""
+
+    inputs: object
+    output: object
+    taps: dict
+    pre: object
+    producer: dict
+    activation: object
+    skips: list
+    head_inputs: list | None
+
+
+def objective_graph(model, input_shape: tuple[int, ...], wrt: ConvLayer | None, pre_path: str | None) -> Objective:
+    """``model`` replayed for one objective: cut after ``wrt`` (None: not cut) with the conv at ``pre_path``'s
+    fused activation split off (see :class:`_ObjectiveCut`)."""
+    inputs = keras.Input(shape=tuple(input_shape), name="featuremaps_input")
+    cut = _ObjectiveCut(wrt, pre_path)
+    taps: dict = {}
+    out = _call_model(model, inputs, taps, cut, input_shape)
+    if wrt is not None and cut.head_input is None:
+        raise UserError(f"layer {wrt.name} is not on the path from the model's input to its output; choose another")
+    head = None if wrt is None else [cut.head_input] + [i for _, i in cut.crossing.values()]
+    skips = [t for t, _ in cut.crossing.values()]
+    return Objective(inputs, out, taps, cut.pre, cut.producer, cut.activation, skips, head)
