@@ -88,8 +88,8 @@ def _framework(name: str):
     try:
         return importlib.import_module(FRAMEWORKS[name])
     except ModuleNotFoundError as e:
-        extra = {"torch": "torch", "onnx": "onnx"}[name]
-        raise UserError(f"{e.name} is not installed; pip install 'featuremaps[{extra}]'") from None
+        extra = {"torch": "[torch]", "onnx": "[onnx]"}.get(name, "")
+        raise UserError(f"{e.name} is not installed; pip install 'featuremaps{extra}'") from None
 
 
 def _load_emotion(weights, preprocess, arch: str = "vgg16") -> LoadedModel:
@@ -354,19 +354,4 @@ def _check_classes(model, classes) -> None:
 
 def wrap(model, preprocess: str = "unit", classes: list[str] | None = None) -> LoadedModel:
     """Wrap an in-memory model (Python API): Keras, a ``torch.nn.Module`` or an ONNX Runtime session."""
-    fw = framework_of(model)
-    if fw != "keras":
-        return _framework(fw).wrap(model, preprocess=preprocess, classes=classes)
-    try:
-        shape = tuple(model.inputs[0].shape[1:])
-    except (AttributeError, ValueError, IndexError):
-        shape = (None, None, None)
-    return LoadedModel(
-        model,
-        model.name,
-        "in-memory model",
-        PREPROCESS_MODES.get(preprocess, preprocess),
-        preprocess_fn(preprocess),
-        shape,
-        classes,
-    )
+    return _framework(framework_of(model)).wrap(model, preprocess=preprocess, classes=classes)

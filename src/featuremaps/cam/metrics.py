@@ -74,10 +74,9 @@ def randomised_copy(model, layers, seed: int = 0):
     weights), as in Adebayo et al.'s cascading randomisation. ``model`` is not changed.
 
     ``layers``: names of layers (Keras) or modules (PyTorch) of ``model`` (a UserError names a missing one).
-    Returns a model of the same kind: a Keras model for a Keras model, else the adapter of the copy.
+    Returns a model of the same kind (a Keras model, a torch module).
     """
-    copy = adapter(model).randomised(layers, seed)
-    return copy.model if known_framework(model) == "keras" and hasattr(copy, "model") else copy
+    return adapter(model).randomised(layers, seed)
 
 
 def randomisation_correlation(

@@ -21,7 +21,7 @@ import onnx
 import onnxruntime as ort
 
 from featuremaps.errors import UserError
-from featuremaps.frameworks import ModelAdapter
+from featuremaps.frameworks.base import ModelAdapter
 from featuremaps.loaded import PREPROCESS_MODES, LoadedModel, preprocess_fn
 from featuremaps.maps import ConvLayer
 from featuremaps.receptive import TRANSPOSED_NOTE, Field, kernel_field, transposed_field, widest

@@ -44,7 +44,7 @@ import torch.fx
 from torch import nn
 
 from featuremaps.errors import UserError, brief
-from featuremaps.frameworks import ModelAdapter
+from featuremaps.frameworks.base import ModelAdapter
 from featuremaps.frameworks.torch_files import check_exported, check_script
 from featuremaps.loaded import PREPROCESS_MODES, LoadedModel, preprocess_fn
 from featuremaps.maps import ConvLayer
@@ -289,8 +289,8 @@ class TorchAdapter(ModelAdapter):
         dev = _device_dtype(self.module)[0]
         self.module.load_state_dict({k: torch.from_numpy(np.asarray(v)).to(dev) for k, v in state.items()})
 
-    def randomised(self, layers, seed: int = 0) -> ModelAdapter:
-        """A deep copy with the named modules' parameters re-drawn from N(0, std of each parameter)."""
+    def randomised(self, layers, seed: int = 0):
+        """A deep copy of the module with the named modules' parameters re-drawn from N(0, std of each)."""
         rng = np.random.default_rng(seed)
         copy = deepcopy(self.module)
         mods = dict(copy.named_modules())
@@ -303,7 +303,7 @@ class TorchAdapter(ModelAdapter):
                     w = p.detach().float().cpu().numpy()
                     new = rng.normal(0, max(float(np.std(w)), 1e-3), w.shape).astype(np.float32)
                     p.copy_(torch.from_numpy(new).to(p.device, p.dtype))
-        return type(self)(copy, name=self.name, input_shape=self.input_shape)
+        return copy
 
     def receptive_fields(self) -> tuple[dict, bool, str]:
         """Each conv call's receptive field from the module's ``torch.fx`` graph (Araujo et al. 2019, as for

@@ -2,6 +2,6 @@
 one layer (``graph``), conv-layer discovery (``layers``), gradients per backend (``gradients``) and receptive
 fields (``receptive``)."""
 
-from featuremaps.frameworks.keras.adapter import KerasAdapter, adapt
+from featuremaps.frameworks.keras.adapter import KerasAdapter, adapt, wrap
 
-__all__ = ["KerasAdapter", "adapt"]
+__all__ = ["KerasAdapter", "adapt", "wrap"]

@@ -20,7 +20,7 @@ import numpy as np
 from keras import ops
 
 from featuremaps.errors import UserError
-from featuremaps.frameworks import ModelAdapter
+from featuremaps.frameworks.base import ModelAdapter
 from featuremaps.frameworks.keras.gradients import class_gradients
 from featuremaps.frameworks.keras.graph import (
     is_single_tensor,
@@ -33,6 +33,7 @@ from featuremaps.frameworks.keras.graph import (
 )
 from featuremaps.frameworks.keras.layers import conv_layers, distinct_layer_names, walk
 from featuremaps.frameworks.keras.receptive import receptive_fields
+from featuremaps.loaded import PREPROCESS_MODES, LoadedModel, preprocess_fn
 from featuremaps.maps import ConvLayer, Pick
 from featuremaps.targets import ChannelMean, ClassScore, Gradient, Neuron
 
@@ -258,7 +259,7 @@ class KerasAdapter(ModelAdapter):
     def load_state(self, state) -> None:
         self.model.set_weights(state)
 
-    def randomised(self, layers, seed: int = 0) -> KerasAdapter:
+    def randomised(self, layers, seed: int = 0):
         rng = np.random.default_rng(seed)
         copy = keras.models.clone_model(self.model)
         copy.set_weights(self.model.get_weights())
@@ -270,7 +271,7 @@ class KerasAdapter(ModelAdapter):
                 )
             layer = copy.get_layer(name)
             layer.set_weights([_redrawn(rng, w) for w in layer.get_weights()])
-        return KerasAdapter(copy)
+        return copy
 
     def receptive_fields(self) -> tuple[dict, bool, str]:
         rf = receptive_fields(self.model)
@@ -395,3 +396,20 @@ def _redrawn(rng, w: np.ndarray) -> np.ndarray:
 def adapt(model, input_shape=None) -> KerasAdapter:
     """A :class:`KerasAdapter` for a Keras model."""
     return KerasAdapter(model, input_shape)
+
+
+def wrap(model, preprocess: str = "unit", classes: list[str] | None = None) -> LoadedModel:
+    """An in-memory Keras model as a :class:`~featuremaps.loaded.LoadedModel` (Python API)."""
+    try:
+        shape = tuple(model.inputs[0].shape[1:])
+    except (AttributeError, ValueError, IndexError):
+        shape = (None, None, None)
+    return LoadedModel(
+        model,
+        model.name,
+        "in-memory model",
+        PREPROCESS_MODES.get(preprocess, preprocess),
+        preprocess_fn(preprocess),
+        shape,
+        classes,
+    )
