@@ -9,10 +9,14 @@ or float32 in [0, 1]; channels last.
 
 The package, as a table of contents:
 
-* core, model -> maps: ``errors``, ``keras_backend`` (torch or JAX where TensorFlow is missing), ``models``,
-  ``images``, ``faces``, ``layers``, ``extractor``
+* ground floor, no framework: ``errors``, ``maps`` (conv layers, ``--layers``/``--select``, LayerMaps),
+  ``loaded`` (LoadedModel, preprocessing), ``receptive``, ``targets`` (what to differentiate)
+* ``frameworks/``: the model protocol (``base``) and its implementations: ``keras/``, ``torch``, ``onnx``;
+  ``adapter(model)`` gives any model's
+* core, model -> maps: ``keras_backend`` (torch or JAX where TensorFlow is missing), ``models``, ``images``,
+  ``faces``, ``extractor`` (the one feature extractor)
 * pixels, arrays in and arrays out: ``colormaps``, ``draw``, ``render``, ``charts``, ``figure``
-* ``cam/``: class activation maps (methods, engine, gradients, heatmaps, metrics)
+* ``cam/``: class activation maps (methods, the one engine, heatmaps, metrics)
 * ``callbacks``: ``FeatureMapsCallback``, feature maps of fixed inputs epoch by epoch in any ``model.fit``
 * products: ``pipeline`` (show), ``explain`` (cam), ``report``, ``html``, ``compare``, ``atlas``; ``io`` is
   the only module that writes files

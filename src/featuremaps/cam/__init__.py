@@ -1,6 +1,6 @@
-"""Class activation maps: the methods (``methods``), the engine that computes them on any Keras model
-(``engine``, with backend-specific gradients in ``gradients``), their pictures (``heatmaps``) and the
-sanity metrics a user can run on their own model (``metrics``)."""
+"""Class activation maps: the methods (``methods``), the engine that computes them on any model through the
+model protocol (``engine``; gradients come from each adapter's ``gradients``), their pictures (``heatmaps``) and
+the sanity metrics a user can run on their own model (``metrics``)."""
 
 from featuremaps.cam.engine import CamEngine, CamResult, compute_cam, resolve_class, resolve_layer
 from featuremaps.cam.heatmaps import heatmap_rgb, normalise01, overlay, upsample
