@@ -27,7 +27,6 @@ from featuremaps.frameworks.keras.graph import (
     objective_graph,
     probe_layer_class,
     replay,
-    split_at,
     tap,
     traceable,
 )
@@ -59,7 +58,6 @@ class KerasAdapter(ModelAdapter):
         self._convs: list[ConvLayer] | None = None
         self._replays: dict[tuple, tuple] = {}  # input shape -> (inputs, output, taps)
         self._models: dict[tuple, object] = {}  # (kind, shape, ...) -> a keras.Model built from a replay
-        self._splits: dict[tuple, KerasCut] = {}  # (shape, layer name) -> the model cut at that layer
         self._body: tuple | None = None  # (key of x, its body outputs): Ablation-CAM's batches reuse them
         self._objectives: dict[tuple, KerasObjective] = {}  # (shape, wrt, target) -> its differentiable graph
 
@@ -184,22 +182,20 @@ class KerasAdapter(ModelAdapter):
         return [np.asarray(o) for o in outs]
 
     # ------------------------------------------------------------ CAMs
-    def cut(self, shape, name: str) -> KerasCut:
-        shape = tuple(int(d) for d in shape)
-        key = (shape, name)
-        if key not in self._splits:
-            conv = next((c for c in self.conv_layers() if c.name == name), None)
-            self._splits.clear()  # one target at a time: the split holds two models
-            self._splits[key] = KerasCut(self.model, shape, conv if conv is not None else name)
-        return self._splits[key]
+    def cut(self, shape, name: str) -> KerasObjective:
+        """The model cut after conv layer ``name`` for class scores: ``body`` (image -> [A, *skips]) and ``head``
+        ([A, *skips] -> [output, score]); CAM gradients and Ablation-CAM's ablated batches both use it."""
+        return self._objective(tuple(int(d) for d in shape), ClassScore(), name)
 
     def cam_score(self, input_shape, name: str) -> str:
         return self.cut(input_shape, name).score
 
-    def _body_outputs(self, cam: KerasCut, x: np.ndarray) -> list[np.ndarray]:
-        key = (id(cam), x.shape, hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).digest())
+    def _body_outputs(self, g: KerasObjective, x: np.ndarray) -> list[np.ndarray]:
+        """The body's outputs for ``x``, kept for the next call on the same image (Ablation-CAM's batches, one
+        gradient per class)."""
+        key = (id(g), x.shape, hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).digest())
         if self._body is None or self._body[0] != key:
-            res = cam.body(x[None], training=False)
+            res = g.body(x[None], training=False)
             res = res if isinstance(res, list | tuple) else [res]
             self._body = (key, [ops.convert_to_numpy(r).astype(np.float32) for r in res])
         return self._body[1]
@@ -211,15 +207,7 @@ class KerasAdapter(ModelAdapter):
         x = np.asarray(x, np.float32)
         x = x[..., None] if x.ndim == 2 else x
         g = self._objective(tuple(x.shape), target, wrt)
-        if g.body is None:
-            inputs = [x[None]]
-        else:
-            key = (id(g), hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).digest())
-            if self._body is None or self._body[0] != key:
-                res = g.body(x[None], training=False)
-                res = res if isinstance(res, list | tuple) else [res]
-                self._body = (key, [ops.convert_to_numpy(r).astype(np.float32) for r in res])
-            inputs = self._body[1]
+        inputs = [x[None]] if g.body is None else self._body_outputs(g, x)
         index = getattr(target, "index", 0)
         if isinstance(target, ClassScore) and index is None:  # the predicted class: the output's top score
             out = g.net(inputs, training=False)
@@ -246,10 +234,10 @@ class KerasAdapter(ModelAdapter):
         return self._objectives[key]
 
     def head_scores(self, x: np.ndarray, name: str, acts: np.ndarray) -> np.ndarray:
-        cam = self.cut(x.shape, name)
-        res = self._body_outputs(cam, x)
+        g = self.cut(x.shape, name)
+        res = self._body_outputs(g, x)
         skips = [np.repeat(s, len(acts), axis=0) for s in res[1:]]
-        out = cam.head([np.asarray(acts, np.float32), *skips], training=False)
+        out = g.net([np.asarray(acts, np.float32), *skips], training=False)
         return ops.convert_to_numpy(out[1]).astype(np.float32)
 
     # ------------------------------------------------------------ the rest
@@ -278,32 +266,11 @@ class KerasAdapter(ModelAdapter):
         return {c.name: rf.fields[c.label] for c in self.conv_layers() if c.label in rf.fields}, rf.exact, rf.note
 
 
-class KerasCut:
-    """A model cut at its target layer for Ablation-CAM: ``body`` (input -> [A, *skips]), ``head`` ([A, *skips] ->
-    [output, score]); the score is the pre-softmax logit where the output layer is a softmax, else the output."""
-
-    def __init__(self, model, shape, layer):
-        split = split_at(model, shape, layer)
-        out_shape = tuple(split.output.shape)
-        if len(out_shape) != 2 or out_shape[-1] is None or out_shape[-1] < 2:
-            raise UserError(
-                f"model '{model.name}' outputs shape {out_shape}, not class scores; CAMs need a "
-                "classifier with one (batch, classes) output"
-            )
-        a_shape = tuple(split.activation.shape[1:])
-        if len(a_shape) != 3:
-            raise UserError(
-                f"layer {getattr(layer, 'name', layer)} outputs shape {a_shape}; CAMs need an (H, W, C) map"
-            )
-        logits = _logits_tensor(split.producer)
-        self.score = "logit" if logits is not None else "output"
-        self.body = split.body_model()
-        self.head = split.head_model([split.output, logits if logits is not None else split.output])
-
-
 class KerasObjective:
     """One target's differentiable graph: ``net`` maps ``[image]`` (or, cut after ``wrt``, the body's outputs
-    ``[A, *skips]``) to ``[model output, (B, k) scores]``; ``body`` is None when not cut."""
+    ``[A, *skips]``: the head never recomputes nor differentiates what comes before the cut) to
+    ``[model output, (B, k) scores]``; ``body`` is None when not cut. ``score``: ``logit`` where a class score is
+    the pre-softmax logit of a softmax output layer, else ``output``."""
 
     def __init__(self, ad: KerasAdapter, shape, target, wrt):
         convs = {c.name: c for c in ad.conv_layers()}
@@ -319,9 +286,15 @@ class KerasObjective:
         g = objective_graph(ad.model, shape, convs[wrt] if wrt else None, pre_path)
         if not is_single_tensor(g.output):
             raise UserError(f"model '{ad.name}' has several outputs; featuremaps differentiates single-output models")
+        if wrt is not None and len(tuple(g.activation.shape[1:])) != 3:
+            raise UserError(
+                f"layer {wrt} outputs shape {tuple(g.activation.shape[1:])}; gradients need an (H, W, C) map"
+            )
+        self.score = "output"
         if isinstance(target, ClassScore):
             logits = _logits_tensor(g.producer.get(id(g.output))) if target.logit else None
             score = logits if logits is not None else g.output
+            self.score = "logit" if logits is not None else "output"
         else:
             maps = g.pre if pre_path else tap(g.taps, convs[layer])
             score = ChannelPick(target)(maps)
@@ -337,6 +310,10 @@ class KerasObjective:
                 None if wrt is None else keras.Model(g.inputs, [g.activation, *g.skips], name="featuremaps_body")
             )
         self.cache: dict = {}  # the compiled gradient step (TensorFlow), owned by this graph
+
+    @property
+    def head(self):
+        return self.net
 
 
 class ChannelPick(keras.layers.Layer):

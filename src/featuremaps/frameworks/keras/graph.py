@@ -12,7 +12,6 @@ graph, so only the chosen maps leave it.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ import numpy as np
 from keras import ops
 
 from featuremaps.errors import UserError
-from featuremaps.frameworks.keras.layers import distinct_layer_names, is_model
+from featuremaps.frameworks.keras.layers import is_model
 from featuremaps.maps import STATS, ConvLayer
 
 
@@ -314,7 +313,7 @@ def is_single_tensor(out) -> bool:
 
 # ---------------------------------------------------------------- splitting the graph at one layer
 class _Cut:
-    """Replay state for :func:`split_at`: the target layer's output is replaced by a new Input.
+    """Replay state for a cut (:func:`objective_graph`): the target layer's output is replaced by a new Input.
 
     Every layer call that consumes a tensor depending on that Input belongs to the *head*; other tensors
     such a call consumes (skip connections from before the cut) become extra head Inputs, so the head never
@@ -368,59 +367,6 @@ class _Cut:
         self._mark(out)
         self.producer[id(out)] = (layer, args, kwargs)
         return out
-
-
-@dataclass
-class Split:
-    """A model cut at one layer: ``body`` maps the image to ``[A, *skips]``, ``head`` maps those to the output
-
-    ``head_inputs`` are the head's Inputs (``A``'s first), ``output`` its output tensor and ``producer``
-    ``(layer, args, kwargs)`` of the call that made the output (to reach pre-softmax logits).
-    """
-
-    inputs: object
-    activation: object
-    skips: list
-    head_inputs: list
-    output: object
-    producer: tuple | None
-    taps: dict
-    #: the model cut (its layers' names made unique while the body and head graphs are built)
-    model: object = None
-
-    def body_model(self):
-        with distinct_layer_names(self.model) if self.model is not None else contextlib.nullcontext():
-            return keras.Model(self.inputs, [self.activation, *self.skips], name="featuremaps_body")
-
-    def head_model(self, outputs=None):
-        outputs = self.output if outputs is None else outputs
-        with distinct_layer_names(self.model) if self.model is not None else contextlib.nullcontext():
-            return keras.Model(self.head_inputs, outputs, name="featuremaps_head")
-
-
-def split_at(model, input_shape: tuple[int, ...], layer) -> Split:
-    """Replay ``model`` on a fresh Input and cut it after ``layer``: a :class:`ConvLayer` (that call of it, e.g.
-    ``base@2/conv`` for a sub-model's second call) or a layer object (its first call).
-
-    The user's model is not changed: the same layer objects are called on new tensors. Raises UserError if
-    the layer is not on the path from the input to the (single) output.
-    """
-
-    inputs = keras.Input(shape=tuple(input_shape), name="featuremaps_input")
-    cut = _Cut(layer)
-    taps: dict = {}
-    out = _call_model(model, inputs, taps, cut, input_shape)
-    name = getattr(layer, "name", "?")
-    if cut.head_input is None:
-        raise UserError(f"layer {name} is not on the path from the model's input to its output; choose another")
-    if not is_single_tensor(out) or id(out) not in cut.head_ids:
-        raise UserError(
-            f"the output of model '{model.name}' does not depend on layer {name}; choose a layer "
-            "between the input and the output"
-        )
-    skips = [t for t, _ in cut.crossing.values()]
-    head_inputs = [cut.head_input] + [i for _, i in cut.crossing.values()]
-    return Split(inputs, cut.activation, skips, head_inputs, out, cut.producer.get(id(out)), taps, model)
 
 
 # ---------------------------------------------------------------- objectives (featuremaps.targets)
@@ -499,6 +445,11 @@ def objective_graph(model, input_shape: tuple[int, ...], wrt: ConvLayer | None, 
     out = _call_model(model, inputs, taps, cut, input_shape)
     if wrt is not None and cut.head_input is None:
         raise UserError(f"layer {wrt.name} is not on the path from the model's input to its output; choose another")
+    if wrt is not None and (not is_single_tensor(out) or id(out) not in cut.head_ids):
+        raise UserError(
+            f"the output of model '{model.name}' does not depend on layer {wrt.name}; choose a layer "
+            "between the input and the output"
+        )
     head = None if wrt is None else [cut.head_input] + [i for _, i in cut.crossing.values()]
     skips = [t for t, _ in cut.crossing.values()]
     return Objective(inputs, out, taps, cut.pre, cut.producer, cut.activation, skips, head)
