@@ -271,7 +271,7 @@ class Explorer:
         if shape not in self._extractors:
             if len(self._extractors) >= 2:
                 self._extractors.pop(next(iter(self._extractors)))
-            self._extractors[shape] = feature_extractor(self.lm.model, shape, layers="all", maps=None)
+            self._extractors[shape] = feature_extractor(self.adapter, shape, layers="all", maps=None)
         return self._extractors[shape]
 
     @on_model_thread
@@ -583,7 +583,7 @@ class Explorer:
         res = a.cams.get(key)
         if res is None:
             res = compute_cam(
-                self.lm.model,
+                self.adapter,  # the session's adapter: its cut and compiled gradient step serve every request
                 a.prep.x,
                 method,
                 layer=self.by_label[label].name,

@@ -91,14 +91,16 @@ class KerasAdapter(ModelAdapter):
         """``{name: (h, w, C)}`` of each conv call on the path from the input to the output; without an input
         shape, the shapes the layers were built with (a layer called twice has none)."""
         convs = self.conv_layers()
-        if input_shape is None or None in tuple(input_shape):
+        static = input_shape is None or None in tuple(input_shape) or tuple(input_shape) == self.input_shape
+        if static:  # the shapes the layers were built with: no replay (a layer called twice has none)
             shapes = {}
             for c in convs:
                 try:
                     shapes[c.name] = tuple(c.layer.output.shape[1:])
                 except (AttributeError, ValueError, TypeError):
                     continue
-            return shapes
+            if input_shape is None or None in tuple(input_shape) or len(shapes) == len(convs):
+                return shapes
         _, _, taps = self._replay(input_shape)
         return {c.name: tuple(t.shape[1:]) for c in convs if (t := tap(taps, c)) is not None}
 
