@@ -18,8 +18,10 @@ def _loaded_after(code: str) -> list[str]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_ground_floor_imports_no_framework():
-    assert _loaded_after("import featuremaps.maps, featuremaps.loaded, featuremaps.receptive") == []
+def test_ground_floor_and_protocol_import_no_framework():
+    code = "import featuremaps.maps, featuremaps.loaded, featuremaps.receptive, featuremaps.targets\n"
+    code += "import featuremaps.frameworks"
+    assert _loaded_after(code) == []
 
 
 def _onnx_cnn(path) -> None:
