@@ -53,7 +53,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from featuremaps.frameworks import AdapterCamEngine, AdapterExtractor, adapter
+    from featuremaps.cam.engine import CamEngine
+    from featuremaps.extractor import FeatureExtractor
+    from featuremaps.frameworks import adapter
     from featuremaps.frameworks.torch import torchvision_models
 
     tvm = torchvision_models()
@@ -76,10 +78,10 @@ def main() -> None:
 
     t0, t1 = pair(plain, maps, args.repeats)
     print(f"torch all 20 conv maps: {t1 * 1e3:.1f} ms vs plain forward {t0 * 1e3:.1f} ms: {t1 / t0:.3f}x")
-    fx = AdapterExtractor(ad, (224, 224, 3), maps=16)
+    fx = FeatureExtractor(ad, (224, 224, 3), maps=16)
     t0, t1 = pair(plain, lambda: fx(x), args.repeats)
     print(f"torch show extractor (16 maps + stats a layer): {t1 * 1e3:.1f} ms vs {t0 * 1e3:.1f} ms: {t1 / t0:.3f}x")
-    eng = AdapterCamEngine(ad, (224, 224, 3))
+    eng = CamEngine(ad, (224, 224, 3))
     t0, t1 = pair(plain, lambda: eng.run(x[0], ["gradcam"]), args.repeats)
     print(f"torch Grad-CAM ({eng.layer.name}): {t1 * 1e3:.1f} ms vs plain forward {t0 * 1e3:.1f} ms: {t1 / t0:.3f}x")
 

@@ -76,8 +76,7 @@ def run(
     }
     for x in xs:
         # the class-agnostic map: the target layer's activations summed over channels
-        res = eng.body(x[None], training=False)
-        acts = np.asarray(res[0] if isinstance(res, list | tuple) else res, np.float32)[0]
+        acts = eng.adapter.forward(x[None], [eng.layer.name])[0][eng.layer.name][0]
         act_sum = upsample(acts.sum(-1), x.shape[:2])
         for m in methods:
             t = time.perf_counter()
@@ -93,7 +92,7 @@ def run(
             out[m]["deletion"].append(d)
             out[m]["insertion"].append(i)
         c = int(np.argmax(eng.forward(x[None])[0]))
-        h, w = (int(d) for d in eng.body.outputs[0].shape[1:3])
+        h, w = eng.adapter.layer_shapes(eng.input_shape)[eng.layer.name][:2]
         for name, sal in (
             ("random", upsample(rng.uniform(size=(h, w)).astype(np.float32), (48, 48))),
             ("random px", rng.uniform(size=(48, 48))),

@@ -140,7 +140,8 @@ def test_split_matches_whole_model_gradient(tiny_functional):
 
     x = np.random.default_rng(3).uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)
     eng = CamEngine(tiny_functional, (16, 16, 3), "C2")
-    assert eng.layer.name == "c2" and len(eng.head.inputs) == 2  # A and the skip from c1
+    cut = eng.adapter.cut(eng.input_shape, eng.layer.name)  # the Keras model cut at C2
+    assert eng.layer.name == "c2" and len(cut.head.inputs) == 2  # A and the skip from c1
     res = eng.run(x[0], ["gradcam"], [1])[0]
     c2 = tiny_functional.get_layer("c2")
     inter = keras.Model(tiny_functional.inputs, [c2.output, tiny_functional.output])

@@ -1,4 +1,5 @@
-"""The same model and image give the same normalised CAM on TensorFlow, JAX and torch (max abs diff <= 1e-4).
+"""The same model and image give the same normalised CAM, and the same normalised input gradients, on TensorFlow,
+JAX and torch (max abs diff <= 1e-4).
 
 Each backend runs in its own subprocess (KERAS_BACKEND is read once, at import); the weights travel as an
 .npz file written by the TensorFlow run.
@@ -45,6 +46,13 @@ for method in CAM_METHODS:
         for c in (0, 2):
             r = compute_cam(model, x, method, layer=layer, class_index=c)
             res[f"{method}/{layer}/{c}"] = r.heatmap_up
+# the one gradient primitive on this backend: input gradients of a class score and of a pre-activation channel
+from featuremaps.frameworks import adapter
+from featuremaps.targets import ChannelMean, ClassScore
+ad = adapter(model)
+for name, target in (("class", ClassScore(1)), ("channel", ChannelMean("c3", 2))):
+    g = ad.gradients(x, target).gradient
+    res[f"gradient/{name}"] = np.abs(g) / np.abs(g).max()
 np.savez(out, **res)
 """
 

@@ -38,7 +38,7 @@ def test_randomisation_and_deletion_insertion():
     rand = {
         k: CamEngine(randomised_copy(model, v), (48, 48, 1)) for k, v in (("top", TOP_LAYERS), ("head", HEAD_LAYERS))
     }
-    h, w = (int(d) for d in eng.body.outputs[0].shape[1:3])
+    h, w = eng.adapter.layer_shapes(eng.input_shape)[eng.layer.name][:2]
     rng = np.random.default_rng(0)
     s = {m: {"top": [], "head": [], "del": [], "ins": []} for m in (*METHODS, "random")}
     for x in xs:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from featuremaps.cli import main
-from featuremaps.extractor import traceable
+from featuremaps.frameworks.keras.graph import traceable
 
 
 @pytest.fixture(scope="module")

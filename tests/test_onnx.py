@@ -116,7 +116,7 @@ def test_nested_modules_keep_their_torch_names_through_onnx(tmp_path):
 def test_batch_fixed_to_one_still_takes_batches(tmp_path):
     net = _small_net()
     path = export(net, tmp_path / "net.onnx")  # no dynamic axes: batch 1
-    from featuremaps.frameworks import feature_extractor
+    from featuremaps.extractor import feature_extractor
 
     fx = feature_extractor(str(path), (32, 32, 3), maps=None)
     batch = np.stack([image(seed=1), image(seed=2), image(seed=3)])

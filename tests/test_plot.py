@@ -65,11 +65,11 @@ def test_api_names_and_modules_do_not_clash():
     import featuremaps.figure
 
     assert callable(featuremaps.extract) and callable(featuremaps.plot) and callable(featuremaps.compute_cam)
-    # extract, compute_cam and conv_layers dispatch on the framework (Keras, torch, ONNX): featuremaps.frameworks
-    assert featuremaps.extract.__module__ == "featuremaps.frameworks"
+    # one extract and one compute_cam for every framework (Keras, torch, ONNX), above the model protocol
+    assert featuremaps.extract.__module__ == "featuremaps.extractor"
     assert featuremaps.plot.__name__ == "plot"
-    assert featuremaps.compute_cam.__module__ == "featuremaps.frameworks"
-    assert callable(featuremaps.cam.compute_cam)  # the cam package, its (Keras) function inside
+    assert featuremaps.compute_cam.__module__ == "featuremaps.cam.engine"
+    assert featuremaps.cam.compute_cam is featuremaps.compute_cam  # the cam package's function is the one
     assert {"extract", "plot", "compute_cam", "show", "conv_layers", "load_model"} <= set(dir(featuremaps))
 
 

@@ -151,7 +151,7 @@ def test_extract_selects_channels_and_keeps_training_flags():
 def test_batch_of_images_in_one_forward():
     net = small_net()
     lm = fm.wrap_model(net)
-    fx = __import__("featuremaps.frameworks", fromlist=["x"]).feature_extractor(lm.model, (32, 32, 3), maps=4)
+    fx = __import__("featuremaps.extractor", fromlist=["x"]).feature_extractor(lm.model, (32, 32, 3), maps=4)
     batch = np.stack([image(seed=1), image(seed=2)])
     rows, preds = fx(batch)
     assert preds.shape == (2, 5)
@@ -487,7 +487,11 @@ def test_conv_layers_error_for_a_model_without_convs():
 
 
 def test_framework_detection_imports_nothing():
-    assert adapter(object()) is None  # not torch, not ONNX: Keras' path
+    from featuremaps.frameworks import framework_of
+
+    assert framework_of(object()) == "keras"  # not torch, not ONNX: Keras' path, which says what it got
+    with pytest.raises(fm.UserError, match="a object is not a Keras model"):
+        adapter(object())
 
 
 @pytest.mark.slow

@@ -9,10 +9,15 @@ or float32 in [0, 1]; channels last.
 
 The package, as a table of contents:
 
-* core, model -> maps: ``errors``, ``keras_backend`` (torch or JAX where TensorFlow is missing), ``models``,
-  ``images``, ``faces``, ``layers``, ``extractor``; ``registry``: one record per CAM method and per framework
+* ground floor, no framework: ``errors``, ``maps`` (conv layers, ``--layers``/``--select``, LayerMaps),
+  ``loaded`` (LoadedModel, preprocessing), ``receptive``, ``targets`` (what to differentiate)
+* ``frameworks/``: the model protocol (``base``) and its implementations: ``keras/``, ``torch``, ``onnx``;
+  ``adapter(model)`` gives any model's implementation
+* core, model -> maps: ``keras_backend`` (torch or JAX where TensorFlow is missing), ``models``, ``images``,
+  ``faces``, ``extractor`` (the one feature extractor); ``registry``: one record per CAM method and per
+  framework
 * pixels, arrays in and arrays out: ``colormaps``, ``draw``, ``render``, ``charts``, ``figure``
-* ``cam/``: class activation maps (methods, engine, gradients, heatmaps, metrics)
+* ``cam/``: class activation maps (methods, the one engine, heatmaps, metrics)
 * ``callbacks``: ``FeatureMapsCallback``, feature maps of fixed inputs epoch by epoch in any ``model.fit``
 * products: ``pipeline`` (show), ``explain`` (cam), ``report``, ``html``, ``compare``, ``compare_classes``,
   ``atlas``; each writes its own files through ``io``, the only module that writes files
@@ -34,8 +39,8 @@ keras_backend.load_triton_first()
 
 _API = {
     "conv_layers": "frameworks",
-    "select_layers": "layers",
-    "extract": "frameworks",
+    "select_layers": "maps",
+    "extract": "extractor",
     "FeatureExtractor": "extractor",
     "render_overview": "render",
     "render_layer": "render",
@@ -54,7 +59,7 @@ _API = {
     "UserError": "errors",
     "show": "pipeline",
     "CAM_METHODS": "cam",
-    "compute_cam": "frameworks",
+    "compute_cam": "cam",
 }
 
 __all__ = sorted(_API)

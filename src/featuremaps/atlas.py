@@ -28,9 +28,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import keras
 import numpy as np
-from keras import ops
 
 from featuremaps import __version__
 from featuremaps.draw import (
@@ -46,13 +44,12 @@ from featuremaps.draw import (
 )
 from featuremaps.emotion import data as fer
 from featuremaps.errors import UserError
-from featuremaps.extractor import replay, tap, traceable
 from featuremaps.frameworks import adapter
 from featuremaps.html import esc, page
 from featuremaps.images import IMAGE_SUFFIXES, fit_to
 from featuremaps.io import atomic_dir, safe_name, save_json, save_npz, save_png, save_text, unique_names
-from featuremaps.layers import conv_layers, distinct_layer_names, select_layers
 from featuremaps.manifest import LABEL_COLUMN, PATH_COLUMN, is_manifest, match_labels, read_image, read_manifest
+from featuremaps.maps import select_layers
 from featuremaps.pipeline import model_title
 from featuremaps.render import apply_colormap, colormap, resize_rgb
 
@@ -331,21 +328,6 @@ def selectivity(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------- the model
-def atlas_model(model, input_shape, layers="all"):
-    """(keras.Model giving each chosen conv layer's (B, C) spatial means, chosen ConvLayers)."""
-
-    inputs, _, taps = replay(model, input_shape)
-    convs = select_layers(conv_layers(model), layers)
-    outs = []
-    for c in convs:
-        t = tap(taps, c)
-        if t is None:
-            raise UserError(f"layer {c.name} is not on the path from the model's input to its output")
-        outs.append(keras.layers.GlobalAveragePooling2D(name=f"featuremaps_atlas_{c.index}")(t))
-    with distinct_layer_names(model):  # a nested model's layer may share a name with an outer one
-        return keras.Model(inputs, outs, name=f"{model.name}_atlas"), convs
-
-
 def _to_input(lm, images: list[np.ndarray], shape) -> tuple[np.ndarray, int]:
     """uint8 images -> preprocessed float32 batch of ``shape``; also how many had to be resized."""
     h, w, ch = shape
@@ -406,25 +388,16 @@ class BatchReducer:
     def __init__(self, lm, shape: tuple, layers, n_classes: int):
         self.lm, self.shape, self.n_classes = lm, tuple(shape), n_classes
         self.adapter = adapter(lm.model, self.shape)
-        if self.adapter is None:
-            self.net, self.convs = atlas_model(lm.model, self.shape, layers)
-            self.compiled = traceable(lm.model)  # names TensorFlow cannot trace ("class scores"): eager calls
-            self.channels = _channels(self.net)
-        else:
-            self.net, self.compiled = None, False
-            self.convs = select_layers(self.adapter.conv_layers(self.shape), layers)
-            shapes = self.adapter.layer_shapes(self.shape)
-            self.channels = [int(shapes[c.name][-1]) for c in self.convs]
+        self.convs = select_layers(self.adapter.conv_layers(self.shape), layers)
+        shapes = self.adapter.layer_shapes(self.shape)
+        for c in self.convs:
+            if c.name not in shapes:
+                raise UserError(f"layer {c.name} is not on the path from the model's input to its output")
+        self.channels = [int(shapes[c.name][-1]) for c in self.convs]
 
     def channel_means(self, x: np.ndarray) -> list[np.ndarray]:
         """Per chosen layer, the (B, C) spatial mean of every channel of a preprocessed batch."""
-        if self.adapter is not None:
-            maps, _ = self.adapter.forward(x, [c.name for c in self.convs])
-            return [maps[c.name].mean(axis=(1, 2), dtype=np.float32) for c in self.convs]
-        net = self.net
-        outs = net.predict_on_batch(x) if self.compiled else [ops.convert_to_numpy(o) for o in net(x, training=False)]
-        outs = outs if isinstance(outs, list | tuple) else [outs]
-        return [np.asarray(o) for o in outs]
+        return self.adapter.channel_means(x, self.convs)
 
     def new_stats(self) -> AtlasStats:
         return AtlasStats(self.channels, self.n_classes)
@@ -507,10 +480,6 @@ def finish(stats: AtlasStats, convs: list, source: Source, shape: tuple) -> Atla
         [m for _, m in stats.bad],
         stats.duplicates(),
     )
-
-
-def _channels(net) -> list[int]:
-    return [int(o.shape[-1]) for o in net.outputs]
 
 
 # ---------------------------------------------------------------- pictures

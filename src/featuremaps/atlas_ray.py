@@ -67,8 +67,8 @@ class AtlasActor:
     ):
         lm = load_model()
         load_model_state(lm.model, ray.get(weights[0]))  # the driver's weights: random ones (--weights none) too
-        if gpu and (ad := adapter(lm.model)) is not None:  # TensorFlow takes a visible GPU by itself
-            ad.to_gpu()
+        if gpu:  # TensorFlow takes a visible GPU by itself (the Keras adapter's to_gpu does nothing)
+            adapter(lm.model).to_gpu()
         self.reducer = BatchReducer(lm, shape, layers, n_classes)
         self.batch_size = batch_size
         self.max_pixels = max_pixels

@@ -33,7 +33,7 @@ from featuremaps.draw import (
 )
 from featuremaps.emotion.model import shipped_weights_available
 from featuremaps.errors import UserError
-from featuremaps.frameworks import feature_extractor
+from featuremaps.extractor import feature_extractor
 from featuremaps.html import esc, img_tag, page
 from featuremaps.io import atomic_dir, save_json, save_png, save_text
 from featuremaps.pipeline import model_title, percent, prediction_of, prepare

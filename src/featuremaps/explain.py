@@ -23,8 +23,8 @@ import numpy as np
 
 from featuremaps import __version__
 from featuremaps.cam import heatmap_rgb, overlay, resolve_class, upsample
+from featuremaps.cam.engine import cam_engine
 from featuremaps.draw import INK, MUTED, Canvas, colorbar_height, fit_text, line_height, title_block
-from featuremaps.frameworks import cam_engine
 from featuremaps.images import load_image
 from featuremaps.io import (
     atomic_dir,

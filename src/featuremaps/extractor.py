@@ -1,360 +1,33 @@
-"""Run an image through a model once and take the chosen conv layers' maps out of the graph.
+"""Run an image through any model once and take the chosen conv layers' maps: the one feature extractor.
 
-The intermediate model is built by replaying the user's model, layer object by layer object, on one set of
-inputs: nested Sequential and functional models are flattened into the outer graph, so their inner layers'
-outputs are reachable without "graph disconnected" errors, and never-built Sequential models are built from
-the input shape. Only public Keras 3 API is used: the functional graph is read from ``get_config()``.
-The replay calls the same layer objects (weights shared, nothing copied, the user's model is not changed).
-
-Channel selection and per-layer statistics happen inside the graph, so only the chosen maps leave it.
+It speaks only the model protocol (:mod:`featuremaps.frameworks`): the adapter lists the conv layers and their
+shapes, and gives a function of a batch that returns each chosen layer's maps, channel ids and statistics
+(:meth:`~featuremaps.frameworks.ModelAdapter.maps_fn`; Keras does the selection inside its graph, the others
+in NumPy). Channel selection itself is decided in :mod:`featuremaps.maps`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
-from dataclasses import dataclass
-
-import keras
 import numpy as np
-from keras import ops
 
 from featuremaps.errors import UserError
-from featuremaps.layers import ConvLayer, conv_layers, distinct_layer_names, is_model, select_layers
-
-SELECT_MODES = ("first", "top-mean", "top-max")
-STATS = ("mean", "max", "zero_fraction", "min")
-
-
-# ---------------------------------------------------------------- graph replay
-def _is_graph_model(layer) -> bool:
-
-    if not isinstance(layer, keras.Model) or isinstance(layer, keras.Sequential):
-        return False
-    try:
-        return "input_layers" in layer.get_config()
-    except Exception:  # subclassed models may not implement get_config
-        return False
-
-
-def _replay_sequential(model, x, taps: dict, cut=None, prefix: str = ""):
-    for layer in model.layers:
-        x = _call(layer, (x,), {}, taps, cut, f"{prefix}{layer.name}")
-    return x
-
-
-def call_path(prefix: str, name: str, call: int) -> str:
-    """The path of one call of a layer: ``base/conv`` for the first call, ``base@2/conv`` for the second."""
-    return f"{prefix}{name}" if call == 0 else f"{prefix}{name}@{call + 1}"
-
-
-def _call(layer, args, kwargs, taps, cut=None, path: str | None = None):
-    """Call one layer/operation (replaying nested models); record its output in ``taps``.
-
-    ``taps`` maps the call's path (``outer/inner``, ``base@2/conv`` for a sub-model's second call) to its
-    output and ``id(layer)`` to the output of the layer's first call.
-    """
-    path = layer.name if path is None else path
-    if isinstance(layer, keras.Sequential):
-        (x,) = args
-        return _replay_sequential(layer, x, taps, cut, prefix=f"{path}/" if path else "")
-    if _is_graph_model(layer):
-        return _replay_functional(layer, args, taps, cut, prefix=f"{path}/" if path else "")
-    if isinstance(layer, keras.Model):
-        raise UserError(
-            f"model '{layer.name}' ({type(layer).__name__}) is a subclassed Keras model whose graph cannot be read; "
-            "featuremaps needs Sequential or functional models (nested ones are fine)"
-        )
-    try:
-        out = cut.call(layer, args, kwargs, taps, path) if cut is not None else layer(*args, **kwargs)
-    except UserError:
-        raise
-    except Exception as e:  # a layer that cannot be re-called on a fresh Input: one line, never a traceback
-        msg = _first_line(e)
-        if TOO_SMALL.search(str(e)):
-            raise _TooSmall(layer, path, args) from None
-        raise UserError(
-            f"cannot replay {type(layer).__name__} '{path}' of this model ({msg}); featuremaps re-calls every "
-            "layer on a new Input: please report this model"
-        ) from None
-    taps.setdefault(id(layer), out)  # by object: the layer's first call
-    taps.setdefault(path, out)
-    return out
-
-
-#: What Keras and its backends say when a layer's window does not fit in its input.
-TOO_SMALL = re.compile(
-    r"would be zero or negative|would be negative|negative dimension size|output size is too small|"
-    r"kernel size can't be greater",
-    re.IGNORECASE,
+from featuremaps.frameworks import adapter
+from featuremaps.maps import (  # noqa: F401 (STATS, parse_select, LayerMaps: re-exported for old imports)
+    STATS,
+    LayerDict,
+    LayerMaps,
+    Pick,
+    parse_select,
+    pick_channels,
+    select_layers,
 )
 
 
-class _TooSmall(UserError):
-    """A layer's kernel or pool window is larger than its input: the model's input is too small."""
-
-    def __init__(self, layer, path: str, args):
-        self.layer = f"{type(layer).__name__} '{path}'"
-        shape = getattr(args[0], "shape", None) if args else None
-        first = getattr(layer, "data_format", "channels_last") == "channels_first"
-        hw = tuple(shape[2:4] if first else shape[1:3]) if shape is not None and len(shape) == 4 else None
-        self.gets = "x".join(str(d) for d in hw) if hw and all(isinstance(d, int) for d in hw) else None
-        window = getattr(layer, "pool_size", None) or getattr(layer, "kernel_size", None)
-        dilation = getattr(layer, "dilation_rate", None) or (1, 1)
-        try:
-            self.needs = "x".join(str(d * (k - 1) + 1) for k, d in zip(window, dilation, strict=False))
-        except TypeError:
-            self.needs = None
-        super().__init__(self.message())
-
-    def message(self, input_shape=None) -> str:
-        size = f"the input {input_shape[0]}x{input_shape[1]}" if input_shape else "the input"
-        what = self.layer
-        if self.gets and self.needs:
-            what += f" gets {self.gets} and needs at least {self.needs}"
-        return f"{size} is too small for this model (its layer {what}); pass a larger --input-shape"
-
-
-def _call_model(model, inputs, taps: dict, cut, input_shape):
-    """The whole model re-called on ``inputs``; a layer whose window does not fit says the input is too small."""
-    try:
-        return _call(model, (inputs,), {}, taps, cut, path="")
-    except _TooSmall as e:
-        raise UserError(e.message(input_shape)) from None
-
-
-def _first_line(e: Exception) -> str:
-    """The first informative line of an exception (Keras wraps a layer's error in "Exception encountered...")."""
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(e).splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("Exception encountered when calling")]
-    return (lines[0] if lines else type(e).__name__)[:160]
-
-
-def _unpack_args(args):
-    """Config ``args`` of one node -> Python structure with ``("__ref__", name, node, index)`` leaves."""
-
-    def conv(obj):
-        if isinstance(obj, dict):
-            cls = obj.get("class_name")
-            if cls == "__keras_tensor__":
-                name, node, idx = obj["config"]["keras_history"]
-                return ("__ref__", name, node, idx)
-            if cls == "__tuple__":
-                return tuple(conv(v) for v in obj["config"]["value"])
-            if cls is not None and "config" in obj:
-                return keras.saving.deserialize_keras_object(obj)
-            return {k: conv(v) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [conv(v) for v in obj]
-        if isinstance(obj, tuple):
-            return tuple(conv(v) for v in obj)
-        return obj
-
-    return conv(args)
-
-
-def _replay_functional(model, inputs, taps, cut=None, prefix: str = ""):
-    """Replay a functional model's graph on ``inputs`` (its positional call arguments).
-
-    Node numbering of ``get_config()`` (Keras 3): a reference between the model's layers counts the
-    referenced layer's calls *inside this model* from 0, nested functional models included; only the
-    ``input_layers`` / ``output_layers`` references of a nested functional model count its pre-existing
-    input-to-output node too, so they are one higher. Operations that are not layers (``x + y``,
-    ``keras.ops.*``, slicing) are in ``model.operations``, not ``model.layers``.
-    """
-    cfg = model.get_config()
-    ops_by_name = {op.name: op for op in model.operations}
-    outputs: dict[tuple[str, int], object] = {}
-    in_refs = cfg["input_layers"]
-    if in_refs and isinstance(in_refs[0], str):
-        in_refs = [in_refs]
-    flat_in = list(inputs[0]) if len(inputs) == 1 and isinstance(inputs[0], list | tuple) else list(inputs)
-    if len(flat_in) != len(in_refs):
-        raise UserError(f"model '{model.name}' has {len(in_refs)} inputs; featuremaps draws single-image models")
-    for (name, node, _), t in zip(in_refs, flat_in, strict=True):
-        outputs[(name, node)] = [t]
-
-    pending = []
-    for lc in cfg["layers"]:
-        layer = ops_by_name.get(lc["name"])
-        if layer is None:
-            raise UserError(
-                f"cannot replay {lc.get('class_name', '?')} '{prefix}{lc['name']}' of model '{model.name}': it is "
-                "not among the model's operations; please report this model"
-            )
-        for j, node in enumerate(lc.get("inbound_nodes") or []):
-            pending.append((layer, j, node))
-
-    def resolve(obj):
-        if isinstance(obj, tuple) and len(obj) == 4 and obj[0] == "__ref__":
-            key = (obj[1], obj[2])
-            if key not in outputs:
-                raise KeyError(key)
-            outs = outputs[key]
-            return outs[obj[3]]
-        if isinstance(obj, list):
-            return [resolve(v) for v in obj]
-        if isinstance(obj, tuple):
-            return tuple(resolve(v) for v in obj)
-        if isinstance(obj, dict):
-            return {k: resolve(v) for k, v in obj.items()}
-        return obj
-
-    while pending:
-        progressed, rest = False, []
-        for layer, node_index, node in pending:
-            try:
-                args = resolve(_unpack_args(node.get("args", [])))
-                kwargs = resolve(_unpack_args(node.get("kwargs", {})))
-            except KeyError:
-                rest.append((layer, node_index, node))
-                continue
-            out = _call(layer, tuple(args), kwargs, taps, cut, call_path(prefix, layer.name, node_index))
-            outputs[(layer.name, node_index)] = list(out) if isinstance(out, list | tuple) else [out]
-            progressed = True
-        if not progressed:
-            layer = rest[0][0]
-            raise UserError(
-                f"cannot replay the graph of model '{model.name}': the inputs of {type(layer).__name__} "
-                f"'{prefix}{layer.name}' are never computed; please report this model"
-            )
-        pending = rest
-
-    def out_ref(name, node, idx):  # a nested functional model's node numbering includes its own first node
-        return outputs[(name, node - 1 if _is_graph_model(ops_by_name[name]) else node)][idx]
-
-    out_refs = cfg["output_layers"]
-    if out_refs and isinstance(out_refs[0], str):
-        return out_ref(*out_refs)
-    res = [out_ref(n, i, t) for n, i, t in out_refs]
-    return res[0] if len(res) == 1 else res
-
-
-def replay(model, input_shape: tuple[int, ...]):
-    """Return ``(inputs, outputs, taps)``: ``model`` re-called on a fresh Input, with every layer's output.
-
-    ``taps`` maps each call's path (the names :func:`featuremaps.layers.conv_layers` gives, ``base@2/conv``
-    for a sub-model's second call) and ``id(layer)`` (its first call) to the output tensor.
-    """
-    inputs = keras.Input(shape=tuple(input_shape), name="featuremaps_input")
-    taps: dict = {}
-    out = _call_model(model, inputs, taps, None, input_shape)
-    return inputs, out, taps
-
-
-def pick_channels(c: ConvLayer, C: int, mode: str, chans, maps) -> tuple[int, list[int], str]:
-    """``(k, channel ids, note)`` for layer ``c`` with ``C`` channels: the listed channels (``mode == "list"``,
-    each checked against ``C``) or the first ``maps`` (all when ``maps`` is None). Every framework's extractor
-    picks through this one function."""
-    if mode == "list":
-        bad = [ch for ch in chans if ch >= C]
-        if bad:
-            raise UserError(
-                f"channel {bad[0]} does not exist in {c.label} {c.name} "
-                f"({C} channels: 0-{C - 1}); choose channels below {C}"
-            )
-        return len(chans), chans, ""
-    k = C if maps is None else min(int(maps), C)
-    note = f"{maps} maps asked, layer has {C}: showing all" if maps is not None and maps > C else ""
-    return k, list(range(k)), note
-
-
-def tap(taps: dict, conv: ConvLayer):
-    """The output tensor of conv layer ``conv`` (this call of it) in a :func:`replay`'s ``taps``."""
-    t = taps.get(conv.name)
-    return taps.get(id(conv.layer)) if t is None else t
-
-
-# ---------------------------------------------------------------- selection in the graph
-def _probe_layer_class():
-
-    class ChannelProbe(keras.layers.Layer):
-        """Chosen maps (B, H, W, k), their channel indices (B, k), layer stats (B, 4) of one conv output."""
-
-        def __init__(self, mode: str, k: int, channels=None, **kw):
-            super().__init__(**kw)
-            self.mode, self.k, self.channels = mode, k, channels
-
-        def compute_output_spec(self, x):
-            # Shapes are known: saves tracing call() symbolically (~35 ms a layer when building the model).
-            b, h, w = x.shape[0], x.shape[1], x.shape[2]
-            return (
-                keras.KerasTensor((b, h, w, self.k), dtype="float32"),
-                keras.KerasTensor((b, self.k), dtype="int32"),
-                keras.KerasTensor((b, len(STATS)), dtype="float32"),
-            )
-
-        def call(self, x):
-            x = ops.cast(x, "float32")
-            stats = ops.stack(
-                [
-                    ops.mean(x, axis=(1, 2, 3)),
-                    ops.max(x, axis=(1, 2, 3)),
-                    ops.mean(ops.cast(ops.equal(x, 0.0), "float32"), axis=(1, 2, 3)),
-                    ops.min(x, axis=(1, 2, 3)),
-                ],
-                axis=-1,
-            )
-            if self.mode in ("first", "list"):
-                idx = np.asarray(self.channels, dtype="int32")
-                # every channel in order (explore, fm.extract): the maps themselves, no gather copy
-                every = x.shape[-1] is not None and np.array_equal(idx, np.arange(x.shape[-1]))
-                maps = x if every else ops.take(x, idx, axis=3)
-                ids = ops.zeros_like(stats[:, :1], dtype="int32") + idx[None, :]
-                return maps, ids, stats
-            score = ops.mean(x, axis=(1, 2)) if self.mode == "top-mean" else ops.max(x, axis=(1, 2))
-            _, ids = ops.top_k(score, self.k, sorted=True)
-            onehot = ops.one_hot(ids, ops.shape(x)[-1], dtype="float32")  # (B, k, C)
-            maps = ops.einsum("bhwc,bkc->bhwk", x, onehot)
-            return maps, ops.cast(ids, "int32"), stats
-
-    return ChannelProbe
-
-
-def parse_select(select: str | list[int] | None) -> tuple[str, list[int] | None]:
-    """``first`` | ``top-mean`` | ``top-max`` | ``0,5,9`` -> (mode, channels)."""
-    if select is None:
-        return "first", None
-    if isinstance(select, list | tuple):
-        return "list", [int(c) for c in select]
-    s = select.strip()
-    if s in SELECT_MODES:
-        return s, None
-    try:  # F-numbers as figures label them (F1 = channel 0) or 0-based indices
-        chans = [int(c.strip()[1:]) - 1 if c.strip()[:1] in "Ff" else int(c) for c in s.split(",") if c.strip()]
-    except ValueError:
-        raise UserError(
-            f"--select '{select}' is not first, top-mean, top-max or a channel list like F1,F6 or 0,5"
-        ) from None
-    if not chans or min(chans) < 0:
-        raise UserError(f"--select '{select}': channels are F-numbers from F1 or 0-based indices like 0,5,9")
-    dup = sorted({c for c in chans if chans.count(c) > 1}) if len(chans) <= 4096 else []
-    if dup:
-        raise UserError(f"--select '{select}' names channel F{dup[0] + 1} more than once; list each channel once")
-    if len(chans) > 4096:
-        raise UserError(f"--select lists {len(chans)} channels; at most 4096")
-    return "list", chans
-
-
-@dataclass
-class LayerMaps:
-    """One layer's result for a batch: ``maps`` (B, H, W, k), ``channels`` (B, k), ``stats`` (B, 4)."""
-
-    conv: ConvLayer
-    shape: tuple[int, int, int]  # the layer's full output (H, W, C)
-    maps: np.ndarray
-    channels: np.ndarray
-    stats: np.ndarray
-    note: str = ""
-
-    def stat(self, name: str, i: int = 0) -> float:
-        return float(self.stats[i, STATS.index(name)])
-
-
 class FeatureExtractor:
-    """The intermediate model for one (model, layers, selection, input shape); call it on batches.
+    """The feature-map model for one (model, layers, selection, input shape); call it on batches.
 
-    Built once and reused for every image, so a folder of images costs one graph build.
+    Built once and reused for every image, so a folder of images costs one graph build. ``model``: a Keras
+    model, a ``torch.nn.Module``, an ONNX session or path, or a :class:`~featuremaps.frameworks.ModelAdapter`.
     """
 
     def __init__(
@@ -365,87 +38,56 @@ class FeatureExtractor:
         maps: int | None = 16,
         select: str | list[int] | None = "first",
     ):
-
-        self.model = model
         self.input_shape = tuple(int(d) for d in input_shape)
-        inputs, out, taps = replay(model, self.input_shape)
-        self.model_output = out
-        convs = conv_layers(model)
-        self.all_layers = convs
-        self.layers = select_layers(convs, layers)
+        self.adapter = ad = adapter(model, self.input_shape)
+        self.model = model
+        self.all_layers = ad.conv_layers(self.input_shape)
+        self.layers = select_layers(self.all_layers, layers)
         mode, chans = parse_select(select)
         self.mode = mode
-        probe_cls = _probe_layer_class()
-        outputs, self.shapes, self.notes = [], [], []
+        shapes = ad.layer_shapes(self.input_shape)
+        self.shapes, self.notes, picks = [], [], []
         for c in self.layers:
-            t = tap(taps, c)
-            if t is None:
+            if c.name not in shapes:
                 raise UserError(f"layer {c.name} is not on the path from the model's input to its output")
-            shape = tuple(int(d) for d in t.shape[1:])
+            shape = tuple(shapes[c.name])
             if len(shape) != 3 or any(d is None for d in shape):
-                raise UserError(f"layer {c.name} has output shape {tuple(t.shape)}; featuremaps needs (H, W, C)")
+                raise UserError(f"layer {c.name} has output shape {(None, *shape)}; featuremaps needs (H, W, C)")
+            shape = tuple(int(d) for d in shape)
             k, ids, note = pick_channels(c, shape[-1], mode, chans, maps)
-            probe = probe_cls("first" if mode == "list" else mode, k, ids, name=f"featuremaps_probe_{c.index}")
-            outputs.extend(probe(t))
             self.shapes.append(shape)
             self.notes.append(note)
-        self.with_predictions = _is_single_tensor(out)
-        if self.with_predictions:
-            outputs.append(out)
-        with distinct_layer_names(model):  # a nested model's layer may share a name with an outer one
-            self.intermediate = keras.Model(inputs, outputs, name=f"{model.name}_featuremaps")
-        self._calls, self._compiled = 0, traceable(model)
+            picks.append(Pick("first" if mode == "list" else mode, k, tuple(ids)))
+        self._run, self.with_predictions = ad.maps_fn(self.input_shape, self.layers, picks)
+        self.intermediate = getattr(self._run, "intermediate", None)  # Keras: the feature-map model
 
     def __call__(self, batch: np.ndarray) -> tuple[list[LayerMaps], np.ndarray | None]:
         """``batch`` (B, H, W, C) preprocessed float32 -> per-layer maps and the model's output (or None)."""
-
-        batch = np.asarray(batch, dtype=np.float32)
-        res = None
-        if self._calls > 0 and self._compiled:  # repeated calls: the compiled predict step, ~25% faster
-            res = list(self.intermediate.predict_on_batch(batch))
-        if res is None:  # one image (the CLI's usual case): eager, no tracing cost
-            res = [ops.convert_to_numpy(r) for r in self.intermediate(batch, training=False)]
-        self._calls += 1
-        out = []
-        for j, c in enumerate(self.layers):
-            maps, ids, stats = res[3 * j : 3 * j + 3]
-            out.append(
-                LayerMaps(
-                    c,
-                    self.shapes[j],
-                    maps.astype(np.float32, copy=False),
-                    ids.astype(np.int64, copy=False),
-                    stats.astype(np.float32, copy=False),
-                    self.notes[j],
-                )
-            )
-        preds = res[-1].astype(np.float32, copy=False) if self.with_predictions else None
+        rows, preds = self._run(np.asarray(batch, dtype=np.float32))
+        out = [
+            LayerMaps(c, self.shapes[j], maps, ids, stats, self.notes[j])
+            for j, (c, (maps, ids, stats)) in enumerate(zip(self.layers, rows, strict=True))
+        ]
         return out, preds
 
 
-#: The names TensorFlow accepts as name scopes when it traces a model (``tf.name_scope``'s own rule).
-_TF_SCOPE = re.compile(r"^[A-Za-z0-9_.\\/>-]*$")
-
-
-def traceable(model) -> bool:
-    """False when the backend cannot trace ``model`` into a graph: on TensorFlow, a model or layer name that
-    is not a valid name scope (``class scores``, ``my model``, ``<b>``). Such models run eagerly (same
-    numbers, no compiled step)."""
-    if keras.backend.backend() != "tensorflow":
-        return True
-    return _TF_SCOPE.match(model.name) is not None and all(
-        traceable(layer) if is_model(layer) else _TF_SCOPE.match(layer.name) is not None for layer in model.layers
-    )
-
-
-def _is_single_tensor(out) -> bool:
-    return not isinstance(out, list | tuple | dict)
+def feature_extractor(model, input_shape, layers="all", maps: int | None = 16, select="first") -> FeatureExtractor:
+    """A :class:`FeatureExtractor` (the name the products call it by)."""
+    return FeatureExtractor(model, input_shape, layers=layers, maps=maps, select=select)
 
 
 def extract(model, image: np.ndarray, layers="all", maps: int | None = None, select="first") -> LayerDict:
-    """Feature maps of one preprocessed image ``(H, W, C)``: ``{layer_name: (H, W, k) float32}``, in order.
+    """Feature maps of one preprocessed image ``(H, W, C)``: ``{layer_name: (h, w, k) float32}``, in order.
 
-    ``maps=None`` returns every channel; otherwise ``k = min(maps, C)`` channels chosen by ``select``.
+    Any model: Keras, a ``torch.nn.Module``, an ``onnxruntime.InferenceSession`` or an ``.onnx`` path. The
+    image is channels last whatever the framework (a torch module gets it as NCHW). ``maps=None`` returns every
+    channel; otherwise ``k = min(maps, C)`` channels chosen by ``select``.
+
+    Example::
+
+        >>> maps = fm.extract(torchvision.models.resnet18().eval(), np.zeros((224, 224, 3), np.float32))
+        >>> maps["layer1.0.conv1"].shape
+        (56, 56, 64)
     """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 2:
@@ -456,123 +98,3 @@ def extract(model, image: np.ndarray, layers="all", maps: int | None = None, sel
     out.shapes = {r.conv.name: r.shape for r in results}
     out.channels = {r.conv.name: r.channels[0] for r in results}
     return out
-
-
-class LayerDict(dict):
-    """The dict :func:`extract` returns, ``{layer_name: (H, W, k) maps}``, which also knows each layer's full
-    output shape (``shapes``) and which channels its k maps are (``channels``), so figures drawn from it
-    label rows with the layer's shape and cells with their channel ids."""
-
-    shapes: dict
-    channels: dict
-
-
-# ---------------------------------------------------------------- splitting the graph at one layer
-class _Cut:
-    """Replay state for :func:`split_at`: the target layer's output is replaced by a new Input.
-
-    Every layer call that consumes a tensor depending on that Input belongs to the *head*; other tensors
-    such a call consumes (skip connections from before the cut) become extra head Inputs, so the head never
-    recomputes, nor differentiates through, anything before the cut.
-    """
-
-    def __init__(self, target):
-        self.target = target.layer if isinstance(target, ConvLayer) else target
-        self.target_path = target.name if isinstance(target, ConvLayer) else None
-        self.activation = None  # the target's real output, in the body
-        self.head_input = None
-        self.head_ids: dict[int, object] = {}  # id -> tensor (kept alive) for tensors after the cut
-        self.crossing: dict[int, tuple[object, object]] = {}  # id(body tensor) -> (body tensor, head Input)
-        self.producer: dict[int, tuple[object, tuple, dict]] = {}  # id(head tensor) -> (layer, args, kwargs)
-
-    def _mark(self, out):
-
-        for t in keras.tree.flatten(out):
-            if isinstance(t, keras.KerasTensor):
-                self.head_ids[id(t)] = t
-
-    def _is_target(self, layer, path) -> bool:
-        if self.head_input is not None:
-            return False
-        return path == self.target_path if self.target_path is not None else layer is self.target
-
-    def call(self, layer, args, kwargs, taps, path):
-
-        flat = [t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
-        in_head = any(id(t) in self.head_ids for t in flat)
-        if not in_head:
-            out = layer(*args, **kwargs)
-            if self._is_target(layer, path):
-                taps.setdefault(id(layer), out)
-                taps.setdefault(path, out)
-                self.activation = out
-                self.head_input = keras.Input(shape=tuple(out.shape[1:]), dtype=out.dtype, name="featuremaps_cut")
-                self._mark(self.head_input)
-                return self.head_input
-            return out
-
-        def sub(t):
-            if isinstance(t, keras.KerasTensor) and id(t) not in self.head_ids:
-                if id(t) not in self.crossing:
-                    self.crossing[id(t)] = (t, keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype))
-                return self.crossing[id(t)][1]
-            return t
-
-        args, kwargs = keras.tree.map_structure(sub, (tuple(args), dict(kwargs)))
-        out = layer(*args, **kwargs)
-        self._mark(out)
-        self.producer[id(out)] = (layer, args, kwargs)
-        return out
-
-
-@dataclass
-class Split:
-    """A model cut at one layer: ``body`` maps the image to ``[A, *skips]``, ``head`` maps those to the output
-
-    ``head_inputs`` are the head's Inputs (``A``'s first), ``output`` its output tensor and ``producer``
-    ``(layer, args, kwargs)`` of the call that made the output (to reach pre-softmax logits).
-    """
-
-    inputs: object
-    activation: object
-    skips: list
-    head_inputs: list
-    output: object
-    producer: tuple | None
-    taps: dict
-    #: the model cut (its layers' names made unique while the body and head graphs are built)
-    model: object = None
-
-    def body_model(self):
-        with distinct_layer_names(self.model) if self.model is not None else contextlib.nullcontext():
-            return keras.Model(self.inputs, [self.activation, *self.skips], name="featuremaps_body")
-
-    def head_model(self, outputs=None):
-        outputs = self.output if outputs is None else outputs
-        with distinct_layer_names(self.model) if self.model is not None else contextlib.nullcontext():
-            return keras.Model(self.head_inputs, outputs, name="featuremaps_head")
-
-
-def split_at(model, input_shape: tuple[int, ...], layer) -> Split:
-    """Replay ``model`` on a fresh Input and cut it after ``layer``: a :class:`ConvLayer` (that call of it, e.g.
-    ``base@2/conv`` for a sub-model's second call) or a layer object (its first call).
-
-    The user's model is not changed: the same layer objects are called on new tensors. Raises UserError if
-    the layer is not on the path from the input to the (single) output.
-    """
-
-    inputs = keras.Input(shape=tuple(input_shape), name="featuremaps_input")
-    cut = _Cut(layer)
-    taps: dict = {}
-    out = _call_model(model, inputs, taps, cut, input_shape)
-    name = getattr(layer, "name", "?")
-    if cut.head_input is None:
-        raise UserError(f"layer {name} is not on the path from the model's input to its output; choose another")
-    if not _is_single_tensor(out) or id(out) not in cut.head_ids:
-        raise UserError(
-            f"the output of model '{model.name}' does not depend on layer {name}; choose a layer "
-            "between the input and the output"
-        )
-    skips = [t for t, _ in cut.crossing.values()]
-    head_inputs = [cut.head_input] + [i for _, i in cut.crossing.values()]
-    return Split(inputs, cut.activation, skips, head_inputs, out, cut.producer.get(id(out)), taps, model)

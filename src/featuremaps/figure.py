@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from featuremaps.errors import UserError
-from featuremaps.frameworks import feature_extractor
+from featuremaps.extractor import feature_extractor
 from featuremaps.images import load_image
 from featuremaps.models import wrap
 from featuremaps.pipeline import prepare

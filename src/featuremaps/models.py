@@ -12,13 +12,11 @@ import json
 import os
 import socket
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
-from keras.applications import imagenet_utils
 
 from featuremaps import registry
 from featuremaps.applications import APPLICATIONS, application_key, summary
@@ -33,78 +31,11 @@ from featuremaps.emotion.model import (
 )
 from featuremaps.errors import UserError
 from featuremaps.frameworks import FRAMEWORKS, framework_of
+from featuremaps.loaded import PREPROCESS_MODES, LoadedModel, preprocess_fn
 
 EMOTION_NAMES = ("emotion", "fer2013", "emotion-vgg16")
 #: the emotion VGG-16's siblings, by model name -> architecture (``featuremaps train --arch``)
 EMOTION_SIBLINGS = {"emotion-resnet": "resnet", "emotion-mobilenet": "mobilenet"}
-PREPROCESS_MODES = {
-    "unit": "x / 255 (pixels in [0, 1])",
-    "raw": "pixels as they are, 0-255",
-    "symmetric": "x / 127.5 - 1 (pixels in [-1, 1])",
-    "caffe": "RGB->BGR, ImageNet mean subtracted (keras.applications 'caffe' mode)",
-    "torch": "x / 255, ImageNet mean/std normalised ('torch' mode)",
-}
-
-
-@dataclass
-class LoadedModel:
-    """A model with what featuremaps needs to feed it and to label its output."""
-
-    model: object
-    name: str
-    source: str
-    preprocess: str
-    preprocess_fn: Callable[[np.ndarray], np.ndarray] = field(repr=False)
-    input_shape: tuple  # (H, W, C), entries may be None
-    classes: list[str] | None = None
-    is_emotion: bool = False
-    #: built with random weights (``--weights none``): figures say so and show no prediction
-    random_weights: bool = False
-    needs_input_shape: bool = False  # a file whose input size is free but not free to choose (ONNX)
-
-    def resolve_input_shape(self, image_hw: tuple[int, int], override: tuple[int, ...] | None = None):
-        """Concrete (H, W, C): the model's own, then ``--input-shape``, then the image's size (max 512)."""
-        shape = list(self.input_shape) if self.input_shape else [None, None, None]
-        if len(shape) != 3:
-            raise UserError(
-                f"model '{self.name}' takes input of shape {tuple(self.input_shape)}, not images "
-                "(H, W, C); featuremaps draws 2-D CNNs"
-            )
-        if override:
-            if len(override) != 3:
-                raise UserError(f"--input-shape must be H,W,C (got {','.join(map(str, override))})")
-            for i, v in enumerate(override):
-                if shape[i] is not None and shape[i] != v:
-                    raise UserError(
-                        f"--input-shape {','.join(map(str, override))} conflicts with the "
-                        "model's "
-                        f"input {tuple(self.input_shape)}; drop --input-shape"
-                    )
-            shape = list(override)
-        if self.needs_input_shape and (shape[0] is None or shape[1] is None):
-            raise UserError(f"model '{self.name}' has a dynamic input size; pass --input-shape H,W,C (e.g. 224,224,3)")
-        if shape[0] is None or shape[1] is None:
-            h, w = image_hw
-            s = min(1.0, 512 / max(h, w))
-            shape[0] = shape[0] or max(32, round(h * s))
-            shape[1] = shape[1] or max(32, round(w * s))
-        if shape[2] is None:
-            shape[2] = 3
-        if shape[2] not in (1, 3):
-            raise UserError(f"model input has {shape[2]} channels; featuremaps feeds images with 1 or 3 channels")
-        return tuple(int(v) for v in shape)
-
-
-def preprocess_fn(mode: str) -> Callable[[np.ndarray], np.ndarray]:
-    if mode == "unit":
-        return lambda x: x / 255.0
-    if mode == "raw":
-        return lambda x: x
-    if mode == "symmetric":
-        return lambda x: x / 127.5 - 1.0
-    if mode in ("caffe", "torch"):
-        return lambda x: imagenet_utils.preprocess_input(np.array(x, dtype=np.float32), mode=mode)
-    raise UserError(f"--preprocess '{mode}' is not one of {', '.join(PREPROCESS_MODES)}")
 
 
 def default_model_name() -> str:
@@ -461,19 +392,4 @@ def as_loaded(model, **load_options) -> LoadedModel:
 
 def wrap(model, preprocess: str = "unit", classes: list[str] | None = None) -> LoadedModel:
     """Wrap an in-memory model (Python API): Keras, a ``torch.nn.Module`` or an ONNX Runtime session."""
-    fw = framework_of(model)
-    if fw != "keras":
-        return _framework(fw).wrap(model, preprocess=preprocess, classes=classes)
-    try:
-        shape = tuple(model.inputs[0].shape[1:])
-    except (AttributeError, ValueError, IndexError):
-        shape = (None, None, None)
-    return LoadedModel(
-        model,
-        model.name,
-        "in-memory model",
-        PREPROCESS_MODES.get(preprocess, preprocess),
-        preprocess_fn(preprocess),
-        shape,
-        classes,
-    )
+    return _framework(framework_of(model)).wrap(model, preprocess=preprocess, classes=classes)

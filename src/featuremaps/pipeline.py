@@ -17,8 +17,9 @@ import numpy as np
 
 from featuremaps import __version__, models
 from featuremaps.emotion.model import INPUT_SHAPE
+from featuremaps.extractor import feature_extractor
 from featuremaps.faces import largest_face
-from featuremaps.frameworks import conv_layers, feature_extractor
+from featuremaps.frameworks import conv_layers
 from featuremaps.images import find_images, fit_to, load_image
 from featuremaps.io import (
     atomic_dir,
@@ -30,8 +31,8 @@ from featuremaps.io import (
     save_npz,
     unique_names,
 )
-from featuremaps.layers import select_layers
-from featuremaps.models import LoadedModel
+from featuremaps.loaded import LoadedModel
+from featuremaps.maps import select_layers
 from featuremaps.render import Look, render_layer, render_overview, rows_from
 
 log = logging.getLogger(__name__)

@@ -144,7 +144,7 @@ class Framework:
     name: str
     #: model-file suffixes, lower case
     suffixes: tuple[str, ...]
-    #: the module with its adapter (``adapt``, ``wrap``, ``load_file``); None: built into the core
+    #: the module with its adapter (``adapt``, ``wrap``; torch and ONNX also ``load_file``)
     module: str | None
     #: the top-level packages it imports, and the pip extra that installs them
     packages: tuple[str, ...]
@@ -156,7 +156,14 @@ class Framework:
 FRAMEWORKS: dict[str, Framework] = {
     f.name: f
     for f in (
-        Framework("keras", (".keras", ".h5", ".hdf5"), None, ("tensorflow",), "tensorflow", ".keras/.h5"),
+        Framework(
+            "keras",
+            (".keras", ".h5", ".hdf5"),
+            "featuremaps.frameworks.keras",
+            ("tensorflow",),
+            "tensorflow",
+            ".keras/.h5",
+        ),
         Framework(
             "torch",
             (".pt", ".pth", ".pts", ".ptl", ".pt2"),

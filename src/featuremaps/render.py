@@ -31,7 +31,7 @@ from featuremaps.draw import (
     zero_maps,
 )
 from featuremaps.errors import UserError
-from featuremaps.extractor import STATS
+from featuremaps.maps import STATS
 
 NORM_MODES = ("map", "layer", "global")
 NORM_TEXT = {

@@ -15,9 +15,9 @@ import numpy as np
 
 from featuremaps import __version__
 from featuremaps.cam import overlay
+from featuremaps.cam.engine import cam_engine, compute_cam
 from featuremaps.errors import UserError
 from featuremaps.faces import NoFaceError
-from featuremaps.frameworks import cam_engine, compute_cam
 from featuremaps.html import REPORT_CELL, REPORT_COLS, esc, img_tag, page_frame, thumb
 from featuremaps.images import load_image
 from featuremaps.io import spooled_text

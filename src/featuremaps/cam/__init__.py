@@ -1,6 +1,7 @@
 """Class activation maps: the methods (``methods``, each one recorded in :mod:`featuremaps.registry`), the
-engine that computes them on any Keras model (``engine``, with backend-specific gradients in ``gradients``),
-their pictures (``heatmaps``) and the sanity metrics a user can run on their own model (``metrics``).
+engine that computes them on any model through the model protocol (``engine``; gradients come from each
+adapter's ``gradients``), their pictures (``heatmaps``) and the sanity metrics a user can run on their own model
+(``metrics``).
 
 Every registered method's function is exported here under its own name (``gradcam``, ``gradcam_pp``, ...),
 read from the registry.

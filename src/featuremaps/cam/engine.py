@@ -1,47 +1,52 @@
-"""The CAM engine: cut the model at the target layer, run the body forward, differentiate the head.
+"""The CAM engine: one for every framework, on the model protocol (:mod:`featuremaps.frameworks`).
 
-Speed and robustness come from cutting the model at the target layer (:func:`featuremaps.extractor.split_at`):
-the *body* (input -> A) runs forward only, gradients flow only through the *head* (A -> output). The score
-differentiated is the pre-softmax logit when the output layer is a softmax Dense/Activation/Softmax layer (as
-in the papers), else the output itself. Gradients are computed in :mod:`featuremaps.cam.gradients`, the only
-backend-specific module.
+The adapter gives the target layer's activations ``A``, the model output and ``d score / d A`` (the score is
+the pre-softmax logit where it can be reached, as in the papers, else the output); Keras computes them on the
+model cut at the target layer (the body runs forward only, gradients flow through the head), PyTorch with
+autograd, ONNX not at all (gradient-free methods only). The methods themselves are NumPy
+(:mod:`featuremaps.cam.methods`).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 
-import keras
 import numpy as np
-from keras import ops
 
-from featuremaps.cam.gradients import class_gradients
 from featuremaps.cam.heatmaps import map01
 from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, PASSES, parse_methods
 from featuremaps.errors import UserError
-from featuremaps.extractor import split_at
-from featuremaps.layers import ConvLayer, conv_layers, select_layers, walk
+from featuremaps.frameworks import adapter
+from featuremaps.maps import ConvLayer, select_layers
+from featuremaps.targets import ClassScore
 
 log = logging.getLogger(__name__)
 
 
-def _has_extent(c: ConvLayer) -> bool:
-    """False for a conv whose output is known to be 1x1 (a classifier head's 1x1 conv after global pooling,
-    as in MobileNet and MobileNetV3): a CAM there is one pixel."""
+#: CAM methods that re-run the network from the target layer on (Ablation-CAM): where the adapter has
+#: ``head_scores`` (Keras: the model cut at the layer; PyTorch: a hook replacing the layer's output).
+NEEDS_HEAD = {"ablationcam"}
+
+
+def resolve_layer(model, spec: str | int | ConvLayer | None, input_shape=None) -> ConvLayer:
+    """The target conv layer of any model, by name, C-number (``C5`` or ``5``) or glob; by default the last conv
+    layer whose maps have more than one pixel (MobileNet's ``conv_preds`` after global pooling is passed over).
+    A name that is a layer but not a conv layer says what it is."""
+    if isinstance(spec, ConvLayer):
+        return spec
+    ad = adapter(model, input_shape)
+    convs = ad.conv_layers(input_shape)
     try:
-        shape = tuple(c.layer.output.shape)
-    except (AttributeError, ValueError, TypeError):  # a layer called twice, or no static shape: keep it
-        return True
-    return not (len(shape) == 4 and shape[1] == 1 and shape[2] == 1)
+        shapes = ad.layer_shapes(input_shape)
+    except UserError:  # a free input size the model cannot guess: no shapes, the last conv layer
+        shapes = {}
 
+    def has_extent(c):  # a 1x1 map (a classifier head's conv after global pooling): a CAM there is one pixel
+        s = tuple(shapes.get(c.name) or ())
+        return not (len(s) == 3 and s[0] == 1 and s[1] == 1)
 
-def resolve_layer(model, spec: str | int | None) -> ConvLayer:
-    """The target conv layer, by name, C-number (``C5`` or ``5``) or glob; by default the last conv layer whose
-    maps have more than one pixel (MobileNet's ``conv_preds`` after global pooling is passed over)."""
-    convs = conv_layers(model)
-    default = next((c for c in reversed(convs) if _has_extent(c)), convs[-1])  # most often the last one
+    default = next((c for c in reversed(convs) if has_extent(c)), convs[-1])  # most often the last one
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "last")):
         return default
     item = f"C{spec}" if isinstance(spec, int) or str(spec).strip().isdigit() else str(spec).strip()
@@ -51,12 +56,10 @@ def resolve_layer(model, spec: str | int | None) -> ConvLayer:
     try:
         hits = select_layers(convs, item)
     except UserError:
-        others = [
-            (name, type(layer).__name__) for name, layer in walk(model) if item in (name, name.rsplit("/", 1)[-1])
-        ]
-        if others:
+        kind = ad.layer_kind(item)
+        if kind:
             raise UserError(
-                f"layer '{item}' is a {others[0][1]}, not a convolutional layer; CAMs need a "
+                f"layer '{item}' is a {kind}, not a convolutional layer; CAMs need a "
                 f"conv layer: C1-C{n} ({listing}); the default is {default.label} {default.name}"
             ) from None
         raise UserError(
@@ -66,6 +69,39 @@ def resolve_layer(model, spec: str | int | None) -> ConvLayer:
         found = ", ".join(c.name for c in hits[:4])
         raise UserError(f"--layer '{item}' matches {len(hits)} layers ({found}); name one layer")
     return hits[0]
+
+
+def gradient_free_methods() -> list[str]:
+    """The CAM methods that need no gradients (Score-CAM, EigenCAM, Ablation-CAM): those for ONNX models."""
+    return [m for m in CAM_METHODS if m not in NEEDS_GRADIENTS]
+
+
+def usable_methods(model) -> list[str]:
+    """The CAM methods ``model`` (any model or adapter) supports: only the gradient-free ones where there are no
+    gradients (ONNX), and no Ablation-CAM where the adapter cannot re-run the network from a layer."""
+    ad = adapter(model)
+    return [
+        m
+        for m in CAM_METHODS
+        if (ad.has_gradients or m not in NEEDS_GRADIENTS) and (ad.has_head_scores or m not in NEEDS_HEAD)
+    ]
+
+
+def check_methods(model, methods) -> None:
+    """CAM methods a model cannot do (gradient methods on ONNX): one line naming those that apply."""
+    ad = adapter(model)
+    head = [m for m in methods if m in NEEDS_HEAD]
+    if head and not ad.has_head_scores:
+        raise UserError(
+            f"{head[0]} re-runs the network from the target layer, which featuremaps cannot do for "
+            f"{ad.framework} models of this kind; use --method {','.join(usable_methods(ad))}"
+        )
+    need = [m for m in methods if m in NEEDS_GRADIENTS]
+    if need and not ad.has_gradients:
+        raise UserError(
+            f"{need[0]} needs gradients, which {ad.framework} models do not have; "
+            f"use --method {','.join(usable_methods(ad))}"
+        )
 
 
 def resolve_class(spec: str | int | None, classes: list[str] | None, n: int) -> int | None:
@@ -114,38 +150,27 @@ def is_probabilities(p: np.ndarray) -> bool:
 
 
 class CamEngine:
-    """A model cut at its target layer (built once per model, input shape and layer; reused per image)."""
+    """One model at one target layer and input shape (built once, reused per image), any framework."""
 
     def __init__(self, model, input_shape: tuple[int, int, int], layer: str | int | ConvLayer | None = None):
-        self._gradient_cache: dict = {}  # the head's compiled gradient step (TensorFlow), owned by this engine
-        self.model = model
         self.input_shape = tuple(int(d) for d in input_shape)
-        self.layer = layer if isinstance(layer, ConvLayer) else resolve_layer(model, layer)
-        split = split_at(model, self.input_shape, self.layer)
-        out_shape = tuple(split.output.shape)
-        if len(out_shape) != 2 or out_shape[-1] is None or out_shape[-1] < 2:
+        self.adapter = ad = adapter(model, self.input_shape)
+        self.model = model
+        self.layer = resolve_layer(ad, layer, self.input_shape)
+        self.score = ad.cam_score(self.input_shape, self.layer.name)
+        out = tuple(ad.output_shape(self.input_shape))
+        if len(out) != 2 or out[-1] is None or out[-1] < 2:
             raise UserError(
-                f"model '{model.name}' outputs shape {out_shape}, not class scores; CAMs need a "
-                "classifier with one (batch, classes) output"
+                f"model '{ad.name}' outputs shape {out}, not class scores; CAMs need a classifier with one "
+                "(batch, classes) output"
             )
-        a_shape = tuple(split.activation.shape[1:])
-        if len(a_shape) != 3:
-            raise UserError(f"layer {self.layer.name} outputs shape {a_shape}; CAMs need an (H, W, C) map")
-        self.n_classes = int(out_shape[-1])
-        logits = _logits_tensor(split.producer)
-        self.score = "logit" if logits is not None else "output"
-        self.body = split.body_model()
-        self.head = split.head_model([split.output, logits if logits is not None else split.output])
-        self._forward = None
+        self.n_classes = int(out[-1])
         log.info("CAM target %s %s (%s), score: %s", self.layer.label, self.layer.name, self.layer.kind, self.score)
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities of a batch of inputs (Score-CAM's masked inputs); no gradients."""
-
-        res = self.body(np.asarray(batch, np.float32), training=False)
-        res = res if isinstance(res, list | tuple) else [res]
-        out = self.head(list(res), training=False)
-        p = ops.convert_to_numpy(out[0]).astype(np.float32)
+        _, out = self.adapter.forward(np.asarray(batch, np.float32), [])
+        p = np.asarray(out, np.float32)
         return p if is_probabilities(p) else softmax(p)
 
     def run(
@@ -162,28 +187,30 @@ class CamEngine:
         ``progress(i, n, "method for class")`` before each map and at the end; ``passes(i, n, what)`` within
         Score-CAM's masked inputs and Ablation-CAM's ablated copies (see :func:`cam_results`).
         """
-
         x = np.asarray(x, np.float32)
         if x.ndim == 2:
             x = x[..., None]
         methods = parse_methods(list(methods) if not isinstance(methods, str) else methods)
-        res = self.body(x[None], training=False)
-        res = res if isinstance(res, list | tuple) else [res]
-        res = [ops.convert_to_numpy(r).astype(np.float32) for r in res]
-        acts = res[0][0]
-        raw = ops.convert_to_numpy(self.head(res, training=False)[0]).astype(np.float32)[0]
+        check_methods(self.adapter, methods)
+        name = self.layer.name
+        grads = []
+        if any(m in NEEDS_GRADIENTS for m in methods):  # one gradient per class, of its score w.r.t. the maps
+            for c in class_indices or [None]:
+                g = self.adapter.gradients(x, ClassScore(c, logit=True), wrt=name)
+                grads.append(g.gradient)
+            acts, raw = g.activations, g.output
+            if class_indices is None:  # the class the adapter differentiated: the top of the output
+                class_indices = [int(g.index) if g.index is not None else int(np.argmax(raw))]
+        else:
+            maps, out = self.adapter.forward(x[None], [name])
+            acts, raw = maps[name][0], np.asarray(out, np.float32)[0]
         probs = raw if is_probabilities(raw) else softmax(raw)
-        if class_indices is None:
-            class_indices = [int(np.argmax(probs))]
-        grads = None
-        if any(m in NEEDS_GRADIENTS for m in methods):
-            _, grads = class_gradients(self.head, res, class_indices, cache=self._gradient_cache)
+        if class_indices is None:  # the predicted class
+            class_indices = [int(np.argmax(raw))]  # raw: a softmax of tiny logits can tie in float32
         names = classes if classes and len(classes) == self.n_classes else None
 
-        def head_scores(a_batch):  # Ablation-CAM: the score differentiated, for a batch of activations
-            skips = [np.repeat(s, len(a_batch), axis=0) for s in res[1:]]
-            out = self.head([np.asarray(a_batch, np.float32), *skips], training=False)
-            return ops.convert_to_numpy(out[1]).astype(np.float32)
+        def head_scores(a_batch):  # Ablation-CAM: the model's scores with the target layer's maps replaced
+            return self.adapter.head_scores(x, name, np.asarray(a_batch, np.float32))
 
         return cam_results(
             self,
@@ -193,11 +220,16 @@ class CamEngine:
             methods,
             class_indices,
             names,
-            lambda j: grads[j][0],
+            lambda j: grads[j],
             progress=progress,
             passes=passes,
             head_scores=head_scores,
         )
+
+
+def cam_engine(model, input_shape, layer=None) -> CamEngine:
+    """A :class:`CamEngine` (the name the products call it by)."""
+    return CamEngine(model, input_shape, layer)
 
 
 def cam_results(
@@ -243,49 +275,6 @@ def cam_results(
     return results
 
 
-def _logits_tensor(producer):
-    """The pre-softmax tensor of a softmax output layer (Dense, Activation or Softmax), else None."""
-    if producer is None:
-        return None
-    layer, args, kwargs = producer
-    act = getattr(layer, "activation", None)
-    is_softmax = getattr(act, "__name__", "") == "softmax"
-    if isinstance(layer, keras.layers.Softmax) or (isinstance(layer, keras.layers.Activation) and is_softmax):
-        return args[0] if args else None
-    if isinstance(layer, keras.layers.Dense) and is_softmax and not kwargs and len(args) == 1:
-        return _dense_logits_layer()(layer)(args[0])
-    return None
-
-
-_DENSE_LOGITS = None
-
-
-def _dense_logits_layer():
-    global _DENSE_LOGITS
-    if _DENSE_LOGITS is None:
-
-        class DenseLogits(keras.layers.Layer):
-            """``x @ kernel + bias`` of a softmax Dense layer (its weights, shared): its logits."""
-
-            def __init__(self, dense, **kw):
-                # TF name scopes take [A-Za-z0-9_.-] only: a layer called "class scores" must not break the CAM
-                safe = re.sub(r"[^A-Za-z0-9_.-]", "_", dense.name)
-                super().__init__(name=f"featuremaps_logits_{safe}", dtype="float32", **kw)
-                self.dense = dense
-
-            def call(self, x):
-                z = ops.matmul(ops.cast(x, "float32"), ops.cast(self.dense.kernel, "float32"))
-                if self.dense.bias is not None:
-                    z = z + ops.cast(self.dense.bias, "float32")
-                return z
-
-            def compute_output_shape(self, shape):
-                return (*shape[:-1], self.dense.units)
-
-        _DENSE_LOGITS = DenseLogits
-    return _DENSE_LOGITS
-
-
 def compute_cam(
     model,
     x: np.ndarray,
@@ -295,7 +284,8 @@ def compute_cam(
     classes: list[str] | None = None,
     engine: CamEngine | None = None,
 ) -> CamResult:
-    """One class activation map of one preprocessed image ``x`` (H, W, C) float32.
+    """One class activation map of one preprocessed image ``x`` (H, W, C) float32, for any model (Keras, a torch
+    module, an ONNX session or path: the gradient-free methods only).
 
     ``layer``: conv layer name or C-number (default: the last conv layer); ``class_index``: index or name
     (default: the predicted class). Returns a :class:`CamResult`; the model is neither changed nor compiled.

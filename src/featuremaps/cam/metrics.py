@@ -10,7 +10,8 @@
   has a lower deletion AUC and a higher insertion AUC than a random map.
 
 Like torchcam's ``metrics`` and pytorch-grad-cam's ``metrics`` modules these are plain functions of a
-model (or a ``predict`` callable), an image and a map; they never write files. Example::
+model (or a ``predict`` callable), an image and a map; they never write files. Any model with gradients goes:
+Keras or PyTorch (through the model protocol, :mod:`featuremaps.frameworks`). Example::
 
     from featuremaps.cam import compute_cam
     from featuremaps.cam.metrics import deletion_insertion, randomisation_correlation
@@ -23,11 +24,11 @@ model (or a ``predict`` callable), an image and a map; they never write files. E
 from __future__ import annotations
 
 import cv2
-import keras
 import numpy as np
-from keras import ops
 
+from featuremaps.cam.engine import CamEngine, is_probabilities, resolve_class, softmax
 from featuremaps.errors import UserError
+from featuremaps.frameworks import adapter, known_framework
 
 
 def rank_average(a: np.ndarray) -> np.ndarray:
@@ -72,20 +73,10 @@ def randomised_copy(model, layers, seed: int = 0):
     """A copy of ``model`` (same architecture, same weights) with ``layers`` re-drawn from N(0, std of their
     weights), as in Adebayo et al.'s cascading randomisation. ``model`` is not changed.
 
-    ``layers``: names of layers of ``model`` (a UserError names a missing one).
+    ``layers``: names of layers (Keras) or modules (PyTorch) of ``model`` (a UserError names a missing one).
+    Returns a model of the same kind (a Keras model, a torch module).
     """
-    rng = np.random.default_rng(seed)
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    names = [layer.name for layer in copy.layers]
-    for name in [layers] if isinstance(layers, str) else layers:
-        if name not in names:
-            raise UserError(f"no layer '{name}' to randomise in model '{model.name}'; layers: {', '.join(names[:8])}")
-        layer = copy.get_layer(name)
-        layer.set_weights(
-            [rng.normal(0, max(float(np.std(w)), 1e-3), w.shape).astype(np.float32) for w in layer.get_weights()]
-        )
-    return copy
+    return adapter(model).randomised(layers, seed)
 
 
 def randomisation_correlation(
@@ -102,23 +93,28 @@ def randomisation_correlation(
         >>> randomisation_correlation(model, x, ["predictions", "fc2", "fc1"], "gradcam++")
         0.12
     """
-    from featuremaps.cam.engine import CamEngine, resolve_class
-
     x = np.asarray(x, np.float32)
     x = x[..., None] if x.ndim == 2 else x
     eng = CamEngine(model, x.shape, layer)
     c = resolve_class(class_index, None, eng.n_classes)
     r = eng.run(x, [method], None if c is None else [c])[0]
-    rand = CamEngine(randomised_copy(model, layers, seed), x.shape, eng.layer.name)
+    rand = CamEngine(eng.adapter.randomised(layers, seed), x.shape, eng.layer.name)
     rr = rand.run(x, [method], [r.class_index])[0]
     return spearman(r.heatmap_up, rr.heatmap_up)
 
 
 def _predict_fn(predict):
-    if isinstance(predict, keras.Model):
-        model = predict
-        return lambda b: ops.convert_to_numpy(model(b, training=False))
-    return predict
+    """A model (Keras, PyTorch, ONNX, an adapter) as a function of a batch giving class probabilities; a
+    function stays as it is."""
+    if known_framework(predict) is None:
+        return predict
+    ad = adapter(predict)
+
+    def fn(batch):
+        p = np.asarray(ad.forward(np.asarray(batch, np.float32), [])[1], np.float32)
+        return p if is_probabilities(p) else softmax(p)
+
+    return fn
 
 
 def deletion_insertion(
@@ -128,7 +124,7 @@ def deletion_insertion(
     points as the most salient pixels are set to 0 (deletion) or revealed over a Gaussian-blurred copy
     (insertion, blur ``sigma`` in pixels).
 
-    ``predict``: a Keras classifier or a callable mapping a batch (B, H, W, C) to class probabilities;
+    ``predict``: a classifier (Keras, PyTorch, ONNX) or a callable mapping a batch (B, H, W, C) to class probabilities;
     ``saliency``: an (H, W) map at input resolution (e.g. ``CamResult.heatmap_up``). All ``2 (steps + 1)``
     images go through ``predict`` as one batch. Lower deletion and higher insertion than a random map is good.
 

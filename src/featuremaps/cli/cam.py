@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from featuremaps.cam import parse_methods
+from featuremaps.cam.engine import check_methods
 from featuremaps.cli.loading import load_model_from_args
 from featuremaps.cli.progress import Batch, Progress, clean, kept_note
 from featuremaps.errors import UserError
 from featuremaps.explain import CamRunner
-from featuremaps.frameworks import check_methods
 from featuremaps.images import find_images
 from featuremaps.io import output_names
 from featuremaps.pipeline import p_equals

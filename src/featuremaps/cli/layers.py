@@ -4,22 +4,15 @@ from __future__ import annotations
 
 from featuremaps.cli.loading import load_model_from_args
 from featuremaps.cli.progress import clean
-from featuremaps.extractor import replay, tap
-from featuremaps.frameworks import adapter, conv_layers
+from featuremaps.frameworks import adapter
 
 
 def run(args) -> int:
     lm = load_model_from_args(args, random_head=False)
     ad = adapter(lm.model)
-    if ad is None:  # Keras
-        convs = conv_layers(lm.model)  # "no conv layers" before anything about input shapes
-        shape = lm.resolve_input_shape((224, 224), args.input_shape)
-        _, _, taps = replay(lm.model, shape)
-        shapes = {c.name: tuple(t.shape[1:]) for c in convs if (t := tap(taps, c)) is not None}  # each call's own
-    else:  # PyTorch, ONNX
-        shape = lm.resolve_input_shape((224, 224), args.input_shape)
-        convs = conv_layers(ad, shape)
-        shapes = ad.layer_shapes(shape)
+    shape = lm.resolve_input_shape((224, 224), args.input_shape)
+    convs = ad.conv_layers(shape)
+    shapes = ad.layer_shapes(shape)  # each call's own
     rows = [("C#", "name", "type", "output shape", "params")]
     for c in convs:
         s = shapes.get(c.name)

@@ -22,7 +22,7 @@ from featuremaps.compare import align_by_depth, free_size_shape
 from featuremaps.errors import UserError
 from featuremaps.explore.session import BadRequest, Explorer, NotFound, TooLarge
 from featuremaps.io import safe_name
-from featuremaps.models import LoadedModel
+from featuremaps.loaded import LoadedModel
 
 STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 #: nothing but this server: scripts, styles, images and requests from 'self' only

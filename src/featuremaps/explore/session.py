@@ -20,23 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from featuremaps.cam import CAM_METHODS, overlay
+from featuremaps.cam.engine import check_methods, compute_cam, usable_methods
 from featuremaps.errors import UserError
 from featuremaps.explore.cache import ByteLRU
-from featuremaps.explore.receptive import adapter_fields, receptive_fields
+from featuremaps.extractor import feature_extractor
 from featuremaps.faces import NoFaceError
-from featuremaps.frameworks import (
-    adapter,
-    check_methods,
-    compute_cam,
-    conv_layers,
-    feature_extractor,
-    framework_of,
-    usable_methods,
-)
+from featuremaps.frameworks import adapter, conv_layers, framework_of
 from featuremaps.images import load_image
 from featuremaps.io import encode_png
 from featuremaps.models import LoadedModel
 from featuremaps.pipeline import Prepared, describe_prediction, prepare
+from featuremaps.receptive import adapter_fields
 from featuremaps.render import (
     NORM_MODES,
     apply_colormap,
@@ -161,10 +155,10 @@ class Explorer:
         self.face_crop = face_crop
         self.crops_faces = bool(lm.is_emotion if face_crop is None else face_crop)
         self.input_shape = tuple(input_shape) if input_shape else None  # --input-shape: for free-size models
-        self.adapter = adapter(lm.model)  # None for Keras; PyTorch and ONNX models go through the protocol
+        self.adapter = adapter(lm.model)  # every framework through the one protocol
         self.convs = conv_layers(lm.model)
         self.by_label = {c.label: c for c in self.convs}
-        self.rf = receptive_fields(lm.model) if self.adapter is None else adapter_fields(self.adapter, self.convs)
+        self.rf = adapter_fields(self.adapter, self.convs)
         self.sources = {f"a{i}": Source(f"a{i}", p.name, path=Path(p)) for i, p in enumerate(images or [])}
         self.uploads = ByteLRU(upload_bytes)
         self.cache = ByteLRU(cache_bytes)
@@ -194,30 +188,18 @@ class Explorer:
             return None
 
     def _n_classes(self) -> int | None:
-        if self.adapter is not None:
-            shape = self._default_shape()
-            out = tuple(self.adapter.output_shape(shape)) if shape else ()
-            return int(out[-1]) if len(out) == 2 and out[-1] and out[-1] >= 2 else None
-        try:
-            shape = tuple(self.lm.model.outputs[0].shape)
-        except (AttributeError, ValueError, IndexError, TypeError):
-            return None
-        if len(self.lm.model.outputs) == 1 and len(shape) == 2 and shape[-1] and shape[-1] >= 2:
-            return int(shape[-1])
-        return None
+        shape = self._default_shape()
+        out = tuple(self.adapter.output_shape(shape)) if shape else ()
+        return int(out[-1]) if len(out) == 2 and out[-1] and out[-1] >= 2 else None
 
     def methods(self) -> list[str]:
         """The CAM methods this model supports (ONNX: the gradient-free ones)."""
-        return usable_methods(self.adapter or self.lm.model)
+        return usable_methods(self.adapter)
 
     def _layer_shape(self, c) -> list | None:
-        if self.adapter is not None:
-            shape = self._default_shape()
-            return list(self.adapter.layer_shapes(shape)[c.name]) if shape else None
-        try:
-            return [int(d) if d is not None else None for d in tuple(c.layer.output.shape)[1:]]
-        except (AttributeError, ValueError):
-            return None
+        shape = self._default_shape()
+        found = self.adapter.layer_shapes(shape).get(c.name) if shape else None
+        return list(found) if found is not None else None
 
     def class_names(self) -> list[str]:
         n = self.n_classes or 0
@@ -299,7 +281,7 @@ class Explorer:
         if shape not in self._extractors:
             if len(self._extractors) >= 2:
                 self._extractors.pop(next(iter(self._extractors)))
-            self._extractors[shape] = feature_extractor(self.lm.model, shape, layers="all", maps=None)
+            self._extractors[shape] = feature_extractor(self.adapter, shape, layers="all", maps=None)
         return self._extractors[shape]
 
     @on_model_thread
@@ -631,7 +613,7 @@ class Explorer:
         res = a.cams.get(key)
         if res is None:
             res = compute_cam(
-                self.lm.model,
+                self.adapter,  # the session's adapter: its cut and compiled gradient step serve every request
                 a.prep.x,
                 method,
                 layer=self.by_label[label].name,

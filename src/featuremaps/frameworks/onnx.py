@@ -21,9 +21,10 @@ import onnx
 import onnxruntime as ort
 
 from featuremaps.errors import UserError
-from featuremaps.explore.receptive import TRANSPOSED_NOTE, Field, kernel_field, transposed_field, widest
-from featuremaps.frameworks import ModelAdapter
-from featuremaps.layers import ConvLayer
+from featuremaps.frameworks.base import ModelAdapter
+from featuremaps.loaded import PREPROCESS_MODES, LoadedModel, preprocess_fn
+from featuremaps.maps import ConvLayer
+from featuremaps.receptive import TRANSPOSED_NOTE, Field, kernel_field, transposed_field, widest
 
 CONV_OPS = ("Conv", "ConvTranspose")
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -201,7 +202,7 @@ class OnnxAdapter(ModelAdapter):
     # ------------------------------------------------------------ protocol
     def receptive_fields(self) -> tuple[dict, bool, str]:
         """Each conv node's receptive field from the graph's attributes (``kernel_shape``, ``strides``,
-        ``pads``, ``dilations``; Araujo et al. 2019, as for Keras in :mod:`featuremaps.explore.receptive`): Conv
+        ``pads``, ``dilations``; Araujo et al. 2019, as for Keras in :mod:`featuremaps.receptive`): Conv
         and pooling nodes grow it; Flatten, Gemm, MatMul, Reshape, global pooling and Resize end it; where paths
         merge the widest field goes on (then approximate)."""
         graph = self.proto.graph
@@ -233,6 +234,10 @@ class OnnxAdapter(ModelAdapter):
 
     def layer_shapes(self, input_shape):
         return self._probe(input_shape)[0]
+
+    def layer_kind(self, name: str) -> str | None:
+        kinds = [n.op_type for n in self.proto.graph.node if n.name == name and n.op_type not in CONV_OPS]
+        return kinds[0] if kinds else None
 
     def output_shape(self, input_shape):
         return self._probe(input_shape)[1]
@@ -360,7 +365,6 @@ def _read(path: Path) -> onnx.ModelProto:
 
 def load_file(path: Path, preprocess: str, classes):
     """``--model net.onnx`` as a :class:`~featuremaps.models.LoadedModel`."""
-    from featuremaps.models import PREPROCESS_MODES, LoadedModel, preprocess_fn
 
     ad = OnnxAdapter(_read(path), path.stem)
     lm = LoadedModel(
@@ -373,7 +377,6 @@ def load_file(path: Path, preprocess: str, classes):
 
 def wrap(model, preprocess: str = "unit", classes=None):
     """An in-memory ONNX session or model as a :class:`~featuremaps.models.LoadedModel` (Python API)."""
-    from featuremaps.models import PREPROCESS_MODES, LoadedModel, preprocess_fn
 
     ad = adapt(model)
     return LoadedModel(

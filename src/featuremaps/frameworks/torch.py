@@ -35,6 +35,7 @@ import sys
 import types
 import warnings
 import zipfile
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +44,12 @@ import torch.fx
 from torch import nn
 
 from featuremaps.errors import UserError, brief
-from featuremaps.explore.receptive import TRANSPOSED_NOTE, Field, kernel_field, transposed_field, widest
-from featuremaps.frameworks import ModelAdapter
+from featuremaps.frameworks.base import ModelAdapter
 from featuremaps.frameworks.torch_files import check_exported, check_script
-from featuremaps.layers import ConvLayer
+from featuremaps.loaded import PREPROCESS_MODES, LoadedModel, preprocess_fn
+from featuremaps.maps import ConvLayer
+from featuremaps.receptive import TRANSPOSED_NOTE, Field, kernel_field, transposed_field, widest
+from featuremaps.targets import ChannelMean, ClassScore, Gradient, Neuron
 
 CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
 #: the one call in the graph of an unflattened ``torch.export`` conv submodule, and the nn type it stands for
@@ -143,7 +146,8 @@ def _eval_mode(module: nn.Module):
 
 @contextlib.contextmanager
 def _no_onednn():
-    """oneDNN off for backward passes, as in :mod:`featuremaps.cam.gradients` (quietly: torch warns about TF32)."""
+    """oneDNN off for backward passes, as in :mod:`featuremaps.frameworks.keras.gradients` (quietly: torch
+    warns about TF32)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         with torch.backends.mkldnn.flags(enabled=False):
@@ -285,9 +289,25 @@ class TorchAdapter(ModelAdapter):
         dev = _device_dtype(self.module)[0]
         self.module.load_state_dict({k: torch.from_numpy(np.asarray(v)).to(dev) for k, v in state.items()})
 
+    def randomised(self, layers, seed: int = 0):
+        """A deep copy of the module with the named modules' parameters re-drawn from N(0, std of each)."""
+        rng = np.random.default_rng(seed)
+        copy = deepcopy(self.module)
+        mods = dict(copy.named_modules())
+        for name in [layers] if isinstance(layers, str) else layers:
+            if name not in mods or not name:
+                names = ", ".join(n for n in list(mods)[1:9])
+                raise UserError(f"no module '{name}' to randomise in model '{self.name}'; modules: {names}")
+            with torch.no_grad():
+                for p in mods[name].parameters(recurse=False):
+                    w = p.detach().float().cpu().numpy()
+                    new = rng.normal(0, max(float(np.std(w)), 1e-3), w.shape).astype(np.float32)
+                    p.copy_(torch.from_numpy(new).to(p.device, p.dtype))
+        return copy
+
     def receptive_fields(self) -> tuple[dict, bool, str]:
         """Each conv call's receptive field from the module's ``torch.fx`` graph (Araujo et al. 2019, as for
-        Keras in :mod:`featuremaps.explore.receptive`): ``nn.Conv2d``, pooling modules and ``F.max_pool2d`` /
+        Keras in :mod:`featuremaps.receptive`): ``nn.Conv2d``, pooling modules and ``F.max_pool2d`` /
         ``F.avg_pool2d`` grow it; flattening, global or adaptive pooling and linear layers end it; where paths
         merge the widest field goes on (then approximate). Raises when ``torch.fx`` cannot trace the module."""
         graph = torch.fx.symbolic_trace(self.module).graph
@@ -354,6 +374,10 @@ class TorchAdapter(ModelAdapter):
     def layer_shapes(self, input_shape):
         return self._probe(input_shape)[0]
 
+    def layer_kind(self, name: str) -> str | None:
+        m = dict(self.module.named_modules()).get(name)
+        return None if m is None or is_conv(m) else getattr(m, "original_name", None) or type(m).__name__
+
     def output_shape(self, input_shape):
         return self._probe(input_shape)[1]
 
@@ -405,28 +429,26 @@ class TorchAdapter(ModelAdapter):
         out = out.float().cpu().numpy() if isinstance(out, torch.Tensor) else None
         return maps, out
 
-    def class_gradients(self, x, name, classes):
+    def gradients(self, x, target, wrt=None):
+        """Autograd: forward hooks keep the ``wrt`` layer's and the target layer's outputs (the network goes on
+        with clones, so in-place ops after them cannot change them), the input requires grad for ``wrt=None``."""
         self._probe(x.shape)
+        names = list(dict.fromkeys(n for n in (wrt, getattr(target, "layer", None)) if n))
+        for n in names:
+            if n not in self._by_name:
+                raise UserError(f"no conv layer '{n}' in model '{self.name}'; run 'featuremaps layers' to list them")
         store: dict[str, torch.Tensor] = {}
-        handles = self._hooks([name], store, True)
+        handles = self._hooks(names, store, True)
         try:
             with _eval_mode(self.module), torch.enable_grad():
                 inp = self._to_input(x[None])
-                if not any(p.requires_grad for p in self.module.parameters()):
+                if wrt is None or not any(p.requires_grad for p in self.module.parameters()):
                     inp.requires_grad_(True)  # frozen weights: autograd still needs a graph through A
                 out = self.module(inp)
-                a = store[name]
-                if not a.requires_grad:
-                    raise UserError(
-                        f"layer {name} of model '{self.name}' carries no gradient (its weights are frozen "
-                        "and so is its input); CAMs need autograd through the model"
-                    )
-                classes, grads = _class_gradients(out, a, classes)
+                return _gradient(self.name, out, store, inp, target, wrt)
         finally:
             for h in handles:
                 h.remove()
-        acts = a[0].detach().float().cpu().numpy().transpose(1, 2, 0)
-        return acts, out.float()[0].detach().cpu().numpy(), np.stack(grads)
 
     def head_scores(self, x, name, acts):
         """The output of ``len(acts)`` copies of ``x`` with conv call ``name``'s output replaced, row by row, by
@@ -577,20 +599,18 @@ class ScriptAdapter(TorchAdapter):
         res = {n: maps[idx[n]].float().cpu().numpy().transpose(0, 2, 3, 1) for n in names}
         return res, out.float().cpu().numpy() if isinstance(out, torch.Tensor) else None
 
-    def class_gradients(self, x, name, classes):
+    def gradients(self, x, target, wrt=None):
+        """Autograd through the graph function: ``wrt`` and the target are conv values of its graph (after an
+        in-place op, the value it became)."""
         self._probe(x.shape)
-        i = self._names.index(name)
+        for n in (wrt, getattr(target, "layer", None)):
+            if n and n not in self._names:
+                raise UserError(f"no conv layer '{n}' in model '{self.name}'; run 'featuremaps layers' to list them")
         with _eval_mode(self.module), torch.enable_grad():
             inp = self._to_input(x[None])
-            if not any(p.requires_grad for p in self.module.parameters()):
-                inp.requires_grad_(True)
-            out, maps, values = self._call(inp)
-            a, v = maps[i], values[i]
-            if not v.requires_grad:
-                raise UserError(f"layer {name} of model '{self.name}' carries no gradient; CAMs need autograd")
-            classes, grads = _class_gradients(out, v, classes)
-        acts = a[0].detach().float().cpu().numpy().transpose(1, 2, 0)
-        return acts, out.float()[0].detach().cpu().numpy(), np.stack(grads)
+            inp.requires_grad_(True)
+            out, _, values = self._call(inp)
+            return _gradient(self.name, out, dict(zip(self._names, values, strict=True)), inp, target, wrt)
 
     def _replaced(self, x, c, acts) -> np.ndarray:
         """Python hooks do not run in TorchScript: a function of the forward graph whose conv value ``c`` is
@@ -716,7 +736,6 @@ def _classification_names(tvm) -> list[str]:
 
 def load_torchvision(name: str, weights: str | None, preprocess: str | None):
     """``torchvision:NAME``: the model (ImageNet weights, ``none`` random, or a state-dict FILE)."""
-    from featuremaps.models import PREPROCESS_MODES, LoadedModel, preprocess_fn
 
     tvm = torchvision_models()
     names = _classification_names(tvm)
@@ -796,7 +815,6 @@ def _load_state_dict(module: nn.Module, file: Path, what: str) -> None:
 # ---------------------------------------------------------------- files
 def load_file(path: Path, weights, unsafe: bool, preprocess: str, classes, input_shape=None):
     """``--model FILE.pt``: TorchScript, or with ``--unsafe`` a whole pickled module; never a bare state dict."""
-    from featuremaps.models import PREPROCESS_MODES, LoadedModel, preprocess_fn
 
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; check the path or use a name like torchvision:resnet18")
@@ -927,7 +945,6 @@ def _muted(*names: str):
 
 def wrap(module, preprocess: str = "unit", classes=None):
     """An in-memory ``nn.Module`` as a :class:`~featuremaps.models.LoadedModel` (Python API)."""
-    from featuremaps.models import PREPROCESS_MODES, LoadedModel, preprocess_fn
 
     ad = TorchAdapter(module)
     return LoadedModel(
@@ -936,14 +953,33 @@ def wrap(module, preprocess: str = "unit", classes=None):
     )  # fmt: skip
 
 
-def _class_gradients(out, maps, classes):
-    """``(classes, [(h, w, C) gradient of each class score w.r.t. maps])``; default class: the top score."""
-    score = out.float()
-    if classes is None:
-        classes = [int(score[0].argmax())]
-    grads = []
-    for j, c in enumerate(classes):
-        with _no_onednn():
-            (g,) = torch.autograd.grad(score[0, c], maps, retain_graph=j < len(classes) - 1)
-        grads.append(g[0].float().cpu().numpy().transpose(1, 2, 0))
-    return classes, grads
+def _gradient(name, out, maps, inp, target, wrt) -> Gradient:
+    """``d target / d (inp or maps[wrt])`` as a :class:`~featuremaps.targets.Gradient` (NCHW -> channels last)."""
+    index = None
+    if isinstance(target, ClassScore):
+        score = out.float()[0]
+        if not target.logit and not _is_probabilities(score):
+            score = torch.softmax(score, dim=-1)
+        index = int(score.argmax()) if target.index is None else int(target.index)
+        value = score[index]
+    elif isinstance(target, ChannelMean | Neuron):
+        a = maps[target.layer][0, target.channel]
+        value = a.mean() if isinstance(target, ChannelMean) else a[target.y, target.x]
+    else:
+        raise UserError(f"cannot differentiate a {type(target).__name__}; use featuremaps.targets")
+    wrt_t = inp if wrt is None else maps[wrt]
+    if not value.requires_grad:
+        raise UserError(
+            f"the target of model '{name}' carries no gradient (its weights are frozen and so is its input); "
+            "gradients need autograd through the model"
+        )
+    with _no_onednn():
+        (g,) = torch.autograd.grad(value.float(), wrt_t, allow_unused=True)
+    grad = np.zeros(tuple(wrt_t.shape[1:]), np.float32) if g is None else g[0].float().cpu().numpy()
+    acts = None if wrt is None else wrt_t[0].detach().float().cpu().numpy().transpose(1, 2, 0)
+    output = out.float()[0].detach().cpu().numpy()
+    return Gradient(float(value.detach()), grad.transpose(1, 2, 0), output, acts, index)
+
+
+def _is_probabilities(p) -> bool:
+    return bool(p.min() >= 0 and abs(float(p.sum()) - 1.0) < 1e-3)

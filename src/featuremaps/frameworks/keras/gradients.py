@@ -1,8 +1,9 @@
-"""Gradients of class scores with respect to one layer's activations: the only backend-specific module.
+"""Gradients of a graph's last output with respect to its first input: the only backend-specific module.
 
-``class_gradients(head, inputs, classes)`` runs the *head* of a split model
-(:func:`featuremaps.extract.split_at`: everything after the target layer) on ``inputs = [A, *skips]`` and
-returns the head's outputs and ``d score[:, c] / d A`` for each class ``c`` in one forward pass of the head:
+``class_gradients(head, inputs, classes)`` runs the *head* of a model cut at one layer
+(:func:`featuremaps.frameworks.keras.graph.objective_graph`: everything after it) on ``inputs = [A, *skips]``,
+or a whole model on ``[image]``, and returns the head's outputs and ``d score[:, c] / d inputs[0]`` for each
+column ``c`` of its last output in one forward pass:
 
 * TensorFlow: ``tf.GradientTape`` inside ``tf.function(jit_compile=True)``. XLA compiles the head's forward
   and backward pass with its own kernels, not oneDNN's: oneDNN in TensorFlow 2.21 corrupts the heap in
@@ -24,7 +25,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from featuremaps.extractor import traceable
+from featuremaps.frameworks.keras.graph import traceable
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,125 @@
+"""Receptive fields of conv layers: which patch of the input one position of a feature map sees.
+
+For a chain of layers with kernel ``k``, stride ``s``, dilation ``d`` (effective kernel ``k' = d (k - 1) + 1``)
+and left padding ``p``, the field grows layer by layer (Araujo et al., "Computing Receptive Fields of
+Convolutional Neural Networks", Distill 2019)::
+
+    size'  = size + (k' - 1) * jump
+    start' = start + ((k' - 1) / 2 - p) * jump      # centre of output position 0, in input pixels
+    jump'  = jump * s
+
+Position ``(y, x)`` of a map then sees the input box centred on ``start + (y, x) * jump`` of side ``size``
+(clipped to the image). Exact for chains (VGG, the emotion model); where a graph branches and merges
+(ResNet, Inception) the widest incoming field is taken, an approximation the result says it is.
+Computed once per model from its graph (no forward pass), by each framework's adapter with the functions
+here: Keras in :mod:`featuremaps.frameworks.keras.receptive`, PyTorch and ONNX in their adapters. This module
+imports no framework.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Field:
+    """Per axis (y, x): ``size`` of the field, ``jump`` (input pixels per map pixel), ``start`` (centre of 0)."""
+
+    size: tuple[float, float] = (1.0, 1.0)
+    jump: tuple[float, float] = (1.0, 1.0)
+    start: tuple[float, float] = (0.0, 0.0)
+
+    def box(self, y: int, x: int, height: int, width: int) -> dict:
+        """Input box ``{top, left, bottom, right}`` (inclusive pixels, clipped) seen by map position (y, x)."""
+        cy = self.start[0] + y * self.jump[0]
+        cx = self.start[1] + x * self.jump[1]
+        hy, hx = (self.size[0] - 1) / 2, (self.size[1] - 1) / 2
+        top, left = max(0, round(cy - hy)), max(0, round(cx - hx))
+        bottom, right = min(height - 1, round(cy + hy)), min(width - 1, round(cx + hx))
+        return {"top": int(top), "left": int(left), "bottom": int(bottom), "right": int(right)}
+
+    def as_dict(self) -> dict:
+        return {"size": list(self.size), "jump": list(self.jump), "start": list(self.start)}
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def kernel_field(f: Field, kernel, stride=1, dilation=1, padding=0) -> Field:
+    """The public form of the recurrence above for other frameworks' graphs: ``padding`` is ``valid``,
+    ``same`` or the top/left padding (an int or a pair).
+
+    Example::
+
+        >>> kernel_field(kernel_field(Field(), 3, padding=1), 3, padding=1).size   # two 3x3 convs
+        (5.0, 5.0)
+    """
+    pad = padding if isinstance(padding, str) else _pair(padding)
+    return _kernel(f, _pair(kernel), _pair(stride), _pair(dilation), pad)
+
+
+#: the notes an approximated field carries (every framework's graph walk says the same)
+MERGE_NOTE = "the graph branches: where paths merge the widest field is used (approximate)"
+TRANSPOSED_NOTE = "after a transposed convolution the field is approximate"
+
+
+def transposed_field(f: Field, kernel, stride) -> Field:
+    """The (approximate) field after a transposed convolution: the jump shrinks by the stride."""
+    k, s = _pair(kernel), _pair(stride)
+    return Field(
+        tuple(f.size[a] + (k[a] - 1) * f.jump[a] / s[a] for a in range(2)),
+        tuple(f.jump[a] / s[a] for a in range(2)),
+        f.start,
+    )
+
+
+def widest(fields: list, notes: set | None = None) -> Field | None:
+    """Where paths merge (an add, a concatenation): the widest incoming field (None if none has one); when the
+    incoming fields differ, :data:`MERGE_NOTE` goes into ``notes``."""
+    fields = [f for f in fields if f is not None]
+    if notes is not None and len(set(fields)) > 1:
+        notes.add(MERGE_NOTE)
+    return max(fields, key=lambda f: f.size[0] * f.size[1]) if fields else None
+
+
+def _kernel(f: Field, k, s, d, padding) -> Field:
+    """The field after a kernel ``k`` with stride ``s``, dilation ``d`` and ``padding``: ``valid``, ``same``,
+    or the left (top, left) padding in pixels (PyTorch and ONNX give numbers)."""
+    size, jump, start = [], [], []
+    for a in range(2):
+        ke = d[a] * (k[a] - 1) + 1
+        if isinstance(padding, str):
+            pad = 0 if padding == "valid" else max(ke - s[a], 0) // 2
+        else:
+            pad = padding[a]
+        size.append(f.size[a] + (ke - 1) * f.jump[a])
+        start.append(f.start[a] + ((ke - 1) / 2 - pad) * f.jump[a])
+        jump.append(f.jump[a] * s[a])
+    return Field(tuple(size), tuple(jump), tuple(start))
+
+
+@dataclass
+class ReceptiveFields:
+    """``fields``: conv label (``C3``) -> :class:`Field`; ``exact`` False with ``note`` when approximated."""
+
+    fields: dict[str, Field]
+    exact: bool
+    note: str
+
+
+def adapter_fields(ad, convs) -> ReceptiveFields:
+    """Receptive fields of a PyTorch or ONNX model's conv layers, from its graph (``ad.receptive_fields()``:
+    ``{conv name: Field}``, computed by the framework's module with the recurrences above); none where the
+    framework cannot give its graph (a TorchScript archive, a module torch.fx cannot trace)."""
+    fields, note = {}, ""
+    try:
+        by_name, exact, note = ad.receptive_fields()
+    except Exception as e:  # an untraceable graph: no fields rather than no explorer
+        by_name, exact, note = {}, False, f"could not follow the model's graph ({type(e).__name__})"
+    for c in convs:
+        if c.name in by_name and by_name[c.name] is not None:
+            fields[c.label] = by_name[c.name]
+    missing = [c.label for c in convs if c.label not in fields]
+    notes = [n for n in (note, f"no field for {', '.join(missing[:4])}" if missing else "") if n]
+    return ReceptiveFields(fields, exact and not missing, "; ".join(notes))
