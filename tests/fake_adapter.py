@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from featuremaps.frameworks import ModelAdapter
-from featuremaps.layers import ConvLayer
-from featuremaps.models import PREPROCESS_MODES, LoadedModel, preprocess_fn
+from featuremaps.frameworks.base import ModelAdapter
+from featuremaps.loaded import PREPROCESS_MODES, LoadedModel, preprocess_fn
+from featuremaps.maps import ConvLayer
+from featuremaps.targets import ClassScore, Gradient
 
 #: (name, kernel, stride, output channels) of each conv, in forward order; all "same" padding, then ReLU
 CONVS = (("conv1", 3, 1, 4), ("conv2", 3, 2, 6))
@@ -105,7 +106,7 @@ class FakeAdapter(ModelAdapter):
     def _index(self, name: str) -> int:
         return [c[0] for c in CONVS].index(name)
 
-    def gradients(self, x: np.ndarray, name: str, d_logits: np.ndarray) -> tuple[list, np.ndarray, np.ndarray]:
+    def backprop(self, x: np.ndarray, name: str | None, d_logits: np.ndarray) -> tuple[list, np.ndarray, np.ndarray]:
         """Backpropagation of ``d_logits`` (G, n): ``(conv outputs of x, logits (n,), d (G, h, w, C))``, the
         gradients of ``d_logits[g] . logits`` with respect to the maps of conv ``name`` (or to the input where
         ``name`` is None). The one place the fake computes gradients."""
@@ -145,13 +146,18 @@ class FakeAdapter(ModelAdapter):
         outs, logits = self._run(batch)
         return {n: outs[self._index(n)].astype(np.float32) for n in names}, logits.astype(np.float32)
 
-    def class_gradients(self, x: np.ndarray, name: str, classes):
-        self.calls.append(("gradients", [name]))
-        logits = self._run(np.asarray(x)[None])[1][0]
-        classes = [int(np.argmax(logits))] if classes is None else list(classes)
-        outs, logits, grads = self.gradients(np.asarray(x), name, np.eye(len(logits))[classes])
-        acts = outs[self._index(name)][0]
-        return acts.astype(np.float32), logits.astype(np.float32), grads.astype(np.float32)
+    def gradients(self, x: np.ndarray, target, wrt: str | None = None) -> Gradient:
+        """The protocol's one gradient primitive, for a :class:`~featuremaps.targets.ClassScore` (the fake's
+        logits): its value and gradient with respect to the input or to conv ``wrt``'s maps."""
+        if not isinstance(target, ClassScore):
+            raise NotImplementedError(f"the fake differentiates class scores only, not {type(target).__name__}")
+        self.calls.append(("gradients", [wrt]))
+        x = np.asarray(x, np.float64)
+        logits = self._run(x[None])[1][0]
+        c = int(np.argmax(logits)) if target.index is None else int(target.index)
+        outs, logits, grads = self.backprop(x, wrt, np.eye(len(logits))[[c]])
+        acts = None if wrt is None else outs[self._index(wrt)][0]
+        return Gradient(logits[c], grads[0], output=logits, activations=acts, index=c)
 
     def head_scores(self, x: np.ndarray, name: str, acts: np.ndarray) -> np.ndarray:
         self.calls.append(("head", [name]))

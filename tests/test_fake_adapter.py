@@ -16,8 +16,9 @@ from fake_adapter import FakeAdapter, conv2d, fake_loaded
 from PIL import Image
 
 from featuremaps.atlas import compute_atlas, open_source
+from featuremaps.cam.engine import compute_cam
 from featuremaps.compare import compare_models
-from featuremaps.frameworks import compute_cam, extract
+from featuremaps.extractor import extract
 from featuremaps.report import build_report
 
 HERE = Path(__file__).resolve().parent
@@ -39,7 +40,7 @@ def test_fake_gradients_are_the_finite_differences():
     d_logits = np.array([[1.0, -0.5, 2.0]])
     rng = np.random.default_rng(1)
     for name, j in (("conv1", 0), ("conv2", 1), (None, None)):
-        outs, _, grad = ad.gradients(x, name, d_logits)
+        outs, _, grad = ad.backprop(x, name, d_logits)
         base = x[None] if name is None else outs[j]
         for _ in range(6):
             pos = tuple(int(rng.integers(0, s)) for s in base.shape[1:])
@@ -79,7 +80,7 @@ def test_extract_and_gradcam_through_the_protocol():
     assert list(maps) == ["conv1", "conv2"] and maps["conv2"].shape == (8, 8, 6)
     for c in (0, 2):
         r = compute_cam(ad, x, "gradcam", layer="C2", class_index=c)
-        _, _, grads = ad.gradients(x, "conv2", np.eye(3)[[c]])
+        _, _, grads = ad.backprop(x, "conv2", np.eye(3)[[c]])
         acts = ad.forward(x[None], ["conv2"])[0]["conv2"][0]
         want = np.maximum(acts @ grads[0].mean(axis=(0, 1)), 0)
         assert r.class_index == c and r.layer.name == "conv2"

@@ -26,9 +26,8 @@ from featuremaps.draw import (
 )
 from featuremaps.emotion import data as fer
 from featuremaps.errors import UserError
-from featuremaps.extractor import parse_select
+from featuremaps.extractor import feature_extractor, parse_select
 from featuremaps.faces import NoFaceError
-from featuremaps.frameworks import feature_extractor
 from featuremaps.html import esc, img_tag, page
 from featuremaps.io import atomic_dir, safe_name, save_json, save_png, save_text
 from featuremaps.pipeline import model_title, percent, prediction_of, prepare

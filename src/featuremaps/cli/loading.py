@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from featuremaps import models
 from featuremaps.frameworks import conv_layers
-from featuremaps.layers import ConvLayer, select_layers
+from featuremaps.maps import ConvLayer, select_layers
 
 
 def model_options(args) -> dict:

@@ -28,7 +28,7 @@ from featuremaps.faces import NoFaceError
 from featuremaps.frameworks import adapter, conv_layers, framework_of
 from featuremaps.images import load_image
 from featuremaps.io import encode_png
-from featuremaps.models import LoadedModel
+from featuremaps.loaded import LoadedModel
 from featuremaps.pipeline import Prepared, describe_prediction, prepare
 from featuremaps.receptive import adapter_fields
 from featuremaps.render import (
