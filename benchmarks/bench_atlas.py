@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from fer_data import fer2013_path  # benchmarks/fer_data.py: the script's own folder is on sys.path
+
 from featuremaps import keras_backend
 
 keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; no TensorFlow start-up lines
@@ -30,20 +32,6 @@ def child_peak_mb(cmd: list[str]) -> tuple[float, float]:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}")
     return ru.ru_maxrss / 1024.0, time.perf_counter() - t0
-
-
-def fer2013_path(given: str | None) -> str:
-    """``--data``, else ``$FEATUREMAPS_FER2013`` (as the CLI takes it); one line and exit 2 when absent."""
-    path = given or os.environ.get("FEATUREMAPS_FER2013")
-    if not path or not os.path.exists(path):
-        where = f"{path} does not exist" if path else "no FER2013 data given"
-        print(
-            f"{os.path.basename(sys.argv[0])}: error: {where}; pass --data PATH (FER2013 folder, CSV or .tar.gz) "
-            "or set FEATUREMAPS_FER2013",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
-    return path
 
 
 def main() -> None:

@@ -19,11 +19,10 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 import numpy as np
+from fer_data import fer2013_path  # benchmarks/fer_data.py: the script's own folder is on sys.path
 
 from featuremaps import keras_backend
 
@@ -124,20 +123,6 @@ def run(
             f"{s['deletion']:13.4f} {s['insertion']:14.4f} {s['seconds_per_face']:7.2f} {s['flat_maps']:5d}"
         )
     return summary
-
-
-def fer2013_path(given: str | None) -> str:
-    """``--data``, else ``$FEATUREMAPS_FER2013`` (as the CLI takes it); one line and exit 2 when absent."""
-    path = given or os.environ.get("FEATUREMAPS_FER2013")
-    if not path or not os.path.exists(path):
-        where = f"{path} does not exist" if path else "no FER2013 data given"
-        print(
-            f"{os.path.basename(sys.argv[0])}: error: {where}; pass --data PATH (FER2013 folder, CSV or .tar.gz) "
-            "or set FEATUREMAPS_FER2013",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
-    return path
 
 
 def main() -> None:
