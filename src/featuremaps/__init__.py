@@ -36,6 +36,9 @@ __version__ = "0.1.0"
 # triton (pulled by the registry's CUDA torch) aborts the process when imported after TensorFlow: load it first,
 # where both are installed (keras_backend.load_triton_first says why)
 keras_backend.load_triton_first()
+# TensorFlow's start-up lines ("oneDNN custom operations are on", ...) stay off stderr however it is imported
+# after featuremaps, by featuremaps or by the user's own `import keras` (TF_CPP_MIN_LOG_LEVEL only if unset)
+keras_backend.quiet_tensorflow()
 
 _API = {
     "conv_layers": "frameworks",
@@ -70,7 +73,6 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'featuremaps' has no attribute {name!r}")
     mod, attr = _API[name] if isinstance(_API[name], tuple) else (_API[name], name)
     keras_backend.choose()  # Keras on torch or JAX where TensorFlow is not installed (and nothing was chosen)
-    keras_backend.quiet_tensorflow()  # no start-up lines from TensorFlow when it is imported
     value = getattr(importlib.import_module(f"featuremaps.{mod}"), attr)
     globals()[name] = value
     return value
