@@ -50,14 +50,15 @@ def main() -> None:
     import numpy as np
 
     from featuremaps import models
-    from featuremaps.atlas import _to_input, compute_atlas, open_source
+    from featuremaps.atlas import compute_atlas, open_source
+    from featuremaps.atlas.stats import to_input
 
     lm = models.load(a.model, weights=a.weights)
     src = open_source(a.data, a.split, lm.classes)
     ids = src.subset(a.limit)
     n = ids.size
     shape = lm.resolve_input_shape(src.image(int(ids[0])).shape[:2])
-    x, _ = _to_input(lm, [src.image(int(i)) for i in ids], shape)
+    x, _ = to_input(lm, [src.image(int(i)) for i in ids], shape)
     lm.model.predict(x[: a.batch_size], batch_size=a.batch_size, verbose=0)  # warm-up (graph tracing)
     compute_atlas(lm, src, batch_size=a.batch_size, limit=a.batch_size)
     t_pred, t_atlas = [], []

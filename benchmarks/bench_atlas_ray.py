@@ -64,7 +64,7 @@ def main() -> None:
 
     from featuremaps import models
     from featuremaps.atlas import compute_atlas, open_source
-    from featuremaps.atlas_ray import compute_atlas_ray
+    from featuremaps.atlas.ray import compute_atlas_ray
 
     load = partial(models.load, a.model, weights=a.weights)
     lm = load()

@@ -357,7 +357,7 @@ def test_atlas_scale_out_bad_input_exit_2(tmp_path, hand_data, hand_model_file, 
         extra = ["--actors", "2"]
     elif case == "ray_missing":  # a user without the [ray] extra
         monkeypatch.setitem(sys.modules, "ray", None)
-        monkeypatch.delitem(sys.modules, "featuremaps.atlas_ray", raising=False)
+        monkeypatch.delitem(sys.modules, "featuremaps.atlas.ray", raising=False)
         extra = ["--engine", "ray"]
     out = tmp_path / "out" / "atlas"
     args = ["atlas", "--data", str(data), "--model", str(hand_model_file), "--classes", "dark,light"]

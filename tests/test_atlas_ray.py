@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray")
 
 from featuremaps import models  # noqa: E402
 from featuremaps.atlas import compute_atlas, most_selective, open_source  # noqa: E402
-from featuremaps.atlas_ray import block_rows, compute_atlas_ray  # noqa: E402
+from featuremaps.atlas.ray import block_rows, compute_atlas_ray  # noqa: E402
 from featuremaps.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a local Ray cluster and subprocesses of the CLI
@@ -243,7 +243,7 @@ def test_address_auto_without_a_cluster_is_one_line(synthetic, tmp_path, capsys,
     """No cluster to join: Ray's own ConnectionError (its text, as Ray 2.x raises it) becomes one line naming
     --address, exit 2, nothing written. Ray finds running clusters by their processes, so the missing cluster
     is Ray's answer stood in for here: this test may share the machine with the module's own Ray."""
-    import featuremaps.atlas_ray as atlas_ray
+    import featuremaps.atlas.ray as atlas_ray
 
     def no_cluster(*args, **kwargs):
         raise ConnectionError(

@@ -559,12 +559,12 @@ def test_32_bit_tiff_keeps_its_range(tmp_path):
 
 
 def test_forgotten_weights_none_fails_before_building_with_the_url(tmp_path, monkeypatch, capsys):
-    import featuremaps.models as fm_models
+    from featuremaps.frameworks.keras import loaders
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    monkeypatch.setattr(fm_models, "_reachable", lambda host, timeout=3.0: False)
+    monkeypatch.setattr(loaders, "reachable", lambda host, timeout=3.0: False)
     built = []
-    monkeypatch.setattr(fm_models.keras.applications, "VGG16", lambda **kw: built.append(kw))
+    monkeypatch.setattr(loaders.keras.applications, "VGG16", lambda **kw: built.append(kw))
     img = _png(tmp_path / "a.png")
     assert main(["show", str(img), "--model", "vgg16", "--out", str(tmp_path / "o")]) == 2
     _, err = _err_lines(capsys)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from featuremaps import models
 from featuremaps.cli import main
-from featuremaps.emotion import model as emotion_model
+from featuremaps.emotion import shipped as emotion_shipped
 from featuremaps.emotion.evaluate import metrics, tta_views
 from featuremaps.emotion.model import EMOTIONS, build_emotion_model
 from featuremaps.emotion.train import train
@@ -102,7 +102,7 @@ def test_a_shipped_crop_model_loads_as_the_bundled_one_at_its_own_size(tmp_path,
     card = json.loads((dest / "emotion_vgg16.card.json").read_text())
     assert (card["arch"], card["input_side"], card["width"]) == ("vgg16", 44, 0.1)
     assert (dest / "emotion_vgg16.weights.npz").is_file() and (docs / "emotion_confusion_PrivateTest.png").is_file()
-    monkeypatch.setattr(emotion_model, "shipped_dir", lambda: dest)
+    monkeypatch.setattr(emotion_shipped, "shipped_dir", lambda: dest)
     lm = models.load("emotion")
     assert lm.is_emotion and lm.input_shape == (44, 44, 1) and "44x44 centre crop" in lm.source
     face = tmp_path / "face.png"

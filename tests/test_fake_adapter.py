@@ -186,11 +186,6 @@ print(json.dumps(sorted(m for m in ("keras", "tensorflow", "jax", "torch", "onnx
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 24: featuremaps.frameworks, report, compare and atlas still import Keras at their tops; "
-    "drop this mark when the core refactor makes the products framework-free",
-)
 def test_products_on_the_fake_model_import_no_framework(tmp_path):
     """In a fresh interpreter, a report, a comparison and an atlas of the fake model load no framework."""
     img = _image(tmp_path / "x.png")

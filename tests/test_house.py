@@ -63,3 +63,35 @@ def test_onnx_maps_import_no_keras_tensorflow_or_jax(tmp_path):
         "assert maps['conv1'].shape == (8, 8, 4), maps['conv1'].shape"
     )
     assert [m for m in _loaded_after(code) if m in ("keras", "tensorflow", "jax")] == []
+
+
+def test_products_import_no_framework():
+    """The products and the CLI import no framework at their tops: a model's framework loads with the model."""
+    code = (
+        "import featuremaps.models, featuremaps.report, featuremaps.compare, featuremaps.atlas, featuremaps.explain\n"
+    )
+    code += "import featuremaps.pipeline, featuremaps.figure, featuremaps.compare_classes, featuremaps.emotion.data\n"
+    code += "import featuremaps.cli, featuremaps.emotion, featuremaps.emotion.shipped"
+    assert _loaded_after(code) == []
+
+
+def test_report_compare_and_atlas_of_an_onnx_file_import_no_keras_tensorflow_or_jax(tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'featuremaps[onnx]')")
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / "tiny.onnx"
+    _onnx_cnn(path)
+    rng = np.random.default_rng(0)
+    img = tmp_path / "x.png"
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(img)
+    for cls in ("cat", "dog"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / "0.png")
+    runs = [
+        ["report", str(img), "--model", str(path), "--method", "none", "--out", str(tmp_path / "r.html")],
+        ["compare", str(img), "--models", str(path), "--rows", "1", "--maps", "1", "--out", str(tmp_path / "c")],
+        ["atlas", "--data", str(tmp_path / "data"), "--model", str(path), "--out", str(tmp_path / "a")],
+    ]
+    code = f"from featuremaps.cli import main\nfor argv in {runs!r}:\n    assert main(argv) == 0, argv"
+    assert [m for m in _loaded_after(code) if m in ("keras", "tensorflow", "jax")] == []

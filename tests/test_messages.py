@@ -349,7 +349,7 @@ def test_ray_atlas_on_a_local_ray_prints_no_error_level_line(tmp_path, tiny_mode
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         pytest.skip("a Ray is already running in this process; the test needs the command to start its own")
-    from featuremaps.atlas_ray import actor_options
+    from featuremaps.atlas.ray import actor_options
 
     assert actor_options(0.0, local=True) == {"max_restarts": 0}
     assert actor_options(1.0, local=False) == {"num_gpus": 1.0}  # a cluster keeps Ray's restarts

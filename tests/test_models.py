@@ -13,7 +13,8 @@ from featuremaps import UserError
 from featuremaps import load_model as load
 from featuremaps.applications import APPLICATIONS, summary
 from featuremaps.cli import build_parser
-from featuremaps.models import LoadedModel, _weight_file_prefix, wrap
+from featuremaps.frameworks.keras.loaders import weight_file_prefix
+from featuremaps.models import LoadedModel, wrap
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +154,7 @@ def test_every_keras_application_has_a_name_and_its_familys_preprocessing(capsys
         fn = getattr(keras.applications, ctor)
         assert fn.__module__.rsplit(".", 1)[-1] == module, (key, fn.__module__)  # its own family's preprocessing
         assert callable(getattr(keras.applications, module).preprocess_input)
-        assert 32 <= side <= 600 and _weight_file_prefix(key)
+        assert 32 <= side <= 600 and weight_file_prefix(key)
     old = "vgg16 vgg19 resnet50 resnet50v2 mobilenet mobilenetv2 inceptionv3 xception densenet121 efficientnetb0"
     assert set(old.split()) | {"convnexttiny"} <= set(APPLICATIONS)
     # --help and the unknown-model line name every one, shared beginnings once ("resnet50|101|152")

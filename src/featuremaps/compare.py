@@ -31,7 +31,7 @@ from featuremaps.draw import (
     wrap_text,
     zero_maps,
 )
-from featuremaps.emotion.model import shipped_weights_available
+from featuremaps.emotion.shipped import shipped_weights_available
 from featuremaps.errors import UserError
 from featuremaps.extractor import feature_extractor
 from featuremaps.html import esc, img_tag, page

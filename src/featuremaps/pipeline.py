@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from featuremaps import __version__, models
-from featuremaps.emotion.model import INPUT_SHAPE
+from featuremaps.emotion.shipped import INPUT_SHAPE
 from featuremaps.extractor import feature_extractor
 from featuremaps.faces import largest_face
 from featuremaps.frameworks import conv_layers

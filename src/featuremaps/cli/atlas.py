@@ -28,7 +28,7 @@ def _ray_engine(args):
     if args.gpus_per_actor < 0:
         raise UserError(f"--gpus-per-actor {args.gpus_per_actor:g} is negative; pass 0 (CPU), 0.5, 1, ...")
     try:
-        return importlib.import_module("featuremaps.atlas_ray")
+        return importlib.import_module("featuremaps.atlas.ray")
     except ImportError as e:
         if (e.name or "").split(".")[0] not in ("ray", "pyarrow"):
             raise

@@ -1,28 +1,17 @@
-"""The emotion models: the FER2013 VGG-16 and its ResNet/MobileNetV2 siblings (``model``), their data
-(``data``), augmentation (``augment``),
-training (``train``) and evaluation (``evaluate``)."""
+"""The emotion models: the FER2013 VGG-16 and its ResNet/MobileNetV2 siblings (``model``), what they are and what
+ships with them (``shipped``: no framework), their data (``data``), augmentation (``augment``), training
+(``train``) and evaluation (``evaluate``).
 
-from featuremaps.emotion.model import (
-    ARCHS,
-    EMOTIONS,
-    INPUT_SHAPE,
-    build_emotion_mobilenet,
-    build_emotion_model,
-    build_emotion_resnet,
-    build_emotion_vgg16,
-    fold_batch_norm,
-    load_emotion_model,
-    load_weights_npz,
-    model_card,
-    save_weights_npz,
-    shipped_weights_available,
-    unfold_batch_norm,
-)
+The names below are imported lazily (this module's ``__getattr__``): ``from featuremaps.emotion import data``
+and the class names load no Keras; a builder or loader imports ``model`` (and Keras) when it is first asked for.
+"""
 
-__all__ = [
-    "ARCHS",
-    "EMOTIONS",
-    "INPUT_SHAPE",
+from __future__ import annotations
+
+import importlib
+
+_SHIPPED = ("ARCHS", "EMOTIONS", "INPUT_SHAPE", "model_card", "shipped_weights_available")
+_MODEL = (
     "build_emotion_mobilenet",
     "build_emotion_model",
     "build_emotion_resnet",
@@ -30,8 +19,24 @@ __all__ = [
     "fold_batch_norm",
     "load_emotion_model",
     "load_weights_npz",
-    "model_card",
     "save_weights_npz",
-    "shipped_weights_available",
     "unfold_batch_norm",
-]
+)
+
+__all__ = sorted(_SHIPPED + _MODEL)
+
+
+def __getattr__(name: str):
+    if name in _SHIPPED:
+        module = "shipped"
+    elif name in _MODEL:
+        module = "model"
+    else:
+        raise AttributeError(f"module 'featuremaps.emotion' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"featuremaps.emotion.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

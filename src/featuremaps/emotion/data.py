@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from featuremaps.emotion.model import EMOTIONS
+from featuremaps.emotion.shipped import EMOTIONS
 from featuremaps.errors import UserError
 from featuremaps.images import load_image
 

@@ -15,24 +15,26 @@ its own weights and card file (``emotion_<arch>.weights.npz``, ``emotion_<arch>.
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers
 
+from featuremaps.emotion.shipped import (
+    ARCHS,
+    EMOTIONS,
+    INPUT_SHAPE,
+    card_file,
+    data_path,
+    model_card,
+    shipped_weights_available,
+    weights_file,
+)
 from featuremaps.errors import UserError
 from featuremaps.io import atomic_path
 
-#: Class names in the model's output order (alphabetical, as the FER2013 folder layout sorts them).
-EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-INPUT_SHAPE = (48, 48, 1)
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
-WEIGHTS_FILE = "emotion_vgg16.weights.npz"
-CARD_FILE = "emotion_vgg16.card.json"
-ARCHS = ("vgg16", "resnet", "mobilenet")
 #: ResNet-18 stages: (filters, blocks, stride of the first block); 48 -> 24 -> 12 -> 6 -> 3 px
 RESNET18_STAGES = ((64, 2, 2), (128, 2, 2), (256, 2, 2), (512, 2, 2))
 #: MobileNetV2 (Sandler et al. 2018) inverted residuals: (expansion t, filters c, repeats n, stride s)
@@ -45,15 +47,6 @@ MOBILENETV2_BLOCKS = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
-
-
-def weights_file(arch: str = "vgg16") -> str:
-    """The shipped weights' file name for ``arch`` (``emotion_resnet.weights.npz``, ...)."""
-    return f"emotion_{arch}.weights.npz"
-
-
-def card_file(arch: str = "vgg16") -> str:
-    return f"emotion_{arch}.card.json"
 
 
 def build_emotion_vgg16(
@@ -320,26 +313,6 @@ def unfold_batch_norm(folded, faces: np.ndarray, width: float = 1.0, batch_size:
     return model
 
 
-def shipped_dir():
-    """Where this install keeps the shipped weights and cards (``featuremaps/data`` inside the package)."""
-    return resources.files("featuremaps").joinpath("data")
-
-
-def _data_path(name: str):
-    return shipped_dir().joinpath(name)
-
-
-def shipped_weights_available(arch: str = "vgg16") -> bool:
-    """Whether this install has the trained weights of ``arch`` (``vgg16``; ``resnet``, ``mobilenet``)."""
-    return _data_path(weights_file(arch)).is_file()
-
-
-def model_card(arch: str = "vgg16") -> dict | None:
-    """The JSON model card shipped beside ``arch``'s weights (data, recipe, accuracy), or None."""
-    p = _data_path(card_file(arch))
-    return json.loads(p.read_text()) if p.is_file() else None
-
-
 def shipped_build(arch: str, card: dict | None) -> dict:
     """The builder's keyword arguments for the shipped model ``arch`` from its card: ``input_shape`` from the
     card's ``input_side`` (a model trained with ``--crop 44`` takes the face's centre 44x44) and ``width``.
@@ -402,6 +375,6 @@ def load_emotion_model(arch: str = "vgg16"):
             "reinstall featuremaps or pass --model vgg16"
         )
     model = build_emotion_model(arch, **shipped_build(arch, model_card(arch)))
-    with _data_path(weights_file(arch)).open("rb") as f:
+    with data_path(weights_file(arch)).open("rb") as f:
         load_weights_npz(model, f)
     return model

@@ -33,7 +33,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from featuremaps import __version__, models
+from featuremaps import __version__
 from featuremaps.callbacks import FeatureMapsCallback
 from featuremaps.charts import render_curves
 from featuremaps.emotion import data as fer
@@ -41,6 +41,7 @@ from featuremaps.emotion import model as emotion
 from featuremaps.emotion.augment import augment_batch, centre_crop, random_crop_flip
 from featuremaps.emotion.model import ARCHS, EMOTIONS
 from featuremaps.errors import UserError
+from featuremaps.frameworks.keras.loaders import keras_file_problem
 from featuremaps.io import (
     TEMP_PATTERN,
     atomic_path,
@@ -254,7 +255,7 @@ def _initial_model(
         path = Path(init)
         if not path.is_file():
             raise UserError(f"--init {init}: no such file; pass 'bundled' or an emotion .npz/.keras weights file")
-        problem = models.keras_file_problem(path)
+        problem = keras_file_problem(path)
         if problem:  # Keras would say "File not found" for this file that exists
             raise UserError(f"--init {init} {problem}")
         try:
