@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featuremaps import __version__
+from featuremaps import __version__, display
 from featuremaps.draw import (
     INK,
     MUTED,
@@ -357,6 +357,13 @@ class AtlasResult:
     skipped: int = 0  # unreadable images (counted, not in the statistics)
     bad: list = field(default_factory=list)  # their messages, lowest ids first (at most MAX_BAD_NAMES)
     duplicates: list = field(default_factory=list)  # photos in more than one class: [(id, label), ...] each
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        text = (
+            f"featuremaps atlas of {self.images} images in {len(self.classes)} classes, {len(self.layers)} conv layers"
+        )
+        pics = [(f"{c.label} {c.name}", render_heatmap(self, j)) for j, c in enumerate(self.layers)]
+        return display.bundle(text, pics)
 
 
 def atlas_input_shape(lm, source: Source, index: np.ndarray, input_shape: tuple | None = None) -> tuple:
