@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fake_adapter import fake_loaded
 from PIL import Image
 
@@ -122,3 +123,34 @@ def test_a_bundle_imports_no_ipython():
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "False"
+
+
+NOTEBOOK_CELLS = (
+    "import sys\nsys.path[:0] = [{src!r}, {tests!r}]\nimport numpy as np\nfrom fake_adapter import fake_loaded\n"
+    "import featuremaps as fm\nlm = fake_loaded()",
+    "fm.show([{image!r}], model=lm, out={out!r})",
+    "x = np.random.default_rng(0).uniform(0, 1, (16, 16, 3)).astype(np.float32)\n"
+    "fm.compute_cam(lm.model, x, classes=lm.classes)",
+    "from featuremaps.compare import compare_models\nrgb = np.random.default_rng(1).integers(0, 256, (20, 24, 3))\n"
+    "compare_models([lm, fake_loaded(name='wide', seed=1)], rgb.astype(np.uint8), rows=2, maps=4)",
+)
+
+
+def test_a_notebook_cell_displays_the_results(tmp_path):
+    """On a real Jupyter kernel: a cell ending with fm.show(...), fm.compute_cam(...) or compare_models(...) outputs
+    the PNG, the HTML and our text line (not IPython's list or tuple printer), and nothing is printed."""
+    why = "the notebook extra is not installed (pip install 'featuremaps[notebook]'): no Jupyter kernel to run a cell"
+    nbformat = pytest.importorskip("nbformat", reason=why)
+    nbclient = pytest.importorskip("nbclient", reason=why)
+    pytest.importorskip("ipykernel", reason=why)
+    where = {"src": str(ROOT / "src"), "tests": str(ROOT / "tests"), "out": str(tmp_path / "out")}
+    where["image"] = str(_image(tmp_path / "a.png"))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c.format(**where)) for c in NOTEBOOK_CELLS])
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    outputs = [c.outputs for c in nb.cells]
+    assert outputs[0] == []  # nothing printed, no warning
+    for cell, named in zip(outputs[1:], ("overviews of 1 image", "map for", "comparison of 2"), strict=True):
+        assert [o.output_type for o in cell] == ["execute_result"]
+        data = cell[0].data
+        assert {"image/png", "text/html", "text/plain"} <= set(data) and named in data["text/plain"]
+        assert "<script" not in data["text/html"]

@@ -326,9 +326,14 @@ class Comparison(NamedTuple):
     labels: list[str]
     picks: list[list[int | None]]
 
+    def summary(self) -> str:
+        return f"featuremaps comparison of {len(self.runs)} networks: {', '.join(model_title(r.lm) for r in self.runs)}"
+
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        text = f"featuremaps comparison of {len(self.runs)} networks: {', '.join(model_title(r.lm) for r in self.runs)}"
-        return display.bundle(text, [("", self.pic)])
+        return display.bundle(self.summary(), [("", self.pic)])
+
+    def _repr_pretty_(self, p, cycle) -> None:  # IPython's text for a tuple subclass: the line, not the arrays
+        p.text(self.summary())
 
     def save(self, folder: str | Path, image: str | Path, **how) -> Path:
         """Write ``compare.png``, ``.html`` and ``.json`` into ``folder`` (:func:`write_compare`; ``image``

@@ -155,10 +155,15 @@ class ShowResult:
 class ShowResults(list):
     """What :func:`show` returns: a list of :class:`ShowResult`, shown in a notebook as a gallery of overviews."""
 
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+    def summary(self) -> str:
         names = ", ".join(r.image.name for r in self[:5]) + (", ..." if len(self) > 5 else "")
-        text = f"featuremaps overviews of {len(self)} image{'s' * (len(self) != 1)}: {names}"
-        return display.bundle(text, [r.picture() for r in self[: display.MAX_PICTURES]])
+        return f"featuremaps overviews of {len(self)} image{'s' * (len(self) != 1)}: {names}"
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return display.bundle(self.summary(), [r.picture() for r in self[: display.MAX_PICTURES]])
+
+    def _repr_pretty_(self, p, cycle) -> None:  # IPython's text for a list subclass: the line, not the list
+        p.text(self.summary())
 
 
 class Shower:
