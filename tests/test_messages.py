@@ -144,7 +144,7 @@ def test_a_cam_of_float_noise_is_drawn_as_the_all_zero_hatch():
 
 
 def test_one_probability_format_in_titles_panels_and_lines(tmp_path, tiny_model, capsys):
-    from featuremaps.pipeline import p_equals, percent
+    from featuremaps.display import p_equals, percent
 
     assert [percent(p) for p in (0.003, 0.5421, 1.0, 0.0001, 0.0)] == ["0.3%", "54.2%", "100.0%", "<0.1%", "0.0%"]
     img = _png(tmp_path / "a.png")

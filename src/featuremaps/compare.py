@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from featuremaps import __version__, models
+from featuremaps import __version__, display, models
 from featuremaps.draw import (
     INK,
     MUTED,
@@ -317,6 +318,31 @@ def render_models(
     return c.rgb
 
 
+class Comparison(NamedTuple):
+    """What :func:`compare_models` returns (unpacks as ``pic, runs, labels, picks``); a notebook shows ``pic``."""
+
+    pic: np.ndarray
+    runs: list[ModelRun]
+    labels: list[str]
+    picks: list[list[int | None]]
+
+    def summary(self) -> str:
+        return f"featuremaps comparison of {len(self.runs)} networks: {', '.join(model_title(r.lm) for r in self.runs)}"
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return display.bundle(self.summary(), [("", self.pic)])
+
+    def _repr_pretty_(self, p, cycle) -> None:  # IPython's text for a tuple subclass: the line, not the arrays
+        p.text(self.summary())
+
+    def save(self, folder: str | Path, image: str | Path, **how) -> Path:
+        """Write ``compare.png``, ``.html`` and ``.json`` into ``folder`` (:func:`write_compare`; ``image``
+        the compared file, named in them; ``how``: align, norm, maps as passed to :func:`compare_models`)."""
+        how = {"align": "depth", "norm": "map", "maps": 8} | how
+        write_compare(Path(folder), Path(image), *self, **how)
+        return Path(folder)
+
+
 def compare_models(
     lms: list,
     rgb: np.ndarray,
@@ -332,7 +358,8 @@ def compare_models(
     input_shape: tuple[int, ...] | None = None,
     progress=None,
 ):
-    """Python API: returns ``(picture RGB uint8, runs, labels, picks)``; ``progress(i, n, model name)`` per model.
+    """Python API: returns a :class:`Comparison` ``(picture RGB uint8, runs, labels, picks)`` (a notebook shows
+    the picture); ``progress(i, n, model name)`` per model.
     ``input_shape`` (H, W, C): the size the models whose input size is free are fed (``--input-shape``; an ONNX
     file with a dynamic size needs it); models that fix theirs keep it."""
     runs = []
@@ -353,7 +380,7 @@ def compare_models(
         f"to each network's input ({', '.join(sizes)})"
     )
     pic = render_models(runs, labels, picks, norm=norm, cmap=cmap, title=title, subtitle=subtitle)
-    return pic, runs, labels, picks
+    return Comparison(pic, runs, labels, picks)
 
 
 def models_html(pic, runs, labels, picks, title) -> str:

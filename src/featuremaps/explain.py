@@ -24,6 +24,7 @@ import numpy as np
 from featuremaps import __version__
 from featuremaps.cam import heatmap_rgb, overlay, resolve_class, upsample
 from featuremaps.cam.engine import cam_engine
+from featuremaps.display import p_equals
 from featuremaps.draw import INK, MUTED, Canvas, colorbar_height, fit_text, line_height, title_block
 from featuremaps.images import load_image
 from featuremaps.io import (
@@ -36,7 +37,7 @@ from featuremaps.io import (
     save_png,
     unique_names,
 )
-from featuremaps.pipeline import model_title, p_equals, percent, prediction_of, prepare
+from featuremaps.pipeline import model_title, percent, prediction_of, prepare
 from featuremaps.render import colormap, resize_rgb
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featuremaps import __version__, models
+from featuremaps import __version__, display, models
+from featuremaps.display import percent
 from featuremaps.emotion.shipped import INPUT_SHAPE
 from featuremaps.extractor import feature_extractor
 from featuremaps.faces import largest_face
@@ -98,18 +99,6 @@ def model_title(lm: LoadedModel) -> str:
     return f"{lm.name} (random weights)" if getattr(lm, "random_weights", False) else lm.name
 
 
-def percent(p: float) -> str:
-    """A probability as every figure, page and printed line shows it: ``0.3%``, ``54.2%``, ``<0.1%``."""
-    p = float(p)
-    return "<0.1%" if 0 < p < 0.0005 else f"{p:.1%}"
-
-
-def p_equals(p: float) -> str:
-    """``p = 0.3%``, or ``p < 0.1%``: a class probability as the CAM panel and ``cam``'s lines say it."""
-    s = percent(p)
-    return f"p {s[0]} {s[1:]}" if s.startswith("<") else f"p = {s}"
-
-
 def prediction_of(lm: LoadedModel, probs: np.ndarray | None, top: int = 7) -> list[dict]:
     """:func:`describe_prediction` for ``lm``; empty for a model with random weights (its prediction is noise)."""
     if getattr(lm, "random_weights", False):
@@ -145,11 +134,36 @@ class ShowOptions:
 
 @dataclass
 class ShowResult:
+    """One image shown: its files are in ``folder`` (``overview.png``...); displays its overview in a notebook."""
+
     image: Path
     folder: Path
     prediction: list[dict] = field(default_factory=list)
     #: the user's entries found in the replaced folder and kept in the new one (paths relative to ``folder``)
     kept: list[str] = field(default_factory=list)
+
+    def picture(self) -> tuple[str, np.ndarray]:
+        """(caption, the overview as drawn into ``folder``): what a notebook shows; read back, not recomputed."""
+        return self.image.name, load_image(self.folder / "overview.png")
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        top = f"; predicted {self.prediction[0]['class']} ({percent(self.prediction[0]['probability'])})"
+        text = f"featuremaps overview of {self.image.name}{top if self.prediction else ''} (files in {self.folder})"
+        return display.bundle(text, [self.picture()])
+
+
+class ShowResults(list):
+    """What :func:`show` returns: a list of :class:`ShowResult`, shown in a notebook as a gallery of overviews."""
+
+    def summary(self) -> str:
+        names = ", ".join(r.image.name for r in self[:5]) + (", ..." if len(self) > 5 else "")
+        return f"featuremaps overviews of {len(self)} image{'s' * (len(self) != 1)}: {names}"
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return display.bundle(self.summary(), [r.picture() for r in self[: display.MAX_PICTURES]])
+
+    def _repr_pretty_(self, p, cycle) -> None:  # IPython's text for a list subclass: the line, not the list
+        p.text(self.summary())
 
 
 class Shower:
@@ -274,8 +288,9 @@ def show(
     out: str | Path = "featuremaps-out",
     progress: Callable[[int, int, Path], None] | None = None,
     **options,
-) -> list[ShowResult]:
-    """Python API for ``featuremaps show``: render every image, return where each one's files are.
+) -> ShowResults:
+    """Python API for ``featuremaps show``: render every image, return where each one's files are (a list of
+    :class:`ShowResult`; the value of a notebook cell, it shows the overviews).
 
     ``model``: a name (``"vgg16"``), a path, a :class:`LoadedModel`, or a model object (a Keras model, a
     ``torch.nn.Module``, an ONNX Runtime ``InferenceSession``); default the bundled emotion model.
@@ -293,7 +308,7 @@ def show(
     select_layers(conv_layers(lm.model, opts.input_shape), opts.layers)
     shower = Shower(lm, opts)
     out = Path(out)
-    results = []
+    results = ShowResults()
     for i, (p, name) in enumerate(zip(paths, output_names(paths), strict=True)):
         if progress:
             progress(i, len(paths), p)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from featuremaps import display
 from featuremaps.atlas.sources import Source
 from featuremaps.errors import UserError
 from featuremaps.frameworks import adapter
@@ -195,6 +196,16 @@ class AtlasResult:
     skipped: int = 0  # unreadable images (counted, not in the statistics)
     bad: list = field(default_factory=list)  # their messages, lowest ids first (at most MAX_BAD_NAMES)
     duplicates: list = field(default_factory=list)  # photos in more than one class: [(id, label), ...] each
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        """A notebook shows the class x channel heatmap of every conv layer (IPython's rich display)."""
+        from featuremaps.atlas.figures import render_heatmap  # figures imports this module: a cycle at the top
+
+        text = (
+            f"featuremaps atlas of {self.images} images in {len(self.classes)} classes, {len(self.layers)} conv layers"
+        )
+        pics = [(f"{c.label} {c.name}", render_heatmap(self, j)) for j, c in enumerate(self.layers)]
+        return display.bundle(text, pics)
 
 
 def atlas_input_shape(lm, source: Source, index: np.ndarray, input_shape: tuple | None = None) -> tuple:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from featuremaps.cam.heatmaps import map01
+from featuremaps import display
+from featuremaps.cam.heatmaps import heatmap_rgb, map01, overlay
 from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, PASSES, parse_methods
 from featuremaps.errors import UserError
 from featuremaps.frameworks import adapter
@@ -138,6 +139,15 @@ class CamResult:
     class_name: str | None = None
     score: str = "logit"  # what was differentiated: "logit" or "output"
     extra: dict = field(default_factory=dict)
+    #: the input as a picture (RGB uint8, the heatmap's size) where known: what a notebook shows under the map
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        name = self.class_name or f"class {self.class_index}"
+        p = f" ({display.p_equals(self.probability)})" if self.probability is not None else ""
+        pic = overlay(self.image, self.heatmap_up) if self.image is not None else heatmap_rgb(self.heatmap_up)
+        text = f"{self.method} map for {name}{p} at {self.layer.label} {self.layer.name}"
+        return display.bundle(text, [(text, display.captioned(display.enlarged(pic), f"{name}{p}", text))])
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -305,4 +315,6 @@ def compute_cam(
         raise UserError("compute_cam takes one method; call it once per method")
     eng = engine if engine is not None else CamEngine(model, x.shape, layer)
     c = resolve_class(class_index, classes, eng.n_classes)
-    return eng.run(x, [m], None if c is None else [c], classes)[0]
+    res = eng.run(x, [m], None if c is None else [c], classes)[0]
+    res.image = display.as_rgb(x)  # what the network saw, stretched to 0-255 (its preprocessing undone roughly)
+    return res
