@@ -136,6 +136,7 @@ NOTEBOOK_CELLS = (
 )
 
 
+@pytest.mark.slow  # a Jupyter kernel
 def test_a_notebook_cell_displays_the_results(tmp_path):
     """On a real Jupyter kernel: a cell ending with fm.show(...), fm.compute_cam(...) or compare_models(...) outputs
     the PNG, the HTML and our text line (not IPython's list or tuple printer), and nothing is printed."""
@@ -154,3 +155,22 @@ def test_a_notebook_cell_displays_the_results(tmp_path):
         data = cell[0].data
         assert {"image/png", "text/html", "text/plain"} <= set(data) and named in data["text/plain"]
         assert "<script" not in data["text/html"]
+
+
+@pytest.mark.slow  # a Jupyter kernel, the emotion model and two keras.applications models (~30 s)
+@pytest.mark.parametrize("notebook", sorted((ROOT / "examples").glob("*.ipynb")), ids=lambda p: p.name)
+def test_every_example_notebook_runs_top_to_bottom(notebook):
+    """Every committed notebook in examples/ runs on a real Jupyter kernel, offline, without an error (CI runs
+    them through this test; their committed outputs are what a reader sees on GitHub)."""
+    why = "the notebook extra is not installed (pip install 'featuremaps[notebook]'): no Jupyter kernel to run it"
+    nbformat = pytest.importorskip("nbformat", reason=why)
+    nbclient = pytest.importorskip("nbclient", reason=why)
+    pytest.importorskip("ipykernel", reason=why)
+    nb = nbformat.read(notebook, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}
+    )
+    client.execute()  # raises CellExecutionError, naming the cell, on any error
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    assert sum(o.output_type == "execute_result" for c in nb.cells if c.cell_type == "code" for o in c.outputs) >= 3
