@@ -236,6 +236,7 @@ def test_address_auto_joins_the_running_cluster(local_ray, synthetic, tmp_path):
         timeout=600,
     )
     assert local.returncode == 1 and remote.returncode == 1, remote.stderr[-2000:]  # 1: zz_broken.png skipped
+    assert "Traceback" not in remote.stderr and (tmp_path / "auto" / "atlas.npz").is_file(), remote.stderr[-3000:]
     _assert_same_npz(tmp_path / "local", tmp_path / "auto")
 
 
