@@ -94,5 +94,6 @@ def test_cli_with_no_backend_at_all_is_one_line(tmp_path):
     r = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.strip().splitlines() == [
-        "featuremaps: error: layers needs tensorflow, which is not installed; pip install 'featuremaps[tensorflow]'"
+        "featuremaps: error: keras models need tensorflow, which is not installed; "
+        "pip install 'featuremaps[tensorflow]'"
     ]

@@ -110,7 +110,10 @@ def _framework(name: str):
         return importlib.import_module(FRAMEWORKS[name])
     except ModuleNotFoundError as e:
         extra = registry.FRAMEWORKS[name].extra
-        raise UserError(f"{e.name} is not installed; pip install 'featuremaps[{extra}]'") from None
+        package = (e.name or extra).split(".")[0]
+        raise UserError(
+            f"{name} models need {package}, which is not installed; pip install 'featuremaps[{extra}]'"
+        ) from None
 
 
 def _with_classes(lm: LoadedModel, classes) -> LoadedModel:
