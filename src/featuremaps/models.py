@@ -18,7 +18,7 @@ from featuremaps import keras_backend, registry
 from featuremaps.applications import APPLICATIONS, application_key, summary
 from featuremaps.emotion.shipped import shipped_weights_available
 from featuremaps.errors import UserError
-from featuremaps.frameworks import FRAMEWORKS, framework_of
+from featuremaps.frameworks import framework_of, implementation
 from featuremaps.loaded import LoadedModel
 
 #: names the Keras loaders module answers for this one (``models.emotion_arch`` ...), imported when first read
@@ -106,14 +106,7 @@ def _framework(name: str):
     installed backend: :func:`featuremaps.keras_backend.choose`)."""
     if name == "keras":
         keras_backend.choose()
-    try:
-        return importlib.import_module(FRAMEWORKS[name])
-    except ModuleNotFoundError as e:
-        extra = registry.FRAMEWORKS[name].extra
-        package = (e.name or extra).split(".")[0]
-        raise UserError(
-            f"{name} models need {package}, which is not installed; pip install 'featuremaps[{extra}]'"
-        ) from None
+    return implementation(name)
 
 
 def _with_classes(lm: LoadedModel, classes) -> LoadedModel:

@@ -83,17 +83,24 @@ def known_framework(model) -> str | None:
     return None
 
 
+def implementation(fw: str):
+    """The module that implements framework ``fw`` (its adapter and loaders), imported now; a framework whose
+    packages are not installed is one UserError naming the package and the extra that installs it."""
+    try:
+        return importlib.import_module(FRAMEWORKS[fw])
+    except ModuleNotFoundError as e:
+        extra = registry.FRAMEWORKS[fw].extra
+        package = (e.name or extra).split(".")[0]
+        raise UserError(
+            f"{fw} models need {package}, which is not installed; pip install 'featuremaps[{extra}]'"
+        ) from None
+
+
 def adapter(model, input_shape=None) -> ModelAdapter:
     """The :class:`ModelAdapter` of any model: a Keras model, a torch module, an ONNX session or path."""
     if isinstance(model, ModelAdapter):
         return model
-    fw = framework_of(model)
-    try:
-        module = importlib.import_module(FRAMEWORKS[fw])
-    except ModuleNotFoundError as e:
-        extra = {"keras": "", "torch": "[torch]", "onnx": "[onnx]"}[fw]
-        raise UserError(f"{e.name} is not installed; pip install 'featuremaps{extra}'") from None
-    return module.adapt(model, input_shape=input_shape)
+    return implementation(framework_of(model)).adapt(model, input_shape=input_shape)
 
 
 def conv_layers(model, input_shape=None) -> list[ConvLayer]:
