@@ -22,9 +22,7 @@ import tempfile
 import time
 from functools import partial
 
-from featuremaps import keras_backend
-
-keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; no TensorFlow start-up lines
+import featuremaps  # noqa: F401  (its import keeps TensorFlow's start-up lines off stderr)
 
 
 def driver_peak_mb(cmd: list[str]) -> tuple[float, float]:

@@ -17,9 +17,7 @@ import os
 import statistics
 import time
 
-from featuremaps import keras_backend
-
-keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; no TensorFlow start-up lines
+import featuremaps  # noqa: F401  (its import keeps TensorFlow's start-up lines off stderr)
 
 
 def timed(fn, repeat: int, warmup: int = 2) -> float:

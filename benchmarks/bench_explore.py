@@ -22,9 +22,8 @@ import statistics
 import time
 from pathlib import Path
 
-from featuremaps import keras_backend
+import featuremaps  # noqa: F401  (its import keeps TensorFlow's start-up lines off stderr)
 
-keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; no TensorFlow start-up lines
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -12,9 +12,7 @@ import argparse
 import statistics
 import time
 
-from featuremaps import keras_backend
-
-keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; no TensorFlow start-up lines
+import featuremaps  # noqa: F401  (its import keeps TensorFlow's start-up lines off stderr)
 
 
 def main() -> None:

@@ -23,9 +23,7 @@ import tempfile
 import time
 import warnings
 
-from featuremaps import keras_backend
-
-keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; no TensorFlow start-up lines
+import featuremaps  # noqa: F401  (its import keeps TensorFlow's start-up lines off stderr)
 
 
 def pair(a, b, repeats: int, block: int = 5) -> tuple[float, float]:

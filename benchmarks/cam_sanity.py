@@ -24,9 +24,7 @@ import time
 import numpy as np
 from fer_data import fer2013_path  # benchmarks/fer_data.py: the script's own folder is on sys.path
 
-from featuremaps import keras_backend
-
-keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; no TensorFlow start-up lines
+import featuremaps  # noqa: F401  (its import keeps TensorFlow's start-up lines off stderr)
 from featuremaps.cam.metrics import deletion_insertion, randomised_copy, spearman  # noqa: E402
 
 HEAD_LAYERS = ("predictions", "fc2", "fc1")

@@ -72,11 +72,6 @@ def resolve_layer(model, spec: str | int | ConvLayer | None, input_shape=None) -
     return hits[0]
 
 
-def gradient_free_methods() -> list[str]:
-    """The CAM methods that need no gradients (Score-CAM, EigenCAM, Ablation-CAM): those for ONNX models."""
-    return [m for m in CAM_METHODS if m not in NEEDS_GRADIENTS]
-
-
 def usable_methods(model) -> list[str]:
     """The CAM methods ``model`` (any model or adapter) supports: only the gradient-free ones where there are no
     gradients (ONNX), and no Ablation-CAM where the adapter cannot re-run the network from a layer."""

@@ -26,7 +26,6 @@ from featuremaps.errors import UserError
 
 
 def _quiet_frameworks() -> None:
-    keras_backend.quiet_tensorflow()  # TF_CPP_MIN_LOG_LEVEL unless set; TensorFlow's start-up lines dropped
     logging.basicConfig(level=logging.WARNING, format="featuremaps: %(message)s")
     warnings.filterwarnings("ignore", module="keras")
     logging.getLogger("absl").setLevel(logging.ERROR)

@@ -10,8 +10,6 @@ from importlib import resources
 #: Class names in the model's output order (alphabetical, as the FER2013 folder layout sorts them).
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 INPUT_SHAPE = (48, 48, 1)
-WEIGHTS_FILE = "emotion_vgg16.weights.npz"
-CARD_FILE = "emotion_vgg16.card.json"
 ARCHS = ("vgg16", "resnet", "mobilenet")
 
 
