@@ -124,3 +124,37 @@ def test_crops_and_evaluation_of_a_crop_model():
     np.testing.assert_allclose(p, expect, atol=1e-5)
     pt = predict(m44, faces, tta=True)
     assert pt.shape == (3, 7) and np.allclose(pt.sum(1), 1, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_weight_decay_is_an_l2_on_kernels_only(arch):
+    """weight_decay=wd: a penalty wd/2 * sum(w^2) over the conv and dense kernels (torch SGD's coupled decay),
+    none on BN, biases or depthwise kernels; the inference form and wd=0 carry none."""
+    wd = 1e-3
+    m = build_emotion_model(arch, input_shape=(40, 40, 1), batch_norm=True, width=0.125, weight_decay=wd)
+    kernels = [
+        layer.kernel
+        for layer in m.layers
+        if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense)
+        and not isinstance(layer, keras.layers.DepthwiseConv2D)
+    ]
+    want = wd / 2 * sum(float(np.sum(np.square(keras.ops.convert_to_numpy(k)))) for k in kernels)
+    got = sum(float(keras.ops.convert_to_numpy(loss)) for loss in m.losses)
+    assert len(m.losses) == len(kernels) and got == pytest.approx(want, rel=1e-5)
+    assert not build_emotion_model(arch, input_shape=(40, 40, 1), batch_norm=True, width=0.125).losses
+    assert not build_emotion_model(arch, input_shape=(40, 40, 1), width=0.125, weight_decay=wd).losses
+
+
+def test_recalibrate_batch_norm_measures_the_current_weights_statistics():
+    """After recalibration the first BN's moving mean/variance are the stem conv's output statistics on the faces
+    (one batch, many passes: momentum 0.9 forgets the old values), whatever they were before."""
+    from featuremaps.emotion.model import recalibrate_batch_norm
+
+    m = build_emotion_model("resnet", input_shape=(16, 16, 1), batch_norm=True, width=0.125)
+    _randomise_bn(m)
+    x = np.random.default_rng(1).random((32, 16, 16, 1), dtype=np.float32)
+    z = keras.ops.convert_to_numpy(m.get_layer("stem_conv")(x)).reshape(-1, m.get_layer("stem_conv").filters)
+    recalibrate_batch_norm(m, x, batch_size=32, passes=100)
+    bn = m.get_layer("stem_conv_bn")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), z.mean(0), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), z.var(0), rtol=1e-3, atol=1e-5)

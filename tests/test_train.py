@@ -45,6 +45,16 @@ def test_lr_schedule_warms_up_then_decays():
     assert lrs[-1] == pytest.approx(0.0001)
 
 
+def test_lr_schedule_of_wave_3_runs_reaches_zero_at_the_end():
+    """warmup=2, floor=0 (recorded in new runs): hand-computed, cosine at each epoch's middle over 4 epochs."""
+    lrs = [lr_at(e, 6, 0.1, warmup=2, floor=0.0) for e in range(6)]
+    want = [0.1 / 3, 0.2 / 3, 0.05 * (1 + np.cos(np.pi / 8)), 0.05 * (1 + np.cos(3 * np.pi / 8))]
+    want += [0.05 * (1 - np.cos(3 * np.pi / 8)), 0.05 * (1 - np.cos(np.pi / 8))]
+    np.testing.assert_allclose(lrs, want, rtol=1e-12)
+    assert lrs[-1] == pytest.approx(0.003806, abs=1e-6) and lrs[-1] > 0  # the last epoch still learns
+    assert lr_at(5, 6, 0.1, warmup=2, floor=0.1) == pytest.approx(0.01 + 0.9 * lrs[-1])
+
+
 def _tiny_folder(root, per_class=4):
     rng = np.random.default_rng(0)
     for top, split in (("train", "Training"), ("test", "PublicTest"), ("test", "PrivateTest")):
@@ -275,6 +285,9 @@ def test_bad_recipe_values_and_policy_restored_after_errors(tmp_path):
         ({"label_smoothing": 1.0}, "--label-smoothing"),
         ({"weight_decay": -1.0}, "--weight-decay"),
         ({"arch": "vgg19"}, "unknown architecture"),
+        ({"warmup": 1}, "--warmup 1 must be 0 or more and fewer than --epochs 1"),
+        ({"ema": 1.0}, "--ema 1.0 must be in"),
+        ({"precision": "auto"}, "precision 'auto'"),
     ):
         with pytest.raises(UserError, match=match):
             train(str(data), tmp_path / "run", epochs=1, verbose=0, **kw)
@@ -298,12 +311,15 @@ def test_cli_backend_choice(tmp_path, capsys):
     assert main(["train", "--data", str(data), "--backend", other, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert "KERAS_BACKEND" in err and len(err.splitlines()) == 1 and not (tmp_path / "r").exists()
-    code = (
+    code = (  # parsed, then train's pick: data 'x' does not exist, so no probe runs (a short run)
         "import sys\n"
         "from featuremaps.cli.options import build_parser\n"
+        "from featuremaps.cli.progress import Progress\n"
+        "from featuremaps.cli.train import pick_configuration\n"
         "a = build_parser().parse_args(['train', '--data', 'x', *sys.argv[1:]])\n"
+        "pick_configuration(a, 'x', Progress())\n"
         "import keras\n"
-        "print(a.backend, keras.backend.backend())\n"
+        "print(a.backend, keras.backend.backend(), a.precision)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
 
@@ -314,33 +330,41 @@ def test_cli_backend_choice(tmp_path, capsys):
         return r.stdout.split() or r.stderr[-2000:]
 
     want = "torch" if importlib.util.find_spec("torch") else "tensorflow"
-    assert backend() == [want, want]  # the VGG-16 trains fastest on torch (BENCHMARKS.md)
-    assert backend("--arch", "mobilenet") == ["tensorflow", "tensorflow"]  # unmeasured: the default backend
+    assert backend() == [want, want, "float32"]  # the VGG-16 trains fastest on torch (BENCHMARKS.md)
+    assert backend("--arch", "mobilenet") == ["tensorflow", "tensorflow", "float32"]  # without a probe
     chosen = next((b for b in ("jax", "torch") if importlib.util.find_spec(b) and b != want), None)
     if chosen is None:
         pytest.skip("the user's KERAS_BACKEND choice needs jax (or torch) installed beside TensorFlow")
-    assert backend(KERAS_BACKEND=chosen) == [chosen, chosen]  # the user's choice wins
+    assert backend(KERAS_BACKEND=chosen)[:2] == [chosen, chosen]  # the user's choice wins
 
 
-def test_resumed_run_follows_the_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resumed_run_follows_the_uninterrupted_one(tmp_path, ema):
     """Two epochs in one go and one epoch + --resume end with the same weights: dropout's random state is reset
     from (seed, epoch) each epoch, batch order and augmentation are seeded per epoch, and the resumed run takes
-    the seed and batch size from state.json (here it is given others, which it must ignore)."""
+    the seed and batch size from state.json (here it is given others, which it must ignore). With ``ema`` the
+    checkpoint holds the averaged weights in the model and the raw ones in the optimizer: the resumed run
+    swaps them back before training on (a swap missed or doubled would train on from the average)."""
     import keras
 
     data = _tiny_folder(tmp_path / "fer", per_class=6)
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    train(str(data), whole, epochs=2, batch_size=8, width=0.0625, seed=3, verbose=0)
-    train(str(data), cut, epochs=1, batch_size=8, width=0.0625, seed=3, verbose=0)
-    train(str(data), cut, epochs=2, batch_size=16, seed=99, resume=True, verbose=0)
+    kw = dict(width=0.0625, seed=3, verbose=0, ema=ema, warmup=0, crop=40, label_smoothing=0.1)
+    train(str(data), whole, epochs=3, batch_size=8, **kw)
+    train(str(data), cut, epochs=1, batch_size=8, **kw)
+    train(str(data), cut, epochs=3, batch_size=16, seed=99, resume=True, verbose=0)
     a = keras.models.load_model(whole / "last.keras", compile=False)
     b = keras.models.load_model(cut / "last.keras", compile=False)
     assert any(isinstance(layer, keras.layers.Dropout) for layer in a.layers)  # else the test shows nothing
     for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
         np.testing.assert_array_equal(wa, wb)
+    untimed = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
     ha = json.loads((whole / "state.json").read_text())["history"]
     hb = json.loads((cut / "state.json").read_text())["history"]
-    assert ha == hb
+    assert untimed(ha) == untimed(hb) and all(e["seconds"] > 0 for e in ha)
+    if ema:  # the averaged weights are what was validated and saved: not the raw ones of the last step
+        raw = keras.models.load_model(whole / "last.keras").optimizer.variables
+        assert any("average" in v.path for v in raw)
 
 
 def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path, capsys):

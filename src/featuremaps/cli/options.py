@@ -128,7 +128,8 @@ class _Parser(argparse.ArgumentParser):
         ns, extras = super().parse_known_args(args, namespace)
         if getattr(ns, "run", None) == "train" and getattr(ns, "backend", None):  # before Keras is imported
             resumed = _run_backend(ns.out) if getattr(ns, "resume", False) else None
-            ns.backend = train_backend(ns.backend, ns.arch or "vgg16", resumed)
+            if not (ns.backend == "auto" and not resumed and probe_may_choose()):  # else: train's speed probe
+                ns.backend = train_backend(ns.backend, ns.arch or "vgg16", resumed)
         return ns, extras
 
 
@@ -221,6 +222,12 @@ def _run_backend(out) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return backend if isinstance(backend, str) else None
+
+
+def probe_may_choose() -> bool:
+    """Whether ``train --backend auto`` is left to the speed probe (:mod:`featuremaps.emotion.probe`): not when
+    KERAS_BACKEND names the backend or Keras is imported already (its backend stays)."""
+    return not os.environ.get("KERAS_BACKEND") and "keras" not in sys.modules
 
 
 def train_backend(value: str, arch: str = "vgg16", resumed: str | None = None) -> str:
@@ -558,7 +565,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_bounded(1, 10_000), default=30, help="epochs to train")
     p.add_argument("--batch-size", type=_bounded(1, 4096), default=64, help="faces per step")
     p.add_argument("--lr", type=_real(0, 10), default=0.01, help="learning rate")
-    p.add_argument("--weight-decay", type=_real(0, 1, zero_ok=True), default=5e-4, help="SGD weight decay (0: none)")
+    p.add_argument(
+        "--weight-decay",
+        type=_real(0, 1, zero_ok=True),
+        default=5e-4,
+        help="SGD weight decay as torch applies it (L2 on conv/dense kernels, not BN or biases; 0: none)",
+    )
+    p.add_argument(
+        "--warmup", type=_bounded(0, 1000), default=1, help="epochs of linear warm-up before the cosine decay to 0"
+    )
+    p.add_argument(
+        "--ema",
+        type=_real(0, 0.99999, zero_ok=True),
+        default=0.0,
+        help="momentum of an exponential moving average of the weights, validated and saved instead (e.g. 0.998; "
+        "default 0: none)",
+    )
     p.add_argument(
         "--label-smoothing",
         type=_real(0, 0.99, zero_ok=True),
@@ -586,15 +608,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         default="auto",
         choices=TRAIN_BACKENDS,
-        help="Keras backend: auto (default: $KERAS_BACKEND if set, else the fastest measured for --arch when "
-        "installed, torch for vgg16, else tensorflow), tensorflow, torch or jax",
+        help="Keras backend: auto (default: $KERAS_BACKEND if set, else the run's own with --resume, else the "
+        "fastest installed one by a speed probe, see --precision), tensorflow, torch or jax",
     )
     p.add_argument(
         "--precision",
-        default="float32",
-        choices=["float32", "bfloat16"],
-        help="bfloat16 mixed precision: ~1.5x faster on CPUs with AVX512-BF16/AMX, far slower without (default "
-        "float32)",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="auto (default: with --backend auto, a probe of <= 60 s times a few training steps of each backend "
+        "and precision the CPU runs natively and picks the fastest, cached per CPU and versions; float32 for "
+        "short runs), float32, or bfloat16 mixed precision (only fast with AVX512-BF16/AMX)",
     )
     p.add_argument(
         "--maps-every",

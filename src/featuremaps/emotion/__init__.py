@@ -1,6 +1,6 @@
 """The emotion models: the FER2013 VGG-16 and its ResNet/MobileNetV2 siblings (``model``), what they are and what
 ships with them (``shipped``: no framework), their data (``data``), augmentation (``augment``), training
-(``train``) and evaluation (``evaluate``).
+(``train``, whose backend and precision ``probe`` measures) and evaluation (``evaluate``).
 
 The names below are imported lazily (this module's ``__getattr__``): ``from featuremaps.emotion import data``
 and the class names load no Keras; a builder or loader imports ``model`` (and Keras) when it is first asked for.
@@ -19,6 +19,7 @@ _MODEL = (
     "fold_batch_norm",
     "load_emotion_model",
     "load_weights_npz",
+    "recalibrate_batch_norm",
     "save_weights_npz",
     "unfold_batch_norm",
 )

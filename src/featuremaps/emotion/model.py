@@ -55,6 +55,7 @@ def build_emotion_vgg16(
     dropout: float = 0.4,
     batch_norm: bool = False,
     width: float = 1.0,
+    weight_decay: float = 0.0,
 ):
     """VGG-16 (13 conv 3x3 in 5 blocks, max pooling, dense 512-512 head with dropout); input in [0, 1].
 
@@ -63,7 +64,9 @@ def build_emotion_vgg16(
 
     ``batch_norm=True`` is the training form (conv -> BN -> ReLU); the default is the inference form with
     ReLU inside each conv, which :func:`fold_batch_norm` fills from a trained BN model. ``width`` scales
-    the filter counts (tests use a narrow copy; the shipped model is width 1).
+    the filter counts (tests use a narrow copy; the shipped model is width 1). ``weight_decay`` (training
+    form): an L2 penalty on the conv and dense kernels as torch's SGD ``weight_decay`` (coupled), none on
+    BN or biases.
     """
 
     inputs = keras.Input(shape=input_shape, name="face")
@@ -73,7 +76,13 @@ def build_emotion_vgg16(
         for i in range(1, n + 1):
             if batch_norm:
                 x = layers.Conv2D(
-                    f, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"block{b}_conv{i}"
+                    f,
+                    3,
+                    padding="same",
+                    use_bias=False,
+                    kernel_initializer="he_normal",
+                    kernel_regularizer=_decay(weight_decay),
+                    name=f"block{b}_conv{i}",
                 )(x)
                 x = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{i}")(x)
                 x = layers.Activation("relu", name=f"block{b}_relu{i}")(x)
@@ -86,19 +95,30 @@ def build_emotion_vgg16(
             x = layers.GlobalMaxPooling2D(keepdims=True, name=f"block{b}_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     units = max(16, int(round(512 * width)))
-    x = layers.Dense(units, activation="relu", name="fc1")(x)
+    reg = _decay(weight_decay) if batch_norm else None
+    x = layers.Dense(units, activation="relu", kernel_regularizer=reg, name="fc1")(x)
     x = layers.Dropout(dropout, name="drop1")(x)
-    x = layers.Dense(units, activation="relu", name="fc2")(x)
+    x = layers.Dense(units, activation="relu", kernel_regularizer=reg, name="fc2")(x)
     x = layers.Dropout(dropout, name="drop2")(x)
     # float32 output: stable softmax under mixed precision
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    outputs = layers.Dense(
+        num_classes, activation="softmax", dtype="float32", kernel_regularizer=reg, name="predictions"
+    )(x)
     return keras.Model(inputs, outputs, name="emotion_vgg16")
 
 
-def _conv_unit(x, filters, kernel, stride, name, act, batch_norm, depthwise=False):
+def _decay(weight_decay: float):
+    """The kernel regularizer of weight decay ``weight_decay`` as torch's SGD applies it (``grad += wd * w``,
+    coupled, so it passes through the momentum): an L2 penalty ``wd / 2 * sum(w**2)``. None for 0."""
+    return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+
+
+def _conv_unit(x, filters, kernel, stride, name, act, batch_norm, depthwise=False, weight_decay=0.0):
     """conv -> BN -> act (training form) or one conv with bias and ``act`` (inference form, BN folded in).
 
     The BN of conv ``name`` is ``name + "_bn"``; ``act`` None leaves the unit linear (before an Add).
+    ``weight_decay`` (training form): an L2 penalty on the conv kernel (:func:`_decay`), none on depthwise
+    kernels (9 weights a channel: decaying them hurts MobileNets, Sandler et al. 2018), BN or biases.
     """
     kw = dict(strides=stride, padding="same", name=name)
     if depthwise:
@@ -107,15 +127,17 @@ def _conv_unit(x, filters, kernel, stride, name, act, batch_norm, depthwise=Fals
         make = lambda **k: layers.Conv2D(filters, kernel, kernel_initializer="he_normal", **kw, **k)  # noqa: E731
     if not batch_norm:
         return make(activation=act)(x)
-    x = make(use_bias=False)(x)
+    x = (make(use_bias=False) if depthwise else make(use_bias=False, kernel_regularizer=_decay(weight_decay)))(x)
     x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
     return layers.Activation(act, name=f"{name}_{act}")(x) if act else x
 
 
-def _head(x, num_classes, dropout):
+def _head(x, num_classes, dropout, weight_decay=0.0):
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="drop")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    outputs = layers.Dense(
+        num_classes, activation="softmax", dtype="float32", kernel_regularizer=_decay(weight_decay), name="predictions"
+    )(x)
     return outputs
 
 
@@ -125,6 +147,7 @@ def build_emotion_resnet(
     dropout: float = 0.2,
     batch_norm: bool = False,
     width: float = 1.0,
+    weight_decay: float = 0.0,
 ):
     """A ResNet-18 (He et al. 2016, "Deep Residual Learning"), sized for 48x48 faces.
 
@@ -145,7 +168,8 @@ def build_emotion_resnet(
     """
     inputs = keras.Input(shape=input_shape, name="face")
     c = lambda f: max(4, int(round(f * width)))  # noqa: E731
-    x = _conv_unit(inputs, c(64), 3, 1, "stem_conv", "relu", batch_norm)
+    wd = weight_decay if batch_norm else 0.0
+    x = _conv_unit(inputs, c(64), 3, 1, "stem_conv", "relu", batch_norm, weight_decay=wd)
     for s, (filters, blocks, stride) in enumerate(RESNET18_STAGES, start=1):
         for b in range(1, blocks + 1):
             st = stride if b == 1 else 1
@@ -157,12 +181,12 @@ def build_emotion_resnet(
                 # TensorFlow's heap in training when channels are not multiples of 16 (issue 29)
                 if st != 1:
                     shortcut = layers.AveragePooling2D(1, strides=st, name=f"{name}_shortcut_subsample")(x)
-                shortcut = _conv_unit(shortcut, c(filters), 1, 1, f"{name}_shortcut", None, batch_norm)
-            y = _conv_unit(x, c(filters), 3, st, f"{name}_conv1", "relu", batch_norm)
-            y = _conv_unit(y, c(filters), 3, 1, f"{name}_conv2", None, batch_norm)
+                shortcut = _conv_unit(shortcut, c(filters), 1, 1, f"{name}_shortcut", None, batch_norm, weight_decay=wd)
+            y = _conv_unit(x, c(filters), 3, st, f"{name}_conv1", "relu", batch_norm, weight_decay=wd)
+            y = _conv_unit(y, c(filters), 3, 1, f"{name}_conv2", None, batch_norm, weight_decay=wd)
             x = layers.Add(name=f"{name}_add")([y, shortcut])
             x = layers.Activation("relu", name=f"{name}_out")(x)
-    return keras.Model(inputs, _head(x, num_classes, dropout), name="emotion_resnet")
+    return keras.Model(inputs, _head(x, num_classes, dropout, wd), name="emotion_resnet")
 
 
 def build_emotion_mobilenet(
@@ -171,6 +195,7 @@ def build_emotion_mobilenet(
     dropout: float = 0.2,
     batch_norm: bool = False,
     width: float = 1.0,
+    weight_decay: float = 0.0,
 ):
     """A MobileNetV2 (Sandler et al. 2018, "MobileNetV2: Inverted Residuals and Linear Bottlenecks") for 48 px.
 
@@ -185,7 +210,8 @@ def build_emotion_mobilenet(
     """
     inputs = keras.Input(shape=input_shape, name="face")
     c = lambda f: max(4, int(round(f * width)))  # noqa: E731
-    x = _conv_unit(inputs, c(32), 3, 1, "stem_conv", "relu6", batch_norm)
+    wd = weight_decay if batch_norm else 0.0
+    x = _conv_unit(inputs, c(32), 3, 1, "stem_conv", "relu6", batch_norm, weight_decay=wd)
     k = 0
     for t, filters, n, stride in MOBILENETV2_BLOCKS:
         for i in range(n):
@@ -194,12 +220,12 @@ def build_emotion_mobilenet(
             st = stride if i == 0 else 1
             y = x
             if t != 1:
-                y = _conv_unit(y, int(x.shape[-1]) * t, 1, 1, f"{name}_expand", "relu6", batch_norm)
+                y = _conv_unit(y, int(x.shape[-1]) * t, 1, 1, f"{name}_expand", "relu6", batch_norm, weight_decay=wd)
             y = _conv_unit(y, None, 3, st, f"{name}_depthwise", "relu6", batch_norm, depthwise=True)
-            y = _conv_unit(y, c(filters), 1, 1, f"{name}_project", None, batch_norm)
+            y = _conv_unit(y, c(filters), 1, 1, f"{name}_project", None, batch_norm, weight_decay=wd)
             x = layers.Add(name=f"{name}_add")([y, x]) if st == 1 and x.shape[-1] == y.shape[-1] else y
-    x = _conv_unit(x, c(1280), 1, 1, "head_conv", "relu6", batch_norm)
-    return keras.Model(inputs, _head(x, num_classes, dropout), name="emotion_mobilenet")
+    x = _conv_unit(x, c(1280), 1, 1, "head_conv", "relu6", batch_norm, weight_decay=wd)
+    return keras.Model(inputs, _head(x, num_classes, dropout, wd), name="emotion_mobilenet")
 
 
 BUILDERS = {"vgg16": build_emotion_vgg16, "resnet": build_emotion_resnet, "mobilenet": build_emotion_mobilenet}
@@ -225,6 +251,22 @@ def _bn_of(model, conv_name: str):
         if cand != conv_name and cand in names and isinstance(model.get_layer(cand), layers.BatchNormalization):
             return model.get_layer(cand)
     return None
+
+
+def recalibrate_batch_norm(model, faces: np.ndarray, batch_size: int = 256, passes: int = 1) -> None:
+    """Set every BN layer's moving statistics to those of the model's current weights on ``faces``.
+
+    Averaged weights (``train --ema``, or SWA) were never run with the BN statistics that training kept, which
+    belong to the raw weights of the last steps: early in a run, at a high learning rate, the two differ
+    enough to halve the accuracy. As SWA's ``bn_update`` (Izmailov et al. 2018), the model runs on ``faces``
+    (float32 in [0, 1], (N, H, W, 1) at the model's input size) in training mode, where each BN normalises
+    with the batch's own statistics and moves its stored ones towards them (momentum 0.9 per batch: after
+    the ~100 batches of 28,709 faces the old statistics weigh ``0.9**100``, nothing). Dropout runs too but
+    changes no statistic here (the networks drop only after the last BN).
+    """
+    for _ in range(passes):
+        for i in range(0, len(faces), batch_size):
+            model(faces[i : i + batch_size], training=True)
 
 
 def fold_batch_norm(trained, width: float = 1.0):
@@ -265,7 +307,9 @@ def fold_batch_norm(trained, width: float = 1.0):
     return model
 
 
-def unfold_batch_norm(folded, faces: np.ndarray, width: float = 1.0, batch_size: int = 128, input_shape=None):
+def unfold_batch_norm(
+    folded, faces: np.ndarray, width: float = 1.0, batch_size: int = 128, input_shape=None, weight_decay: float = 0.0
+):
     """The training form of an inference-form model, with the same outputs: a warm start for more training.
 
     The inverse of :func:`fold_batch_norm` is not unique; this one keeps each conv kernel ``W'`` and sets
@@ -276,10 +320,13 @@ def unfold_batch_norm(folded, faces: np.ndarray, width: float = 1.0, batch_size:
 
     ``input_shape`` builds the training model for another input size (``(44, 44, 1)`` for random crops; the
     weights do not depend on it); ``faces`` are then centre-cropped to it for the statistics. VGG-16 only.
+    ``weight_decay``: the training model's L2 penalty (:func:`build_emotion_vgg16`).
     """
 
     shape = tuple(input_shape or folded.inputs[0].shape[1:])
-    model = build_emotion_vgg16(shape, int(folded.outputs[0].shape[-1]), batch_norm=True, width=width)
+    model = build_emotion_vgg16(
+        shape, int(folded.outputs[0].shape[-1]), batch_norm=True, width=width, weight_decay=weight_decay
+    )
     dy, dx = (faces.shape[1] - shape[0]) // 2, (faces.shape[2] - shape[1]) // 2
     faces = faces[:, dy : dy + shape[0], dx : dx + shape[1]]
     convs = [layer for layer in model.layers if layer.name.startswith("block") and "_conv" in layer.name]

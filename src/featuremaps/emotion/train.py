@@ -56,12 +56,26 @@ from featuremaps.io import (
 log = logging.getLogger(__name__)
 
 
-def lr_at(epoch: int, epochs: int, base_lr: float, warmup: int = 1) -> float:
-    """Linear warm-up for ``warmup`` epochs, then cosine decay to 1% of ``base_lr`` at the last epoch."""
+def lr_at(epoch: int, epochs: int, base_lr: float, warmup: int = 1, floor: float | None = None) -> float:
+    """The learning rate of epoch ``epoch`` (0-based) of ``epochs``: a linear warm-up over ``warmup`` epochs
+    (``base_lr * (e + 1) / (warmup + 1)``), then a cosine decay.
+
+    ``floor`` a fraction (the recipe since wave 3: 0): the cosine is taken at each epoch's middle,
+    ``t = (e - warmup + 1/2) / (epochs - warmup)``, and falls towards ``floor * base_lr``, reached at the
+    end of the last epoch. ``floor`` None (runs started before it was recorded): the old schedule, the
+    cosine reaching 1% of ``base_lr`` at the start of the last epoch.
+
+    Example::
+
+        [round(lr_at(e, 6, 0.1, warmup=2, floor=0.0), 4) for e in range(6)]  # 0.0333 0.0667 0.0962 0.0691 ...
+    """
     if epoch < warmup:
         return base_lr * (epoch + 1) / (warmup + 1)
-    t = (epoch - warmup) / max(1, epochs - warmup - 1)
-    return base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+    if floor is None:
+        t = (epoch - warmup) / max(1, epochs - warmup - 1)
+        return base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+    t = (epoch - warmup + 0.5) / max(1, epochs - warmup)
+    return base_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
 def _dataset_class():
@@ -125,15 +139,43 @@ def _reseed_callback(seed: int):
     return Reseed()
 
 
+#: training faces whose statistics the averaged weights' BN layers get before each validation (``--ema``)
+EMA_BN_FACES = 4096
+
+
+def _recalibrate_callback(faces_u8: np.ndarray, side: int, seed: int, n: int):
+    """Before each validation, once the averaged weights are in the model (``SwapEMAWeights`` runs first), set
+    the BN statistics to theirs (:func:`featuremaps.emotion.model.recalibrate_batch_norm`) on ``n`` training
+    faces, always the same ones (centre crops): the statistics training kept belong to the raw weights, and
+    at a high learning rate the averaged weights with them scored near chance on PublicTest (wave 3, the
+    ResNet: 23-44% while its raw weights scored 42-52%). The checkpoint then holds the averaged weights with
+    their own statistics; training on renews the statistics from its batches within a few dozen steps."""
+    pick = np.random.default_rng((seed, 7)).permutation(len(faces_u8))[:n]
+    x = faces_u8[np.sort(pick)].astype(np.float32) / 255.0
+    x = (centre_crop(x, side) if side < x.shape[1] else x)[..., None]
+
+    class Recalibrate(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            emotion.recalibrate_batch_norm(self.model, x)
+
+    return Recalibrate()
+
+
 def _checkpoint_callback(out: Path, epochs: int, state: dict):
 
     class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.monotonic()
+
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             val = float(logs.get("val_accuracy", float("nan")))
             state["epoch"] = epoch + 1
             state["epochs"] = epochs
-            state.setdefault("history", []).append({k: float(v) for k, v in logs.items()} | {"epoch": epoch + 1})
+            took = {"seconds": round(time.monotonic() - self.t0, 1)} if hasattr(self, "t0") else {}
+            # seconds: the epoch's wall time (training, validation, the maps), before this checkpoint's writes
+            entry = {k: float(v) for k, v in logs.items()} | {"epoch": epoch + 1} | took
+            state.setdefault("history", []).append(entry)
             if val > state.get("best_val_accuracy", -1.0):
                 state["best_val_accuracy"] = val
                 state["best_epoch"] = epoch + 1
@@ -235,13 +277,22 @@ def _plot_curves(history: list[dict], path: Path) -> None:
 
 
 def _initial_model(
-    init: str | None, faces: np.ndarray, width: float, calibration: int = 4096, arch: str = "vgg16", side: int = 48
+    init: str | None,
+    faces: np.ndarray,
+    width: float,
+    calibration: int = 4096,
+    arch: str = "vgg16",
+    side: int = 48,
+    weight_decay: float = 0.0,
 ):
     """The BN model to train and a note on where its weights came from (None: random, He init)."""
 
     shape = (side, side, 1)
     if not init:
-        return emotion.build_emotion_model(arch, input_shape=shape, batch_norm=True, width=width), None
+        model = emotion.build_emotion_model(
+            arch, input_shape=shape, batch_norm=True, width=width, weight_decay=weight_decay
+        )
+        return model, None
     if arch != "vgg16":
         raise UserError(f"--init works with --arch vgg16 only (no trained {arch} is shipped); drop --init")
     if init == "bundled":
@@ -275,7 +326,9 @@ def _initial_model(
     rng = np.random.default_rng(0)
     sample = faces[rng.permutation(len(faces))[:calibration]]
     try:
-        return emotion.unfold_batch_norm(folded, sample, width=width, input_shape=shape), note
+        return emotion.unfold_batch_norm(
+            folded, sample, width=width, input_shape=shape, weight_decay=weight_decay
+        ), note
     except ValueError as e:  # another architecture: a missing layer or a weight of another shape
         raise UserError(
             f"--init {init} does not fit the emotion VGG-16 at width {width} ({e}); pass weights saved from it"
@@ -308,6 +361,9 @@ def train(
     weight_decay: float = 5e-4,
     label_smoothing: float = 0.0,
     maps_every: int = 1,
+    warmup: int = 1,
+    ema: float = 0.0,
+    chosen_by: dict | None = None,
 ) -> dict:
     """Train (or resume) an emotion model; returns the state dict (also in ``OUT/state.json``).
 
@@ -316,9 +372,16 @@ def train(
     ``init`` starts a new run from trained weights instead of random ones: ``"bundled"`` (the shipped
     model) or an inference-form ``.npz``/``.keras`` file, unfolded back to the BN form (:func:`_initial_model`).
     ``crop``: train on random ``crop`` x ``crop`` crops + flips (the model takes that input size).
-    ``weight_decay``: Keras' decoupled weight decay of SGD on every weight; ``label_smoothing``: the
+    ``weight_decay``: torch's SGD weight decay (an L2 penalty ``wd / 2 * |w|^2`` on the conv and dense
+    kernels, passing through the momentum; none on BN, biases or depthwise kernels; runs started before
+    wave 3 keep Keras' decoupled decay on every weight, as saved in their optimizer); ``label_smoothing``: the
     cross-entropy's targets ``(1 - s) onehot + s / 7``. ``precision="bfloat16"``: mixed precision for this
-    run only (the global Keras policy is restored afterwards). ``maps_every``: feature-map sheets of one
+    run only (the global Keras policy is restored afterwards). ``warmup``: epochs of linear warm-up before
+    the cosine decay to zero (:func:`lr_at`). ``ema``: keep an exponential moving average of the weights
+    with this momentum (e.g. 0.998; 0: none), validated, selected and checkpointed in place of the raw
+    weights (Polyak averaging; Keras' ``use_ema`` + ``SwapEMAWeights``). ``chosen_by``: how the backend and
+    precision were picked (the CLI's speed probe, :meth:`featuremaps.emotion.probe.Choice.record`), kept in
+    the recipe. ``maps_every``: feature-map sheets of one
     PublicTest face per emotion every that many epochs (0: none). On ``resume`` the recipe stored in
     ``state.json`` wins over these arguments (except ``epochs``).
 
@@ -332,7 +395,7 @@ def train(
     try:
         return _checked_train(
             data_path, out, epochs, batch_size, lr, resume, seed, skip_bad, precision, limit, verbose,
-            width, init, status, arch, crop, weight_decay, label_smoothing, maps_every, lock,
+            width, init, status, arch, crop, weight_decay, label_smoothing, maps_every, lock, warmup, ema, chosen_by,
         )  # fmt: skip
     finally:
         unlock_run(out, lock[0])
@@ -340,7 +403,7 @@ def train(
 
 def _checked_train(
     data_path, out, epochs, batch_size, lr, resume, seed, skip_bad, precision, limit, verbose,
-    width, init, status, arch, crop, weight_decay, label_smoothing, maps_every, lock,
+    width, init, status, arch, crop, weight_decay, label_smoothing, maps_every, lock, warmup, ema, chosen_by,
 ) -> dict:  # fmt: skip
     state_path = out / "state.json"
     state: dict = {}
@@ -352,6 +415,12 @@ def _checked_train(
         raise UserError(f"--label-smoothing {label_smoothing} must be in [0, 1); 0.1 is usual")
     if weight_decay < 0:
         raise UserError(f"--weight-decay {weight_decay} must be 0 or more; 5e-4 is usual")
+    if warmup < 0 or warmup >= epochs:
+        raise UserError(f"--warmup {warmup} must be 0 or more and fewer than --epochs {epochs}; 2-3 is usual")
+    if precision not in ("float32", "bfloat16"):
+        raise UserError(f"precision '{precision}': use float32 or bfloat16 (the CLI's auto runs a speed probe)")
+    if not 0 <= ema < 1:
+        raise UserError(f"--ema {ema} must be in [0, 1): 0 for none, 0.998 or 0.999 usual")
     if resume and init:
         raise UserError("--init starts a new run and --resume continues one; drop one of them")
     if resume:
@@ -397,7 +466,8 @@ def _checked_train(
     try:
         return _train(
             data_path, out, state, epochs, batch_size, lr, resume, seed, skip_bad, precision, limit, verbose,
-            width, init, arch, crop, weight_decay, label_smoothing, maps_every, status, lock,
+            width, init, arch, crop, weight_decay, label_smoothing, maps_every, status, lock, warmup, ema,
+            chosen_by,
         )  # fmt: skip
     finally:
         keras.config.set_dtype_policy(before)
@@ -405,7 +475,7 @@ def _checked_train(
 
 def _train(
     data_path, out, state, epochs, batch_size, lr, resume, seed, skip_bad, precision, limit, verbose,
-    width, init, arch, crop, weight_decay, label_smoothing, maps_every, status, lock,
+    width, init, arch, crop, weight_decay, label_smoothing, maps_every, status, lock, warmup, ema, chosen_by,
 ) -> dict:  # fmt: skip
     if status:
         status(f"reading FER2013 from {data_path}")
@@ -428,8 +498,10 @@ def _train(
                 "start a new one with another --out (or --init FILE from its best.keras)"
             ) from None
     else:
-        model, init_note = _initial_model(init, tr.x, width, arch=arch, side=side)
-        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay or None)
+        model, init_note = _initial_model(init, tr.x, width, arch=arch, side=side, weight_decay=weight_decay)
+        opt = keras.optimizers.SGD(
+            learning_rate=lr, momentum=0.9, nesterov=True, use_ema=bool(ema), ema_momentum=ema or 0.99
+        )
         if label_smoothing:
             loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
         else:
@@ -444,8 +516,13 @@ def _train(
                 "seed": seed,
                 "optimizer": "SGD nesterov momentum 0.9",
                 "weight_decay": weight_decay,
+                "weight_decay_form": "L2 wd/2*|w|^2 on conv and dense kernels (torch SGD's), none on BN/biases",
                 "label_smoothing": label_smoothing,
-                "schedule": "1 warm-up epoch at half lr, then cosine to 1% of lr",
+                "warmup": warmup,
+                "lr_floor": 0.0,
+                "ema": ema,
+                "ema_bn_faces": EMA_BN_FACES if ema else 0,
+                "schedule": f"{warmup} linear warm-up epochs, then cosine to 0 (lr_at)",
                 "precision": precision,
                 "backend": keras.backend.backend(),
                 "width": width,
@@ -463,6 +540,8 @@ def _train(
         }
         if init_note:
             state["recipe"]["init"] = init_note
+        if chosen_by:
+            state["recipe"]["chosen_by"] = chosen_by
     ensure_dir(out)
     if lock[0] is None:  # a folder made now: locked, then looked at again (another run may have begun there)
         lock[0] = lock_run(out)
@@ -482,11 +561,21 @@ def _train(
     x_val = va.x.astype(np.float32) / 255.0
     x_val = (centre_crop(x_val, crop) if crop else x_val)[..., None]
     y_val = np.eye(len(EMOTIONS), dtype=np.float32)[va.y] if classes else va.y
+    recipe = state["recipe"]
+    schedule = dict(warmup=int(recipe.get("warmup", 1)), floor=recipe.get("lr_floor"))
     callbacks = [
         _reseed_callback(seed),
-        keras.callbacks.LearningRateScheduler(lambda e, _: lr_at(e, epochs, state["recipe"]["lr"])),
+        keras.callbacks.LearningRateScheduler(lambda e, _: lr_at(e, epochs, recipe["lr"], **schedule)),
         keras.callbacks.CSVLogger(str(out / "log.csv"), append=True),
     ]
+    if recipe.get("ema"):
+        # validation, the maps and the checkpoints see the averaged weights: swapped in at each epoch's end
+        # (a checkpoint holds them in the model and the raw ones in the optimizer) and out at the next begin
+        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+        swap._ema_weights_in_model = bool(resume)  # a resumed checkpoint has them in; Keras has no setter
+        callbacks.append(swap)
+        if recipe.get("ema_bn_faces"):  # after the swap: the averaged weights' own BN statistics
+            callbacks.append(_recalibrate_callback(tr.x, side, seed, int(recipe["ema_bn_faces"])))
     if maps_every:
         faces, names = _one_face_per_emotion(va)
         faces = faces.astype(np.float32) / 255.0

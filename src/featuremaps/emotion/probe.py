@@ -1,0 +1,252 @@
+"""``train --backend auto --precision auto``: measure which Keras backend and precision train fastest here.
+
+No fixed rule fits every CPU: on an Intel Xeon with AMX TensorFlow in bfloat16 trained the VGG-16 2.5x
+faster than torch in float32, on an AVX2-only EPYC torch float32 was fastest, and on a Zen 5 EPYC
+(AVX512-BF16) TensorFlow won, in bfloat16 for the ResNet and in float32 for the MobileNet (BENCHMARKS.md).
+So the probe times a few training steps of the run's own network (architecture, width, input side, batch)
+for each candidate the CPU runs natively: every installed backend, in float32, and in bfloat16 where the CPU
+has bfloat16 arithmetic (``avx512_bf16`` or ``amx_bf16``; elsewhere it is emulated, 10-100x slower). A
+backend is fixed when Keras is imported, so each backend is measured in a subprocess
+(:mod:`featuremaps.emotion.probe_worker`), one after the other (side by side they would share the cores).
+
+The answer is cached per CPU model, library versions and network, so the probe runs once per machine kind
+and network; the choice and what was measured go into the run's ``state.json`` (``recipe["chosen_by"]``).
+This module imports no Keras: it runs before the backend is chosen.
+
+Example::
+
+    choice = choose(candidates("resnet"), measure_in_subprocesses("resnet", 1.0, 40, 128), cache_file(), key)
+    choice.backend, choice.precision, choice.rates   # 'tensorflow', 'bfloat16', {('tensorflow', 'float32'): ...}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from featuremaps import keras_backend
+
+#: the backends tried, in order (the first of equal speed wins)
+BACKENDS = ("tensorflow", "torch", "jax")
+PRECISIONS = ("float32", "bfloat16")
+#: a whole probe's budget, seconds: backends not reached by then are left out (noted)
+BUDGET_S = 60.0
+#: runs shorter than this many face-steps (faces x epochs) skip the probe: it would cost more than it saves
+MIN_WORK = 100_000
+
+Candidate = tuple[str, str]  # (backend, precision)
+
+
+@dataclass
+class Choice:
+    """What the probe picked and why: ``rates`` img/s per (backend, precision), ``notes`` what was left out."""
+
+    backend: str
+    precision: str
+    rates: dict[Candidate, float] = field(default_factory=dict)
+    cached: bool = False
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def record(self) -> dict:
+        """The JSON form kept in the run's recipe and in the cache."""
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "img_per_s": {f"{b} {p}": round(r, 1) for (b, p), r in self.rates.items()},
+            "cached": self.cached,
+            "probe_seconds": round(self.seconds, 1),
+            "notes": list(self.notes),
+        }
+
+    def summary(self) -> str:
+        """One line: the choice, and the speeds it beat."""
+        rates = ", ".join(f"{b} {p} {r:.0f}" for (b, p), r in sorted(self.rates.items(), key=lambda kv: -kv[1]))
+        how = "cached probe" if self.cached else f"probe of {self.seconds:.0f} s"
+        return f"{self.backend} {self.precision} is fastest here ({how}; img/s: {rates})"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cpu_model() -> str:
+    """The CPU's model name, family and model numbers (``/proc/cpuinfo``), or the platform's processor."""
+    info: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            k, _, v = line.partition(":")
+            info.setdefault(k.strip(), v.strip())
+    if info:
+        return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')} model {info.get('model', '?')})"
+    return platform.processor() or platform.machine()
+
+
+def has_bf16(flags: set[str] | None = None) -> bool:
+    """Whether the CPU computes in bfloat16 natively (AVX512-BF16 or AMX)."""
+    flags = cpu_flags() if flags is None else flags
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def candidates(
+    backend: str = "auto", precision: str = "auto", bf16: bool | None = None, installed=keras_backend.installed
+) -> list[Candidate]:
+    """The (backend, precision) pairs worth timing: ``auto`` stands for every installed backend and every
+    precision the CPU runs natively; a named one is kept as given."""
+    backends = [b for b in BACKENDS if installed(b)] if backend == "auto" else [backend]
+    if precision != "auto":
+        precisions = [precision]
+    else:
+        precisions = ["float32", "bfloat16"] if (has_bf16() if bf16 is None else bf16) else ["float32"]
+    return [(b, p) for b in backends for p in precisions]
+
+
+def cache_key(arch: str, width: float, side: int, batch: int) -> str:
+    """What a measurement depends on: the CPU, the library versions, the network and the batch."""
+    versions = []
+    for name in ("keras", "tensorflow-cpu", "tensorflow", "torch", "jax", "jaxlib"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions.append(f"{name}=={importlib.metadata.version(name)}")
+    return f"{cpu_model()} | {' '.join(versions)} | {arch} w{width:g} {side}px b{batch}"
+
+
+def cache_file() -> Path:
+    """Where choices are kept: ``$FEATUREMAPS_CACHE`` or ``$XDG_CACHE_HOME/featuremaps`` (``~/.cache``)."""
+    base = os.environ.get("FEATUREMAPS_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "featuremaps"
+    )
+    return Path(base) / "train-probe.json"
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(path: Path, data: dict) -> None:
+    """Best effort (a read-only home must not stop a run), atomic (a cut write must not poison it)."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+
+
+#: measure(backend, precisions, deadline) -> {precision: img/s}; a backend that fails returns {}
+Measure = Callable[[str, list[str], float], dict[str, float]]
+
+
+def choose(
+    cands: list[Candidate],
+    measure: Measure,
+    cache: Path | None,
+    key: str,
+    clock: Callable[[], float] = time.monotonic,
+    budget_s: float = BUDGET_S,
+) -> Choice:
+    """The fastest of ``cands``: from the cache under ``key`` when it holds every candidate, else measured.
+
+    ``measure`` times one backend's precisions (one subprocess each in real use,
+    :func:`measure_in_subprocesses`; tests pass stubbed timings); backends not begun within ``budget_s``
+    are left out, and a backend that fails is left out, both with a note. Nothing measured: the first
+    candidate, with a note. The result is cached (when ``cache`` is a path) for the next run.
+    """
+    stored = _read_cache(cache).get(key, {}) if cache else {}
+    want = [f"{b} {p}" for b, p in cands]
+    if stored and all(k in stored.get("img_per_s", {}) for k in want):
+        rates = {c: float(stored["img_per_s"][f"{c[0]} {c[1]}"]) for c in cands}
+        best = max(cands, key=lambda c: rates[c])
+        return Choice(*best, rates=rates, cached=True, seconds=0.0)
+    t0 = clock()
+    rates: dict[Candidate, float] = {}
+    notes: list[str] = []
+    backends = list(dict.fromkeys(b for b, _ in cands))
+    for i, backend in enumerate(backends):
+        left = budget_s - (clock() - t0)
+        if left <= 0:
+            notes.append(f"not measured (the {budget_s:.0f} s probe budget was spent): {', '.join(backends[i:])}")
+            break
+        precisions = [p for b, p in cands if b == backend]
+        got = measure(backend, precisions, left)
+        if not got:
+            notes.append(f"{backend}: the probe step failed; left out")
+        rates.update({(backend, p): r for p, r in got.items() if r > 0})
+    seconds = clock() - t0
+    if not rates:
+        notes.append("nothing could be measured; the first candidate is used")
+        return Choice(*cands[0], seconds=seconds, notes=notes)
+    best = max(rates, key=lambda c: rates[c])
+    choice = Choice(*best, rates=rates, seconds=seconds, notes=notes)
+    if cache and not notes:  # a partial probe is not kept: the next run measures everything
+        data = _read_cache(cache)
+        data[key] = choice.record()
+        _write_cache(cache, data)
+    return choice
+
+
+def measure_in_subprocesses(arch: str, width: float, side: int, batch: int, steps: int = 2) -> Measure:
+    """A :data:`Measure` that runs :mod:`featuremaps.emotion.probe_worker` under each backend: it builds the
+    network per precision, takes one untimed step (tracing), then ``steps`` timed ones (the fastest counts)."""
+
+    def measure(backend: str, precisions: list[str], deadline_s: float) -> dict[str, float]:
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        cmd = [sys.executable, "-m", "featuremaps.emotion.probe_worker", arch, str(width), str(side), str(batch)]
+        cmd += [str(steps), ",".join(precisions)]
+        try:
+            done = subprocess.run(
+                cmd, env=env, capture_output=True, text=True, timeout=max(5.0, deadline_s), check=False
+            )
+            last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "{}"
+            rates = json.loads(last)
+        except (subprocess.TimeoutExpired, ValueError, OSError):
+            return {}
+        return {p: float(r) for p, r in rates.items() if p in precisions and isinstance(r, int | float)}
+
+    return measure
+
+
+#: bytes per face of FER2013 files, to guess a run's size before reading it: a CSV row (2,304 pixels as
+#: text, ~8.5 KB) and a PNG in an archive (the shared fer2013.tar.gz: 59.8 MB for 35,887 faces, 1.67 KB)
+BYTES_PER_FACE = {".csv": 8000, "archive": 1600}
+
+
+def faces_at_most(data: str | Path) -> int:
+    """A cheap upper estimate of the faces in ``data`` (a folder: its files; a CSV or archive: its size
+    over :data:`BYTES_PER_FACE`, a little under the real bytes per face); 0 where nothing is there."""
+    path = Path(data)
+    if path.is_dir():
+        return sum(len(files) for _, _, files in os.walk(path))
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return 0
+    return size // BYTES_PER_FACE[".csv" if path.suffix.lower() == ".csv" else "archive"]
+
+
+def short_run(data: str | Path, limit_per_class: int | None, epochs: int, classes: int = 7) -> bool:
+    """Whether a run is too short for a probe (up to a minute) to pay: fewer than :data:`MIN_WORK` face-steps
+    (faces, at most ``classes * limit_per_class``, x ``epochs``). FER2013 (28,709 training faces) never is."""
+    faces = faces_at_most(data)
+    if limit_per_class is not None:
+        faces = min(faces, classes * limit_per_class * 3)  # three splits
+    return faces * epochs < MIN_WORK
