@@ -272,8 +272,16 @@ def test_crop_recipe_options_maps_and_curves_without_matplotlib(tmp_path, monkey
     assert sheets == sorted(EMOTIONS)
     assert np.asarray(Image.open(out / "maps" / "happy.png")).shape[:2] == sheet_size(2, 13)
     assert keras.config.dtype_policy().name == before  # no global policy left behind
+    two = np.asarray(Image.open(out / "maps" / "happy.png"))
     s = train(str(data), out, epochs=3, batch_size=16, resume=True, verbose=0)  # the stored recipe wins
     assert s["epoch"] == 3 and s["recipe"]["crop"] == 44
+    # the resumed run's sheets go on from the maps drawn before it (maps/maps.npz): 3 rows, the first two kept
+    three = np.asarray(Image.open(out / "maps" / "happy.png"))
+    assert three.shape[:2] == sheet_size(3, 13)
+    from featuremaps.callbacks import cell_box
+
+    y_end = cell_box(1, 0)[2]  # the bottom of the epoch-2 row
+    assert np.abs(three[48:y_end].astype(int) - two[48:y_end].astype(int)).max() <= 8  # float16 maps: to rounding
 
 
 def test_bad_recipe_values_and_policy_restored_after_errors(tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 from featuremaps.draw import GAP, INK, MUTED, Canvas, fit_text, text_width
 from featuremaps.errors import UserError
 from featuremaps.extractor import FeatureExtractor
-from featuremaps.io import ensure_dir, safe_name, save_png
+from featuremaps.io import ensure_dir, safe_name, save_npz, save_png
 from featuremaps.render import apply_colormap, colormap, resize_maps, resize_rgb
 
 #: sheet geometry: header rows (title, layer names) above the cells, epoch labels left of them
@@ -98,6 +98,9 @@ class FeatureMapsCallback(keras.callbacks.Callback):
     :attr:`tensorboard_note`). ``every=0`` records nothing.
 
     :attr:`history` is a list of ``(epoch, [ {layer: (H, W) map} per input ])``; epochs count from 1.
+    ``history``: the maps of earlier epochs (a resumed run's, :func:`load_history`), drawn before the new
+    ones. With ``out``, the maps are also kept in ``out/maps.npz`` (float16, :func:`save_history`), so a run
+    resumed later draws its whole sheet, not just the epochs after the resume.
 
     Example::
 
@@ -117,6 +120,7 @@ class FeatureMapsCallback(keras.callbacks.Callback):
         cell: int = SHEET_CELL,
         cmap: str = "viridis",
         first_epoch: int = 0,
+        history: list[tuple[int, list[dict[str, np.ndarray]]]] | None = None,
     ):
         super().__init__()
         x = np.asarray(images, np.float32)
@@ -132,7 +136,7 @@ class FeatureMapsCallback(keras.callbacks.Callback):
             raise UserError(f"{len(self.names)} names for {len(x)} images; give one name per image")
         self.out = Path(out) if out is not None else None
         self.channel, self.cell, self.cmap, self.first_epoch = channel, cell, cmap, first_epoch
-        self.history: list[tuple[int, list[dict[str, np.ndarray]]]] = []
+        self.history: list[tuple[int, list[dict[str, np.ndarray]]]] = list(history or [])
         self.tensorboard_note = ""
         self._tb = None
         if tensorboard_dir is not None:
@@ -165,6 +169,7 @@ class FeatureMapsCallback(keras.callbacks.Callback):
             ensure_dir(self.out)
             for name, sheet in sheets.items():
                 save_png(self.out / f"{safe_name(name)}.png", sheet)
+            save_history(self.out / HISTORY_FILE, self.history)
         if self._tb is not None:
             import tensorflow as tf
 
@@ -188,3 +193,38 @@ class FeatureMapsCallback(keras.callbacks.Callback):
             )
             for i, name in enumerate(self.names)
         }
+
+
+#: the maps a FeatureMapsCallback with ``out`` has drawn, kept beside its sheets for a resumed run
+HISTORY_FILE = "maps.npz"
+
+
+def save_history(path: str | Path, history: list[tuple[int, list[dict[str, np.ndarray]]]]) -> Path:
+    """Write a callback's :attr:`~FeatureMapsCallback.history` as float16 arrays named
+    ``<epoch>/<input index>/<layer>`` (the layer order kept by an ``order`` array)."""
+    arrays: dict[str, np.ndarray] = {}
+    layers: list[str] = []
+    for epoch, per_image in history:
+        for i, maps in enumerate(per_image):
+            for layer, m in maps.items():
+                if layer not in layers:
+                    layers.append(layer)
+                arrays[f"{epoch}/{i}/{layers.index(layer)}"] = np.asarray(m, np.float16)
+    return save_npz(path, order=np.array(layers), **arrays)
+
+
+def load_history(path: str | Path, up_to: int | None = None) -> list[tuple[int, list[dict[str, np.ndarray]]]]:
+    """:func:`save_history`'s file as a history (epochs after ``up_to`` left out: a run killed after drawing
+    an epoch and before its checkpoint draws it again); an absent or damaged file is an empty history."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            layers = [str(v) for v in z["order"]]
+            table: dict[int, dict[int, dict[str, np.ndarray]]] = {}
+            for key in z.files:
+                if key == "order":
+                    continue
+                e, i, k = (int(v) for v in key.split("/"))
+                table.setdefault(e, {}).setdefault(i, {})[layers[k]] = z[key].astype(np.float32)
+    except (OSError, ValueError, KeyError, IndexError, EOFError):
+        return []
+    return [(e, [table[e][i] for i in sorted(table[e])]) for e in sorted(table) if up_to is None or e <= up_to]

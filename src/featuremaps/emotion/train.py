@@ -34,7 +34,7 @@ import keras
 import numpy as np
 
 from featuremaps import __version__
-from featuremaps.callbacks import FeatureMapsCallback
+from featuremaps.callbacks import HISTORY_FILE, FeatureMapsCallback, load_history
 from featuremaps.charts import render_curves
 from featuremaps.emotion import data as fer
 from featuremaps.emotion import model as emotion
@@ -580,7 +580,9 @@ def _train(
         faces, names = _one_face_per_emotion(va)
         faces = faces.astype(np.float32) / 255.0
         faces = (centre_crop(faces, crop) if crop else faces)[..., None]
-        callbacks.append(FeatureMapsCallback(faces, every=maps_every, out=out / "maps", names=names))
+        # a resumed run draws on from the maps the run drew so far (its sheets show every epoch, not the last ones)
+        before = load_history(out / "maps" / HISTORY_FILE, up_to=start) if resume else []
+        callbacks.append(FeatureMapsCallback(faces, every=maps_every, out=out / "maps", names=names, history=before))
     callbacks.append(_checkpoint_callback(out, epochs, state))  # last: state.json points at finished files
     model.fit(
         batches,
