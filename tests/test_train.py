@@ -258,9 +258,10 @@ def test_crop_recipe_options_maps_and_curves_without_matplotlib(tmp_path, monkey
     before = keras.config.dtype_policy().name
     s = train(
         str(data), out, epochs=2, batch_size=16, width=0.0625, verbose=0, crop=44, label_smoothing=0.1,
-        weight_decay=1e-3,
+        weight_decay=1e-3, chosen_by={"backend": "tensorflow", "precision": "float32", "img_per_s": {}},
     )  # fmt: skip
     r = s["recipe"]
+    assert r["chosen_by"]["precision"] == "float32" and (r["warmup"], r["lr_floor"], r["ema"]) == (1, 0.0, 0.0)
     assert (r["crop"], r["input_side"], r["label_smoothing"], r["weight_decay"]) == (44, 44, 0.1, 1e-3)
     assert "44x44 crop" in r["augmentation"] and r["arch"] == "vgg16"
     assert json.loads((out / "state.json").read_text())["recipe"]["crop"] == 44

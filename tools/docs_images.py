@@ -15,6 +15,17 @@ with torch.onnx); needs torch, torchvision and onnxruntime.
 
 docs/compare_chelsea_random.png is `featuremaps compare examples/chelsea.png --weights none` (the default
 --models: vgg16, resnet50, mobilenetv2, inceptionv3, random weights); offline.
+
+    python tools/docs_images.py --siblings
+
+docs/compare_emotion_archs.png is `featuremaps compare examples/astronaut.png --models emotion,emotion-resnet`
+(plus emotion-mobilenet once it ships): the trained emotion networks side by side on the cropped face.
+
+    python tools/docs_images.py --learning RUN_DIR [--epochs 4,8,16,36] [--face happy]
+
+docs/learning_<arch>_<face>.png: the header and the rows of those epochs of RUN_DIR/maps/<face>.png, the
+sheet `featuremaps train` draws each epoch (a row per epoch, a column per conv layer), and RUN_DIR/curves.png
+as docs/curves_<arch>.png.
 """
 
 import shutil
@@ -54,6 +65,48 @@ def compare() -> int:
     return 0
 
 
+def siblings() -> int:
+    from featuremaps.cli import main as fm
+    from featuremaps.emotion.shipped import shipped_weights_available
+
+    names = ["emotion", *(f"emotion-{a}" for a in ("resnet", "mobilenet") if shipped_weights_available(a))]
+    with tempfile.TemporaryDirectory() as tmp:
+        if fm(["compare", str(ROOT / "examples" / "astronaut.png"), "--models", ",".join(names), "--out", tmp]) != 0:
+            return 1
+        shutil.copyfile(Path(tmp) / "compare_astronaut" / "compare.png", ROOT / "docs" / "compare_emotion_archs.png")
+    return 0
+
+
+def learning(run: Path, epochs: list[int], face: str) -> int:
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from featuremaps.callbacks import SHEET_CELL, SHEET_TOP, load_history
+    from featuremaps.draw import GAP
+    from featuremaps.io import save_png
+
+    arch = json.loads((run / "state.json").read_text())["recipe"]["arch"]
+    sheet = np.asarray(Image.open(run / "maps" / f"{face}.png").convert("RGB"))
+    drawn = [e for e, _ in load_history(run / "maps" / "maps.npz")]
+    if not drawn:  # a sheet drawn before maps.npz existed: its rows are the last len(rows) epochs
+        rows = (sheet.shape[0] - SHEET_TOP) // (SHEET_CELL + GAP)
+        last = json.loads((run / "state.json").read_text())["epoch"]
+        drawn = list(range(last - rows + 1, last + 1))
+    missing = [e for e in epochs if e not in drawn]
+    if missing:
+        print(f"epochs {missing} are not on {run}/maps/{face}.png (it has {drawn[0]}-{drawn[-1]})", file=sys.stderr)
+        return 2
+    h = SHEET_CELL + GAP
+    parts = [sheet[:SHEET_TOP]] + [
+        sheet[SHEET_TOP + drawn.index(e) * h : SHEET_TOP + (drawn.index(e) + 1) * h] for e in epochs
+    ]
+    save_png(ROOT / "docs" / f"learning_{arch}_{face}.png", np.concatenate(parts))
+    shutil.copyfile(run / "curves.png", ROOT / "docs" / f"curves_{arch}.png")
+    return 0
+
+
 def main() -> int:
     from featuremaps.cli import main as fm
 
@@ -61,6 +114,14 @@ def main() -> int:
         return frameworks()
     if "--compare" in sys.argv[1:]:
         return compare()
+    if "--siblings" in sys.argv[1:]:
+        return siblings()
+    if "--learning" in sys.argv[1:]:
+        args = sys.argv[1:]
+        run = Path(args[args.index("--learning") + 1])
+        epochs = [int(e) for e in (args[args.index("--epochs") + 1] if "--epochs" in args else "4,8,16,36").split(",")]
+        face = args[args.index("--face") + 1] if "--face" in args else "happy"
+        return learning(run, epochs, face)
 
     image = str(ROOT / "examples" / "astronaut.png")
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,7 +16,6 @@ history, and counts epochs across all of them.
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -25,13 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name, family and model (Zen 4 and Zen 5 EPYCs share a model name)."""
+    from featuremaps.emotion.probe import cpu_flags, cpu_model
+
+    flags = cpu_flags()
+    simd = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "no bfloat16 arithmetic"
+    return f"{cpu_model()}, {simd}"
 
 
 #: the card's "model" line per architecture (the layers as the builders in featuremaps.emotion.model make them)

@@ -253,20 +253,28 @@ def _bn_of(model, conv_name: str):
     return None
 
 
-def recalibrate_batch_norm(model, faces: np.ndarray, batch_size: int = 256, passes: int = 1) -> None:
+def recalibrate_batch_norm(model, faces: np.ndarray, batch_size: int = 256) -> None:
     """Set every BN layer's moving statistics to those of the model's current weights on ``faces``.
 
-    Averaged weights (``train --ema``, or SWA) were never run with the BN statistics that training kept, which
-    belong to the raw weights of the last steps: early in a run, at a high learning rate, the two differ
-    enough to halve the accuracy. As SWA's ``bn_update`` (Izmailov et al. 2018), the model runs on ``faces``
-    (float32 in [0, 1], (N, H, W, 1) at the model's input size) in training mode, where each BN normalises
-    with the batch's own statistics and moves its stored ones towards them (momentum 0.9 per batch: after
-    the ~100 batches of 28,709 faces the old statistics weigh ``0.9**100``, nothing). Dropout runs too but
-    changes no statistic here (the networks drop only after the last BN).
+    Averaged weights (``train --ema``, or SWA) never ran with the BN statistics training kept, which belong
+    to the raw weights of the last steps. As SWA's ``bn_update`` (Izmailov et al. 2018), the model runs on
+    ``faces`` (float32 in [0, 1], (N, H, W, 1) at the model's input size) in training mode, where each BN
+    normalises with the batch's own statistics, and each BN's momentum is set to ``(k - 1) / k`` for the
+    ``k``-th batch: the stored statistics become the plain average over all batches, whatever their order
+    (FER2013's splits are sorted by class: with Keras' momentum of 0.9 the last batches, all ``surprise``,
+    would decide them). Dropout runs too but changes no statistic here (the networks drop only after the
+    last BN). The BN layers' momentum is restored afterwards.
     """
-    for _ in range(passes):
-        for i in range(0, len(faces), batch_size):
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    kept = [layer.momentum for layer in norms]
+    try:
+        for k, i in enumerate(range(0, len(faces), batch_size), start=1):
+            for layer in norms:
+                layer.momentum = (k - 1) / k
             model(faces[i : i + batch_size], training=True)
+    finally:
+        for layer, m in zip(norms, kept, strict=True):
+            layer.momentum = m
 
 
 def fold_batch_norm(trained, width: float = 1.0):

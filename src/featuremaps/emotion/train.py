@@ -146,12 +146,13 @@ EMA_BN_FACES = 4096
 def _recalibrate_callback(faces_u8: np.ndarray, side: int, seed: int, n: int):
     """Before each validation, once the averaged weights are in the model (``SwapEMAWeights`` runs first), set
     the BN statistics to theirs (:func:`featuremaps.emotion.model.recalibrate_batch_norm`) on ``n`` training
-    faces, always the same ones (centre crops): the statistics training kept belong to the raw weights, and
-    at a high learning rate the averaged weights with them scored near chance on PublicTest (wave 3, the
-    ResNet: 23-44% while its raw weights scored 42-52%). The checkpoint then holds the averaged weights with
-    their own statistics; training on renews the statistics from its batches within a few dozen steps."""
+    faces, always the same ones (centre crops). The statistics training kept belong to the raw weights: in
+    wave 3's ResNet run (``--ema 0.998``, lr 0.1) the averaged weights validated with them at 23-44% on
+    PublicTest over epochs 3-13 while training accuracy rose from 46% to 62%. The checkpoint then holds the
+    averaged weights with their own statistics; training on renews the statistics from its batches within a
+    few dozen steps."""
     pick = np.random.default_rng((seed, 7)).permutation(len(faces_u8))[:n]
-    x = faces_u8[np.sort(pick)].astype(np.float32) / 255.0
+    x = faces_u8[pick].astype(np.float32) / 255.0
     x = (centre_crop(x, side) if side < x.shape[1] else x)[..., None]
 
     class Recalibrate(keras.callbacks.Callback):
