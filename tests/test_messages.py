@@ -305,7 +305,7 @@ def test_maps_every_negative_is_one_line_naming_the_option(tmp_path, capsys):
 
 
 def test_train_writes_no_keras_progress_bar_into_a_log(tmp_path, monkeypatch, capsys):
-    import featuremaps.cli.train as cli_train
+    import featuremaps.emotion.train as emotion_train  # the CLI imports it once the backend is chosen
 
     seen = {}
 
@@ -313,7 +313,7 @@ def test_train_writes_no_keras_progress_bar_into_a_log(tmp_path, monkeypatch, ca
         seen.update(kw)
         return {"best_val_accuracy": 0.5, "best_epoch": 1}
 
-    monkeypatch.setattr(cli_train, "train", fake_train)
+    monkeypatch.setattr(emotion_train, "train", fake_train)
     assert main(["train", "--data", str(tmp_path / "fer.csv"), "--out", str(tmp_path / "r"), "--backend", "auto"]) == 0
     assert seen["verbose"] == 2  # stdout is not a terminal here: one plain line per epoch, no bar
 

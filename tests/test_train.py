@@ -107,7 +107,7 @@ def test_resume_without_backend_takes_the_runs_backend(tmp_path, monkeypatch):
     argv = ["train", "--data", str(tmp_path), "--out", str(tmp_path)]
     assert options.build_parser().parse_args([*argv, "--resume"]).backend == "jax"
     monkeypatch.delenv("KERAS_BACKEND")
-    assert options.build_parser().parse_args(argv).backend == options.FASTEST_BACKEND["vgg16"]  # a new run
+    assert options.build_parser().parse_args(argv).backend == "auto"  # a new run: left to train's speed probe
 
 
 def test_init_from_trained_weights_starts_where_they_are(tmp_path):
@@ -294,7 +294,7 @@ def test_bad_recipe_values_and_policy_restored_after_errors(tmp_path):
         ({"label_smoothing": 1.0}, "--label-smoothing"),
         ({"weight_decay": -1.0}, "--weight-decay"),
         ({"arch": "vgg19"}, "unknown architecture"),
-        ({"warmup": 1}, "--warmup 1 must be 0 or more and fewer than --epochs 1"),
+        ({"warmup": -1}, "--warmup -1 must be 0 or more"),
         ({"ema": 1.0}, "--ema 1.0 must be in"),
         ({"precision": "auto"}, "precision 'auto'"),
     ):
@@ -358,7 +358,8 @@ def test_resumed_run_follows_the_uninterrupted_one(tmp_path, ema):
 
     data = _tiny_folder(tmp_path / "fer", per_class=6)
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    kw = dict(width=0.0625, seed=3, verbose=0, ema=ema, warmup=0, crop=40, label_smoothing=0.1)
+    # warmup 1: the first epoch's lr does not depend on --epochs (the cut run's first part is told 1, not 3)
+    kw = dict(width=0.0625, seed=3, verbose=0, ema=ema, warmup=1, crop=40, label_smoothing=0.1)
     train(str(data), whole, epochs=3, batch_size=8, **kw)
     train(str(data), cut, epochs=1, batch_size=8, **kw)
     train(str(data), cut, epochs=3, batch_size=16, seed=99, resume=True, verbose=0)

@@ -139,6 +139,24 @@ def _reseed_callback(seed: int):
     return Reseed()
 
 
+def _swap_ema_callback(in_model: bool):
+    """Keras' ``SwapEMAWeights(swap_on_epoch=True)``: the averaged weights in the model from each epoch's
+    validation to the next epoch's start, the raw ones in the optimizer's average slots meanwhile. Two changes:
+    ``in_model`` says where a resumed checkpoint has them (Keras has no setter for it), and the raw weights
+    are never overwritten by the average after the last epoch (Keras' "finalize"): a run extended later with
+    a larger ``--epochs`` goes on from its raw weights, as the uninterrupted longer run does."""
+
+    class SwapEMA(keras.callbacks.SwapEMAWeights):
+        def on_epoch_end(self, epoch, logs=None):
+            if not self._ema_weights_in_model:
+                self._swap_variables()
+                self._ema_weights_in_model = True
+
+    swap = SwapEMA(swap_on_epoch=True)
+    swap._ema_weights_in_model = in_model
+    return swap
+
+
 #: training faces whose statistics the averaged weights' BN layers get before each validation (``--ema``)
 EMA_BN_FACES = 4096
 
@@ -416,8 +434,8 @@ def _checked_train(
         raise UserError(f"--label-smoothing {label_smoothing} must be in [0, 1); 0.1 is usual")
     if weight_decay < 0:
         raise UserError(f"--weight-decay {weight_decay} must be 0 or more; 5e-4 is usual")
-    if warmup < 0 or warmup >= epochs:
-        raise UserError(f"--warmup {warmup} must be 0 or more and fewer than --epochs {epochs}; 2-3 is usual")
+    if warmup < 0:
+        raise UserError(f"--warmup {warmup} must be 0 or more (epochs of warm-up); 2-3 is usual")
     if precision not in ("float32", "bfloat16"):
         raise UserError(f"precision '{precision}': use float32 or bfloat16 (the CLI's auto runs a speed probe)")
     if not 0 <= ema < 1:
@@ -572,8 +590,7 @@ def _train(
     if recipe.get("ema"):
         # validation, the maps and the checkpoints see the averaged weights: swapped in at each epoch's end
         # (a checkpoint holds them in the model and the raw ones in the optimizer) and out at the next begin
-        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
-        swap._ema_weights_in_model = bool(resume)  # a resumed checkpoint has them in; Keras has no setter
+        swap = _swap_ema_callback(in_model=bool(resume))  # a resumed checkpoint has the average in the model
         callbacks.append(swap)
         if recipe.get("ema_bn_faces"):  # after the swap: the averaged weights' own BN statistics
             callbacks.append(_recalibrate_callback(tr.x, side, seed, int(recipe["ema_bn_faces"])))
