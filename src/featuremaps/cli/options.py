@@ -106,7 +106,8 @@ COMMAND_EXAMPLES = {
   featuremaps train --data fer2013.tar.gz --epochs 30
   featuremaps train --data fer2013.tar.gz --out runs/emotion --resume
   featuremaps train --data fer2013.tar.gz --width 0.25 --limit-per-class 200 --epochs 2   # a quick try
-  featuremaps train --data fer2013.tar.gz --arch resnet --crop 44 --out runs/resnet
+  featuremaps train --data fer2013.tar.gz --arch resnet --crop 40 --batch-size 128 --lr 0.1 --warmup 2 \\
+      --ema 0.998 --label-smoothing 0.1 --epochs 36 --out runs/resnet   # the shipped emotion-resnet's recipe
   featuremaps train --data fer2013.tar.gz --init bundled --crop 44 --label-smoothing 0.1""",
     "evaluate": """examples:
   featuremaps evaluate --data fer2013.tar.gz
