@@ -91,3 +91,21 @@ def test_show_keeps_the_cam_results_of_the_same_image(tmp_path):
     assert (out / "astronaut" / "cam" / "panel.png").is_file()
     assert (out / "astronaut" / "overview.png").is_file()
     assert not [p for p in out.rglob(".*")]  # no temporary leftovers
+
+
+def test_seen_part_is_the_centre_the_model_sees():
+    """A --crop 40 emotion model sees the centre 40/48 of the face fitted to 48x48: maps are laid over that part
+    of the face crop, not stretched over the whole of it. Hand-checked offsets on a 96 px face and a 120x96 one."""
+    import numpy as np
+
+    from featuremaps.pipeline import seen_part
+
+    face = np.arange(96 * 96).reshape(96, 96)
+    part = seen_part(face, 40 / 48)
+    assert part.shape == (80, 80) and part[0, 0] == face[8, 8] and part[-1, -1] == face[87, 87]
+    tall = np.arange(120 * 96).reshape(120, 96)  # crop: the centred 96x96 square first (rows 12-107)
+    part = seen_part(tall, 40 / 48)
+    assert part.shape == (80, 80) and part[0, 0] == tall[20, 8]
+    assert seen_part(tall, 40 / 48, "stretch").shape == (100, 80)
+    assert seen_part(tall, 40 / 48, "pad") is tall
+    assert seen_part(face, 1.0).shape == face.shape

@@ -53,6 +53,23 @@ class Prepared:
     resize: str = "crop"
 
 
+def seen_part(image: np.ndarray, fraction: float, resize: str = "crop") -> np.ndarray:
+    """The centre part of ``image`` that a model taking the centre ``fraction`` of its :func:`fit_to` input
+    sees (a ``--crop 40`` emotion model: 40/48 of the face), at the image's own resolution, so maps drawn
+    over it are not stretched over what the model never saw. ``crop`` first takes the centred square (as
+    :func:`fit_to` does), ``stretch`` the whole image; ``pad`` letterboxes, so the image is returned whole."""
+    h, w = image.shape[:2]
+    y0 = x0 = 0
+    if resize == "crop":
+        side = min(h, w)
+        y0, x0, h, w = (h - side) // 2, (w - side) // 2, side, side
+    elif resize != "stretch":
+        return image
+    kh, kw = max(1, round(h * fraction)), max(1, round(w * fraction))
+    y0, x0 = y0 + (h - kh) // 2, x0 + (w - kw) // 2
+    return image[y0 : y0 + kh, x0 : x0 + kw]
+
+
 def prepare(
     lm: LoadedModel,
     rgb: np.ndarray,
@@ -72,6 +89,8 @@ def prepare(
     if lm.is_emotion and shape[0] == shape[1] and shape[0] < side:  # trained with --crop: the face's centre
         off = (side - shape[0]) // 2
         pixels = fit_to(rgb, (side, side), shape[2], resize)[off : off + shape[0], off : off + shape[1]]
+        if face is not None:  # what CAMs and pictures lay maps over: the part of the face the model saw
+            face = seen_part(face, shape[0] / side, resize)
     else:
         pixels = fit_to(rgb, shape[:2], shape[2], resize)
     shown = np.clip(pixels, 0, 255).astype(np.uint8)
