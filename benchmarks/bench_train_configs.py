@@ -27,41 +27,19 @@ import subprocess
 import sys
 import time
 
+from featuremaps.emotion.probe import has_bf16  # no Keras: the backend is chosen per worker
+
 BASELINE = ("tensorflow", "float32", 48, 64)
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def worker(configs: list[tuple[str, int, int]], arch: str, width: float) -> None:
     """In a subprocess whose KERAS_BACKEND is set: build + warm every configuration, print ``ready``, then
     for each index read on stdin time one step of that configuration and print its seconds."""
     import keras
-    import numpy as np
 
-    from featuremaps.emotion.model import build_emotion_model
+    from featuremaps.emotion.probe_worker import warmed_step  # train's probe builds its steps the same way
 
-    rng = np.random.default_rng(0)
-    runs = []
-    for precision, side, batch in configs:
-        before = keras.config.dtype_policy()
-        keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-        try:
-            m = build_emotion_model(arch, input_shape=(side, side, 1), batch_norm=True, width=width)
-        finally:
-            keras.config.set_dtype_policy(before)  # the layers keep the policy they were built with
-        m.compile(
-            optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), loss="sparse_categorical_crossentropy"
-        )
-        x, y = rng.random((batch, side, side, 1), dtype=np.float32), rng.integers(0, 7, batch)
-        m.train_on_batch(x, y)  # tracing / compilation, untimed
-        runs.append((m, x, y))
+    runs = [warmed_step(arch, width, side, batch, precision) for precision, side, batch in configs]
     print("ready", keras.backend.backend(), flush=True)
     for line in sys.stdin:
         m, x, y = runs[int(line)]
@@ -91,7 +69,7 @@ def main() -> None:
         return
 
     precisions, notes = ["float32"], []
-    if a.bf16 == "force" or (a.bf16 == "auto" and cpu_has_bf16()):
+    if a.bf16 == "force" or (a.bf16 == "auto" and has_bf16()):
         precisions.append("bfloat16")
     elif a.bf16 == "auto":
         notes.append("bfloat16 skipped: this CPU has no avx512_bf16/amx_bf16, so it would be emulated (10-100x slower)")

@@ -114,7 +114,7 @@ def candidates(
     if precision != "auto":
         precisions = [precision]
     else:
-        precisions = ["float32", "bfloat16"] if (has_bf16() if bf16 is None else bf16) else ["float32"]
+        precisions = list(PRECISIONS) if (has_bf16() if bf16 is None else bf16) else ["float32"]
     return [(b, p) for b in backends for p in precisions]
 
 

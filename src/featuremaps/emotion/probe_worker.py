@@ -20,22 +20,32 @@ import numpy as np
 from featuremaps.emotion.model import build_emotion_model
 
 
-def rates(arch: str, width: float, side: int, batch: int, steps: int, precisions: list[str]) -> dict[str, float]:
-    """Images per second of one training step of ``arch`` per precision (the fastest of ``steps``)."""
-    rng = np.random.default_rng(0)
+def warmed_step(arch: str, width: float, side: int, batch: int, precision: str, seed: int = 0):
+    """The training form of ``arch`` in ``precision`` (BN, SGD Nesterov, as ``train`` compiles it), random faces
+    and labels for one batch, and one untimed ``train_on_batch`` taken (tracing/compilation): ``(model, x, y)``.
+    The global dtype policy is restored (the layers keep the one they were built with)."""
+    rng = np.random.default_rng(seed)
     x = rng.random((batch, side, side, 1), dtype=np.float32)
     y = rng.integers(0, 7, batch)
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        model = build_emotion_model(arch, input_shape=(side, side, 1), batch_norm=True, width=width)
+    finally:
+        keras.config.set_dtype_policy(before)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), loss="sparse_categorical_crossentropy"
+    )
+    model.train_on_batch(x, y)
+    return model, x, y
+
+
+def rates(arch: str, width: float, side: int, batch: int, steps: int, precisions: list[str]) -> dict[str, float]:
+    """Images per second of one training step of ``arch`` per precision (the fastest of ``steps``)."""
     out: dict[str, float] = {}
     for precision in precisions:
-        before = keras.config.dtype_policy()
-        keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
         try:
-            model = build_emotion_model(arch, input_shape=(side, side, 1), batch_norm=True, width=width)
-            model.compile(
-                optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
-                loss="sparse_categorical_crossentropy",
-            )
-            model.train_on_batch(x, y)
+            model, x, y = warmed_step(arch, width, side, batch, precision)
             best = float("inf")
             for _ in range(steps):
                 t = time.perf_counter()
@@ -44,8 +54,6 @@ def rates(arch: str, width: float, side: int, batch: int, steps: int, precisions
             out[precision] = batch / best
         except Exception:  # noqa: BLE001 (a precision this backend cannot run is left out, not fatal)
             continue
-        finally:
-            keras.config.set_dtype_policy(before)
     return out
 
 

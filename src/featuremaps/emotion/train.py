@@ -171,7 +171,7 @@ def _recalibrate_callback(faces_u8: np.ndarray, side: int, seed: int, n: int):
     few dozen steps."""
     pick = np.random.default_rng((seed, 7)).permutation(len(faces_u8))[:n]
     x = faces_u8[pick].astype(np.float32) / 255.0
-    x = (centre_crop(x, side) if side < x.shape[1] else x)[..., None]
+    x = centre_crop(x, side)[..., None]
 
     class Recalibrate(keras.callbacks.Callback):
         def on_test_begin(self, logs=None):
