@@ -431,7 +431,10 @@ class TorchAdapter(ModelAdapter):
 
     def gradients(self, x, target, wrt=None):
         """Autograd: forward hooks keep the ``wrt`` layer's and the target layer's outputs (the network goes on
-        with clones, so in-place ops after them cannot change them), the input requires grad for ``wrt=None``."""
+        with clones, so in-place ops after them cannot change them), the input requires grad for ``wrt=None``.
+        A batch (B, H, W, C) with one target per image: :meth:`_batch_gradients`."""
+        if np.ndim(x) == 4:
+            return self._batch_gradients(np.asarray(x, np.float32), list(target), wrt)
         self._probe(x.shape)
         names = list(dict.fromkeys(n for n in (wrt, getattr(target, "layer", None)) if n))
         for n in names:
