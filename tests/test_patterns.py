@@ -362,3 +362,25 @@ def test_result_displays_itself_and_names_random_weights(tiny_sequential):
     assert "(random weights)" in res.model
     b = res._repr_mimebundle_()
     assert "random weights" in b["text/plain"] and b["image/png"][:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_exported_program_batches_in_its_own_batch_size(tmp_path):
+    """A ``.pt2`` exported at batch 1 runs a batch of targets one image at a time, with the same gradients."""
+    torch = pytest.importorskip("torch")
+    from featuremaps import models
+
+    nn = torch.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(5, 2)).eval()  # fmt: skip
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 20, 20),)), str(tmp_path / "net.pt2"))
+    ad = adapter(models.load(str(tmp_path / "net.pt2")).model)
+    assert ad.fixed_batch == 1
+    name = ad.conv_layers((20, 20, 3))[1].name
+    x = np.random.default_rng(0).random((3, 20, 20, 3)).astype(np.float32)
+    targets = [ChannelMean(name, k) for k in (0, 2, 4)]
+    r = ad.gradients(x, targets)
+    for b, t in enumerate(targets):
+        one = ad.gradients(x[b], t)
+        assert np.isclose(r.value[b], one.value) and np.allclose(r.gradient[b], one.gradient, atol=1e-6)

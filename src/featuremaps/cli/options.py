@@ -542,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--channels",
         default="F1-F16",
-        help="F-numbers (F1-F16, F3,F7) or top: the layer's 16 most active channels on --data",
+        help="F-numbers (F1-F16, F3,F7), or top / topN: the layer's 16 / N most active channels on --data",
     )
     p.add_argument(
         "--class",

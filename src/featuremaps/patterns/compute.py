@@ -6,7 +6,7 @@ result: a visualization per channel (:mod:`~featuremaps.patterns.optimise`), its
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,20 +89,25 @@ class Patterns:
         return bundle(f"featuremaps patterns: {self.model}: {what}", [("", self.figure())])
 
 
-def parse_channels(spec, n: int, label: str) -> list[int] | str:
-    """``F1-F16``, ``F3,F7``, ``1-4`` (F-numbers, 1-based) or ``top`` -> 0-based channels (or ``"top"``),
-    each checked against the layer's ``n`` channels; a range past the end is cut to the layer."""
+def parse_channels(spec, n: int, label: str) -> list[int] | int:
+    """``F1-F16``, ``F3,F7``, ``1-4`` (F-numbers, 1-based) -> 0-based channels, each checked against the
+    layer's ``n`` channels (a range past the end is cut to the layer); ``top`` or ``top4`` -> how many of the
+    most active channels to take (16 for ``top``)."""
     if isinstance(spec, list | tuple):
         chans = [int(c) for c in spec]
     else:
         s = str(spec).strip().lower()
-        if s == "top":
-            return "top"
+        top = re.fullmatch(r"top(\d*)", s)
+        if top:
+            k = int(top.group(1) or TOP)
+            if not 1 <= k <= 256:
+                raise UserError(f"--channels {spec}: take 1 to 256 top channels (top, top4, ...)")
+            return min(k, n)
         chans = []
         for part in filter(None, (p.strip() for p in s.split(","))):
             m = re.fullmatch(r"f?(\d+)(?:-f?(\d+))?", part)
             if not m:
-                raise UserError(f"--channels '{spec}' is not F-numbers like F1-F16 or F3,F7, or top")
+                raise UserError(f"--channels '{spec}' is not F-numbers like F1-F16 or F3,F7, or top (top4, ...)")
             lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
             if lo < 1 or hi < lo:
                 raise UserError(f"--channels '{spec}': F-numbers start at F1 and ranges go up (F1-F16)")
@@ -117,9 +122,10 @@ def parse_channels(spec, n: int, label: str) -> list[int] | str:
     return list(dict.fromkeys(chans))
 
 
-def data_images(data, split: str = "PrivateTest", limit: int | None = DATA_LIMIT) -> tuple[str, int, Iterator]:
-    """``(description, count, iterator of (uint8 image, source))`` of ``data``: an image, a folder of images,
-    FER2013 (folder, CSV or archive: the ``split``) or class folders ``ROOT/<class>/*.png``; at most ``limit``."""
+def data_images(data, split: str = "PrivateTest", limit: int | None = DATA_LIMIT) -> tuple[str, int, Callable]:
+    """``(description, count, images)`` of ``data``: an image, a folder of images, FER2013 (folder, CSV or
+    archive: the ``split``) or class folders ``ROOT/<class>/*.png``, at most ``limit``; ``images()`` iterates
+    over ``(uint8 image, source)`` pairs (again for every layer; an archive is read into memory once)."""
     p = Path(data)
     if not p.exists():
         raise UserError(
@@ -132,7 +138,7 @@ def data_images(data, split: str = "PrivateTest", limit: int | None = DATA_LIMIT
         and any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir() if q.is_file())
     ):
         paths = find_images([str(p)])[:limit]
-        return str(p), len(paths), ((load_image(q), str(q)) for q in paths)
+        return str(p), len(paths), lambda: ((load_image(q), str(q)) for q in paths)
     source = open_source(p, split, None)
     ids = source.subset(limit)
 
@@ -141,7 +147,7 @@ def data_images(data, split: str = "PrivateTest", limit: int | None = DATA_LIMIT
             img = source.image(int(i))
             yield (np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img), source.sources[int(i)]
 
-    return source.description, len(ids), read()
+    return source.description, len(ids), read
 
 
 def find_patterns(
@@ -181,7 +187,8 @@ def find_patterns(
     Args:
         model: a name, path, model object or :class:`~featuremaps.loaded.LoadedModel` (None: the emotion model)
         layers: conv layers (names, C-numbers, ranges; None: the last conv layer)
-        channels: ``F1-F16``, ``F3,F7``, 0-based indices as a list, or ``top`` (the most active on ``data``)
+        channels: ``F1-F16``, ``F3,F7``, 0-based indices as a list, or ``top`` / ``top4`` (the 16 / 4 channels
+            most active on ``data``, by their mean)
         target_classes: class names or indices to visualise instead of channels (the class's logit)
         objective: ``mean`` (the channel's spatial mean) or ``neuron`` (its centre position)
         data: images for exemplars and ``channels="top"`` (a folder, an image, FER2013); required for a model
@@ -226,22 +233,23 @@ def find_patterns(
         for c in chosen:
             n = sizes.get(c.name, (0, 0, c.channels or 0))[-1]
             plans.append((c, parse_channels(channels, n, f"{c.label} {c.name}")))
-        if any(p == "top" for _, p in plans) and data is None:
+        if any(isinstance(p, int) for _, p in plans) and data is None:
             raise UserError("--channels top ranks a layer's channels on images; pass --data DIR or --data fer2013")
         fields = adapter_fields(ad, convs)
+        if data is not None:
+            described, _, images = data_images(data, split, limit)
         if fields.note and data is not None:
             notes.append(f"receptive fields: {fields.note}")
-        total = sum(steps * (TOP if p == "top" else len(p)) for _, p in plans) if ad.has_gradients else 0
+        total = sum(steps * (p if isinstance(p, int) else len(p)) for _, p in plans) if ad.has_gradients else 0
         done = 0
         for c, chans in plans:
             found = None
             if data is not None:
-                described, count, images = data_images(data, split, limit)
-                found = scan(ad, c.name, None if chans == "top" else chans, images, shape, lm.preprocess_fn,
+                found = scan(ad, c.name, None if isinstance(chans, int) else chans, images(), shape, lm.preprocess_fn,
                              fields.fields.get(c.label), max(exemplars, 1))  # fmt: skip
                 scanned = found.images
-                if chans == "top":
-                    chans = [int(i) for i in np.argsort(-found.means, kind="stable")[:TOP]]
+                if isinstance(chans, int):  # the layer's most active channels on the data, by their mean
+                    chans = [int(i) for i in np.argsort(-found.means, kind="stable")[:chans]]
             layer_rows = [Row(f"{c.name}/F{ch + 1}", f"F{ch + 1}", c, ch) for ch in chans]
             if ad.has_gradients:
                 h, w = sizes[c.name][:2]
