@@ -384,3 +384,32 @@ def test_exported_program_batches_in_its_own_batch_size(tmp_path):
     for b, t in enumerate(targets):
         one = ad.gradients(x[b], t)
         assert np.isclose(r.value[b], one.value) and np.allclose(r.gradient[b], one.gradient, atol=1e-6)
+
+
+def test_top_channels_and_classes_through_the_cli(tiny_file, tmp_path):
+    """``--channels top2`` takes the two channels most active on the data (by their mean, as a forward pass
+    says); ``--class`` writes one image per class under ``class/<name>``; exemplar crops are receptive fields."""
+    from featuremaps import models
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for name in ("astronaut.png", "chelsea.png"):
+        (data / name).write_bytes((EXAMPLES / name).read_bytes())
+    out = tmp_path / "top"
+    assert main(["patterns", str(tiny_file), "--layers", "c2", "--channels", "top2", "--steps", "2", "--data",
+                 str(data), "--out", str(out)]) == 0  # fmt: skip
+    man = json.loads((out / "manifest.json").read_text())
+    lm = models.load(str(tiny_file))
+    from featuremaps.images import fit_to
+
+    x = np.stack([fit_to(load_image(data / n), (16, 16)) for n in ("astronaut.png", "chelsea.png")])
+    maps, _ = adapter(lm.model).forward(lm.preprocess_fn(x), ["c2"])
+    want = np.argsort(-maps["c2"].mean(axis=(0, 1, 2)), kind="stable")[:2]
+    assert [r["channel"] for r in man["patterns"]] == [f"F{k + 1}" for k in want]
+    for r in man["patterns"]:
+        for e in r["exemplars"]:  # two 3x3 convs: a 5x5 field, clipped at the border
+            assert e["box"]["bottom"] - e["box"]["top"] < 5 and e["box"]["right"] - e["box"]["left"] < 5
+    out = tmp_path / "cls"
+    assert main(["patterns", str(tiny_file), "--classes", "cat,dog,owl", "--class", "dog,owl", "--steps", "3",
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert sorted(np.load(out / "patterns.npz").files) == ["class/dog", "class/owl"]

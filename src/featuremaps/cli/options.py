@@ -28,6 +28,7 @@ _EXAMPLES = """examples:
   featuremaps cam examples/astronaut.png --all-classes    # Grad-CAM for each emotion
   featuremaps report photos/ --out report.html            # one self-contained HTML page
   featuremaps explore examples/                           # browse every layer and channel in the browser
+  featuremaps patterns --layers C3 --channels F1-F8       # what 8 channels look for (feature visualization)
   featuremaps train --data fer2013.tar.gz --epochs 30     # train the emotion model
 
 exit status: 0 everything done; 1 some images were skipped (each named in a warning), the rest done;
@@ -71,7 +72,7 @@ COMMAND_EXAMPLES = {
   featuremaps patterns --layers C3 --channels F1-F8       # what 8 channels of the emotion model look for
   featuremaps patterns --layers C8 --data fer2013 --kernels   # with FER2013 exemplars; C1's filters
   featuremaps patterns --class happy,surprise             # what the network thinks happy looks like
-  featuremaps patterns vgg16 --weights none --layers block5_conv3 --channels F1-F4 --steps 64""",
+  featuremaps patterns vgg16 --weights none --layers block5_conv3 --channels F1-F4 --size 128 --steps 64""",
     "explore": """examples:
   featuremaps explore examples/                          # the bundled emotion model, the example photos
   featuremaps explore --model vgg16 --weights none cat.png --no-browser

@@ -221,6 +221,10 @@ def find_patterns(
     if not convs:
         raise UserError(f"model '{lm.name}' has no conv layers; patterns need a CNN")
     notes = [] if ad.has_gradients else [f"{ad.framework} models have no gradients: exemplars only"]
+    kern, kern_layer = None, None
+    if kernels:  # before any long work: a model whose weights cannot be read fails at once
+        kern_layer = convs[0]
+        kern = kernel_images(first_kernels(kern_layer, bgr="BGR" in lm.preprocess))
     rows: list[Row] = []
     scanned = 0
     described = None
@@ -237,7 +241,7 @@ def find_patterns(
             raise UserError("--channels top ranks a layer's channels on images; pass --data DIR or --data fer2013")
         fields = adapter_fields(ad, convs)
         if data is not None:
-            described, _, images = data_images(data, split, limit)
+            described, count, images = data_images(data, split, limit)
         if fields.note and data is not None:
             notes.append(f"receptive fields: {fields.note}")
         total = sum(steps * (p if isinstance(p, int) else len(p)) for _, p in plans) if ad.has_gradients else 0
@@ -245,34 +249,20 @@ def find_patterns(
         for c, chans in plans:
             found = None
             if data is not None:
-                found = scan(ad, c.name, None if isinstance(chans, int) else chans, images(), shape, lm.preprocess_fn,
-                             fields.fields.get(c.label), max(exemplars, 1))  # fmt: skip
+                found = _scan(ad, lm, c, chans, images, count, shape, fields, exemplars, progress)
                 scanned = found.images
                 if isinstance(chans, int):  # the layer's most active channels on the data, by their mean
                     chans = [int(i) for i in np.argsort(-found.means, kind="stable")[:chans]]
             layer_rows = [Row(f"{c.name}/F{ch + 1}", f"F{ch + 1}", c, ch) for ch in chans]
             if ad.has_gradients:
-                h, w = sizes[c.name][:2]
-                targets = [
-                    ChannelMean(c.name, ch) if objective == "mean" else Neuron(c.name, ch, h // 2, w // 2)
-                    for ch in chans
-                ]
-
-                tick = _ticker(progress, done, len(targets), total, c.label)
-                res = optimise(ad, targets, shape, lm.preprocess_fn, steps, seed, progress=tick)
+                if progress is not None and data is not None:
+                    progress(done, total, c.label)  # back to the steps' bar
+                tick = _ticker(progress, done, len(chans), total, c.label)
+                _visualise(ad, lm, c, layer_rows, objective, sizes[c.name], shape, steps, seed, tick)
                 done += steps * len(chans)
-                maps, _ = ad.forward(lm.preprocess_fn(res.images * 255.0), [c.name])
-                for b, r in enumerate(layer_rows):
-                    r.image, r.value, r.history = res.images[b], float(res.values[b]), res.history[:, b]
-                    r.max = float(maps[c.name][b, ..., r.channel].max())
-            if found is not None:
-                for r in layer_rows:
-                    r.exemplars = found.exemplars.get(r.channel, [])[:exemplars]
+            for r in layer_rows:
+                r.exemplars = [] if found is None else found.exemplars.get(r.channel, [])[:exemplars]
             rows += layer_rows
-    kern, kern_layer = None, None
-    if kernels:
-        kern_layer = convs[0]
-        kern = kernel_images(first_kernels(kern_layer, bgr="BGR" in lm.preprocess))
     return Patterns(
         model=_title(lm),
         source=lm.source,
@@ -288,6 +278,32 @@ def find_patterns(
         kernels_layer=kern_layer,
         notes=notes,
     )
+
+
+def _scan(ad, lm, c, chans, images, count, shape, fields, exemplars, progress):
+    """:func:`~featuremaps.patterns.exemplars.scan` of conv ``c`` over the data, with a bar of its own."""
+    seen = None
+    if progress is not None:
+        progress(0, count, f"{c.label} exemplars")
+        seen = lambda i: progress(i, count, f"{c.label} exemplars")  # noqa: E731
+    wanted = None if isinstance(chans, int) else chans
+    return scan(
+        ad, c.name, wanted, images(), shape, lm.preprocess_fn, fields.fields.get(c.label), max(exemplars, 1), seen
+    )
+
+
+def _visualise(ad, lm, c, rows, objective, layer_shape, shape, steps, seed, tick) -> None:
+    """Optimise ``rows``' channels of conv ``c`` together; fill in each row's image, values and maximum."""
+    h, w = layer_shape[:2]
+    targets = [
+        ChannelMean(c.name, r.channel) if objective == "mean" else Neuron(c.name, r.channel, h // 2, w // 2)
+        for r in rows
+    ]
+    res = optimise(ad, targets, shape, lm.preprocess_fn, steps, seed, progress=tick)
+    maps, _ = ad.forward(lm.preprocess_fn(res.images * 255.0), [c.name])
+    for b, r in enumerate(rows):
+        r.image, r.value, r.history = res.images[b], float(res.values[b]), res.history[:, b]
+        r.max = float(maps[c.name][b, ..., r.channel].max())
 
 
 def _ticker(progress, base: int, k: int, total: int, what: str):
