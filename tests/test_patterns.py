@@ -17,7 +17,6 @@ from featuremaps.cli import main
 from featuremaps.frameworks import adapter
 from featuremaps.images import load_image
 from featuremaps.loaded import PREPROCESS_MODES, preprocess_fn
-from featuremaps.patterns import find_patterns
 from featuremaps.patterns.image import FourierImage
 from featuremaps.patterns.optimise import optimise
 from featuremaps.patterns.transforms import Preprocessing, Warp
@@ -354,11 +353,12 @@ def test_onnx_without_data_is_one_line(tmp_path, capsys):
 
 
 def test_result_displays_itself_and_names_random_weights(tiny_sequential):
+    import featuremaps as fm
     from featuremaps.models import wrap
 
     lm = wrap(tiny_sequential)
     lm.random_weights = True
-    res = find_patterns(lm, layers="C1", channels="F1-F2", steps=2, kernels=True)
+    res = fm.find_patterns(lm, layers="C1", channels="F1-F2", steps=2, kernels=True)  # the public, lazy name
     assert "(random weights)" in res.model
     b = res._repr_mimebundle_()
     assert "random weights" in b["text/plain"] and b["image/png"][:4] == b"\x89PNG"
