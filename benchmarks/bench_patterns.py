@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=256, help="steps of (b)")
     ap.add_argument("--vgg-steps", type=int, default=8, help="steps of (c) timed (its 256-step time extrapolated)")
     ap.add_argument("--skip-vgg", action="store_true")
+    ap.add_argument("--layers", default="block4_conv1,block5_conv3", help="emotion layers timed in (b)")
     args = ap.parse_args()
 
     import keras
@@ -83,18 +84,29 @@ def main() -> None:
         r = ad.gradients(pre.forward(warp.forward(x)), targets)
         adam.ascend(image.params, image.backward(warp.adjoint(pre.adjoint(r.gradient))))
 
+    grad = ad.gradients(fixed, targets).gradient
+
+    def numpy_part():  # the step without the framework's pass: what featuremaps adds
+        x = image.forward()
+        warp = Warp(rng, 16, *shape[:2])
+        pre.forward(warp.forward(x))
+        adam.ascend(image.params, image.backward(warp.adjoint(pre.adjoint(grad))))
+
     # interleaved rounds, so that a change of load touches both alike
-    plains, steps = [], []
+    plains, steps, extra = [], [], []
     for _ in range(3):
         plains.append(per_step(plain, args.repeat // 3 or 1))
         steps.append(per_step(step, args.repeat // 3 or 1))
-    p, s = statistics.median(plains), statistics.median(steps)
+        extra.append(per_step(numpy_part, args.repeat // 3 or 1))
+    p, s, e = statistics.median(plains), statistics.median(steps), statistics.median(extra)
     rows.append(("(a) emotion C8, 16 channels: forward + backward (adapter.gradients)", f"{p * 1000:.1f} ms"))
     rows.append(("(a) emotion C8, 16 channels: one optimisation step", f"{s * 1000:.1f} ms"))
     rows.append(("(a) step / plain pass (target <= 1.3)", f"{s / p:.2f}x"))
+    rows.append(("(a) the step's NumPy part alone (image, warp, preprocessing, adjoints, Adam)", f"{e * 1000:.1f} ms"))
+    rows.append(("(a) (plain pass + NumPy part) / plain pass", f"{(p + e) / p:.2f}x"))
 
     # (b) 16 channels, 256 steps, one layer
-    for layer in ("block4_conv1", "block5_conv3"):
+    for layer in args.layers.split(","):
         ts = [ChannelMean(layer, k) for k in range(16)]
         t = time.perf_counter()
         res = optimise(ad, ts, shape, lm.preprocess_fn, steps=args.steps, seed=0)
