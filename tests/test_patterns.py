@@ -413,3 +413,19 @@ def test_top_channels_and_classes_through_the_cli(tiny_file, tmp_path):
     assert main(["patterns", str(tiny_file), "--classes", "cat,dog,owl", "--class", "dog,owl", "--steps", "3",
                  "--out", str(out)]) == 0  # fmt: skip
     assert sorted(np.load(out / "patterns.npz").files) == ["class/dog", "class/owl"]
+
+
+def test_an_unreadable_image_of_the_data_is_named_and_skipped(tiny_file, tmp_path, capsys):
+    data = tmp_path / "photos"
+    data.mkdir()
+    (data / "a.png").write_bytes((EXAMPLES / "chelsea.png").read_bytes())
+    (data / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "pat"
+    rc = main(["patterns", str(tiny_file), "--layers", "c1", "--channels", "F1", "--steps", "2", "--data", str(data),
+               "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1 and "broken.png" in err and "skipped 1" in err
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["data"]["images"] == 1 and "broken.png" in man["data"]["skipped"][0]
+    (data / "a.png").unlink()
+    assert main(["patterns", str(tiny_file), "--channels", "F1", "--data", str(data), "--out", str(out)]) == 2

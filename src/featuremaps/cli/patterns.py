@@ -43,6 +43,9 @@ def run(args) -> int:
     )
     for note in res.notes:
         progress.note(clean(note))
+    if res.skipped:
+        more = f"; ... ({len(res.skipped) - 3} more, in manifest.json)" if len(res.skipped) > 3 else ""
+        progress.warn(f"skipped {len(res.skipped)} unreadable image(s) of --data: {'; '.join(res.skipped[:3])}{more}")
     kept: list[str] = []
     png = write_patterns(res, out, kept)
     if kept:
@@ -56,4 +59,4 @@ def run(args) -> int:
             parts.append(f"max {r.max:.3g} (best exemplar {r.exemplars[0].value:.3g})")
         print(f"  {where}{clean(r.title)}: {', '.join(parts) or 'exemplars only'}")
     print(f"patterns of {clean(res.model)}: {clean(png)}")
-    return 0
+    return 1 if res.skipped else 0  # as every batch command: 1 = some items skipped, each named

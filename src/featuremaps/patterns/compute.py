@@ -75,6 +75,7 @@ class Patterns:
     kernels: np.ndarray | None = None  # (C_out, kh, kw, 3) uint8 of the first conv
     kernels_layer: ConvLayer | None = None
     notes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # images of the data that could not be read, why
 
     def figure(self) -> np.ndarray:
         """``patterns.png``'s picture: RGB uint8."""
@@ -122,10 +123,25 @@ def parse_channels(spec, n: int, label: str) -> list[int] | int:
     return list(dict.fromkeys(chans))
 
 
-def data_images(data, split: str = "PrivateTest", limit: int | None = DATA_LIMIT) -> tuple[str, int, Callable]:
+def data_images(
+    data, split: str = "PrivateTest", limit: int | None = DATA_LIMIT, skipped: list | None = None
+) -> tuple[str, int, Callable]:
     """``(description, count, images)`` of ``data``: an image, a folder of images, FER2013 (folder, CSV or
     archive: the ``split``) or class folders ``ROOT/<class>/*.png``, at most ``limit``; ``images()`` iterates
-    over ``(uint8 image, source)`` pairs (again for every layer; an archive is read into memory once)."""
+    over ``(uint8 image, source)`` pairs (again for every layer; an archive is read into memory once). An image
+    that cannot be read is left out and its one-line reason appended to ``skipped`` (once)."""
+    skipped = [] if skipped is None else skipped
+
+    def readable(items):
+        for load, src in items:
+            try:
+                img = load()
+            except UserError as e:
+                if str(e) not in skipped:
+                    skipped.append(str(e))
+                continue
+            yield (np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img), src
+
     p = Path(data)
     if not p.exists():
         raise UserError(
@@ -138,14 +154,12 @@ def data_images(data, split: str = "PrivateTest", limit: int | None = DATA_LIMIT
         and any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir() if q.is_file())
     ):
         paths = find_images([str(p)])[:limit]
-        return str(p), len(paths), lambda: ((load_image(q), str(q)) for q in paths)
+        return str(p), len(paths), lambda: readable(((lambda q=q: load_image(q)), str(q)) for q in paths)
     source = open_source(p, split, None)
     ids = source.subset(limit)
 
     def read():
-        for i in ids:
-            img = source.image(int(i))
-            yield (np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img), source.sources[int(i)]
+        return readable(((lambda i=int(i): source.image(i)), source.sources[int(i)]) for i in ids)
 
     return source.description, len(ids), read
 
@@ -226,6 +240,7 @@ def find_patterns(
         kern_layer = convs[0]
         kern = kernel_images(first_kernels(kern_layer, bgr="BGR" in lm.preprocess))
     rows: list[Row] = []
+    skipped: list[str] = []
     scanned = 0
     described = None
     if target_classes:
@@ -241,7 +256,7 @@ def find_patterns(
             raise UserError("--channels top ranks a layer's channels on images; pass --data DIR or --data fer2013")
         fields = adapter_fields(ad, convs)
         if data is not None:
-            described, count, images = data_images(data, split, limit)
+            described, count, images = data_images(data, split, limit, skipped)
         if fields.note and data is not None:
             notes.append(f"receptive fields: {fields.note}")
         total = sum(steps * (p if isinstance(p, int) else len(p)) for _, p in plans) if ad.has_gradients else 0
@@ -251,6 +266,10 @@ def find_patterns(
             if data is not None:
                 found = _scan(ad, lm, c, chans, images, count, shape, fields, exemplars, progress)
                 scanned = found.images
+                if not scanned:
+                    raise UserError(
+                        f"no image of --data {described} could be read ({'; '.join(skipped[:1])}); check it"
+                    )
                 if isinstance(chans, int):  # the layer's most active channels on the data, by their mean
                     chans = [int(i) for i in np.argsort(-found.means, kind="stable")[:chans]]
             layer_rows = [Row(f"{c.name}/F{ch + 1}", f"F{ch + 1}", c, ch) for ch in chans]
@@ -277,6 +296,7 @@ def find_patterns(
         kernels=kern,
         kernels_layer=kern_layer,
         notes=notes,
+        skipped=skipped,
     )
 
 

@@ -41,7 +41,7 @@ def manifest(p) -> dict:
         "notes": p.notes,
     }
     if p.data:
-        out["data"] = {"description": p.data, "images": p.images_scanned}
+        out["data"] = {"description": p.data, "images": p.images_scanned, "skipped": p.skipped}
     if p.kernels is not None:
         out["kernels"] = {"layer": p.kernels_layer.name, "label": p.kernels_layer.label, "count": len(p.kernels)}
     return out
