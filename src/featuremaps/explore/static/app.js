@@ -198,7 +198,7 @@
     $("closedetail").addEventListener("click", () => { S.channel = null; renderDetail(); writeURL(); });
     $("camon").addEventListener("change", () => {  // a toggle: off, a layer switch does no CAM work at all
       S.cam = $("camon").checked;
-      if (S.cam) renderCam(); else hideCam();
+      if (S.cam) renderCam(); else { hideCam(); if (live.on) liveSettings(); }
       writeURL();
     });
     for (const id of ["camclass", "cammethod"]) {
@@ -208,8 +208,10 @@
         writeURL();
       });
     }
+    $("camera").addEventListener("click", () => { if (live.on || live.starting) stopLive(null); else startLive(); });
+    $("freeze").addEventListener("click", freeze);
     $("exportpng").addEventListener("click", exportPNG);
-    $("exportnpy").addEventListener("click", () => view && download(`${imgBase(S.image)}/layers/${enc(S.layer)}/maps.npy?${mq({})}`));
+    $("exportnpy").addEventListener("click", () => view && !live.on && download(`${imgBase(S.image)}/layers/${enc(S.layer)}/maps.npy?${mq({})}`));
     const big = $("detailwrap");
     big.addEventListener("mousemove", (e) => hover(e, big, S.image, view, S.channel, S.model));
     big.addEventListener("mouseleave", () => { $("rfbox").hidden = true; });
@@ -251,6 +253,7 @@
     $("gridtitle").textContent = title || "";
   }
   async function loadImage(id) {
+    if (live.on) stopLive(null, true);
     const ticket = ++imageTicket;
     S.image = id; summaryB = null;
     $("images").value = id;
@@ -303,15 +306,15 @@
     };
     o.src = `${imgBase(S.image)}/original.png?${mq({})}`;
   }
-  function renderPrediction() {
-    const p = $("pred");
+  function renderPrediction(sm) {
+    const p = $("pred"), shown = sm || summary;
     p.textContent = "";
-    if (!summary.prediction.length) { p.textContent = "this model does not output class scores"; return; }
-    if (summary.random_weights) {
+    if (!shown.prediction.length) { p.textContent = "this model does not output class scores"; return; }
+    if (shown.random_weights) {
       const w = document.createElement("p"); w.className = "warn";
       w.textContent = "random weights: these numbers are noise"; p.appendChild(w);
     }
-    for (const c of summary.prediction) {
+    for (const c of shown.prediction) {
       const row = document.createElement("div"); row.className = "bar";
       const n = document.createElement("span"); n.textContent = c.class; n.title = c.class;
       const t = document.createElement("span"); t.className = "track";
@@ -324,6 +327,7 @@
 
   // ---------------------------------------------------------------- layers and grid
   async function selectLayer(label, keepPage) {
+    if (live.on) { liveLayer(label); return; }
     if (!S.image || !summary) return;
     if (label !== S.layer) { S.channel = null; }
     if (label !== S.layer || !keepPage) S.page = keepPage ? S.page : 0;
@@ -371,6 +375,7 @@
   const nextFrame = () => new Promise((res) => requestAnimationFrame(() => setTimeout(res, 0)));
   async function render() {
     // The sprites first, then the whole view at once: a title never stands over another layer's maps.
+    if (live.on) { liveSettings(); return; }  // the next frame's answer draws it
     if (!view) return;
     const ticket = ++renderTicket;
     const v = view, vB = viewB, sB = summaryB, ids = pageIds();
@@ -392,16 +397,8 @@
       return;
     }
     if (ticket !== renderTicket) return;
-    const [H, W, C] = v.shape;
-    const title = `${v.label} ${v.name}  ${H}x${W}x${C}`;
-    $("layertitle").textContent = title; $("layertitle").title = title;
-    $("pageinfo").textContent = `channels ${S.page * PER_PAGE + 1}-${S.page * PER_PAGE + ids.length} of ${C}`;
-    const bar = `/api/colorbar.png?${q({ cmap: S.cmap })}`;
-    if ($("colorbar").getAttribute("src") !== bar) $("colorbar").src = bar;
-    const rng = S.norm === "map" ? null : v.ranges[S.norm];
-    $("cblo").textContent = rng ? fmt(rng[0]) : "each map: its min";
-    $("cbhi").textContent = rng ? fmt(rng[1]) : "its max";
-    $("cblo").title = $("cblo").textContent; $("cbhi").title = $("cbhi").textContent;
+    const C = v.shape[2];
+    layerHead(v, ids);
     drawGrid($("grid"), S.image, v, ids, src, url, S.model);
     const sorted = `sorted by ${S.sort === "index" ? "channel number" : S.sort}`;
     $("gridtitle").textContent = S.vs ? `${modelName(S.model)} · ${v.label} ${v.name} · ${top(summary)}`
@@ -431,6 +428,18 @@
     if (ticket !== renderTicket) return;
     $("grid").dataset.drawn = `${++drawSeq} ${v.label}`;
     if (S.cam) renderCam();  // after the maps: a CAM never delays a layer's grid
+  }
+  function layerHead(v, ids) {  // the toolbar over a grid: the layer's title, the page, the colour bar's range
+    const [H, W, C] = v.shape;
+    const title = `${v.label} ${v.name}  ${H}x${W}x${C}`;
+    $("layertitle").textContent = title; $("layertitle").title = title;
+    $("pageinfo").textContent = `channels ${S.page * PER_PAGE + 1}-${S.page * PER_PAGE + ids.length} of ${C}`;
+    const bar = `/api/colorbar.png?${q({ cmap: S.cmap })}`;
+    if ($("colorbar").getAttribute("src") !== bar) $("colorbar").src = bar;
+    const rng = S.norm === "map" ? null : v.ranges[S.norm];
+    $("cblo").textContent = rng ? fmt(rng[0]) : "each map: its min";
+    $("cbhi").textContent = rng ? fmt(rng[1]) : "its max";
+    $("cblo").title = $("cblo").textContent; $("cbhi").title = $("cbhi").textContent;
   }
   function nameOf(id) { const im = info.images.find((i) => i.id === id); return im ? im.name : id; }
   function top(sm) {
@@ -468,6 +477,7 @@
 
   // ---------------------------------------------------------------- hover: value and receptive field
   function hover(e, el, image, v, c, model) {
+    if (image === LIVE) { $("hover").textContent = "live: freeze the camera to read values and receptive fields"; return; }
     if (c === null || !v) return;
     const r = el.getBoundingClientRect(), [H, W] = v.shape;
     const y = Math.min(H - 1, Math.max(0, Math.floor(((e.clientY - r.top) / r.height) * H)));
@@ -521,6 +531,7 @@
     $("caminfo").textContent = "CAM off: layer switches compute none";
   }
   async function renderCam() {  // the CAM of the current image, layer, class and method (once: cached both sides)
+    if (live.on) { liveSettings(); return; }  // each frame's answer brings its CAM
     if (!S.cam || !summary) return;
     const cq = { layer: S.layer, method: S.method, class: S.cls }, key = `${S.image} ${S.model} ${q(cq)}`;
     if (key === camShown) return;
@@ -550,13 +561,231 @@
     a.href = url; a.download = ""; document.body.appendChild(a); a.click(); a.remove();
   }
   function exportPNG() {
-    if (!view) return;
+    if (!view || live.on) return;
     const base = `${imgBase(S.image)}/layers/${enc(S.layer)}`;
     if (S.channel !== null) {
       download(`${base}/channels/${S.channel}.png?${mq({ cmap: S.cmap, norm: S.norm, alpha: S.opacity / 100, download: 1 })}`);
     } else {
       download(`${base}/grid.png?${mq({ cmap: S.cmap, norm: S.norm, channels: pageIds().join(","), download: 1 })}`);
     }
+  }
+
+  // ---------------------------------------------------------------- live: the camera
+  // Frames from getUserMedia, scaled down here to what the model needs (a small JPEG), go to the server over a
+  // WebSocket; it answers each with the prediction, the current layer's grid (one page of channels) and a CAM
+  // when that is on. One frame is in flight: the next is sent when the answer is drawn, or after BUDGET_MS (the
+  // server keeps only the newest waiting frame, so a slow model answers fresh pictures at a lower rate).
+  const LIVE = "live";  // the image id of the live view's grid (no route: hover and clicks wait for a freeze)
+  const BUDGET_MS = 250, KEEP_LATENCIES = 600;
+  const live = {
+    on: false, starting: false, ws: null, media: null, busy: false, sent: 0, inflight: new Map(), budget: null,
+    shown: null, urls: {}, lat: [], stamps: [], canvas: document.createElement("canvas"),
+  };
+  const liveState = window.featuremapsLive = { frames: 0, fps: 0, latencyMs: null, label: "", dropped: 0, errors: 0, state: "off" };
+  function liveNote(msg, isWarn) {
+    $("livenote").textContent = msg || "";
+    $("livenote").hidden = !msg;
+    $("livenote").className = isWarn === false ? "muted" : "warn";
+  }
+  function cameraProblem(e) {
+    const n = e && e.name;
+    if (n === "NotAllowedError" || n === "SecurityError") return "camera refused: allow the camera for this page in the browser's site settings, then press camera again";
+    if (n === "NotFoundError" || n === "OverconstrainedError" || n === "DevicesNotFoundError") return "no camera found: connect one, then press camera again";
+    if (n === "NotReadableError") return "the camera is in use by another program (or failed to start): close it, then press camera again";
+    return `the camera could not start (${n || "error"}: ${(e && e.message) || "unknown"})`;
+  }
+  async function startLive() {
+    liveNote("");
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      liveNote("no camera: this browser gives the page none (open the page at 127.0.0.1 or localhost, a secure context)");
+      return;
+    }
+    live.starting = true; setCameraButton(true);
+    let media;
+    try {
+      media = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
+    } catch (e) {
+      live.starting = false; setCameraButton(false);
+      liveNote(cameraProblem(e)); status(cameraProblem(e), true);
+      return;
+    }
+    if (!live.starting) { media.getTracks().forEach((t) => t.stop()); return; }  // stopped while asking
+    live.starting = false; live.on = true; live.media = media;
+    Object.assign(liveState, { frames: 0, fps: 0, latencyMs: null, label: "", dropped: 0, errors: 0, state: "starting" });
+    live.lat = []; live.stamps = []; live.sent = 0; live.inflight.clear(); live.shown = null; live.busy = false;
+    ++layerTicket; ++renderTicket; ++camTicket; ++imageTicket;  // nothing of the image view lands over the live one
+    S.channel = null; camShown = "";
+    $("detail").hidden = true; $("panelB").hidden = true; $("facewrap").hidden = true; $("facenote").hidden = true;
+    $("camimg").hidden = true; $("caminfo").textContent = S.cam ? "CAM of each frame ..." : "";
+    const video = $("video");
+    video.srcObject = media;
+    $("videowrap").hidden = false;
+    await video.play().catch(() => {});
+    status("live: starting the camera stream ...");
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/live?${mq({})}`);
+    ws.binaryType = "arraybuffer";
+    live.ws = ws;
+    ws.onopen = () => { liveSettings(); sendFrame(); };
+    ws.onmessage = (ev) => { if (live.ws === ws) onAnswer(ev.data); };
+    ws.onclose = (ev) => {
+      if (live.ws !== ws) return;
+      stopLive(`the live stream closed (${ev.code}${ev.reason ? ": " + ev.reason : ""}); press camera to start again`);
+    };
+  }
+  function setCameraButton(on) {
+    $("camera").setAttribute("aria-pressed", on ? "true" : "false");
+    $("camera").textContent = on ? "\u25A0 stop camera" : "\u25CF camera";
+    $("freeze").disabled = !on;
+  }
+  function stopLive(msg, keepView) {
+    const was = live.on;
+    live.on = false; live.starting = false;
+    clearTimeout(live.budget);
+    const ws = live.ws; live.ws = null;
+    if (ws && ws.readyState <= 1) ws.close(1000);
+    if (live.media) live.media.getTracks().forEach((t) => t.stop());
+    live.media = null; live.inflight.clear();
+    $("video").srcObject = null; $("videowrap").hidden = true; $("livebox").hidden = true;
+    $("grid").classList.remove("stale");
+    for (const u of Object.values(live.urls)) URL.revokeObjectURL(u);
+    live.urls = {};
+    setCameraButton(false);
+    liveState.state = "off";
+    $("livestats").textContent = "";
+    liveNote(msg || "");
+    if (msg) status(msg, true);
+    if (!was || keepView) return;
+    view = null; viewB = null;
+    if (S.image) loadImage(S.image);
+    else clearView("upload or drop an image, or start the camera");
+  }
+  function liveLayer(label) {
+    if (label !== S.layer) { S.page = 0; S.channel = null; }
+    S.layer = label;
+    for (const li of $("layers").children) li.classList.toggle("active", li.dataset.label === label);
+    liveSettings();
+  }
+  function liveSettings() {  // what each answer shows; the page's own state decides it, the socket follows
+    if (!live.ws || live.ws.readyState !== 1) return;
+    live.ws.send(JSON.stringify({
+      layer: S.layer, sort: S.sort, page: S.page, per_page: PER_PAGE, cmap: S.cmap, norm: S.norm,
+      cam: S.cam, method: S.method, class: S.cls,
+    }));
+    writeURL();
+  }
+  async function sendFrame() {
+    clearTimeout(live.budget);
+    const ws = live.ws, video = $("video");
+    if (!live.on || !ws || ws.readyState !== 1) return;
+    if (!video.videoWidth) { live.budget = setTimeout(sendFrame, 30); return; }  // no picture yet
+    const vw = video.videoWidth, vh = video.videoHeight, k = Math.min(1, info.live.frame_side / Math.min(vw, vh));
+    const c = live.canvas, w = Math.max(1, Math.round(vw * k)), h = Math.max(1, Math.round(vh * k));
+    if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
+    const t0 = performance.now();
+    c.getContext("2d").drawImage(video, 0, 0, w, h);
+    live.busy = true;
+    const blob = await new Promise((res) => c.toBlob(res, "image/jpeg", 0.8));
+    if (!live.on || live.ws !== ws || !blob) return;
+    const n = ++live.sent;
+    live.inflight.set(n, { t0, blob });
+    for (const key of live.inflight.keys()) { if (live.inflight.size <= 8) break; live.inflight.delete(key); }
+    ws.send(blob);
+    live.budget = setTimeout(sendFrame, BUDGET_MS);  // no answer by then: send a fresher frame (the server keeps the newest)
+  }
+  const median = (a) => { if (!a.length) return null; const b = [...a].sort((x, y) => x - y), m = b.length >> 1; return b.length % 2 ? b[m] : (b[m - 1] + b[m]) / 2; };
+  async function onAnswer(data) {
+    if (typeof data === "string") {
+      const m = JSON.parse(data);
+      if (m.error && m.settings) { status(`live: ${m.error}`, true); return; }
+      if (m.error) {
+        liveState.errors++;
+        liveNote(`live: ${m.error}`);
+        status(`live: ${m.error}`, true);
+        if (m.frame && live.inflight.has(m.frame)) { live.inflight.delete(m.frame); sendFrame(); }
+      }
+      return;
+    }
+    const dv = new DataView(data), n = dv.getUint32(0), head = JSON.parse(new TextDecoder().decode(new Uint8Array(data, 4, n)));
+    const parts = {};
+    let at = 4 + n;
+    for (const p of head.parts) { parts[p.name] = new Blob([new Uint8Array(data, at, p.length)], { type: p.type }); at += p.length; }
+    const sent = live.inflight.get(head.frame);
+    for (const key of [...live.inflight.keys()]) if (key <= head.frame) live.inflight.delete(key);
+    liveState.dropped = head.dropped;
+    if (head.face === null && head.face_crop) {  // no face: say so, keep the last maps (faded), keep going
+      $("grid").classList.add("stale");
+      $("livebox").hidden = true;
+      liveNote("no face in the frame: face the camera (the emotion model sees only a face)", true);
+      liveState.label = "no face";
+    } else {
+      await drawLive(head, parts);
+      if (!live.on) return;
+    }
+    await nextFrame();  // painted
+    if (!live.on) return;
+    const now = performance.now();
+    liveState.frames++;
+    live.stamps.push(now);
+    while (live.stamps.length && now - live.stamps[0] > 2000) live.stamps.shift();
+    if (sent) { live.lat.push(now - sent.t0); if (live.lat.length > KEEP_LATENCIES) live.lat.shift(); live.shown = { blob: sent.blob, frame: head.frame }; }
+    const span = live.stamps.length > 1 ? (now - live.stamps[0]) / 1000 : 0;
+    liveState.fps = span > 0 ? +((live.stamps.length - 1) / span).toFixed(2) : 0;
+    liveState.latencyMs = live.lat.length ? +median(live.lat).toFixed(1) : null;
+    liveState.state = "running";
+    $("livestats").textContent = `${liveState.fps.toFixed(1)} fps · ${liveState.latencyMs === null ? "-" : Math.round(liveState.latencyMs)} ms` +
+      (head.dropped ? ` · ${head.dropped} dropped` : "");
+    $("livestats").title = `frames answered and drawn: ${liveState.frames}; median frame-to-drawn latency; frames the server skipped for newer ones: ${head.dropped}`;
+    if (live.busy && (!sent || head.frame === live.sent)) { live.busy = false; sendFrame(); }
+  }
+  function objectURL(name, blob) {  // one URL per part, the previous one freed once replaced
+    const old = live.urls[name], url = URL.createObjectURL(blob);
+    live.urls[name] = url;
+    return [url, old];
+  }
+  async function drawLive(head, parts) {
+    const v = head.view, ids = head.channels;
+    const [src, oldGrid] = objectURL("grid", parts.grid);
+    const img = new Image(); img.src = src;
+    await img.decode().catch(() => {});
+    if (!live.on) { URL.revokeObjectURL(src); return; }
+    view = v; viewB = null; S.page = v.page;
+    if (v.label !== S.layer) { /* an answer for the layer before a switch: drawn, the next follows the switch */ }
+    layerHead(v, ids);
+    drawGrid($("grid"), LIVE, v, ids, src, "live", S.model);
+    $("grid").classList.remove("stale");
+    $("gridtitle").textContent = `live · frame ${head.frame} · ${S.sort === "index" ? "channel number" : "sorted by " + S.sort}`;
+    $("grid").dataset.drawn = `${++drawSeq} ${v.label}`;
+    if (oldGrid) URL.revokeObjectURL(oldGrid);
+    renderPrediction({ prediction: head.prediction, random_weights: head.random_weights });
+    liveState.label = head.prediction.length ? head.prediction[0].class : "";
+    const [inSrc, oldIn] = objectURL("input", parts.input);
+    $("input").src = inSrc; $("inputwrap").hidden = false;
+    if (oldIn) setTimeout(() => URL.revokeObjectURL(oldIn), 1000);
+    $("inputnote").textContent = `what the network saw: ${head.input_shape.join("x")}${head.face_crop ? " (face crop)" : ""}, live`;
+    liveNote("");
+    const box = $("livebox"), video = $("video");
+    if (head.face && video.clientWidth) {
+      const k = video.clientWidth / head.size[1], [x, y, w, h] = head.face;
+      Object.assign(box.style, { left: `${x * k}px`, top: `${y * k}px`, width: `${w * k}px`, height: `${h * k}px` });
+      box.hidden = false;
+    } else box.hidden = true;
+    if (parts.cam && head.cam) {
+      const [camSrc, oldCam] = objectURL("cam", parts.cam);
+      $("camimg").src = camSrc; $("camimg").hidden = false;
+      if (oldCam) setTimeout(() => URL.revokeObjectURL(oldCam), 1000);
+      const r = head.cam;
+      $("caminfo").textContent = `live: ${r.method} at ${r.layer} ${r.layer_name} for "${r.class}"` + (r.probability !== null ? ` (p = ${pct(r.probability)})` : "");
+    } else if (!S.cam) { $("camimg").hidden = true; }
+    status(`live: ${v.label} · ${head.ms.forward !== undefined ? `forward ${Math.round(head.ms.forward)} ms` : ""}`);
+  }
+  async function freeze() {  // the frame on screen becomes an upload: every view of an image applies to it
+    const shown = live.shown;
+    if (!live.on || !shown) { status("freeze: no frame drawn yet", true); return; }
+    const t = new Date(), pad = (x) => String(x).padStart(2, "0");
+    const name = `camera ${pad(t.getHours())}-${pad(t.getMinutes())}-${pad(t.getSeconds())}.jpg`;
+    stopLive(null, true);
+    view = null;
+    await upload(new File([shown.blob], name, { type: "image/jpeg" }));
   }
 
   start().catch((e) => status(e.message, true));
