@@ -27,17 +27,18 @@ from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from featuremaps import models  # noqa: E402
 from featuremaps.explore.app import UVICORN_OPTIONS, create_app  # noqa: E402
-from featuremaps.explore.live import FaceTracker, pack, unpack, y4m_clip  # noqa: E402
+from featuremaps.explore.live import FACE_FRAME_SIDE, FaceTracker, pack, raw_frame, unpack, y4m_clip  # noqa: E402
 from featuremaps.explore.session import Explorer  # noqa: E402
 from featuremaps.faces import FaceBox, crop_face  # noqa: E402
 from featuremaps.images import load_image  # noqa: E402
 from featuremaps.models import wrap  # noqa: E402
 from featuremaps.pipeline import prepare  # noqa: E402
+from featuremaps.render import colormap  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def _jpeg(rgb: np.ndarray, side: int = 320) -> bytes:
+def _jpeg(rgb: np.ndarray, side: int = 240) -> bytes:
     im = Image.fromarray(rgb)
     k = side / min(im.size)
     im = im.resize((round(im.width * k), round(im.height * k)))
@@ -102,7 +103,7 @@ def test_a_frame_is_answered_with_its_prediction_grid_and_input(app, face_model,
     """The face is cropped, the model runs once: the prediction, the chosen layer's page of channels as a sprite
     of 8 tiles a row at the map's own size, its channel means, and what the network saw."""
     c = TestClient(app)
-    assert c.get("/api/info").json()["live"]["frame_side"] == 320  # a face-cropping model: frames to find faces in
+    assert c.get("/api/info").json()["live"]["frame_side"] == FACE_FRAME_SIDE  # a face-cropping model: to find faces
     with c.websocket_connect("/api/live") as ws:
         assert _settings(ws, layer="C2", sort="mean")["settings"]["layer"] == "C2"
         ws.send_bytes(astronaut)
@@ -121,8 +122,19 @@ def test_a_frame_is_answered_with_its_prediction_grid_and_input(app, face_model,
     results, _ = ex._extractor(prep.x.shape)(prep.x[None])
     means = results[1].maps[0].mean(axis=(0, 1))
     np.testing.assert_allclose(v["mean"], means, rtol=2e-3, atol=1e-5)
-    grid = np.asarray(Image.open(io.BytesIO(parts["grid"])))
+    sprite = Image.open(io.BytesIO(parts["grid"]))
+    assert sprite.mode == "P"  # indexed: its palette is the colormap
+    grid = np.asarray(sprite.convert("RGB"))
     assert grid.shape == (8 * 24, 8 * 24, 3)  # 64 tiles, 8 a row, at the maps' 24x24 (the page scales them up)
+    # each tile is its channel by its own min-max (norm "map") in viridis: the brightest pixel is the top colour
+    m = results[1].maps[0]
+    for j in (0, 9, 63):
+        ch = head["channels"][j]
+        tile = grid[(j // 8) * 24 : (j // 8 + 1) * 24, (j % 8) * 24 : (j % 8 + 1) * 24]
+        y, x = np.unravel_index(np.argmax(m[..., ch]), m.shape[:2])
+        lut = colormap("viridis")
+        if m[..., ch].max() > m[..., ch].min():
+            assert tuple(tile[y, x]) == tuple(lut[255]), (j, ch)
     assert np.asarray(Image.open(io.BytesIO(parts["input"]))).shape[:2] == (48, 48)
     assert head["cam"] is None and "cam" not in parts
 
@@ -163,6 +175,31 @@ def test_bad_frames_get_an_error_each_and_the_stream_goes_on(app, astronaut):
         ws.send_bytes(astronaut)
         head, _ = _answer(ws)
         assert head["frame"] == 5 and head["view"]["label"] == "C1"
+
+
+def test_raw_frames_as_the_page_sends_them(app, astronaut):
+    """Raw gray or RGB pixels (no image file): answered as the same picture as a file; a raw frame whose header
+    and size disagree is named and refused, and the stream goes on."""
+    rgb = load_image(io.BytesIO(astronaut))
+    gray = (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) + 0.5).astype(np.uint8)
+    c = TestClient(app)
+    with c.websocket_connect("/api/live") as ws:
+        ws.send_bytes(raw_frame(rgb))
+        from_rgb, _ = _answer(ws)
+        ws.send_bytes(raw_frame(gray))
+        from_gray, _ = _answer(ws)
+        ws.send_bytes(raw_frame(rgb)[:-1])
+        err, _ = _answer(ws)
+        assert err["frame"] == 3 and "raw 240x240x3 frame of 172799 bytes, not 172800" in err["error"]
+        ws.send_bytes(b"FMR1" + bytes([0, 2, 0, 2, 4, 0, 0, 0]) + bytes(16))
+        err, _ = _answer(ws)
+        assert err["frame"] == 4 and "1 or 3 channels" in err["error"]
+        ws.send_bytes(b"FMR1\x00")
+        assert "cut short" in _answer(ws)[0]["error"]
+        ws.send_bytes(raw_frame(rgb))
+        assert _answer(ws)[0]["frame"] == 6
+    assert from_rgb["size"] == [240, 240] and from_rgb["face"] is not None and from_gray["face"] is not None
+    assert from_rgb["prediction"][0]["class"] == from_gray["prediction"][0]["class"]
 
 
 def test_a_flood_of_frames_is_answered_newest_first(app, astronaut):

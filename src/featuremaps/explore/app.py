@@ -23,7 +23,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from featuremaps.compare import align_by_depth, free_size_shape
 from featuremaps.errors import UserError
-from featuremaps.explore.live import MAX_FRAME_BYTES, LiveStream, frame_side
+from featuremaps.explore.live import MAX_FRAME_BYTES, LiveStream, frame_channels, frame_side
 from featuremaps.explore.session import BadRequest, Explorer, NotFound, TooLarge
 from featuremaps.io import safe_name
 from featuremaps.loaded import LoadedModel
@@ -186,7 +186,7 @@ def create_app(
     @app.get("/api/info")
     def info(model: str = "m0"):
         e = pick(model)
-        live = {"frame_side": frame_side(e), "max_frame_bytes": max_frame_bytes}
+        live = {"frame_side": frame_side(e), "channels": frame_channels(e), "max_frame_bytes": max_frame_bytes}
         return {**e.info(), "model_id": model, "models": models_info(e), "live": live}
 
     @app.get("/api/images")

@@ -248,7 +248,7 @@
     $("layertitle").textContent = ""; $("layertitle").title = ""; $("pageinfo").textContent = "";
     $("cblo").textContent = ""; $("cbhi").textContent = "";
     for (const li of $("layers").children) li.querySelector(".lstats").textContent = "";
-    for (const id of ["grid", "gridB"]) { $(id).textContent = ""; delete $(id).dataset.drawn; delete $(id).dataset.src; }
+    for (const id of ["grid", "gridB"]) { $(id).textContent = ""; delete $(id).dataset.drawn; delete $(id).dataset.src; delete $(id).dataset.key; }
     $("panelB").hidden = true; $("inputBwrap").hidden = true;
     $("gridtitle").textContent = title || "";
   }
@@ -364,7 +364,7 @@
   }
   function clearGrids(msg) {  // a layer that failed: no other layer's maps stay under its title
     view = null; viewB = null; ++renderTicket;
-    for (const id of ["grid", "gridB"]) { $(id).textContent = ""; delete $(id).dataset.drawn; delete $(id).dataset.src; }
+    for (const id of ["grid", "gridB"]) { $(id).textContent = ""; delete $(id).dataset.drawn; delete $(id).dataset.src; delete $(id).dataset.key; }
     $("panelB").hidden = true; $("detail").hidden = true;
     $("layertitle").textContent = ""; $("pageinfo").textContent = ""; $("cblo").textContent = ""; $("cbhi").textContent = "";
     $("gridtitle").textContent = msg;
@@ -448,9 +448,17 @@
     return sm.random_weights ? "random weights" : `predicts ${p.class} (${pct(p.probability)})`;
   }
   function drawGrid(el, image, v, ids, src, url, model) {
-    el.textContent = "";
     el.dataset.src = url;  // the route the sprite came from (its query: colormap, norm, channels)
+    el.style.setProperty("--sprite", `url("${src}")`);  // every tile shows its part of it: one write a new sprite
     const [th, tw] = v.tile, cols = Math.min(v.cols, ids.length), rows = Math.ceil(ids.length / cols);
+    const key = `${image} ${model} ${v.label} ${th}x${tw} ${ids.join(",")}`;
+    if (image === LIVE && el.dataset.key === key) {  // the next frame, same tiles: only the sprite and captions
+      let j = 0;
+      for (const cell of el.children) { caption(cell.lastChild, v, ids[j++]); }
+      return;
+    }
+    el.dataset.key = key;
+    el.textContent = "";
     const main = image === S.image && model === S.model;
     const frag = document.createDocumentFragment();
     ids.forEach((c, j) => {
@@ -459,13 +467,12 @@
       if (c === S.channel && main) cell.classList.add("sel");
       const t = document.createElement("div"); t.className = "tile";
       Object.assign(t.style, {
-        width: `${tw}px`, height: `${th}px`, backgroundImage: `url("${src}")`,
+        width: `${tw}px`, height: `${th}px`, backgroundImage: "var(--sprite)",
         backgroundSize: `${cols * tw}px ${rows * th}px`,
         backgroundPosition: `-${(j % cols) * tw}px -${Math.floor(j / cols) * th}px`,
       });
       const cap = document.createElement("div"); cap.className = "cap";
-      cap.textContent = `F${c + 1} · ${S.sort === "max" ? "max " + fmt(v.max[c]) : fmt(v.mean[c])}`;
-      cap.title = `channel F${c + 1} (index ${c}): mean ${fmt(v.mean[c])}, max ${fmt(v.max[c])}`;
+      caption(cap, v, c);
       cell.append(t, cap);
       t.addEventListener("mousemove", (e) => hover(e, t, image, v, c, model));
       t.addEventListener("mouseleave", () => { $("rfbox").hidden = true; });
@@ -473,6 +480,11 @@
       frag.appendChild(cell);
     });
     el.appendChild(frag);
+  }
+
+  function caption(cap, v, c) {
+    cap.textContent = `F${c + 1} · ${S.sort === "max" ? "max " + fmt(v.max[c]) : fmt(v.mean[c])}`;
+    cap.title = `channel F${c + 1} (index ${c}): mean ${fmt(v.mean[c])}, max ${fmt(v.max[c])}`;
   }
 
   // ---------------------------------------------------------------- hover: value and receptive field
@@ -576,12 +588,16 @@
   // when that is on. One frame is in flight: the next is sent when the answer is drawn, or after BUDGET_MS (the
   // server keeps only the newest waiting frame, so a slow model answers fresh pictures at a lower rate).
   const LIVE = "live";  // the image id of the live view's grid (no route: hover and clicks wait for a freeze)
-  const BUDGET_MS = 250, KEEP_LATENCIES = 600;
+  const BUDGET_MS = 250, KEEP_LATENCIES = 1000;
   const live = {
     on: false, starting: false, ws: null, media: null, busy: false, sent: 0, inflight: new Map(), budget: null,
-    shown: null, urls: {}, lat: [], stamps: [], canvas: document.createElement("canvas"),
+    shown: null, urls: {}, lat: [], server: [], stamps: [], phases: {}, canvas: null,
   };
-  const liveState = window.featuremapsLive = { frames: 0, fps: 0, latencyMs: null, label: "", dropped: 0, errors: 0, state: "off" };
+  // for tests and benchmarks/bench_live.py: answers drawn, fps over the last 2 s, the median frame-to-drawn time
+  // (capture in this page to the frame after the grid is in place), the prediction; latencies: the recent ones
+  const liveState = window.featuremapsLive = {
+    frames: 0, fps: 0, latencyMs: null, label: "", dropped: 0, errors: 0, state: "off", serverMs: null, latencies: [],
+  };
   function liveNote(msg, isWarn) {
     $("livenote").textContent = msg || "";
     $("livenote").hidden = !msg;
@@ -611,12 +627,14 @@
     }
     if (!live.starting) { media.getTracks().forEach((t) => t.stop()); return; }  // stopped while asking
     live.starting = false; live.on = true; live.media = media;
-    Object.assign(liveState, { frames: 0, fps: 0, latencyMs: null, label: "", dropped: 0, errors: 0, state: "starting" });
-    live.lat = []; live.stamps = []; live.sent = 0; live.inflight.clear(); live.shown = null; live.busy = false;
+    live.lat = []; live.server = []; live.stamps = []; live.phases = {};
+    Object.assign(liveState, { frames: 0, fps: 0, latencyMs: null, label: "", dropped: 0, errors: 0, state: "starting", serverMs: null, latencies: live.lat }); live.sent = 0; live.inflight.clear(); live.shown = null; live.busy = false;
     ++layerTicket; ++renderTicket; ++camTicket; ++imageTicket;  // nothing of the image view lands over the live one
     S.channel = null; camShown = "";
     $("detail").hidden = true; $("panelB").hidden = true; $("facewrap").hidden = true; $("facenote").hidden = true;
     $("camimg").hidden = true; $("caminfo").textContent = S.cam ? "CAM of each frame ..." : "";
+    for (const li of $("layers").children) li.querySelector(".lstats").textContent = "";  // the image's, not the frames'
+    $("inputnote").textContent = "";
     const video = $("video");
     video.srcObject = media;
     $("videowrap").hidden = false;
@@ -673,27 +691,46 @@
     }));
     writeURL();
   }
-  async function sendFrame() {
+  function sendFrame() {
     clearTimeout(live.budget);
     const ws = live.ws, video = $("video");
     if (!live.on || !ws || ws.readyState !== 1) return;
     if (!video.videoWidth) { live.budget = setTimeout(sendFrame, 30); return; }  // no picture yet
     const vw = video.videoWidth, vh = video.videoHeight, k = Math.min(1, info.live.frame_side / Math.min(vw, vh));
-    const c = live.canvas, w = Math.max(1, Math.round(vw * k)), h = Math.max(1, Math.round(vh * k));
-    if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
-    const t0 = performance.now();
-    c.getContext("2d").drawImage(video, 0, 0, w, h);
+    const w = Math.max(1, Math.round(vw * k)), h = Math.max(1, Math.round(vh * k));
+    if (!live.canvas || live.canvas.width !== w || live.canvas.height !== h) live.canvas = new OffscreenCanvas(w, h);
+    const t0 = performance.now(), ctx = live.canvas.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(video, 0, 0, w, h);
+    const pixels = ctx.getImageData(0, 0, w, h);
+    const frame = rawFrame(pixels, info.live.channels);  // no image encoding here, no decoding there
     live.busy = true;
-    const blob = await new Promise((res) => c.toBlob(res, "image/jpeg", 0.8));
-    if (!live.on || live.ws !== ws || !blob) return;
     const n = ++live.sent;
-    live.inflight.set(n, { t0, blob });
+    live.inflight.set(n, { t0, pixels, sent: performance.now() });
     for (const key of live.inflight.keys()) { if (live.inflight.size <= 8) break; live.inflight.delete(key); }
-    ws.send(blob);
-    live.budget = setTimeout(sendFrame, BUDGET_MS);  // no answer by then: send a fresher frame (the server keeps the newest)
+    ws.send(frame);
+    // no answer by then: a fresher frame (the server keeps the newest); a slow model's frames wait less this way
+    // than they would behind a fixed budget shorter than its forward pass
+    live.budget = setTimeout(sendFrame, Math.max(BUDGET_MS, 2 * (liveState.serverMs || 0)));
+  }
+  function rawFrame(img, channels) {  // explore/live.py's raw frame: "FMR1", width, height, channels, pixels
+    const { width: w, height: h, data: px } = img, out = new Uint8Array(12 + w * h * channels);
+    out.set([0x46, 0x4d, 0x52, 0x31]);
+    const dv = new DataView(out.buffer);
+    dv.setUint16(4, w); dv.setUint16(6, h); dv.setUint8(8, channels);
+    if (channels === 1) {  // the model sees gray: a third of the bytes (BT.601 luma, as the server's conversion)
+      for (let i = 0, j = 12; i < px.length; i += 4, j++) out[j] = (77 * px[i] + 150 * px[i + 1] + 29 * px[i + 2] + 128) >> 8;
+    } else {
+      for (let i = 0, j = 12; i < px.length; i += 4, j += 3) { out[j] = px[i]; out[j + 1] = px[i + 1]; out[j + 2] = px[i + 2]; }
+    }
+    return out;
   }
   const median = (a) => { if (!a.length) return null; const b = [...a].sort((x, y) => x - y), m = b.length >> 1; return b.length % 2 ? b[m] : (b[m - 1] + b[m]) / 2; };
+  function phase(name, ms) {  // where a frame's time goes (medians of the last 100), for the benchmark
+    const a = (live.phases[name] = live.phases[name] || []);
+    a.push(ms); if (a.length > 100) a.shift();
+  }
   async function onAnswer(data) {
+    const tArrived = performance.now();
     if (typeof data === "string") {
       const m = JSON.parse(data);
       if (m.error && m.settings) { status(`live: ${m.error}`, true); return; }
@@ -718,16 +755,24 @@
       liveNote("no face in the frame: face the camera (the emotion model sees only a face)", true);
       liveState.label = "no face";
     } else {
+      if (sent) { phase("encode", sent.sent - sent.t0); phase("server+network", tArrived - sent.sent); }
       await drawLive(head, parts);
+      phase("draw", performance.now() - tArrived);
       if (!live.on) return;
     }
+    const tDrawn = performance.now();
     await nextFrame();  // painted
     if (!live.on) return;
     const now = performance.now();
+    phase("paint", now - tDrawn);
     liveState.frames++;
     live.stamps.push(now);
     while (live.stamps.length && now - live.stamps[0] > 2000) live.stamps.shift();
-    if (sent) { live.lat.push(now - sent.t0); if (live.lat.length > KEEP_LATENCIES) live.lat.shift(); live.shown = { blob: sent.blob, frame: head.frame }; }
+    if (sent) { live.lat.push(now - sent.t0); if (live.lat.length > KEEP_LATENCIES) live.lat.shift(); live.shown = { pixels: sent.pixels, frame: head.frame }; }
+    live.server.push(Object.values(head.ms).reduce((a, b) => a + b, 0));
+    if (live.server.length > 100) live.server.shift();
+    liveState.serverMs = +median(live.server).toFixed(1);
+    liveState.phases = Object.fromEntries(Object.entries(live.phases).map(([k, a]) => [k, +median(a).toFixed(1)]));
     const span = live.stamps.length > 1 ? (now - live.stamps[0]) / 1000 : 0;
     liveState.fps = span > 0 ? +((live.stamps.length - 1) / span).toFixed(2) : 0;
     liveState.latencyMs = live.lat.length ? +median(live.lat).toFixed(1) : null;
@@ -745,8 +790,9 @@
   async function drawLive(head, parts) {
     const v = head.view, ids = head.channels;
     const [src, oldGrid] = objectURL("grid", parts.grid);
-    const img = new Image(); img.src = src;
+    const tDecode = performance.now(), img = new Image(); img.src = src;
     await img.decode().catch(() => {});
+    phase("decode", performance.now() - tDecode);
     if (!live.on) { URL.revokeObjectURL(src); return; }
     view = v; viewB = null; S.page = v.page;
     if (v.label !== S.layer) { /* an answer for the layer before a switch: drawn, the next follows the switch */ }
@@ -782,10 +828,13 @@
     const shown = live.shown;
     if (!live.on || !shown) { status("freeze: no frame drawn yet", true); return; }
     const t = new Date(), pad = (x) => String(x).padStart(2, "0");
-    const name = `camera ${pad(t.getHours())}-${pad(t.getMinutes())}-${pad(t.getSeconds())}.jpg`;
+    const name = `camera ${pad(t.getHours())}-${pad(t.getMinutes())}-${pad(t.getSeconds())}.png`;
     stopLive(null, true);
     view = null;
-    await upload(new File([shown.blob], name, { type: "image/jpeg" }));
+    const c = new OffscreenCanvas(shown.pixels.width, shown.pixels.height);  // the frame's own pixels, lossless
+    c.getContext("2d").putImageData(shown.pixels, 0, 0);
+    const blob = await c.convertToBlob({ type: "image/png" });
+    await upload(new File([blob], name, { type: "image/png" }));
   }
 
   start().catch((e) => status(e.message, true));
