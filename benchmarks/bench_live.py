@@ -9,9 +9,10 @@ each frame's time from the page grabbing it from the video to the frame after it
 1. the bundled emotion model (face crop + one forward pass a frame): ``--frames`` frames (600), sustained fps,
    median and p90 latency, the server's median time a frame, and the server process's RSS at the start and end
    of the window (and its maximum, sampled each second);
-2. VGG16 at 224 px (``--weights none``, random weights: the speed is the same): ``--vgg-frames`` frames.
+2. the same with a Grad-CAM of each frame at C13 (a backward pass more a frame): ``--cam-frames`` frames;
+3. VGG16 at 224 px (``--weights none``, random weights: the speed is the same): ``--vgg-frames`` frames.
 
-    PYTHONPATH=src python benchmarks/bench_live.py [--frames 600] [--vgg-frames 60] [--warmup 30]
+    PYTHONPATH=src python benchmarks/bench_live.py [--frames 600] [--cam-frames 100] [--vgg-frames 60]
 
 Targets (issue 27), on 2 cores: the emotion model >= 10 fps sustained and <= 100 ms median frame-to-drawn; RSS
 flat over the 600 frames.
@@ -61,8 +62,9 @@ def serve(app):
     return server, f"http://127.0.0.1:{sock.getsockname()[1]}/"
 
 
-def run_live(browser, lm, frames: int, warmup: int, timeout: float) -> dict:
-    """Start the camera on a fresh server for ``lm``; measure ``frames`` frames after ``warmup``."""
+def run_live(browser, lm, frames: int, warmup: int, timeout: float, query: str = "", name: str = "") -> dict:
+    """Start the camera on a fresh server for ``lm`` (the page opened with ``query``); measure ``frames`` frames
+    after ``warmup``."""
     from featuremaps.explore.app import create_app
 
     server, url = serve(create_app(lm, []))
@@ -71,7 +73,7 @@ def run_live(browser, lm, frames: int, warmup: int, timeout: float) -> dict:
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.set_default_timeout(int(timeout * 1000))
     try:
-        page.goto(url)
+        page.goto(url + (f"?{query}" if query else ""))
         page.wait_for_selector("#layers li")
         page.click("[data-testid=camera]")
         page.wait_for_function(f"() => window.featuremapsLive.frames >= {warmup}")
@@ -93,7 +95,7 @@ def run_live(browser, lm, frames: int, warmup: int, timeout: float) -> dict:
     n = state["frames"] - start
     lat = sorted(state["latencies"][-n:]) if n > 0 else [float("nan")]
     return {
-        "model": lm.name,
+        "model": name or lm.name,
         "frames": n,
         "fps": n / elapsed,
         "median": statistics.median(lat),
@@ -111,6 +113,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=600, help="frames measured for the emotion model")
     ap.add_argument("--vgg-frames", type=int, default=60, help="frames measured for VGG16 224 px (0: skip)")
+    ap.add_argument("--cam-frames", type=int, default=100, help="frames with a Grad-CAM each (0: skip)")
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--image", default=str(ROOT / "examples" / "astronaut.png"))
     a = ap.parse_args()
@@ -139,7 +142,11 @@ def main() -> int:
         ]
         browser = p.chromium.launch(executable_path=chromium, args=flags)
         print(f"page: {chromium} {browser.version}; camera: a {Path(a.image).name} clip (y4m, 30 fps, looped)")
-        rows.append(run_live(browser, models.load("emotion"), a.frames, a.warmup, timeout=600))
+        emotion = models.load("emotion")
+        rows.append(run_live(browser, emotion, a.frames, a.warmup, timeout=600))
+        if a.cam_frames:
+            q, name = "layer=C13&cam=1&method=gradcam", "emotion_vgg16, Grad-CAM at C13 each frame"
+            rows.append(run_live(browser, emotion, a.cam_frames, a.warmup, timeout=600, query=q, name=name))
         if a.vgg_frames:
             vgg = models.load("vgg16", weights="none")
             rows.append(run_live(browser, vgg, a.vgg_frames, min(a.warmup, 5), timeout=600))

@@ -147,6 +147,13 @@ def test_cam_of_each_frame_when_asked(app, astronaut):
         head, parts = _answer(ws)
     assert head["cam"]["class"] == "owl" and head["cam"]["layer"] == "C1" and head["cam"]["method"] == "gradcam"
     assert np.asarray(Image.open(io.BytesIO(parts["cam"]))).shape == (48, 48, 3)
+    heat = np.asarray(Image.open(io.BytesIO(parts["heat"])))  # for the video: RGBA, more opaque where hotter
+    assert heat.shape == (48, 48, 4) and heat[..., 3].min() >= 40 and heat[..., 3].max() > heat[..., 3].min()
+    # laid over the part of the frame the model saw: the face's crop, a square around the face box
+    x, y, w, h = head["seen"]
+    fx, fy, fw, fh = head["face"]
+    assert w == h == pytest.approx(1.3 * max(fw, fh), abs=0.1)
+    assert x < fx and y < fy and x + w > fx + fw and y + h > fy + fh
 
 
 def test_bad_frames_get_an_error_each_and_the_stream_goes_on(app, astronaut):
@@ -175,6 +182,29 @@ def test_bad_frames_get_an_error_each_and_the_stream_goes_on(app, astronaut):
         ws.send_bytes(astronaut)
         head, _ = _answer(ws)
         assert head["frame"] == 5 and head["view"]["label"] == "C1"
+
+
+def test_a_model_without_face_crop_sees_the_centre_of_the_frame(astronaut):
+    """A 32 px RGB model: frames of its side, 3 channels; it sees the centre square of a 4:3 frame."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(4, 3, name="ca"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    c = TestClient(create_app(wrap(net, classes=["a", "b"]), []))
+    live = c.get("/api/info").json()["live"]
+    assert live["frame_side"] == 32 and live["channels"] == 3
+    with c.websocket_connect("/api/live") as ws:
+        ws.send_bytes(raw_frame(np.zeros((30, 40, 3), np.uint8)))
+        head, _ = _answer(ws)
+    assert head["face"] is None and head["face_crop"] is False and head["seen"] == [5, 0, 30, 30]
+    assert head["input_shape"] == [32, 32, 3] and len(head["prediction"]) == 2
 
 
 def test_raw_frames_as_the_page_sends_them(app, astronaut):

@@ -329,6 +329,12 @@ def create_app(
                 await ws.send_text(json.dumps(body))
 
         async def worker():  # frames one at a time, always the newest waiting
+            try:
+                await answer_frames()
+            except (WebSocketDisconnect, RuntimeError):  # the tab went while an answer was on its way
+                pass
+
+        async def answer_frames():
             while True:
                 await wake.wait()
                 wake.clear()

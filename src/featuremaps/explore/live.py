@@ -33,8 +33,8 @@ from featuremaps.explore.session import (
 from featuremaps.faces import FaceBox, crop_face, detect_faces
 from featuremaps.images import load_image
 from featuremaps.io import encode_png
-from featuremaps.pipeline import describe_prediction, prepare
-from featuremaps.render import NORM_MODES, fit_size, quantise, resize_maps
+from featuremaps.pipeline import EMOTION_SIDE, describe_prediction, prepare
+from featuremaps.render import NORM_MODES, apply_colormap, colormap, fit_size, quantise, resize_maps
 
 #: one frame's bytes at most (a 1080p JPEG is well under 1 MiB; the page sends ~20 kB): over it, an error for
 #: that frame and the stream goes on
@@ -91,6 +91,35 @@ def frame_side(ex: Explorer) -> int:
     shape = ex.input_shape or ex.lm.input_shape
     sides = [int(d) for d in (shape or ())[:2] if d]
     return max(sides) if len(sides) == 2 else 224
+
+
+def seen_box(ex: Explorer, frame_hw: tuple[int, int], box: FaceBox | None, shape: tuple) -> list[float]:
+    """The part of the frame the model saw, ``[x, y, w, h]`` in frame pixels (a CAM is laid over the video
+    there): the face's crop (:func:`~featuremaps.faces.crop_face`'s square), or the centre crop that
+    :func:`~featuremaps.images.fit_to` takes to the model's aspect ratio; for an emotion model trained on the
+    face's centre (``--crop``), the centre part of it, as :func:`~featuremaps.pipeline.prepare` feeds it."""
+    H, W = frame_hw
+    th, tw = int(shape[0]), int(shape[1])
+    if box is not None:
+        side = max(box.w, box.h) * 1.3  # crop_face's 15% margin each side
+        x, y = box.x + box.w / 2 - side / 2, box.y + box.h / 2 - side / 2
+        w = h = side
+    else:
+        scale = max(tw / W, th / H)
+        w, h = round(tw / scale), round(th / scale)
+        x, y = (W - w) // 2, (H - h) // 2
+    if ex.lm.is_emotion and th == tw and th < EMOTION_SIDE:
+        f = th / EMOTION_SIDE
+        x, y, w, h = x + w * (1 - f) / 2, y + h * (1 - f) / 2, w * f, h * f
+    return [round(float(v), 1) for v in (x, y, w, h)]
+
+
+def heat_rgba(heat01: np.ndarray, cmap: str = "jet") -> np.ndarray:
+    """A [0, 1] heatmap as RGBA to lay over live video: coloured by ``cmap``, more opaque where hotter."""
+    heat = np.clip(np.asarray(heat01, np.float32), 0.0, 1.0)
+    rgb = apply_colormap(heat, colormap(cmap))
+    alpha = (40 + 170 * heat + 0.5).astype(np.uint8)
+    return np.concatenate([rgb, alpha[..., None]], axis=2)
 
 
 def frame_channels(ex: Explorer) -> int:
@@ -353,6 +382,7 @@ class LiveStream:
                 "probability": res.probability,
             }
             parts.append(("cam", "image/png", encode_png(overlay(prep.shown, res.heatmap_up, alpha=0.45), level=0)))
+            parts.append(("heat", "image/png", encode_png(heat_rgba(res.heatmap_up), level=0)))
         t_cam = time.perf_counter()
         self.answered += 1
         ms = {
@@ -364,6 +394,7 @@ class LiveStream:
         }
         header.update(
             face=prep.face_box,
+            seen=seen_box(ex, rgb.shape[:2], box, prep.x.shape),
             note="",
             input_shape=list(prep.x.shape),
             prediction=pred,

@@ -639,15 +639,20 @@
     video.srcObject = media;
     $("videowrap").hidden = false;
     await video.play().catch(() => {});
+    live.videoWidth = video.clientWidth;
     status("live: starting the camera stream ...");
     const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/live?${mq({})}`);
     ws.binaryType = "arraybuffer";
     live.ws = ws;
     ws.onopen = () => { liveSettings(); sendFrame(); };
     ws.onmessage = (ev) => { if (live.ws === ws) onAnswer(ev.data); };
+    let opened = false;
+    ws.addEventListener("open", () => { opened = true; });
     ws.onclose = (ev) => {
       if (live.ws !== ws) return;
-      stopLive(`the live stream closed (${ev.code}${ev.reason ? ": " + ev.reason : ""}); press camera to start again`);
+      stopLive(opened
+        ? `the live stream closed (${ev.code}${ev.reason ? ": " + ev.reason : ""}); press camera to start again`
+        : "the server could not open the live stream (it needs the websockets package: pip install 'featuremaps[explore]')");
     };
   }
   function setCameraButton(on) {
@@ -663,7 +668,7 @@
     if (ws && ws.readyState <= 1) ws.close(1000);
     if (live.media) live.media.getTracks().forEach((t) => t.stop());
     live.media = null; live.inflight.clear();
-    $("video").srcObject = null; $("videowrap").hidden = true; $("livebox").hidden = true;
+    $("video").srcObject = null; $("videowrap").hidden = true; $("livebox").hidden = true; $("liveheat").hidden = true;
     $("grid").classList.remove("stale");
     for (const u of Object.values(live.urls)) URL.revokeObjectURL(u);
     live.urls = {};
@@ -809,12 +814,14 @@
     if (oldIn) setTimeout(() => URL.revokeObjectURL(oldIn), 1000);
     $("inputnote").textContent = `what the network saw: ${head.input_shape.join("x")}${head.face_crop ? " (face crop)" : ""}, live`;
     liveNote("");
-    const box = $("livebox"), video = $("video");
-    if (head.face && video.clientWidth) {
-      const k = video.clientWidth / head.size[1], [x, y, w, h] = head.face;
-      Object.assign(box.style, { left: `${x * k}px`, top: `${y * k}px`, width: `${w * k}px`, height: `${h * k}px` });
-      box.hidden = false;
-    } else box.hidden = true;
+    const k = live.videoWidth / head.size[1];  // the video's width on screen (fixed by the stylesheet)
+    const place = (el, b) => Object.assign(el.style, { left: `${b[0] * k}px`, top: `${b[1] * k}px`, width: `${b[2] * k}px`, height: `${b[3] * k}px` });
+    if (head.face) { place($("livebox"), head.face); $("livebox").hidden = false; } else $("livebox").hidden = true;
+    if (parts.heat) {  // the CAM on the video, over the part of the frame the network saw
+      const [heatSrc, oldHeat] = objectURL("heat", parts.heat);
+      $("liveheat").src = heatSrc; place($("liveheat"), head.seen); $("liveheat").hidden = false;
+      if (oldHeat) setTimeout(() => URL.revokeObjectURL(oldHeat), 1000);
+    } else $("liveheat").hidden = true;
     if (parts.cam && head.cam) {
       const [camSrc, oldCam] = objectURL("cam", parts.cam);
       $("camimg").src = camSrc; $("camimg").hidden = false;
