@@ -437,6 +437,15 @@ def test_live_camera_with_the_emotion_model_in_chromium(tmp_path):
                 _wait_frames(page, 3, n)  # still running after the switches
                 assert "layer=C5" in page.url
 
+                # the CAM of each frame: in the CAM panel, and over the video where the network looked
+                page.check("#camon")
+                page.wait_for_selector("#caminfo:has-text('live: gradcam at C5 block3_conv1 for \"happy\"')")
+                page.wait_for_selector("#liveheat:not([hidden])")
+                heat, face = page.locator("#liveheat").bounding_box(), page.locator("#livebox").bounding_box()
+                assert heat["x"] < face["x"] and heat["x"] + heat["width"] > face["x"] + face["width"]
+                page.uncheck("#camon")
+                page.wait_for_selector("#liveheat", state="hidden")
+
                 # freeze: the frame on screen becomes an upload, shown with every view of an image
                 page.click("[data-testid=freeze]")
                 page.wait_for_selector("#images option:has-text('(upload)')", state="attached")
