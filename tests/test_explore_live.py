@@ -176,7 +176,9 @@ def test_bad_frames_get_an_error_each_and_the_stream_goes_on(app, astronaut):
         bad = _settings(ws, layer="C9")
         assert bad["settings"] is True and "no conv layer 'C9'" in bad["error"]
         bad = _settings(ws, colour="red")
-        assert "unknown live setting(s) colour" in bad["error"]
+        assert "unknown live setting(s) colour; use cam, cell, class, cmap" in bad["error"]
+        bad = _settings(ws, cam=True, **{"class": "giraffe"})
+        assert "unknown class 'giraffe'; use one of cat, dog, owl" in bad["error"]
         ws.send_text("{not json")
         assert "not JSON" in json.loads(ws.receive_text())["error"]
         ws.send_bytes(astronaut)
@@ -202,9 +204,14 @@ def test_a_model_without_face_crop_sees_the_centre_of_the_frame(astronaut):
     assert live["frame_side"] == 32 and live["channels"] == 3
     with c.websocket_connect("/api/live") as ws:
         ws.send_bytes(raw_frame(np.zeros((30, 40, 3), np.uint8)))
-        head, _ = _answer(ws)
+        head, parts = _answer(ws)
+        _settings(ws, cell=16)  # tiles smaller than the 30x30 maps: area-averaged down to 16x16
+        ws.send_bytes(raw_frame(np.zeros((30, 40, 3), np.uint8)))
+        small, small_parts = _answer(ws)
     assert head["face"] is None and head["face_crop"] is False and head["seen"] == [5, 0, 30, 30]
     assert head["input_shape"] == [32, 32, 3] and len(head["prediction"]) == 2
+    assert Image.open(io.BytesIO(parts["grid"])).size == (4 * 30, 30)  # 4 channels in a row, at their own size
+    assert Image.open(io.BytesIO(small_parts["grid"])).size == (4 * 16, 16) and small["view"]["tile"] == [16, 16]
 
 
 def test_raw_frames_as_the_page_sends_them(app, astronaut):

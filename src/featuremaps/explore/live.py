@@ -1,11 +1,11 @@
 """The explorer's live camera: one tab's stream of frames through the model, newest first.
 
-The page sends camera frames (small JPEGs) over a WebSocket; each is face-cropped (the emotion model), run
-through the network once and answered with the prediction, the current layer's grid (one page of channels, the
-sprite the page draws anyway) and, when asked, a CAM. Latency wins over throughput: a :class:`LiveStream` holds
-**one** waiting frame, and a newer one replaces it (the older is dropped, never queued), so a slow model answers
-the latest picture at a lower rate instead of falling behind. Everything here is free of any web framework; the
-socket itself is in :mod:`featuremaps.explore.app`.
+The page sends camera frames (raw pixels at the size the model needs, or any image file) over a WebSocket; each
+is face-cropped (the emotion model), run through the network once and answered with the prediction, the current
+layer's grid (one page of channels, the sprite the page draws anyway) and, when asked, a CAM. Latency wins over
+throughput: a :class:`LiveStream` holds **one** waiting frame, and a newer one replaces it (the older is dropped,
+never queued), so a slow model answers the latest picture at a lower rate instead of falling behind. Everything
+here is free of any web framework; the socket itself is in :mod:`featuremaps.explore.app`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from featuremaps.cam import overlay
-from featuremaps.cam.engine import check_methods, compute_cam
+from featuremaps.cam.engine import check_methods, compute_cam, resolve_class
+from featuremaps.errors import UserError
 from featuremaps.explore.session import (
     GRID_COLS,
     MAX_PER_PAGE,
@@ -36,8 +37,8 @@ from featuremaps.io import encode_png
 from featuremaps.pipeline import EMOTION_SIDE, describe_prediction, prepare
 from featuremaps.render import NORM_MODES, apply_colormap, colormap, fit_size, quantise, resize_maps
 
-#: one frame's bytes at most (a 1080p JPEG is well under 1 MiB; the page sends ~20 kB): over it, an error for
-#: that frame and the stream goes on
+#: one frame's bytes at most (the page's raw frames are 60-200 kB, a 1080p JPEG well under 1 MiB): over it, an
+#: error for that frame and the stream goes on
 MAX_FRAME_BYTES = 4 * 2**20
 #: one frame's pixels at most (refused from the header, before decoding)
 MAX_FRAME_PIXELS = 4_000_000
@@ -275,7 +276,7 @@ class LiveStream:
         if len(data) > self.max_frame_bytes:
             raise TooLarge(
                 f"frame {n} is {len(data) / 2**20:.1f} MiB, over the {self.max_frame_bytes / 2**20:.0f} MiB "
-                "limit of a live frame; send smaller frames (the page sends ~20 kB JPEGs)"
+                "limit of a live frame; send smaller frames (the page sends 60-200 kB)"
             )
         with self._lock:
             if self._pending is not None:
@@ -301,8 +302,8 @@ class LiveStream:
         changes nothing."""
         if not isinstance(values, dict):
             raise BadRequest('live settings must be a JSON object like {"layer": "C3"}')
-        known = {f for f in LiveSettings.__dataclass_fields__}
-        unknown = sorted(set(values) - known - {"class"})
+        known = (set(LiveSettings.__dataclass_fields__) - {"cls"}) | {"class"}
+        unknown = sorted(set(values) - known)
         if unknown:
             raise BadRequest(f"unknown live setting(s) {', '.join(unknown)}; use {', '.join(sorted(known))}")
         v = dict(values)
@@ -326,6 +327,10 @@ class LiveStream:
             ex._choice(s.method, tuple(ex.methods()), "method")
             if ex.n_classes is None:
                 raise BadRequest(f"model '{ex.lm.name}' has no (batch, classes) output, so no CAMs")
+            try:
+                resolve_class(cls, ex.lm.classes, ex.n_classes)
+            except UserError as e:
+                raise BadRequest(str(e)) from None
         self.settings = replace(s, layer=layer, page=page, per_page=per_page, cell=cell, cam=bool(s.cam), cls=cls)
         return self.settings
 
@@ -424,10 +429,11 @@ class LiveStream:
         else:
             lo_g, hi_g = lo_l, hi_l  # computed only when shown
         th, tw = fit_size(H, W, ex._cell(s.cell))
-        sh, sw = min(H, th), min(W, tw)  # never upsampled here: the page's tiles scale it
-        if (sh, sw) != (H, W):
-            sh, sw = th, tw
-        small = resize_maps(m[..., ids], (sh, sw)) if (sh, sw) != (H, W) else m[..., ids]
+        # maps that fit a tile are sent at their own size (the page's tiles scale them up, pixelated); larger ones
+        # are area-averaged down to the tile
+        fits = H <= th and W <= tw
+        sh, sw = (H, W) if fits else (th, tw)
+        small = m[..., ids] if fits else resize_maps(m[..., ids], (sh, sw))
         if s.norm == "map":
             lo, hi = mn[ids], mx[ids]
         else:

@@ -211,7 +211,7 @@
     $("camera").addEventListener("click", () => { if (live.on || live.starting) stopLive(null); else startLive(); });
     $("freeze").addEventListener("click", freeze);
     $("exportpng").addEventListener("click", exportPNG);
-    $("exportnpy").addEventListener("click", () => view && !live.on && download(`${imgBase(S.image)}/layers/${enc(S.layer)}/maps.npy?${mq({})}`));
+    $("exportnpy").addEventListener("click", () => live.on ? exportPNG() : view && download(`${imgBase(S.image)}/layers/${enc(S.layer)}/maps.npy?${mq({})}`));
     const big = $("detailwrap");
     big.addEventListener("mousemove", (e) => hover(e, big, S.image, view, S.channel, S.model));
     big.addEventListener("mouseleave", () => { $("rfbox").hidden = true; });
@@ -236,6 +236,7 @@
       $("file").value = "";  // the chooser names no file: the upload is now in the images list (or refused)
     }
     await loadImage(r.id);
+    return r.id;
   }
   function clearView(title) {  // nothing of another image stays on screen under this one's name
     summary = null; summaryB = null; view = null; viewB = null; camShown = "";
@@ -573,7 +574,8 @@
     a.href = url; a.download = ""; document.body.appendChild(a); a.click(); a.remove();
   }
   function exportPNG() {
-    if (!view || live.on) return;
+    if (live.on) { status("live: freeze the camera to export its frame", true); return; }
+    if (!view) return;
     const base = `${imgBase(S.image)}/layers/${enc(S.layer)}`;
     if (S.channel !== null) {
       download(`${base}/channels/${S.channel}.png?${mq({ cmap: S.cmap, norm: S.norm, alpha: S.opacity / 100, download: 1 })}`);
@@ -583,8 +585,8 @@
   }
 
   // ---------------------------------------------------------------- live: the camera
-  // Frames from getUserMedia, scaled down here to what the model needs (a small JPEG), go to the server over a
-  // WebSocket; it answers each with the prediction, the current layer's grid (one page of channels) and a CAM
+  // Frames from getUserMedia, scaled down here to what the model needs (raw pixels, gray for a gray model), go to
+  // the server over a WebSocket; it answers each with the prediction, the current layer's grid (one page of channels) and a CAM
   // when that is on. One frame is in flight: the next is sent when the answer is drawn, or after BUDGET_MS (the
   // server keeps only the newest waiting frame, so a slow model answers fresh pictures at a lower rate).
   const LIVE = "live";  // the image id of the live view's grid (no route: hover and clicks wait for a freeze)
@@ -800,7 +802,6 @@
     phase("decode", performance.now() - tDecode);
     if (!live.on) { URL.revokeObjectURL(src); return; }
     view = v; viewB = null; S.page = v.page;
-    if (v.label !== S.layer) { /* an answer for the layer before a switch: drawn, the next follows the switch */ }
     layerHead(v, ids);
     drawGrid($("grid"), LIVE, v, ids, src, "live", S.model);
     $("grid").classList.remove("stale");
@@ -841,7 +842,11 @@
     const c = new OffscreenCanvas(shown.pixels.width, shown.pixels.height);  // the frame's own pixels, lossless
     c.getContext("2d").putImageData(shown.pixels, 0, 0);
     const blob = await c.convertToBlob({ type: "image/png" });
-    await upload(new File([blob], name, { type: "image/png" }));
+    if (!(await upload(new File([blob], name, { type: "image/png" })))) {  // refused: the view before comes back
+      const why = $("status").textContent;
+      if (S.image) await loadImage(S.image); else clearView("the frozen frame was refused");
+      status(why, true);
+    }
   }
 
   start().catch((e) => status(e.message, true));
