@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import socket
 import sys
@@ -86,6 +87,11 @@ def _serve(args, images, names, sock) -> int:
     url = f"http://{'127.0.0.1' if shown in ('0.0.0.0', '[::]') else shown}:{port}/"
     shown_models = ", ".join(f"{m.name} ({m.source})" for m in loaded)
     print(f"featuremaps explore: {shown_models}; {len(images)} image(s) from the command line")
+    if not any(importlib.util.find_spec(m) for m in ("websockets", "wsproto")):
+        print(
+            "featuremaps: note: the page's live camera needs a WebSocket package: pip install 'featuremaps[explore]'",
+            file=sys.stderr,
+        )
     print(f"open {url}  (Ctrl-C stops it)", flush=True)
     server = uvicorn.Server(
         uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off", **UVICORN_OPTIONS)
