@@ -3,6 +3,7 @@
 PYTHONPATH=src python tools/explore_screenshot.py [--model emotion] [--image examples/astronaut.png]
 PYTHONPATH=src python tools/explore_screenshot.py --live     # docs/explore-live.png: the camera, a fake one
     playing a clip of --image (Chromium's --use-file-for-fake-video-capture), after --frames answers
+PYTHONPATH=src python tools/explore_screenshot.py --models emotion,vgg16 --weights none    # docs/explore-models.png
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import uvicorn
 from playwright.sync_api import sync_playwright
 
 from featuremaps import models
+from featuremaps.compare import distinct_names, load_compared
 from featuremaps.explore.app import UVICORN_OPTIONS, create_app
 from featuremaps.explore.live import y4m_clip
 from featuremaps.images import load_image
@@ -37,7 +39,11 @@ def main() -> int:
     ap.add_argument("--live", action="store_true", help="the live camera (a fake one playing --image)")
     ap.add_argument("--live-query", default="layer=C3&cam=1&method=gradcam")
     ap.add_argument("--frames", type=int, default=40, help="--live: answers drawn before the screenshot")
+    ap.add_argument("--models", default=None, help="models side by side (compare models), e.g. emotion,vgg16")
+    ap.add_argument("--models-query", default="layer=C5&vs=m1")
     a = ap.parse_args()
+    if a.models:
+        return side_by_side(a)
     lm = models.load(a.model, weights=a.weights)
     if a.live:
         return live(a, lm)
@@ -71,6 +77,41 @@ def main() -> int:
         browser.close()
     server.should_exit = True
     print(f"wrote {a.out}; console errors: {errors or 'none'}")
+    return 1 if errors else 0
+
+
+def serve(app) -> tuple[uvicorn.Server, int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off", **UVICORN_OPTIONS)
+    )
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, sock.getsockname()[1]
+
+
+def side_by_side(a) -> int:
+    """``--models``: the same image through two models, the second beside the first (README's explore-models)."""
+    out = a.out or str(ROOT / "docs" / "explore-models.png")
+    loaded = distinct_names([load_compared(n, a.weights) for n in a.models.split(",")])
+    app = create_app(loaded[0], [Path(a.image), ROOT / "examples" / "chelsea.png"], others=loaded[1:])
+    server, port = serve(app)
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(f"http://127.0.0.1:{port}/?image=a0&{a.models_query}")
+        page.wait_for_selector("#panelB:not([hidden]) #gridB .cell", timeout=180_000)
+        page.wait_for_function("() => document.getElementById('inputB').complete", timeout=60_000)
+        time.sleep(0.5)
+        page.screenshot(path=out, full_page=False)
+        browser.close()
+    server.should_exit = True
+    print(f"wrote {out}; console errors: {errors or 'none'}")
     return 1 if errors else 0
 
 
