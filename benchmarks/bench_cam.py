@@ -1,12 +1,15 @@
 """Grad-CAM cost relative to one forward pass, in one process (warm-up, then the median of several runs).
 
-    python benchmarks/bench_cam.py                 # VGG16 (weights=None) at 224x224
+    python benchmarks/bench_cam.py --repeat 5      # VGG16 (weights=None) at 224x224, Keras and torch
     python benchmarks/bench_cam.py --scorecam      # + Score-CAM on VGG16 (512 masked passes: minutes)
 
-Prints: one forward pass (``model(x, training=False)``), featuremaps' Grad-CAM (model cut at the last conv
-layer: body forward + head forward/backward), the textbook way (``tf.GradientTape`` over the whole model,
-``keras.io`` Grad-CAM example), Grad-CAM++ and LayerCAM per image; Score-CAM per image on the 48x48
-emotion VGG-16 (and on VGG16 with --scorecam).
+Prints: one forward pass (``model(x, training=False)``), featuremaps' Grad-CAM as the Python API gives it
+(``compute_cam(model, x)`` on a new image each call: its engine, the model cut at the last conv layer with its
+compiled gradient, is kept between calls), the same with the engine built anew every call (the cache cleared:
+a model's first call), an engine reused explicitly (what cam, report and explore do per image), the textbook
+way (``tf.GradientTape`` over the whole model, ``keras.io`` Grad-CAM example), Grad-CAM++ and LayerCAM per
+image; the 48x48 emotion VGG-16 the same way (and Score-CAM); torchvision's VGG16 (random weights) the same
+way where torch is installed.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--scorecam", action="store_true", help="also time Score-CAM on VGG16 (slow)")
+    ap.add_argument("--no-torch", action="store_true", help="Keras only")
     args = ap.parse_args()
 
     import keras
@@ -50,13 +54,15 @@ def main() -> None:
     rows = []
     fwd = timed(lambda: model(xb, training=False), args.repeat)
     rows.append(("VGG16 forward pass", fwd))
-    for m in ("gradcam", "gradcam++", "layercam"):
-        rows.append((f"VGG16 {m} (featuremaps)", timed(lambda m=m: compute_cam(model, x, m), args.repeat)))
-    # the CLI and the explorer build one engine per model, layer and input size and reuse it for every image:
-    # the per-image cost; compute_cam above builds the engine (the cut graph, its compiled gradient) every call.
-    # A new image every call: the engine keeps the body's outputs of the last image (one gradient per class).
-    engine = CamEngine(model, x.shape)
+    # compute_cam keeps its engine between calls (cam.engine.ENGINES); a new image every call
     images = itertools.cycle([x + i for i in range(4)])
+    for m in ("gradcam", "gradcam++", "layercam"):
+        rows.append(
+            (f"VGG16 {m}, compute_cam(model, x)", timed(lambda m=m: compute_cam(model, next(images), m), args.repeat))
+        )
+    rows.append(("VGG16 gradcam, compute_cam, engine built every call", timed(lambda: cold(model, x), args.repeat)))
+    # the CLI and the explorer build one engine per model, layer and input size and reuse it for every image
+    engine = CamEngine(model, x.shape)
     rows.append(
         (
             "VGG16 gradcam, engine reused (per image in cam/report/explore)",
@@ -84,18 +90,73 @@ def main() -> None:
     xe = np.random.default_rng(0).uniform(0, 1, (48, 48, 1)).astype(np.float32)
     t_emo = timed(lambda: emo(xe[None], training=False), args.repeat)
     rows.append(("emotion VGG-16 48x48 forward pass", t_emo))
+    faces = itertools.cycle([np.roll(xe, i, axis=0) for i in range(4)])
     for m in ("gradcam", "gradcam++", "layercam", "scorecam"):
         rep = 3 if m == "scorecam" else args.repeat
-        rows.append((f"emotion VGG-16 {m}", timed(lambda m=m: compute_cam(emo, xe, m), rep, warmup=1)))
+        rows.append((f"emotion VGG-16 {m}, compute_cam", timed(lambda m=m: compute_cam(emo, next(faces), m), rep, 1)))
+    rows.append(("emotion VGG-16 gradcam, compute_cam, engine built every call", timed(lambda: cold(emo, xe), 3, 1)))
     emo_engine = CamEngine(emo, xe.shape)
-    faces = itertools.cycle([np.roll(xe, i, axis=0) for i in range(4)])
-    emo_reused = timed(lambda: emo_engine.run(next(faces), "gradcam"), args.repeat)
+    rows.append(
+        (
+            "emotion VGG-16 gradcam, engine reused (per image)",
+            timed(lambda: emo_engine.run(next(faces), "gradcam"), args.repeat),
+        )
+    )
+    bases = {"VGG16": fwd, "emotion": t_emo}
+    if not args.no_torch:
+        rows += torch_rows(args.repeat, bases)
 
-    print(f"backend {keras.backend.backend()}, keras {keras.__version__}, {os.cpu_count()} CPUs")
-    rows.append(("emotion VGG-16 gradcam, engine reused (per image)", emo_reused))
+    print(f"backend {keras.backend.backend()}, keras {keras.__version__}, {os.cpu_count()} CPUs, load {load()}")
     for name, t in rows:
-        base = fwd if name.startswith("VGG16") else t_emo
+        base = bases[name.split(" ")[0]]
         print(f"{name:<66} {t * 1000:9.1f} ms  {t / base:6.2f}x forward")
+
+
+def cold(model, x):
+    """compute_cam as a model's first call: the engine cache emptied, so it builds the engine."""
+    from featuremaps.cam import compute_cam
+    from featuremaps.cam.engine import ENGINES
+
+    ENGINES.clear()
+    return compute_cam(model, x)
+
+
+def torch_rows(repeat: int, bases: dict) -> list[tuple[str, float]]:
+    """torchvision's VGG16 (random weights): the same rows, against its own forward pass."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    import numpy as np
+
+    from featuremaps.cam import CamEngine, compute_cam
+    from featuremaps.frameworks.torch import torchvision_models
+
+    torch.manual_seed(0)
+    net = torchvision_models().vgg16().eval()
+    x = np.random.default_rng(0).uniform(-2, 2, (224, 224, 3)).astype(np.float32)
+    xb = torch.from_numpy(x).permute(2, 0, 1)[None].contiguous()
+
+    def forward():
+        with torch.inference_mode():
+            return net(xb)
+
+    bases["torch"] = timed(forward, repeat)
+    images = itertools.cycle([x + i for i in range(4)])
+    engine = CamEngine(net, x.shape)
+    return [
+        ("torch VGG16 forward pass", bases["torch"]),
+        ("torch VGG16 gradcam, compute_cam(model, x)", timed(lambda: compute_cam(net, next(images)), repeat)),
+        ("torch VGG16 gradcam, compute_cam, engine built every call", timed(lambda: cold(net, x), repeat)),
+        ("torch VGG16 gradcam, engine reused (per image)", timed(lambda: engine.run(next(images), "gradcam"), repeat)),
+    ]
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
 
 
 if __name__ == "__main__":
