@@ -68,7 +68,7 @@ def test_onnx_maps_import_no_keras_tensorflow_or_jax(tmp_path):
 def test_products_import_no_framework():
     """The products and the CLI import no framework at their tops: a model's framework loads with the model."""
     code = (
-        "import featuremaps.models, featuremaps.report, featuremaps.compare, featuremaps.atlas, featuremaps.explain\n"
+        "import featuremaps.models, featuremaps.report, featuremaps.compare, featuremaps.atlas, featuremaps.cam_files\n"
     )
     code += "import featuremaps.pipeline, featuremaps.figure, featuremaps.compare_classes, featuremaps.emotion.data\n"
     code += "import featuremaps.cli, featuremaps.emotion, featuremaps.emotion.shipped"
