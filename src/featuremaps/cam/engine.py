@@ -200,7 +200,7 @@ class CamEngine:
             x = x[..., None]
         methods = parse_methods(list(methods) if not isinstance(methods, str) else methods)
         check_methods(self.adapter, methods)
-        self.adapter.forget()  # what it kept of an earlier image may predate new weights; within this run it serves
+        self.adapter.forget()  # what it kept of an earlier call may predate new weights: kept within a run only
         name = self.layer.name
         grads = []
         if any(m in NEEDS_GRADIENTS for m in methods):  # one gradient per class, of its score w.r.t. the maps
