@@ -19,18 +19,13 @@ import numpy as np
 
 from featuremaps import display
 from featuremaps.cam.heatmaps import heatmap_rgb, map01, overlay
-from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, PASSES, parse_methods
+from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, NEEDS_HEAD, PASSES, parse_methods
 from featuremaps.errors import UserError
 from featuremaps.frameworks import adapter
 from featuremaps.maps import ConvLayer, select_layers
 from featuremaps.targets import ClassScore
 
 log = logging.getLogger(__name__)
-
-
-#: CAM methods that re-run the network from the target layer on (Ablation-CAM): where the adapter has
-#: ``head_scores`` (Keras: the model cut at the layer; PyTorch: a hook replacing the layer's output).
-NEEDS_HEAD = {"ablationcam"}
 
 
 def resolve_layer(model, spec: str | int | ConvLayer | None, input_shape=None) -> ConvLayer:
