@@ -531,3 +531,44 @@ def test_no_face_and_a_refused_camera_in_chromium(tmp_path, face_model):
         srv.should_exit = True
         t.join(10)
     assert errors == [], errors
+
+
+@pytest.mark.slow
+def test_two_tabs_stream_on_their_own_in_chromium(tmp_path, face_model):
+    """Two tabs live at once: each its own stream and settings (C1 and C2); closing one frees its stream and
+    the other keeps going."""
+    sync = _browser_ready()
+    clip = tmp_path / "astronaut.y4m"
+    clip.write_bytes(y4m_clip(load_image(EXAMPLES / "astronaut.png"), frames=12))
+    app = create_app(face_model, [])
+    server, srv, t = _serve(app)
+    errors = []
+    try:
+        with sync.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=_camera_flags(clip))
+            try:
+                tabs = [browser.new_page(), browser.new_page()]
+                for tab, layer in zip(tabs, ("C1", "C2"), strict=True):
+                    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                    tab.set_default_timeout(60_000)
+                    tab.goto(f"{server}/?layer={layer}")
+                    tab.wait_for_selector("#layers li")
+                    tab.click("[data-testid=camera]")
+                for tab in tabs:
+                    _wait_frames(tab, 3)
+                assert len(app.state.live) == 2
+                assert tabs[0].locator("#layertitle").text_content().startswith("C1 first_conv")
+                assert tabs[1].locator("#layertitle").text_content().startswith("C2 second_conv")
+                tabs[0].close()
+                deadline = time.monotonic() + 10
+                while len(app.state.live) > 1 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert len(app.state.live) == 1
+                n = _live(tabs[1])["frames"]
+                _wait_frames(tabs[1], 3, n)
+            finally:
+                browser.close()
+    finally:
+        srv.should_exit = True
+        t.join(10)
+    assert errors == [], errors

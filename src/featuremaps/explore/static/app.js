@@ -209,6 +209,7 @@
       });
     }
     $("camera").addEventListener("click", () => { if (live.on || live.starting) stopLive(null); else startLive(); });
+    document.addEventListener("visibilitychange", () => { if (!document.hidden && live.on && !live.busy) sendFrame(); });
     $("freeze").addEventListener("click", freeze);
     $("exportpng").addEventListener("click", exportPNG);
     $("exportnpy").addEventListener("click", () => live.on ? exportPNG() : view && download(`${imgBase(S.image)}/layers/${enc(S.layer)}/maps.npy?${mq({})}`));
@@ -703,6 +704,8 @@
     const ws = live.ws, video = $("video");
     if (!live.on || !ws || ws.readyState !== 1) return;
     if (!video.videoWidth) { live.budget = setTimeout(sendFrame, 30); return; }  // no picture yet
+    // a hidden tab draws nothing (no animation frames): it sends nothing either, so no answers wait on it
+    if (document.hidden) { live.busy = false; return; }
     const vw = video.videoWidth, vh = video.videoHeight, k = Math.min(1, info.live.frame_side / Math.min(vw, vh));
     const w = Math.max(1, Math.round(vw * k)), h = Math.max(1, Math.round(vh * k));
     if (!live.canvas || live.canvas.width !== w || live.canvas.height !== h) live.canvas = new OffscreenCanvas(w, h);
