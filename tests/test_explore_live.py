@@ -23,6 +23,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed")
 websocket = pytest.importorskip("websocket", reason="websocket-client is not installed")
 
 from fastapi.testclient import TestClient  # noqa: E402
+from starlette.testclient import WebSocketDenialResponse  # noqa: E402
 from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from featuremaps import models  # noqa: E402
@@ -294,6 +295,18 @@ def test_a_page_of_another_site_is_refused(app):
     assert e.value.code == 1008
     with c.websocket_connect("/api/live?model=m7") as ws:
         assert "no model 'm7'" in json.loads(ws.receive_text())["error"]
+
+
+def test_the_socket_refuses_other_host_names(face_model):
+    """DNS rebinding: with allowed hosts (as `featuremaps explore` on loopback sets them), a socket asked for
+    under another host name is refused before it opens."""
+    c = TestClient(create_app(face_model, [], allowed_hosts=["127.0.0.1", "localhost"]))
+    with c.websocket_connect("/api/live", headers={"host": "127.0.0.1"}):
+        pass
+    with pytest.raises(WebSocketDenialResponse) as e:
+        with c.websocket_connect("/api/live", headers={"host": "evil.example"}):
+            pass
+    assert e.value.status_code == 400
 
 
 def test_pack_and_y4m_clip():
