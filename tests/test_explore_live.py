@@ -120,7 +120,7 @@ def test_a_frame_is_answered_with_its_prediction_grid_and_input(app, face_model,
     ex = Explorer(face_model, [])
     rgb = load_image(io.BytesIO(astronaut))
     prep = prepare(face_model, crop_face(rgb, FaceBox(*head["face"])), face_crop=False)
-    results, _ = ex._extractor(prep.x.shape)(prep.x[None])
+    results, _ = ex.extractor(prep.x.shape)(prep.x[None])
     means = results[1].maps[0].mean(axis=(0, 1))
     np.testing.assert_allclose(v["mean"], means, rtol=2e-3, atol=1e-5)
     sprite = Image.open(io.BytesIO(parts["grid"]))

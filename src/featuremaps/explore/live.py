@@ -312,8 +312,8 @@ class LiveStream:
         s = replace(self.settings, **v)
         ex = self.ex
         layer = ex.layer(str(s.layer))
-        ex._choice(s.sort, SORTS, "sort")
-        ex._choice(s.norm, NORM_MODES, "norm")
+        ex.choice(s.sort, SORTS, "sort")
+        ex.choice(s.norm, NORM_MODES, "norm")
         ex.cmap(s.cmap)
         try:
             page, per_page = int(s.page), int(s.per_page)
@@ -321,10 +321,10 @@ class LiveStream:
             raise BadRequest("page and per_page must be whole numbers") from None
         if page < 0 or not 1 <= per_page <= MAX_PER_PAGE:
             raise BadRequest(f"page must be >= 0 and per_page 1-{MAX_PER_PAGE}")
-        cell = ex._cell(s.cell)
+        cell = ex.cell_size(s.cell)
         cls = None if s.cls in (None, "") else str(s.cls)
         if s.cam:
-            ex._choice(s.method, tuple(ex.methods()), "method")
+            ex.choice(s.method, tuple(ex.methods()), "method")
             if ex.n_classes is None:
                 raise BadRequest(f"model '{ex.lm.name}' has no (batch, classes) output, so no CAMs")
             try:
@@ -362,7 +362,7 @@ class LiveStream:
         else:
             prep = prepare(ex.lm, rgb, input_shape=ex.input_shape, face_crop=False)
         t_face = time.perf_counter()
-        results, preds = ex._extractor(prep.x.shape)(prep.x[None])
+        results, preds = ex.extractor(prep.x.shape)(prep.x[None])
         t_forward = time.perf_counter()
         maps = {r.conv.label: r.maps[0] for r in results}
         probs = preds[0] if preds is not None else None
@@ -428,7 +428,7 @@ class LiveStream:
             hi_g = max(float(v.max()) for v in maps.values())
         else:
             lo_g, hi_g = lo_l, hi_l  # computed only when shown
-        th, tw = fit_size(H, W, ex._cell(s.cell))
+        th, tw = fit_size(H, W, ex.cell_size(s.cell))
         # maps that fit a tile are sent at their own size (the page's tiles scale them up, pixelated); larger ones
         # are area-averaged down to the tile
         fits = H <= th and W <= tw
