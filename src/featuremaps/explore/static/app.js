@@ -136,7 +136,7 @@
     buildRail();
     bind();
     if (S.image) await loadImage(S.image);
-    else { clearView(); status(gone || "upload or drop an image to begin", !!gone); }
+    else { clearView(); status(gone || "upload or drop an image, or start the camera, to begin", !!gone); }
     if (gone && S.image) status(`${gone}; showing ${nameOf(S.image)}`, true);
   }
   function fillImages(list) {
