@@ -538,6 +538,20 @@ def test_no_face_and_a_refused_camera_in_chromium(tmp_path, face_model):
                 assert refused.locator("#livenote").text_content().startswith("camera refused: allow the camera")
                 assert refused.locator("#camera").get_attribute("aria-pressed") == "false"
                 assert refused.locator("#grid .cell").count() == 12 and refused.locator("#videowrap").is_hidden()
+
+                absent = browser.new_page()  # no camera at all
+                absent.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                absent.add_init_script(
+                    "navigator.mediaDevices.getUserMedia = () => "
+                    "Promise.reject(new DOMException('Requested device not found', 'NotFoundError'));"
+                )
+                absent.goto(server + "/")
+                absent.wait_for_selector("#grid .cell")
+                absent.click("[data-testid=camera]")
+                absent.wait_for_selector("#livenote:not([hidden])")
+                assert absent.locator("#livenote").text_content() == (
+                    "no camera found: connect one, then press camera again"
+                )
             finally:
                 browser.close()
     finally:
