@@ -149,7 +149,7 @@ def test_cam_of_each_frame_when_asked(app, astronaut):
     assert head["cam"]["class"] == "owl" and head["cam"]["layer"] == "C1" and head["cam"]["method"] == "gradcam"
     assert np.asarray(Image.open(io.BytesIO(parts["cam"]))).shape == (48, 48, 3)
     heat = np.asarray(Image.open(io.BytesIO(parts["heat"])))  # for the video: RGBA, more opaque where hotter
-    assert heat.shape == (48, 48, 4) and heat[..., 3].min() >= 40 and heat[..., 3].max() > heat[..., 3].min()
+    assert heat.shape == (48, 48, 4) and heat[..., 3].min() < 20 and heat[..., 3].max() > 150
     # laid over the part of the frame the model saw: the face's crop, a square around the face box
     x, y, w, h = head["seen"]
     fx, fy, fw, fh = head["face"]

@@ -116,10 +116,11 @@ def seen_box(ex: Explorer, frame_hw: tuple[int, int], box: FaceBox | None, shape
 
 
 def heat_rgba(heat01: np.ndarray, cmap: str = "jet") -> np.ndarray:
-    """A [0, 1] heatmap as RGBA to lay over live video: coloured by ``cmap``, more opaque where hotter."""
+    """A [0, 1] heatmap as RGBA to lay over live video: coloured by ``cmap``, opaque as it is hot (alpha
+    ``210 * heat``: where the class score does not look, nothing covers the picture)."""
     heat = np.clip(np.asarray(heat01, np.float32), 0.0, 1.0)
     rgb = apply_colormap(heat, colormap(cmap))
-    alpha = (40 + 170 * heat + 0.5).astype(np.uint8)
+    alpha = (210 * heat + 0.5).astype(np.uint8)  # cold: the video shows through untouched
     return np.concatenate([rgb, alpha[..., None]], axis=2)
 
 
