@@ -1,5 +1,6 @@
-"""The explorer's web app: JSON and PNG endpoints over :class:`~featuremaps.explore.session.Explorer`, and the
-page (``static/``: one HTML, one script, one stylesheet, shipped in the package; nothing from a CDN).
+"""The explorer's web app: JSON and PNG endpoints over :class:`~featuremaps.explore.session.Explorer`, one
+WebSocket for the live camera (``/api/live``: :mod:`featuremaps.explore.live`), and the page (``static/``: one
+HTML, one script, one stylesheet, shipped in the package; nothing from a CDN).
 
 Routes never take a file path: command-line images are reached by id (``a0``...), uploads by the hash of
 their bytes, static files from a fixed list. Every error is a JSON ``{"error": message}`` with a 4xx code.
