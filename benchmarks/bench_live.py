@@ -25,17 +25,15 @@ import os
 import shutil
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from bench_explore_page import machine, uptime  # benchmarks/ is the script's folder: first on sys.path
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from bench_explore_page import machine, uptime  # noqa: E402
 
 
 def rss_mb() -> float:
