@@ -32,11 +32,11 @@ def timed(f, n):
 
 
 def figures():
-    from featuremaps.atlas import AtlasResult, render_heatmap, render_top_images
+    from featuremaps.atlas import AtlasResult, render_top_images
+    from featuremaps.cam_files import render_panel
     from featuremaps.charts import render_confusion
     from featuremaps.compare import ModelRun, render_models
     from featuremaps.compare_classes import render_classes
-    from featuremaps.explain import render_panel
     from featuremaps.extractor import LayerMaps
     from featuremaps.layers import ConvLayer
 
@@ -130,7 +130,7 @@ def figures():
         "compare classes (7 faces x 8 maps)": lambda: render_classes(
             row_maps, faces, CLASSES, [f"{c} 40%" for c in CLASSES], range(8), title="C3 conv", subtitle="emotion"
         ),
-        "atlas heatmap (7 x 512)": lambda: render_heatmap(res, 0),
+        "atlas heatmap (7 x 512)": lambda: res.heatmap(0),
         "atlas top images (6 x 9)": lambda: render_top_images(res, 0, source),
     }
 

@@ -479,7 +479,7 @@ def test_heatmap_of_a_few_channels_has_room_for_its_legend():
     is as wide as its widest line (nothing drawn up to the right edge, where text would be cut)."""
     from types import SimpleNamespace
 
-    from featuremaps.atlas import AtlasResult, render_heatmap
+    from featuremaps.atlas import AtlasResult
 
     means = np.array([[0.5, -0.1987, 0.2, 0.9], [-0.3, 0.4, 0.1, 0.05]], np.float32)
     layer = SimpleNamespace(label="C1", name="Conv1")
@@ -487,7 +487,7 @@ def test_heatmap_of_a_few_channels_has_room_for_its_legend():
         ["cat", "face"], np.array([2, 1]), [layer], [means], [np.array([1.0, 1.0, 0.3, 0.9])],
         [np.array([0, 1, 0, 0])], [None], [None], 3, 0, (8, 8, 3),
     )  # fmt: skip
-    pic = render_heatmap(res, 0)
+    pic = res.heatmap(0)
     right = pic[:, -5:]  # the title block wraps 6 px short of the edge; a cut line runs into it
     assert (right == right[0, 0]).all(), "something is drawn up to the right edge"
     assert pic.shape[1] > 560  # wider than the old fixed minimum, which cut "... span -0.199 to 0.9)"

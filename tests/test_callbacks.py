@@ -3,10 +3,13 @@ geometry, nothing recorded or written when switched off, and the sheets reach th
 
 from __future__ import annotations
 
+import io
+
 import keras
 import numpy as np
 import pytest
 from PIL import Image
+from test_display import check_bundle
 
 import featuremaps
 from featuremaps.callbacks import SHEET_CELL, FeatureMapsCallback, cell_box, render_sheet, sheet_size
@@ -93,6 +96,8 @@ def test_bad_arguments_are_user_errors():
         FeatureMapsCallback(np.zeros((16,)))
     with pytest.raises(UserError, match="one name per image"):
         FeatureMapsCallback(np.zeros((2, 16, 16, 1)), names=["x"])
+    with pytest.raises(UserError, match="repeat"):  # two inputs, one sheet file: the second would hide the first
+        FeatureMapsCallback(np.zeros((2, 16, 16, 1)), names=["face", "face"])
 
 
 def test_tensorboard_is_optional(tmp_path):
@@ -104,3 +109,17 @@ def test_tensorboard_is_optional(tmp_path):
     else:
         _fit(cb, epochs=1)
         assert any((tmp_path / "tb").rglob("events.*"))
+
+
+def test_the_callback_displays_its_sheets_in_a_notebook():
+    """A notebook cell ending in the callback shows one sheet per input, epochs so far; before fit, a line."""
+    faces = np.random.default_rng(2).random((2, 16, 16, 1), dtype=np.float32)
+    cb = featuremaps.FeatureMapsCallback(faces, layers="all", names=["a", "b"])
+    empty = cb._repr_mimebundle_()
+    assert "no epoch recorded" in empty["text/plain"] and "image/png" not in empty
+    _fit(cb, epochs=2)
+    b = cb._repr_mimebundle_()
+    assert "2 inputs, 2 epochs recorded (last: 2)" in check_bundle(b)
+    assert b["text/html"].count("<img") == 2  # a sheet per input
+    sheet = np.asarray(Image.open(io.BytesIO(b["image/png"])).convert("RGB"))
+    assert sheet.shape[0] >= 2 * sheet_size(2, 2)[0]  # both sheets stacked, each 2 epochs tall

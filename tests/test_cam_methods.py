@@ -9,6 +9,7 @@ import pytest
 
 from featuremaps.cam import CAM_METHODS, ablationcam, compute_cam, eigencam, gradcam_pp, hirescam, xgradcam
 from featuremaps.cli import main
+from featuremaps.errors import UserError
 
 NEW = ("hirescam", "xgradcam", "eigencam", "ablationcam")
 W = np.array([[1.0, -2.0], [0.5, 3.0]], np.float32)  # (channels, classes)
@@ -148,6 +149,21 @@ def test_a_new_method_is_one_function_and_one_record(monkeypatch, tiny_functiona
     assert [e["method"] for e in manifest["maps"]] == ["gradcam", "toy"]
     monkeypatch.undo()
     assert "toy" not in CAM_METHODS and "toy" not in build_parser().format_help()
+
+
+def test_what_a_new_method_needs_is_checked_from_its_record(monkeypatch):
+    """A registered method that re-runs the network from a layer is refused, in one line, by an adapter that cannot
+    (the engine's checks read the record, as the needs-sets do)."""
+    from featuremaps import registry
+    from featuremaps.cam.engine import check_methods, usable_methods
+    from featuremaps.frameworks.base import ModelAdapter
+
+    record = registry.CamMethod("toyhead", f"{__name__}:toy_cam", "head", "Nobody, 2026", "re-runs the head")
+    monkeypatch.setitem(registry.CAM_METHODS, "toyhead", record)
+    plain = ModelAdapter()  # no gradients, no head_scores
+    assert "toyhead" not in usable_methods(plain) and "eigencam" in usable_methods(plain)
+    with pytest.raises(UserError, match="toyhead re-runs the network"):
+        check_methods(plain, ["toyhead"])
 
 
 def test_the_needs_sets_come_from_the_records():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from featuremaps import colormap, render_layer, render_overview
+from featuremaps.cam_files import render_panel
 from featuremaps.charts import render_confusion
 from featuremaps.draw import (
     INK,
@@ -23,7 +24,6 @@ from featuremaps.draw import (
     wrap_text,
     zero_maps,
 )
-from featuremaps.explain import render_panel
 from featuremaps.render import Row
 
 LONG = (

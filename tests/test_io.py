@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -14,6 +15,7 @@ from featuremaps import UserError
 from featuremaps.io import (
     atomic_dir,
     atomic_path,
+    encode_png,
     ensure_dir,
     safe_name,
     save_json,
@@ -21,6 +23,7 @@ from featuremaps.io import (
     save_png,
     save_text,
 )
+from featuremaps.render import colormap
 
 
 def _all_files(root):
@@ -139,3 +142,17 @@ def test_encode_png_falls_back_for_other_arrays(tmp_path):
     p = save_png(tmp_path / "b.png", np.zeros((2, 2), bool))
     with Image.open(p) as im:
         assert im.size == (2, 2)
+
+
+def test_encode_png_indexed_by_a_palette():
+    """A (H, W) array of colormap indices with the colormap as palette: an indexed PNG that decodes to the
+    colours, a third of the RGB bytes stored; bad palettes or indices past it give None."""
+    lut = colormap("viridis")
+    idx = (np.arange(96 * 96) % 256).astype(np.uint8).reshape(96, 96)
+    data = encode_png(idx, level=0, palette=lut)
+    im = Image.open(io.BytesIO(data))
+    assert im.mode == "P"
+    np.testing.assert_array_equal(np.asarray(im.convert("RGB")), lut[idx])
+    assert len(data) < len(encode_png(lut[idx], level=0)) / 2.5
+    assert encode_png(idx, palette=lut[:10]) is None  # index 255 is past a 10-colour palette
+    assert encode_png(lut[idx], palette=lut) is None  # RGB pixels cannot be indices

@@ -122,7 +122,7 @@ def test_a_cam_of_float_noise_is_drawn_as_the_all_zero_hatch():
     from types import SimpleNamespace
 
     from featuremaps.cam.engine import cam_results
-    from featuremaps.explain import render_panel
+    from featuremaps.cam_files import render_panel
     from featuremaps.layers import ConvLayer
 
     rng = np.random.default_rng(0)
@@ -253,8 +253,8 @@ def test_layers_prints_terminal_escapes_in_layer_names_escaped(tmp_path, capsys)
 
 # ---------------------------------------------------------------- atlas data
 def test_manifest_labels_may_be_class_indices_mixed_with_names():
+    from featuremaps.atlas.manifests import match_labels
     from featuremaps.errors import UserError
-    from featuremaps.manifest import match_labels
 
     classes, idx = match_labels(["a", "2", "B", "0"], ["a", "b", "c"], "manifest m.csv")
     assert classes == ["a", "b", "c"] and idx.tolist() == [0, 2, 1, 0]

@@ -1,6 +1,9 @@
 """Screenshot of the real explorer page (docs/explore.png): the server in a thread, headless Debian chromium.
 
 PYTHONPATH=src python tools/explore_screenshot.py [--model emotion] [--image examples/astronaut.png]
+PYTHONPATH=src python tools/explore_screenshot.py --live     # docs/explore-live.png: the camera, a fake one
+    playing a clip of --image (Chromium's --use-file-for-fake-video-capture), after --frames answers
+PYTHONPATH=src python tools/explore_screenshot.py --models emotion,vgg16 --weights none    # docs/explore-models.png
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import argparse
 import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,7 +21,10 @@ import uvicorn
 from playwright.sync_api import sync_playwright
 
 from featuremaps import models
-from featuremaps.explore.app import create_app
+from featuremaps.compare import distinct_names, load_compared
+from featuremaps.explore.app import UVICORN_OPTIONS, create_app
+from featuremaps.explore.live import y4m_clip
+from featuremaps.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,15 +35,27 @@ def main() -> int:
     ap.add_argument("--weights", default=None)
     ap.add_argument("--image", default=str(ROOT / "examples" / "astronaut.png"))
     ap.add_argument("--query", default="layer=C3&channel=5&cam=1&method=gradcam&sort=mean")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "explore.png"))
+    ap.add_argument("--out", default=None, help="docs/explore.png (docs/explore-live.png with --live)")
+    ap.add_argument("--live", action="store_true", help="the live camera (a fake one playing --image)")
+    ap.add_argument("--live-query", default="layer=C3&cam=1&method=gradcam")
+    ap.add_argument("--frames", type=int, default=40, help="--live: answers drawn before the screenshot")
+    ap.add_argument("--models", default=None, help="models side by side (compare models), e.g. emotion,vgg16")
+    ap.add_argument("--models-query", default="layer=C5&vs=m1")
     a = ap.parse_args()
+    if a.models:
+        return side_by_side(a)
     lm = models.load(a.model, weights=a.weights)
+    if a.live:
+        return live(a, lm)
+    a.out = a.out or str(ROOT / "docs" / "explore.png")
     app = create_app(lm, [Path(a.image)])
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off", **UVICORN_OPTIONS)
+    )
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
@@ -58,6 +77,85 @@ def main() -> int:
         browser.close()
     server.should_exit = True
     print(f"wrote {a.out}; console errors: {errors or 'none'}")
+    return 1 if errors else 0
+
+
+def serve(app) -> tuple[uvicorn.Server, int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off", **UVICORN_OPTIONS)
+    )
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, sock.getsockname()[1]
+
+
+def side_by_side(a) -> int:
+    """``--models``: the same image through two models, the second beside the first (README's explore-models)."""
+    out = a.out or str(ROOT / "docs" / "explore-models.png")
+    loaded = distinct_names([load_compared(n, a.weights) for n in a.models.split(",")])
+    app = create_app(loaded[0], [Path(a.image), ROOT / "examples" / "chelsea.png"], others=loaded[1:])
+    server, port = serve(app)
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(f"http://127.0.0.1:{port}/?image=a0&{a.models_query}")
+        page.wait_for_selector("#panelB:not([hidden]) #gridB .cell", timeout=180_000)
+        page.wait_for_function("() => document.getElementById('inputB').complete", timeout=60_000)
+        time.sleep(0.5)
+        page.screenshot(path=out, full_page=False)
+        browser.close()
+    server.should_exit = True
+    print(f"wrote {out}; console errors: {errors or 'none'}")
+    return 1 if errors else 0
+
+
+def live(a, lm) -> int:
+    """The camera running on a fake device that plays a clip of ``a.image``; no image on the command line."""
+    out = a.out or str(ROOT / "docs" / "explore-live.png")
+    app = create_app(lm, [])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off", **UVICORN_OPTIONS)
+    )
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    errors = []
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+        clip = Path(tmp) / "camera.y4m"
+        clip.write_bytes(y4m_clip(load_image(a.image), frames=36))
+        flags = [
+            "--no-sandbox",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}",
+        ]
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=flags)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(f"http://127.0.0.1:{port}/?{a.live_query}")
+        page.wait_for_selector("#layers li", timeout=120_000)
+        page.click("[data-testid=camera]")
+        page.wait_for_function(f"() => window.featuremapsLive.frames >= {a.frames}", timeout=300_000)
+        if "cam=1" in a.live_query:
+            page.wait_for_selector("#liveheat:not([hidden])", timeout=120_000)
+            page.wait_for_selector("#camimg:not([hidden])", timeout=120_000)
+        time.sleep(0.3)
+        state = page.evaluate("window.featuremapsLive")
+        page.screenshot(path=out, full_page=False)
+        browser.close()
+    server.should_exit = True
+    print(f"wrote {out}; live: {state['frames']} frames, {state['fps']} fps, {state['latencyMs']} ms, {state['label']}")
+    print(f"console errors: {errors or 'none'}")
     return 1 if errors else 0
 
 

@@ -19,7 +19,7 @@ The package, as a table of contents:
 * pixels, arrays in and arrays out: ``colormaps``, ``draw``, ``render``, ``charts``, ``figure``
 * ``cam/``: class activation maps (methods, the one engine, heatmaps, metrics)
 * ``callbacks``: ``FeatureMapsCallback``, feature maps of fixed inputs epoch by epoch in any ``model.fit``
-* products: ``pipeline`` (show), ``explain`` (cam), ``report``, ``html``, ``compare``, ``compare_classes``,
+* products: ``pipeline`` (show), ``cam_files`` (cam), ``report``, ``html``, ``compare``, ``compare_classes``,
   ``atlas``, ``patterns`` (what a channel looks for); each writes its own files through ``io``, the only module
   that writes files
 * ``emotion/``: the FER2013 models, data, augmentation, training and evaluation

@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from featuremaps import display
 from featuremaps.draw import GAP, INK, MUTED, Canvas, fit_text, text_width
 from featuremaps.errors import UserError
 from featuremaps.extractor import FeatureExtractor
@@ -134,6 +135,8 @@ class FeatureMapsCallback(keras.callbacks.Callback):
         self.names = list(names) if names else [f"image{i + 1}" for i in range(len(x))]
         if len(self.names) != len(x):
             raise UserError(f"{len(self.names)} names for {len(x)} images; give one name per image")
+        if len({safe_name(n) for n in self.names}) != len(self.names):  # one sheet (and file) per input
+            raise UserError(f"the names {self.names} repeat; give each image a name of its own")
         self.out = Path(out) if out is not None else None
         self.channel, self.cell, self.cmap, self.first_epoch = channel, cell, cmap, first_epoch
         self.history: list[tuple[int, list[dict[str, np.ndarray]]]] = list(history or [])
@@ -181,18 +184,26 @@ class FeatureMapsCallback(keras.callbacks.Callback):
     def sheets(self) -> dict[str, np.ndarray]:
         """``{name: sheet}`` of the epochs recorded so far (:func:`render_sheet`)."""
         epochs = [e for e, _ in self.history]
-        what = "mean over channels" if self.channel is None else f"channel {self.channel}"
+        what = "channel mean" if self.channel is None else f"channel {self.channel}"  # short: 2 layers fit it
         return {
             name: render_sheet(
                 self.images[i],
                 [maps[i] for _, maps in self.history],
                 epochs,
-                title=f"{name}: feature maps by epoch ({what})",
+                title=f"{name} by epoch ({what})",
                 cell=self.cell,
                 cmap=self.cmap,
             )
             for i, name in enumerate(self.names)
         }
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        """In a notebook the callback shows its sheets so far (one per input), drawn from :attr:`history`."""
+        n = len(self.history)
+        if not n:
+            return display.bundle(f"FeatureMapsCallback: no epoch recorded yet ({len(self.names)} inputs)", [])
+        text = f"FeatureMapsCallback: {len(self.names)} inputs, {n} epochs recorded (last: {self.history[-1][0]})"
+        return display.bundle(text, list(self.sheets().items()))
 
 
 #: the maps a FeatureMapsCallback with ``out`` has drawn, kept beside its sheets for a resumed run

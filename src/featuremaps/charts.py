@@ -1,11 +1,25 @@
-"""Small charts drawn with NumPy and the drawing layer (no pyplot state): the confusion matrix, training curves."""
+"""Small charts drawn with NumPy and the drawing layer (no pyplot state): the confusion matrix, training curves,
+the atlas' class x channel heatmap."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from featuremaps.draw import BG, INK, MUTED, Canvas, fit_text, font, line_height, nice_ticks, text_width, title_block
+from featuremaps.draw import (
+    BG,
+    INK,
+    MUTED,
+    Canvas,
+    colorbar_height,
+    fit_text,
+    fit_text_keep_end,
+    font,
+    line_height,
+    nice_ticks,
+    text_width,
+    title_block,
+)
 from featuremaps.render import apply_colormap, colormap
 
 
@@ -123,3 +137,77 @@ def render_curves(
             d.text((lx + 20, ph - 14 - fs // 2 - 1), label, fill=INK, font=font(fs - 1))
             lx += 32 + text_width(label, fs - 1)
     return np.asarray(canvas)
+
+
+def render_class_heatmap(
+    means: np.ndarray,
+    si: np.ndarray,
+    preferred: np.ndarray,
+    rows: list[str],
+    layer: str,
+    images: int,
+    cmap: str = "viridis",
+) -> np.ndarray:
+    """Class x channel heatmap of one layer (the atlas'): channels sorted by preferred class then selectivity.
+
+    Colour is a channel's class mean divided by its largest class mean (the numeric colour bar below reads
+    0 to 1); a grey strip under it shows each channel's selectivity index, red lines separate the groups of
+    channels that prefer each class.
+
+    Args:
+        means: (K classes, C channels) class means (NaN for a class without images).
+        si: (C,) selectivity indices in [0, 1]; preferred: (C,) each channel's preferred class row.
+        rows: the K row labels (``"happy (120)"``); layer: ``"C5 block2_conv2"``; images: how many were read.
+    """
+    pref = preferred
+    K, C = means.shape
+    order = np.lexsort((-si, pref))
+    m = np.nan_to_num(means[:, order])
+    top = m.max(axis=0)
+    scaled = np.where(top > 0, m / np.where(top > 0, top, 1), 0.0)
+    cw = max(1, min(16, 1024 // C))
+    rh = 22
+    fs = 13
+    names = list(rows)
+    label_w = min(200, max(90, max(text_width(t, fs - 1) for t in names) + 12))
+    strip_note = "strip: white = SI 0, black = SI 1; red lines separate preferred classes"
+    finite = means[np.isfinite(means)]
+    span = f" (class means span {finite.min():.3g} to {finite.max():.3g})" if finite.size else ""
+    bar_label = f"class mean / channel's largest{span}"
+    # wide enough for the map and for every line under it (a few channels must not cut the legend)
+    width = max(
+        label_w + C * cw + 16,
+        560,
+        label_w + text_width(strip_note, fs - 1) + 12,
+        label_w + 200 + 8 + text_width(bar_label, fs - 1) + 12,
+    )
+    tb = title_block(
+        width - 12,
+        f"{layer}: mean activation per class of {C} channels",
+        f"{images} images; channels sorted by preferred class, then selectivity; "
+        "each channel scaled to its largest class mean",
+        size=fs + 4,
+        sub_size=fs,
+    )
+    head_h = tb.height + 12
+    ys = head_h + K * rh + 6  # selectivity strip (darker = more selective)
+    foot = line_height(fs - 1) + 10 + colorbar_height(fs - 1) + 8
+    height = ys + 14 + 6 + foot
+    c = Canvas.blank(height, width)
+    lut = colormap(cmap)
+    block = apply_colormap(np.repeat(np.repeat(scaled, rh, axis=0), cw, axis=1), lut)
+    c.paste(block, (label_w, head_h))
+    strip = (255 - np.clip(si[order], 0, 1) * 255).astype(np.uint8)
+    c.rgb[ys : ys + 14, label_w : label_w + C * cw] = np.repeat(strip, cw)[None, :, None]
+    for k in range(1, K):  # class-group boundaries
+        x = label_w + int(np.searchsorted(pref[order], k)) * cw
+        c.rgb[head_h - 4 : ys + 14, x : x + 1] = (255, 80, 80)
+    tb.draw(c, 6, 4)
+    for k, name in enumerate(names):
+        c.text((6, head_h + k * rh + 4), fit_text_keep_end(name, fs - 1, label_w - 8), fs - 1)
+    c.text((6, ys), "selectivity", fs - 2, MUTED)
+    y = ys + 20
+    c.text((label_w, y), strip_note, fs - 1, MUTED)
+    y += line_height(fs - 1) + 6
+    c.colorbar(label_w, y, 200, lut, 0.0, 1.0, size=fs - 1, label=bar_label)
+    return c.rgb

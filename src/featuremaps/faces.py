@@ -42,10 +42,30 @@ def _cascade():
     return _CASCADE
 
 
-def detect_faces(rgb: np.ndarray) -> list[FaceBox]:
-    """All faces found, largest first (the photo is scaled to at most 1024 px on its long side to detect)."""
+def detect_faces(
+    rgb: np.ndarray,
+    *,
+    max_side: int = 1024,
+    min_fraction: float = 0.08,
+    max_fraction: float | None = None,
+    scale_factor: float = 1.1,
+) -> list[FaceBox]:
+    """All faces found, largest first, in ``rgb``'s pixels.
+
+    The photo is scaled to at most ``max_side`` px on its long side to detect; faces smaller than
+    ``min_fraction`` (or larger than ``max_fraction``) of its short side are not looked for, and the cascade's
+    window grows by ``scale_factor`` a step. The defaults suit photos; the explorer's live camera (a face large
+    in a small frame, 30 times a second) detects in ~160 px frames with fewer, larger steps.
+
+    Args:
+        rgb: (H, W, 3) uint8 RGB.
+        max_side: the long side the photo is reduced to (never enlarged) before detection.
+        min_fraction: the smallest face looked for, as a fraction of the short side (at least 24 px).
+        max_fraction: the largest face looked for, as a fraction of the short side (None: any).
+        scale_factor: the cascade's step between window sizes (> 1; larger is faster and coarser).
+    """
     gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-    s = min(1.0, 1024 / max(gray.shape))
+    s = min(1.0, max_side / max(gray.shape))
     h, w = gray.shape
     if min(h, w) * s < 24:  # a sliver (30000x3): no face fits, and OpenCV cannot resize it to 0 px
         return []
@@ -53,8 +73,14 @@ def detect_faces(rgb: np.ndarray) -> list[FaceBox]:
         cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA) if s < 1 else gray
     )
     small = cv2.equalizeHist(small)
-    min_side = max(24, int(min(small.shape) * 0.08))
-    boxes = _cascade().detectMultiScale(small, scaleFactor=1.1, minNeighbors=6, minSize=(min_side, min_side))
+    min_side = max(24, int(min(small.shape) * min_fraction))
+    kw = {}
+    if max_fraction is not None:
+        big = max(min_side, int(min(small.shape) * max_fraction))
+        kw["maxSize"] = (big, big)
+    boxes = _cascade().detectMultiScale(
+        small, scaleFactor=scale_factor, minNeighbors=6, minSize=(min_side, min_side), **kw
+    )
     faces = [FaceBox(*(int(round(v / s)) for v in b)) for b in boxes]
     return sorted(faces, key=lambda f: f.w * f.h, reverse=True)
 

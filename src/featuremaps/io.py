@@ -110,9 +110,16 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def encode_png(
-    a: np.ndarray, level: int | None = None, strategy: int | None = None, row_filter: int | None = None
+    a: np.ndarray,
+    level: int | None = None,
+    strategy: int | None = None,
+    row_filter: int | None = None,
+    palette: np.ndarray | None = None,
 ) -> bytes | None:
-    """PNG bytes of a uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array; None for anything else."""
+    """PNG bytes of a uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array; None for anything else.
+
+    ``palette``: a (n <= 256, 3) uint8 table (a colormap's LUT) for a (H, W) array of indices into it: an
+    indexed PNG, a third of the RGB one's bytes (the explorer's live grids, colormap indices already)."""
     level = PNG_COMPRESS_LEVEL if level is None else level
     strategy = PNG_COMPRESS_TYPE if strategy is None else strategy
     row_filter = PNG_FILTER if row_filter is None else row_filter
@@ -121,6 +128,12 @@ def encode_png(
     c = 1 if a.ndim == 2 else a.shape[2]
     if c not in (1, 3, 4) or row_filter not in (0, 1, 2):
         return None
+    if palette is not None:
+        palette = np.asarray(palette)
+        if c != 1 or palette.dtype != np.uint8 or palette.ndim != 2 or palette.shape[1] != 3:
+            return None
+        if not 1 <= len(palette) <= 256 or int(a.max()) >= len(palette):
+            return None
     h, w = a.shape[:2]
     rows = np.ascontiguousarray(a).reshape(h, w * c)
     raw = np.empty((h, w * c + 1), np.uint8)
@@ -132,8 +145,11 @@ def encode_png(
         raw[1:, 1:] -= rows[:-1]
     co = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY if strategy == -1 else strategy)
     data = co.compress(raw) + co.flush()
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, {1: 0, 3: 2, 4: 6}[c], 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 3 if palette is not None else {1: 0, 3: 2, 4: 6}[c], 0, 0, 0)
+    plte = _png_chunk(b"PLTE", np.ascontiguousarray(palette).tobytes()) if palette is not None else b""
+    return (
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + plte + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+    )
 
 
 def save_png(path: str | Path, rgb: np.ndarray) -> Path:

@@ -9,8 +9,9 @@ function is named by ``"module:function"`` and imported only when a map is compu
   ``featuremaps.cam`` its exports; the README's method table is checked against it by a test.
   Adding a method: its function in ``cam/methods.py``, its record here, its test.
 * :data:`FRAMEWORKS`: framework name -> :class:`Framework` (its model-file suffixes, the module of its
-  adapter, the packages it needs and the pip extra that installs them). Model loading, ``--models`` checks,
-  the help text and the "pip install 'featuremaps[extra]'" lines are derived from it.
+  adapter, the packages it needs and the pip extra that installs them, the packages its model classes come
+  from). Model loading, recognising a model object (``frameworks.adapter``), ``--models`` checks, the help text
+  and the "pip install 'featuremaps[extra]'" lines are derived from it.
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ class Framework:
     extra: str
     #: how the help names its files
     files: str
+    #: the top-level packages whose classes are its models (``keras.Model`` -> ``keras``): how an object is recognised
+    classes: tuple[str, ...]
 
 
 FRAMEWORKS: dict[str, Framework] = {
@@ -163,6 +166,7 @@ FRAMEWORKS: dict[str, Framework] = {
             ("tensorflow",),
             "tensorflow",
             ".keras/.h5",
+            ("keras",),
         ),
         Framework(
             "torch",
@@ -171,8 +175,17 @@ FRAMEWORKS: dict[str, Framework] = {
             ("torch", "torchvision"),
             "torch",
             ".pt (TorchScript, torch.export .pt2)",
+            ("torch",),
         ),
-        Framework("onnx", (".onnx",), "featuremaps.frameworks.onnx", ("onnx", "onnxruntime"), "onnx", ".onnx"),
+        Framework(
+            "onnx",
+            (".onnx",),
+            "featuremaps.frameworks.onnx",
+            ("onnx", "onnxruntime"),
+            "onnx",
+            ".onnx",
+            ("onnxruntime", "onnx"),
+        ),
     )
 }
 

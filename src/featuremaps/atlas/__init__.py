@@ -9,8 +9,7 @@ the conv layers (never the maps themselves), and folded into running per-class s
 tables: memory does not grow with the dataset. Those statistics (:class:`AtlasStats`) are a mergeable
 reduction, so the same atlas can be computed in parts and merged: ``featuremaps.atlas.ray`` does that on Ray
 Data, with :class:`BatchReducer` (the per-worker half) in every actor. Data sources include manifests (CSV or
-Parquet of image paths/URIs and labels, :mod:`featuremaps.manifest`); unreadable images are counted, named
-and skipped.
+Parquet of image paths/URIs and labels); unreadable images are counted, named and skipped.
 
 Class selectivity index of a channel (Morcos et al. 2018): with ``mu_max`` its largest class mean and
 ``mu_rest`` the mean of its other class means, ``SI = (mu_max - mu_rest) / (mu_max + mu_rest)``: 0 when it
@@ -21,9 +20,11 @@ class means clipped at 0, which keeps it in [0, 1] (unclipped, a channel with cl
 score 19). Class means themselves are never clipped.
 
 The package, by what each module does: ``sources`` (class folders, FER2013, manifests: :class:`Source`),
-``stats`` (:class:`AtlasStats`, the selectivity index, :class:`BatchReducer`, :func:`compute_atlas`),
-``figures`` (the heatmap and top-image pictures), ``writing`` (``atlas.json``, ``atlas.npz``, ``index.html``)
-and ``ray`` (the same reduction on Ray Data; imported only by ``--engine ray``, never by this package).
+``manifests`` (reading a CSV or Parquet manifest of image paths or URIs and labels),
+``stats`` (:class:`AtlasStats`, the selectivity index, :class:`BatchReducer`, :func:`compute_atlas`,
+:class:`AtlasResult`, which draws its own class x channel heatmaps with :mod:`featuremaps.charts`), ``figures``
+(the top-image pictures), ``writing`` (``atlas.json``, ``atlas.npz``, ``index.html``) and ``ray`` (the same
+reduction on Ray Data; imported only by ``--engine ray``, never by this package).
 """
 
 from featuremaps.atlas.figures import (
@@ -31,7 +32,6 @@ from featuremaps.atlas.figures import (
     duplicate_note,
     most_selective,
     preferred_class,
-    render_heatmap,
     render_top_images,
 )
 from featuremaps.atlas.sources import Source, open_source
@@ -68,7 +68,6 @@ __all__ = [
     "open_source",
     "pixel_digest",
     "preferred_class",
-    "render_heatmap",
     "render_top_images",
     "selectivity",
     "summary",

@@ -1,4 +1,5 @@
-"""The atlas' pictures: the class x channel heatmap of a layer and the top images of its most selective channels."""
+"""The atlas' pictures of a layer beside its heatmap (which the result draws itself, :meth:`AtlasResult.heatmap`):
+the top images of its most selective channels, and the names and notes that go with them."""
 
 from __future__ import annotations
 
@@ -10,79 +11,13 @@ from featuremaps.draw import (
     INK,
     MUTED,
     Canvas,
-    colorbar_height,
     fit_text,
-    fit_text_keep_end,
     line_height,
-    text_width,
     title_block,
 )
-from featuremaps.render import apply_colormap, colormap, resize_rgb
+from featuremaps.render import resize_rgb
 
 SHOW_CHANNELS = 6  # most selective channels drawn with their top images, per layer
-
-
-def render_heatmap(res: AtlasResult, j: int, cmap: str = "viridis") -> np.ndarray:
-    """Class x channel heatmap of one layer: channels sorted by preferred class then selectivity.
-
-    Colour is a channel's class mean divided by its largest class mean (the numeric colour bar below reads
-    0 to 1); a grey strip under it shows each channel's selectivity index, red lines separate the groups of
-    channels that prefer each class.
-    """
-
-    means, si, pref = res.means[j], res.si[j], res.preferred[j]
-    K, C = means.shape
-    order = np.lexsort((-si, pref))
-    m = np.nan_to_num(means[:, order])
-    top = m.max(axis=0)
-    scaled = np.where(top > 0, m / np.where(top > 0, top, 1), 0.0)
-    cw = max(1, min(16, 1024 // C))
-    rh = 22
-    fs = 13
-    names = [f"{name} ({n})" for name, n in zip(res.classes, res.counts, strict=True)]
-    label_w = min(200, max(90, max(text_width(t, fs - 1) for t in names) + 12))
-    strip_note = "strip: white = SI 0, black = SI 1; red lines separate preferred classes"
-    finite = means[np.isfinite(means)]
-    span = f" (class means span {finite.min():.3g} to {finite.max():.3g})" if finite.size else ""
-    bar_label = f"class mean / channel's largest{span}"
-    # wide enough for the map and for every line under it (a few channels must not cut the legend)
-    width = max(
-        label_w + C * cw + 16,
-        560,
-        label_w + text_width(strip_note, fs - 1) + 12,
-        label_w + 200 + 8 + text_width(bar_label, fs - 1) + 12,
-    )
-    c_ = res.layers[j]
-    tb = title_block(
-        width - 12,
-        f"{c_.label} {c_.name}: mean activation per class of {C} channels",
-        f"{res.images} images; channels sorted by preferred class, then selectivity; "
-        "each channel scaled to its largest class mean",
-        size=fs + 4,
-        sub_size=fs,
-    )
-    head_h = tb.height + 12
-    ys = head_h + K * rh + 6  # selectivity strip (darker = more selective)
-    foot = line_height(fs - 1) + 10 + colorbar_height(fs - 1) + 8
-    height = ys + 14 + 6 + foot
-    c = Canvas.blank(height, width)
-    lut = colormap(cmap)
-    block = apply_colormap(np.repeat(np.repeat(scaled, rh, axis=0), cw, axis=1), lut)
-    c.paste(block, (label_w, head_h))
-    strip = (255 - np.clip(si[order], 0, 1) * 255).astype(np.uint8)
-    c.rgb[ys : ys + 14, label_w : label_w + C * cw] = np.repeat(strip, cw)[None, :, None]
-    for k in range(1, K):  # class-group boundaries
-        x = label_w + int(np.searchsorted(pref[order], k)) * cw
-        c.rgb[head_h - 4 : ys + 14, x : x + 1] = (255, 80, 80)
-    tb.draw(c, 6, 4)
-    for k, name in enumerate(names):
-        c.text((6, head_h + k * rh + 4), fit_text_keep_end(name, fs - 1, label_w - 8), fs - 1)
-    c.text((6, ys), "selectivity", fs - 2, MUTED)
-    y = ys + 20
-    c.text((label_w, y), strip_note, fs - 1, MUTED)
-    y += line_height(fs - 1) + 6
-    c.colorbar(label_w, y, 200, lut, 0.0, 1.0, size=fs - 1, label=bar_label)
-    return c.rgb
 
 
 def most_selective(res: AtlasResult, j: int, n: int) -> np.ndarray:

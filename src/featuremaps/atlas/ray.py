@@ -33,11 +33,11 @@ import ray.data
 import ray.exceptions
 from ray.data.extensions import ArrowTensorArray
 
+from featuremaps.atlas.manifests import read_image
 from featuremaps.atlas.sources import Source
 from featuremaps.atlas.stats import AtlasResult, AtlasStats, BatchReducer, atlas_input_shape, finish
 from featuremaps.errors import UserError
 from featuremaps.frameworks import adapter, load_model_state, model_state
-from featuremaps.manifest import read_image
 
 BLOCK_BATCHES = 16  # at most this many batches per block (one partial per block)
 BLOCKS_PER_ACTOR = 4  # at least this many blocks per actor when the data allow it (balance, progress)

@@ -1,5 +1,5 @@
 """The atlas' data sources: class folders, FER2013 (folder, CSV or archive) and manifests (CSV or Parquet of
-image paths/URIs and labels, :mod:`featuremaps.manifest`), as one :class:`Source`."""
+image paths/URIs and labels, :mod:`featuremaps.atlas.manifests`), as one :class:`Source`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from featuremaps.atlas.manifests import LABEL_COLUMN, PATH_COLUMN, is_manifest, match_labels, read_image, read_manifest
 from featuremaps.emotion import data as fer
 from featuremaps.errors import UserError
 from featuremaps.images import IMAGE_SUFFIXES
-from featuremaps.manifest import LABEL_COLUMN, PATH_COLUMN, is_manifest, match_labels, read_image, read_manifest
 
 
 @dataclass
@@ -76,7 +76,7 @@ def open_source(
     label_column: str = LABEL_COLUMN,
 ) -> Source:
     """FER2013 (folder, CSV, archive), ``ROOT/<class>/*.png`` (``ROOT/<split>/<class>/`` also accepted), or a
-    manifest: CSV or Parquet with an image path/URI column and a label column (see :mod:`featuremaps.manifest`).
+    manifest: CSV or Parquet with an image path/URI column and a label column (see :mod:`featuremaps.atlas.manifests`).
     """
     p = Path(path)
     if not p.exists():

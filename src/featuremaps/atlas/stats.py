@@ -11,6 +11,7 @@ import numpy as np
 
 from featuremaps import display
 from featuremaps.atlas.sources import Source
+from featuremaps.charts import render_class_heatmap
 from featuremaps.errors import UserError
 from featuremaps.frameworks import adapter
 from featuremaps.images import fit_to
@@ -197,14 +198,20 @@ class AtlasResult:
     bad: list = field(default_factory=list)  # their messages, lowest ids first (at most MAX_BAD_NAMES)
     duplicates: list = field(default_factory=list)  # photos in more than one class: [(id, label), ...] each
 
+    def heatmap(self, j: int, cmap: str = "viridis") -> np.ndarray:
+        """The class x channel heatmap of layer ``j`` (:func:`featuremaps.charts.render_class_heatmap`), RGB uint8."""
+        rows = [f"{name} ({n})" for name, n in zip(self.classes, self.counts, strict=True)]
+        c = self.layers[j]
+        return render_class_heatmap(
+            self.means[j], self.si[j], self.preferred[j], rows, f"{c.label} {c.name}", self.images, cmap
+        )
+
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         """A notebook shows the class x channel heatmap of every conv layer (IPython's rich display)."""
-        from featuremaps.atlas.figures import render_heatmap  # figures imports this module: a cycle at the top
-
         text = (
             f"featuremaps atlas of {self.images} images in {len(self.classes)} classes, {len(self.layers)} conv layers"
         )
-        pics = [(f"{c.label} {c.name}", render_heatmap(self, j)) for j, c in enumerate(self.layers)]
+        pics = [(f"{c.label} {c.name}", self.heatmap(j)) for j, c in enumerate(self.layers)]
         return display.bundle(text, pics)
 
 

@@ -14,7 +14,6 @@ from featuremaps.atlas.figures import (
     duplicate_note,
     most_selective,
     preferred_class,
-    render_heatmap,
     render_top_images,
 )
 from featuremaps.atlas.sources import Source
@@ -80,7 +79,7 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm, kept: list[str]
             body.append(f'<p class="note warn">{esc(duplicate_note(res, source))}</p>')
         for j, c in enumerate(res.layers):
             key = f"C{c.index:02d}_{safe_name(c.name)}"
-            save_png(tmp / "heatmaps" / f"{key}.png", render_heatmap(res, j))
+            save_png(tmp / "heatmaps" / f"{key}.png", res.heatmap(j))
             save_png(tmp / "top" / f"{key}.png", render_top_images(res, j, source))
             for name, a in (
                 ("means", res.means[j]),

@@ -10,24 +10,22 @@ autograd, ONNX not at all (gradient-free methods only). The methods themselves a
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from featuremaps import display
 from featuremaps.cam.heatmaps import heatmap_rgb, map01, overlay
-from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, PASSES, parse_methods
+from featuremaps.cam.methods import CAM_METHODS, NEEDS_GRADIENTS, NEEDS_HEAD, PASSES, parse_methods
 from featuremaps.errors import UserError
 from featuremaps.frameworks import adapter
 from featuremaps.maps import ConvLayer, select_layers
 from featuremaps.targets import ClassScore
 
 log = logging.getLogger(__name__)
-
-
-#: CAM methods that re-run the network from the target layer on (Ablation-CAM): where the adapter has
-#: ``head_scores`` (Keras: the model cut at the layer; PyTorch: a hook replacing the layer's output).
-NEEDS_HEAD = {"ablationcam"}
 
 
 def resolve_layer(model, spec: str | int | ConvLayer | None, input_shape=None) -> ConvLayer:
@@ -197,6 +195,7 @@ class CamEngine:
             x = x[..., None]
         methods = parse_methods(list(methods) if not isinstance(methods, str) else methods)
         check_methods(self.adapter, methods)
+        self.adapter.forget()  # what it kept of an earlier call may predate new weights: kept within a run only
         name = self.layer.name
         grads = []
         if any(m in NEEDS_GRADIENTS for m in methods):  # one gradient per class, of its score w.r.t. the maps
@@ -280,6 +279,84 @@ def cam_results(
     return results
 
 
+class EngineCache:
+    """The last few engines :func:`compute_cam` built, for its next call on the same model, input shape and layer
+    (building one cuts the model and compiles its gradient: several forward passes' worth of time).
+
+    It never keeps a model alive: while an engine waits here, each attribute of the engine and of its adapter
+    that is the model holds a weak proxy instead, and the model's weak reference drops the entry when the model
+    goes. Nothing is stored on the model (it pickles and saves as before). It never gives a stale map: the
+    adapters read weight values as they run (Keras' cut graphs share the model's variables, torch's hooks run the
+    module itself), :meth:`CamEngine.run` makes the adapter forget what it kept of an earlier image, and a model
+    rebuilt in place (a torch module's ``fc`` replaced: :meth:`~featuremaps.frameworks.ModelAdapter.fingerprint`
+    changes) gets a new engine. Models that take no weak reference (a path) are not cached.
+    """
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._entries: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(model, shape, layer):
+        spec = layer.name if isinstance(layer, ConvLayer) else layer
+        key = (id(model), tuple(int(d) for d in shape), spec)
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
+
+    def take(self, model, shape, layer=None) -> CamEngine | None:
+        """The cached engine for these arguments, taken out of the cache (with its model back), else None."""
+        key = self.key(model, shape, layer)
+        with self._lock:
+            entry = self._entries.pop(key, None) if key is not None else None
+        if entry is None:
+            return None
+        ref, slots, fingerprint, engine = entry
+        if ref() is not model:
+            return None
+        for obj, name in slots:
+            setattr(obj, name, model)
+        return engine if engine.adapter.fingerprint() == fingerprint else None
+
+    def give(self, model, shape, layer, engine: CamEngine) -> None:
+        """Keep ``engine`` (built for these arguments) for the next :meth:`take`, holding ``model`` weakly."""
+        key = self.key(model, shape, layer)
+        if key is None:
+            return
+        try:
+            ref = weakref.ref(model, lambda r, key=key: self._drop(key, r))
+            proxy = weakref.proxy(model)
+        except TypeError:  # a path, a session that takes no weak reference
+            return
+        fingerprint = engine.adapter.fingerprint()
+        slots = [(obj, name) for obj in (engine, engine.adapter) for name, v in vars(obj).items() if v is model]
+        for obj, name in slots:
+            setattr(obj, name, proxy)
+        with self._lock:
+            self._entries[key] = (ref, slots, fingerprint, engine)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def _drop(self, key, ref) -> None:
+        with self._lock:
+            if key in self._entries and self._entries[key][0] is ref:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+#: :func:`compute_cam`'s engines, by model, input shape and layer
+ENGINES = EngineCache()
+
+
 def compute_cam(
     model,
     x: np.ndarray,
@@ -294,8 +371,10 @@ def compute_cam(
 
     ``layer``: conv layer name or C-number (default: the last conv layer); ``class_index``: index or name
     (default: the predicted class). Returns a :class:`CamResult`; the model is neither changed nor compiled.
-    Each call cuts the model anew; for many images of one shape pass ``engine=CamEngine(model, x.shape, layer)``
-    to reuse the cut (nothing is cached behind the caller's back, so no model outlives its user).
+    The engine (the model cut at the layer, its compiled gradient) is kept for the next call on the same model,
+    input shape and layer (:class:`EngineCache`: the last 4, held without keeping the model alive, never stale
+    after its weights change), so a loop over images pays for it once; ``engine=CamEngine(model, x.shape,
+    layer)`` passes one explicitly.
 
     Example::
 
@@ -308,8 +387,12 @@ def compute_cam(
     (m,) = parse_methods(method) if isinstance(method, str) and "," not in method else (None,)
     if m is None:
         raise UserError("compute_cam takes one method; call it once per method")
-    eng = engine if engine is not None else CamEngine(model, x.shape, layer)
-    c = resolve_class(class_index, classes, eng.n_classes)
-    res = eng.run(x, [m], None if c is None else [c], classes)[0]
+    eng = engine or ENGINES.take(model, x.shape, layer) or CamEngine(model, x.shape, layer)
+    try:
+        c = resolve_class(class_index, classes, eng.n_classes)
+        res = eng.run(x, [m], None if c is None else [c], classes)[0]
+    finally:
+        if engine is None:
+            ENGINES.give(model, x.shape, layer, eng)
     res.image = display.as_rgb(x)  # what the network saw, stretched to 0-255 (its preprocessing undone roughly)
     return res

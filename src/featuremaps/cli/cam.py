@@ -6,11 +6,11 @@ from pathlib import Path
 
 from featuremaps.cam import parse_methods
 from featuremaps.cam.engine import check_methods
+from featuremaps.cam_files import CamRunner
 from featuremaps.cli.loading import load_model_from_args
 from featuremaps.cli.progress import Batch, Progress, clean, kept_note
 from featuremaps.display import p_equals
 from featuremaps.errors import UserError
-from featuremaps.explain import CamRunner
 from featuremaps.images import find_images
 from featuremaps.io import output_names
 from featuremaps.render import colormap

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import socket
 import sys
@@ -13,7 +14,7 @@ import uvicorn
 from featuremaps.cli.loading import load_model_from_args
 from featuremaps.compare import check_model_names, distinct_names, load_compared
 from featuremaps.errors import UserError
-from featuremaps.explore.app import create_app
+from featuremaps.explore.app import UVICORN_OPTIONS, create_app
 from featuremaps.images import find_images
 
 LOOPBACK_NAMES = ("localhost",)
@@ -86,8 +87,15 @@ def _serve(args, images, names, sock) -> int:
     url = f"http://{'127.0.0.1' if shown in ('0.0.0.0', '[::]') else shown}:{port}/"
     shown_models = ", ".join(f"{m.name} ({m.source})" for m in loaded)
     print(f"featuremaps explore: {shown_models}; {len(images)} image(s) from the command line")
+    if not any(importlib.util.find_spec(m) for m in ("websockets", "wsproto")):
+        print(
+            "featuremaps: note: the page's live camera needs a WebSocket package: pip install 'featuremaps[explore]'",
+            file=sys.stderr,
+        )
     print(f"open {url}  (Ctrl-C stops it)", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off", **UVICORN_OPTIONS)
+    )
     if not args.no_browser:
         threading.Timer(0.5, lambda: webbrowser.open(url)).start()
     server.run(sockets=[sock])

@@ -77,6 +77,7 @@ COMMAND_EXAMPLES = {
   featuremaps explore examples/                          # the bundled emotion model, the example photos
   featuremaps explore --model vgg16 --weights none cat.png --no-browser
   featuremaps explore --model my_net.keras --port 8765
+  featuremaps explore --model emotion                    # then "camera" in the page: your face, live
   featuremaps explore examples/ --models emotion,vgg16 --weights none   # two models side by side
   featuremaps explore cat.png --model torchvision:resnet18 --weights none
   featuremaps explore cat.png --model net.onnx --input-shape 224,224,3   # an ONNX file with a free size

@@ -1,5 +1,6 @@
-"""The explorer's web app: JSON and PNG endpoints over :class:`~featuremaps.explore.session.Explorer`, and the
-page (``static/``: one HTML, one script, one stylesheet, shipped in the package; nothing from a CDN).
+"""The explorer's web app: JSON and PNG endpoints over :class:`~featuremaps.explore.session.Explorer`, one
+WebSocket for the live camera (``/api/live``: :mod:`featuremaps.explore.live`), and the page (``static/``: one
+HTML, one script, one stylesheet, shipped in the package; nothing from a CDN).
 
 Routes never take a file path: command-line images are reached by id (``a0``...), uploads by the hash of
 their bytes, static files from a fixed list. Every error is a JSON ``{"error": message}`` with a 4xx code.
@@ -8,18 +9,22 @@ their bytes, static files from a fixed list. Every error is a JSON ``{"error": m
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from importlib import resources
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.websockets import WebSocketDisconnect
 
 from featuremaps.compare import align_by_depth, free_size_shape
 from featuremaps.errors import UserError
+from featuremaps.explore.live import MAX_FRAME_BYTES, LiveStream, frame_channels, frame_side
 from featuremaps.explore.session import BadRequest, Explorer, NotFound, TooLarge
 from featuremaps.io import safe_name
 from featuremaps.loaded import LoadedModel
@@ -31,6 +36,11 @@ CSP = (
     "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 NO_STORE = {"Cache-Control": "no-store"}
+#: what the server (uvicorn) must be told for the live camera's socket: a message up to 64 MiB is read and
+#: answered with an error when it is over the app's own frame limit (4 MiB), so a 50 MB frame costs that frame
+#: only; a bigger one closes the socket (1009). The answers are PNG sprites stored uncompressed for speed over
+#: loopback: no per-message deflate (it cost more than the frame's forward pass).
+UVICORN_OPTIONS = {"ws_max_size": 64 * 2**20, "ws_per_message_deflate": False}
 
 
 def _static(name: str) -> bytes:
@@ -48,6 +58,7 @@ def create_app(
     allowed_hosts: list[str] | None = None,
     input_shape: tuple[int, ...] | None = None,
     face_crop: bool | None = None,
+    max_frame_bytes: int = MAX_FRAME_BYTES,
 ) -> FastAPI:
     """The explorer app for one model (or several: ``others``, reached as ``?model=m1``, ``m2``, ...; the
     first is ``m0``, the default) and the images given on the command line (the only paths it reads).
@@ -59,10 +70,12 @@ def create_app(
 
     ``cache_bytes`` bounds the per-image activations held (least recently used go first), ``upload_bytes`` the
     decoded uploads, ``max_upload_bytes`` one upload. ``allowed_hosts`` (e.g. ``["127.0.0.1", "localhost"]``)
-    refuses requests for other host names (DNS rebinding). Example::
+    refuses requests for other host names (DNS rebinding). ``max_frame_bytes`` bounds one frame of the live
+    camera (``/api/live``, a WebSocket: see :mod:`featuremaps.explore.live`); serve the app with
+    :data:`UVICORN_OPTIONS`. Example::
 
         app = create_app(models.load("vgg16", weights="none"), [Path("cat.png")])
-        uvicorn.run(app, host="127.0.0.1", port=8000)
+        uvicorn.run(app, host="127.0.0.1", port=8000, **UVICORN_OPTIONS)
     """
     share = len(others) + 1
     explorers = [
@@ -83,6 +96,7 @@ def create_app(
     app = FastAPI(title="featuremaps explore", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.explorer = ex
     app.state.explorers = explorers
+    app.state.live = set()  # the open live streams (one a tab); a closed socket's is gone
     model_ids = [f"m{i}" for i in range(len(explorers))]
 
     def pick(model: str) -> Explorer:
@@ -173,7 +187,8 @@ def create_app(
     @app.get("/api/info")
     def info(model: str = "m0"):
         e = pick(model)
-        return {**e.info(), "model_id": model, "models": models_info(e)}
+        live = {"frame_side": frame_side(e), "channels": frame_channels(e), "max_frame_bytes": max_frame_bytes}
+        return {**e.info(), "model_id": model, "models": models_info(e), "live": live}
 
     @app.get("/api/images")
     def list_images():
@@ -287,6 +302,86 @@ def create_app(
         data = await call(e, e.cam_png, image_id, layer, method, cls, alpha, cmap)
         return png(data, f"{image_id}_{layer}_{method}.png" if download else None)
 
+    # ---------------------------------------------------------------- live camera
+    @app.websocket("/api/live")
+    async def live(ws: WebSocket, model: str = "m0"):
+        """One tab's camera: binary messages are frames (JPEG or PNG bytes), text messages settings (JSON:
+        layer, sort, page, per_page, cmap, norm, cell, cam, method, class). Each frame taken is answered with a
+        binary :func:`~featuremaps.explore.live.pack` message, or a text ``{"error", "frame"}``; frames that
+        arrive while one runs wait one at a time, the newest (older ones are dropped)."""
+        origin = ws.headers.get("origin")
+        if origin and urlsplit(origin).netloc != ws.headers.get("host"):
+            await ws.close(code=1008, reason="the live camera answers pages of this server only")
+            return
+        await ws.accept()
+        try:
+            e = pick(model)
+        except NotFound as err:
+            await ws.send_text(json.dumps({"error": str(err)}))
+            await ws.close(code=1008)
+            return
+        stream = LiveStream(e, max_frame_bytes)
+        app.state.live.add(stream)
+        wake = asyncio.Event()
+        sending = asyncio.Lock()
+
+        async def say(**body):
+            async with sending:
+                await ws.send_text(json.dumps(body))
+
+        async def worker():  # frames one at a time, always the newest waiting
+            try:
+                await answer_frames()
+            except (WebSocketDisconnect, RuntimeError):  # the tab went while an answer was on its way
+                pass
+
+        async def answer_frames():
+            while True:
+                await wake.wait()
+                wake.clear()
+                item = stream.take()
+                if item is None:
+                    continue
+                n, data = item
+                try:
+                    answer = await call(e, stream.process, n, data)
+                except UserError as err:
+                    await say(error=str(err), frame=n)
+                    continue
+                except Exception as err:  # never a dead stream for one bad frame
+                    await say(error=f"frame {n}: internal error ({type(err).__name__})", frame=n)
+                    continue
+                async with sending:
+                    await ws.send_bytes(answer)
+
+        task = asyncio.create_task(worker())
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    break
+                if msg.get("bytes") is not None:
+                    try:
+                        stream.offer(msg["bytes"])
+                    except UserError as err:
+                        await say(error=str(err), frame=stream.received)
+                        continue
+                    wake.set()
+                elif msg.get("text") is not None:
+                    try:
+                        stream.configure(json.loads(msg["text"]))
+                    except (UserError, ValueError) as err:
+                        why = str(err) if isinstance(err, UserError) else "settings are not JSON"
+                        await say(error=why, settings=True)
+                    else:
+                        await say(settings=dataclass_dict(stream.settings))
+        except WebSocketDisconnect:
+            pass
+        finally:
+            task.cancel()
+            stream.close()
+            app.state.live.discard(stream)
+
     @app.get("/api/colorbar.png")
     def colorbar(cmap: str = "viridis"):
         return png(Explorer.colorbar_png(cmap))
@@ -294,4 +389,10 @@ def create_app(
     return app
 
 
-__all__ = ["BadRequest", "NotFound", "create_app"]
+def dataclass_dict(s) -> dict:
+    d = dataclasses.asdict(s)
+    d["class"] = d.pop("cls")
+    return d
+
+
+__all__ = ["UVICORN_OPTIONS", "BadRequest", "NotFound", "create_app"]

@@ -277,7 +277,9 @@ class Explorer:
         return s.rgb if s.rgb is not None else load_image(s.path, max_pixels=self.max_pixels)
 
     # ------------------------------------------------------------ analysis
-    def _extractor(self, shape: tuple):
+    def extractor(self, shape: tuple):
+        """The feature extractor of every conv layer (all channels) for inputs of ``shape``: two shapes are kept
+        (an image's and the live camera's frames, say), each built once."""
         if shape not in self._extractors:
             if len(self._extractors) >= 2:
                 self._extractors.pop(next(iter(self._extractors)))
@@ -294,7 +296,7 @@ class Explorer:
         try:
             rgb = self._rgb(s)
             prep, note = self._prepare(s, rgb)
-            results, preds = self._extractor(prep.x.shape)(prep.x[None])
+            results, preds = self.extractor(prep.x.shape)(prep.x[None])
         except Exception:
             if image_id in self.uploads:  # an upload this model cannot take is no longer offered
                 self.uploads.pop(image_id)
@@ -379,7 +381,8 @@ class Explorer:
         return c
 
     @staticmethod
-    def _choice(value: str, options, what: str) -> str:
+    def choice(value: str, options, what: str) -> str:
+        """``value`` if it is one of ``options``, else a BadRequest naming ``what`` and the options."""
         if value not in options:
             raise BadRequest(f"{what} '{value}' is not one of {', '.join(options)}")
         return value
@@ -390,7 +393,7 @@ class Explorer:
         return colormap(name)
 
     def order(self, a: Analysis, label: str, sort: str) -> np.ndarray:
-        self._choice(sort, SORTS, "sort")
+        self.choice(sort, SORTS, "sort")
         n = a.maps[label].shape[-1]
         if sort == "index":
             return np.arange(n)
@@ -408,7 +411,7 @@ class Explorer:
         return a.ch_mean[label], a.ch_min[label], a.ch_max[label]
 
     def _range(self, a: Analysis, label: str, norm: str) -> tuple[float, float] | None:
-        self._choice(norm, NORM_MODES, "norm")
+        self.choice(norm, NORM_MODES, "norm")
         if norm == "layer":
             return a.layer_stats[label]["min"], a.layer_stats[label]["max"]
         if norm == "global":
@@ -431,7 +434,7 @@ class Explorer:
         label = self.layer(spec)
         m = a.maps[label]
         H, W, C = m.shape
-        h, w = fit_size(H, W, self._cell(cell))
+        h, w = fit_size(H, W, self.cell_size(cell))
         c = self.by_label[label]
         return {
             "image": image_id,
@@ -454,7 +457,8 @@ class Explorer:
         }
 
     @staticmethod
-    def _cell(cell) -> int:
+    def cell_size(cell) -> int:
+        """A grid cell's side in pixels (16-512), or a BadRequest."""
         try:
             cell = int(cell)
         except (TypeError, ValueError):
@@ -503,7 +507,7 @@ class Explorer:
         rng = self._range(a, label, norm)
         ids = self.page_channels(a, label, sort, page, per_page, channels)
         m = a.maps[label]
-        h, w = fit_size(m.shape[0], m.shape[1], self._cell(cell))
+        h, w = fit_size(m.shape[0], m.shape[1], self.cell_size(cell))
         small = self._small(a, label, h, w)[..., ids]  # area-averaged once per layer and tile size
         if rng is None:  # each map by its own full-resolution min-max, as `show` does
             _, lo_all, hi_all = self._channel_stats(a, label)
@@ -602,7 +606,7 @@ class Explorer:
         """A CAM of any class and method at any conv layer (kept with the image's analysis)."""
         a = self.analyse(image_id)
         label = self.layer(spec)
-        self._choice(method, tuple(CAM_METHODS), "method")
+        self.choice(method, tuple(CAM_METHODS), "method")
         try:
             check_methods(self.adapter, [method])  # one this framework cannot do: the line saying which can
         except UserError as e:

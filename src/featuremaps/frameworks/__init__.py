@@ -73,15 +73,9 @@ def known_framework(model) -> str | None:
     if isinstance(model, str | Path):
         # a path: only an ONNX file is a model as it stands (the ONNX adapter opens it); others go through models.load
         return "onnx" if registry.framework_of_file(model) == "onnx" else "keras"
-    roots = [cls.__module__.split(".")[0] for cls in type(model).__mro__]
-    if "keras" in roots:  # on Keras' torch backend a Keras model is also a torch.nn.Module
-        return "keras"
-    for root in roots:
-        if root == "torch":
-            return "torch"
-        if root in ("onnxruntime", "onnx"):
-            return "onnx"
-    return None
+    roots = {cls.__module__.split(".")[0] for cls in type(model).__mro__}
+    # in the registry's order, Keras first: on Keras' torch backend a Keras model is also a torch.nn.Module
+    return next((f.name for f in registry.FRAMEWORKS.values() if roots.intersection(f.classes)), None)
 
 
 def implementation(fw: str):

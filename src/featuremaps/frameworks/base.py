@@ -73,6 +73,17 @@ class ModelAdapter:
         implementation keeps what it compiles for the next call on a batch of the same shape."""
         raise UserError(f"{self.framework} models have no gradients in featuremaps; use a gradient-free method")
 
+    def fingerprint(self) -> tuple:
+        """What the adapter's graphs, hooks and layer lists were built from: the ids of the model's layer (and
+        weight) objects, not their values, which every framework reads as it runs. A cache of adapters (see
+        :func:`featuremaps.cam.compute_cam`) compares it to see that a model was rebuilt in place (a torch module's
+        ``fc`` replaced). ``()`` where a model cannot change (an ONNX session)."""
+        return ()
+
+    def forget(self) -> None:
+        """Drop what was kept of the last input (Keras: the cut model's body outputs, reused by the next call on
+        the same image), so that the next call reads the weights anew; nothing by default."""
+
     def head_scores(self, x: np.ndarray, name: str, acts: np.ndarray) -> np.ndarray:
         """``(B, n)`` scores (what a ``ClassScore`` differentiates) of one input ``x`` (H, W, C) with the maps of
         conv layer ``name`` replaced by each of ``acts`` (B, h, w, C): the network from that layer on."""

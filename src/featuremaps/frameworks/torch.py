@@ -366,6 +366,10 @@ class TorchAdapter(ModelAdapter):
         self.module.to("cuda")  # inputs follow the parameters' device (_to_input); maps come back with .cpu()
         return True
 
+    def fingerprint(self) -> tuple:
+        """The submodules: the conv list and its hooks are theirs (a replaced ``fc`` is a new model to us)."""
+        return tuple(map(id, self.module.modules()))
+
     def conv_layers(self, input_shape=None) -> list[ConvLayer]:
         if self._convs is None:
             self._probe(input_shape)

@@ -136,7 +136,7 @@
     buildRail();
     bind();
     if (S.image) await loadImage(S.image);
-    else { clearView(); status(gone || "upload or drop an image to begin", !!gone); }
+    else { clearView(); status(gone || "upload or drop an image, or start the camera, to begin", !!gone); }
     if (gone && S.image) status(`${gone}; showing ${nameOf(S.image)}`, true);
   }
   function fillImages(list) {
@@ -198,7 +198,7 @@
     $("closedetail").addEventListener("click", () => { S.channel = null; renderDetail(); writeURL(); });
     $("camon").addEventListener("change", () => {  // a toggle: off, a layer switch does no CAM work at all
       S.cam = $("camon").checked;
-      if (S.cam) renderCam(); else hideCam();
+      if (S.cam) renderCam(); else { hideCam(); if (live.on) liveSettings(); }
       writeURL();
     });
     for (const id of ["camclass", "cammethod"]) {
@@ -208,8 +208,11 @@
         writeURL();
       });
     }
+    $("camera").addEventListener("click", () => { if (live.on || live.starting) stopLive(null); else startLive(); });
+    document.addEventListener("visibilitychange", () => { if (!document.hidden && live.on && !live.busy) sendFrame(); });
+    $("freeze").addEventListener("click", freeze);
     $("exportpng").addEventListener("click", exportPNG);
-    $("exportnpy").addEventListener("click", () => view && download(`${imgBase(S.image)}/layers/${enc(S.layer)}/maps.npy?${mq({})}`));
+    $("exportnpy").addEventListener("click", () => live.on ? exportPNG() : view && download(`${imgBase(S.image)}/layers/${enc(S.layer)}/maps.npy?${mq({})}`));
     const big = $("detailwrap");
     big.addEventListener("mousemove", (e) => hover(e, big, S.image, view, S.channel, S.model));
     big.addEventListener("mouseleave", () => { $("rfbox").hidden = true; });
@@ -234,6 +237,7 @@
       $("file").value = "";  // the chooser names no file: the upload is now in the images list (or refused)
     }
     await loadImage(r.id);
+    return r.id;
   }
   function clearView(title) {  // nothing of another image stays on screen under this one's name
     summary = null; summaryB = null; view = null; viewB = null; camShown = "";
@@ -246,11 +250,12 @@
     $("layertitle").textContent = ""; $("layertitle").title = ""; $("pageinfo").textContent = "";
     $("cblo").textContent = ""; $("cbhi").textContent = "";
     for (const li of $("layers").children) li.querySelector(".lstats").textContent = "";
-    for (const id of ["grid", "gridB"]) { $(id).textContent = ""; delete $(id).dataset.drawn; delete $(id).dataset.src; }
+    for (const id of ["grid", "gridB"]) { $(id).textContent = ""; delete $(id).dataset.drawn; delete $(id).dataset.src; delete $(id).dataset.key; }
     $("panelB").hidden = true; $("inputBwrap").hidden = true;
     $("gridtitle").textContent = title || "";
   }
   async function loadImage(id) {
+    if (live.on) stopLive(null, true);
     const ticket = ++imageTicket;
     S.image = id; summaryB = null;
     $("images").value = id;
@@ -303,15 +308,15 @@
     };
     o.src = `${imgBase(S.image)}/original.png?${mq({})}`;
   }
-  function renderPrediction() {
-    const p = $("pred");
+  function renderPrediction(sm) {
+    const p = $("pred"), shown = sm || summary;
     p.textContent = "";
-    if (!summary.prediction.length) { p.textContent = "this model does not output class scores"; return; }
-    if (summary.random_weights) {
+    if (!shown.prediction.length) { p.textContent = "this model does not output class scores"; return; }
+    if (shown.random_weights) {
       const w = document.createElement("p"); w.className = "warn";
       w.textContent = "random weights: these numbers are noise"; p.appendChild(w);
     }
-    for (const c of summary.prediction) {
+    for (const c of shown.prediction) {
       const row = document.createElement("div"); row.className = "bar";
       const n = document.createElement("span"); n.textContent = c.class; n.title = c.class;
       const t = document.createElement("span"); t.className = "track";
@@ -324,6 +329,7 @@
 
   // ---------------------------------------------------------------- layers and grid
   async function selectLayer(label, keepPage) {
+    if (live.on) { liveLayer(label); return; }
     if (!S.image || !summary) return;
     if (label !== S.layer) { S.channel = null; }
     if (label !== S.layer || !keepPage) S.page = keepPage ? S.page : 0;
@@ -360,7 +366,7 @@
   }
   function clearGrids(msg) {  // a layer that failed: no other layer's maps stay under its title
     view = null; viewB = null; ++renderTicket;
-    for (const id of ["grid", "gridB"]) { $(id).textContent = ""; delete $(id).dataset.drawn; delete $(id).dataset.src; }
+    for (const id of ["grid", "gridB"]) { $(id).textContent = ""; delete $(id).dataset.drawn; delete $(id).dataset.src; delete $(id).dataset.key; }
     $("panelB").hidden = true; $("detail").hidden = true;
     $("layertitle").textContent = ""; $("pageinfo").textContent = ""; $("cblo").textContent = ""; $("cbhi").textContent = "";
     $("gridtitle").textContent = msg;
@@ -371,6 +377,7 @@
   const nextFrame = () => new Promise((res) => requestAnimationFrame(() => setTimeout(res, 0)));
   async function render() {
     // The sprites first, then the whole view at once: a title never stands over another layer's maps.
+    if (live.on) { liveSettings(); return; }  // the next frame's answer draws it
     if (!view) return;
     const ticket = ++renderTicket;
     const v = view, vB = viewB, sB = summaryB, ids = pageIds();
@@ -392,16 +399,8 @@
       return;
     }
     if (ticket !== renderTicket) return;
-    const [H, W, C] = v.shape;
-    const title = `${v.label} ${v.name}  ${H}x${W}x${C}`;
-    $("layertitle").textContent = title; $("layertitle").title = title;
-    $("pageinfo").textContent = `channels ${S.page * PER_PAGE + 1}-${S.page * PER_PAGE + ids.length} of ${C}`;
-    const bar = `/api/colorbar.png?${q({ cmap: S.cmap })}`;
-    if ($("colorbar").getAttribute("src") !== bar) $("colorbar").src = bar;
-    const rng = S.norm === "map" ? null : v.ranges[S.norm];
-    $("cblo").textContent = rng ? fmt(rng[0]) : "each map: its min";
-    $("cbhi").textContent = rng ? fmt(rng[1]) : "its max";
-    $("cblo").title = $("cblo").textContent; $("cbhi").title = $("cbhi").textContent;
+    const C = v.shape[2];
+    layerHead(v, ids);
     drawGrid($("grid"), S.image, v, ids, src, url, S.model);
     const sorted = `sorted by ${S.sort === "index" ? "channel number" : S.sort}`;
     $("gridtitle").textContent = S.vs ? `${modelName(S.model)} · ${v.label} ${v.name} · ${top(summary)}`
@@ -432,6 +431,18 @@
     $("grid").dataset.drawn = `${++drawSeq} ${v.label}`;
     if (S.cam) renderCam();  // after the maps: a CAM never delays a layer's grid
   }
+  function layerHead(v, ids) {  // the toolbar over a grid: the layer's title, the page, the colour bar's range
+    const [H, W, C] = v.shape;
+    const title = `${v.label} ${v.name}  ${H}x${W}x${C}`;
+    $("layertitle").textContent = title; $("layertitle").title = title;
+    $("pageinfo").textContent = `channels ${S.page * PER_PAGE + 1}-${S.page * PER_PAGE + ids.length} of ${C}`;
+    const bar = `/api/colorbar.png?${q({ cmap: S.cmap })}`;
+    if ($("colorbar").getAttribute("src") !== bar) $("colorbar").src = bar;
+    const rng = S.norm === "map" ? null : v.ranges[S.norm];
+    $("cblo").textContent = rng ? fmt(rng[0]) : "each map: its min";
+    $("cbhi").textContent = rng ? fmt(rng[1]) : "its max";
+    $("cblo").title = $("cblo").textContent; $("cbhi").title = $("cbhi").textContent;
+  }
   function nameOf(id) { const im = info.images.find((i) => i.id === id); return im ? im.name : id; }
   function top(sm) {
     if (!sm || !sm.prediction.length) return "no class output";
@@ -439,9 +450,17 @@
     return sm.random_weights ? "random weights" : `predicts ${p.class} (${pct(p.probability)})`;
   }
   function drawGrid(el, image, v, ids, src, url, model) {
-    el.textContent = "";
     el.dataset.src = url;  // the route the sprite came from (its query: colormap, norm, channels)
+    el.style.setProperty("--sprite", `url("${src}")`);  // every tile shows its part of it: one write a new sprite
     const [th, tw] = v.tile, cols = Math.min(v.cols, ids.length), rows = Math.ceil(ids.length / cols);
+    const key = `${image} ${model} ${v.label} ${th}x${tw} ${ids.join(",")}`;
+    if (image === LIVE && el.dataset.key === key) {  // the next frame, same tiles: only the sprite and captions
+      let j = 0;
+      for (const cell of el.children) { caption(cell.lastChild, v, ids[j++]); }
+      return;
+    }
+    el.dataset.key = key;
+    el.textContent = "";
     const main = image === S.image && model === S.model;
     const frag = document.createDocumentFragment();
     ids.forEach((c, j) => {
@@ -450,13 +469,12 @@
       if (c === S.channel && main) cell.classList.add("sel");
       const t = document.createElement("div"); t.className = "tile";
       Object.assign(t.style, {
-        width: `${tw}px`, height: `${th}px`, backgroundImage: `url("${src}")`,
+        width: `${tw}px`, height: `${th}px`, backgroundImage: "var(--sprite)",
         backgroundSize: `${cols * tw}px ${rows * th}px`,
         backgroundPosition: `-${(j % cols) * tw}px -${Math.floor(j / cols) * th}px`,
       });
       const cap = document.createElement("div"); cap.className = "cap";
-      cap.textContent = `F${c + 1} · ${S.sort === "max" ? "max " + fmt(v.max[c]) : fmt(v.mean[c])}`;
-      cap.title = `channel F${c + 1} (index ${c}): mean ${fmt(v.mean[c])}, max ${fmt(v.max[c])}`;
+      caption(cap, v, c);
       cell.append(t, cap);
       t.addEventListener("mousemove", (e) => hover(e, t, image, v, c, model));
       t.addEventListener("mouseleave", () => { $("rfbox").hidden = true; });
@@ -466,8 +484,14 @@
     el.appendChild(frag);
   }
 
+  function caption(cap, v, c) {
+    cap.textContent = `F${c + 1} · ${S.sort === "max" ? "max " + fmt(v.max[c]) : fmt(v.mean[c])}`;
+    cap.title = `channel F${c + 1} (index ${c}): mean ${fmt(v.mean[c])}, max ${fmt(v.max[c])}`;
+  }
+
   // ---------------------------------------------------------------- hover: value and receptive field
   function hover(e, el, image, v, c, model) {
+    if (image === LIVE) { $("hover").textContent = "live: freeze the camera to read values and receptive fields"; return; }
     if (c === null || !v) return;
     const r = el.getBoundingClientRect(), [H, W] = v.shape;
     const y = Math.min(H - 1, Math.max(0, Math.floor(((e.clientY - r.top) / r.height) * H)));
@@ -521,6 +545,7 @@
     $("caminfo").textContent = "CAM off: layer switches compute none";
   }
   async function renderCam() {  // the CAM of the current image, layer, class and method (once: cached both sides)
+    if (live.on) { liveSettings(); return; }  // each frame's answer brings its CAM
     if (!S.cam || !summary) return;
     const cq = { layer: S.layer, method: S.method, class: S.cls }, key = `${S.image} ${S.model} ${q(cq)}`;
     if (key === camShown) return;
@@ -550,12 +575,280 @@
     a.href = url; a.download = ""; document.body.appendChild(a); a.click(); a.remove();
   }
   function exportPNG() {
+    if (live.on) { status("live: freeze the camera to export its frame", true); return; }
     if (!view) return;
     const base = `${imgBase(S.image)}/layers/${enc(S.layer)}`;
     if (S.channel !== null) {
       download(`${base}/channels/${S.channel}.png?${mq({ cmap: S.cmap, norm: S.norm, alpha: S.opacity / 100, download: 1 })}`);
     } else {
       download(`${base}/grid.png?${mq({ cmap: S.cmap, norm: S.norm, channels: pageIds().join(","), download: 1 })}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- live: the camera
+  // Frames from getUserMedia, scaled down here to what the model needs (raw pixels, gray for a gray model), go to
+  // the server over a WebSocket; it answers each with the prediction, the current layer's grid (one page of channels) and a CAM
+  // when that is on. One frame is in flight: the next is sent when the answer is drawn, or after BUDGET_MS (the
+  // server keeps only the newest waiting frame, so a slow model answers fresh pictures at a lower rate).
+  const LIVE = "live";  // the image id of the live view's grid (no route: hover and clicks wait for a freeze)
+  const BUDGET_MS = 250, KEEP_LATENCIES = 1000;
+  const live = {
+    on: false, starting: false, ws: null, media: null, busy: false, sent: 0, inflight: new Map(), budget: null,
+    shown: null, urls: {}, lat: [], server: [], stamps: [], phases: {}, canvas: null,
+  };
+  // for tests and benchmarks/bench_live.py: answers drawn, fps over the last 2 s, the median frame-to-drawn time
+  // (capture in this page to the frame after the grid is in place), the prediction; latencies: the recent ones
+  const liveState = window.featuremapsLive = {
+    frames: 0, fps: 0, latencyMs: null, label: "", dropped: 0, errors: 0, state: "off", serverMs: null, latencies: [],
+  };
+  function liveNote(msg, isWarn) {
+    $("livenote").textContent = msg || "";
+    $("livenote").hidden = !msg;
+    $("livenote").className = isWarn === false ? "muted" : "warn";
+  }
+  function cameraProblem(e) {
+    const n = e && e.name;
+    if (n === "NotAllowedError" || n === "SecurityError") return "camera refused: allow the camera for this page in the browser's site settings, then press camera again";
+    if (n === "NotFoundError" || n === "OverconstrainedError" || n === "DevicesNotFoundError") return "no camera found: connect one, then press camera again";
+    if (n === "NotReadableError") return "the camera is in use by another program (or failed to start): close it, then press camera again";
+    return `the camera could not start (${n || "error"}: ${(e && e.message) || "unknown"})`;
+  }
+  async function startLive() {
+    liveNote("");
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      liveNote("no camera: this browser gives the page none (open the page at 127.0.0.1 or localhost, a secure context)");
+      return;
+    }
+    live.starting = true; setCameraButton(true);
+    let media;
+    try {
+      media = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
+    } catch (e) {
+      live.starting = false; setCameraButton(false);
+      liveNote(cameraProblem(e)); status(cameraProblem(e), true);
+      return;
+    }
+    if (!live.starting) { media.getTracks().forEach((t) => t.stop()); return; }  // stopped while asking
+    live.starting = false; live.on = true; live.media = media;
+    live.lat = []; live.server = []; live.stamps = []; live.phases = {};
+    Object.assign(liveState, { frames: 0, fps: 0, latencyMs: null, label: "", dropped: 0, errors: 0, state: "starting", serverMs: null, latencies: live.lat }); live.sent = 0; live.inflight.clear(); live.shown = null; live.busy = false;
+    ++layerTicket; ++renderTicket; ++camTicket; ++imageTicket;  // nothing of the image view lands over the live one
+    S.channel = null; camShown = "";
+    $("detail").hidden = true; $("panelB").hidden = true; $("facewrap").hidden = true; $("facenote").hidden = true;
+    $("camimg").hidden = true; $("caminfo").textContent = S.cam ? "CAM of each frame ..." : "";
+    for (const li of $("layers").children) li.querySelector(".lstats").textContent = "";  // the image's, not the frames'
+    $("inputnote").textContent = "";
+    const video = $("video");
+    video.srcObject = media;
+    $("videowrap").hidden = false;
+    await video.play().catch(() => {});
+    live.videoWidth = video.clientWidth;
+    status("live: starting the camera stream ...");
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/live?${mq({})}`);
+    ws.binaryType = "arraybuffer";
+    live.ws = ws;
+    ws.onopen = () => { liveSettings(); sendFrame(); };
+    ws.onmessage = (ev) => { if (live.ws === ws) onAnswer(ev.data); };
+    let opened = false;
+    ws.addEventListener("open", () => { opened = true; });
+    ws.onclose = (ev) => {
+      if (live.ws !== ws) return;
+      stopLive(opened
+        ? `the live stream closed (${ev.code}${ev.reason ? ": " + ev.reason : ""}); press camera to start again`
+        : "the server could not open the live stream (it needs the websockets package: pip install 'featuremaps[explore]')");
+    };
+  }
+  function setCameraButton(on) {
+    $("camera").setAttribute("aria-pressed", on ? "true" : "false");
+    $("camera").textContent = on ? "\u25A0 stop camera" : "\u25CF camera";
+    $("freeze").disabled = !on;
+  }
+  function stopLive(msg, keepView) {
+    const was = live.on;
+    live.on = false; live.starting = false;
+    clearTimeout(live.budget);
+    const ws = live.ws; live.ws = null;
+    if (ws && ws.readyState <= 1) ws.close(1000);
+    if (live.media) live.media.getTracks().forEach((t) => t.stop());
+    live.media = null; live.inflight.clear();
+    $("video").srcObject = null; $("videowrap").hidden = true; $("livebox").hidden = true; $("liveheat").hidden = true;
+    $("grid").classList.remove("stale");
+    for (const u of Object.values(live.urls)) URL.revokeObjectURL(u);
+    live.urls = {};
+    setCameraButton(false);
+    liveState.state = "off";
+    $("livestats").textContent = "";
+    liveNote(msg || "");
+    if (msg) status(msg, true);
+    if (!was || keepView) return;
+    view = null; viewB = null;
+    if (S.image) loadImage(S.image);
+    else clearView("upload or drop an image, or start the camera");
+  }
+  function liveLayer(label) {
+    if (label !== S.layer) { S.page = 0; S.channel = null; }
+    S.layer = label;
+    for (const li of $("layers").children) li.classList.toggle("active", li.dataset.label === label);
+    liveSettings();
+  }
+  function liveSettings() {  // what each answer shows; the page's own state decides it, the socket follows
+    if (!live.ws || live.ws.readyState !== 1) return;
+    live.ws.send(JSON.stringify({
+      layer: S.layer, sort: S.sort, page: S.page, per_page: PER_PAGE, cmap: S.cmap, norm: S.norm,
+      cam: S.cam, method: S.method, class: S.cls,
+    }));
+    writeURL();
+  }
+  function sendFrame() {
+    clearTimeout(live.budget);
+    const ws = live.ws, video = $("video");
+    if (!live.on || !ws || ws.readyState !== 1) return;
+    if (!video.videoWidth) { live.budget = setTimeout(sendFrame, 30); return; }  // no picture yet
+    // a hidden tab draws nothing (no animation frames): it sends nothing either, so no answers wait on it
+    if (document.hidden) { live.busy = false; return; }
+    const vw = video.videoWidth, vh = video.videoHeight, k = Math.min(1, info.live.frame_side / Math.min(vw, vh));
+    const w = Math.max(1, Math.round(vw * k)), h = Math.max(1, Math.round(vh * k));
+    if (!live.canvas || live.canvas.width !== w || live.canvas.height !== h) live.canvas = new OffscreenCanvas(w, h);
+    const t0 = performance.now(), ctx = live.canvas.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(video, 0, 0, w, h);
+    const pixels = ctx.getImageData(0, 0, w, h);
+    const frame = rawFrame(pixels, info.live.channels);  // no image encoding here, no decoding there
+    live.busy = true;
+    const n = ++live.sent;
+    live.inflight.set(n, { t0, pixels, sent: performance.now() });
+    for (const key of live.inflight.keys()) { if (live.inflight.size <= 8) break; live.inflight.delete(key); }
+    ws.send(frame);
+    // no answer by then: a fresher frame (the server keeps the newest); a slow model's frames wait less this way
+    // than they would behind a fixed budget shorter than its forward pass
+    live.budget = setTimeout(sendFrame, Math.max(BUDGET_MS, 2 * (liveState.serverMs || 0)));
+  }
+  function rawFrame(img, channels) {  // explore/live.py's raw frame: "FMR1", width, height, channels, pixels
+    const { width: w, height: h, data: px } = img, out = new Uint8Array(12 + w * h * channels);
+    out.set([0x46, 0x4d, 0x52, 0x31]);
+    const dv = new DataView(out.buffer);
+    dv.setUint16(4, w); dv.setUint16(6, h); dv.setUint8(8, channels);
+    if (channels === 1) {  // the model sees gray: a third of the bytes (BT.601 luma, as the server's conversion)
+      for (let i = 0, j = 12; i < px.length; i += 4, j++) out[j] = (77 * px[i] + 150 * px[i + 1] + 29 * px[i + 2] + 128) >> 8;
+    } else {
+      for (let i = 0, j = 12; i < px.length; i += 4, j += 3) { out[j] = px[i]; out[j + 1] = px[i + 1]; out[j + 2] = px[i + 2]; }
+    }
+    return out;
+  }
+  const median = (a) => { if (!a.length) return null; const b = [...a].sort((x, y) => x - y), m = b.length >> 1; return b.length % 2 ? b[m] : (b[m - 1] + b[m]) / 2; };
+  function phase(name, ms) {  // where a frame's time goes (medians of the last 100), for the benchmark
+    const a = (live.phases[name] = live.phases[name] || []);
+    a.push(ms); if (a.length > 100) a.shift();
+  }
+  async function onAnswer(data) {
+    const tArrived = performance.now();
+    if (typeof data === "string") {
+      const m = JSON.parse(data);
+      if (m.error && m.settings) { status(`live: ${m.error}`, true); return; }
+      if (m.error) {
+        liveState.errors++;
+        liveNote(`live: ${m.error}`);
+        status(`live: ${m.error}`, true);
+        if (m.frame && live.inflight.has(m.frame)) { live.inflight.delete(m.frame); sendFrame(); }
+      }
+      return;
+    }
+    const dv = new DataView(data), n = dv.getUint32(0), head = JSON.parse(new TextDecoder().decode(new Uint8Array(data, 4, n)));
+    const parts = {};
+    let at = 4 + n;
+    for (const p of head.parts) { parts[p.name] = new Blob([new Uint8Array(data, at, p.length)], { type: p.type }); at += p.length; }
+    const sent = live.inflight.get(head.frame);
+    for (const key of [...live.inflight.keys()]) if (key <= head.frame) live.inflight.delete(key);
+    liveState.dropped = head.dropped;
+    if (head.face === null && head.face_crop) {  // no face: say so, keep the last maps (faded), keep going
+      $("grid").classList.add("stale");
+      $("livebox").hidden = true;
+      liveNote("no face in the frame: face the camera (the emotion model sees only a face)", true);
+      liveState.label = "no face";
+    } else {
+      if (sent) { phase("encode", sent.sent - sent.t0); phase("server+network", tArrived - sent.sent); }
+      await drawLive(head, parts);
+      phase("draw", performance.now() - tArrived);
+      if (!live.on) return;
+    }
+    const tDrawn = performance.now();
+    await nextFrame();  // painted
+    if (!live.on) return;
+    const now = performance.now();
+    phase("paint", now - tDrawn);
+    liveState.frames++;
+    live.stamps.push(now);
+    while (live.stamps.length && now - live.stamps[0] > 2000) live.stamps.shift();
+    if (sent) { live.lat.push(now - sent.t0); if (live.lat.length > KEEP_LATENCIES) live.lat.shift(); live.shown = { pixels: sent.pixels, frame: head.frame }; }
+    live.server.push(Object.values(head.ms).reduce((a, b) => a + b, 0));
+    if (live.server.length > 100) live.server.shift();
+    liveState.serverMs = +median(live.server).toFixed(1);
+    liveState.phases = Object.fromEntries(Object.entries(live.phases).map(([k, a]) => [k, +median(a).toFixed(1)]));
+    const span = live.stamps.length > 1 ? (now - live.stamps[0]) / 1000 : 0;
+    liveState.fps = span > 0 ? +((live.stamps.length - 1) / span).toFixed(2) : 0;
+    liveState.latencyMs = live.lat.length ? +median(live.lat).toFixed(1) : null;
+    liveState.state = "running";
+    $("livestats").textContent = `${liveState.fps.toFixed(1)} fps · ${liveState.latencyMs === null ? "-" : Math.round(liveState.latencyMs)} ms` +
+      (head.dropped ? ` · ${head.dropped} dropped` : "");
+    $("livestats").title = `frames answered and drawn: ${liveState.frames}; median frame-to-drawn latency; frames the server skipped for newer ones: ${head.dropped}`;
+    if (live.busy && (!sent || head.frame === live.sent)) { live.busy = false; sendFrame(); }
+  }
+  function objectURL(name, blob) {  // one URL per part, the previous one freed once replaced
+    const old = live.urls[name], url = URL.createObjectURL(blob);
+    live.urls[name] = url;
+    return [url, old];
+  }
+  async function drawLive(head, parts) {
+    const v = head.view, ids = head.channels;
+    const [src, oldGrid] = objectURL("grid", parts.grid);
+    const tDecode = performance.now(), img = new Image(); img.src = src;
+    await img.decode().catch(() => {});
+    phase("decode", performance.now() - tDecode);
+    if (!live.on) { URL.revokeObjectURL(src); return; }
+    view = v; viewB = null; S.page = v.page;
+    layerHead(v, ids);
+    drawGrid($("grid"), LIVE, v, ids, src, "live", S.model);
+    $("grid").classList.remove("stale");
+    $("gridtitle").textContent = `live · frame ${head.frame} · ${S.sort === "index" ? "channel number" : "sorted by " + S.sort}`;
+    $("grid").dataset.drawn = `${++drawSeq} ${v.label}`;
+    if (oldGrid) URL.revokeObjectURL(oldGrid);
+    renderPrediction({ prediction: head.prediction, random_weights: head.random_weights });
+    liveState.label = head.prediction.length ? head.prediction[0].class : "";
+    const [inSrc, oldIn] = objectURL("input", parts.input);
+    $("input").src = inSrc; $("inputwrap").hidden = false;
+    if (oldIn) setTimeout(() => URL.revokeObjectURL(oldIn), 1000);
+    $("inputnote").textContent = `what the network saw: ${head.input_shape.join("x")}${head.face_crop ? " (face crop)" : ""}, live`;
+    liveNote("");
+    const k = live.videoWidth / head.size[1];  // the video's width on screen (fixed by the stylesheet)
+    const place = (el, b) => Object.assign(el.style, { left: `${b[0] * k}px`, top: `${b[1] * k}px`, width: `${b[2] * k}px`, height: `${b[3] * k}px` });
+    if (head.face) { place($("livebox"), head.face); $("livebox").hidden = false; } else $("livebox").hidden = true;
+    if (parts.heat) {  // the CAM on the video, over the part of the frame the network saw
+      const [heatSrc, oldHeat] = objectURL("heat", parts.heat);
+      $("liveheat").src = heatSrc; place($("liveheat"), head.seen); $("liveheat").hidden = false;
+      if (oldHeat) setTimeout(() => URL.revokeObjectURL(oldHeat), 1000);
+    } else $("liveheat").hidden = true;
+    if (parts.cam && head.cam) {
+      const [camSrc, oldCam] = objectURL("cam", parts.cam);
+      $("camimg").src = camSrc; $("camimg").hidden = false;
+      if (oldCam) setTimeout(() => URL.revokeObjectURL(oldCam), 1000);
+      const r = head.cam;
+      $("caminfo").textContent = `live: ${r.method} at ${r.layer} ${r.layer_name} for "${r.class}"` + (r.probability !== null ? ` (p = ${pct(r.probability)})` : "");
+    } else if (!S.cam) { $("camimg").hidden = true; }
+    status(`live: ${v.label} · ${head.ms.forward !== undefined ? `forward ${Math.round(head.ms.forward)} ms` : ""}`);
+  }
+  async function freeze() {  // the frame on screen becomes an upload: every view of an image applies to it
+    const shown = live.shown;
+    if (!live.on || !shown) { status("freeze: no frame drawn yet", true); return; }
+    const t = new Date(), pad = (x) => String(x).padStart(2, "0");
+    const name = `camera ${pad(t.getHours())}-${pad(t.getMinutes())}-${pad(t.getSeconds())}.png`;
+    stopLive(null, true);
+    view = null;
+    const c = new OffscreenCanvas(shown.pixels.width, shown.pixels.height);  // the frame's own pixels, lossless
+    c.getContext("2d").putImageData(shown.pixels, 0, 0);
+    const blob = await c.convertToBlob({ type: "image/png" });
+    if (!(await upload(new File([blob], name, { type: "image/png" })))) {  // refused: the view before comes back
+      const why = $("status").textContent;
+      if (S.image) await loadImage(S.image); else clearView("the frozen frame was refused");
+      status(why, true);
     }
   }
 

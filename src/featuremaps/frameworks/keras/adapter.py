@@ -202,6 +202,12 @@ class KerasAdapter(ModelAdapter):
             self._body = (key, [ops.convert_to_numpy(r).astype(np.float32) for r in res])
         return self._body[1]
 
+    def forget(self) -> None:
+        self._body = None
+
+    def fingerprint(self) -> tuple:
+        return tuple(map(id, self.model.layers)) + tuple(map(id, self.model.weights))
+
     def gradients(self, x: np.ndarray, target, wrt: str | None = None) -> Gradient:
         """One objective's gradient on the replayed graph (cut after ``wrt`` when given: the body runs forward,
         the head is differentiated), by the backend's own autodiff (:mod:`featuremaps.frameworks.keras.gradients`:
