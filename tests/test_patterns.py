@@ -336,6 +336,8 @@ def test_onnx_gets_exemplars_only(tmp_path):
         (["--class", "zebra"], "zebra"),
         (["--channels", "top"], "--data"),
         (["--channels", "blue"], "F-numbers"),
+        (["--size", "32"], "drop --size"),
+        (["--kernels", "--channels", "F9"], "F9"),
     ],
 )
 def test_bad_input_is_one_line(tiny_file, tmp_path, capsys, args, words):

@@ -72,7 +72,7 @@ COMMAND_EXAMPLES = {
   featuremaps patterns --layers C3 --channels F1-F8       # what 8 channels of the emotion model look for
   featuremaps patterns --layers C8 --data fer2013 --kernels   # with FER2013 exemplars; C1's filters
   featuremaps patterns --class happy,surprise             # what the network thinks happy looks like
-  featuremaps patterns vgg16 --weights none --layers block5_conv3 --channels F1-F4 --size 128 --steps 64""",
+  featuremaps patterns vgg16 --weights none --layers block5_conv3 --channels F1-F4 --steps 64""",
     "explore": """examples:
   featuremaps explore examples/                          # the bundled emotion model, the example photos
   featuremaps explore --model vgg16 --weights none cat.png --no-browser
@@ -550,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--class",
         dest="target_class",
         default=None,
+        metavar="NAME[,NAME]",
         help="class names or indices, comma-separated: the input the network scores highest for each (instead "
         "of channels)",
     )
