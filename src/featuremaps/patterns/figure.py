@@ -23,13 +23,16 @@ GAP = 6
 
 
 def _fit(rgb: np.ndarray, side: int = CELL) -> np.ndarray:
-    """``rgb`` scaled to fit a ``side`` square, aspect kept (nearest-neighbour below 4x: small crops stay sharp)."""
+    """``rgb`` scaled to fit a ``side`` square, aspect kept: nearest-neighbour from 2x up (a 5x5 receptive field
+    shows its 25 pixels, not a blur), bilinear below."""
     rgb = as_rgb(rgb)
     h, w = rgb.shape[:2]
     s = side / max(h, w)
     size = (max(1, round(h * s)), max(1, round(w * s)))
-    if s >= 1 and float(s).is_integer():
-        return np.repeat(np.repeat(rgb, int(s), axis=0), int(s), axis=1)
+    if s >= 2:
+        ys = np.minimum((np.arange(size[0]) / s).astype(int), h - 1)
+        xs = np.minimum((np.arange(size[1]) / s).astype(int), w - 1)
+        return rgb[ys][:, xs]
     return resize_rgb(rgb, size)
 
 
@@ -72,13 +75,11 @@ def patterns_figure(p) -> np.ndarray:
     per_line = max(1, (width - 2 * MARGIN + GAP) // (CELL + GAP))
     per_kernel_line = max(1, (width - 2 * MARGIN) // (KERNEL_CELL + 2))
     what = "class" if p.rows and p.rows[0].layer is None else "channel"
-    subtitle = [
-        f"what each {what} looks for: "
-        + (f"{p.objective}, {p.steps} Adam steps, seed {p.seed}" if p.steps else p.objective)
-    ]
+    # without gradients (exemplars only) the note says so; there is no objective to name
+    subtitle = [f"what each {what} looks for: {p.objective}, {p.steps} Adam steps, seed {p.seed}"] if p.steps else []
     if p.data:
         subtitle.append(
-            f"beside it the top {k} of {p.images_scanned} images of {Path(p.data).name}, cropped to the receptive "
+            f"{'beside it ' if p.steps else ''}the top {k} of {p.images_scanned} images of {Path(p.data).name}, cropped to the receptive "
             "field around the channel's maximum"
         )
     subtitle += p.notes
