@@ -93,7 +93,8 @@ def optimise(
         seed: the initial spectrum's and the transforms' random seed (the same seed, the same images)
         lr: Adam's learning rate
         transforms: transformation robustness (off: the plain parameterisation, for tests)
-        progress: called with (step, steps) after every step
+        progress: called with (step, steps) after every step; an exception raised there ends the optimisation
+            (how a background job, such as an explorer panel, is cancelled)
     """
     h, w, c = shape
     rng = np.random.default_rng(seed)
