@@ -172,19 +172,20 @@ class FakeAdapter(ModelAdapter):
         if layer is None:
             targets = predicted(targets, logits)
             w = target_weights(targets, logits.shape[1:])
-            _, _, d = self.backprop_batch(x, outs, w @ self.weights[-2].T, len(CONVS), False)
+            d = self.backprop_batch(x, outs, w @ self.weights[-2].T, len(CONVS), False)
             return Gradient((logits * w).sum(axis=1), d)
         i = self._index(layer)
         below = x if i == 0 else outs[i - 1]
         pre_act = conv2d(below, self.weights[2 * i], self.weights[2 * i + 1], CONVS[i][2])
         out = pre_act if pre else outs[i]
         w = target_weights(targets, out.shape[1:])
-        _, _, d = self.backprop_batch(x, outs, w, i, not pre)
+        d = self.backprop_batch(x, outs, w, i, not pre)
         return Gradient((out * w).reshape(len(w), -1).sum(axis=1), d)
 
-    def backprop_batch(self, x, outs, d, top: int, through_relu: bool):
+    def backprop_batch(self, x, outs, d, top: int, through_relu: bool) -> np.ndarray:
         """Backpropagate ``d`` from conv ``top``'s output (after its ReLU when ``through_relu``; ``top`` =
-        number of convs: ``d`` is (B, C) on the pooled features, spread over the last maps) to the input."""
+        number of convs: ``d`` is (B, C) on the pooled features, spread over the last maps) to the input
+        (B, H, W, C)."""
         if top == len(CONVS):
             last = outs[-1]
             d = np.broadcast_to(d[:, None, None, :] / (last.shape[1] * last.shape[2]), last.shape)
@@ -194,7 +195,7 @@ class FakeAdapter(ModelAdapter):
                 d = d * (outs[i] > 0)
             below = x if i == 0 else outs[i - 1]
             d = conv2d_backward(d, below.shape, self.weights[2 * i], CONVS[i][2])
-        return outs, None, d
+        return d
 
     def head_scores(self, x: np.ndarray, name: str, acts: np.ndarray) -> np.ndarray:
         self.calls.append(("head", [name]))
