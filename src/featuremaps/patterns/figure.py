@@ -78,8 +78,9 @@ def patterns_figure(p) -> np.ndarray:
     # without gradients (exemplars only) the note says so; there is no objective to name
     subtitle = [f"what each {what} looks for: {p.objective}, {p.steps} Adam steps, seed {p.seed}"] if p.steps else []
     if p.data:
+        beside = "beside it " if p.steps else ""
         subtitle.append(
-            f"{'beside it ' if p.steps else ''}the top {k} of {p.images_scanned} images of {Path(p.data).name}, cropped to the receptive "
+            f"{beside}the top {k} of {p.images_scanned} images of {Path(p.data).name}, cropped to the receptive "
             "field around the channel's maximum"
         )
     subtitle += p.notes
