@@ -18,7 +18,7 @@ import numpy as np
 from featuremaps.frameworks.base import ModelAdapter
 from featuremaps.loaded import PREPROCESS_MODES, LoadedModel, preprocess_fn
 from featuremaps.maps import ConvLayer
-from featuremaps.targets import ClassScore, Gradient
+from featuremaps.targets import ClassScore, Gradient, batch_layer, predicted, target_weights
 
 #: (name, kernel, stride, output channels) of each conv, in forward order; all "same" padding, then ReLU
 CONVS = (("conv1", 3, 1, 4), ("conv2", 3, 2, 6))
@@ -148,7 +148,10 @@ class FakeAdapter(ModelAdapter):
 
     def gradients(self, x: np.ndarray, target, wrt: str | None = None) -> Gradient:
         """The protocol's one gradient primitive, for a :class:`~featuremaps.targets.ClassScore` (the fake's
-        logits): its value and gradient with respect to the input or to conv ``wrt``'s maps."""
+        logits): its value and gradient with respect to the input or to conv ``wrt``'s maps. A batch (B, H, W, C)
+        with one target per image: :meth:`batch_gradients`."""
+        if np.ndim(x) == 4:
+            return self.batch_gradients(x, list(target))
         if not isinstance(target, ClassScore):
             raise NotImplementedError(f"the fake differentiates class scores only, not {type(target).__name__}")
         self.calls.append(("gradients", [wrt]))
@@ -158,6 +161,40 @@ class FakeAdapter(ModelAdapter):
         outs, logits, grads = self.backprop(x, wrt, np.eye(len(logits))[[c]])
         acts = None if wrt is None else outs[self._index(wrt)][0]
         return Gradient(logits[c], grads[0], output=logits, activations=acts, index=c)
+
+    def batch_gradients(self, x: np.ndarray, targets: list) -> Gradient:
+        """``sum_b target_b(x_b)`` by hand: class scores, or channel means and neurons of one conv (its
+        pre-activation with ``pre_activation``, else after the ReLU), backpropagated to the input."""
+        self.calls.append(("batch_gradients", [getattr(t, "layer", None) for t in targets]))
+        layer, pre = batch_layer(targets)
+        x = np.asarray(x, np.float64)
+        outs, logits = self._run(x)
+        if layer is None:
+            targets = predicted(targets, logits)
+            w = target_weights(targets, logits.shape[1:])
+            _, _, d = self.backprop_batch(x, outs, w @ self.weights[-2].T, len(CONVS), False)
+            return Gradient((logits * w).sum(axis=1), d)
+        i = self._index(layer)
+        below = x if i == 0 else outs[i - 1]
+        pre_act = conv2d(below, self.weights[2 * i], self.weights[2 * i + 1], CONVS[i][2])
+        out = pre_act if pre else outs[i]
+        w = target_weights(targets, out.shape[1:])
+        _, _, d = self.backprop_batch(x, outs, w, i, not pre)
+        return Gradient((out * w).reshape(len(w), -1).sum(axis=1), d)
+
+    def backprop_batch(self, x, outs, d, top: int, through_relu: bool):
+        """Backpropagate ``d`` from conv ``top``'s output (after its ReLU when ``through_relu``; ``top`` =
+        number of convs: ``d`` is (B, C) on the pooled features, spread over the last maps) to the input."""
+        if top == len(CONVS):
+            last = outs[-1]
+            d = np.broadcast_to(d[:, None, None, :] / (last.shape[1] * last.shape[2]), last.shape)
+            top, through_relu = top - 1, True
+        for i in range(top, -1, -1):
+            if through_relu or i < top:
+                d = d * (outs[i] > 0)
+            below = x if i == 0 else outs[i - 1]
+            d = conv2d_backward(d, below.shape, self.weights[2 * i], CONVS[i][2])
+        return outs, None, d
 
     def head_scores(self, x: np.ndarray, name: str, acts: np.ndarray) -> np.ndarray:
         self.calls.append(("head", [name]))

@@ -26,6 +26,13 @@ docs/compare_emotion_archs.png is `featuremaps compare examples/astronaut.png --
 docs/learning_<arch>_<face>.png: the header and the rows of those epochs of RUN_DIR/maps/<face>.png, the
 sheet `featuremaps train` draws each epoch (a row per epoch, a column per conv layer), and RUN_DIR/curves.png
 as docs/curves_<arch>.png.
+
+    python tools/docs_images.py --patterns FER2013
+
+docs/patterns_emotion.png is `featuremaps patterns --layers C3,C8,C13 --channels top4 --data FER2013` (the
+four channels of each layer most active on 1000 PrivateTest faces, their visualizations beside their top four
+faces cropped to the receptive field); docs/patterns_emotion_classes.png is `featuremaps patterns --class
+happy,surprise,angry,sad`: what the network thinks each looks like. FER2013 is the archive, CSV or folder.
 """
 
 import shutil
@@ -107,6 +114,20 @@ def learning(run: Path, epochs: list[int], face: str) -> int:
     return 0
 
 
+def patterns(data: str) -> int:
+    from featuremaps.cli import main as fm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["patterns", "--layers", "C3,C8,C13", "--channels", "top4", "--data", data, "--out", f"{tmp}/channels"]
+        if fm(args) != 0:
+            return 1
+        if fm(["patterns", "--class", "happy,surprise,angry,sad", "--out", f"{tmp}/classes"]) != 0:
+            return 1
+        shutil.copyfile(Path(tmp) / "channels" / "patterns.png", ROOT / "docs" / "patterns_emotion.png")
+        shutil.copyfile(Path(tmp) / "classes" / "patterns.png", ROOT / "docs" / "patterns_emotion_classes.png")
+    return 0
+
+
 def main() -> int:
     from featuremaps.cli import main as fm
 
@@ -116,6 +137,8 @@ def main() -> int:
         return compare()
     if "--siblings" in sys.argv[1:]:
         return siblings()
+    if "--patterns" in sys.argv[1:]:
+        return patterns(sys.argv[sys.argv.index("--patterns") + 1])
     if "--learning" in sys.argv[1:]:
         args = sys.argv[1:]
         run = Path(args[args.index("--learning") + 1])

@@ -20,7 +20,8 @@ The package, as a table of contents:
 * ``cam/``: class activation maps (methods, the one engine, heatmaps, metrics)
 * ``callbacks``: ``FeatureMapsCallback``, feature maps of fixed inputs epoch by epoch in any ``model.fit``
 * products: ``pipeline`` (show), ``cam_files`` (cam), ``report``, ``html``, ``compare``, ``compare_classes``,
-  ``atlas``; each writes its own files through ``io``, the only module that writes files
+  ``atlas``, ``patterns`` (what a channel looks for); each writes its own files through ``io``, the only module
+  that writes files
 * ``emotion/``: the FER2013 models, data, augmentation, training and evaluation
 * ``cli/``: the command line; nothing outside it imports it
 """
@@ -63,6 +64,7 @@ _API = {
     "show": "pipeline",
     "CAM_METHODS": "cam",
     "compute_cam": "cam",
+    "find_patterns": "patterns",
 }
 
 __all__ = sorted(_API)

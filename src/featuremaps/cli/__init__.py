@@ -1,4 +1,4 @@
-"""Command line: ``featuremaps show|layers|cam|report|compare|compare-classes|atlas|explore|train|evaluate``.
+"""Command line: ``featuremaps show|layers|cam|report|compare|compare-classes|atlas|patterns|explore|train|evaluate``.
 
 One module per command (``show.py``, ``cam.py``, ...: each parses nothing, calls the library, prints), the
 options of all of them (``options.py``) and the progress bar (``progress.py``). Nothing outside this package

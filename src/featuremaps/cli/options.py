@@ -28,6 +28,7 @@ _EXAMPLES = """examples:
   featuremaps cam examples/astronaut.png --all-classes    # Grad-CAM for each emotion
   featuremaps report photos/ --out report.html            # one self-contained HTML page
   featuremaps explore examples/                           # browse every layer and channel in the browser
+  featuremaps patterns --layers C3 --channels F1-F8       # what 8 channels look for (feature visualization)
   featuremaps train --data fer2013.tar.gz --epochs 30     # train the emotion model
 
 exit status: 0 everything done; 1 some images were skipped (each named in a warning), the rest done;
@@ -67,6 +68,11 @@ def cam_methods_help() -> str:
 
 #: A few examples per command, shown at the end of ``featuremaps COMMAND --help``.
 COMMAND_EXAMPLES = {
+    "patterns": """examples:
+  featuremaps patterns --layers C3 --channels F1-F8       # what 8 channels of the emotion model look for
+  featuremaps patterns --layers C8 --data fer2013 --kernels   # with FER2013 exemplars; C1's filters
+  featuremaps patterns --class happy,surprise             # what the network thinks happy looks like
+  featuremaps patterns vgg16 --weights none --layers block5_conv3 --channels F1-F4 --size 128 --steps 64""",
     "explore": """examples:
   featuremaps explore examples/                          # the bundled emotion model, the example photos
   featuremaps explore --model vgg16 --weights none cat.png --no-browser
@@ -526,6 +532,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=_positive, default=None, help="--engine ray: actors (default: one per CPU)")
     p.add_argument("--gpus-per-actor", type=_gpus, default=0.0, help="--engine ray: GPUs per actor, e.g. 1 or 0.5")
     p.set_defaults(run="atlas")
+
+    p = _sub(sub, "patterns", "what a channel looks for: feature visualization, dataset exemplars, first-layer filters")
+    p.add_argument(
+        "model_arg", nargs="?", default=None, metavar="MODEL", help="the model (as --model; default the emotion model)"
+    )
+    _model_args(p)
+    p.add_argument(
+        "--layers", default=None, help="conv layers: names, C-numbers (C3), ranges (C1-C5) (default the last)"
+    )
+    p.add_argument(
+        "--channels",
+        default="F1-F16",
+        help="F-numbers (F1-F16, F3,F7), or top / topN: the layer's 16 / N most active channels on --data",
+    )
+    p.add_argument(
+        "--class",
+        dest="target_class",
+        default=None,
+        help="class names or indices, comma-separated: the input the network scores highest for each (instead "
+        "of channels)",
+    )
+    p.add_argument(
+        "--objective",
+        default="mean",
+        choices=["mean", "neuron"],
+        help="what a channel's image maximises: its spatial mean or its centre position (both before a fused ReLU)",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="DIR|fer2013",
+        help=f"images for exemplars and --channels top: a folder, FER2013 (folder, CSV or archive), or fer2013 "
+        f"(${FER_ENV}); required for ONNX models (exemplars only)",
+    )
+    p.add_argument("--split", default="PrivateTest", help="the FER2013 split of --data")
+    p.add_argument("--limit", type=_positive, default=1000, help="images of --data scanned at most")
+    p.add_argument("--exemplars", type=_bounded(0, 16), default=4, help="exemplars per channel")
+    p.add_argument("--kernels", action="store_true", help="also draw the first conv layer's filters as images")
+    p.add_argument("--steps", type=_bounded(1, 100_000), default=256, help="Adam steps (learning rate 0.05)")
+    p.add_argument(
+        "--seed", type=_bounded(0, 2**32 - 1), default=0, help="random seed (the same seed, the same images)"
+    )
+    p.add_argument(
+        "--size", type=_bounded(16, 1024), default=None, help="image side for models of free input size (default 224)"
+    )
+    _out_arg(p, "featuremaps-out/patterns", "the folder itself (patterns.png, patterns.npz, manifest.json)")
+    p.set_defaults(run="patterns")
 
     p = _sub(sub, "explore", "browse a CNN in the browser: every layer and channel, values, CAMs")
     p.add_argument("images", nargs="*", metavar="IMAGE|FOLDER", help="images to offer in the page (uploads work too)")

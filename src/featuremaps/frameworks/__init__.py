@@ -22,7 +22,8 @@ The protocol:
 * ``has_gradients`` and ``gradients(x, target, wrt=None)``: the one gradient primitive, ``(value, gradient)`` of a
   :mod:`featuremaps.targets` record (class score, channel mean, neuron) with respect to the input or a conv
   layer's maps, channels last; a class score is what ``cam_score(input_shape, name)`` says (``logit`` or
-  ``output``);
+  ``output``); a batch (B, H, W, C) with B targets of one layer gives each image its own target's gradient in
+  one pass (``featuremaps patterns``);
 * ``has_head_scores`` and ``head_scores(x, name, acts)``: the scores of one input with one layer's maps replaced
   by each of a batch of maps (Ablation-CAM's ablated copies);
 * ``state()`` / ``load_state(state)``: the weights as picklable arrays (None where the file is the weights, as

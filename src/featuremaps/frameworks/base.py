@@ -66,7 +66,11 @@ class ModelAdapter:
     def gradients(self, x: np.ndarray, target, wrt: str | None = None):
         """``(value, gradient)`` of ``target`` (:mod:`featuremaps.targets`: a class score, a channel's mean, one
         neuron) for one preprocessed input ``x`` (H, W, C), with respect to the input (``wrt=None``: (H, W, C))
-        or to conv layer ``wrt``'s maps ((h, w, C)); a :class:`featuremaps.targets.Gradient`."""
+        or to conv layer ``wrt``'s maps ((h, w, C)); a :class:`featuremaps.targets.Gradient`. A batch ``x``
+        (B, H, W, C) takes a sequence of B targets of one layer (or all class scores), one per image, with
+        ``wrt=None``: values (B,) and gradients (B, H, W, C) in one forward and one backward pass, each image's
+        gradient that of its own target (``featuremaps patterns`` optimises a layer's channels so); an
+        implementation keeps what it compiles for the next call on a batch of the same shape."""
         raise UserError(f"{self.framework} models have no gradients in featuremaps; use a gradient-free method")
 
     def fingerprint(self) -> tuple:

@@ -49,7 +49,7 @@ from featuremaps.frameworks.torch_files import check_exported, check_script
 from featuremaps.loaded import PREPROCESS_MODES, LoadedModel, preprocess_fn
 from featuremaps.maps import ConvLayer
 from featuremaps.receptive import TRANSPOSED_NOTE, Field, kernel_field, transposed_field, widest
-from featuremaps.targets import ChannelMean, ClassScore, Gradient, Neuron
+from featuremaps.targets import ChannelMean, ClassScore, Gradient, Neuron, batch_layer, predicted, target_weights
 
 CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
 #: the one call in the graph of an unflattened ``torch.export`` conv submodule, and the nn type it stands for
@@ -435,7 +435,10 @@ class TorchAdapter(ModelAdapter):
 
     def gradients(self, x, target, wrt=None):
         """Autograd: forward hooks keep the ``wrt`` layer's and the target layer's outputs (the network goes on
-        with clones, so in-place ops after them cannot change them), the input requires grad for ``wrt=None``."""
+        with clones, so in-place ops after them cannot change them), the input requires grad for ``wrt=None``.
+        A batch (B, H, W, C) with one target per image: :meth:`_batch_gradients`."""
+        if np.ndim(x) == 4:
+            return self._batch_gradients(np.asarray(x, np.float32), list(target), wrt)
         self._probe(x.shape)
         names = list(dict.fromkeys(n for n in (wrt, getattr(target, "layer", None)) if n))
         for n in names:
@@ -453,6 +456,41 @@ class TorchAdapter(ModelAdapter):
         finally:
             for h in handles:
                 h.remove()
+
+    def _batch_gradients(self, x, targets, wrt) -> Gradient:
+        """One vector-Jacobian product for the batch: a forward hook keeps the target layer's output and stops
+        the forward there (nothing after the layer runs), then ``autograd.grad`` with the targets' weights
+        (:func:`featuremaps.targets.target_weights`) as its ``grad_outputs``. A conv module's output is its
+        pre-activation (PyTorch does not fuse activations into convs)."""
+        self._probe(x.shape[1:])
+        layer = _batch_check(self.name, x, targets, wrt, self._by_name)
+        if self.fixed_batch and len(x) != self.fixed_batch:  # an exported program: chunks of its batch size
+            return _chunked(self._batch_gradients, x, targets, self.fixed_batch)
+        store: dict[str, torch.Tensor] = {}
+        handles = []
+        if layer is not None:
+            c = self._by_name[layer]
+            count = [0]
+
+            def hook(_m, _inp, out):
+                count[0] += 1
+                if count[0] == c.call:
+                    store["out"] = out
+                    raise _Stop
+
+            handles.append(c.layer.register_forward_hook(hook))
+        try:
+            with _eval_mode(self.module), torch.enable_grad():
+                inp = self._to_input(x)
+                inp.requires_grad_(True)
+                try:
+                    store.setdefault("out", self.module(inp))
+                except _Stop:
+                    pass
+        finally:
+            for h in handles:
+                h.remove()
+        return _weighted(self.name, store["out"], inp, targets, layer)
 
     def head_scores(self, x, name, acts):
         """The output of ``len(acts)`` copies of ``x`` with conv call ``name``'s output replaced, row by row, by
@@ -605,7 +643,18 @@ class ScriptAdapter(TorchAdapter):
 
     def gradients(self, x, target, wrt=None):
         """Autograd through the graph function: ``wrt`` and the target are conv values of its graph (after an
-        in-place op, the value it became)."""
+        in-place op, the value it became). A batch (B, H, W, C) with one target per image reads the conv's value
+        before any in-place activation (its clone in the graph), so the objective is the pre-activation."""
+        if np.ndim(x) == 4:
+            x = np.asarray(x, np.float32)
+            self._probe(x.shape[1:])
+            layer = _batch_check(self.name, x, list(target), wrt, set(self._names))
+            with _eval_mode(self.module), torch.enable_grad():
+                inp = self._to_input(x)
+                inp.requires_grad_(True)
+                out, maps, _ = self._call(inp)
+                t = out if layer is None else maps[self._names.index(layer)]
+                return _weighted(self.name, t, inp, list(target), layer)
         self._probe(x.shape)
         for n in (wrt, getattr(target, "layer", None)):
             if n and n not in self._names:
@@ -983,6 +1032,62 @@ def _gradient(name, out, maps, inp, target, wrt) -> Gradient:
     acts = None if wrt is None else wrt_t[0].detach().float().cpu().numpy().transpose(1, 2, 0)
     output = out.float()[0].detach().cpu().numpy()
     return Gradient(float(value.detach()), grad.transpose(1, 2, 0), output, acts, index)
+
+
+def _batch_check(name, x, targets, wrt, names) -> str | None:
+    """The layer a batch's targets read (None: class scores), or one line saying what is wrong."""
+    if wrt is not None:
+        raise UserError("a batch of gradients is taken with respect to the input only; pass wrt=None")
+    if len(targets) != len(x):
+        raise UserError(f"a batch of {len(x)} images needs {len(x)} targets, one per image; got {len(targets)}")
+    try:
+        layer, _ = batch_layer(targets)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if layer is not None and layer not in names:
+        raise UserError(f"no conv layer '{layer}' in model '{name}'; run 'featuremaps layers' to list them")
+    return layer
+
+
+def _weighted(name, out, inp, targets, layer) -> Gradient:
+    """``values[b] = <out_b, w_b>`` and their gradient with respect to ``inp`` in one ``autograd.grad`` (NCHW
+    tensors, channels-last results)."""
+    if not isinstance(out, torch.Tensor):
+        raise UserError(f"model '{name}' has several outputs; featuremaps differentiates single-output models")
+    out = out.float()
+    if layer is None:
+        if any(not t.logit for t in targets) and not _is_probabilities(out[0]):
+            out = torch.softmax(out, dim=-1)
+        targets = predicted(targets, out.detach().cpu().numpy())
+        w = target_weights(targets, tuple(out.shape[1:]))
+    else:
+        w = target_weights(targets, (int(out.shape[2]), int(out.shape[3]), int(out.shape[1]))).transpose(0, 3, 1, 2)
+    wt = torch.from_numpy(np.ascontiguousarray(w)).to(out.device)
+    if not out.requires_grad:
+        raise UserError(
+            f"the target of model '{name}' carries no gradient (its weights are frozen and so is its input); "
+            "gradients need autograd through the model"
+        )
+    values = (out * wt).reshape(len(w), -1).sum(dim=1)
+    with _no_onednn():
+        (g,) = torch.autograd.grad(out, inp, grad_outputs=wt, allow_unused=True)
+    grad = np.zeros(tuple(inp.shape), np.float32) if g is None else g.float().cpu().numpy()
+    return Gradient(values.detach().cpu().numpy(), grad.transpose(0, 2, 3, 1))
+
+
+def _chunked(fn, x, targets, step) -> Gradient:
+    """``fn`` on chunks of ``step`` images (the last padded with copies of its first), results joined."""
+    values, grads = [], []
+    for i in range(0, len(x), step):
+        xs, ts = x[i : i + step], list(targets[i : i + step])
+        n = len(xs)
+        if n < step:
+            xs = np.concatenate([xs, np.repeat(xs[:1], step - n, axis=0)])
+            ts += [ts[0]] * (step - n)
+        r = fn(xs, ts, None)
+        values.append(np.atleast_1d(r.value)[:n])
+        grads.append(r.gradient[:n])
+    return Gradient(np.concatenate(values), np.concatenate(grads))
 
 
 def _is_probabilities(p) -> bool:

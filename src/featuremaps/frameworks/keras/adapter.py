@@ -21,7 +21,7 @@ from keras import ops
 
 from featuremaps.errors import UserError
 from featuremaps.frameworks.base import ModelAdapter
-from featuremaps.frameworks.keras.gradients import class_gradients
+from featuremaps.frameworks.keras.gradients import class_gradients, weighted_gradients
 from featuremaps.frameworks.keras.graph import (
     is_single_tensor,
     objective_graph,
@@ -34,7 +34,7 @@ from featuremaps.frameworks.keras.layers import conv_layers, distinct_layer_name
 from featuremaps.frameworks.keras.receptive import receptive_fields
 from featuremaps.loaded import PREPROCESS_MODES, LoadedModel, preprocess_fn
 from featuremaps.maps import ConvLayer, Pick
-from featuremaps.targets import ChannelMean, ClassScore, Gradient, Neuron
+from featuremaps.targets import ChannelMean, ClassScore, Gradient, Neuron, batch_layer, predicted, target_weights
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,8 @@ class KerasAdapter(ModelAdapter):
         XLA-compiled on TensorFlow, which avoids oneDNN's crash in some conv backward passes)."""
         x = np.asarray(x, np.float32)
         x = x[..., None] if x.ndim == 2 else x
+        if x.ndim == 4:
+            return self._batch_gradients(x, target, wrt)
         g = self._objective(tuple(x.shape), target, wrt)
         inputs = [x[None]] if g.body is None else self._body_outputs(g, x)
         index = getattr(target, "index", 0)
@@ -226,6 +228,32 @@ class KerasAdapter(ModelAdapter):
         return Gradient(
             outs[-1][0, col], grads[0, 0], outs[0][0], acts, index if isinstance(target, ClassScore) else None
         )
+
+    def _batch_gradients(self, x: np.ndarray, targets, wrt) -> Gradient:
+        """A batch (B, H, W, C) with one target per image (:mod:`featuremaps.targets`): the net from the input to
+        the one tensor the targets read (a conv's pre-activation, its maps, or the class scores: nothing after
+        it runs) and one weighted vector-Jacobian product, compiled once per net."""
+        targets = list(targets)
+        if wrt is not None:
+            raise UserError("a batch of gradients is taken with respect to the input only; pass wrt=None")
+        if len(targets) != len(x):
+            raise UserError(f"a batch of {len(x)} images needs {len(x)} targets, one per image; got {len(targets)}")
+        try:
+            layer, pre = batch_layer(targets)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        shape = tuple(int(d) for d in x.shape[1:])
+        key = (shape, "batch", layer, pre, targets[0].logit if layer is None else None)
+        if key not in self._objectives:
+            if len(self._objectives) >= 4:
+                self._objectives.pop(next(iter(self._objectives)))
+            self._objectives[key] = BatchObjective(self, shape, layer, pre, targets[0])
+        g = self._objectives[key]
+        if layer is None and any(t.index is None for t in targets):
+            targets = predicted(targets, ops.convert_to_numpy(g.net(x, training=False)))
+        weights = target_weights(targets, tuple(int(d) for d in g.net.outputs[0].shape[1:]))
+        values, grads = weighted_gradients(g.net, x, weights, g.cache)
+        return Gradient(values, grads)
 
     def _objective(self, shape, target, wrt) -> KerasObjective:
         if isinstance(target, ClassScore):
@@ -322,6 +350,35 @@ class KerasObjective:
     @property
     def head(self):
         return self.net
+
+
+class BatchObjective:
+    """The net of a batch's targets: ``net`` maps images (B, H, W, C) to the one tensor they all read: conv
+    ``layer``'s maps (its pre-activation with ``pre`` where the activation is fused into the conv, Lucid's
+    ``_pre_relu``: a channel silent on a grey start still gets a gradient) or, for class scores (``layer``
+    None), the logits of a softmax output (else the output). Only the layers up to that tensor run."""
+
+    def __init__(self, ad: KerasAdapter, shape, layer: str | None, pre: bool, first):
+        convs = {c.name: c for c in ad.conv_layers()}
+        if layer is not None and layer not in convs:
+            raise UserError(f"no conv layer '{layer}' in model '{ad.name}'; run 'featuremaps layers' to list them")
+        fused = layer is not None and getattr(convs[layer].layer, "activation", None) not in (
+            None,
+            keras.activations.linear,
+        )
+        g = objective_graph(ad.model, shape, None, layer if fused and pre else None)
+        if layer is None:
+            if not is_single_tensor(g.output):
+                raise UserError(
+                    f"model '{ad.name}' has several outputs; featuremaps differentiates single-output models"
+                )
+            logits = _logits_tensor(g.producer.get(id(g.output))) if first.logit else None
+            out = logits if logits is not None else g.output
+        else:
+            out = g.pre if fused and pre else tap(g.taps, convs[layer])
+        with distinct_layer_names(ad.model):
+            self.net = keras.Model(g.inputs, out, name="featuremaps_batch_objective")
+        self.cache: dict = {}  # the compiled vector-Jacobian product, owned by this net
 
 
 class ChannelPick(keras.layers.Layer):

@@ -139,3 +139,95 @@ def _torch(head, inputs, classes):
 def _torch_device():
 
     return ops.convert_to_tensor(np.zeros(1, np.float32)).device
+
+
+# ---------------------------------------------------------------- batches: one vector-Jacobian product
+def weighted_gradients(net, x: np.ndarray, weights: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``(values (B,), gradient (B, H, W, C))`` of ``values[b] = <net(x)_b, weights_b>`` with respect to ``x``.
+
+    ``net`` maps an image batch to one tensor (a conv layer's maps or the class scores), ``weights`` has its shape
+    (:func:`featuremaps.targets.target_weights`). One forward and one backward pass whatever the batch; the
+    compiled function is kept in ``cache`` (a dict owned by the caller, one per ``net``), so a loop of steps on
+    same-shaped batches compiles once: XLA on TensorFlow (graph mode where XLA cannot compile the net, eager
+    where TensorFlow cannot trace its names), ``jax.jit`` over ``stateless_call`` on JAX (the weights are
+    arguments, not constants baked into the program), eager autograd on torch (nothing to compile).
+    """
+    x = np.ascontiguousarray(x, np.float32)
+    weights = np.ascontiguousarray(weights, np.float32)
+    name = backend()
+    if name == "tensorflow":
+        return _tf_weighted(net, x, weights, cache)
+    if name == "jax":
+        return _jax_weighted(net, x, weights, cache)
+    if name == "torch":
+        return _torch_weighted(net, x, weights)
+    raise NotImplementedError(
+        f"gradients are not implemented for the Keras backend '{name}'; use tensorflow, jax or torch "
+        "(set KERAS_BACKEND)"
+    )
+
+
+def _tf_weighted_step(net, jit: bool | None):
+    import tensorflow as tf
+
+    def step(x, w):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = tf.cast(net(x, training=False), tf.float32)
+            total = tf.reduce_sum(out * w)
+        g = tape.gradient(total, x)
+        values = tf.reduce_sum(tf.reshape(out * w, [tf.shape(w)[0], -1]), axis=1)
+        return values, g
+
+    if jit is None:
+        return step
+    return tf.function(step, jit_compile=jit, reduce_retracing=True)
+
+
+def _tf_weighted(net, x, w, cache):
+    import tensorflow as tf
+
+    if cache.get("weighted_net") is not net:
+        cache.update(weighted_net=net, weighted=_tf_weighted_step(net, jit=True if traceable(net) else None))
+    args = (tf.constant(x), tf.constant(w))
+    try:
+        values, g = cache["weighted"](*args)
+    except Exception as e:  # XLA could not compile some op: graph mode instead
+        log.info("XLA could not compile the net (%s); using a traced tf.function", type(e).__name__)
+        cache["weighted"] = _tf_weighted_step(net, jit=False)
+        values, g = cache["weighted"](*args)
+    return values.numpy(), g.numpy()
+
+
+def _jax_weighted(net, x, w, cache):
+    import jax
+    import jax.numpy as jnp
+
+    if cache.get("weighted_net") is not net:
+
+        def step(trainable, frozen, x, w):
+            def f(x):
+                out, _ = net.stateless_call(trainable, frozen, x, training=False)
+                return jnp.asarray(out, jnp.float32)
+
+            out, pullback = jax.vjp(f, x)
+            return jnp.sum((out * w).reshape(w.shape[0], -1), axis=1), pullback(w)[0]
+
+        cache.update(weighted_net=net, weighted=jax.jit(step))
+    trainable = [v.value for v in net.trainable_variables]
+    frozen = [v.value for v in net.non_trainable_variables]
+    values, g = cache["weighted"](trainable, frozen, jnp.asarray(x), jnp.asarray(w))
+    return np.asarray(values), np.asarray(g)
+
+
+def _torch_weighted(net, x, w):
+    import torch
+
+    dev = _torch_device()
+    with torch.backends.mkldnn.flags(enabled=False):
+        xt = torch.tensor(x, device=dev, requires_grad=True)
+        out = net(xt, training=False).float()
+        wt = torch.tensor(w, device=dev)
+        values = (out * wt).reshape(len(w), -1).sum(dim=1)
+        (g,) = torch.autograd.grad(out, xt, grad_outputs=wt)
+    return values.detach().cpu().numpy(), g.detach().cpu().numpy()

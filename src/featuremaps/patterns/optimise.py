@@ -1,0 +1,117 @@
+"""Gradient ascent on the image of :mod:`featuremaps.patterns.image` through the transforms of
+:mod:`featuremaps.patterns.transforms`: Adam at 0.05 for 256 steps (lucent's ``render_vis`` defaults), every
+image of the batch with its own target, one call of the adapter's gradient primitive per step.
+
+One step, for the batch of B images (one per channel asked for)::
+
+    x  = sigmoid(colour(irfft2(scale * params)))            FourierImage.forward
+    x' = warp_step(x)                                        Warp.forward: a fresh random transform per image
+    m  = preprocess(255 x')                                  Preprocessing.forward
+    v, dv/dm = adapter.gradients(m, targets)                 the framework: one forward + backward of the batch
+    dv/dparams = FourierImage.backward(Warp.adjoint(Preprocessing.adjoint(dv/dm)))
+    params += Adam(dv/dparams)                                ascent: the targets' values rise
+
+Everything but the framework's pass is NumPy on arrays the size of the input, a small fraction of the pass
+(``benchmarks/bench_patterns.py`` measures the ratio).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from featuremaps.patterns.image import FourierImage
+from featuremaps.patterns.transforms import Preprocessing, Warp
+
+#: lucent's ``render_vis``: ``torch.optim.Adam(params, lr=5e-2)``, 512 thresholds; Lucid: Adam 0.05
+LEARNING_RATE = 0.05
+STEPS = 256
+
+
+class Adam:
+    """Adam (Kingma & Ba, ICLR 2015) for one NumPy array, ascending: ``p += lr m^ / (sqrt(v^) + eps)``."""
+
+    def __init__(self, lr: float = LEARNING_RATE, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        self.lr, self.b1, self.b2, self.eps = lr, beta1, beta2, eps
+        self.m = self.v = None
+        self.t = 0
+
+    def ascend(self, p: np.ndarray, g: np.ndarray) -> None:
+        if self.m is None:
+            self.m, self.v = np.zeros_like(p), np.zeros_like(p)
+        self.t += 1
+        self.m = self.b1 * self.m + (1 - self.b1) * g
+        self.v = self.b2 * self.v + (1 - self.b2) * g * g
+        mh = self.m / (1 - self.b1**self.t)
+        vh = self.v / (1 - self.b2**self.t)
+        p += (self.lr * mh / (np.sqrt(vh) + self.eps)).astype(p.dtype)
+
+
+@dataclass
+class Optimised:
+    """``images`` (B, H, W, C) float32 in [0, 1] as the model sees them before its preprocessing; ``values``
+    (B,) each target's value on its image (untransformed); ``history`` (steps, B) the values during the ascent
+    (on the transformed images)."""
+
+    images: np.ndarray
+    values: np.ndarray
+    history: np.ndarray
+
+
+def optimise(
+    ad,
+    targets: list,
+    shape: tuple[int, int, int],
+    preprocess: Callable[[np.ndarray], np.ndarray],
+    steps: int = STEPS,
+    seed: int = 0,
+    lr: float = LEARNING_RATE,
+    transforms: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> Optimised:
+    """The images that maximise ``targets`` (one per image), all optimised together in one batch.
+
+    Formula: ``x* = argmax_x sum_b target_b(preprocess(T_b(x_b)))`` with ``x = sigmoid(colour(irfft2(1/f P)))``
+    and ``T`` random similarity transforms (Olah, Mordvintsev & Schubert, "Feature Visualization", Distill 2017).
+
+    Example::
+
+        >>> from featuremaps.targets import ChannelMean
+        >>> res = optimise(adapter(model), [ChannelMean("block2_conv1", k) for k in range(4)], (48, 48, 1),
+        ...                lambda x: x / 255.0, steps=64)
+        >>> res.images.shape, res.values.shape
+        ((4, 48, 48, 1), (4,))
+
+    Args:
+        ad: the model's adapter (:func:`featuremaps.frameworks.adapter`); it needs gradients
+        targets: one :mod:`featuremaps.targets` record per image, all of one layer (or all class scores)
+        shape: the input (H, W, C)
+        preprocess: the model's preprocessing of 0-255 pixels
+        steps: Adam steps
+        seed: the initial spectrum's and the transforms' random seed (the same seed, the same images)
+        lr: Adam's learning rate
+        transforms: transformation robustness (off: the plain parameterisation, for tests)
+        progress: called with (step, steps) after every step
+    """
+    h, w, c = shape
+    rng = np.random.default_rng(seed)
+    image = FourierImage(len(targets), h, w, c, seed=int(rng.integers(2**31)))
+    pre = Preprocessing(preprocess, c)
+    adam = Adam(lr)
+    history = np.zeros((steps, len(targets)), np.float32)
+    for step in range(steps):
+        x = image.forward()
+        warp = Warp(rng, len(targets), h, w) if transforms else None
+        xt = warp.forward(x) if warp else x
+        r = ad.gradients(pre.forward(xt), targets)
+        history[step] = r.value
+        g = pre.adjoint(r.gradient)
+        g = warp.adjoint(g) if warp else g
+        adam.ascend(image.params, image.backward(g))
+        if progress is not None:
+            progress(step + 1, steps)
+    x = image.forward()
+    values = np.atleast_1d(ad.gradients(pre.forward(x), targets).value).astype(np.float32)
+    return Optimised(x, values, history)
