@@ -150,6 +150,11 @@ class PatternJobs:
             return tuple(int(v) for v in shape)
         if not 16 <= int(size) <= 512:
             raise BadRequest(f"size {size} is outside 16-512 pixels")
+        own = [*(self.ex.lm.input_shape or ()), None, None][:2]
+        if own[0] is not None and own[1] is not None and (own[0], own[1]) != (int(size), int(size)):
+            raise BadRequest(
+                f"model '{self.ex.lm.name}' takes {own[0]}x{own[1]} input; drop size (it is for models of free size)"
+            )
         try:
             return tuple(int(v) for v in self.ex.lm.resolve_input_shape((int(size), int(size)), self.ex.input_shape))
         except UserError as e:
