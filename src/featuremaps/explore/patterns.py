@@ -232,6 +232,8 @@ class PatternJobs:
                 out.update(done=job.done, total=job.total, seconds=round(job.seconds, 3))
         elif job is not None and job.state != "done":  # done but stale: images came since (new exemplars)
             out.update(state=job.state, done=job.done, total=job.total, phase=job.phase)
+            if job.state == "running":
+                out["elapsed"] = round(time.monotonic() - job.started, 3)
             if job.error:
                 out["error"] = job.error
         else:

@@ -600,7 +600,7 @@
     $("lookstate").textContent = {
       idle: r.gradients ? `not computed yet: ${r.steps} steps of gradient ascent at ${r.size[0]}x${r.size[1]}, in the background` : "not computed yet",
       queued: "waiting for the model ...",
-      running: `${r.phase} (${r.done} of ${r.total})`,
+      running: `${r.phase}` + (r.done > 2 && r.elapsed ? ` · about ${Math.ceil((r.elapsed / r.done) * (r.total - r.done))} s left` : ""),
       cancelled: "stopped: another channel was asked for",
       error: r.error || "failed",
       done: r.seconds !== undefined ? `computed in ${r.seconds.toFixed(1)} s` : "",
