@@ -458,3 +458,38 @@ def test_toolbar_keeps_its_place_in_chromium(server):
         page.wait_for_selector("#pageinfo:has-text('65-70 of 70')")
         assert places() == first
     assert errors == [], errors
+
+
+def test_what_a_channel_looks_for_panel_in_chromium(pair):
+    """Click a channel, compute its pattern in the background: progress, then the picture and the exemplars of
+    the page's two images; another channel shows its own (nothing of the first), a computed one at once."""
+    with _page(pair) as (browser, page, errors, requests):
+        page.goto(pair + "/?layer=C2&steps=64")
+        page.wait_for_selector("#grid .cell")
+        assert page.locator("[data-testid=patterns-panel]").is_hidden()  # no channel selected: no panel
+        page.locator("#grid .cell[data-channel='5'] .tile").click()
+        panel = page.locator("[data-testid=patterns-panel]")
+        page.wait_for_selector("[data-testid=patterns-panel][data-state=idle]")
+        assert "C2 F6" in page.locator("#looktitle").text_content()
+        page.locator("[data-testid=patterns-compute]").click()
+        page.wait_for_selector("[data-testid=patterns-panel][data-state=done]", timeout=120_000)
+        img = page.locator("[data-testid=patterns-image]")
+        assert img.is_visible()
+        page.wait_for_function("document.querySelector('[data-testid=patterns-image]').naturalWidth > 0")
+        assert img.evaluate("e => e.naturalWidth") == 240  # 48 px enlarged 5x
+        assert "objective" in page.locator("[data-testid=patterns-value]").text_content()
+        assert page.locator("[data-testid=patterns-exemplars] figure").count() == 2  # both images of the page
+        assert page.locator("[data-testid=patterns-progress]").is_hidden()
+        assert panel.get_attribute("data-key").endswith("C2 5")
+
+        # another channel: its own panel, nothing of F6 under its title
+        page.locator("#grid .cell[data-channel='7'] .tile").click()
+        page.wait_for_selector("#looktitle:has-text('C2 F8')")
+        page.wait_for_selector("[data-testid=patterns-panel][data-state=idle]")
+        assert img.is_hidden()
+        # back to F6: computed, shown at once without pressing anything
+        page.locator("#grid .cell[data-channel='5'] .tile").click()
+        page.wait_for_selector("[data-testid=patterns-panel][data-state=done]")
+        assert img.is_visible()
+        assert not errors, errors
+        assert all(_local(u, pair) for u in requests), [u for u in requests if not _local(u, pair)]

@@ -4,6 +4,7 @@ PYTHONPATH=src python tools/explore_screenshot.py [--model emotion] [--image exa
 PYTHONPATH=src python tools/explore_screenshot.py --live     # docs/explore-live.png: the camera, a fake one
     playing a clip of --image (Chromium's --use-file-for-fake-video-capture), after --frames answers
 PYTHONPATH=src python tools/explore_screenshot.py --models emotion,vgg16 --weights none    # docs/explore-models.png
+PYTHONPATH=src python tools/explore_screenshot.py --patterns    # docs/explore-patterns.png: "what it looks for"
 """
 
 from __future__ import annotations
@@ -41,10 +42,14 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=40, help="--live: answers drawn before the screenshot")
     ap.add_argument("--models", default=None, help="models side by side (compare models), e.g. emotion,vgg16")
     ap.add_argument("--models-query", default="layer=C5&vs=m1")
+    ap.add_argument("--patterns", action="store_true", help="the 'what it looks for' panel of a channel, computed")
+    ap.add_argument("--patterns-query", default="layer=C8&channel=10&sort=index")
     a = ap.parse_args()
     if a.models:
         return side_by_side(a)
     lm = models.load(a.model, weights=a.weights)
+    if a.patterns:
+        return patterns_panel(a, lm)
     if a.live:
         return live(a, lm)
     a.out = a.out or str(ROOT / "docs" / "explore.png")
@@ -107,6 +112,28 @@ def side_by_side(a) -> int:
         page.goto(f"http://127.0.0.1:{port}/?image=a0&{a.models_query}")
         page.wait_for_selector("#panelB:not([hidden]) #gridB .cell", timeout=180_000)
         page.wait_for_function("() => document.getElementById('inputB').complete", timeout=60_000)
+        time.sleep(0.5)
+        page.screenshot(path=out, full_page=False)
+        browser.close()
+    server.should_exit = True
+    print(f"wrote {out}; console errors: {errors or 'none'}")
+    return 1 if errors else 0
+
+
+def patterns_panel(a, lm) -> int:
+    """The panel of one channel after "compute": its pattern, objective and exemplars (both example images)."""
+    out = a.out or str(ROOT / "docs" / "explore-patterns.png")
+    server, port = serve(create_app(lm, [Path(a.image), ROOT / "examples" / "chelsea.png"]))
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(f"http://127.0.0.1:{port}/?image=a0&{a.patterns_query}")
+        page.wait_for_selector("[data-testid=patterns-panel][data-state=idle]", timeout=120_000)
+        page.click("[data-testid=patterns-compute]")
+        page.wait_for_selector("[data-testid=patterns-panel][data-state=done]", timeout=600_000)
+        page.wait_for_function("() => document.querySelector('[data-testid=patterns-image]').complete")
         time.sleep(0.5)
         page.screenshot(path=out, full_page=False)
         browser.close()

@@ -2,7 +2,8 @@
 
 ``session`` holds the model side (images, one forward pass each, cached maps, pictures drawn with
 :mod:`featuremaps.render`), ``cache`` the byte-bounded LRU store, ``receptive`` the receptive fields of conv layers,
-``live`` the camera's frames (a queue of one, the face, one forward pass, the answer), ``app`` the FastAPI app
+``live`` the camera's frames (a queue of one, the face, one forward pass, the answer), ``patterns`` the "what it
+looks for" panel's background jobs (feature visualization and exemplars of a channel), ``app`` the FastAPI app
 (imported only when asked for: FastAPI is the optional ``[explore]`` extra) and ``static/`` the page. Start it
 with ``featuremaps explore`` or::
 

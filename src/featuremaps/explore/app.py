@@ -25,9 +25,11 @@ from starlette.websockets import WebSocketDisconnect
 from featuremaps.compare import align_by_depth, free_size_shape
 from featuremaps.errors import UserError
 from featuremaps.explore.live import MAX_FRAME_BYTES, LiveStream, frame_channels, frame_side
+from featuremaps.explore.patterns import PatternJobs
 from featuremaps.explore.session import BadRequest, Explorer, NotFound, TooLarge
 from featuremaps.io import safe_name
 from featuremaps.loaded import LoadedModel
+from featuremaps.patterns.optimise import STEPS
 
 STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 #: nothing but this server: scripts, styles, images and requests from 'self' only
@@ -91,11 +93,13 @@ def create_app(
         for m in (lm, *others)
     ]
     ex = explorers[0]
+    jobs = {id(e): PatternJobs(e) for e in explorers}  # the "what it looks for" panel's work, per model
     for other in explorers[1:]:  # one store of decoded uploads (ids are hashes of the bytes) for every model
         other.uploads = ex.uploads
     app = FastAPI(title="featuremaps explore", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.explorer = ex
     app.state.explorers = explorers
+    app.state.patterns = list(jobs.values())  # each model's PatternJobs, in the order of explorers
     app.state.live = set()  # the open live streams (one a tab); a closed socket's is gone
     model_ids = [f"m{i}" for i in range(len(explorers))]
 
@@ -301,6 +305,30 @@ def create_app(
         e = pick(model)
         data = await call(e, e.cam_png, image_id, layer, method, cls, alpha, cmap)
         return png(data, f"{image_id}_{layer}_{method}.png" if download else None)
+
+    # ---------------------------------------------------------------- what a channel looks for
+    # POST starts the channel's job (in the background: a 202 with its status, at once); GET is its status
+    # (progress, and when done the objective, the exemplars and the picture's URL); .png the picture.
+    @app.get("/api/patterns/{layer}/{channel}.png")
+    def pattern_png(
+        layer: str, channel: str, steps: int = STEPS, size: int | None = None, seed: int = 0, model: str = "m0"
+    ):
+        e = pick(model)
+        return png(jobs[id(e)].png(layer, channel, steps, size, seed))
+
+    @app.post("/api/patterns/{layer}/{channel}", status_code=202)
+    def pattern_start(
+        layer: str, channel: str, steps: int = STEPS, size: int | None = None, seed: int = 0, model: str = "m0"
+    ):
+        e = pick(model)
+        return jobs[id(e)].start(layer, channel, steps, size, seed)
+
+    @app.get("/api/patterns/{layer}/{channel}")
+    def pattern_status(
+        layer: str, channel: str, steps: int = STEPS, size: int | None = None, seed: int = 0, model: str = "m0"
+    ):
+        e = pick(model)
+        return JSONResponse(jobs[id(e)].status(layer, channel, steps, size, seed), headers=NO_STORE)
 
     # ---------------------------------------------------------------- live camera
     @app.websocket("/api/live")

@@ -600,6 +600,39 @@ class Explorer:
         ramp = np.linspace(0, 1, width, dtype=np.float32)[None, :].repeat(height, axis=0)
         return encode_png(apply_colormap(ramp, colormap(cmap)))
 
+    # ------------------------------------------------------------ the patterns panel's model calls
+    def default_shape(self) -> tuple[int, int, int] | None:
+        """The input (H, W, C) the model is fed when no image decides it (its own, else 224x224)."""
+        return self._default_shape()
+
+    def layer_shape(self, c) -> list | None:
+        """Conv ``c``'s (H, W, C) at :meth:`default_shape`."""
+        return self._layer_shape(c)
+
+    @on_model_thread
+    def gradients(self, x: np.ndarray, targets):
+        """The adapter's gradient primitive, on the model thread (one optimisation step of the patterns panel:
+        :mod:`featuremaps.explore.patterns`)."""
+        return self.adapter.gradients(x, targets)
+
+    @on_model_thread
+    def forward_layer(self, x: np.ndarray, name: str) -> np.ndarray:
+        """Conv ``name``'s maps (B, h, w, C) for the preprocessed batch ``x``."""
+        maps, _ = self.adapter.forward(x, [name])
+        return maps[name]
+
+    @on_model_thread
+    def layer_map(self, image_id: str, label: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(shown, maps)``: the image as the network saw it (RGB uint8) and conv ``label``'s maps (h, w, C),
+        from the image's cached analysis, else from one forward pass to that layer (nothing cached: a scan of
+        many images for exemplars must not push the page's images out of the cache)."""
+        a = self.cache.get(image_id)
+        if a is not None:
+            return a.prep.shown, a.maps[label]
+        s = self.source(image_id)
+        prep, _ = self._prepare(s, self._rgb(s))
+        return prep.shown, self.forward_layer(prep.x[None], self.by_label[label].name)[0]
+
     # ------------------------------------------------------------ CAM
     @on_model_thread
     def cam(self, image_id: str, spec: str, method: str = "gradcam", cls: str | None = None):

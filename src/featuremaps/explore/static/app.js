@@ -5,10 +5,11 @@
   const PER_PAGE = 64;
   const S = {
     image: null, layer: "C1", channel: null, cls: "", method: "gradcam", cmap: "viridis", norm: "map",
-    sort: "index", page: 0, compare: "", cam: false, opacity: 60, model: "m0", vs: "",
+    sort: "index", page: 0, compare: "", cam: false, opacity: 60, model: "m0", vs: "", steps: null,
   };
   let info = null, summary = null, summaryB = null, view = null, viewB = null, hoverBusy = false, hoverNext = null;
-  let layerTicket = 0, camTicket = 0, imageTicket = 0, renderTicket = 0;  // only the latest request of each kind updates the page
+  let layerTicket = 0, camTicket = 0, imageTicket = 0, renderTicket = 0, lookTicket = 0;  // only the latest request of each kind updates the page
+  let lookTimer = null;  // the next poll of the "what it looks for" job on screen
   let camShown = "";  // the CAM on screen (its query): redrawn only when the layer, class, method or image change
   let drawSeq = 0;  // grids drawn so far (data-drawn on #grid: for tests and benchmarks/bench_explore_page.py)
 
@@ -84,6 +85,7 @@
     if (p.get("channel") !== null && p.get("channel") !== "") S.channel = parseInt(p.get("channel"), 10);
     if (p.get("page")) S.page = parseInt(p.get("page"), 10) || 0;
     if (p.get("opacity")) S.opacity = parseInt(p.get("opacity"), 10);
+    if (p.get("steps")) S.steps = parseInt(p.get("steps"), 10) || null;  // the patterns panel's (default: the server's)
     S.cam = p.get("cam") === "1";
   }
   function writeURL() {
@@ -92,6 +94,7 @@
       norm: S.norm, sort: S.sort, page: S.page || null, compare: S.compare, cam: S.cam ? 1 : null,
       model: S.model === "m0" ? null : S.model, vs: S.vs,
       opacity: S.channel !== null ? S.opacity : null,
+      steps: S.steps,
     });
     history.replaceState(null, "", s ? `?${s}` : location.pathname);
   }
@@ -211,6 +214,7 @@
     $("camera").addEventListener("click", () => { if (live.on || live.starting) stopLive(null); else startLive(); });
     document.addEventListener("visibilitychange", () => { if (!document.hidden && live.on && !live.busy) sendFrame(); });
     $("freeze").addEventListener("click", freeze);
+    $("lookbtn").addEventListener("click", () => renderLook(true));
     $("exportpng").addEventListener("click", exportPNG);
     $("exportnpy").addEventListener("click", () => live.on ? exportPNG() : view && download(`${imgBase(S.image)}/layers/${enc(S.layer)}/maps.npy?${mq({})}`));
     const big = $("detailwrap");
@@ -247,6 +251,7 @@
     $("inputnote").textContent = ""; $("facenote").hidden = true; $("facewrap").hidden = true;
     $("inputwrap").hidden = true;  // no image, not a broken one
     $("pred").textContent = ""; $("detail").hidden = true; $("rfbox").hidden = true;
+    hideLook();
     $("layertitle").textContent = ""; $("layertitle").title = ""; $("pageinfo").textContent = "";
     $("cblo").textContent = ""; $("cbhi").textContent = "";
     for (const li of $("layers").children) li.querySelector(".lstats").textContent = "";
@@ -532,12 +537,95 @@
   // ---------------------------------------------------------------- large view, CAM, export
   function renderDetail() {
     const d = $("detail");
+    renderLook(false);
     if (S.channel === null || !view) { d.hidden = true; return; }
     d.hidden = false;
     $("detailtitle").textContent = `${view.label} F${S.channel + 1} over the input`;
     $("doverlay").src = `${imgBase(S.image)}/layers/${enc(S.layer)}/channels/${S.channel}.png?${mq({ cmap: S.cmap, norm: S.norm })}`;
     $("doverlay").style.opacity = S.opacity / 100;
     $("opacity").value = S.opacity;
+  }
+  // ---------------------------------------------------------------- what the selected channel looks for
+  // Computed on request (the button), not on selection: 256 forward + backward passes cost seconds on a small
+  // model and tens of seconds on VGG16, and clicking through channels must not queue that work. A channel already
+  // computed (this page, another tab, a previous visit) shows at once: selecting asks for its status only.
+  const lookBase = () => `/api/patterns/${enc(S.layer)}/${S.channel}`;
+  function hideLook() {
+    ++lookTicket; clearTimeout(lookTimer);
+    $("lookpanel").hidden = true; delete $("lookpanel").dataset.key; delete $("lookpanel").dataset.state;
+  }
+  async function renderLook(compute) {
+    if (S.channel === null || !view || live.on) { hideLook(); return; }
+    const panel = $("lookpanel"), key = `${S.model} ${S.layer} ${S.channel}`;
+    const ticket = ++lookTicket;
+    clearTimeout(lookTimer);
+    panel.hidden = false;
+    if (panel.dataset.key !== key) {  // nothing of another channel stays under this one's title
+      panel.dataset.key = key; delete panel.dataset.state;
+      $("looktitle").textContent = `What ${S.layer} F${S.channel + 1} looks for`;
+      $("lookimg").hidden = true; $("lookimg").removeAttribute("src");
+      $("lookvalue").textContent = ""; $("lookex").textContent = ""; $("lookstate").textContent = "";
+      $("lookprogress").hidden = true; $("lookbtn").hidden = true;
+    }
+    try {
+      const r = await api(`${lookBase()}?${mq({ steps: S.steps })}`, compute ? { method: "POST" } : undefined);
+      if (ticket === lookTicket) showLook(r, ticket);
+    } catch (e) {
+      if (ticket !== lookTicket) return;
+      $("lookstate").textContent = e.message;
+      status(e.message, true);
+    }
+  }
+  async function pollLook(ticket) {
+    if (ticket !== lookTicket) return;
+    try {
+      const r = await api(`${lookBase()}?${mq({ steps: S.steps })}`);
+      if (ticket === lookTicket) showLook(r, ticket);
+    } catch (e) {
+      if (ticket === lookTicket) $("lookstate").textContent = e.message;
+    }
+  }
+  function showLook(r, ticket) {
+    const panel = $("lookpanel"), busy = r.state === "queued" || r.state === "running";
+    panel.dataset.state = r.state;
+    const what = r.gradients ? "compute" : "find exemplars";
+    $("lookbtn").textContent = r.state === "cancelled" || r.state === "error" ? `${what} again` : what;
+    $("lookbtn").hidden = r.state === "done" || busy;
+    $("lookprogress").hidden = !busy;
+    $("lookprogress").max = Math.max(1, r.total); $("lookprogress").value = r.done;
+    const notes = [];
+    if (r.note) notes.push(r.note);
+    if (r.random_weights) notes.push("random weights: an untrained channel's pattern means little");
+    $("looknote").textContent = notes.join("; "); $("looknote").hidden = !notes.length;
+    $("lookstate").textContent = {
+      idle: r.gradients ? `not computed yet: ${r.steps} steps of gradient ascent at ${r.size[0]}x${r.size[1]}, in the background` : "not computed yet",
+      queued: "waiting for the model ...",
+      running: `${r.phase}` + (r.done > 2 && r.elapsed ? ` · about ${Math.ceil((r.elapsed / r.done) * (r.total - r.done))} s left` : ""),
+      cancelled: "stopped: another channel was asked for",
+      error: r.error || "failed",
+      done: r.seconds !== undefined ? `computed in ${r.seconds.toFixed(1)} s` : "",
+    }[r.state] || "";
+    if (r.png) {
+      const src = `${lookBase()}.png?${mq({ steps: S.steps })}`;
+      if ($("lookimg").getAttribute("src") !== src) $("lookimg").src = src;
+      $("lookimg").hidden = false;
+      $("lookvalue").textContent = `objective ${fmt(r.value)} (step 1: ${fmt(r.first)}) · its largest activation ${fmt(r.max)}` +
+        (r.exemplars && r.exemplars.length ? ` · best image here ${fmt(r.exemplars[0].value)}` : "");
+      $("lookvalue").title = `${r.objective}; the largest activation is the exemplars' measure`;
+    }
+    if (r.exemplars && r.state === "done") {
+      const box = $("lookex");
+      box.textContent = "";
+      if (!r.exemplars.length) box.textContent = "no images here to take exemplars from";
+      for (const e of r.exemplars) {
+        const f = document.createElement("figure"), img = document.createElement("img"), c = document.createElement("figcaption");
+        img.src = e.src; img.alt = `${e.name}: the part its maximum sees`;
+        img.title = `${e.name}: max ${fmt(e.value)}, input rows ${e.box.top}-${e.box.bottom}, cols ${e.box.left}-${e.box.right}`;
+        c.textContent = `${fmt(e.value)} ${e.name}`;
+        f.append(img, c); box.appendChild(f);
+      }
+    }
+    if (busy) lookTimer = setTimeout(() => pollLook(ticket), 300);
   }
   function hideCam() {
     ++camTicket; camShown = "";
