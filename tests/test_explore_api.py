@@ -383,6 +383,31 @@ def test_cli_warns_for_other_hosts_and_serves(tmp_path, capsys, monkeypatch, cha
     json.dumps(info)
 
 
+def test_cli_names_and_leaves_out_unreadable_images(tmp_path, capsys, monkeypatch, chain_model):
+    """A folder with a file that is not an image: one warning naming it; the page lists only the others."""
+    from featuremaps.cli import explore as cli_explore
+
+    chain_model.save(tmp_path / "m.keras")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.png").write_bytes(_png())
+    (photos / "broken.jpg").write_text("not an image")
+    served = {}
+
+    def fake_run(self, sockets=None):
+        served["app"] = self.config.app
+        sockets[0].close()
+
+    monkeypatch.setattr(cli_explore.uvicorn.Server, "run", fake_run)
+    assert main(["explore", str(photos), "--model", str(tmp_path / "m.keras"), "--no-browser"]) == 0
+    out = capsys.readouterr()
+    assert "left out of the page" in out.err and "broken.jpg" in out.err and "not an image" in out.err
+    assert "1 image(s) from the command line" in out.out
+    page = TestClient(served["app"], base_url="http://127.0.0.1")  # the loopback server refuses other host names
+    names = [im["name"] for im in page.get("/api/info").json()["images"]]
+    assert names == ["a.png"]
+
+
 def test_emotion_model_shows_its_face_crop():
     from pathlib import Path
 

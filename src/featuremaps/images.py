@@ -41,18 +41,31 @@ def find_images(paths: list[str]) -> list[Path]:
     return out
 
 
+def unreadable(path) -> str | None:
+    """Why ``path`` cannot be an image, from its header alone (no pixel decoded: cheap for a whole folder), or
+    None: a file that is not an image, not a regular file, too large, missing or not readable."""
+    try:
+        load_image(path, header_only=True)
+    except UserError as e:
+        return str(e)
+    return None
+
+
 def _mpx(n: float) -> str:
     """Pixel counts for messages: ``64 Mpixels``, ``0.0001 Mpixels`` (never "0 Mpixels")."""
     return f"{n / 1e6:.3g} Mpixels" if n >= 1e5 else f"{int(n)} pixels"
 
 
-def load_image(path, max_pixels: int = MAX_PIXELS, name: str | None = None, *, fileobj=None) -> np.ndarray:
+def load_image(
+    path, max_pixels: int = MAX_PIXELS, name: str | None = None, *, fileobj=None, header_only: bool = False
+) -> np.ndarray | None:
     """Read an image file as RGB uint8 (H, W, 3), or raise a one-line UserError saying what is wrong.
 
     ``path`` may also be a binary file object (an upload), named ``name`` in messages; or ``fileobj`` (bytes
     fetched from an ``s3://`` URI, say) is read instead of ``path``, which then only names the image. Only
     regular files are read (a FIFO or device would block or never end); images over ``max_pixels`` or
-    Pillow's own limit are refused from their header, before any pixel is decoded.
+    Pillow's own limit are refused from their header, before any pixel is decoded. ``header_only``: stop
+    there (None; the checks that need no pixels: :func:`unreadable`).
     """
     if fileobj is not None:
         source, shown = fileobj, name or str(path)
@@ -79,6 +92,8 @@ def load_image(path, max_pixels: int = MAX_PIXELS, name: str | None = None, *, f
                         f"{path} is {w}x{h} = {_mpx(w * h)}, over the {_mpx(max_pixels)} limit; "
                         "shrink it or raise --max-pixels"
                     )
+                if header_only:
+                    return None
                 im.load()
                 return pil_to_rgb(ImageOps.exif_transpose(im))
     except UserError:

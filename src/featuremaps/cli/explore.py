@@ -15,7 +15,7 @@ from featuremaps.cli.loading import load_model_from_args
 from featuremaps.compare import check_model_names, distinct_names, load_compared
 from featuremaps.errors import UserError
 from featuremaps.explore.app import UVICORN_OPTIONS, create_app
-from featuremaps.images import find_images
+from featuremaps.images import find_images, unreadable
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -49,6 +49,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 def run(args) -> int:
     images = find_images(args.images) if args.images else []
+    bad = {p: why for p in images if (why := unreadable(p))}
+    for why in bad.values():  # named and left out: the page lists only images it can show
+        print(f"featuremaps: warning: left out of the page: {why}", file=sys.stderr)
+    images = [p for p in images if p not in bad]
     if args.models and args.model:
         raise UserError("pass --model for one model or --models for several, not both")
     names = check_model_names(args.models) if args.models else None  # bad names fail before any load

@@ -3,6 +3,7 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const PER_PAGE = 64;
+  const HOVER_PROMPT = $("hover").textContent;  // the line before any hover
   const S = {
     image: null, layer: "C1", channel: null, cls: "", method: "gradcam", cmap: "viridis", norm: "map",
     sort: "index", page: 0, compare: "", cam: false, opacity: 60, model: "m0", vs: "", steps: null,
@@ -264,6 +265,7 @@
     const ticket = ++imageTicket;
     S.image = id; summaryB = null;
     $("images").value = id;
+    resetHover();
     status(`running ${nameOf(id)} through the network ...`);
     let sm;
     try {
@@ -504,12 +506,22 @@
     hoverNext = { image, label: v.label, c, y, x, model };
     if (!hoverBusy) pumpHover();
   }
+  // another image: the line and the box of the last one go (an answer still on its way is dropped)
+  let hoverTicket = 0;
+  function resetHover() {
+    hoverTicket++; hoverNext = null;
+    $("hover").textContent = HOVER_PROMPT;
+    delete $("hover").dataset.value;
+    $("rfbox").hidden = true;
+  }
   async function pumpHover() {
     const h = hoverNext; hoverNext = null;
     if (!h) return;
     hoverBusy = true;
+    const ticket = hoverTicket;
     try {
       const r = await api(`${imgBase(h.image)}/layers/${enc(h.label)}/channels/${h.c}/value?${mq({ y: h.y, x: h.x }, h.model)}`);
+      if (ticket !== hoverTicket) return;
       const who = info.models.length > 1 ? `${modelName(h.model)} ` : "";
       $("hover").textContent = `${who}${nameOf(h.image)} ${r.layer} F${r.channel + 1} at (y ${r.y}, x ${r.x}): ${fmt(r.value)}` +
         (r.rf ? `  ·  sees input rows ${r.rf.top}-${r.rf.bottom}, cols ${r.rf.left}-${r.rf.right}` +
