@@ -3,6 +3,7 @@ detectors (Keras and TorchScript), determinism, exemplars, the output folder and
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -272,6 +273,9 @@ def test_three_keras_backends_agree():
     lr-sized steps and those differences stay small over 32 steps (measured: under 0.1%); 1% leaves room
     for other CPUs and library versions while still catching a backend that differentiates something else
     (the post-ReLU instead of the pre-activation, another channel), which moves the objective by far more."""
+    missing = [m for m in ("tensorflow", "jax", "torch") if importlib.util.find_spec(m) is None]
+    if missing:  # the README's test command installs TensorFlow alone; CI reruns this file with the others
+        pytest.skip(f"needs the three Keras backends; {', '.join(missing)} not installed")
     out = {}
     for backend in ("tensorflow", "jax", "torch"):
         env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT / "src")}
