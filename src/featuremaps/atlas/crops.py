@@ -5,7 +5,9 @@ only). After the reduction, only the top images of the channels the figures draw
 at most) are read again and forwarded once more, in batches, to find each channel's maximum on each of its
 images; the crop is the receptive field of that position (:mod:`featuremaps.receptive`, the same boxes and
 cropping as ``patterns``' exemplars and the explorer's hover) on the image as the model was fed. Where the
-framework gives no receptive field for a layer the box is the whole image, and the note says why.
+framework gives no receptive field for a layer the box is the whole image, and the note says why; where the
+field of every position covers the whole image (deep layers) the box is the whole image without a forward pass,
+so only the images of the layers that need it are forwarded, and only as deep as the deepest of those.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from featuremaps.errors import UserError
 from featuremaps.images import fit_to
-from featuremaps.receptive import adapter_fields, crop_box, peaks
+from featuremaps.receptive import MERGE_NOTE, TRANSPOSED_NOTE, adapter_fields, crop_box, peaks, whole_box
 
 
 @dataclass
@@ -28,6 +30,7 @@ class TopCrops:
 
     boxes: dict[int, list[dict | None]]
     note: str = ""
+    approximate: str = ""  # where the layer's field is approximated (a branching graph), what the fields say
 
 
 def fitted(images: list[np.ndarray], shape) -> np.ndarray:
@@ -56,10 +59,21 @@ def locate(
     """
     h, w = shape[:2]
     rf = adapter_fields(ad, convs)
-    out = []
-    for c, want in zip(convs, wanted, strict=True):
+    sizes = ad.layer_shapes(shape)
+    out, located = [], []
+    for j, (c, want) in enumerate(zip(convs, wanted, strict=True)):
         note = "" if c.label in rf.fields else (rf.note or "no receptive field for this layer")
-        out.append(TopCrops({ch: [None] * len(ids) for ch, ids in want.items()}, note))
+        field = rf.fields.get(c.label)
+        mh, mw = sizes[c.name][:2]
+        everywhere = field is None or (
+            field.box(0, 0, h, w) == whole_box(h, w) == field.box(mh - 1, mw - 1, h, w)
+        )  # then every position sees the whole image: no need to find the maximum
+        boxes = {ch: [whole_box(h, w) if everywhere and i >= 0 else None for i in ids] for ch, ids in want.items()}
+        approx = rf.note if field is not None and any(n in rf.note for n in (MERGE_NOTE, TRANSPOSED_NOTE)) else ""
+        out.append(TopCrops(boxes, note, approx))
+        if not everywhere:
+            located.append(j)
+    wanted = [want if j in located else {} for j, want in enumerate(wanted)]
     ids = sorted({int(i) for want in wanted for v in want.values() for i in v if i >= 0})
     for b0 in range(0, len(ids), batch_size):
         part, pixels = [], []
@@ -73,9 +87,9 @@ def locate(
             continue
         x = fitted(pixels, shape)
         row = {i: b for b, i in enumerate(part)}
-        layers = [j for j, want in enumerate(wanted) if any(int(i) in row for v in want.values() for i in v)]
-        maps, _ = ad.forward(preprocess(x.copy()), [convs[j].name for j in layers])
-        for j in layers:
+        # the same layers for every batch: one graph (Keras caches it by the names)
+        maps, _ = ad.forward(np.asarray(preprocess(x.copy()), np.float32), [convs[j].name for j in located])
+        for j in located:
             _, ys, xs = peaks(np.asarray(maps[convs[j].name]))
             field = rf.fields.get(convs[j].label)
             for ch, v in wanted[j].items():

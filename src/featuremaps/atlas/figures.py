@@ -35,9 +35,10 @@ def crop_text(res: AtlasResult, j: int) -> str:
     boxes = [b for v in tc.boxes.values() for b in v if b is not None]
     if boxes and all(b == whole_box(h, w) for b in boxes):
         return "cropped to the receptive field around the channel's maximum (at this layer it covers the whole image)"
+    approx = f" ({tc.approximate})" if tc.approximate else ""
     return (
-        "cropped to the receptive field around the channel's maximum; beside the caption, the whole image with "
-        "the crop outlined"
+        f"cropped to the receptive field around the channel's maximum{approx}; beside the caption, the whole image "
+        "with the crop outlined"
     )
 
 

@@ -89,6 +89,8 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm, kept: list[str]
         item["npz_prefix"] = key
         if res.crops is not None and res.crops[j].note:
             item["crops"] = f"whole images: {res.crops[j].note}"
+        elif res.crops is not None and res.crops[j].approximate:
+            item["crops"] = f"approximate: {res.crops[j].approximate}"
     with atomic_dir(out, kept=kept) as tmp:
         arrays = {"classes": np.asarray(res.classes), "counts": res.counts}
         body = [
