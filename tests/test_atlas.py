@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -508,3 +509,150 @@ def test_a_manifest_csv_that_is_not_utf8_is_one_line(tmp_path, hand_data, hand_m
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert len(err) == 1 and f"{name} is not UTF-8 text" in err[0] and "save the CSV as UTF-8" in err[0], err
     assert not (tmp_path / "atlas").exists()
+
+
+# ---------------------------------------------------------------- crops of the top images
+def _spot_model():
+    """One valid 3x3 conv: channel 0 = ReLU(mean of the 3x3 patch), channel 1 = ReLU(1 - that mean) (x = pixel/255)."""
+    import keras
+
+    x = keras.Input((12, 12, 1))
+    conv = keras.layers.Conv2D(2, 3, activation="relu", name="spot")
+    h = conv(x)
+    w = np.stack([np.full((3, 3, 1), 1 / 9), np.full((3, 3, 1), -1 / 9)], axis=-1).astype(np.float32)
+    conv.set_weights([w, np.array([0.0, 1.0], np.float32)])
+    y = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    return keras.Model(x, y, name="spot_model")
+
+
+SPOTS = [(6, 2), (1, 7), (9, 0)]  # top-left corners of the 3x3 white spot of each 'light' image
+
+
+@pytest.fixture
+def spot_data(tmp_path):
+    """'light' images: black 12x12 with a white 3x3 spot at SPOTS[i]; 'dark' images: black."""
+    root = tmp_path / "spots"
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True)
+    for i, (r, c) in enumerate(SPOTS):
+        im = np.zeros((12, 12), np.uint8)
+        im[r : r + 3, c : c + 3] = 255
+        Image.fromarray(im).save(root / "light" / f"{i}.png")
+    for i in range(2):
+        Image.fromarray(np.zeros((12, 12), np.uint8)).save(root / "dark" / f"{i}.png")
+    return root
+
+
+def test_top_images_are_cropped_to_the_field_around_the_planted_maximum(tmp_path, spot_data, capsys):
+    """Channel 0 peaks (value 1) exactly where its 3x3 window is the spot: output (r, c) of a valid 3x3 conv sees
+    input rows r..r+2, cols c..c+2 (field 3, jump 1, start 1), so each light image's box is the spot itself;
+    atlas.json and atlas.npz carry the same boxes, the figure says how its tiles are cut."""
+    from featuremaps.atlas import render_top_images
+    from featuremaps.atlas.figures import crop_text
+
+    lm = models.wrap(_spot_model(), classes=CLASSES)
+    src = open_source(spot_data, "PrivateTest", lm.classes)
+    res = compute_atlas(lm, src, batch_size=2)
+    assert res.crops is not None and res.crops[0].note == ""
+    light = {int(i): k for k, i in enumerate(np.flatnonzero(src.labels == 1))}
+    boxes = res.crops[0].boxes[0]
+    for t, idx in enumerate(res.top_idx[0][0]):
+        if int(idx) in light:
+            r, c = SPOTS[light[int(idx)]]
+            assert boxes[t] == {"top": r, "left": c, "bottom": r + 2, "right": c + 2}, (t, idx)
+    assert sum(int(i) in light for i in res.top_idx[0][0]) == 3
+    assert "cropped to the receptive field around the channel's maximum" in crop_text(res, 0)
+    pic = render_top_images(res, 0, src)
+    assert pic.shape[1] > 400 and pic.std() > 10
+    out = tmp_path / "atlas"
+    model_file = tmp_path / "spot.keras"
+    _spot_model().save(model_file)
+    assert main(["atlas", "--data", str(spot_data), "--model", str(model_file), "--classes", "dark,light",
+                 "--out", str(out)]) == 0  # fmt: skip
+    meta = json.loads((out / "atlas.json").read_text())
+    ch0 = next(it for it in meta["layers"][0]["most_selective"] if it["channel"] == 0)
+    got = {Path(t["source"]).name: t["box"] for t in ch0["top_images"] if t["label"] == "light"}
+    assert got == {f"{i}.png": {"top": r, "left": c, "bottom": r + 2, "right": c + 2} for i, (r, c) in enumerate(SPOTS)}
+    with np.load(out / "atlas.npz") as z:
+        box = z["spot/top_box"]
+    assert box.shape == (2, 9, 4)
+    for t, tile in enumerate(ch0["top_images"]):
+        assert box[0, t].tolist() == [tile["box"][k] for k in ("top", "left", "bottom", "right")]
+
+
+def _conv_maps(net, images: list[np.ndarray]) -> list[np.ndarray]:
+    """Per Conv2d of ``net``, its (N, h, w, C) maps over ``images`` (uint8, /255), from hooks."""
+    import torch
+
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    outs = {i: [] for i in range(len(convs))}
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, o, i=i: outs[i].append(o.detach().permute(0, 2, 3, 1).numpy()))
+        for i, m in enumerate(convs)
+    ]
+    try:
+        with torch.no_grad():
+            for im in images:
+                net(torch.from_numpy(im[None].astype(np.float32) / 255.0).permute(0, 3, 1, 2))
+    finally:
+        for h in hooks:
+            h.remove()
+    return [np.concatenate(outs[i]) for i in range(len(convs))]
+
+
+def test_crops_for_torch_and_onnx_and_whole_images_where_the_field_is_unknown(tmp_path):
+    """The tiny torch CNN (conv 3x3 pad 1; conv 3x3 stride 2): fields by hand, first: size 3, start 0, jump 1 ->
+    rows y-1..y+1; second: size 5, start 1, jump 2 -> rows 2y-1..2y+3 (clipped to 0..31). The module and its
+    ONNX export crop there around the maximum of a hooked forward; TorchScript gives no graph: whole images, and
+    the figure's subtitle says so."""
+    from featuremaps.atlas.figures import crop_text
+
+    net, pt, ox = torch_and_onnx_files(tmp_path / "models")
+    classes = ["cat", "dog", "owl"]  # the tiny CNN's three outputs
+    images, _ = _rgb_folder(tmp_path / "data", classes, 3, 32)
+    maps = _conv_maps(net, images)
+
+    def hand(j, y, x):  # first: centre y, half 1; second: centre 1 + 2y, half 2
+        (cy, cx), half = ((y, x), 1) if j == 0 else ((1 + 2 * y, 1 + 2 * x), 2)
+        return {"top": max(0, cy - half), "left": max(0, cx - half), "bottom": min(31, cy + half),
+                "right": min(31, cx + half)}  # fmt: skip
+
+    for model in (net, str(ox)):
+        lm = models.wrap(net, classes=classes) if model is net else models.load(model, classes=classes)
+        res = compute_atlas(lm, open_source(tmp_path / "data", "PrivateTest", lm.classes), batch_size=3)
+        for j in range(2):
+            assert res.crops[j].note == ""
+            for ch, boxes in res.crops[j].boxes.items():
+                for t, idx in enumerate(res.top_idx[j][ch]):
+                    y, x = np.unravel_index(np.argmax(maps[j][int(idx), ..., ch]), maps[j].shape[1:3])
+                    assert boxes[t] == hand(j, int(y), int(x)), (model, j, ch, t)
+    lm = models.load(str(pt), classes=classes)
+    res = compute_atlas(lm, open_source(tmp_path / "data", "PrivateTest", lm.classes), batch_size=3)
+    whole = {"top": 0, "left": 0, "bottom": 31, "right": 31}
+    assert all(b == whole for tc in res.crops for v in tc.boxes.values() for b in v)
+    assert res.crops[0].note and crop_text(res, 0).startswith("whole images: the receptive field is unknown")
+
+
+def test_figures_are_still_written_atomically(tmp_path, spot_data, monkeypatch):
+    """A failure while drawing a later picture leaves the previous atlas folder as it was, and no temporary."""
+    import featuremaps.atlas.writing as writing
+
+    model_file = tmp_path / "spot.keras"
+    _spot_model().save(model_file)
+    out = tmp_path / "atlas"
+    argv = ["atlas", "--data", str(spot_data), "--model", str(model_file), "--classes", "dark,light", "--out", str(out)]
+    assert main(argv) == 0
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    calls = []
+
+    def failing(*a, **k):
+        calls.append(1)
+        raise RuntimeError("disk gone while drawing")
+
+    monkeypatch.setattr(writing, "render_top_images", failing)
+    with pytest.raises(RuntimeError):
+        main(argv)
+    assert calls
+    after = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas", "spot.keras", "spots"]  # no temporary left

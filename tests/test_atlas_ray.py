@@ -78,6 +78,9 @@ def _assert_same(a, b):
         np.testing.assert_allclose(b.top_vals[j], a.top_vals[j], rtol=1e-5)
         assert most_selective(a, j, 10).tolist() == most_selective(b, j, 10).tolist()
         np.testing.assert_allclose(b.si[j], a.si[j], rtol=1e-5, atol=1e-7)
+        # the drawn top images' crops: located on the driver after the merge, the same boxes as the local run's
+        assert b.crops is not None and b.crops[j].boxes == a.crops[j].boxes, f"layer {j}: crop boxes differ"
+        assert b.crops[j].note == a.crops[j].note
 
 
 def _assert_same_npz(a, b):

@@ -33,6 +33,12 @@ docs/patterns_emotion.png is `featuremaps patterns --layers C3,C8,C13 --channels
 four channels of each layer most active on 1000 PrivateTest faces, their visualizations beside their top four
 faces cropped to the receptive field); docs/patterns_emotion_classes.png is `featuremaps patterns --class
 happy,surprise,angry,sad`: what the network thinks each looks like. FER2013 is the archive, CSV or folder.
+
+    python tools/docs_images.py --atlas FER2013
+
+docs/atlas_tops_emotion_C5.png is `featuremaps atlas --data FER2013 --limit 1000 --layers C5`'s top-image
+sheet: the six most class-selective channels of C5, each with its nine top faces cropped to the receptive field
+around the channel's maximum.
 """
 
 import shutil
@@ -128,6 +134,18 @@ def patterns(data: str) -> int:
     return 0
 
 
+def atlas(data: str) -> int:
+    from featuremaps.cli import main as fm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if fm(["atlas", "--data", data, "--limit", "1000", "--layers", "C5", "--out", f"{tmp}/atlas"]) != 0:
+            return 1
+        shutil.copyfile(
+            Path(tmp) / "atlas" / "top" / "C05_block3_conv1.png", ROOT / "docs" / "atlas_tops_emotion_C5.png"
+        )
+    return 0
+
+
 def main() -> int:
     from featuremaps.cli import main as fm
 
@@ -139,6 +157,8 @@ def main() -> int:
         return siblings()
     if "--patterns" in sys.argv[1:]:
         return patterns(sys.argv[sys.argv.index("--patterns") + 1])
+    if "--atlas" in sys.argv[1:]:
+        return atlas(sys.argv[sys.argv.index("--atlas") + 1])
     if "--learning" in sys.argv[1:]:
         args = sys.argv[1:]
         run = Path(args[args.index("--learning") + 1])

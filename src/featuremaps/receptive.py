@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Field:
@@ -40,6 +42,37 @@ class Field:
 
     def as_dict(self) -> dict:
         return {"size": list(self.size), "jump": list(self.jump), "start": list(self.start)}
+
+
+def whole_box(height: int, width: int) -> dict:
+    """The box of a whole ``height`` x ``width`` image."""
+    return {"top": 0, "left": 0, "bottom": int(height) - 1, "right": int(width) - 1}
+
+
+def peaks(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per image and channel of ``maps`` (B, h, w, C): the largest value and its position (y, x), each (B, C)
+    (the first position in row-major order among equal values)."""
+    flat = maps.reshape(len(maps), -1, maps.shape[-1])
+    arg = flat.argmax(axis=1)
+    return flat.max(axis=1), arg // maps.shape[2], arg % maps.shape[2]
+
+
+def crop_box(field: Field | None, y: int, x: int, height: int, width: int) -> dict:
+    """The box ``{top, left, bottom, right}`` of the ``height`` x ``width`` input that map position (y, x) sees:
+    :meth:`Field.box`, or the whole image where the field is unknown (``field`` None: never a guessed crop)."""
+    return field.box(int(y), int(x), height, width) if field is not None else whole_box(height, width)
+
+
+def crop(pixels: np.ndarray, box: dict) -> np.ndarray:
+    """``pixels`` (H, W[, C], 0-255) cut to ``box`` (inclusive), as uint8.
+
+    Example::
+
+        >>> crop(np.zeros((48, 48, 1)), Field((5.0, 5.0)).box(10, 10, 48, 48)).shape
+        (5, 5, 1)
+    """
+    part = pixels[box["top"] : box["bottom"] + 1, box["left"] : box["right"] + 1]
+    return np.clip(part, 0, 255).round().astype(np.uint8)
 
 
 def _pair(v) -> tuple[int, int]:

@@ -2,7 +2,8 @@
 
 For every chosen conv layer and channel it keeps the mean activation per class (the spatial mean of the
 channel's map, averaged over the images of the class) and the 9 images that activate the channel most
-(dataset examples, as OpenAI Microscope and the deep visualization toolbox show them).
+(dataset examples, as OpenAI Microscope and the deep visualization toolbox show them), drawn cropped to the
+receptive field around the channel's maximum on each, as ``patterns`` draws its exemplars.
 
 Data are streamed in batches through one compiled intermediate model whose outputs are the spatial means of
 the conv layers (never the maps themselves), and folded into running per-class sums and fixed-size top-k
@@ -20,31 +21,30 @@ class means clipped at 0, which keeps it in [0, 1] (unclipped, a channel with cl
 score 19). Class means themselves are never clipped.
 
 The package, by what each module does: ``sources`` (class folders, FER2013, manifests: :class:`Source`),
-``manifests`` (reading a CSV or Parquet manifest of image paths or URIs and labels),
-``stats`` (:class:`AtlasStats`, the selectivity index, :class:`BatchReducer`, :func:`compute_atlas`,
-:class:`AtlasResult`, which draws its own class x channel heatmaps with :mod:`featuremaps.charts`), ``figures``
-(the top-image pictures), ``writing`` (``atlas.json``, ``atlas.npz``, ``index.html``) and ``ray`` (the same
-reduction on Ray Data; imported only by ``--engine ray``, never by this package).
+``manifests`` (reading a CSV or Parquet manifest of image paths or URIs and labels), ``stats``
+(:class:`AtlasStats`, the selectivity index, :class:`BatchReducer`, :func:`compute_atlas`, :class:`AtlasResult`,
+which draws its own class x channel heatmaps with :mod:`featuremaps.charts`), ``figures`` (the top-image pictures),
+``crops`` (after the reduction, one more forward pass over the drawn top images to cut each to the receptive field
+around its channel's maximum: :func:`add_crops`), ``writing`` (``atlas.json``, ``atlas.npz``, ``index.html``) and
+``ray`` (the same reduction on Ray Data; imported only by ``--engine ray``, never by this package).
 """
 
-from featuremaps.atlas.figures import (
-    SHOW_CHANNELS,
-    duplicate_note,
-    most_selective,
-    preferred_class,
-    render_top_images,
-)
+from featuremaps.atlas.crops import TopCrops, locate
+from featuremaps.atlas.figures import duplicate_note, preferred_class, render_top_images
 from featuremaps.atlas.sources import Source, open_source
 from featuremaps.atlas.stats import (
     MAX_BAD_NAMES,
+    SHOW_CHANNELS,
     SI_FLOOR,
     TOP_K,
     AtlasResult,
     AtlasStats,
     BatchReducer,
+    add_crops,
     atlas_input_shape,
     compute_atlas,
     finish,
+    most_selective,
     pixel_digest,
     selectivity,
 )
@@ -60,10 +60,13 @@ __all__ = [
     "AtlasStats",
     "BatchReducer",
     "Source",
+    "TopCrops",
+    "add_crops",
     "atlas_input_shape",
     "compute_atlas",
     "duplicate_note",
     "finish",
+    "locate",
     "most_selective",
     "open_source",
     "pixel_digest",

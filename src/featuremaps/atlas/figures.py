@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from featuremaps.atlas.crops import fitted
 from featuremaps.atlas.sources import Source
-from featuremaps.atlas.stats import SI_FLOOR, TOP_K, AtlasResult
+from featuremaps.atlas.stats import SHOW_CHANNELS, SI_FLOOR, TOP_K, AtlasResult, most_selective
 from featuremaps.draw import (
     INK,
     MUTED,
@@ -15,20 +16,47 @@ from featuremaps.draw import (
     line_height,
     title_block,
 )
-from featuremaps.render import resize_rgb
+from featuremaps.receptive import crop, whole_box
+from featuremaps.render import fit_square
 
-SHOW_CHANNELS = 6  # most selective channels drawn with their top images, per layer
+TILE_BG = (236, 236, 236)  # around a crop that is not square
+OUTLINE = (220, 30, 30)  # the crop's box on the whole image's thumbnail
+THUMB = 26  # side of the whole image's thumbnail beside the caption, px
 
 
-def most_selective(res: AtlasResult, j: int, n: int) -> np.ndarray:
-    """Channels by selectivity; near-silent channels (largest class mean under 1% of the layer's) go last."""
-    peak = np.nan_to_num(res.means[j]).max(axis=0)
-    key = np.where(peak >= 0.01 * max(float(peak.max()), 1e-12), res.si[j], -1.0 + res.si[j] * 1e-3)
-    return np.argsort(-key, kind="stable")[:n]
+def crop_text(res: AtlasResult, j: int) -> str:
+    """The subtitle's words on the tiles of layer ``j``: cropped, or whole images and why."""
+    tc = None if res.crops is None else res.crops[j]
+    if tc is None:
+        return "whole images"
+    if tc.note:
+        return f"whole images: the receptive field is unknown ({tc.note})"
+    h, w = res.input_shape[:2]
+    boxes = [b for v in tc.boxes.values() for b in v if b is not None]
+    if boxes and all(b == whole_box(h, w) for b in boxes):
+        return "cropped to the receptive field around the channel's maximum (at this layer it covers the whole image)"
+    approx = f" ({tc.approximate})" if tc.approximate else ""
+    return (
+        f"cropped to the receptive field around the channel's maximum{approx}; beside the caption, the whole image "
+        "with the crop outlined"
+    )
+
+
+def _thumbnail(whole: np.ndarray, box: dict, side: int) -> np.ndarray:
+    """The whole (fitted) image in a ``side`` square with ``box`` outlined."""
+    pic = fit_square(whole, side).copy()
+    sy, sx = pic.shape[0] / whole.shape[0], pic.shape[1] / whole.shape[1]
+    t, b = int(box["top"] * sy), min(pic.shape[0] - 1, int((box["bottom"] + 1) * sy))
+    lft, r = int(box["left"] * sx), min(pic.shape[1] - 1, int((box["right"] + 1) * sx))
+    pic[t, lft : r + 1] = pic[b, lft : r + 1] = OUTLINE
+    pic[t : b + 1, lft] = pic[t : b + 1, r] = OUTLINE
+    return pic
 
 
 def render_top_images(res: AtlasResult, j: int, source: Source, n: int = SHOW_CHANNELS) -> np.ndarray:
-    """For the ``n`` most selective channels of layer j: their 9 most activating images with labels."""
+    """For the ``n`` most selective channels of layer j: their 9 most activating images with labels, each cut
+    to the receptive field around the channel's maximum where ``res.crops`` has its box
+    (:func:`featuremaps.atlas.add_crops`), with the whole image as a thumbnail beside its caption."""
 
     chans = most_selective(res, j, n)
     side, fs = 72, 12
@@ -38,15 +66,16 @@ def render_top_images(res: AtlasResult, j: int, source: Source, n: int = SHOW_CH
     tb = title_block(
         width - 12,
         f"{cl.label} {cl.name}: the {TOP_K} images that activate each of the most selective channels most",
-        "ranked by the channel's spatial mean activation; caption: true class and activation",
+        f"ranked by the channel's spatial mean activation; {crop_text(res, j)}; caption: true class and activation",
         size=fs + 4,
         sub_size=fs,
     )
     head_h = tb.height + 10
-    row_h = side + 2 * line_height(fs - 1) + 6
+    row_h = side + max(2 * line_height(fs - 1), THUMB + 2) + 6
     height = head_h + len(chans) * row_h + 6
     c = Canvas.blank(height, width)
     tb.draw(c, 6, 4)
+    h, w = res.input_shape[:2]
     for r, ch in enumerate(chans):
         y0 = head_h + r * row_h
         c.text((6, y0 + 4), f"F{int(ch) + 1}", fs + 2, INK)
@@ -54,16 +83,25 @@ def render_top_images(res: AtlasResult, j: int, source: Source, n: int = SHOW_CH
         c.text(
             (6, y0 + 42), fit_text(f"prefers {preferred_class(res, j, ch) or 'no class'}", fs, label_w - 8), fs, MUTED
         )
+        boxes = None if res.crops is None else res.crops[j].boxes.get(int(ch))
         for t, idx in enumerate(res.top_idx[j][ch]):
             if idx < 0:
                 continue
-            im = source.image(int(idx))
-            rgb = np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im
             x0 = label_w + t * (side + 4)
-            c.paste(resize_rgb(rgb, (side, side)), (x0, y0))
+            box = None if boxes is None else boxes[t]
+            im = source.image(int(idx))
+            whole = fitted([im], res.input_shape)[0].clip(0, 255).round().astype(np.uint8) if box else im
+            pic = fit_square(crop(whole, box) if box else whole, side)
+            c.fill((x0, y0), (side, side), TILE_BG)
+            c.paste(pic, (x0 + (side - pic.shape[1]) // 2, y0 + (side - pic.shape[0]) // 2))
+            cap_w = side
+            if box and box != whole_box(h, w):
+                cap_w = side - THUMB - 2
+                c.paste(_thumbnail(whole, box, THUMB), (x0 + side - THUMB, y0 + side + 2))
             lab = source.classes[int(source.labels[idx])]
-            c.text((x0, y0 + side + 1), fit_text(lab, fs - 1, side), fs - 1, (60, 60, 60))
-            c.text((x0, y0 + side + 1 + line_height(fs - 1)), f"{float(res.top_vals[j][ch, t]):.2g}", fs - 1, MUTED)
+            c.text((x0, y0 + side + 1), fit_text(lab, fs - 1, cap_w), fs - 1, (60, 60, 60))
+            val = fit_text(f"{float(res.top_vals[j][ch, t]):.2g}", fs - 1, cap_w)
+            c.text((x0, y0 + side + 1 + line_height(fs - 1)), val, fs - 1, MUTED)
     return c.rgb
 
 

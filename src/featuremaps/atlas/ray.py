@@ -8,7 +8,8 @@ row. The driver merges these partials (the same :meth:`~featuremaps.atlas.AtlasS
 statistics obey) as they stream in, and shows the progress. No per-image activation vector leaves an actor:
 per block, what crosses the network is the block's rows in and one partial out (``8 n_classes + 12 k`` bytes
 per channel; 0.7 MB for the emotion VGG-16's 4,224 channels), whatever the block's size. The top images are
-re-read by id on the driver only for the final sheets.
+re-read by id on the driver only for the final sheets (and forwarded once more there, to crop them to the
+receptive field around each channel's maximum: at most ``layers x 6 x 9`` images).
 
 Blocks are whole multiples of the batch size and each actor cuts them into batches from their start, so every
 image is forwarded in the same batch as in the local run: activations, top-k ids and class means match it.
@@ -35,7 +36,7 @@ from ray.data.extensions import ArrowTensorArray
 
 from featuremaps.atlas.manifests import read_image
 from featuremaps.atlas.sources import Source
-from featuremaps.atlas.stats import AtlasResult, AtlasStats, BatchReducer, atlas_input_shape, finish
+from featuremaps.atlas.stats import AtlasResult, AtlasStats, BatchReducer, add_crops, atlas_input_shape, finish
 from featuremaps.errors import UserError
 from featuremaps.frameworks import adapter, load_model_state, model_state
 
@@ -290,4 +291,5 @@ def compute_atlas_ray(
         ctx.enable_progress_bars = bars
         if started:
             ray.shutdown()
-    return finish(stats, driver.convs, source, shape)
+    # the crops of the drawn top images: one more forward pass over them, on the driver (which holds the source)
+    return add_crops(finish(stats, driver.convs, source, shape), driver, source, batch_size)

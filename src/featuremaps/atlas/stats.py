@@ -10,14 +10,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from featuremaps import display
+from featuremaps.atlas.crops import TopCrops, fitted, locate
 from featuremaps.atlas.sources import Source
 from featuremaps.charts import render_class_heatmap
 from featuremaps.errors import UserError
 from featuremaps.frameworks import adapter
-from featuremaps.images import fit_to
 from featuremaps.maps import select_layers
 
 TOP_K = 9  # images kept per channel
+SHOW_CHANNELS = 6  # most selective channels drawn with their top images (cropped), per layer
 MAX_BAD_NAMES = 20  # unreadable images named in the results (all are counted)
 #: below this class selectivity index a channel is reported as preferring no class: its class means are equal
 #: to the third decimal (the same photos in every class, or a channel blind to what tells them apart)
@@ -167,18 +168,18 @@ def selectivity(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return si, present[pref_rows]
 
 
+def most_selective(res: AtlasResult, j: int, n: int) -> np.ndarray:
+    """Channels by selectivity; near-silent channels (largest class mean under 1% of the layer's) go last."""
+    peak = np.nan_to_num(res.means[j]).max(axis=0)
+    key = np.where(peak >= 0.01 * max(float(peak.max()), 1e-12), res.si[j], -1.0 + res.si[j] * 1e-3)
+    return np.argsort(-key, kind="stable")[:n]
+
+
 # ---------------------------------------------------------------- the model
 def to_input(lm, images: list[np.ndarray], shape) -> tuple[np.ndarray, int]:
     """uint8 images -> preprocessed float32 batch of ``shape``; also how many had to be resized."""
-    h, w, ch = shape
-    if all(im.ndim == 2 and im.shape == (h, w) for im in images) and ch == 1:
-        x = np.stack(images).astype(np.float32)[..., None]
-        resized = 0
-    else:
-        resized = sum(im.shape[:2] != (h, w) for im in images)
-        rgb = [np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im for im in images]
-        x = np.stack([fit_to(im, (h, w), ch, "stretch") for im in rgb])
-    return np.asarray(lm.preprocess_fn(x), dtype=np.float32), resized
+    resized = sum(im.shape[:2] != tuple(shape[:2]) for im in images)
+    return np.asarray(lm.preprocess_fn(fitted(images, shape)), dtype=np.float32), resized
 
 
 @dataclass
@@ -197,6 +198,7 @@ class AtlasResult:
     skipped: int = 0  # unreadable images (counted, not in the statistics)
     bad: list = field(default_factory=list)  # their messages, lowest ids first (at most MAX_BAD_NAMES)
     duplicates: list = field(default_factory=list)  # photos in more than one class: [(id, label), ...] each
+    crops: list[TopCrops] | None = None  # per layer, the drawn channels' top images cut to their fields
 
     def heatmap(self, j: int, cmap: str = "viridis") -> np.ndarray:
         """The class x channel heatmap of layer ``j`` (:func:`featuremaps.charts.render_class_heatmap`), RGB uint8."""
@@ -309,7 +311,7 @@ def compute_atlas(
         red.reduce(stats, ids, source.labels[ids], lambda p, ids=ids: source.image(int(ids[p])))
         if progress:
             progress(min(n, b0 + batch_size), n)
-    return finish(stats, red.convs, source, shape)
+    return add_crops(finish(stats, red.convs, source, shape), red, source, batch_size)
 
 
 def finish(stats: AtlasStats, convs: list, source: Source, shape: tuple) -> AtlasResult:
@@ -336,3 +338,16 @@ def finish(stats: AtlasStats, convs: list, source: Source, shape: tuple) -> Atla
         [m for _, m in stats.bad],
         stats.duplicates(),
     )
+
+
+def add_crops(
+    res: AtlasResult, red: BatchReducer, source: Source, batch_size: int = 64, n: int = SHOW_CHANNELS
+) -> AtlasResult:
+    """Fill ``res.crops``: the top images of each layer's ``n`` most selective channels (the ones drawn), read
+    again and forwarded once more to find where each channel peaks (:func:`featuremaps.atlas.crops.locate`):
+    at most ``layers x n x TOP_K`` images, whatever the size of the data. Returns ``res``."""
+    wanted = []
+    for j in range(len(res.layers)):
+        wanted.append({int(ch): res.top_idx[j][ch] for ch in most_selective(res, j, n)})
+    res.crops = locate(red.adapter, red.convs, wanted, source.image, res.input_shape, red.lm.preprocess_fn, batch_size)
+    return res

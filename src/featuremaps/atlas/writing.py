@@ -40,14 +40,16 @@ def summary(res: AtlasResult, source: Source, j: int) -> dict:
             },
         }
         if int(ch) in show:
+            boxes = _boxes(res, j, int(ch))
             it["top_images"] = [
                 {
                     "index": int(i),
                     "source": source.sources[int(i)],
                     "label": res.classes[int(source.labels[i])],
                     "activation": float(v),
+                    "box": box,
                 }
-                for i, v in zip(res.top_idx[j][ch], res.top_vals[j][ch], strict=True)
+                for i, v, box in zip(res.top_idx[j][ch], res.top_vals[j][ch], boxes, strict=True)
                 if i >= 0
             ]
         items.append(it)
@@ -60,14 +62,35 @@ def summary(res: AtlasResult, source: Source, j: int) -> dict:
     }
 
 
+def _boxes(res: AtlasResult, j: int, ch: int) -> list[dict | None]:
+    """The crop box of each top image of channel ``ch`` of layer ``j`` (None where it has none)."""
+    got = None if res.crops is None else res.crops[j].boxes.get(ch)
+    return list(got) if got is not None else [None] * res.top_idx[j].shape[1]
+
+
+def box_array(res: AtlasResult, j: int) -> np.ndarray:
+    """(C, k, 4) int32 ``top, left, bottom, right`` of every channel's top images; -1 where none was located
+    (channels not drawn, empty slots)."""
+    out = np.full((*res.top_idx[j].shape, 4), -1, np.int32)
+    for ch in range(out.shape[0]):
+        for t, b in enumerate(_boxes(res, j, ch)):
+            if b is not None:
+                out[ch, t] = (b["top"], b["left"], b["bottom"], b["right"])
+    return out
+
+
 def write_atlas(res: AtlasResult, source: Source, out: Path, lm, kept: list[str] | None = None) -> Path:
     """Write the atlas folder ``out`` whole; the user's entries of the folder it replaces are kept (their
     paths appended to ``kept``), only the files featuremaps wrote there before are replaced."""
 
     layers = [summary(res, source, j) for j in range(len(res.layers))]
     keys = unique_names(safe_name(c.name) for c in res.layers)  # "a b" and "a_b" must not share a key
-    for item, key in zip(layers, keys, strict=True):
+    for j, (item, key) in enumerate(zip(layers, keys, strict=True)):
         item["npz_prefix"] = key
+        if res.crops is not None and res.crops[j].note:
+            item["crops"] = f"whole images: {res.crops[j].note}"
+        elif res.crops is not None and res.crops[j].approximate:
+            item["crops"] = f"approximate: {res.crops[j].approximate}"
     with atomic_dir(out, kept=kept) as tmp:
         arrays = {"classes": np.asarray(res.classes), "counts": res.counts}
         body = [
@@ -87,6 +110,7 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm, kept: list[str]
                 ("preferred", res.preferred[j]),
                 ("top_index", res.top_idx[j]),
                 ("top_activation", res.top_vals[j]),
+                ("top_box", box_array(res, j)),
             ):
                 arrays[f"{keys[j]}/{name}"] = a
             rows = "".join(
@@ -122,6 +146,9 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm, kept: list[str]
                 "counts": res.counts,
                 "selectivity_index": "(mu_max - mu_rest) / "
                 "(mu_max + mu_rest) over class means of the channel's spatial mean",
+                "top_images": "the drawn channels' top images; box: {top, left, bottom, right}, inclusive pixels of "
+                f"the image as the model was fed ({res.input_shape[1]}x{res.input_shape[0]}), the receptive field "
+                "around the channel's maximum on it (the whole image where the field is unknown; null: not located)",
                 "preferred_class": f"null where the selectivity index is under {SI_FLOOR} (class means all but equal)",
                 "layers": layers,
             },

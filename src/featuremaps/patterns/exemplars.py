@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from featuremaps.images import fit_to
-from featuremaps.receptive import Field
+from featuremaps.receptive import Field, crop, crop_box, peaks
 
 #: images per forward pass
 BATCH = 64
@@ -82,12 +82,10 @@ def scan(
         maps, _ = ad.forward(preprocess(x.copy()), [layer])
         a = maps[layer]  # (B, h', w', C)
         total = a.mean(axis=(0, 1, 2), dtype=np.float64) * len(a) + (0 if total is None else total)
-        flat = a.reshape(len(a), -1, a.shape[-1])
-        arg = flat.argmax(axis=1)  # (B, C)
-        top = flat.max(axis=1)
+        top, ys, xs = peaks(a)  # (B, C) each
         for ch in range(a.shape[-1]) if channels is None else channels:
             rows = best.setdefault(ch, [])
-            rows.extend((float(top[b, ch]), seen + b, *divmod(int(arg[b, ch]), a.shape[2])) for b in range(len(a)))
+            rows.extend((float(top[b, ch]), seen + b, int(ys[b, ch]), int(xs[b, ch])) for b in range(len(a)))
             rows.sort(key=lambda r: -r[0])
             del rows[k:]
         for b in range(len(a)):
@@ -113,8 +111,7 @@ def scan(
         out[ch] = []
         for value, i, y, x in rows:
             pixels, src = kept[i]
-            box = field.box(y, x, h, w) if field is not None else {"top": 0, "left": 0, "bottom": h - 1, "right": w - 1}
-            crop = pixels[box["top"] : box["bottom"] + 1, box["left"] : box["right"] + 1]
-            out[ch].append(Exemplar(np.clip(crop, 0, 255).round().astype(np.uint8), value, src, box))
+            box = crop_box(field, y, x, h, w)
+            out[ch].append(Exemplar(crop(pixels, box), value, src, box))
     means = np.zeros(0, np.float32) if total is None else (total / max(seen, 1)).astype(np.float32)
     return Scan(out, means, seen)

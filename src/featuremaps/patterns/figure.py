@@ -11,7 +11,7 @@ import numpy as np
 
 from featuremaps.display import as_rgb
 from featuremaps.draw import MUTED, SUB_SIZE, Canvas, fmt_number, line_height, title_block
-from featuremaps.render import resize_rgb
+from featuremaps.render import fit_square
 
 #: side of a visualization or exemplar cell, px
 CELL = 128
@@ -23,17 +23,8 @@ GAP = 6
 
 
 def _fit(rgb: np.ndarray, side: int = CELL) -> np.ndarray:
-    """``rgb`` scaled to fit a ``side`` square, aspect kept: nearest-neighbour from 4x up (a 5x5 receptive field
-    shows its 25 pixels, not a blur), bilinear below (a 48 px visualization at 2.7x, without uneven blocks)."""
-    rgb = as_rgb(rgb)
-    h, w = rgb.shape[:2]
-    s = side / max(h, w)
-    size = (max(1, round(h * s)), max(1, round(w * s)))
-    if s >= 4:
-        ys = np.minimum((np.arange(size[0]) / s).astype(int), h - 1)
-        xs = np.minimum((np.arange(size[1]) / s).astype(int), w - 1)
-        return rgb[ys][:, xs]
-    return resize_rgb(rgb, size)
+    """``rgb`` (any image array) in a ``side`` square, aspect kept (:func:`featuremaps.render.fit_square`)."""
+    return fit_square(as_rgb(rgb), side)
 
 
 def image_rgb(x: np.ndarray) -> np.ndarray:
