@@ -1,0 +1,89 @@
+"""The diversity term: several images of one channel pushed apart in style (Lucid's ``objectives.diversity``,
+lucent's ``optvis/objectives.py::diversity``; Olah, Mordvintsev & Schubert, "Feature Visualization", Distill
+2017, section "Diversity"), its value and its exact gradient in NumPy (one implementation for every framework).
+
+For a group of N images of one channel, with ``A_i`` (P positions x C channels) the maps of image ``i`` at the
+layer read (after the ReLU)::
+
+    G_i = A_i^T A_i                  Gram matrix, C x C (style: which channels fire together, not where)
+    g_i = G_i / ||G_i||_F            flattened and L2-normalised (Lucid: ``tf.nn.l2_normalize(grams, [1, 2])``)
+    D   = - mean_{i < j} <g_i, g_j>  minus the mean pairwise cosine similarity, in [-1, 0]
+
+and its gradient, by the chain rule (``H_i = dD/dg_i``, ``K_i = dD/dG_i``, symmetric)::
+
+    H_i = -2 / (N (N - 1)) sum_{j != i} g_j
+    K_i = (H_i - g_i <g_i, H_i>) / ||G_i||_F
+    dD/dA_i = 2 A_i K_i
+
+Lucid and lucent sum over ordered pairs and divide by N (``sum_{i != j} <g_i, g_j> / N`` = (N - 1) x the mean);
+here it is the mean, so that a weight means the same whatever N is (:data:`DEFAULT_WEIGHT`).
+``tests/test_patterns.py`` checks the gradient against finite differences.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: ``--diversity``'s default when ``--images`` is 2 or more. Lucid's and lucent's examples take
+#: ``channel(layer, k) - 1e2 * diversity(layer)`` with 4 images: the channel term is a mean over the batch, the
+#: diversity ``(N - 1)`` times the mean cosine, so per image the weight is ``1e2 N (N - 1)`` against one image's
+#: channel mean in our sum over images (1200 at N = 4). That is for InceptionV1, whose optimised channel means run
+#: to the hundreds; the emotion model's reach ~2-10 (C8), so the same balance is ~100x smaller: at 10 the term
+#: clearly separates the images (cosines ~0.9 -> ~0.5 on C8) while each still drives its channel well above a grey
+#: image's (README "Several images per channel"); a weight much above ~30 trades the channel for difference.
+DEFAULT_WEIGHT = 10.0
+#: Lucid's ``l2_normalize`` epsilon: a dead layer (G = 0) has no direction and no gradient
+EPS = 1e-10
+
+
+def gram_diversity(acts: np.ndarray, groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``D`` of each group and ``dD/dA``: the diversity of the module docstring.
+
+    Formula: ``D = -mean_{i<j} <G_i / |G_i|, G_j / |G_j|>`` with ``G_i = A_i^T A_i`` over positions (Lucid's
+    ``objectives.diversity``, up to its (N - 1) factor; Olah et al., Distill 2017).
+
+    Example::
+
+        >>> acts = np.random.default_rng(0).random((6, 5, 5, 8))   # 2 channels x 3 images each
+        >>> d, grad = gram_diversity(acts, groups=2)
+        >>> d.shape, grad.shape
+        ((2,), (6, 5, 5, 8))
+
+    Args:
+        acts: (G * N, h, w, C) maps after the ReLU, the N images of each group consecutive
+        groups: G, the number of groups (channels); N = len(acts) // G must be 2 or more
+    Returns:
+        ``(values (G,), gradient (G * N, h, w, C))`` float64
+    """
+    a = np.asarray(acts, np.float64)
+    b, h, w, c = a.shape
+    n = b // groups
+    if n * groups != b or n < 2:
+        raise ValueError(f"{b} images do not make {groups} groups of 2 or more")
+    flat = a.reshape(b, h * w, c)
+    grams = np.einsum("bpc,bpd->bcd", flat, flat)
+    norms = np.maximum(np.sqrt((grams * grams).sum(axis=(1, 2))), EPS)
+    unit = (grams / norms[:, None, None]).reshape(groups, n, c, c)
+    total = unit.sum(axis=1, keepdims=True)  # sum_j g_j per group
+    sims = np.einsum("gicd,gjcd->gij", unit, unit)  # cosines, 1 on the diagonal
+    pairs = n * (n - 1)
+    values = -(sims.sum(axis=(1, 2)) - n) / pairs  # the mean over the i != j entries (each pair twice)
+    hh = -2.0 / pairs * (total - unit)  # dD/dg_i = -2/(N(N-1)) sum_{j != i} g_j
+    k = (hh - unit * np.einsum("gicd,gicd->gi", unit, hh)[..., None, None]) / norms.reshape(groups, n, 1, 1)
+    grad = 2.0 * np.einsum("bpc,bcd->bpd", flat, k.reshape(b, c, c))
+    return values, grad.reshape(b, h, w, c)
+
+
+def pre_activation_gradient(maps: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(D (G,), dD/dz, A)`` from a layer's ``maps`` as the adapter's ``forward`` gives them: the diversity is
+    taken on ``A = relu(maps)`` and its gradient carried to the tensor the gradient primitive reads.
+
+    That tensor is the conv's pre-activation ``z`` (the channel objective's, Lucid's ``_pre_relu``). With
+    ``A = relu(z)``, ``dD/dz = dD/dA * (z > 0)``, and ``z > 0`` exactly where ``maps > 0`` whether ``maps`` is
+    ``relu(z)`` (Keras, the activation fused into the conv) or ``z`` itself (PyTorch, whose ReLU is a module
+    after the conv; an unfused Keras conv): the same mask serves both. A fused activation other than ReLU gets
+    the ReLU's mask, an approximation (featuremaps' models use ReLU)."""
+    maps = np.asarray(maps, np.float32)
+    acts = np.maximum(maps, 0.0)
+    values, grad = gram_diversity(acts, groups)
+    return values, (grad * (maps > 0)).astype(np.float32), acts
