@@ -33,6 +33,11 @@ docs/patterns_emotion.png is `featuremaps patterns --layers C3,C8,C13 --channels
 four channels of each layer most active on 1000 PrivateTest faces, their visualizations beside their top four
 faces cropped to the receptive field); docs/patterns_emotion_classes.png is `featuremaps patterns --class
 happy,surprise,angry,sad`: what the network thinks each looks like. FER2013 is the archive, CSV or folder.
+
+    python tools/docs_images.py --diversity
+
+docs/patterns_diversity.png is `featuremaps patterns --layers C8 --channels F331,F271 --images 3`: three images
+per channel pushed apart by the diversity term (its default weight).
 """
 
 import shutil
@@ -128,6 +133,17 @@ def patterns(data: str) -> int:
     return 0
 
 
+def diversity() -> int:
+    from featuremaps.cli import main as fm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["patterns", "--layers", "C8", "--channels", "F331,F271", "--images", "3", "--out", f"{tmp}/div"]
+        if fm(args) != 0:
+            return 1
+        shutil.copyfile(Path(tmp) / "div" / "patterns.png", ROOT / "docs" / "patterns_diversity.png")
+    return 0
+
+
 def main() -> int:
     from featuremaps.cli import main as fm
 
@@ -139,6 +155,8 @@ def main() -> int:
         return siblings()
     if "--patterns" in sys.argv[1:]:
         return patterns(sys.argv[sys.argv.index("--patterns") + 1])
+    if "--diversity" in sys.argv[1:]:
+        return diversity()
     if "--learning" in sys.argv[1:]:
         args = sys.argv[1:]
         run = Path(args[args.index("--learning") + 1])
