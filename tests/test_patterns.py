@@ -136,6 +136,9 @@ def test_torch_batch_is_each_images_own_gradient(tmp_path):
             one = ad.gradients(x[b], t)
             assert np.isclose(r.value[b], one.value, rtol=1e-5, atol=1e-6)
             assert np.allclose(r.gradient[b], one.gradient, rtol=1e-4, atol=1e-6)
+        w = target_weights(targets, ad.layer_shapes((32, 32, 3))["second"])  # the same as Weighted targets
+        weighted = ad.gradients(x, [Weighted("second", w[0]), Weighted("second", w[1])])
+        assert np.allclose(weighted.value, r.value, rtol=1e-5) and np.allclose(weighted.gradient, r.gradient, atol=1e-7)
 
 
 def test_a_mixed_batch_is_one_line():
@@ -524,9 +527,13 @@ def res_preprocess(model):
 
 
 def test_cli_writes_several_images_per_channel(tiny_file, tmp_path):
+    """Three images per channel beside one exemplar: keys ``<key>/2``, ``<key>/3``, the manifest, a wide figure."""
+    data = tmp_path / "photos"
+    data.mkdir()
+    (data / "a.png").write_bytes((EXAMPLES / "chelsea.png").read_bytes())
     out = tmp_path / "pat"
     rc = main(["patterns", str(tiny_file), "--layers", "C2", "--channels", "F1,F2", "--images", "3", "--steps", "4",
-               "--out", str(out)])  # fmt: skip
+               "--data", str(data), "--exemplars", "1", "--out", str(out)])  # fmt: skip
     assert rc == 0
     arrays = np.load(out / "patterns.npz")
     assert sorted(arrays.files) == sorted(f"c2/F{k}{s}" for k in (1, 2) for s in ("", "/2", "/3"))
@@ -539,7 +546,8 @@ def test_cli_writes_several_images_per_channel(tiny_file, tmp_path):
     assert -1 <= row["diversity"] <= 0
     from PIL import Image
 
-    assert Image.open(out / "patterns.png").size[0] >= 2 * 3 * 128  # two channels of three images side by side
+    assert Image.open(out / "patterns.png").size[0] >= 4 * 128  # three images and an exemplar side by side
+    assert len(row["exemplars"]) == 1
 
 
 def test_classes_with_several_images_read_the_last_conv(tiny_file, tmp_path):

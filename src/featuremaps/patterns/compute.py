@@ -288,7 +288,7 @@ def find_patterns(
             raise UserError("--channels top ranks a layer's channels on images; pass --data DIR or --data fer2013")
         fields = adapter_fields(ad, convs)
         if data is not None:
-            described, count, images = data_images(data, split, limit, skipped)
+            described, count, read_images = data_images(data, split, limit, skipped)
         if fields.note and data is not None:
             notes.append(f"receptive fields: {fields.note}")
         total = sum(steps * images * (p if isinstance(p, int) else len(p)) for _, p in plans)
@@ -297,7 +297,7 @@ def find_patterns(
         for c, chans in plans:
             found = None
             if data is not None:
-                found = _scan(ad, lm, c, chans, images, count, shape, fields, exemplars, progress)
+                found = _scan(ad, lm, c, chans, read_images, count, shape, fields, exemplars, progress)
                 scanned = found.images
                 if not scanned:
                     raise UserError(
