@@ -443,10 +443,23 @@ def test_gram_diversity_matches_finite_differences():
     """D and dD/dA of two groups of three images: the exact gradient against central differences (float64), D
     against the cosines computed one pair at a time; and carried through the ReLU to the pre-activation."""
     rng = np.random.default_rng(0)
-    a = rng.random((6, 3, 4, 5))
+    for shape in ((3, 4, 5), (2, 2, 7)):  # more positions than channels (the Grams), fewer (the cross products)
+        check_gram_diversity(rng.random((6, *shape)))
+    z = rng.normal(0, 1, (4, 3, 3, 4))  # pre-activations, some negative: dD(relu(z))/dz
+    z[np.abs(z) < 0.05] = 0.1  # away from the kink
+    _, dz, _ = pre_activation_gradient(z, 2)
+    for idx in [tuple(rng.integers(0, s) for s in z.shape) for _ in range(12)]:
+        e = np.zeros_like(z)
+        e[idx] = 1e-4
+        f = lambda v: pre_activation_gradient(v, 2)[0].sum()  # noqa: E731
+        assert np.isclose(dz[idx], (f(z + e) - f(z - e)) / 2e-4, atol=1e-4), idx
+
+
+def check_gram_diversity(a: np.ndarray) -> None:
+    """D of two groups of three images against the cosines one pair at a time; dD/dA against differences."""
     values, grad = gram_diversity(a, groups=2)
     for g in range(2):
-        grams = [a[i].reshape(-1, 5).T @ a[i].reshape(-1, 5) for i in range(3 * g, 3 * g + 3)]
+        grams = [a[i].reshape(-1, a.shape[-1]).T @ a[i].reshape(-1, a.shape[-1]) for i in range(3 * g, 3 * g + 3)]
         unit = [m / np.linalg.norm(m) for m in grams]
         cos = [float((unit[i] * unit[j]).sum()) for i in range(3) for j in range(i + 1, 3)]
         assert np.isclose(values[g], -np.mean(cos))
@@ -456,14 +469,6 @@ def test_gram_diversity_matches_finite_differences():
         e[idx] = 1e-6
         num[idx] = (gram_diversity(a + e, 2)[0].sum() - gram_diversity(a - e, 2)[0].sum()) / 2e-6
     assert np.abs(grad).max() > 1e-3 and np.allclose(grad, num, atol=1e-8)
-    z = rng.normal(0, 1, (4, 3, 3, 4))  # pre-activations, some negative: dD(relu(z))/dz
-    z[np.abs(z) < 0.05] = 0.1  # away from the kink
-    _, dz, _ = pre_activation_gradient(z, 2)
-    for idx in [tuple(rng.integers(0, s) for s in z.shape) for _ in range(12)]:
-        e = np.zeros_like(z)
-        e[idx] = 1e-4
-        f = lambda v: pre_activation_gradient(v, 2)[0].sum()  # noqa: E731
-        assert np.isclose(dz[idx], (f(z + e) - f(z - e)) / 2e-4, atol=1e-4), idx
     with pytest.raises(ValueError):
         gram_diversity(a, groups=6)  # groups of one image have no pairs
 
