@@ -16,9 +16,10 @@ Everything but the framework's pass is NumPy on arrays the size of the input, a 
 
 With the diversity term (``diversity`` > 0, ``groups`` of 2 or more images per target), each step first runs a
 forward of the transformed batch to the diversity layer, computes the term and its gradient in NumPy
-(:mod:`featuremaps.patterns.diversity`) and folds it into the targets' weights: ``Weighted(layer, w_b + W dD/dz_b)``,
-still one call of the primitive (about 1.5x a step). Class scores read another tensor than the conv, so they
-take a second call for the term (about 2x). Without the term the step is the one above, unchanged.
+(:mod:`featuremaps.patterns.diversity`) and folds it into the targets' weights:
+``Weighted(layer, w_b + W dD/dz_b)``, still one call of the primitive (1.9x a step on Keras, whose forward
+costs about as much as the pass: BENCHMARKS.md). Class scores read another tensor than the conv, so they take a
+second call for the term. Without the term the step is the one above, unchanged.
 """
 
 from __future__ import annotations
