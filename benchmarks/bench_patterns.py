@@ -12,7 +12,9 @@ of the issue's two workloads, in one process (one command, one table).
 (b) the emotion model, 16 channels of one layer, 256 steps (C8 and C13: C13 runs the whole network); target
     <= 60 s on 2 cores;
 (c) VGG16 at 224 px, block5_conv3, 16 channels (ImageNet weights where Keras has them cached, else random:
-    the cost is the same).
+    the cost is the same);
+(d) the diversity term's step (``--images 4``: 4 channels x 4 images of C8, the same batch of 16) against the
+    plain step, whole ``optimise`` runs of a few steps, interleaved (one more forward and 33 ms of NumPy a step).
 The load average is printed before and after: figures taken on a shared machine are upper bounds.
 """
 
@@ -49,6 +51,7 @@ def main() -> None:
     ap.add_argument("--vgg-steps", type=int, default=8, help="steps of (c) timed (its 256-step time extrapolated)")
     ap.add_argument("--skip-vgg", action="store_true")
     ap.add_argument("--layers", default="block4_conv1,block5_conv3", help="emotion layers timed in (b)")
+    ap.add_argument("--diversity-steps", type=int, default=16, help="steps of each (d) run (0: skip (d))")
     args = ap.parse_args()
 
     import keras
@@ -114,6 +117,26 @@ def main() -> None:
         rise = float(np.mean(res.values - res.history[0]))
         rows.append((f"(b) emotion {layer}, 16 channels, {args.steps} steps (target <= 60 s)", f"{dt:.1f} s"))
         rows.append((f"    mean objective rise {layer}", f"{rise:.3g}"))
+
+    # (d) the diversity term's step vs the plain step, same batch
+    if args.diversity_steps:
+        groups = [ChannelMean("block4_conv1", k) for k in range(4) for _ in range(4)]
+        n = args.diversity_steps
+
+        def run(w):
+            t = time.perf_counter()
+            optimise(ad, groups, shape, lm.preprocess_fn, steps=n, seed=0, diversity=w, groups=4 if w else None)
+            return (time.perf_counter() - t) / (n + 1)
+
+        run(0.0), run(10.0)  # warm-up (compilation)
+        plain_d, diverse = [], []
+        for _ in range(3):
+            plain_d.append(run(0.0))
+            diverse.append(run(10.0))
+        a, b = statistics.median(plain_d), statistics.median(diverse)
+        rows.append(("(d) emotion C8, 4 channels x 4 images: plain step", f"{a * 1000:.1f} ms"))
+        rows.append(("(d) ... with the diversity term (weight 10)", f"{b * 1000:.1f} ms"))
+        rows.append(("(d) diversity step / plain step", f"{b / a:.2f}x"))
 
     # (c) VGG16 224 px block5_conv3
     if not args.skip_vgg:

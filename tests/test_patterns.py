@@ -18,10 +18,12 @@ from featuremaps.cli import main
 from featuremaps.frameworks import adapter
 from featuremaps.images import load_image
 from featuremaps.loaded import PREPROCESS_MODES, preprocess_fn
+from featuremaps.patterns import find_patterns
+from featuremaps.patterns.diversity import DEFAULT_WEIGHT, gram_diversity, pre_activation_gradient
 from featuremaps.patterns.image import FourierImage
 from featuremaps.patterns.optimise import optimise
 from featuremaps.patterns.transforms import Preprocessing, Warp
-from featuremaps.targets import ChannelMean, ClassScore, Neuron
+from featuremaps.targets import ChannelMean, ClassScore, Neuron, Weighted, target_weights
 
 SIZE = 24  # the planted models' input side
 
@@ -135,6 +137,9 @@ def test_torch_batch_is_each_images_own_gradient(tmp_path):
             one = ad.gradients(x[b], t)
             assert np.isclose(r.value[b], one.value, rtol=1e-5, atol=1e-6)
             assert np.allclose(r.gradient[b], one.gradient, rtol=1e-4, atol=1e-6)
+        w = target_weights(targets, ad.layer_shapes((32, 32, 3))["second"])  # the same as Weighted targets
+        weighted = ad.gradients(x, [Weighted("second", w[0]), Weighted("second", w[1])])
+        assert np.allclose(weighted.value, r.value, rtol=1e-5) and np.allclose(weighted.gradient, r.gradient, atol=1e-7)
 
 
 def test_a_mixed_batch_is_one_line():
@@ -435,3 +440,157 @@ def test_an_unreadable_image_of_the_data_is_named_and_skipped(tiny_file, tmp_pat
     assert man["data"]["images"] == 1 and "broken.png" in man["data"]["skipped"][0]
     (data / "a.png").unlink()
     assert main(["patterns", str(tiny_file), "--channels", "F1", "--data", str(data), "--out", str(out)]) == 2
+
+
+# ---------------------------------------------------------------- the diversity term
+def test_gram_diversity_matches_finite_differences():
+    """D and dD/dA of two groups of three images: the exact gradient against central differences (float64), D
+    against the cosines computed one pair at a time; and carried through the ReLU to the pre-activation."""
+    rng = np.random.default_rng(0)
+    for shape in ((3, 4, 5), (2, 2, 7)):  # more positions than channels (the Grams), fewer (the cross products)
+        check_gram_diversity(rng.random((6, *shape)))
+    z = rng.normal(0, 1, (4, 3, 3, 4))  # pre-activations, some negative: dD(relu(z))/dz
+    z[np.abs(z) < 0.05] = 0.1  # away from the kink
+    _, dz, _ = pre_activation_gradient(z, 2)
+    for idx in [tuple(rng.integers(0, s) for s in z.shape) for _ in range(12)]:
+        e = np.zeros_like(z)
+        e[idx] = 1e-4
+        f = lambda v: pre_activation_gradient(v, 2)[0].sum()  # noqa: E731
+        assert np.isclose(dz[idx], (f(z + e) - f(z - e)) / 2e-4, atol=1e-4), idx
+
+
+def check_gram_diversity(a: np.ndarray) -> None:
+    """D of two groups of three images against the cosines one pair at a time; dD/dA against differences."""
+    values, grad = gram_diversity(a, groups=2)
+    for g in range(2):
+        grams = [a[i].reshape(-1, a.shape[-1]).T @ a[i].reshape(-1, a.shape[-1]) for i in range(3 * g, 3 * g + 3)]
+        unit = [m / np.linalg.norm(m) for m in grams]
+        cos = [float((unit[i] * unit[j]).sum()) for i in range(3) for j in range(i + 1, 3)]
+        assert np.isclose(values[g], -np.mean(cos))
+    num = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+        e = np.zeros_like(a)
+        e[idx] = 1e-6
+        num[idx] = (gram_diversity(a + e, 2)[0].sum() - gram_diversity(a - e, 2)[0].sum()) / 2e-6
+    assert np.abs(grad).max() > 1e-3 and np.allclose(grad, num, atol=1e-8)
+    with pytest.raises(ValueError):
+        gram_diversity(a, groups=6)  # groups of one image have no pairs
+
+
+def test_weighted_target_is_any_linear_functional(tiny_sequential):
+    """``Weighted`` with a channel's mean weights is that channel's mean, on Keras and on the fake (every adapter
+    reads a batch's weights from ``target_weights``)."""
+    rng = np.random.default_rng(0)
+    for ad, layer, side in ((adapter(tiny_sequential), "conv_b", 16), (FakeAdapter(input_shape=(8, 8, 3)), "conv2", 8)):
+        x = rng.random((2, side, side, 3)).astype(np.float32)
+        plain = [ChannelMean(layer, 1), ChannelMean(layer, 3)]
+        w = target_weights(plain, ad.layer_shapes((side, side, 3))[layer])
+        a, b = ad.gradients(x, plain), ad.gradients(x, [Weighted(layer, w[0]), Weighted(layer, w[1])])
+        assert np.allclose(a.value, b.value, rtol=1e-5) and np.allclose(a.gradient, b.gradient, rtol=1e-4, atol=1e-7)
+
+
+def gram_cosines(maps: np.ndarray, n: int) -> np.ndarray:
+    """The mean pairwise Gram cosine of each group of ``n`` consecutive images' (post-ReLU) maps."""
+    return -gram_diversity(np.maximum(maps, 0), len(maps) // n)[0]
+
+
+def test_diversity_makes_a_channels_images_differ():
+    """Same seed, three images of the planted red detector: with the term their Gram matrices (of the planted
+    layer: red and stripes) are measurably less alike than without it (the term finds the stripes channel to
+    vary), and each image still drives its channel far above a grey image (it is still a maximisation)."""
+    ad = adapter(planted_keras())
+    targets = [ChannelMean("planted", 0)] * 3
+    run = lambda w: optimise(ad, targets, (SIZE, SIZE, 3), preprocess_fn("unit"), steps=64, seed=0, diversity=w,  # noqa: E731
+                             groups=1)  # fmt: skip
+    off, on = run(0.0), run(DEFAULT_WEIGHT)
+    assert off.diversity is None and on.diversity.shape == (1,)
+    cos_off = gram_cosines(ad.forward(off.images, ["planted"])[0]["planted"], 3)
+    cos_on = gram_cosines(ad.forward(on.images, ["planted"])[0]["planted"], 3)
+    assert np.allclose(-cos_on, on.diversity, atol=1e-4)
+    assert cos_on[0] < cos_off[0] - 0.2, (cos_on, cos_off)
+    grey = ad.gradients(np.full((3, SIZE, SIZE, 3), 0.5, np.float32), targets).value  # -8: silent on grey
+    assert (on.values > grey + 4).all(), (on.values, grey)
+    assert (on.history[-8:].mean(axis=0) > on.history[:8].mean(axis=0)).all()
+
+
+def test_one_image_per_channel_is_the_path_it_always_was(tiny_sequential, monkeypatch):
+    """``images=1`` (the default) never enters the diversity step and gives the plain optimisation's images."""
+    from featuremaps.patterns import optimise as opt_module
+
+    def refuse(*a, **k):
+        raise AssertionError("the diversity step ran")
+
+    monkeypatch.setattr(opt_module, "_optimise_diverse", refuse)
+    res = find_patterns(tiny_sequential, layers="conv_b", channels="F1,F4", steps=6, seed=2)
+    plain = optimise(adapter(tiny_sequential), [ChannelMean("conv_b", 0), ChannelMean("conv_b", 3)], (16, 16, 3),
+                     res_preprocess(tiny_sequential), steps=6, seed=2)  # fmt: skip
+    assert [r.key for r in res.rows] == ["conv_b/F1", "conv_b/F4"] and all(not r.more for r in res.rows)
+    assert np.array_equal(np.stack([r.image for r in res.rows]), plain.images)
+    assert sorted(res.arrays()) == ["conv_b/F1", "conv_b/F4"] and res.diversity == 0 and res.images == 1
+
+
+def res_preprocess(model):
+    from featuremaps import models
+
+    return models.as_loaded(model).preprocess_fn
+
+
+def test_cli_writes_several_images_per_channel(tiny_file, tmp_path):
+    """Three images per channel beside one exemplar: keys ``<key>/2``, ``<key>/3``, the manifest, a wide figure."""
+    data = tmp_path / "photos"
+    data.mkdir()
+    (data / "a.png").write_bytes((EXAMPLES / "chelsea.png").read_bytes())
+    out = tmp_path / "pat"
+    rc = main(["patterns", str(tiny_file), "--layers", "C2", "--channels", "F1,F2", "--images", "3", "--steps", "4",
+               "--data", str(data), "--exemplars", "1", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    arrays = np.load(out / "patterns.npz")
+    assert sorted(arrays.files) == sorted(f"c2/F{k}{s}" for k in (1, 2) for s in ("", "/2", "/3"))
+    assert all(arrays[k].shape == (16, 16, 3) for k in arrays.files)
+    assert not np.allclose(arrays["c2/F1"], arrays["c2/F1/2"])
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["images_per_channel"] == 3 and man["diversity"]["weight"] == DEFAULT_WEIGHT
+    row = man["patterns"][0]
+    assert row["images"] == ["c2/F1", "c2/F1/2", "c2/F1/3"] and len(row["values"]) == 3
+    assert -1 <= row["diversity"] <= 0
+    from PIL import Image
+
+    assert Image.open(out / "patterns.png").size[0] >= 4 * 128  # three images and an exemplar side by side
+    assert len(row["exemplars"]) == 1
+
+
+def test_classes_with_several_images_read_the_last_conv(tiny_file, tmp_path):
+    out = tmp_path / "cls"
+    rc = main(["patterns", str(tiny_file), "--classes", "a,b,c", "--class", "a", "--images", "2", "--steps", "3",
+               "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["diversity"]["label"] == "C2" and -1 <= man["patterns"][0]["diversity"] <= 0
+    assert sorted(np.load(out / "patterns.npz").files) == ["class/a", "class/a/2"]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--images", "0"], "--images 0"),
+        (["--images", "17"], "--images 17"),
+        (["--images", "2", "--diversity", "-1"], "--diversity -1"),
+        (["--diversity", "5"], "--images 2"),
+    ],
+)
+def test_bad_diversity_is_one_line(tiny_file, tmp_path, capsys, args, words):
+    rc = main(["patterns", str(tiny_file), "--steps", "2", "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and words in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_diversity_on_onnx_is_one_line(tmp_path, capsys):
+    _, _, onnx_file = torch_and_onnx_files(tmp_path / "m")
+    data = tmp_path / "photos"
+    data.mkdir()
+    (data / "a.png").write_bytes((EXAMPLES / "chelsea.png").read_bytes())
+    args = ["patterns", str(onnx_file), "--data", str(data), "--images", "3", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no gradients" in err and "--images 3" in err, err

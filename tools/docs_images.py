@@ -39,6 +39,11 @@ happy,surprise,angry,sad`: what the network thinks each looks like. FER2013 is t
 docs/atlas_tops_emotion_C5.png is `featuremaps atlas --data FER2013 --limit 1000 --layers C5`'s top-image
 sheet: the six most class-selective channels of C5, each with its nine top faces cropped to the receptive field
 around the channel's maximum.
+
+    python tools/docs_images.py --diversity
+
+docs/patterns_diversity.png is `featuremaps patterns --layers C8 --channels F331,F271 --images 3`: three images
+per channel pushed apart by the diversity term (its default weight).
 """
 
 import shutil
@@ -146,6 +151,17 @@ def atlas(data: str) -> int:
     return 0
 
 
+def diversity() -> int:
+    from featuremaps.cli import main as fm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["patterns", "--layers", "C8", "--channels", "F331,F271", "--images", "3", "--out", f"{tmp}/div"]
+        if fm(args) != 0:
+            return 1
+        shutil.copyfile(Path(tmp) / "div" / "patterns.png", ROOT / "docs" / "patterns_diversity.png")
+    return 0
+
+
 def main() -> int:
     from featuremaps.cli import main as fm
 
@@ -159,6 +175,8 @@ def main() -> int:
         return patterns(sys.argv[sys.argv.index("--patterns") + 1])
     if "--atlas" in sys.argv[1:]:
         return atlas(sys.argv[sys.argv.index("--atlas") + 1])
+    if "--diversity" in sys.argv[1:]:
+        return diversity()
     if "--learning" in sys.argv[1:]:
         args = sys.argv[1:]
         run = Path(args[args.index("--learning") + 1])

@@ -68,7 +68,20 @@ class Neuron:
     pre_activation: bool = True
 
 
-Target = ClassScore | ChannelMean | Neuron
+@dataclass(frozen=True, eq=False)
+class Weighted:
+    """``<out, weights>``: any fixed linear functional of conv ``layer``'s maps, ``weights`` (h, w, C) float32
+    (pre-activation, as for :class:`ChannelMean`). A channel's mean and a neuron are special cases; this one
+    carries what the caller computed itself, such as the gradient of the diversity term of
+    :mod:`featuremaps.patterns.diversity` plus a channel's mean weights (every adapter supports it: all of them
+    read a batch's weights from :func:`target_weights`)."""
+
+    layer: str
+    weights: np.ndarray
+    pre_activation: bool = True
+
+
+Target = ClassScore | ChannelMean | Neuron | Weighted
 
 
 def batch_layer(targets) -> tuple[str | None, bool]:
@@ -82,8 +95,8 @@ def batch_layer(targets) -> tuple[str | None, bool]:
         if len({t.logit for t in targets}) > 1:
             raise ValueError("a batch's class scores must all be logits or all outputs")
         return None, False
-    if not kinds <= {ChannelMean, Neuron}:
-        bad = next(t for t in targets if not isinstance(t, ChannelMean | Neuron | ClassScore))
+    if not kinds <= {ChannelMean, Neuron, Weighted}:
+        bad = next(t for t in targets if not isinstance(t, ChannelMean | Neuron | Weighted | ClassScore))
         raise ValueError(f"cannot differentiate a {type(bad).__name__}; use featuremaps.targets")
     if ClassScore in kinds or len({(t.layer, t.pre_activation) for t in targets}) > 1:
         raise ValueError("a batch's targets must all read one conv layer (or all be class scores)")
@@ -94,8 +107,9 @@ def target_weights(targets, shape: tuple) -> np.ndarray:
     """``(B, *shape)`` float32 weights ``w`` with ``target_b = <out_b, w_b>``, where ``out`` is the tensor the
     batch's targets read: a layer's maps (``shape`` (h, w, C)) or the class scores (``shape`` (n,)).
 
-    ``ChannelMean(c)``: ``1 / (h w)`` on channel ``c``; ``Neuron(c, y, x)``: 1 at (y, x, c); ``ClassScore(i)``: 1
-    at ``i`` (an ``index`` of None must be resolved to the predicted class by the caller first).
+    ``ChannelMean(c)``: ``1 / (h w)`` on channel ``c``; ``Neuron(c, y, x)``: 1 at (y, x, c); ``Weighted``: its
+    ``weights``; ``ClassScore(i)``: 1 at ``i`` (an ``index`` of None must be resolved to the predicted class by
+    the caller first).
     """
     w = np.zeros((len(targets), *shape), np.float32)
     for b, t in enumerate(targets):
@@ -103,6 +117,10 @@ def target_weights(targets, shape: tuple) -> np.ndarray:
             if t.index is None:
                 raise ValueError("a batch's class scores need an index (the predicted class is resolved first)")
             w[b, int(t.index)] = 1.0
+        elif isinstance(t, Weighted):
+            if tuple(np.shape(t.weights)) != tuple(shape):
+                raise ValueError(f"weights of shape {np.shape(t.weights)} for layer {t.layer} of shape {tuple(shape)}")
+            w[b] = t.weights
         elif not 0 <= t.channel < shape[-1]:
             raise UserError(f"layer {t.layer} has {shape[-1]} channels (F1-F{shape[-1]}); F{t.channel + 1} is not one")
         elif isinstance(t, ChannelMean):
@@ -138,4 +156,14 @@ class Gradient:
         return iter((self.value, self.gradient))
 
 
-__all__ = ["ChannelMean", "ClassScore", "Gradient", "Neuron", "Target", "batch_layer", "predicted", "target_weights"]
+__all__ = [
+    "ChannelMean",
+    "ClassScore",
+    "Gradient",
+    "Neuron",
+    "Target",
+    "Weighted",
+    "batch_layer",
+    "predicted",
+    "target_weights",
+]

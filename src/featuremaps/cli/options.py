@@ -72,6 +72,7 @@ COMMAND_EXAMPLES = {
   featuremaps patterns --layers C3 --channels F1-F8       # what 8 channels of the emotion model look for
   featuremaps patterns --layers C8 --data fer2013 --kernels   # with FER2013 exemplars; C1's filters
   featuremaps patterns --class happy,surprise             # what the network thinks happy looks like
+  featuremaps patterns --layers C8 --channels F331,F271 --images 3   # 3 different images per channel
   featuremaps patterns vgg16 --weights none --layers block5_conv3 --channels F1-F4 --steps 64""",
     "explore": """examples:
   featuremaps explore examples/                          # the bundled emotion model, the example photos
@@ -572,6 +573,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exemplars", type=_bounded(0, 16), default=4, help="exemplars per channel")
     p.add_argument("--kernels", action="store_true", help="also draw the first conv layer's filters as images")
     p.add_argument("--steps", type=_bounded(1, 100_000), default=256, help="Adam steps (learning rate 0.05)")
+    p.add_argument(
+        "--images",
+        type=int,
+        default=1,
+        metavar="N",
+        help="images per channel (or class), 1-16, side by side; with 2 or more a diversity term pushes them apart",
+    )
+    p.add_argument(
+        "--diversity",
+        type=float,
+        default=None,
+        metavar="W",
+        help="weight of the diversity term (minus the mean Gram cosine of a channel's images; default 10 with "
+        "--images 2 or more, 0 = off)",
+    )
     p.add_argument(
         "--seed", type=_bounded(0, 2**32 - 1), default=0, help="random seed (the same seed, the same images)"
     )

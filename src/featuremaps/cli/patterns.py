@@ -38,6 +38,8 @@ def run(args) -> int:
         seed=args.seed,
         size=args.size,
         progress=progress,
+        images=args.images,
+        diversity=args.diversity,
         random_head=args.target_class is None,
         **{k: v for k, v in model_options(args).items() if k != "spec"},
     )
@@ -55,6 +57,10 @@ def run(args) -> int:
         parts = []
         if r.value is not None:
             parts.append(f"objective {r.history[0]:.3g} -> {r.value:.3g}")
+        if r.more_values:
+            parts.append(f"images 2-{len(r.more_values) + 1}: {', '.join(f'{v:.3g}' for v in r.more_values)}")
+        if r.diversity is not None:
+            parts.append(f"diversity {r.diversity:.3g}")
         if r.max is not None and r.exemplars:
             parts.append(f"max {r.max:.3g} (best exemplar {r.exemplars[0].value:.3g})")
         print(f"  {where}{clean(r.title)}: {', '.join(parts) or 'exemplars only'}")

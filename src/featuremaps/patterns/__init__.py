@@ -8,6 +8,7 @@ The package, as a table of contents:
 * ``transforms``: what happens between it and the model (random jitter, scale and rotation as one resampling;
   the model's own preprocessing), with their adjoints
 * ``optimise``: Adam ascent of a batch of targets (one per channel) through the adapter's gradient primitive
+* ``diversity``: the diversity term (several images of a channel pushed apart), its value and exact gradient
 * ``exemplars``: the dataset images a channel responds to most, cropped to its receptive field
 * ``kernels``: the first conv layer's weights as images
 * ``compute``: :func:`find_patterns` and its :class:`Patterns` result (which displays itself in a notebook)

@@ -20,6 +20,7 @@ from featuremaps.frameworks import adapter
 from featuremaps.images import IMAGE_SUFFIXES, find_images, load_image
 from featuremaps.loaded import LoadedModel
 from featuremaps.maps import ConvLayer, select_layers
+from featuremaps.patterns.diversity import DEFAULT_WEIGHT
 from featuremaps.patterns.exemplars import Exemplar, scan
 from featuremaps.patterns.figure import patterns_figure
 from featuremaps.patterns.kernels import first_kernels, kernel_images
@@ -36,6 +37,8 @@ DEFAULT_CHANNELS = "F1-F16"
 TOP = 16
 #: images of ``data`` scanned for exemplars (and for ``channels="top"``) when no limit is given
 DATA_LIMIT = 1000
+#: images per channel at most (``images``)
+MAX_IMAGES = 16
 
 
 @dataclass
@@ -43,7 +46,10 @@ class Row:
     """One channel (or class): ``key`` in ``patterns.npz`` (``<layer>/F<k>``, ``class/<name>``), ``title``
     (``F5``, ``happy``), ``image`` (H, W, C) float32 in [0, 1] before the model's preprocessing (None for a
     model without gradients), ``value`` the objective on it, ``history`` the objective during the ascent,
-    ``max`` the channel's largest activation on it (the exemplars' measure), ``exemplars`` best first."""
+    ``max`` the channel's largest activation on it (the exemplars' measure), ``exemplars`` best first. With
+    several images per channel, ``image`` is the first, ``more`` the others (keys ``<key>/2``, ``<key>/3``, ...),
+    ``more_values`` their objective values and ``diversity`` the group's final diversity term ``D`` (minus the
+    mean pairwise Gram cosine, in [-1, 0]; None without the term)."""
 
     key: str
     title: str
@@ -55,6 +61,13 @@ class Row:
     history: np.ndarray | None = None
     max: float | None = None
     exemplars: list[Exemplar] = field(default_factory=list)
+    more: list[np.ndarray] = field(default_factory=list)
+    more_values: list[float] = field(default_factory=list)
+    diversity: float | None = None
+
+    def images(self) -> list[np.ndarray]:
+        """Every image of the row, the first first (none without gradients)."""
+        return ([] if self.image is None else [self.image]) + list(self.more)
 
 
 @dataclass
@@ -76,14 +89,22 @@ class Patterns:
     kernels_layer: ConvLayer | None = None
     notes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # images of the data that could not be read, why
+    images: int = 1  # images per channel (or class)
+    diversity: float = 0.0  # the diversity term's weight (0: none)
+    diversity_layer: ConvLayer | None = None  # the conv it reads (the last conv for classes)
 
     def figure(self) -> np.ndarray:
         """``patterns.png``'s picture: RGB uint8."""
         return patterns_figure(self)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """``patterns.npz``: one float32 (H, W, C) image in [0, 1] per row, under its key."""
-        return {r.key: r.image.astype(np.float32) for r in self.rows if r.image is not None}
+        """``patterns.npz``: one float32 (H, W, C) image in [0, 1] per image, under its row's key (the first
+        image) and ``<key>/2``, ``<key>/3``, ... (the others, with several images per channel)."""
+        out = {}
+        for r in self.rows:
+            for i, im in enumerate(r.images()):
+                out[r.key if i == 0 else f"{r.key}/{i + 1}"] = im.astype(np.float32)
+        return out
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         what = ", ".join(r.key for r in self.rows[:6]) + (" ..." if len(self.rows) > 6 else "")
@@ -179,6 +200,8 @@ def find_patterns(
     seed: int = 0,
     size: int | None = None,
     progress: Callable | None = None,
+    images: int = 1,
+    diversity: float | None = None,
     **load_options,
 ) -> Patterns:
     """What each chosen channel of a model looks for: the image that maximises it (feature visualization) and,
@@ -187,8 +210,10 @@ def find_patterns(
     Formula: ``x* = argmax_x mean_yx A_c(preprocess(T(x)))_yx`` over a Fourier-parameterised, colour-decorrelated
     image ``x`` under random transforms ``T`` (:mod:`featuremaps.patterns.optimise`), ``A_c`` channel ``c``'s
     pre-activation; all channels of a layer in one batch. With ``classes``, the class's logit instead
-    (Simonyan et al. 2014). Olah, Mordvintsev & Schubert, "Feature Visualization", Distill 2017; exemplars:
-    Borowski et al., ICLR 2021.
+    (Simonyan et al. 2014). With ``images`` N > 1, N images per channel, pushed apart by the diversity term
+    ``W D``, ``D = -mean_{i<j} cos(Gram_i, Gram_j)`` of the layer's maps (the last conv's for classes;
+    :mod:`featuremaps.patterns.diversity`, Lucid's ``objectives.diversity``). Olah, Mordvintsev & Schubert,
+    "Feature Visualization", Distill 2017; exemplars: Borowski et al., ICLR 2021.
 
     Example::
 
@@ -215,12 +240,16 @@ def find_patterns(
         seed: random seed (the same seed, the same images)
         size: the image side for a model whose input size is free (default 224; a fixed-size model keeps its own)
         progress: called as ``progress(done, total, what)``
+        images: images per channel (or class), 1 to 16
+        diversity: the diversity term's weight ``W`` (None: 10 with ``images`` > 1, else 0; 0: off, the N images
+            differ by their random start only); it needs ``images`` > 1 and a model with gradients
         load_options: passed to :func:`featuremaps.models.load` when ``model`` is a name or path
     """
     if objective not in OBJECTIVES:
         raise UserError(f"objective '{objective}' is not one of {', '.join(OBJECTIVES)}")
     if int(steps) < 1:
         raise UserError(f"--steps {steps}: give at least 1 step (256 by default)")
+    images, weight = _diversity(images, diversity)
     lm: LoadedModel = models.as_loaded(model, **load_options)
     ad = adapter(lm.model)
     shape = _shape(lm, size)
@@ -231,6 +260,9 @@ def find_patterns(
         )
     if target_classes and not ad.has_gradients:
         raise UserError(f"--class needs gradients, which {ad.framework} models do not have in featuremaps")
+    if images > 1 and not ad.has_gradients:
+        what = f"--images {images}" + (f" (--diversity {weight:g})" if weight else "")
+        raise UserError(f"{what} needs gradients; {ad.framework} models have no gradients in featuremaps; drop it")
     convs = ad.conv_layers(shape)
     if not convs:
         raise UserError(f"model '{lm.name}' has no conv layers; patterns need a CNN")
@@ -244,7 +276,7 @@ def find_patterns(
     scanned = 0
     described = None
     if target_classes:
-        rows = _class_rows(lm, ad, target_classes, shape, steps, seed, progress)
+        rows = _class_rows(lm, ad, target_classes, shape, steps, seed, progress, images, weight, convs[-1].name)
     else:
         chosen = select_layers(convs, layers if layers is not None else convs[-1].name)
         sizes = ad.layer_shapes(shape)
@@ -256,15 +288,16 @@ def find_patterns(
             raise UserError("--channels top ranks a layer's channels on images; pass --data DIR or --data fer2013")
         fields = adapter_fields(ad, convs)
         if data is not None:
-            described, count, images = data_images(data, split, limit, skipped)
+            described, count, read_images = data_images(data, split, limit, skipped)
         if fields.note and data is not None:
             notes.append(f"receptive fields: {fields.note}")
-        total = sum(steps * (p if isinstance(p, int) else len(p)) for _, p in plans) if ad.has_gradients else 0
+        total = sum(steps * images * (p if isinstance(p, int) else len(p)) for _, p in plans)
+        total = total if ad.has_gradients else 0
         done = 0
         for c, chans in plans:
             found = None
             if data is not None:
-                found = _scan(ad, lm, c, chans, images, count, shape, fields, exemplars, progress)
+                found = _scan(ad, lm, c, chans, read_images, count, shape, fields, exemplars, progress)
                 scanned = found.images
                 if not scanned:
                     raise UserError(
@@ -276,9 +309,9 @@ def find_patterns(
             if ad.has_gradients:
                 if progress is not None and data is not None:
                     progress(done, total, c.label)  # back to the steps' bar
-                tick = _ticker(progress, done, len(chans), total, c.label)
-                _visualise(ad, lm, c, layer_rows, objective, sizes[c.name], shape, steps, seed, tick)
-                done += steps * len(chans)
+                tick = _ticker(progress, done, len(chans) * images, total, c.label)
+                _visualise(ad, lm, c, layer_rows, objective, sizes[c.name], shape, steps, seed, tick, images, weight)
+                done += steps * len(chans) * images
             for r in layer_rows:
                 r.exemplars = [] if found is None else found.exemplars.get(r.channel, [])[:exemplars]
             rows += layer_rows
@@ -297,7 +330,25 @@ def find_patterns(
         kernels_layer=kern_layer,
         notes=notes,
         skipped=skipped,
+        images=images,
+        diversity=weight,
+        diversity_layer=convs[-1] if target_classes and weight else None,
     )
+
+
+def _diversity(images, diversity) -> tuple[int, float]:
+    """``(images per channel, the diversity weight)`` checked, the weight's default filled in."""
+    n = int(images)
+    if not 1 <= n <= MAX_IMAGES:
+        raise UserError(f"--images {images}: give 1 to {MAX_IMAGES} images per channel (1 by default)")
+    if diversity is None:
+        return n, DEFAULT_WEIGHT if n > 1 else 0.0
+    w = float(diversity)
+    if not np.isfinite(w) or w < 0:
+        raise UserError(f"--diversity {diversity}: give a weight of 0 (off) or more ({DEFAULT_WEIGHT:g} by default)")
+    if w > 0 and n < 2:
+        raise UserError(f"--diversity {diversity} pushes several images of a channel apart; add --images 2 or more")
+    return n, w
 
 
 def _scan(ad, lm, c, chans, images, count, shape, fields, exemplars, progress):
@@ -312,18 +363,34 @@ def _scan(ad, lm, c, chans, images, count, shape, fields, exemplars, progress):
     )
 
 
-def _visualise(ad, lm, c, rows, objective, layer_shape, shape, steps, seed, tick) -> None:
-    """Optimise ``rows``' channels of conv ``c`` together; fill in each row's image, values and maximum."""
+def _visualise(ad, lm, c, rows, objective, layer_shape, shape, steps, seed, tick, images=1, weight=0.0) -> None:
+    """Optimise ``rows``' channels of conv ``c`` together (``images`` each, consecutive in the batch); fill in
+    each row's images, values and maximum (of its first image)."""
     h, w = layer_shape[:2]
     targets = [
         ChannelMean(c.name, r.channel) if objective == "mean" else Neuron(c.name, r.channel, h // 2, w // 2)
         for r in rows
+        for _ in range(images)
     ]
-    res = optimise(ad, targets, shape, lm.preprocess_fn, steps, seed, progress=tick)
+    if images == 1:  # the default path, as it always was
+        res = optimise(ad, targets, shape, lm.preprocess_fn, steps, seed, progress=tick)
+    else:
+        res = optimise(
+            ad, targets, shape, lm.preprocess_fn, steps, seed, progress=tick, diversity=weight, groups=len(rows)
+        )
     maps, _ = ad.forward(lm.preprocess_fn(res.images * 255.0), [c.name])
-    for b, r in enumerate(rows):
+    for i, r in enumerate(rows):
+        b = i * images
         r.image, r.value, r.history = res.images[b], float(res.values[b]), res.history[:, b]
         r.max = float(maps[c.name][b, ..., r.channel].max())
+        _fill_more(r, res, b, images, i)
+
+
+def _fill_more(r: Row, res, b: int, images: int, group: int) -> None:
+    """Row ``r``'s images 2..N (batch ``b + 1`` on) and its group's diversity."""
+    r.more = [res.images[b + j] for j in range(1, images)]
+    r.more_values = [float(res.values[b + j]) for j in range(1, images)]
+    r.diversity = None if res.diversity is None else float(res.diversity[group])
 
 
 def _ticker(progress, base: int, k: int, total: int, what: str):
@@ -355,8 +422,9 @@ def _shape(lm: LoadedModel, size: int | None) -> tuple[int, int, int]:
     return (int(s[0] or side), int(s[1] or side), int(s[2] or 3))
 
 
-def _class_rows(lm, ad, classes, shape, steps, seed, progress) -> list[Row]:
-    """One row per class: the image that maximises the class's logit."""
+def _class_rows(lm, ad, classes, shape, steps, seed, progress, images=1, weight=0.0, layer=None) -> list[Row]:
+    """One row per class: the image that maximises the class's logit (``images`` of them, the diversity term
+    on conv ``layer``, the last)."""
     names = list(lm.classes or [])
     wanted = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else list(classes)
     idx = []
@@ -373,10 +441,28 @@ def _class_rows(lm, ad, classes, shape, steps, seed, progress) -> list[Row]:
     bad = [i for i in idx if not 0 <= i < n]
     if bad:
         raise UserError(f"--class {bad[0]}: model '{lm.name}' has {n} classes (0-{n - 1})")
-    tick = _ticker(progress, 0, len(idx), steps * len(idx), "classes")
-    res = optimise(ad, [ClassScore(i) for i in idx], shape, lm.preprocess_fn, steps, seed, progress=tick)
+    tick = _ticker(progress, 0, len(idx) * images, steps * len(idx) * images, "classes")
+    targets = [ClassScore(i) for i in idx for _ in range(images)]
+    if images == 1:
+        res = optimise(ad, targets, shape, lm.preprocess_fn, steps, seed, progress=tick)
+    else:
+        res = optimise(
+            ad,
+            targets,
+            shape,
+            lm.preprocess_fn,
+            steps,
+            seed,
+            progress=tick,
+            diversity=weight,
+            groups=len(idx),
+            diversity_layer=layer,
+        )
     rows = []
-    for b, i in enumerate(idx):
+    for g, i in enumerate(idx):
         name = names[i] if i < len(names) else f"class {i}"
-        rows.append(Row(f"class/{name}", name, None, None, i, res.images[b], float(res.values[b]), res.history[:, b]))
+        b = g * images
+        row = Row(f"class/{name}", name, None, None, i, res.images[b], float(res.values[b]), res.history[:, b])
+        _fill_more(row, res, b, images, g)
+        rows.append(row)
     return rows

@@ -1,6 +1,7 @@
-"""``patterns.png``: a row per channel (its F-number and values, the visualization, its exemplars), grouped by
-layer, under a title that names the model (and says "random weights" when it has them); the first layer's
-filters below with ``kernels``. Arrays in, an RGB array out (:mod:`featuremaps.draw`, the one drawing layer).
+"""``patterns.png``: a row per channel (its F-number and values, the visualization (N images side by side with
+``images``), its exemplars), grouped by layer, under a title that names the model (and says "random weights"
+when it has them); the first layer's filters below with ``kernels``. Arrays in, an RGB array out
+(:mod:`featuremaps.draw`, the one drawing layer).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def _info(r) -> list[str]:
         info.append(f"obj {fmt_number(r.value)}")
     if r.max is not None:
         info.append(f"max {fmt_number(r.max)}")
+    if r.diversity is not None:
+        info.append(f"div {fmt_number(r.diversity)}")
     return info
 
 
@@ -57,17 +60,29 @@ def patterns_figure(p) -> np.ndarray:
     (F-number and values, visualization, exemplars); without, the visualizations in a grid, each under its
     F-number (or class) and values."""
     k = max((len(r.exemplars) for r in p.rows), default=0)
+    n = max([len(r.images()) for r in p.rows] + [1])  # images per channel, side by side
+    vis = n * CELL + (n - 1) * GAP  # the visualizations' width
     lh = line_height(SUB_SIZE)
     if k:
-        width = 2 * MARGIN + LABEL_W + CELL + GAP * 3 + k * (CELL + GAP)
+        width = 2 * MARGIN + LABEL_W + vis + GAP * 3 + k * (CELL + GAP)
     else:
-        width = 2 * MARGIN + min(max(len(rows) for _, rows in _groups(p.rows)) if p.rows else 1, 6) * (CELL + GAP)
+        most = max(len(rows) for _, rows in _groups(p.rows)) if p.rows else 1
+        width = 2 * MARGIN + min(most, max(1, 6 // n)) * (vis + GAP * (2 if n > 1 else 1))
     width = max(width, 560)
-    per_line = max(1, (width - 2 * MARGIN + GAP) // (CELL + GAP))
+    step = vis + GAP * (2 if n > 1 else 1)  # a grid tile's pitch (a wider gap between channels of N images)
+    per_line = max(1, (width - 2 * MARGIN + GAP) // step)
     per_kernel_line = max(1, (width - 2 * MARGIN) // (KERNEL_CELL + 2))
     what = "class" if p.rows and p.rows[0].layer is None else "channel"
     # without gradients (exemplars only) the note says so; there is no objective to name
     subtitle = [f"what each {what} looks for: {p.objective}, {p.steps} Adam steps, seed {p.seed}"] if p.steps else []
+    if p.steps and n > 1:
+        layer = f" of {p.diversity_layer.label} (the last conv)" if p.diversity_layer is not None else ""
+        subtitle.append(
+            f"{n} images per {what}, pushed apart by the diversity term{layer} (weight {fmt_number(p.diversity)}; "
+            "div = minus their mean Gram cosine, -1 to 0)"
+            if p.diversity
+            else f"{n} images per {what} from different random starts (no diversity term)"
+        )
     if p.data:
         beside = "beside it " if p.steps else ""
         subtitle.append(
@@ -90,7 +105,7 @@ def patterns_figure(p) -> np.ndarray:
         y += lh + GAP
         if not k:
             for i, r in enumerate(rows):
-                x, ty = MARGIN + (i % per_line) * (CELL + GAP), y + (i // per_line) * tile_h
+                x, ty = MARGIN + (i % per_line) * step, y + (i // per_line) * tile_h
                 w = c.text((x, ty), r.title, SUB_SIZE + 1)
                 c.text((x + w + 6, ty + 2), "  ".join(_info(r)), SUB_SIZE - 2, MUTED)
                 _cell(c, r, x, ty + lh + 2)
@@ -101,7 +116,7 @@ def patterns_figure(p) -> np.ndarray:
             c.lines((MARGIN, y + lh + 6), _info(r), SUB_SIZE - 1, MUTED)
             x = MARGIN + LABEL_W
             _cell(c, r, x, y)
-            x += CELL + GAP * 3
+            x += vis + GAP * 3
             for e in r.exemplars:
                 pic = _fit(e.crop)
                 c.paste(pic, (x + (CELL - pic.shape[1]) // 2, y + (CELL - pic.shape[0]) // 2))
@@ -121,9 +136,11 @@ def patterns_figure(p) -> np.ndarray:
 
 
 def _cell(c: Canvas, r, x: int, y: int) -> None:
-    """The visualization of row ``r`` at (x, y), or a grey cell saying there is none (no gradients)."""
+    """The visualization(s) of row ``r`` at (x, y), side by side, or a grey cell saying there is none (no
+    gradients)."""
     if r.image is not None:
-        c.paste(_fit(image_rgb(r.image)), (x, y))
+        for i, im in enumerate(r.images()):
+            c.paste(_fit(image_rgb(im)), (x + i * (CELL + GAP), y))
         return
     c.fill((x, y), (CELL, CELL), (236, 236, 236))
     c.text((x + CELL // 2, y + CELL // 2 - line_height(SUB_SIZE) // 2), "no gradients", SUB_SIZE - 1, MUTED, "center")

@@ -13,6 +13,13 @@ One step, for the batch of B images (one per channel asked for)::
 
 Everything but the framework's pass is NumPy on arrays the size of the input, a small fraction of the pass
 (``benchmarks/bench_patterns.py`` measures the ratio).
+
+With the diversity term (``diversity`` > 0, ``groups`` of 2 or more images per target), each step first runs a
+forward of the transformed batch to the diversity layer, computes the term and its gradient in NumPy
+(:mod:`featuremaps.patterns.diversity`) and folds it into the targets' weights:
+``Weighted(layer, w_b + W dD/dz_b)``, still one call of the primitive (1.9x a step on Keras, whose forward
+costs about as much as the pass: BENCHMARKS.md). Class scores read another tensor than the conv, so they take a
+second call for the term. Without the term the step is the one above, unchanged.
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from featuremaps.patterns.diversity import pre_activation_gradient
 from featuremaps.patterns.image import FourierImage
 from featuremaps.patterns.transforms import Preprocessing, Warp
+from featuremaps.targets import ClassScore, Weighted, target_weights
 
 #: lucent's ``render_vis``: ``torch.optim.Adam(params, lr=5e-2)``, 512 thresholds; Lucid: Adam 0.05
 LEARNING_RATE = 0.05
@@ -58,6 +67,7 @@ class Optimised:
     images: np.ndarray
     values: np.ndarray
     history: np.ndarray
+    diversity: np.ndarray | None = None  # (G,) each group's final D (untransformed), with the term
 
 
 def optimise(
@@ -70,6 +80,9 @@ def optimise(
     lr: float = LEARNING_RATE,
     transforms: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    diversity: float = 0.0,
+    groups: int | None = None,
+    diversity_layer: str | None = None,
 ) -> Optimised:
     """The images that maximise ``targets`` (one per image), all optimised together in one batch.
 
@@ -95,7 +108,16 @@ def optimise(
         transforms: transformation robustness (off: the plain parameterisation, for tests)
         progress: called with (step, steps) after every step; an exception raised there ends the optimisation
             (how a background job, such as an explorer panel, is cancelled)
+        diversity: the weight ``W`` of the diversity term (0: none): ``sum_b target_b + W sum_g D_g``, ``D_g``
+            minus the mean pairwise cosine of the Gram matrices of group ``g``'s images
+            (:func:`featuremaps.patterns.diversity.gram_diversity`)
+        groups: with ``diversity``, how many groups the batch makes (consecutive images, 2 or more each)
+        diversity_layer: the conv layer the term reads (default: the targets' layer; class scores need one)
     """
+    if diversity:
+        return _optimise_diverse(
+            ad, targets, shape, preprocess, steps, seed, lr, transforms, progress, diversity, groups, diversity_layer
+        )
     h, w, c = shape
     rng = np.random.default_rng(seed)
     image = FourierImage(len(targets), h, w, c, seed=int(rng.integers(2**31)))
@@ -116,3 +138,51 @@ def optimise(
     x = image.forward()
     values = np.atleast_1d(ad.gradients(pre.forward(x), targets).value).astype(np.float32)
     return Optimised(x, values, history)
+
+
+def _optimise_diverse(
+    ad, targets, shape, preprocess, steps, seed, lr, transforms, progress, weight, groups, layer
+) -> Optimised:
+    """:func:`optimise` with the diversity term (see the module docstring): the same images, the same random
+    draws, one more forward per step."""
+    h, w, c = shape
+    classes = isinstance(targets[0], ClassScore)
+    layer = layer or (None if classes else targets[0].layer)
+    if layer is None or not groups:
+        raise ValueError("the diversity term needs a conv layer and groups")
+    rng = np.random.default_rng(seed)
+    image = FourierImage(len(targets), h, w, c, seed=int(rng.integers(2**31)))
+    pre = Preprocessing(preprocess, c)
+    adam = Adam(lr)
+    history = np.zeros((steps, len(targets)), np.float32)
+    pre_act = getattr(targets[0], "pre_activation", True)
+    base = None
+    for step in range(steps):
+        x = image.forward()
+        warp = Warp(rng, len(targets), h, w) if transforms else None
+        m = pre.forward(warp.forward(x) if warp else x)
+        maps, _ = ad.forward(m, [layer])
+        _, dz, acts = pre_activation_gradient(maps[layer], groups)
+        extra = weight * dz
+        if classes:  # the scores read the logits: a second product for the term on the conv
+            r = ad.gradients(m, targets)
+            history[step] = r.value
+            grad = r.gradient + ad.gradients(m, [Weighted(layer, e, pre_act) for e in extra]).gradient
+        else:
+            if base is None:
+                base = target_weights(targets, acts.shape[1:])
+            r = ad.gradients(m, [Weighted(layer, base[b] + extra[b], pre_act) for b in range(len(targets))])
+            # the term's share of the value: <z, W dD/dz> = <relu(z), W dD/dA> (dD/dz is 0 where z <= 0)
+            history[step] = r.value - (acts * extra).reshape(len(acts), -1).sum(axis=1)
+            grad = r.gradient
+        g = pre.adjoint(grad)
+        g = warp.adjoint(g) if warp else g
+        adam.ascend(image.params, image.backward(g))
+        if progress is not None:
+            progress(step + 1, steps)
+    x = image.forward()
+    m = pre.forward(x)
+    values = np.atleast_1d(ad.gradients(m, targets).value).astype(np.float32)
+    maps, _ = ad.forward(m, [layer])
+    final, _, _ = pre_activation_gradient(maps[layer], groups)
+    return Optimised(x, values, history, final.astype(np.float32))

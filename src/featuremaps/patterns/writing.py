@@ -1,7 +1,8 @@
 """Writing a :class:`~featuremaps.patterns.compute.Patterns` result: one folder, whole or not at all
 (:func:`featuremaps.io.atomic_dir`): ``patterns.png`` (the figure), ``patterns.npz`` (one float32 (H, W, C)
 image in [0, 1] per channel under ``<layer>/F<k>``, per class under ``class/<name>``: the pixels as the model
-sees them before its preprocessing) and ``manifest.json`` (the objective, steps, seed, each channel's final
+sees them before its preprocessing; with several images per channel the first under that key, the others under
+``<layer>/F<k>/2``, ``<layer>/F<k>/3``, ...) and ``manifest.json`` (the objective, steps, seed, each channel's final
 objective value, and with exemplars the best one's value beside the visualization's).
 """
 
@@ -24,6 +25,11 @@ def manifest(p) -> dict:
             row["class_index"] = r.class_index
         if r.value is not None:
             row.update(value=r.value, start_value=float(r.history[0]), max=r.max)
+        if r.more:
+            row["images"] = [r.key] + [f"{r.key}/{i + 2}" for i in range(len(r.more))]
+            row["values"] = [r.value, *r.more_values]
+        if r.diversity is not None:
+            row["diversity"] = r.diversity
         if r.exemplars:
             row["best_exemplar_max"] = r.exemplars[0].value
             row["exemplars"] = [{"source": e.source, "max": e.value, "box": e.box} for e in r.exemplars]
@@ -36,6 +42,8 @@ def manifest(p) -> dict:
         "objective": p.objective,
         "steps": p.steps,
         "seed": p.seed,
+        "images_per_channel": p.images,
+        "diversity": _diversity(p),
         "input_shape": list(p.shape),
         "patterns": rows,
         "notes": p.notes,
@@ -44,6 +52,18 @@ def manifest(p) -> dict:
         out["data"] = {"description": p.data, "images": p.images_scanned, "skipped": p.skipped}
     if p.kernels is not None:
         out["kernels"] = {"layer": p.kernels_layer.name, "label": p.kernels_layer.label, "count": len(p.kernels)}
+    return out
+
+
+def _diversity(p) -> dict:
+    """The diversity term as the manifest records it: its weight, the layer it reads and what it is."""
+    out = {"weight": p.diversity}
+    if p.diversity:
+        out["term"] = "minus the mean pairwise cosine of the images' Gram matrices (channels x channels), in [-1, 0]"
+        if p.diversity_layer is not None:  # classes: the last conv
+            out.update(layer=p.diversity_layer.name, label=p.diversity_layer.label)
+        else:
+            out["layer"] = "each channel's own"
     return out
 
 
