@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from featuremaps import keras_backend
 
@@ -32,6 +34,33 @@ def needs_fer():
 # ---------------------------------------------------------------- tiny models, built once per test run
 # The in-memory models are shared by every test that asks for one (featuremaps never mutates a model);
 # the *_file fixtures save them once to a session folder. A test that trains or builds a model makes its own.
+def png_bytes(h=40, w=50, seed=0) -> bytes:
+    """A random RGB image of ``h`` x ``w`` as PNG bytes (an upload, a command-line file)."""
+    rgb = (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def chain_model():
+    """Two convs (``ca`` 4 maps, ``cb`` 6 after a pool), 32x32x3 -> 3 classes: the explorer's tests' model."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="ca"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="cb"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ],
+        name="chain",
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_sequential():
     import keras

@@ -15,6 +15,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
+from conftest import png_bytes as _png  # noqa: E402  (conftest also gives the chain_model fixture)
 from fastapi.testclient import TestClient  # noqa: E402
 
 from featuremaps.cli import main  # noqa: E402
@@ -24,31 +25,6 @@ from featuremaps.explore.app import create_app  # noqa: E402
 from featuremaps.explore.cache import ByteLRU  # noqa: E402
 from featuremaps.explore.receptive import Field, receptive_fields  # noqa: E402
 from featuremaps.models import wrap  # noqa: E402
-
-
-def _png(h=40, w=50, seed=0) -> bytes:
-    rgb = (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def chain_model():
-    import keras
-
-    keras.utils.set_random_seed(0)
-    return keras.Sequential(
-        [
-            keras.Input((32, 32, 3)),
-            keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="ca"),
-            keras.layers.MaxPooling2D(name="pool"),
-            keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="cb"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(3, activation="softmax", name="out"),
-        ],
-        name="chain",
-    )
 
 
 @pytest.fixture
