@@ -21,10 +21,8 @@ import os
 import platform
 import random
 import shutil
-import socket
 import statistics
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -105,11 +103,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
 
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
     from featuremaps import models
-    from featuremaps.explore.app import create_app
+    from featuremaps.explore.app import create_app, serve_in_thread
 
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -118,16 +115,8 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(f"before: {uptime()}")
     lm = models.load(a.model, weights=a.weights)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(lm, [Path(a.image)]), log_config=None, log_level="warning", lifespan="off")
-    )
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}/?image=a0"
+    server, port = serve_in_thread(create_app(lm, [Path(a.image)]))
+    url = f"http://127.0.0.1:{port}/?image=a0"
     rng = random.Random(a.seed)
     results: dict[str, list[float]] = {}
     with sync_playwright() as p:

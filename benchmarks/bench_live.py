@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -43,29 +41,13 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def serve(app):
-    import uvicorn
-
-    from featuremaps.explore.app import UVICORN_OPTIONS
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off", **UVICORN_OPTIONS)
-    )
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, f"http://127.0.0.1:{sock.getsockname()[1]}/"
-
-
 def run_live(browser, lm, frames: int, warmup: int, timeout: float, query: str = "", name: str = "") -> dict:
     """Start the camera on a fresh server for ``lm`` (the page opened with ``query``); measure ``frames`` frames
     after ``warmup``."""
-    from featuremaps.explore.app import create_app
+    from featuremaps.explore.app import create_app, serve_in_thread
 
-    server, url = serve(create_app(lm, []))
+    server, port = serve_in_thread(create_app(lm, []))
+    url = f"http://127.0.0.1:{port}/"
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)

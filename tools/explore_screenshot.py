@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import uvicorn
 from playwright.sync_api import sync_playwright
 
 from featuremaps import models
 from featuremaps.compare import distinct_names, load_compared
-from featuremaps.explore.app import UVICORN_OPTIONS, create_app
+from featuremaps.explore.app import create_app, serve_in_thread
 from featuremaps.explore.live import y4m_clip
 from featuremaps.images import load_image
 
@@ -54,16 +51,7 @@ def main() -> int:
         return live(a, lm)
     a.out = a.out or str(ROOT / "docs" / "explore.png")
     app = create_app(lm, [Path(a.image)])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off", **UVICORN_OPTIONS)
-    )
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
+    server, port = serve_in_thread(app)
     errors = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
@@ -85,25 +73,12 @@ def main() -> int:
     return 1 if errors else 0
 
 
-def serve(app) -> tuple[uvicorn.Server, int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off", **UVICORN_OPTIONS)
-    )
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, sock.getsockname()[1]
-
-
 def side_by_side(a) -> int:
     """``--models``: the same image through two models, the second beside the first (README's explore-models)."""
     out = a.out or str(ROOT / "docs" / "explore-models.png")
     loaded = distinct_names([load_compared(n, a.weights) for n in a.models.split(",")])
     app = create_app(loaded[0], [Path(a.image), ROOT / "examples" / "chelsea.png"], others=loaded[1:])
-    server, port = serve(app)
+    server, port = serve_in_thread(app)
     errors = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
@@ -123,7 +98,7 @@ def side_by_side(a) -> int:
 def patterns_panel(a, lm) -> int:
     """The panel of one channel after "compute": its pattern, objective and exemplars (both example images)."""
     out = a.out or str(ROOT / "docs" / "explore-patterns.png")
-    server, port = serve(create_app(lm, [Path(a.image), ROOT / "examples" / "chelsea.png"]))
+    server, port = serve_in_thread(create_app(lm, [Path(a.image), ROOT / "examples" / "chelsea.png"]))
     errors = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
@@ -146,16 +121,7 @@ def live(a, lm) -> int:
     """The camera running on a fake device that plays a clip of ``a.image``; no image on the command line."""
     out = a.out or str(ROOT / "docs" / "explore-live.png")
     app = create_app(lm, [])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off", **UVICORN_OPTIONS)
-    )
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
+    server, port = serve_in_thread(app)
     errors = []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         clip = Path(tmp) / "camera.y4m"

@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import socket
+import threading
+import time
 from importlib import resources
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import uvicorn
 from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -43,6 +47,22 @@ NO_STORE = {"Cache-Control": "no-store"}
 #: only; a bigger one closes the socket (1009). The answers are PNG sprites stored uncompressed for speed over
 #: loopback: no per-message deflate (it cost more than the frame's forward pass).
 UVICORN_OPTIONS = {"ws_max_size": 64 * 2**20, "ws_per_message_deflate": False}
+
+
+def serve_in_thread(app: FastAPI, backlog: int = 64) -> tuple[uvicorn.Server, int]:
+    """``(server, port)``: ``app`` served by uvicorn (with :data:`UVICORN_OPTIONS`) on a free 127.0.0.1 port in a
+    daemon thread, returned once it accepts connections (for scripts: screenshots, benchmarks); stop it with
+    ``server.should_exit = True``."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off", **UVICORN_OPTIONS)
+    )
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, sock.getsockname()[1]
 
 
 def _static(name: str) -> bytes:

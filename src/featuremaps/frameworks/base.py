@@ -8,6 +8,7 @@ import numpy as np
 
 from featuremaps.errors import UserError
 from featuremaps.maps import ConvLayer, Pick, select_maps
+from featuremaps.targets import batch_layer
 
 
 class ModelAdapter:
@@ -110,3 +111,20 @@ class ModelAdapter:
         """Move the model to a GPU this process can see; False where there is none (or the framework's
         build has no GPU support), and the model stays where it is."""
         return False
+
+
+def check_batch(name: str, x, targets, wrt, names=None) -> tuple[str | None, bool]:
+    """``(layer, pre_activation)`` a batch's targets read (layer None: class scores), for an adapter's batched
+    :meth:`ModelAdapter.gradients`; one line saying what is wrong otherwise (``wrt`` given, a target per image
+    missing, a mixed batch, a layer not in ``names``)."""
+    if wrt is not None:
+        raise UserError("a batch of gradients is taken with respect to the input only; pass wrt=None")
+    if len(targets) != len(x):
+        raise UserError(f"a batch of {len(x)} images needs {len(x)} targets, one per image; got {len(targets)}")
+    try:
+        layer, pre = batch_layer(targets)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if names is not None and layer is not None and layer not in names:
+        raise UserError(f"no conv layer '{layer}' in model '{name}'; run 'featuremaps layers' to list them")
+    return layer, pre

@@ -44,12 +44,12 @@ import torch.fx
 from torch import nn
 
 from featuremaps.errors import UserError, brief
-from featuremaps.frameworks.base import ModelAdapter
+from featuremaps.frameworks.base import ModelAdapter, check_batch
 from featuremaps.frameworks.torch_files import check_exported, check_script
 from featuremaps.loaded import PREPROCESS_MODES, LoadedModel, preprocess_fn
 from featuremaps.maps import ConvLayer
 from featuremaps.receptive import TRANSPOSED_NOTE, Field, kernel_field, transposed_field, widest
-from featuremaps.targets import ChannelMean, ClassScore, Gradient, Neuron, batch_layer, predicted, target_weights
+from featuremaps.targets import ChannelMean, ClassScore, Gradient, Neuron, predicted, target_weights
 
 CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
 #: the one call in the graph of an unflattened ``torch.export`` conv submodule, and the nn type it stands for
@@ -463,7 +463,7 @@ class TorchAdapter(ModelAdapter):
         (:func:`featuremaps.targets.target_weights`) as its ``grad_outputs``. A conv module's output is its
         pre-activation (PyTorch does not fuse activations into convs)."""
         self._probe(x.shape[1:])
-        layer = _batch_check(self.name, x, targets, wrt, self._by_name)
+        layer, _ = check_batch(self.name, x, targets, wrt, self._by_name)
         if self.fixed_batch and len(x) != self.fixed_batch:  # an exported program: chunks of its batch size
             return _chunked(self._batch_gradients, x, targets, self.fixed_batch)
         store: dict[str, torch.Tensor] = {}
@@ -648,7 +648,7 @@ class ScriptAdapter(TorchAdapter):
         if np.ndim(x) == 4:
             x = np.asarray(x, np.float32)
             self._probe(x.shape[1:])
-            layer = _batch_check(self.name, x, list(target), wrt, set(self._names))
+            layer, _ = check_batch(self.name, x, list(target), wrt, set(self._names))
             with _eval_mode(self.module), torch.enable_grad():
                 inp = self._to_input(x)
                 inp.requires_grad_(True)
@@ -1032,21 +1032,6 @@ def _gradient(name, out, maps, inp, target, wrt) -> Gradient:
     acts = None if wrt is None else wrt_t[0].detach().float().cpu().numpy().transpose(1, 2, 0)
     output = out.float()[0].detach().cpu().numpy()
     return Gradient(float(value.detach()), grad.transpose(1, 2, 0), output, acts, index)
-
-
-def _batch_check(name, x, targets, wrt, names) -> str | None:
-    """The layer a batch's targets read (None: class scores), or one line saying what is wrong."""
-    if wrt is not None:
-        raise UserError("a batch of gradients is taken with respect to the input only; pass wrt=None")
-    if len(targets) != len(x):
-        raise UserError(f"a batch of {len(x)} images needs {len(x)} targets, one per image; got {len(targets)}")
-    try:
-        layer, _ = batch_layer(targets)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    if layer is not None and layer not in names:
-        raise UserError(f"no conv layer '{layer}' in model '{name}'; run 'featuremaps layers' to list them")
-    return layer
 
 
 def _weighted(name, out, inp, targets, layer) -> Gradient:

@@ -20,7 +20,7 @@ import numpy as np
 from keras import ops
 
 from featuremaps.errors import UserError
-from featuremaps.frameworks.base import ModelAdapter
+from featuremaps.frameworks.base import ModelAdapter, check_batch
 from featuremaps.frameworks.keras.gradients import class_gradients, weighted_gradients
 from featuremaps.frameworks.keras.graph import (
     is_single_tensor,
@@ -34,7 +34,7 @@ from featuremaps.frameworks.keras.layers import conv_layers, distinct_layer_name
 from featuremaps.frameworks.keras.receptive import receptive_fields
 from featuremaps.loaded import PREPROCESS_MODES, LoadedModel, preprocess_fn
 from featuremaps.maps import ConvLayer, Pick
-from featuremaps.targets import ChannelMean, ClassScore, Gradient, Neuron, batch_layer, predicted, target_weights
+from featuremaps.targets import ChannelMean, ClassScore, Gradient, Neuron, predicted, target_weights
 
 log = logging.getLogger(__name__)
 
@@ -234,14 +234,7 @@ class KerasAdapter(ModelAdapter):
         the one tensor the targets read (a conv's pre-activation, its maps, or the class scores: nothing after
         it runs) and one weighted vector-Jacobian product, compiled once per net."""
         targets = list(targets)
-        if wrt is not None:
-            raise UserError("a batch of gradients is taken with respect to the input only; pass wrt=None")
-        if len(targets) != len(x):
-            raise UserError(f"a batch of {len(x)} images needs {len(x)} targets, one per image; got {len(targets)}")
-        try:
-            layer, pre = batch_layer(targets)
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        layer, pre = check_batch(self.name, x, targets, wrt)
         shape = tuple(int(d) for d in x.shape[1:])
         key = (shape, "batch", layer, pre, targets[0].logit if layer is None else None)
         if key not in self._objectives:
