@@ -98,6 +98,19 @@ def test_the_budget_stops_the_probe(tmp_path):
     assert choice.seconds == 70.0
 
 
+def test_a_backend_cut_off_by_the_budget_is_not_called_failed(tmp_path):
+    now = [0.0]
+
+    def measure(backend, precisions, deadline_s):
+        now[0] += 40.0  # tensorflow takes 40 s; torch runs into the deadline (a subprocess timeout: nothing)
+        return stub()(backend, precisions, deadline_s) if backend == "tensorflow" else {}
+
+    choice = probe.choose(list(RATES), measure, None, "k", clock=lambda: now[0], budget_s=60)
+    assert choice.backend == "tensorflow"
+    assert any("torch: not done within the 60 s probe budget" in n for n in choice.notes), choice.notes
+    assert not any("failed" in n for n in choice.notes)
+
+
 def test_the_cache_survives_damage_and_a_read_only_home(tmp_path):
     cache = tmp_path / "c.json"
     cache.write_text("{not json")

@@ -188,7 +188,9 @@ def choose(
             break
         precisions = [p for b, p in cands if b == backend]
         got = measure(backend, precisions, left)
-        if not got:
+        if not got and clock() - t0 >= budget_s:
+            notes.append(f"{backend}: not done within the {budget_s:.0f} s probe budget; left out")
+        elif not got:
             notes.append(f"{backend}: the probe step failed; left out")
         rates.update({(backend, p): r for p, r in got.items() if r > 0})
     seconds = clock() - t0
