@@ -72,11 +72,52 @@ def test_the_fastest_measured_wins_and_is_cached(tmp_path):
     assert set(json.loads(cache.read_text())) == {"cpu A", "cpu B"}
 
 
-def test_a_failing_backend_is_left_out_with_a_note(tmp_path):
-    choice = probe.choose(list(RATES), stub(fail=("tensorflow",)), tmp_path / "c.json", "k")
+def test_a_failing_backend_is_left_out_with_a_note_and_not_tried_again(tmp_path):
+    cache = tmp_path / "c.json"
+    choice = probe.choose(list(RATES), stub(fail=("tensorflow",)), cache, "k")
     assert (choice.backend, choice.precision) == ("torch", "bfloat16")
     assert any("tensorflow" in n and "failed" in n for n in choice.notes)
-    assert not (tmp_path / "c.json").exists()  # a partial probe is not cached
+    assert ("tensorflow", "float32") not in choice.rates  # a failure is no speed
+
+    def never(*a):
+        raise AssertionError("a failure with the same versions (the same key) is not measured again")
+
+    again = probe.choose(list(RATES), never, cache, "k")
+    assert (again.backend, again.precision, again.cached) == ("torch", "bfloat16", True)
+    assert any("failed in an earlier probe" in n and "tensorflow float32" in n for n in again.notes)
+    calls = []  # new library versions (another key): tried again
+    assert probe.choose(list(RATES), stub(calls=calls), cache, "k2").backend == "tensorflow" and calls
+
+
+def test_a_probe_cut_short_is_finished_by_the_next_run_not_repeated(tmp_path):
+    cache, now = tmp_path / "c.json", [0.0]
+
+    def slow(backend, precisions, deadline_s):
+        now[0] += 70.0  # tensorflow eats the whole minute
+        return stub()(backend, precisions, deadline_s)
+
+    first = probe.choose(list(RATES), slow, cache, "k", clock=lambda: now[0], budget_s=60)
+    assert set(first.rates) == {("tensorflow", "float32"), ("tensorflow", "bfloat16")}
+    assert json.loads(cache.read_text())["k"]["complete"] is False
+    calls = []
+    second = probe.choose(list(RATES), stub(calls=calls), cache, "k")
+    assert [c[:2] for c in calls] == [("torch", ("float32", "bfloat16"))]  # only what the first run lacked
+    assert second.rates == RATES and (second.backend, second.precision) == ("tensorflow", "bfloat16")
+    assert any("from an earlier probe: tensorflow float32, tensorflow bfloat16" in n for n in second.notes)
+    assert json.loads(cache.read_text())["k"]["complete"] is True
+    assert probe.choose(list(RATES), stub(fail=RATES), cache, "k").cached  # now whole: nothing measured
+
+
+def test_a_worker_cut_off_by_its_deadline_keeps_the_precisions_it_finished(monkeypatch):
+    import subprocess
+
+    def run(cmd, timeout, **kw):
+        assert cmd[-1] == "float32,bfloat16" and timeout == 30
+        raise subprocess.TimeoutExpired(cmd, timeout, output=b'{"float32": 144.5}\n')  # bfloat16 not reached
+
+    monkeypatch.setattr(probe.subprocess, "run", run)
+    measure = probe.measure_in_subprocesses("mobilenet", 1.0, 40, 128)
+    assert measure("tensorflow", ["float32", "bfloat16"], 30) == {"float32": 144.5}
 
 
 def test_nothing_measured_falls_back_to_the_first_candidate(tmp_path):
@@ -107,7 +148,7 @@ def test_a_backend_cut_off_by_the_budget_is_not_called_failed(tmp_path):
 
     choice = probe.choose(list(RATES), measure, None, "k", clock=lambda: now[0], budget_s=60)
     assert choice.backend == "tensorflow"
-    assert any("torch: not done within the 60 s probe budget" in n for n in choice.notes), choice.notes
+    assert any("torch float32, bfloat16: not done within the 60 s probe budget" in n for n in choice.notes)
     assert not any("failed" in n for n in choice.notes)
 
 

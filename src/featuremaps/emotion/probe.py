@@ -167,41 +167,61 @@ def choose(
     """The fastest of ``cands``: from the cache under ``key`` when it holds every candidate, else measured.
 
     ``measure`` times one backend's precisions (one subprocess each in real use,
-    :func:`measure_in_subprocesses`; tests pass stubbed timings); backends not begun within ``budget_s``
-    are left out, and a backend that fails is left out, both with a note. Nothing measured: the first
-    candidate, with a note. The result is cached (when ``cache`` is a path) for the next run.
+    :func:`measure_in_subprocesses`; tests pass stubbed timings). Candidates an earlier probe under the same
+    ``key`` measured are not measured again, so a probe the budget cut short is finished by the next runs
+    rather than repeated. Backends not begun within ``budget_s``, or cut off by it, are left out for this run
+    with a note (and measured next time); a candidate that fails is left out with a note and remembered as
+    failed (rate 0), so it costs no time again until a library version changes (``key``). Nothing measured:
+    the first candidate, with a note. What is known is cached (when ``cache`` is a path).
     """
     stored = _read_cache(cache).get(key, {}) if cache else {}
-    want = [f"{b} {p}" for b, p in cands]
-    if stored and all(k in stored.get("img_per_s", {}) for k in want):
-        rates = {c: float(stored["img_per_s"][f"{c[0]} {c[1]}"]) for c in cands}
-        best = max(cands, key=lambda c: rates[c])
-        return Choice(*best, rates=rates, cached=True, seconds=0.0)
-    t0 = clock()
+    known = stored.get("img_per_s", {}) if isinstance(stored.get("img_per_s"), dict) else {}
     rates: dict[Candidate, float] = {}
+    for c in cands:
+        with contextlib.suppress(TypeError, ValueError):
+            if f"{c[0]} {c[1]}" in known:
+                rates[c] = float(known[f"{c[0]} {c[1]}"])
+    missing = [c for c in cands if c not in rates]
+    if not missing and any(r > 0 for r in rates.values()):
+        fast = {c: r for c, r in rates.items() if r > 0}
+        best = max(fast, key=lambda c: fast[c])
+        failed = [f"{b} {p}" for (b, p), r in rates.items() if r <= 0]
+        notes = [f"failed in an earlier probe, not tried again: {', '.join(failed)}"] if failed else []
+        return Choice(*best, rates=fast, cached=True, seconds=0.0, notes=notes)
+    t0 = clock()
     notes: list[str] = []
-    backends = list(dict.fromkeys(b for b, _ in cands))
+    if rates:
+        notes.append(f"from an earlier probe: {', '.join(f'{b} {p}' for b, p in rates)}")
+    backends = list(dict.fromkeys(b for b, _ in missing))
     for i, backend in enumerate(backends):
         left = budget_s - (clock() - t0)
         if left <= 0:
             notes.append(f"not measured (the {budget_s:.0f} s probe budget was spent): {', '.join(backends[i:])}")
             break
-        precisions = [p for b, p in cands if b == backend]
-        got = measure(backend, precisions, left)
-        if not got and clock() - t0 >= budget_s:
-            notes.append(f"{backend}: not done within the {budget_s:.0f} s probe budget; left out")
-        elif not got:
-            notes.append(f"{backend}: the probe step failed; left out")
-        rates.update({(backend, p): r for p, r in got.items() if r > 0})
+        precisions = [p for b, p in missing if b == backend]
+        got = {p: r for p, r in measure(backend, precisions, left).items() if r > 0}
+        rates.update({(backend, p): r for p, r in got.items()})
+        lacking = [p for p in precisions if p not in got]
+        if lacking and clock() - t0 >= budget_s:
+            notes.append(f"{backend} {', '.join(lacking)}: not done within the {budget_s:.0f} s probe budget; left out")
+        elif lacking:
+            notes.append(f"{backend} {', '.join(lacking)}: the probe step failed; left out")
+            rates.update({(backend, p): 0.0 for p in lacking})  # remembered: not tried again with these versions
     seconds = clock() - t0
-    if not rates:
+    fast = {c: r for c, r in rates.items() if r > 0}
+    if fast:
+        best = max(fast, key=lambda c: fast[c])
+        choice = Choice(*best, rates=fast, seconds=seconds, notes=notes)
+    else:
         notes.append("nothing could be measured; the first candidate is used")
-        return Choice(*cands[0], seconds=seconds, notes=notes)
-    best = max(rates, key=lambda c: rates[c])
-    choice = Choice(*best, rates=rates, seconds=seconds, notes=notes)
-    if cache and not notes:  # a partial probe is not kept: the next run measures everything
+        choice = Choice(*cands[0], seconds=seconds, notes=notes)
+    if cache:  # what is known so far, a partial probe included: the next run measures only the rest
         data = _read_cache(cache)
-        data[key] = choice.record()
+        data[key] = {
+            **choice.record(),
+            "img_per_s": {f"{b} {p}": round(r, 1) for (b, p), r in rates.items()},  # failures as 0
+            "complete": all(c in rates for c in cands),
+        }
         _write_cache(cache, data)
     return choice
 
@@ -215,14 +235,22 @@ def measure_in_subprocesses(arch: str, width: float, side: int, batch: int, step
         cmd = [sys.executable, "-m", "featuremaps.emotion.probe_worker", arch, str(width), str(side), str(batch)]
         cmd += [str(steps), ",".join(precisions)]
         try:
-            done = subprocess.run(
+            stdout = subprocess.run(
                 cmd, env=env, capture_output=True, text=True, timeout=max(5.0, deadline_s), check=False
-            )
-            last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "{}"
-            rates = json.loads(last)
-        except (subprocess.TimeoutExpired, ValueError, OSError):
+            ).stdout
+        except subprocess.TimeoutExpired as e:  # the precisions done before the deadline still count
+            stdout = e.stdout or ""
+        except OSError:
             return {}
-        return {p: float(r) for p, r in rates.items() if p in precisions and isinstance(r, int | float)}
+        if isinstance(stdout, bytes):
+            stdout = stdout.decode(errors="replace")
+        rates: dict[str, float] = {}
+        for line in stdout.splitlines():  # one JSON object per precision, printed as each is done
+            with contextlib.suppress(ValueError, AttributeError):
+                for p, r in json.loads(line).items():
+                    if p in precisions and isinstance(r, int | float):
+                        rates[p] = float(r)
+        return rates
 
     return measure
 

@@ -5,7 +5,8 @@
 
 For each precision: the training form of the network (BN, SGD Nesterov, as ``train`` compiles it), one
 untimed ``train_on_batch`` (tracing/compilation), then ``STEPS`` timed ones on random faces; prints one
-JSON line ``{precision: images per second of the fastest step}``. A precision that fails is left out.
+JSON line ``{precision: images per second of the fastest step}`` per precision, as each is done (a probe cut
+off by its deadline keeps the ones before). A precision that fails is left out.
 """
 
 from __future__ import annotations
@@ -40,8 +41,11 @@ def warmed_step(arch: str, width: float, side: int, batch: int, precision: str, 
     return model, x, y
 
 
-def rates(arch: str, width: float, side: int, batch: int, steps: int, precisions: list[str]) -> dict[str, float]:
-    """Images per second of one training step of ``arch`` per precision (the fastest of ``steps``)."""
+def rates(
+    arch: str, width: float, side: int, batch: int, steps: int, precisions: list[str], done=lambda p, r: None
+) -> dict[str, float]:
+    """Images per second of one training step of ``arch`` per precision (the fastest of ``steps``);
+    ``done(precision, rate)`` is called as each is measured."""
     out: dict[str, float] = {}
     for precision in precisions:
         try:
@@ -52,6 +56,7 @@ def rates(arch: str, width: float, side: int, batch: int, steps: int, precisions
                 model.train_on_batch(x, y)
                 best = min(best, time.perf_counter() - t)
             out[precision] = batch / best
+            done(precision, out[precision])
         except Exception:  # noqa: BLE001 (a precision this backend cannot run is left out, not fatal)
             continue
     return out
@@ -59,7 +64,11 @@ def rates(arch: str, width: float, side: int, batch: int, steps: int, precisions
 
 def main(argv: list[str]) -> None:
     arch, width, side, batch, steps, precisions = argv
-    print(json.dumps(rates(arch, float(width), int(side), int(batch), int(steps), precisions.split(","))))
+    # a line per precision as it is done: a probe cut off by its deadline keeps what was measured
+    rates(
+        arch, float(width), int(side), int(batch), int(steps), precisions.split(","),
+        done=lambda p, r: print(json.dumps({p: r}), flush=True),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
