@@ -117,3 +117,28 @@ def test_torch_cam_layer_rule_is_keras_rule():
     x = np.zeros((12, 12, 3), np.float32)
     with pytest.raises(fm.UserError, match="layer 'fc' is a Linear, not a convolutional layer"):
         fm.compute_cam(net, x, "gradcam", layer="fc")
+
+
+def test_xla_only_where_a_strided_conv_could_crash_onednn():
+    """TensorFlow compiles gradients with XLA only for graphs with strided convolutions (oneDNN's backward pass
+    of those can corrupt the heap, tests/test_cam_crash.py); stride-1 graphs run faster in graph mode. Both
+    give the right gradient."""
+    import keras
+
+    from featuremaps.frameworks.keras.gradients import needs_xla
+
+    plain = _keras_net()
+    assert not needs_xla(plain)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(4, 3, activation="tanh", name="c1")(inp)
+    x = keras.layers.MaxPooling2D(2)(x)  # a strided pool is not a strided conv
+    assert not needs_xla(keras.Model(inp, x))
+    x = keras.layers.Conv2D(6, 1, strides=2, activation="tanh", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    strided = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="out")(x))
+    assert needs_xla(strided)
+    inner = keras.Input((12, 12, 3))
+    assert needs_xla(keras.Model(inner, keras.layers.Dense(3)(strided(inner))))  # nested models are looked into
+    _directional_check(strided, ClassScore(1))
+    _directional_check(plain, ChannelMean("c2", 2))

@@ -211,7 +211,7 @@ class KerasAdapter(ModelAdapter):
     def gradients(self, x: np.ndarray, target, wrt: str | None = None) -> Gradient:
         """One objective's gradient on the replayed graph (cut after ``wrt`` when given: the body runs forward,
         the head is differentiated), by the backend's own autodiff (:mod:`featuremaps.frameworks.keras.gradients`:
-        XLA-compiled on TensorFlow, which avoids oneDNN's crash in some conv backward passes)."""
+        on TensorFlow XLA-compiled where oneDNN's backward pass of strided convolutions could crash)."""
         x = np.asarray(x, np.float32)
         x = x[..., None] if x.ndim == 2 else x
         if x.ndim == 4:

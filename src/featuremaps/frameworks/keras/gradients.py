@@ -5,11 +5,13 @@
 or a whole model on ``[image]``, and returns the head's outputs and ``d score[:, c] / d inputs[0]`` for each
 column ``c`` of its last output in one forward pass:
 
-* TensorFlow: ``tf.GradientTape`` inside ``tf.function(jit_compile=True)``. XLA compiles the head's forward
-  and backward pass with its own kernels, not oneDNN's: oneDNN in TensorFlow 2.21 corrupts the heap in
-  the backward pass of some convolutions on AVX-512 CPUs (1x1, stride 2, 8 -> 16 channels), which kills
-  the process; measured in ``tests/test_cam_crash.py``. If XLA cannot compile the head, a traced
-  ``tf.function`` (graph mode, which did not crash in our tests either) is used.
+* TensorFlow: ``tf.GradientTape`` inside a ``tf.function``, compiled by XLA where the graph has a strided
+  convolution, else traced in graph mode (:func:`needs_xla`). oneDNN in TensorFlow 2.21 corrupts the heap
+  in the backward pass of strided convolutions on AVX-512 CPUs (1x1, stride 2, 8 -> 16 channels), which
+  kills the process (``tests/test_cam_crash.py``); XLA compiles the pass with its own kernels. But XLA's CPU
+  convolutions are slow: the emotion VGG-16's input gradient (16 images, through C13) took 286 ms compiled
+  and 210 ms in graph mode with oneDNN (BENCHMARKS.md), whose stride-1 backward kernels are the ones every
+  training step runs. If XLA cannot compile the head, graph mode is used.
 * JAX: ``jax.vjp`` (one forward, one pullback per class).
 * torch: ``torch.autograd.grad`` with oneDNN (mkldnn) switched off for the backward pass, for the same reason.
 
@@ -26,6 +28,7 @@ import numpy as np
 from keras import ops
 
 from featuremaps.frameworks.keras.graph import traceable
+from featuremaps.frameworks.keras.layers import is_model
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,18 @@ def class_gradients(
 
 
 # ---------------------------------------------------------------- TensorFlow
+def needs_xla(model) -> bool:
+    """Whether ``model`` (nested models included) has a convolution with a stride over 1, whose backward pass
+    oneDNN can get wrong on TensorFlow (see the module docstring): its gradients are compiled by XLA."""
+    for layer in model.layers:
+        if is_model(layer):
+            if needs_xla(layer):
+                return True
+        elif hasattr(layer, "kernel_size") and any(int(s) > 1 for s in np.atleast_1d(getattr(layer, "strides", 1))):
+            return True
+    return False
+
+
 def _tf_step(head, jit: bool | None):
     import tensorflow as tf
 
@@ -85,7 +100,7 @@ def _tf(head, inputs, classes, cache: dict):
     onehots = np.zeros((len(classes), n_out), np.float32)
     onehots[np.arange(len(classes)), classes] = 1.0
     if cache.get("head") is not head:
-        cache.update(head=head, step=_tf_step(head, jit=True if traceable(head) else None))
+        cache.update(head=head, step=_tf_step(head, jit=needs_xla(head) if traceable(head) else None))
     fn = cache["step"]
     args = ([tf.constant(a) for a in inputs], tf.constant(onehots))
     try:
@@ -148,9 +163,9 @@ def weighted_gradients(net, x: np.ndarray, weights: np.ndarray, cache: dict) -> 
     ``net`` maps an image batch to one tensor (a conv layer's maps or the class scores), ``weights`` has its shape
     (:func:`featuremaps.targets.target_weights`). One forward and one backward pass whatever the batch; the
     compiled function is kept in ``cache`` (a dict owned by the caller, one per ``net``), so a loop of steps on
-    same-shaped batches compiles once: XLA on TensorFlow (graph mode where XLA cannot compile the net, eager
-    where TensorFlow cannot trace its names), ``jax.jit`` over ``stateless_call`` on JAX (the weights are
-    arguments, not constants baked into the program), eager autograd on torch (nothing to compile).
+    same-shaped batches compiles once: on TensorFlow XLA for nets with strided convolutions, graph mode for the
+    rest (:func:`needs_xla`; eager where TensorFlow cannot trace its names), ``jax.jit`` over ``stateless_call``
+    on JAX (the weights are arguments, not constants baked into the program), eager autograd on torch.
     """
     x = np.ascontiguousarray(x, np.float32)
     weights = np.ascontiguousarray(weights, np.float32)
@@ -188,7 +203,7 @@ def _tf_weighted(net, x, w, cache):
     import tensorflow as tf
 
     if cache.get("weighted_net") is not net:
-        cache.update(weighted_net=net, weighted=_tf_weighted_step(net, jit=True if traceable(net) else None))
+        cache.update(weighted_net=net, weighted=_tf_weighted_step(net, jit=needs_xla(net) if traceable(net) else None))
     args = (tf.constant(x), tf.constant(w))
     try:
         values, g = cache["weighted"](*args)
