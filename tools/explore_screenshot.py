@@ -55,15 +55,26 @@ def main() -> int:
     errors = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        # 1700 wide: the channel's view, its "what it looks for" panel and the CAM fit in one row, so the
+        # grid starts inside the 1000 px (at 1500 the CAM wraps and pushes the grid below the window)
+        page = browser.new_page(viewport={"width": 1700, "height": 1000})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.goto(f"http://127.0.0.1:{port}/?image=a0&{a.query}")
         page.wait_for_selector("#grid .cell", timeout=120_000)
         page.wait_for_selector("#camimg:not([hidden])", timeout=120_000)
         page.wait_for_selector("#caminfo:has-text('gradcam at')", timeout=120_000)
+        # the CAM picture loaded: its height no longer moves what lies under it
+        page.wait_for_function("() => document.getElementById('camimg').complete", timeout=60_000)
         tile = page.locator("#grid .cell .tile").nth(5)
         box = tile.bounding_box()
-        page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.4)
+        x, y = box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.4
+        view = page.viewport_size
+        if not (0 <= x < view["width"] and 0 <= y < view["height"]):  # a mouse outside the window moves nothing
+            browser.close()
+            server.should_exit = True
+            print(f"the tile to hover is at ({x:.0f}, {y:.0f}), outside the {view['width']}x{view['height']} window")
+            return 1
+        page.mouse.move(x, y)
         page.wait_for_selector("#hover[data-value]", timeout=60_000)
         time.sleep(0.5)
         page.screenshot(path=a.out, full_page=False)
