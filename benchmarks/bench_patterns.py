@@ -10,7 +10,7 @@ of the issue's two workloads, in one process (one command, one table).
     forward + backward of the same batch through the same layers (``adapter.gradients`` on a fixed batch: the
     framework's part of the step alone), emotion model, 16 channels of C8 (block4_conv1); target <= 1.3x;
 (b) the emotion model, 16 channels of one layer, 256 steps (C8 and C13: C13 runs the whole network); target
-    <= 60 s on 2 cores;
+    <= 60 s on 2 cores; in float32 and, where the CPU has bfloat16 arithmetic, in bfloat16 (``--precisions``);
 (c) VGG16 at 224 px, block5_conv3, 16 channels (ImageNet weights where Keras has them cached, else random:
     the cost is the same);
 (d) the diversity term's step (``--images 4``: 4 channels x 4 images of C8, the same batch of 16) against the
@@ -52,6 +52,12 @@ def main() -> None:
     ap.add_argument("--skip-vgg", action="store_true")
     ap.add_argument("--layers", default="block4_conv1,block5_conv3", help="emotion layers timed in (b)")
     ap.add_argument("--diversity-steps", type=int, default=16, help="steps of each (d) run (0: skip (d))")
+    ap.add_argument(
+        "--precisions",
+        default=None,
+        help="precisions of (b) and (c), side by side (default float32,bfloat16 where the CPU has bfloat16 "
+        "arithmetic and Keras runs on TensorFlow, else float32)",
+    )
     args = ap.parse_args()
 
     import keras
@@ -64,6 +70,11 @@ def main() -> None:
     from featuremaps.patterns.transforms import Preprocessing, Warp
     from featuremaps.targets import ChannelMean
 
+    from featuremaps.cpu import has_bf16
+
+    precisions = (args.precisions or "").split(",") if args.precisions else ["float32"]
+    if not args.precisions and has_bf16() and keras.backend.backend() == "tensorflow":
+        precisions.append("bfloat16")
     print(f"machine: {os.cpu_count()} CPUs, Keras {keras.__version__} on {keras.backend.backend()}; {load()}")
     rows = []
     lm = models.load("emotion", None)
@@ -111,12 +122,14 @@ def main() -> None:
     # (b) 16 channels, 256 steps, one layer
     for layer in args.layers.split(","):
         ts = [ChannelMean(layer, k) for k in range(16)]
-        t = time.perf_counter()
-        res = optimise(ad, ts, shape, lm.preprocess_fn, steps=args.steps, seed=0)
-        dt = time.perf_counter() - t
-        rise = float(np.mean(res.values - res.history[0]))
-        rows.append((f"(b) emotion {layer}, 16 channels, {args.steps} steps (target <= 60 s)", f"{dt:.1f} s"))
-        rows.append((f"    mean objective rise {layer}", f"{rise:.3g}"))
+        for precision in precisions:
+            t = time.perf_counter()
+            res = optimise(ad, ts, shape, lm.preprocess_fn, steps=args.steps, seed=0, precision=precision)
+            dt = time.perf_counter() - t
+            rise = float(np.mean(res.values - res.history[0]))
+            what = f"(b) emotion {layer}, 16 channels, {args.steps} steps, {precision} (target <= 60 s)"
+            rows.append((what, f"{dt:.1f} s"))
+            rows.append((f"    mean objective rise {layer}, {precision} (final values in float32)", f"{rise:.3g}"))
 
     # (d) the diversity term's step vs the plain step, same batch
     if args.diversity_steps:
@@ -148,14 +161,16 @@ def main() -> None:
         from featuremaps.loaded import preprocess_fn
 
         caffe = preprocess_fn("caffe")
-        optimise(vad, ts, (224, 224, 3), caffe, steps=1, seed=0)  # compile
-        t = time.perf_counter()
-        optimise(vad, ts, (224, 224, 3), caffe, steps=args.vgg_steps, seed=0)
-        dt = (time.perf_counter() - t) / (args.vgg_steps + 1)  # + the final evaluation pass
-        what = "ImageNet" if cached else "random"
-        rows.append((f"(c) VGG16 ({what} weights) 224 px block5_conv3, 16 channels: one step", f"{dt:.2f} s"))
-        note = "" if args.vgg_steps >= 256 else " (extrapolated)"
-        rows.append((f"(c) ... 256 steps{note}", f"{dt * 257 / 60:.1f} min"))
+        for precision in precisions:
+            optimise(vad, ts, (224, 224, 3), caffe, steps=1, seed=0, precision=precision)  # compile
+            t = time.perf_counter()
+            optimise(vad, ts, (224, 224, 3), caffe, steps=args.vgg_steps, seed=0, precision=precision)
+            dt = (time.perf_counter() - t) / (args.vgg_steps + 1)  # + the final evaluation pass
+            what = "ImageNet" if cached else "random"
+            rows.append((f"(c) VGG16 ({what} weights) 224 px block5_conv3, 16 channels, {precision}: one step",
+                         f"{dt:.2f} s"))  # fmt: skip
+            note = "" if args.vgg_steps >= 256 else " (extrapolated)"
+            rows.append((f"(c) ... 256 steps{note}", f"{dt * 257 / 60:.1f} min"))
 
     width = max(len(r[0]) for r in rows)
     for name, value in rows:

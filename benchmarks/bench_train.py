@@ -2,6 +2,7 @@
 keras PyDataset) vs a bare `model.fit` on the same in-memory arrays, same network, same process.
 
     KERAS_BACKEND=torch python benchmarks/bench_train.py [--steps 40] [--precision float32] [--crop 44]
+                                                         [--arch vgg16|resnet|mobilenet] [--batch-size 64]
 
 The backend is Keras' (``KERAS_BACKEND``; ``featuremaps train`` picks torch for the VGG-16 when installed).
 
@@ -22,10 +23,11 @@ def main():
     ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--crop", type=int, default=None, help="random crops of this side, as train --crop")
     ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--arch", default="vgg16", choices=["vgg16", "resnet", "mobilenet"])
     a = ap.parse_args()
     import keras
 
-    from featuremaps.emotion.model import build_emotion_vgg16
+    from featuremaps.emotion.model import build_emotion_model
     from featuremaps.emotion.train import _dataset_class
 
     if a.precision == "bfloat16":
@@ -45,7 +47,7 @@ def main():
         Arrays and a PyDataset reach ``fit`` with different shapes (fixed vs unknown batch), so each is
         warmed up with its own kind: the timed steps then measure steady-state training, not tracing.
         """
-        m = build_emotion_vgg16(input_shape=(side, side, 1), batch_norm=True, width=a.width)
+        m = build_emotion_model(a.arch, input_shape=(side, side, 1), batch_norm=True, width=a.width)
         m.compile(
             optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
             loss="sparse_categorical_crossentropy",
@@ -75,7 +77,10 @@ def main():
     b, o = max(bare), max(ours)
     print(f"bare model.fit on in-memory arrays: {b:.1f} img/s (runs: {', '.join(f'{v:.1f}' for v in bare)})")
     print(f"featuremaps train pipeline:         {o:.1f} img/s (runs: {', '.join(f'{v:.1f}' for v in ours)})")
-    print(f"ratio pipeline / bare: {o / b:.2f}x (target >= 0.9x); backend {keras.backend.backend()}, {a.precision}")
+    print(
+        f"ratio pipeline / bare: {o / b:.2f}x (target >= 0.9x); {a.arch}, backend {keras.backend.backend()}, "
+        f"{a.precision}, {side} px, batch {a.batch_size}"
+    )
 
 
 if __name__ == "__main__":

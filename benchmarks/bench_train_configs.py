@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from featuremaps.emotion.probe import has_bf16  # no Keras: the backend is chosen per worker
+from featuremaps.cpu import has_bf16  # no Keras: the backend is chosen per worker
 
 BASELINE = ("tensorflow", "float32", 48, 64)
 

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from conftest import EXAMPLES, ROOT, torch_and_onnx_files
 from fake_adapter import FakeAdapter
 
 from featuremaps.cli import main
+from featuremaps.errors import UserError
 from featuremaps.frameworks import adapter
 from featuremaps.images import load_image
 from featuremaps.loaded import PREPROCESS_MODES, preprocess_fn
@@ -24,6 +26,13 @@ from featuremaps.patterns.image import FourierImage
 from featuremaps.patterns.optimise import optimise
 from featuremaps.patterns.transforms import Preprocessing, Warp
 from featuremaps.targets import ChannelMean, ClassScore, Neuron, Weighted, target_weights
+
+
+def keras_backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
 
 SIZE = 24  # the planted models' input side
 
@@ -204,6 +213,46 @@ def test_planted_detectors_keras():
     looks_planted(res.images)
 
 
+def test_planted_detectors_keras_in_bfloat16():
+    """The bfloat16 passes (``precision="bfloat16"``, Keras on TensorFlow) find the same detectors, and their
+    gradients point where float32's do; the final values are float32's own."""
+    if keras_backend() != "tensorflow":
+        pytest.skip("bfloat16 gradients are TensorFlow's (this process runs Keras on another backend)")
+    ad = adapter(planted_keras())
+    assert ad.bfloat16
+    targets = [ChannelMean("planted", 0), ChannelMean("planted", 1)]
+    res = optimise(ad, targets, (SIZE, SIZE, 3), preprocess_fn("unit"), steps=256, seed=0, precision="bfloat16")
+    looks_planted(res.images)
+    assert np.allclose(res.values, ad.gradients(res.images, targets).value, rtol=1e-6)  # float32 at the end
+    x = natural_crops(4)
+    t = [ChannelMean("after", k % 3) for k in range(4)]
+    full, half = ad.gradients(x, t), ad.gradients(x, t, precision="bfloat16")
+    assert half.gradient.dtype == np.float32 and half.gradient.shape == full.gradient.shape
+    g, h = full.gradient.reshape(4, -1), half.gradient.reshape(4, -1)
+    cos = (g * h).sum(axis=1) / np.linalg.norm(g, axis=1) / np.linalg.norm(h, axis=1)
+    assert cos.min() > 0.98, cos  # bfloat16 keeps ~3 significant digits: the direction survives
+    assert np.allclose(half.value, full.value, rtol=0.05, atol=0.02)
+    assert not np.array_equal(half.gradient, full.gradient)  # it did run another pass
+
+
+def test_precision_auto_is_bfloat16_only_where_the_adapter_and_the_cpu_compute_it(monkeypatch, tiny_sequential):
+    from featuremaps.patterns import compute
+
+    keras_ad = adapter(tiny_sequential)
+    fake = SimpleNamespace(bfloat16=False, has_gradients=True, framework="torch")
+    monkeypatch.setattr(compute, "has_bf16", lambda: True)
+    assert compute.resolve_precision("auto", keras_ad) == ("bfloat16" if keras_backend() == "tensorflow" else "float32")
+    assert compute.resolve_precision("auto", fake) == "float32"
+    notes = []
+    assert compute.resolve_precision("bfloat16", fake, notes) == "float32"
+    assert notes == ["bfloat16 needs Keras on TensorFlow; torch models ran in float32"]
+    assert compute.resolve_precision("float32", keras_ad) == "float32"
+    monkeypatch.setattr(compute, "has_bf16", lambda: False)
+    assert compute.resolve_precision("auto", keras_ad) == "float32"  # emulated bfloat16 would be slower
+    with pytest.raises(UserError, match="--precision half: use one of auto, float32, bfloat16"):
+        compute.find_patterns(tiny_sequential, precision="half")
+
+
 def test_planted_detectors_torchscript():
     ad = adapter(planted_script())
     name = ad.conv_layers((SIZE, SIZE, 3))[0].name
@@ -272,7 +321,7 @@ print(json.dumps({{"backend": keras.backend.backend(), "values": res.values.toli
 
 @pytest.mark.slow
 def test_three_keras_backends_agree():
-    """TensorFlow (XLA), JAX and torch give the same final objective within 1% (relative). The three run the
+    """TensorFlow, JAX and torch give the same final objective within 1% (relative), in float32. The three run the
     same float32 convolutions with different kernels, summation orders and XLA fusions: their gradients differ
     by ~1e-6 relative per step; Adam divides each step by a running RMS, so the images move by the same
     lr-sized steps and those differences stay small over 32 steps (measured: under 0.1%); 1% leaves room
@@ -314,6 +363,7 @@ def test_cli_writes_png_npz_manifest(tiny_file, tmp_path):
         assert a.dtype == np.float32 and a.shape == (16, 16, 3) and 0 <= a.min() and a.max() <= 1
     man = json.loads((out / "manifest.json").read_text())
     assert man["steps"] == 4 and man["seed"] == 0 and "pre-activation" in man["objective"]
+    assert man["precision"] in ("float32", "bfloat16")
     row = man["patterns"][0]
     assert row["channel"] == "F1" and isinstance(row["value"], float) and len(row["exemplars"]) == 2
     assert row["exemplars"][0]["max"] >= row["exemplars"][1]["max"] == row["exemplars"][1]["max"]
@@ -523,7 +573,7 @@ def test_one_image_per_channel_is_the_path_it_always_was(tiny_sequential, monkey
     monkeypatch.setattr(opt_module, "_optimise_diverse", refuse)
     res = find_patterns(tiny_sequential, layers="conv_b", channels="F1,F4", steps=6, seed=2)
     plain = optimise(adapter(tiny_sequential), [ChannelMean("conv_b", 0), ChannelMean("conv_b", 3)], (16, 16, 3),
-                     res_preprocess(tiny_sequential), steps=6, seed=2)  # fmt: skip
+                     res_preprocess(tiny_sequential), steps=6, seed=2, precision=res.precision)  # fmt: skip
     assert [r.key for r in res.rows] == ["conv_b/F1", "conv_b/F4"] and all(not r.more for r in res.rows)
     assert np.array_equal(np.stack([r.image for r in res.rows]), plain.images)
     assert sorted(res.arrays()) == ["conv_b/F1", "conv_b/F4"] and res.diversity == 0 and res.images == 1

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cpu_name() -> str:
     """The CPU's model name, family and model (Zen 4 and Zen 5 EPYCs share a model name)."""
-    from featuremaps.emotion.probe import cpu_flags, cpu_model
+    from featuremaps.cpu import cpu_flags, cpu_model
 
     flags = cpu_flags()
     simd = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "no bfloat16 arithmetic"

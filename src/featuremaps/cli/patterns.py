@@ -40,6 +40,7 @@ def run(args) -> int:
         progress=progress,
         images=args.images,
         diversity=args.diversity,
+        precision=args.precision,
         random_head=args.target_class is None,
         **{k: v for k, v in model_options(args).items() if k != "spec"},
     )

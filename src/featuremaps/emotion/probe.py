@@ -25,7 +25,6 @@ import contextlib
 import importlib.metadata
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from featuremaps import keras_backend
+from featuremaps.cpu import cpu_model, has_bf16
 
 #: the backends tried, in order (the first of equal speed wins)
 BACKENDS = ("tensorflow", "torch", "jax")
@@ -73,36 +73,6 @@ class Choice:
         rates = ", ".join(f"{b} {p} {r:.0f}" for (b, p), r in sorted(self.rates.items(), key=lambda kv: -kv[1]))
         how = "cached probe" if self.cached else f"probe of {self.seconds:.0f} s"
         return f"{self.backend} {self.precision} is fastest here ({how}; img/s: {rates})"
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (``/proc/cpuinfo``; empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
-
-
-def cpu_model() -> str:
-    """The CPU's model name, family and model numbers (``/proc/cpuinfo``), or the platform's processor."""
-    info: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            k, _, v = line.partition(":")
-            info.setdefault(k.strip(), v.strip())
-    if info:
-        return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')} model {info.get('model', '?')})"
-    return platform.processor() or platform.machine()
-
-
-def has_bf16(flags: set[str] | None = None) -> bool:
-    """Whether the CPU computes in bfloat16 natively (AVX512-BF16 or AMX)."""
-    flags = cpu_flags() if flags is None else flags
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def candidates(

@@ -31,6 +31,7 @@ from featuremaps.errors import UserError
 from featuremaps.explore.cache import ByteLRU
 from featuremaps.explore.session import BadRequest, Explorer, NotFound
 from featuremaps.io import encode_png
+from featuremaps.patterns.compute import resolve_precision
 from featuremaps.patterns.exemplars import Exemplar
 from featuremaps.patterns.optimise import STEPS, optimise
 from featuremaps.targets import ChannelMean
@@ -119,7 +120,8 @@ class PatternJobs:
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         # every model call of a job runs on the explorer's model thread, one call a task
-        self._model = SimpleNamespace(gradients=ex.gradients)
+        self._model = SimpleNamespace(gradients=ex.gradients, bfloat16=bool(getattr(ex.adapter, "bfloat16", False)))
+        self._precision = resolve_precision("auto", ex.adapter) if ex.adapter.has_gradients else "float32"
 
     # ------------------------------------------------------------ parameters
     def key(self, layer: str, channel, steps: int = STEPS, size: int | None = None, seed: int = 0) -> tuple:
@@ -317,6 +319,7 @@ class PatternJobs:
                 steps,
                 seed,
                 progress=lambda i, n: tick(i, f"optimising {label} F{c + 1}: step {i} of {n}"),
+                precision=self._precision,
             )
             image = res.images[0]
             maps = self.ex.forward_layer(self.ex.lm.preprocess_fn(image[None] * 255.0), conv.name)

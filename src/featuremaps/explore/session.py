@@ -610,10 +610,10 @@ class Explorer:
         return self._layer_shape(c)
 
     @on_model_thread
-    def gradients(self, x: np.ndarray, targets):
+    def gradients(self, x: np.ndarray, targets, **precision):
         """The adapter's gradient primitive, on the model thread (one optimisation step of the patterns panel:
-        :mod:`featuremaps.explore.patterns`)."""
-        return self.adapter.gradients(x, targets)
+        :mod:`featuremaps.explore.patterns`; ``precision="bfloat16"`` where the adapter has it)."""
+        return self.adapter.gradients(x, targets, **precision)
 
     @on_model_thread
     def forward_layer(self, x: np.ndarray, name: str) -> np.ndarray:

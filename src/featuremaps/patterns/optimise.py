@@ -83,6 +83,7 @@ def optimise(
     diversity: float = 0.0,
     groups: int | None = None,
     diversity_layer: str | None = None,
+    precision: str = "float32",
 ) -> Optimised:
     """The images that maximise ``targets`` (one per image), all optimised together in one batch.
 
@@ -113,11 +114,15 @@ def optimise(
             (:func:`featuremaps.patterns.diversity.gram_diversity`)
         groups: with ``diversity``, how many groups the batch makes (consecutive images, 2 or more each)
         diversity_layer: the conv layer the term reads (default: the targets' layer; class scores need one)
+        precision: ``bfloat16`` runs the steps' passes in bfloat16 where the adapter can (its ``bfloat16``);
+            the final values are taken in float32 either way
     """
+    fast = {"precision": precision} if precision != "float32" and getattr(ad, "bfloat16", False) else {}
     if diversity:
         return _optimise_diverse(
-            ad, targets, shape, preprocess, steps, seed, lr, transforms, progress, diversity, groups, diversity_layer
-        )
+            ad, targets, shape, preprocess, steps, seed, lr, transforms, progress, diversity, groups, diversity_layer,
+            fast,
+        )  # fmt: skip
     h, w, c = shape
     rng = np.random.default_rng(seed)
     image = FourierImage(len(targets), h, w, c, seed=int(rng.integers(2**31)))
@@ -128,7 +133,7 @@ def optimise(
         x = image.forward()
         warp = Warp(rng, len(targets), h, w) if transforms else None
         xt = warp.forward(x) if warp else x
-        r = ad.gradients(pre.forward(xt), targets)
+        r = ad.gradients(pre.forward(xt), targets, **fast)
         history[step] = r.value
         g = pre.adjoint(r.gradient)
         g = warp.adjoint(g) if warp else g
@@ -141,7 +146,7 @@ def optimise(
 
 
 def _optimise_diverse(
-    ad, targets, shape, preprocess, steps, seed, lr, transforms, progress, weight, groups, layer
+    ad, targets, shape, preprocess, steps, seed, lr, transforms, progress, weight, groups, layer, fast
 ) -> Optimised:
     """:func:`optimise` with the diversity term (see the module docstring): the same images, the same random
     draws, one more forward per step."""
@@ -165,13 +170,13 @@ def _optimise_diverse(
         _, dz, acts = pre_activation_gradient(maps[layer], groups)
         extra = weight * dz
         if classes:  # the scores read the logits: a second product for the term on the conv
-            r = ad.gradients(m, targets)
+            r = ad.gradients(m, targets, **fast)
             history[step] = r.value
-            grad = r.gradient + ad.gradients(m, [Weighted(layer, e, pre_act) for e in extra]).gradient
+            grad = r.gradient + ad.gradients(m, [Weighted(layer, e, pre_act) for e in extra], **fast).gradient
         else:
             if base is None:
                 base = target_weights(targets, acts.shape[1:])
-            r = ad.gradients(m, [Weighted(layer, base[b] + extra[b], pre_act) for b in range(len(targets))])
+            r = ad.gradients(m, [Weighted(layer, base[b] + extra[b], pre_act) for b in range(len(targets))], **fast)
             # the term's share of the value: <z, W dD/dz> = <relu(z), W dD/dA> (dD/dz is 0 where z <= 0)
             history[step] = r.value - (acts * extra).reshape(len(acts), -1).sum(axis=1)
             grad = r.gradient

@@ -42,6 +42,7 @@ def manifest(p) -> dict:
         "objective": p.objective,
         "steps": p.steps,
         "seed": p.seed,
+        "precision": p.precision,
         "images_per_channel": p.images,
         "diversity": _diversity(p),
         "input_shape": list(p.shape),

@@ -23,6 +23,7 @@ from featuremaps.errors import UserError
 from featuremaps.frameworks.base import ModelAdapter, check_batch
 from featuremaps.frameworks.keras.gradients import class_gradients, weighted_gradients
 from featuremaps.frameworks.keras.graph import (
+    bfloat16_copy,
     is_single_tensor,
     objective_graph,
     probe_layer_class,
@@ -208,14 +209,20 @@ class KerasAdapter(ModelAdapter):
     def fingerprint(self) -> tuple:
         return tuple(map(id, self.model.layers)) + tuple(map(id, self.model.weights))
 
-    def gradients(self, x: np.ndarray, target, wrt: str | None = None) -> Gradient:
+    @property
+    def bfloat16(self) -> bool:
+        """Batches differentiate in bfloat16 on TensorFlow (oneDNN's bfloat16 kernels); JAX's and torch's
+        backends stay in float32 (XLA's CPU convolutions gain nothing from it)."""
+        return keras.backend.backend() == "tensorflow"
+
+    def gradients(self, x: np.ndarray, target, wrt: str | None = None, precision: str = "float32") -> Gradient:
         """One objective's gradient on the replayed graph (cut after ``wrt`` when given: the body runs forward,
         the head is differentiated), by the backend's own autodiff (:mod:`featuremaps.frameworks.keras.gradients`:
         on TensorFlow XLA-compiled where oneDNN's backward pass of strided convolutions could crash)."""
         x = np.asarray(x, np.float32)
         x = x[..., None] if x.ndim == 2 else x
         if x.ndim == 4:
-            return self._batch_gradients(x, target, wrt)
+            return self._batch_gradients(x, target, wrt, precision)
         g = self._objective(tuple(x.shape), target, wrt)
         inputs = [x[None]] if g.body is None else self._body_outputs(g, x)
         index = getattr(target, "index", 0)
@@ -229,7 +236,7 @@ class KerasAdapter(ModelAdapter):
             outs[-1][0, col], grads[0, 0], outs[0][0], acts, index if isinstance(target, ClassScore) else None
         )
 
-    def _batch_gradients(self, x: np.ndarray, targets, wrt) -> Gradient:
+    def _batch_gradients(self, x: np.ndarray, targets, wrt, precision: str = "float32") -> Gradient:
         """A batch (B, H, W, C) with one target per image (:mod:`featuremaps.targets`): the net from the input to
         the one tensor the targets read (a conv's pre-activation, its maps, or the class scores: nothing after
         it runs) and one weighted vector-Jacobian product, compiled once per net."""
@@ -245,7 +252,10 @@ class KerasAdapter(ModelAdapter):
         if layer is None and any(t.index is None for t in targets):
             targets = predicted(targets, ops.convert_to_numpy(g.net(x, training=False)))
         weights = target_weights(targets, tuple(int(d) for d in g.net.outputs[0].shape[1:]))
-        values, grads = weighted_gradients(g.net, x, weights, g.cache)
+        if precision == "bfloat16" and self.bfloat16 and g.fast() is not None:
+            values, grads = weighted_gradients(g.fast(), x, weights, g.fast_cache)
+        else:
+            values, grads = weighted_gradients(g.net, x, weights, g.cache)
         return Gradient(values, grads)
 
     def _objective(self, shape, target, wrt) -> KerasObjective:
@@ -372,6 +382,15 @@ class BatchObjective:
         with distinct_layer_names(ad.model):
             self.net = keras.Model(g.inputs, out, name="featuremaps_batch_objective")
         self.cache: dict = {}  # the compiled vector-Jacobian product, owned by this net
+        self.fast_cache: dict = {}  # the same for its bfloat16 copy
+        self._fast = None
+
+    def fast(self):
+        """The net's bfloat16 copy (:func:`~featuremaps.frameworks.keras.graph.bfloat16_copy`), made on first
+        use; None where the net cannot be copied."""
+        if self._fast is None:
+            self._fast = bfloat16_copy(self.net) or False
+        return self._fast or None
 
 
 class ChannelPick(keras.layers.Layer):
