@@ -64,13 +64,12 @@ def main() -> None:
     import numpy as np
 
     from featuremaps import models
+    from featuremaps.cpu import has_bf16
     from featuremaps.frameworks import adapter
     from featuremaps.patterns.image import FourierImage
     from featuremaps.patterns.optimise import Adam, optimise
     from featuremaps.patterns.transforms import Preprocessing, Warp
     from featuremaps.targets import ChannelMean
-
-    from featuremaps.cpu import has_bf16
 
     precisions = (args.precisions or "").split(",") if args.precisions else ["float32"]
     if not args.precisions and has_bf16() and keras.backend.backend() == "tensorflow":
