@@ -74,7 +74,10 @@ def patterns_figure(p) -> np.ndarray:
     per_kernel_line = max(1, (width - 2 * MARGIN) // (KERNEL_CELL + 2))
     what = "class" if p.rows and p.rows[0].layer is None else "channel"
     # without gradients (exemplars only) the note says so; there is no objective to name
-    subtitle = [f"what each {what} looks for: {p.objective}, {p.steps} Adam steps, seed {p.seed}"] if p.steps else []
+    passes = f" in {p.precision}" if p.precision != "float32" else ""
+    subtitle = (
+        [f"what each {what} looks for: {p.objective}, {p.steps} Adam steps{passes}, seed {p.seed}"] if p.steps else []
+    )
     if p.steps and n > 1:
         layer = f" of {p.diversity_layer.label} (the last conv)" if p.diversity_layer is not None else ""
         subtitle.append(
