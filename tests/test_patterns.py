@@ -218,6 +218,10 @@ def test_planted_detectors_keras_in_bfloat16():
     gradients point where float32's do; the final values are float32's own."""
     if keras_backend() != "tensorflow":
         pytest.skip("bfloat16 gradients are TensorFlow's (this process runs Keras on another backend)")
+    from featuremaps.cpu import has_bf16
+
+    if not has_bf16():
+        pytest.skip("this CPU has no bfloat16 arithmetic (AVX512-BF16, AMX): featuremaps never runs bfloat16 here")
     ad = adapter(planted_keras())
     assert ad.bfloat16
     targets = [ChannelMean("planted", 0), ChannelMean("planted", 1)]
@@ -249,6 +253,9 @@ def test_precision_auto_is_bfloat16_only_where_the_adapter_and_the_cpu_compute_i
     assert compute.resolve_precision("float32", keras_ad) == "float32"
     monkeypatch.setattr(compute, "has_bf16", lambda: False)
     assert compute.resolve_precision("auto", keras_ad) == "float32"  # emulated bfloat16 would be slower
+    notes = []
+    assert compute.resolve_precision("bfloat16", keras_ad, notes) == "float32"  # asked for, still not emulated
+    assert notes == ["this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX); the passes ran in float32"]
     with pytest.raises(UserError, match="--precision half: use one of auto, float32, bfloat16"):
         compute.find_patterns(tiny_sequential, precision="half")
 

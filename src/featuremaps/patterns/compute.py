@@ -353,9 +353,10 @@ def find_patterns(
 
 
 def resolve_precision(precision: str, ad, notes: list[str] | None = None) -> str:
-    """``float32`` or ``bfloat16`` for ``precision`` (:data:`PRECISIONS`) on adapter ``ad``: ``auto`` is bfloat16
-    where ``ad`` can differentiate in it (``ad.bfloat16``) and the CPU computes it natively, else float32; an
-    asked-for bfloat16 the adapter cannot run falls back to float32 with a note in ``notes``."""
+    """``float32`` or ``bfloat16`` for ``precision`` (:data:`PRECISIONS`) on adapter ``ad``: bfloat16 where ``ad``
+    can differentiate in it (``ad.bfloat16``) and the CPU computes it natively (elsewhere it would be emulated,
+    many times slower, or have no kernel at all), else float32; an asked-for bfloat16 that falls back says why
+    in ``notes``."""
     can = bool(getattr(ad, "bfloat16", False)) and ad.has_gradients
     if precision == "auto":
         return "bfloat16" if can and has_bf16() else "float32"
@@ -363,8 +364,10 @@ def resolve_precision(precision: str, ad, notes: list[str] | None = None) -> str
         if notes is not None and ad.has_gradients:
             notes.append(f"bfloat16 needs Keras on TensorFlow; {ad.framework} models ran in float32")
         return "float32"
-    if precision == "bfloat16" and notes is not None and not has_bf16():
-        notes.append("this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX): bfloat16 is emulated, slower")
+    if precision == "bfloat16" and not has_bf16():
+        if notes is not None:
+            notes.append("this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX); the passes ran in float32")
+        return "float32"
     return precision
 
 
