@@ -202,3 +202,29 @@ def test_layer_not_on_path_is_reported():
     dead = keras.layers.Conv2D(2, 3, name="dead")
     dead(keras.Input((8, 8, 3)))  # built, never part of m
     assert list(extract(m, _img((8, 8, 3)))) == ["used"]
+
+
+def test_a_repeated_forward_is_compiled_and_gives_the_same_maps(tiny_sequential, monkeypatch):
+    """``adapter.forward`` runs its first call on a shape eagerly and the same call again through the compiled
+    predict step (a loop, such as the diversity term's forward every step): the same numbers either way."""
+    import keras
+
+    from featuremaps.frameworks import adapter
+
+    ad = adapter(tiny_sequential)
+    batch = _img((3, 16, 16, 3), scale=1.0)
+    compiled = []
+    real = keras.Model.predict_on_batch
+    monkeypatch.setattr(keras.Model, "predict_on_batch", lambda self, x: compiled.append(1) or real(self, x))
+    first, p1 = ad.forward(batch, ["conv_b", "conv_a"])
+    assert not compiled
+    again, p2 = ad.forward(batch, ["conv_b", "conv_a"])
+    assert compiled == [1]
+    assert list(again) == ["conv_b", "conv_a"]
+    for name in first:
+        assert again[name].dtype == np.float32
+        np.testing.assert_allclose(again[name], first[name], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p2, p1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        again["conv_a"][0], _reference(tiny_sequential, "conv_a", batch[0]), rtol=1e-5, atol=1e-5
+    )
