@@ -17,8 +17,8 @@ Everything but the framework's pass is NumPy on arrays the size of the input, a 
 With the diversity term (``diversity`` > 0, ``groups`` of 2 or more images per target), each step first runs a
 forward of the transformed batch to the diversity layer, computes the term and its gradient in NumPy
 (:mod:`featuremaps.patterns.diversity`) and folds it into the targets' weights:
-``Weighted(layer, w_b + W dD/dz_b)``, still one call of the primitive (2.4x a step on Keras, whose forward
-through the maps model costs more than the pass: BENCHMARKS.md). Class scores read another tensor than the
+``Weighted(layer, w_b + W dD/dz_b)``, still one call of the primitive (2.1x a step on Keras, whose forward
+runs the whole network: BENCHMARKS.md). Class scores read another tensor than the
 conv, so they take a second call for the term. Without the term the step is the one above, unchanged.
 """
 
