@@ -97,6 +97,20 @@ def test_per_arch_files_and_unshipped_siblings_fail_in_one_line():
         build_emotion_model("vgg19")
 
 
+def test_a_sibling_not_shipped_is_one_line_even_once_both_ship(monkeypatch):
+    """The "not trained/shipped yet" path keeps its coverage after the siblings ship: with the install's
+    weights hidden, loading by name fails in one line naming the fix, and ``--weights none`` still builds it."""
+    from featuremaps import models
+    from featuremaps.emotion import model as emotion_model
+
+    monkeypatch.setattr(emotion_model, "shipped_weights_available", lambda arch="vgg16": arch == "vgg16")
+    for name, arch in (("emotion-resnet", "resnet"), ("emotion-mobilenet", "mobilenet")):
+        with pytest.raises(UserError, match=f"--arch {arch}") as e:
+            models.load(name)
+        assert "not trained/shipped yet" in str(e.value) and "\n" not in str(e.value)
+        assert models.load(name, weights="none").model.name == f"emotion_{arch}"
+
+
 def test_crops_and_evaluation_of_a_crop_model():
     from featuremaps.emotion.augment import centre_crop, random_crop_flip, ten_crop
     from featuremaps.emotion.evaluate import predict
