@@ -651,3 +651,35 @@ def test_diversity_on_onnx_is_one_line(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no gradients" in err and "--images 3" in err, err
+
+
+def test_the_emotion_models_exemplars_are_faces_as_show_feeds_it(tmp_path):
+    """With the emotion model, each photo of --data is scanned as its largest face (what ``show`` feeds the
+    model); a photo without a face is scanned whole, with a note; ``--no-face-crop`` scans every photo whole."""
+    from featuremaps import models
+    from featuremaps.faces import largest_face
+    from featuremaps.images import fit_to
+
+    data = tmp_path / "mixed"
+    data.mkdir()
+    for name in ("astronaut.png", "chelsea.png"):
+        (data / name).write_bytes((EXAMPLES / name).read_bytes())
+    lm = models.load("emotion")
+    common = dict(layers="C13", channels="F1-F2", data=str(data), steps=1, exemplars=2)
+    res = find_patterns(lm, **common)
+    assert res.face_crop and res.scanned_whole == [str(data / "chelsea.png")]
+    assert any("1 of 2 images of --data had no face and were scanned whole" in n for n in res.notes), res.notes
+    face = fit_to(largest_face(load_image(data / "astronaut.png"))[0], (48, 48), 1)[..., 0]
+    seen = {e.source: e.crop for r in res.rows for e in r.exemplars}
+    astronaut = seen[str(data / "astronaut.png")]  # C13's field spans the 48 px face: the whole fitted input
+    assert astronaut.shape[:2] == (48, 48)
+    assert np.abs(astronaut[..., 0].astype(int) - face.astype(int)).max() <= 1
+    whole = find_patterns(lm, face_crop=False, **common)
+    assert not whole.face_crop and not whole.scanned_whole
+    photo = fit_to(load_image(data / "astronaut.png"), (48, 48), 1)[..., 0]
+    crop = {e.source: e.crop for r in whole.rows for e in r.exemplars}[str(data / "astronaut.png")]
+    assert np.abs(crop[..., 0].astype(int) - photo.astype(int)).max() <= 1
+    out = tmp_path / "out"
+    assert main(["patterns", "--layers", "C13", "--channels", "F1", "--steps", "1", "--data", str(data),
+                 "--no-face-crop", "--out", str(out)]) == 0  # fmt: skip
+    assert json.loads((out / "manifest.json").read_text())["data"]["face_crop"] is False

@@ -595,6 +595,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", type=_bounded(16, 1024), default=None, help="image side for models of free input size (default 224)"
     )
     p.add_argument(
+        "--no-face-crop",
+        dest="face_crop",
+        action="store_false",
+        default=None,
+        help="scan the whole images of --data with the emotion model (default: each photo's largest face, as show "
+        "feeds it; a photo without a face is scanned whole)",
+    )
+    p.add_argument(
         "--precision",
         default="auto",
         choices=["auto", "float32", "bfloat16"],
@@ -689,6 +697,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=TRAIN_BACKENDS,
         help="Keras backend: auto (default: $KERAS_BACKEND if set, else the run's own with --resume, else the "
         "fastest installed one by a speed probe, see --precision), tensorflow, torch or jax",
+    )
+    p.add_argument(
+        "--no-face-crop",
+        dest="face_crop",
+        action="store_false",
+        default=None,
+        help="scan the whole images of --data with the emotion model (default: each photo's largest face, as show "
+        "feeds it; a photo without a face is scanned whole)",
     )
     p.add_argument(
         "--precision",

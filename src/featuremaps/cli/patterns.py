@@ -41,6 +41,7 @@ def run(args) -> int:
         images=args.images,
         diversity=args.diversity,
         precision=args.precision,
+        face_crop=args.face_crop,
         random_head=args.target_class is None,
         **{k: v for k, v in model_options(args).items() if k != "spec"},
     )

@@ -17,6 +17,7 @@ from featuremaps.atlas.sources import open_source
 from featuremaps.cpu import has_bf16
 from featuremaps.display import bundle
 from featuremaps.errors import UserError
+from featuremaps.faces import NoFaceError, largest_face
 from featuremaps.frameworks import adapter
 from featuremaps.images import IMAGE_SUFFIXES, find_images, load_image
 from featuremaps.loaded import LoadedModel
@@ -96,6 +97,8 @@ class Patterns:
     diversity: float = 0.0  # the diversity term's weight (0: none)
     diversity_layer: ConvLayer | None = None  # the conv it reads (the last conv for classes)
     precision: str = "float32"  # the optimisation's passes (the final values are float32 either way)
+    face_crop: bool = False  # the data's image files were scanned as their largest face (a faceless one whole)
+    scanned_whole: list[str] = field(default_factory=list)  # image files without a face, scanned whole
 
     def figure(self) -> np.ndarray:
         """``patterns.png``'s picture: RGB uint8."""
@@ -149,13 +152,29 @@ def parse_channels(spec, n: int, label: str) -> list[int] | int:
 
 
 def data_images(
-    data, split: str = "PrivateTest", limit: int | None = DATA_LIMIT, skipped: list | None = None
+    data,
+    split: str = "PrivateTest",
+    limit: int | None = DATA_LIMIT,
+    skipped: list | None = None,
+    face_crop: bool = False,
+    whole: set | None = None,
 ) -> tuple[str, int, Callable]:
     """``(description, count, images)`` of ``data``: an image, a folder of images, FER2013 (folder, CSV or
     archive: the ``split``) or class folders ``ROOT/<class>/*.png``, at most ``limit``; ``images()`` iterates
     over ``(uint8 image, source)`` pairs (again for every layer; an archive is read into memory once). An image
-    that cannot be read is left out and its one-line reason appended to ``skipped`` (once)."""
+    that cannot be read is left out and its one-line reason appended to ``skipped`` (once). ``face_crop``: each
+    image file (not FER2013's faces, already crops) is replaced by its largest face, as the emotion model sees a
+    photo in ``show`` and ``explore``; a photo without a face is fed whole and its source added to ``whole``."""
     skipped = [] if skipped is None else skipped
+    whole = set() if whole is None else whole
+
+    def face_of(q):
+        img = load_image(q)
+        try:
+            return largest_face(img)[0]
+        except NoFaceError:
+            whole.add(str(q))
+            return img
 
     def readable(items):
         for load, src in items:
@@ -179,7 +198,8 @@ def data_images(
         and any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir() if q.is_file())
     ):
         paths = find_images([str(p)])[:limit]
-        return str(p), len(paths), lambda: readable(((lambda q=q: load_image(q)), str(q)) for q in paths)
+        load = face_of if face_crop else load_image
+        return str(p), len(paths), lambda: readable(((lambda q=q: load(q)), str(q)) for q in paths)
     source = open_source(p, split, None)
     ids = source.subset(limit)
 
@@ -207,6 +227,7 @@ def find_patterns(
     images: int = 1,
     diversity: float | None = None,
     precision: str = "auto",
+    face_crop: bool | None = None,
     **load_options,
 ) -> Patterns:
     """What each chosen channel of a model looks for: the image that maximises it (feature visualization) and,
@@ -251,6 +272,9 @@ def find_patterns(
         precision: the optimisation's forward and backward passes: ``float32``, ``bfloat16`` (where the adapter
             can: Keras on TensorFlow; about twice as fast on a CPU with bfloat16 arithmetic, AVX512-BF16 or AMX)
             or ``auto`` (bfloat16 where both can, else float32); the final values are taken in float32
+        face_crop: scan the largest face of each image file of ``data`` instead of the whole image (None: for
+            the emotion model, as ``show`` and ``explore`` feed it photos; a photo without a face is scanned
+            whole, with a note); FER2013's faces are crops already
         load_options: passed to :func:`featuremaps.models.load` when ``model`` is a name or path
     """
     if objective not in OBJECTIVES:
@@ -284,6 +308,7 @@ def find_patterns(
         kern = kernel_images(first_kernels(kern_layer, bgr="BGR" in lm.preprocess))
     rows: list[Row] = []
     skipped: list[str] = []
+    whole: set[str] = set()  # photos of data without a face, scanned whole (face_crop)
     scanned = 0
     described = None
     if target_classes:
@@ -301,7 +326,8 @@ def find_patterns(
             raise UserError("--channels top ranks a layer's channels on images; pass --data DIR or --data fer2013")
         fields = adapter_fields(ad, convs)
         if data is not None:
-            described, count, read_images = data_images(data, split, limit, skipped)
+            faces = lm.is_emotion if face_crop is None else bool(face_crop)
+            described, count, read_images = data_images(data, split, limit, skipped, faces, whole)
         if fields.note and data is not None:
             notes.append(f"receptive fields: {fields.note}")
         total = sum(steps * images * (p if isinstance(p, int) else len(p)) for _, p in plans)
@@ -330,6 +356,11 @@ def find_patterns(
             for r in layer_rows:
                 r.exemplars = [] if found is None else found.exemplars.get(r.channel, [])[:exemplars]
             rows += layer_rows
+    if whole:
+        notes.append(
+            f"{len(whole)} of {scanned} images of --data had no face and were scanned whole"
+            f" (e.g. {sorted(whole)[0]}); the others as their largest face"
+        )
     return Patterns(
         model=_title(lm),
         source=lm.source,
@@ -349,6 +380,8 @@ def find_patterns(
         diversity=weight,
         diversity_layer=convs[-1] if target_classes and weight else None,
         precision=precision if ad.has_gradients else "float32",
+        face_crop=bool(data is not None and (lm.is_emotion if face_crop is None else face_crop)),
+        scanned_whole=sorted(whole),
     )
 
 

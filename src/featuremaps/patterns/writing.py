@@ -50,7 +50,13 @@ def manifest(p) -> dict:
         "notes": p.notes,
     }
     if p.data:
-        out["data"] = {"description": p.data, "images": p.images_scanned, "skipped": p.skipped}
+        out["data"] = {
+            "description": p.data,
+            "images": p.images_scanned,
+            "skipped": p.skipped,
+            "face_crop": p.face_crop,
+            "scanned_whole": p.scanned_whole,
+        }
     if p.kernels is not None:
         out["kernels"] = {"layer": p.kernels_layer.name, "label": p.kernels_layer.label, "count": len(p.kernels)}
     return out
