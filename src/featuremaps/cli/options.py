@@ -350,6 +350,11 @@ def _max_pixels_arg(p):
     )
 
 
+def _precision_arg(p, help: str) -> None:
+    """``--precision auto|float32|bfloat16`` (patterns, train), with the command's own ``help``."""
+    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"], help=help)
+
+
 def _out_arg(p, default: str, what: str):
     p.add_argument("--out", "-o", default=default, metavar="FOLDER", help=what)
 
@@ -602,11 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="scan the whole images of --data with the emotion model (default: each photo's largest face, as show "
         "feeds it; a photo without a face is scanned whole)",
     )
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "float32", "bfloat16"],
-        help="the optimisation's passes; auto: bfloat16 for Keras on TensorFlow on a CPU with bfloat16 arithmetic "
+    _precision_arg(
+        p,
+        "the optimisation's passes; auto: bfloat16 for Keras on TensorFlow on a CPU with bfloat16 arithmetic "
         "(AVX512-BF16, AMX; about 2x faster), else float32; final values are float32",
     )
     _out_arg(p, "featuremaps-out/patterns", "the folder itself (patterns.png, patterns.npz, manifest.json)")
@@ -698,19 +701,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Keras backend: auto (default: $KERAS_BACKEND if set, else the run's own with --resume, else the "
         "fastest installed one by a speed probe, see --precision), tensorflow, torch or jax",
     )
-    p.add_argument(
-        "--no-face-crop",
-        dest="face_crop",
-        action="store_false",
-        default=None,
-        help="scan the whole images of --data with the emotion model (default: each photo's largest face, as show "
-        "feeds it; a photo without a face is scanned whole)",
-    )
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "float32", "bfloat16"],
-        help="auto (default: with --backend auto, a probe of <= 60 s times a few training steps of each backend "
+    _precision_arg(
+        p,
+        "auto (default: with --backend auto, a probe of <= 60 s times a few training steps of each backend "
         "and precision the CPU runs natively and picks the fastest, cached per CPU and versions; float32 for "
         "short runs), float32, or bfloat16 mixed precision (only fast with AVX512-BF16/AMX)",
     )
