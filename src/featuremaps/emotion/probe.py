@@ -152,15 +152,14 @@ def choose(
             if f"{c[0]} {c[1]}" in known:
                 rates[c] = float(known[f"{c[0]} {c[1]}"])
     missing = [c for c in cands if c not in rates]
-    if not missing and any(r > 0 for r in rates.values()):
-        fast = {c: r for c, r in rates.items() if r > 0}
-        best = max(fast, key=lambda c: fast[c])
-        failed = [f"{b} {p}" for (b, p), r in rates.items() if r <= 0]
-        notes = [f"failed in an earlier probe, not tried again: {', '.join(failed)}"] if failed else []
-        return Choice(*best, rates=fast, cached=True, seconds=0.0, notes=notes)
+    cached = not missing and any(r > 0 for r in rates.values())  # the cache answers: nothing to measure
     t0 = clock()
     notes: list[str] = []
-    if rates:
+    if cached:
+        failed = [f"{b} {p}" for (b, p), r in rates.items() if r <= 0]
+        if failed:
+            notes.append(f"failed in an earlier probe, not tried again: {', '.join(failed)}")
+    elif rates:
         notes.append(f"from an earlier probe: {', '.join(f'{b} {p}' for b, p in rates)}")
     backends = list(dict.fromkeys(b for b, _ in missing))
     for i, backend in enumerate(backends):
@@ -177,15 +176,14 @@ def choose(
         elif lacking:
             notes.append(f"{backend} {', '.join(lacking)}: the probe step failed; left out")
             rates.update({(backend, p): 0.0 for p in lacking})  # remembered: not tried again with these versions
-    seconds = clock() - t0
+    seconds = 0.0 if cached else clock() - t0
     fast = {c: r for c, r in rates.items() if r > 0}
     if fast:
-        best = max(fast, key=lambda c: fast[c])
-        choice = Choice(*best, rates=fast, seconds=seconds, notes=notes)
+        choice = Choice(*max(fast, key=lambda c: fast[c]), rates=fast, cached=cached, seconds=seconds, notes=notes)
     else:
         notes.append("nothing could be measured; the first candidate is used")
         choice = Choice(*cands[0], seconds=seconds, notes=notes)
-    if cache:  # what is known so far, a partial probe included: the next run measures only the rest
+    if cache and not cached:  # what is known so far, a partial probe included: the next run measures only the rest
         data = _read_cache(cache)
         data[key] = {
             **choice.record(),

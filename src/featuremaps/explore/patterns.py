@@ -121,7 +121,7 @@ class PatternJobs:
         self._thread: threading.Thread | None = None
         # every model call of a job runs on the explorer's model thread, one call a task
         self._model = SimpleNamespace(gradients=ex.gradients, bfloat16=bool(getattr(ex.adapter, "bfloat16", False)))
-        self._precision = resolve_precision("auto", ex.adapter) if ex.adapter.has_gradients else "float32"
+        self._precision = resolve_precision("auto", ex.adapter)
 
     # ------------------------------------------------------------ parameters
     def key(self, layer: str, channel, steps: int = STEPS, size: int | None = None, seed: int = 0) -> tuple:

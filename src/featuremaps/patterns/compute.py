@@ -17,7 +17,7 @@ from featuremaps.atlas.sources import open_source
 from featuremaps.cpu import has_bf16
 from featuremaps.display import bundle
 from featuremaps.errors import UserError
-from featuremaps.faces import NoFaceError, largest_face
+from featuremaps.faces import NoFaceError, crop_face, largest_face
 from featuremaps.frameworks import adapter
 from featuremaps.images import IMAGE_SUFFIXES, find_images, load_image
 from featuremaps.loaded import LoadedModel
@@ -167,14 +167,18 @@ def data_images(
     photo in ``show`` and ``explore``; a photo without a face is fed whole and its source added to ``whole``."""
     skipped = [] if skipped is None else skipped
     whole = set() if whole is None else whole
+    boxes: dict = {}  # image file -> its face box (None: fed as is), found once though images() runs per layer
 
     def face_of(q):
         img = load_image(q)
+        if q in boxes:
+            return img if boxes[q] is None else crop_face(img, boxes[q])
         try:
-            return largest_face(img)[0]
+            face, boxes[q] = largest_face(img)
         except NoFaceError:
             whole.add(str(q))
-            return img
+            face, boxes[q] = img, None
+        return face
 
     def readable(items):
         for load, src in items:
@@ -301,6 +305,7 @@ def find_patterns(
     if not convs:
         raise UserError(f"model '{lm.name}' has no conv layers; patterns need a CNN")
     notes = [] if ad.has_gradients else [f"{ad.framework} models have no gradients: exemplars only"]
+    faces = data is not None and (lm.is_emotion if face_crop is None else bool(face_crop))
     precision = resolve_precision(precision, ad, notes)
     kern, kern_layer = None, None
     if kernels:  # before any long work: a model whose weights cannot be read fails at once
@@ -326,7 +331,6 @@ def find_patterns(
             raise UserError("--channels top ranks a layer's channels on images; pass --data DIR or --data fer2013")
         fields = adapter_fields(ad, convs)
         if data is not None:
-            faces = lm.is_emotion if face_crop is None else bool(face_crop)
             described, count, read_images = data_images(data, split, limit, skipped, faces, whole)
         if fields.note and data is not None:
             notes.append(f"receptive fields: {fields.note}")
@@ -380,7 +384,7 @@ def find_patterns(
         diversity=weight,
         diversity_layer=convs[-1] if target_classes and weight else None,
         precision=precision if ad.has_gradients else "float32",
-        face_crop=bool(data is not None and (lm.is_emotion if face_crop is None else face_crop)),
+        face_crop=faces,
         scanned_whole=sorted(whole),
     )
 

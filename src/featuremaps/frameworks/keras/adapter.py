@@ -59,7 +59,6 @@ class KerasAdapter(ModelAdapter):
         self._convs: list[ConvLayer] | None = None
         self._replays: dict[tuple, tuple] = {}  # input shape -> (inputs, output, taps)
         self._models: dict[tuple, object] = {}  # (kind, shape, ...) -> a keras.Model built from a replay
-        self._forward_calls: dict[tuple, int] = {}  # forward's calls per (shape, names): a repeated one is compiled
         self._body: tuple | None = None  # (key of x, its body outputs): Ablation-CAM's batches reuse them
         self._objectives: dict[tuple, KerasObjective] = {}  # (shape, wrt, target) -> its differentiable graph
 
@@ -127,16 +126,16 @@ class KerasAdapter(ModelAdapter):
             outs = [tap(taps, by_name[n]) for n in names]
             return self._graph_model(inputs, [*outs, out] if is_single_tensor(out) else outs, "forward")
 
-        key = ("forward", shape, tuple(names))
-        net = self._cached(key, build)
-        if self._forward_calls.get(key) and traceable(self.model):
+        entry = self._cached(("forward", shape, tuple(names)), lambda: [build(), 0])  # [net, calls so far]
+        net = entry[0]
+        if entry[1] and traceable(self.model):
             # the same call again (a loop: the diversity term's forward every step): the compiled predict step
             # (graph mode), not layer-by-layer eager; a single call stays eager (no tracing cost)
             out = net.predict_on_batch(batch)
             res = [np.asarray(r, np.float32) for r in (out if isinstance(out, list | tuple) else [out])]
         else:
             res = [ops.convert_to_numpy(r).astype(np.float32) for r in net(batch, training=False)]
-        self._forward_calls[key] = self._forward_calls.get(key, 0) + 1
+        entry[1] += 1
         return dict(zip(names, res, strict=False)), res[-1] if len(res) > len(names) else None
 
     def maps_fn(self, input_shape, convs: list[ConvLayer], picks: list[Pick]):
@@ -261,8 +260,9 @@ class KerasAdapter(ModelAdapter):
         if layer is None and any(t.index is None for t in targets):
             targets = predicted(targets, ops.convert_to_numpy(g.net(x, training=False)))
         weights = target_weights(targets, tuple(int(d) for d in g.net.outputs[0].shape[1:]))
-        if precision == "bfloat16" and self.bfloat16 and g.fast() is not None:
-            values, grads = weighted_gradients(g.fast(), x, weights, g.fast_cache)
+        fast = g.fast() if precision == "bfloat16" and self.bfloat16 else None
+        if fast is not None:
+            values, grads = weighted_gradients(fast, x, weights, g.fast_cache)
         else:
             values, grads = weighted_gradients(g.net, x, weights, g.cache)
         return Gradient(values, grads)

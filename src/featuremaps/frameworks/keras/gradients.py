@@ -73,6 +73,12 @@ def needs_xla(model) -> bool:
     return False
 
 
+def _jit(net) -> bool | None:
+    """How a TensorFlow gradient step of ``net`` is compiled: XLA (True) where :func:`needs_xla`, graph mode
+    (False), or eager (None) where TensorFlow cannot trace its names."""
+    return needs_xla(net) if traceable(net) else None
+
+
 def _tf_step(head, jit: bool | None):
     import tensorflow as tf
 
@@ -100,7 +106,7 @@ def _tf(head, inputs, classes, cache: dict):
     onehots = np.zeros((len(classes), n_out), np.float32)
     onehots[np.arange(len(classes)), classes] = 1.0
     if cache.get("head") is not head:
-        cache.update(head=head, step=_tf_step(head, jit=needs_xla(head) if traceable(head) else None))
+        cache.update(head=head, step=_tf_step(head, jit=_jit(head)))
     fn = cache["step"]
     args = ([tf.constant(a) for a in inputs], tf.constant(onehots))
     try:
@@ -203,7 +209,7 @@ def _tf_weighted(net, x, w, cache):
     import tensorflow as tf
 
     if cache.get("weighted_net") is not net:
-        cache.update(weighted_net=net, weighted=_tf_weighted_step(net, jit=needs_xla(net) if traceable(net) else None))
+        cache.update(weighted_net=net, weighted=_tf_weighted_step(net, jit=_jit(net)))
     args = (tf.constant(x), tf.constant(w))
     try:
         values, g = cache["weighted"](*args)
