@@ -18,8 +18,9 @@ docs/compare_chelsea_random.png is `featuremaps compare examples/chelsea.png --w
 
     python tools/docs_images.py --siblings
 
-docs/compare_emotion_archs.png is `featuremaps compare examples/astronaut.png --models emotion,emotion-resnet`
-(plus emotion-mobilenet once it ships): the trained emotion networks side by side on the cropped face.
+docs/compare_emotion_archs.png is `featuremaps compare examples/astronaut.png --models
+emotion,emotion-resnet,emotion-mobilenet` (the siblings that ship): the trained emotion networks side by side
+on the cropped face.
 
     python tools/docs_images.py --learning RUN_DIR [--epochs 4,8,16,36] [--face happy]
 

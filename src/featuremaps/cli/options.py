@@ -728,7 +728,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run="train")
 
     p = _sub(sub, "evaluate", "accuracy, per-class metrics and a confusion matrix on FER2013")
-    p.add_argument("model", nargs="?", default=None, help="emotion (default), a .keras file or an .npz weights file")
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="emotion (default), emotion-resnet, emotion-mobilenet, a .keras file or an .npz weights file",
+    )
     p.add_argument("--data", default=None, help=f"FER2013 folder, fer2013.csv or fer2013.tar.gz (default: ${FER_ENV})")
     p.add_argument(
         "--split",
