@@ -383,7 +383,7 @@ def find_patterns(
         images=images,
         diversity=weight,
         diversity_layer=convs[-1] if target_classes and weight else None,
-        precision=precision if ad.has_gradients else "float32",
+        precision=precision,  # float32 where ad has no gradients (resolve_precision)
         face_crop=faces,
         scanned_whole=sorted(whole),
     )
