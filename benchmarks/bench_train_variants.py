@@ -2,11 +2,13 @@
 faster), one after the other:
 
     python benchmarks/bench_train_variants.py [--arch vgg16] [--side 44] [--batch 128] [--precision bfloat16]
-                                              [--variants plain,xla,bn-bf16,no-bn] [--steps 4]
+                                              [--variants plain,keras-bn,xla,bn-bf16,no-bn] [--steps 4]
 
-* ``plain``: the recipe's compile (BN form, SGD Nesterov), as ``featuremaps train`` runs it;
+* ``plain``: the recipe's compile (BN form, SGD Nesterov), as ``featuremaps train`` runs it: BN is
+  :class:`featuremaps.emotion.norm.FusedBatchNormalization` (one fused kernel on TensorFlow);
+* ``keras-bn``: the same with Keras' own ``BatchNormalization`` (the recipe before the fused layer);
 * ``xla``: the same with ``model.compile(jit_compile=True)`` (XLA on TensorFlow and JAX, ``torch.compile`` on torch);
-* ``bn-bf16``: BatchNormalization layers in bfloat16 instead of the mixed policy's float32 (VGG-16 only);
+* ``bn-bf16``: Keras' BatchNormalization in bfloat16 instead of the mixed policy's float32 (VGG-16 only);
 * ``no-bn``: no BatchNormalization at all (VGG-16 only): an upper bound of what BN costs, not a recipe.
 
 The backend is ``KERAS_BACKEND``'s. Prints per variant the compile (first step) time and the fastest and median
@@ -37,11 +39,10 @@ def one(arch: str, side: int, batch: int, precision: str, variant: str, steps: i
     keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     if variant in ("bn-bf16", "no-bn") and arch != "vgg16":
         raise SystemExit(f"--variants {variant} is for the VGG-16")
-    if variant == "bn-bf16":  # the builder's BatchNormalization, in bfloat16
-        bn = functools.partial(keras.layers.BatchNormalization, dtype="bfloat16")
-        em.layers = type(
-            "Layers", (), {**{k: getattr(keras.layers, k) for k in dir(keras.layers)}, "BatchNormalization": bn}
-        )
+    if variant == "keras-bn":  # Keras' own layer, as the recipe ran before the fused one
+        em.FusedBatchNormalization = keras.layers.BatchNormalization
+    if variant == "bn-bf16":  # Keras' layer in bfloat16
+        em.FusedBatchNormalization = functools.partial(keras.layers.BatchNormalization, dtype="bfloat16")
     if arch == "vgg16":
         m = em.build_emotion_vgg16(input_shape=(side, side, 1), batch_norm=variant != "no-bn")
     else:
@@ -80,7 +81,7 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=44)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"])
-    ap.add_argument("--variants", default="plain,xla,bn-bf16,no-bn")
+    ap.add_argument("--variants", default="plain,keras-bn,xla,bn-bf16,no-bn")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()

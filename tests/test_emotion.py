@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
@@ -28,7 +29,7 @@ def test_vgg16_structure_and_names():
     assert [c.layer.filters for c in convs] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
     assert m.outputs[0].shape[-1] == len(EMOTIONS) == 7
     bn = build_emotion_vgg16(batch_norm=True)
-    assert sum(type(layer).__name__ == "BatchNormalization" for layer in bn.layers) == 13
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in bn.layers) == 13
 
 
 def test_fold_batch_norm_is_exact():

@@ -170,9 +170,11 @@ def test_cache_file_follows_the_environment(tmp_path, monkeypatch):
     assert probe.cache_file() == tmp_path / "xdg" / "featuremaps" / "train-probe.json"
 
 
-def test_cache_key_names_the_cpu_versions_and_network():
+def test_cache_key_names_the_cpu_versions_step_and_network(monkeypatch):
     key = probe.cache_key("resnet", 1.0, 40, 128)
     assert "keras==" in key and "resnet w1 40px b128" in key
+    monkeypatch.setattr(probe, "STEP_FORM", probe.STEP_FORM + 1)  # a new step: rates measured before are stale
+    assert probe.cache_key("resnet", 1.0, 40, 128) != key
     assert key != probe.cache_key("mobilenet", 1.0, 40, 128) != probe.cache_key("resnet", 1.0, 44, 128)
 
 

@@ -88,13 +88,18 @@ def candidates(
     return [(b, p) for b in backends for p in precisions]
 
 
+#: the training step's form, in the cache key: raised when featuremaps changes what a step computes, so that
+#: rates measured with the old step are measured again (2: BN as one fused kernel on TensorFlow, 1.5x there)
+STEP_FORM = 2
+
+
 def cache_key(arch: str, width: float, side: int, batch: int) -> str:
-    """What a measurement depends on: the CPU, the library versions, the network and the batch."""
+    """What a measurement depends on: the CPU, the library versions, featuremaps' step, the network and the batch."""
     versions = []
     for name in ("keras", "tensorflow-cpu", "tensorflow", "torch", "jax", "jaxlib"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions.append(f"{name}=={importlib.metadata.version(name)}")
-    return f"{cpu_model()} | {' '.join(versions)} | {arch} w{width:g} {side}px b{batch}"
+    return f"{cpu_model()} | {' '.join(versions)} step{STEP_FORM} | {arch} w{width:g} {side}px b{batch}"
 
 
 def cache_file() -> Path:
