@@ -384,6 +384,19 @@ def test_compare_shows_the_other_images_input_in_chromium(pair):
     assert errors == [], errors
 
 
+def test_compare_with_a_faceless_photo_says_so_once_in_chromium(faces):
+    """Comparing the astronaut with the faceless cat: the cat's caption gives its input and the note, and says
+    "no face found" once (it said it twice: the input's tag and then the note)."""
+    with _page(faces) as (browser, page, errors, requests):
+        page.wait_for_selector("#grid .cell")
+        page.select_option("#compare", "a1")
+        page.wait_for_selector("#panelB:not([hidden]) #gridB .cell")
+        note = page.locator("#inputBnote").text_content()
+        assert note.startswith("what the network saw of chelsea.png: 48x48x3; no face found: the whole photo"), note
+        assert note.count("no face found") == 1, note
+    assert errors == [], errors
+
+
 def test_cam_is_a_toggle_and_a_visited_layer_costs_no_request_in_chromium(server):
     """CAM on follows the layer (once per layer: cached); CAM off, a layer switch asks for no CAM; a layer seen
     before is drawn from the page's own copies, without a request (the click-to-drawn benchmark's case)."""

@@ -234,12 +234,39 @@ def test_cli_picks_what_the_probe_measured(tmp_path, monkeypatch):
         "torch bfloat16",
     }
     assert (args.backend, args.precision) == ("torch", "bfloat16")
-    # a short run: float32 on the default backend, nothing measured
+    # a short run of the configuration probed above: the cached answer, nothing measured
+    monkeypatch.setattr(probe, "measure_in_subprocesses", lambda *a, **k: pytest.fail("a short run measured"))
     args = _args(limit=5)
+    record = cli_train.pick_configuration(args, str(data), progress)
+    assert (args.backend, args.precision) == ("tensorflow", "bfloat16") and record["cached"]
+    # a short run with nothing cached for it: float32 on the default backend, nothing measured
+    args = _args(limit=5, batch_size=32)
     assert cli_train.pick_configuration(args, str(data), progress) is None and args.precision == "float32"
     # a resumed run keeps its own (train reads the recipe)
     args = _args(resume=True)
     assert cli_train.pick_configuration(args, str(data), progress) is None
+
+
+def test_cached_choice_needs_every_candidate(tmp_path):
+    cache, key = tmp_path / "probe.json", "cpu | keras==3 | vgg16 w1 40px b128"
+    assert probe.cached_choice(list(RATES), cache, key) is None  # no cache
+    probe.choose(list(RATES)[:2], stub(), cache, key)  # tensorflow only
+    assert probe.cached_choice(list(RATES), cache, key) is None  # torch was never measured
+    got = probe.cached_choice(list(RATES)[:2], cache, key)
+    assert (got.backend, got.precision, got.cached) == ("tensorflow", "bfloat16", True)
+    probe.choose(list(RATES), stub(fail=("tensorflow",)), cache, "other")  # tensorflow failed there
+    got = probe.cached_choice(list(RATES), cache, "other")
+    assert (got.backend, got.precision) == ("torch", "bfloat16")
+    assert probe.cached_choice(list(RATES)[:2], cache, "other") is None  # nothing that ran
+
+
+def test_unprobed_runs_take_the_backend_measured_fastest_for_the_cpu(monkeypatch):
+    from featuremaps.cli import options
+
+    monkeypatch.setattr(options, "has_bf16", lambda: False)  # the AVX2-only EPYC: torch won the VGG-16
+    assert options.fastest_backend("vgg16") == "torch" and options.fastest_backend("resnet") == "tensorflow"
+    monkeypatch.setattr(options, "has_bf16", lambda: True)  # Zen 4 and the Xeon with AMX: TensorFlow
+    assert options.fastest_backend("vgg16") == options.fastest_backend("mobilenet") == "tensorflow"
 
 
 @pytest.mark.slow

@@ -279,7 +279,10 @@ def render_models(
     tb.draw(c, 6, 4)
     for col, (r, lines) in enumerate(zip(runs, heads, strict=True)):
         x0 = label_w + col * col_w
-        h, w = fit_size(*r.shown.shape[:2], thumb)
+        # every input fills the same box: a 48 px and a 40 px crop of one face are shown at one size (fit_size's
+        # whole-factor rule drew the 48 px one at 96 px beside 112 px ones)
+        k = thumb / max(r.shown.shape[:2])
+        h, w = max(1, round(r.shown.shape[0] * k)), max(1, round(r.shown.shape[1] * k))
         c.paste(resize_rgb(r.shown, (h, w)), (x0 + 4, head_h))
         y0 = head_h + thumb + 4
         for s, section in enumerate(lines):

@@ -27,14 +27,19 @@ def pick_configuration(args, data: str, progress: Progress) -> dict | None:
     if backend != "auto" and precision != "auto":
         return None
     cands = probe.candidates(backend, precision)
-    if len(cands) <= 1 or probe.short_run(data, args.limit, args.epochs):  # no choice, or not worth a minute
-        if len(cands) == 1:
-            backend, precision = cands[0]
-        args.backend = train_backend(backend, args.arch or "vgg16")  # auto: the fastest measured, see BENCHMARKS
-        args.precision = "float32" if precision == "auto" else precision
-        return None
     side, arch = args.crop or 48, args.arch or "vgg16"
     key = probe.cache_key(arch, args.width, side, args.batch_size)
+    if len(cands) <= 1 or probe.short_run(data, args.limit, args.epochs):  # no choice, or not worth a minute
+        known = probe.cached_choice(cands, probe.cache_file(), key) if len(cands) > 1 else None
+        if known is not None:  # an earlier run's probe measured this very configuration: free
+            progress.note(known.summary())
+            args.backend, args.precision = train_backend(known.backend, arch), known.precision
+            return known.record()
+        if len(cands) == 1:
+            backend, precision = cands[0]
+        args.backend = train_backend(backend, arch)  # auto: the fastest measured for this kind of CPU, BENCHMARKS
+        args.precision = "float32" if precision == "auto" else precision
+        return None
     listed = ", ".join(" ".join(c) for c in cands)
     progress.status(f"timing {len(cands)} configurations ({listed}), <= {probe.BUDGET_S:.0f} s")
     choice = probe.choose(

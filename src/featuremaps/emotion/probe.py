@@ -127,6 +127,28 @@ def _write_cache(path: Path, data: dict) -> None:
         os.replace(tmp, path)
 
 
+def _known_rates(cands: list[Candidate], cache: Path | None, key: str) -> dict[Candidate, float]:
+    """The img/s an earlier probe stored under ``key`` for each of ``cands`` it measured (0: it failed)."""
+    stored = _read_cache(cache).get(key, {}) if cache else {}
+    known = stored.get("img_per_s", {}) if isinstance(stored.get("img_per_s"), dict) else {}
+    rates: dict[Candidate, float] = {}
+    for c in cands:
+        with contextlib.suppress(TypeError, ValueError):
+            if f"{c[0]} {c[1]}" in known:
+                rates[c] = float(known[f"{c[0]} {c[1]}"])
+    return rates
+
+
+def cached_choice(cands: list[Candidate], cache: Path | None, key: str) -> Choice | None:
+    """The fastest of ``cands`` where an earlier probe under ``key`` measured every one of them, else None.
+    Free (nothing is run): runs too short for a probe (:func:`short_run`) still take what one measured."""
+    rates = _known_rates(cands, cache, key)
+    fast = {c: r for c, r in rates.items() if r > 0}
+    if len(rates) < len(cands) or not fast:
+        return None
+    return Choice(*max(fast, key=lambda c: fast[c]), rates=fast, cached=True)
+
+
 #: measure(backend, precisions, deadline) -> {precision: img/s}; a backend that fails returns {}
 Measure = Callable[[str, list[str], float], dict[str, float]]
 
@@ -149,13 +171,7 @@ def choose(
     failed (rate 0), so it costs no time again until a library version changes (``key``). Nothing measured:
     the first candidate, with a note. What is known is cached (when ``cache`` is a path).
     """
-    stored = _read_cache(cache).get(key, {}) if cache else {}
-    known = stored.get("img_per_s", {}) if isinstance(stored.get("img_per_s"), dict) else {}
-    rates: dict[Candidate, float] = {}
-    for c in cands:
-        with contextlib.suppress(TypeError, ValueError):
-            if f"{c[0]} {c[1]}" in known:
-                rates[c] = float(known[f"{c[0]} {c[1]}"])
+    rates = _known_rates(cands, cache, key)
     missing = [c for c in cands if c not in rates]
     cached = not missing and any(r > 0 for r in rates.values())  # the cache answers: nothing to measure
     t0 = clock()
@@ -248,7 +264,7 @@ def faces_at_most(data: str | Path) -> int:
 
 def short_run(data: str | Path, limit_per_class: int | None, epochs: int, classes: int = 7) -> bool:
     """Whether a run is too short for a probe (up to a minute) to pay: fewer than :data:`MIN_WORK` face-steps
-    (faces, at most ``classes * limit_per_class``, x ``epochs``). FER2013 (28,709 training faces) never is."""
+    (faces, at most ``classes * limit_per_class``, x ``epochs``). FER2013 (35,887 faces) is from 3 epochs on."""
     faces = faces_at_most(data)
     if limit_per_class is not None:
         faces = min(faces, classes * limit_per_class * 3)  # three splits

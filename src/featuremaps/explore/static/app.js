@@ -425,7 +425,9 @@
         $("gridtitleB").textContent = `${modelName(S.vs)} · ${vB.label} ${vB.name} ${hB}x${wB}x${cB} ` +
           `(same relative depth as ${v.label}) · ${top(sB)}` + (B.ids.length < cB ? ` · first ${B.ids.length} of ${cB}, ${sorted}` : "");
       } else {
-        $("inputBnote").textContent = `what the network saw of ${nameOf(S.compare)}: ${inputNote(sB)}` + (sB.note ? `; ${sB.note}` : "");
+        // the note says "no face found" itself: after the shape, not after inputNote's "(no face found ...)"
+        const seen = sB.note ? `${sB.input_shape.join("x")}; ${sB.note}` : inputNote(sB);
+        $("inputBnote").textContent = `what the network saw of ${nameOf(S.compare)}: ${seen}`;
         $("gridtitleB").textContent = `${nameOf(S.compare)} (same channels) · ${top(sB)}`;
       }
       drawGrid($("gridB"), B.image, vB, B.ids, srcB, gridURL(B.image, vB, B.q, B.model), B.model);
