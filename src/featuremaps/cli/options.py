@@ -251,8 +251,9 @@ def train_backend(value: str, arch: str = "vgg16", resumed: str | None = None) -
 
     ``auto`` (default): KERAS_BACKEND if the user set it, else the backend of the run being resumed
     (``resumed``: its optimizer state belongs to that backend), else the fastest measured for ``arch`` on this
-    kind of CPU when it is installed (:func:`fastest_backend`), else TensorFlow. Runs when the arguments are parsed, which is before the CLI imports Keras; once Keras is
-    imported (in-process callers) its backend stays, and asking for another is a one-line error.
+    kind of CPU when it is installed (:func:`fastest_backend`), else TensorFlow. Runs when the arguments are
+    parsed, which is before the CLI imports Keras; once Keras is imported (in-process callers) its backend
+    stays, and asking for another is a one-line error.
     """
     if "keras" in sys.modules:
         current = sys.modules["keras"].backend.backend()
