@@ -35,6 +35,7 @@ def load_model(weights: str | None):
     import keras
 
     from featuremaps import models
+    from featuremaps.emotion import norm  # noqa: F401  (registers the BN layer of train's .keras files)
 
     if weights is None or weights.endswith(".npz"):  # shipped weights, or an .npz of the emotion model
         return models.load("emotion", weights=weights).model
