@@ -10,7 +10,7 @@ import pytest
 from featuremaps.emotion.model import build_emotion_vgg16
 from featuremaps.emotion.norm import FusedBatchNormalization
 
-TF = keras.backend.backend() == "tensorflow"
+BACKEND = keras.backend.backend()
 
 
 def _pair(dtype, channels=5, seed=0, shape=(None, 6, 6)):
@@ -40,31 +40,40 @@ def _x(seed=1, shape=(16, 6, 6, 5)):
     return (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
 
 
+def _forward_backward(layer, x, weight, bfloat16):
+    """The layer's training-mode output and the gradients of a loss for x, gamma and beta (float32 arrays)."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        xt = tf.constant(x, dtype="bfloat16" if bfloat16 else "float32")
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = tf.cast(layer(xt, training=True), "float32")
+            loss = tf.reduce_sum(y * weight + y**2)
+        grads = tape.gradient(loss, [xt, layer.gamma, layer.beta])
+        return np.asarray(y), [np.asarray(tf.cast(g, "float32")) for g in grads]
+    import torch
+
+    xt = torch.tensor(x, dtype=torch.bfloat16 if bfloat16 else torch.float32, requires_grad=True)
+    y = layer(xt, training=True).float()
+    (y * torch.tensor(weight) + y**2).sum().backward()
+    grads = [xt.grad, layer.gamma.value.grad, layer.beta.value.grad]
+    return y.detach().numpy(), [g.float().numpy() for g in grads]
+
+
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
 def test_training_step_matches_keras(dtype):
-    """Batch statistics, biased moving variance (TensorFlow's kernel gives the Bessel-corrected one), and the
-    gradients for x, gamma and beta, in float32 and under the mixed bfloat16 policy."""
+    """Batch statistics, biased moving variance (the fused kernels average the Bessel-corrected one), and the
+    gradients for x, gamma and beta, in float32 and under the mixed bfloat16 policy (on JAX the layer is Keras')."""
     a, b, (_, _, m0, v0) = _pair(dtype)
     x = _x()
     weight = np.random.default_rng(5).standard_normal(x.shape).astype(np.float32)  # no cancelling gradient
-    if TF:
-        import tensorflow as tf
-
-        xt = tf.constant(x, dtype="bfloat16" if dtype != "float32" else "float32")
-        grads = []
-        outs = []
-        for layer in (a, b):
-            with tf.GradientTape() as tape:
-                tape.watch(xt)
-                y = layer(xt, training=True)
-                loss = tf.reduce_sum(tf.cast(y, "float32") * weight + tf.cast(y, "float32") ** 2)
-            wrt = [xt, layer.gamma, layer.beta]
-            grads.append([np.asarray(tf.cast(g, "float32")) for g in tape.gradient(loss, wrt)])
-            outs.append(np.asarray(tf.cast(y, "float32")))
+    if BACKEND in ("tensorflow", "torch"):
+        (ya, ga), (yb, gb) = (_forward_backward(layer, x, weight, dtype != "float32") for layer in (a, b))
         tol = 1e-4 if dtype == "float32" else 0.02
-        np.testing.assert_allclose(outs[1], outs[0], atol=tol * 10)
-        for ga, gb in zip(grads[0], grads[1], strict=True):
-            np.testing.assert_allclose(gb, ga, rtol=tol, atol=tol * np.abs(ga).max())
+        np.testing.assert_allclose(yb, ya, atol=tol * 10)
+        for g0, g1 in zip(ga, gb, strict=True):
+            np.testing.assert_allclose(g1, g0, rtol=tol, atol=tol * np.abs(g0).max())
     else:
         for layer in (a, b):
             layer(x, training=True)
