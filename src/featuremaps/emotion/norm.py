@@ -54,27 +54,18 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         ones = tf.ones_like(self.moving_mean)
         scale = tf.cast(self.gamma, "float32") if self.scale else ones
         offset = tf.cast(self.beta, "float32") if self.center else tf.zeros_like(self.moving_mean)
-        if training and self.trainable:
-            y, mean, var = tf.compat.v1.nn.fused_batch_norm(
-                inputs, scale, offset, epsilon=self.epsilon, data_format="NHWC", is_training=True
-            )[:3]
+        train = bool(training and self.trainable)
+        stored = {} if train else {"mean": self.moving_mean, "variance": self.moving_variance}
+        y, mean, var = tf.compat.v1.nn.fused_batch_norm(
+            inputs, scale, offset, epsilon=self.epsilon, data_format="NHWC", is_training=train, **stored
+        )[:3]
+        if train:
             shape = tf.shape(inputs)
             n = tf.cast(shape[0] * shape[1] * shape[2], "float32")
             var = var * (n - 1.0) / tf.maximum(n, 1.0)
             m = self.momentum
             self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
             self.moving_variance.assign(self.moving_variance * m + var * (1.0 - m))
-        else:
-            y = tf.compat.v1.nn.fused_batch_norm(
-                inputs,
-                scale,
-                offset,
-                mean=self.moving_mean,
-                variance=self.moving_variance,
-                epsilon=self.epsilon,
-                data_format="NHWC",
-                is_training=False,
-            )[0]
         return tf.cast(y, self.compute_dtype)
 
     def _torch(self, inputs, training):
