@@ -307,8 +307,8 @@ def test_bad_recipe_values_and_policy_restored_after_errors(tmp_path):
 
 
 def test_cli_backend_choice(tmp_path, capsys):
-    """--backend auto: torch where installed and KERAS_BACKEND unset (set before Keras is imported); in a
-    process where Keras already runs, its backend stays and another one is a one-line error."""
+    """--backend auto: the fastest for the CPU kind where installed and KERAS_BACKEND unset (set before Keras is
+    imported); in a process where Keras already runs, its backend stays and another one is a one-line error."""
     import os
 
     import keras
@@ -338,8 +338,11 @@ def test_cli_backend_choice(tmp_path, capsys):
         )
         return r.stdout.split() or r.stderr[-2000:]
 
-    want = "torch" if importlib.util.find_spec("torch") else "tensorflow"
-    assert backend() == [want, want, "float32"]  # the VGG-16 trains fastest on torch (BENCHMARKS.md)
+    from featuremaps.cli.options import fastest_backend
+
+    # the VGG-16 without a probe: torch on AVX2-only CPUs, TensorFlow where bfloat16 is native (BENCHMARKS.md)
+    want = fastest_backend("vgg16") if importlib.util.find_spec("torch") else "tensorflow"
+    assert backend() == [want, want, "float32"]
     assert backend("--arch", "mobilenet") == ["tensorflow", "tensorflow", "float32"]  # without a probe
     chosen = next((b for b in ("jax", "torch") if importlib.util.find_spec(b) and b != want), None)
     if chosen is None:
