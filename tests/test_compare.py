@@ -61,6 +61,20 @@ def test_align_by_depth_and_resolution(nets):
     assert picks == [[1, None], [3, 0], [4, 1]]
 
 
+def test_every_input_is_drawn_at_one_size(nets):
+    """A 16 px and a 24 px input fill the same box (the 24 px one was drawn at 96 px beside 112 px: each input
+    was enlarged by its own whole factor)."""
+    lms = [models.load(str(p)) for p in nets]
+    red = np.zeros((30, 40, 3), np.uint8)
+    red[..., 0] = 255
+    pic = compare_models(lms, red, rows=2, maps=4).pic
+    mask = (pic[..., 0] > 200) & (pic[..., 1] < 60) & (pic[..., 2] < 60)
+    cols = np.flatnonzero(mask.any(axis=0))
+    runs = np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1)  # one run of columns per thumbnail
+    boxes = [(int(mask[:, r].any(axis=1).sum()), len(r)) for r in runs]
+    assert len(boxes) == 2 and boxes[0] == boxes[1] and boxes[0][0] >= 100, boxes
+
+
 def test_shared_norm_uses_one_scale_per_row(nets):
     lms = [models.load(str(p)) for p in nets]
     rgb = np.full((24, 24, 3), 128, np.uint8)
