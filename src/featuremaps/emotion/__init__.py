@@ -1,4 +1,5 @@
-"""The emotion models: the FER2013 VGG-16 and its ResNet/MobileNetV2 siblings (``model``), what they are and what
+"""The emotion models: the FER2013 VGG-16 and its ResNet/MobileNetV2 siblings (``model``; their training form's
+batch normalisation, one fused kernel on TensorFlow and torch: ``norm``), what they are and what
 ships with them (``shipped``: no framework), their data (``data``), augmentation (``augment``), training
 (``train``, whose backend and precision ``probe`` measures) and evaluation (``evaluate``).
 
