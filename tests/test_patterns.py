@@ -653,6 +653,7 @@ def test_diversity_on_onnx_is_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "no gradients" in err and "--images 3" in err, err
 
 
+@pytest.mark.slow
 def test_the_emotion_models_exemplars_are_faces_as_show_feeds_it(tmp_path):
     """With the emotion model, each photo of --data is scanned as its largest face (what ``show`` feeds the
     model); a photo without a face is scanned whole, with a note; ``--no-face-crop`` scans every photo whole."""
