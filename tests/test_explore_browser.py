@@ -386,7 +386,8 @@ def test_compare_shows_the_other_images_input_in_chromium(pair):
 
 def test_compare_with_a_faceless_photo_says_so_once_in_chromium(faces):
     """Comparing the astronaut with the faceless cat: the cat's caption gives its input and the note, and says
-    "no face found" once (it said it twice: the input's tag and then the note)."""
+    "no face found" once (it said it twice: the input's tag and then the note). The compare list does not offer
+    the image shown (it did: the same grid twice)."""
     with _page(faces) as (browser, page, errors, requests):
         page.wait_for_selector("#grid .cell")
         page.select_option("#compare", "a1")
@@ -394,6 +395,13 @@ def test_compare_with_a_faceless_photo_says_so_once_in_chromium(faces):
         note = page.locator("#inputBnote").text_content()
         assert note.startswith("what the network saw of chelsea.png: 48x48x3; no face found: the whole photo"), note
         assert note.count("no face found") == 1, note
+        # the compare list offers every image but the one shown; showing the compared one ends the comparison
+        values = "() => [...document.getElementById('compare').options].map((o) => o.value)"
+        assert page.evaluate(values) == ["", "a1"]
+        page.select_option("#images", "a1")
+        page.wait_for_selector("#panelB", state="hidden")
+        page.wait_for_function("() => document.getElementById('grid').dataset.src.includes('/images/a1/')")
+        assert page.evaluate(values) == ["", "a0"] and page.locator("#compare").input_value() == ""
     assert errors == [], errors
 
 

@@ -150,9 +150,13 @@
       if (sel.id === "compare") option(sel, "", "(nothing)");
       else if (!list.length) option(sel, "", "(none yet: upload one)");
       else if (!offered(S.image)) option(sel, "", "(choose an image)");
-      for (const im of list) option(sel, im.id, `${im.name} (${im.origin})`);
+      for (const im of list) {
+        if (sel.id === "compare" && im.id === S.image) continue;  // not the image shown: the same grid twice
+        option(sel, im.id, `${im.name} (${im.origin})`);
+      }
     }
     $("images").value = offered(S.image) ? S.image : "";
+    if (S.compare === S.image) S.compare = "";
     $("compare").value = offered(S.compare) ? S.compare : "";
   }
   function buildRail() {
@@ -264,7 +268,7 @@
     if (live.on) stopLive(null, true);
     const ticket = ++imageTicket;
     S.image = id; summaryB = null;
-    $("images").value = id;
+    fillImages(info.images);  // the compare list offers every image but this one
     resetHover();
     status(`running ${nameOf(id)} through the network ...`);
     let sm;
