@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from featuremaps.emotion import norm
 from featuremaps.emotion.model import build_emotion_vgg16
 from featuremaps.emotion.norm import FusedBatchNormalization
 
@@ -61,10 +62,14 @@ def _forward_backward(layer, x, weight, bfloat16):
     return y.detach().numpy(), [g.float().numpy() for g in grads]
 
 
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
-def test_training_step_matches_keras(dtype):
+def test_training_step_matches_keras(dtype, native, monkeypatch):
     """Batch statistics, biased moving variance (the fused kernels average the Bessel-corrected one), and the
-    gradients for x, gamma and beta, in float32 and under the mixed bfloat16 policy (on JAX the layer is Keras')."""
+    gradients for x, gamma and beta, in float32 and under the mixed bfloat16 policy (on JAX the layer is Keras').
+    ``native`` False: a CPU without native bfloat16, where TensorFlow's kernel gets the maps in float32 (oneDNN
+    has no bfloat16 BN on AVX2: ``ONEDNN_MAX_CPU_ISA=AVX2`` shows it here)."""
+    monkeypatch.setattr(norm, "NATIVE_BF16", native)
     a, b, (_, _, m0, v0) = _pair(dtype)
     x = _x()
     weight = np.random.default_rng(5).standard_normal(x.shape).astype(np.float32)  # no cancelling gradient

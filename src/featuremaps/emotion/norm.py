@@ -19,7 +19,13 @@ from __future__ import annotations
 
 import keras
 
+from featuremaps.cpu import has_bf16
+
 BACKEND = keras.backend.backend()  # fixed once Keras is imported
+#: whether bfloat16 maps go to TensorFlow's fused kernel as they are: oneDNN has no bfloat16 BN below AVX-512
+#: (on an AVX2-only CPU it fails to create the primitive), so elsewhere they are cast to float32 first, as
+#: Keras' layer does; bfloat16 is emulated there anyway
+NATIVE_BF16 = has_bf16()
 if BACKEND == "tensorflow":
     import tensorflow as tf
 elif BACKEND == "torch":
@@ -51,6 +57,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return super().call(inputs, training=training, mask=mask)
 
     def _tensorflow(self, inputs, training):
+        if inputs.dtype == tf.bfloat16 and not NATIVE_BF16:
+            inputs = tf.cast(inputs, "float32")
         ones = tf.ones_like(self.moving_mean)
         scale = tf.cast(self.gamma, "float32") if self.scale else ones
         offset = tf.cast(self.beta, "float32") if self.center else tf.zeros_like(self.moving_mean)
