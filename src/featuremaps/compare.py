@@ -38,7 +38,7 @@ from featuremaps.extractor import feature_extractor
 from featuremaps.html import esc, img_tag, page
 from featuremaps.io import atomic_dir, save_json, save_png, save_text
 from featuremaps.pipeline import model_title, percent, prediction_of, prepare
-from featuremaps.render import apply_colormap, colormap, fit_size, resize_maps, resize_rgb
+from featuremaps.render import apply_colormap, colormap, fit_size, fit_square, resize_maps
 
 NORMS = ("map", "layer", "shared", "global")
 NORM_TEXT = {
@@ -281,9 +281,7 @@ def render_models(
         x0 = label_w + col * col_w
         # every input fills the same box: a 48 px and a 40 px crop of one face are shown at one size (fit_size's
         # whole-factor rule drew the 48 px one at 96 px beside 112 px ones)
-        k = thumb / max(r.shown.shape[:2])
-        h, w = max(1, round(r.shown.shape[0] * k)), max(1, round(r.shown.shape[1] * k))
-        c.paste(resize_rgb(r.shown, (h, w)), (x0 + 4, head_h))
+        c.paste(fit_square(r.shown, thumb), (x0 + 4, head_h))
         y0 = head_h + thumb + 4
         for s, section in enumerate(lines):
             y = y0 + sum(section_h[:s])

@@ -24,8 +24,8 @@ from featuremaps.cpu import has_bf16
 BACKEND = keras.backend.backend()  # fixed once Keras is imported
 #: whether bfloat16 maps go to TensorFlow's fused kernel as they are: oneDNN has no bfloat16 BN below AVX-512
 #: (on an AVX2-only CPU it fails to create the primitive), so elsewhere they are cast to float32 first, as
-#: Keras' layer does; bfloat16 is emulated there anyway
-NATIVE_BF16 = has_bf16()
+#: Keras' layer does; bfloat16 is emulated there anyway (read only where TensorFlow runs)
+NATIVE_BF16 = BACKEND == "tensorflow" and has_bf16()
 if BACKEND == "tensorflow":
     import tensorflow as tf
 elif BACKEND == "torch":
@@ -59,8 +59,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     def _tensorflow(self, inputs, training):
         if inputs.dtype == tf.bfloat16 and not NATIVE_BF16:
             inputs = tf.cast(inputs, "float32")
-        ones = tf.ones_like(self.moving_mean)
-        scale = tf.cast(self.gamma, "float32") if self.scale else ones
+        scale = tf.cast(self.gamma, "float32") if self.scale else tf.ones_like(self.moving_mean)
         offset = tf.cast(self.beta, "float32") if self.center else tf.zeros_like(self.moving_mean)
         train = bool(training and self.trainable)
         stored = {} if train else {"mean": self.moving_mean, "variance": self.moving_variance}
