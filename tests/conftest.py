@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -21,6 +22,8 @@ SHARED = ROOT.parent / "shared"
 #: FER2013 as users name it (the FEATUREMAPS_FER2013 environment variable), else ../shared beside the checkout
 FER_ARCHIVE = Path(os.environ.get("FEATUREMAPS_FER2013") or SHARED / "data" / "fer2013" / "fer2013.tar.gz")
 EXAMPLES = ROOT / "examples"
+#: the side of the face crop the shipped emotion VGG-16 takes (its card's input_side; a card without one: 48)
+EMOTION_SIDE = json.loads((ROOT / "src/featuremaps/data/emotion_vgg16.card.json").read_text()).get("input_side", 48)
 
 
 def needs_fer():

@@ -15,6 +15,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
+from conftest import EMOTION_SIDE  # noqa: E402
 from conftest import png_bytes as _png  # noqa: E402  (conftest also gives the chain_model fixture)
 from fastapi.testclient import TestClient  # noqa: E402
 
@@ -396,8 +397,9 @@ def test_emotion_model_shows_its_face_crop():
     c = TestClient(create_app(models.load("emotion"), [astronaut]))
     s = c.get("/api/images/a0").json()
     assert s["face_crop"] is True and len(s["face_box"]) == 4  # x, y, w, h in the original image
-    assert s["input_shape"] == [48, 48, 1] and s["prediction"][0]["class"] in c.get("/api/info").json()["classes"]
-    assert _ok_png(c.get("/api/images/a0/input.png")).shape[:2] == (48, 48)  # the crop the network saw
+    assert s["input_shape"] == [EMOTION_SIDE, EMOTION_SIDE, 1]
+    assert s["prediction"][0]["class"] in c.get("/api/info").json()["classes"]
+    assert _ok_png(c.get("/api/images/a0/input.png")).shape[:2] == (EMOTION_SIDE, EMOTION_SIDE)  # what it saw
     assert c.get("/api/info").json()["model"]["face_crop"] is True
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import EXAMPLES
+from conftest import EMOTION_SIDE, EXAMPLES
 
 from featuremaps.cli import main
 
@@ -39,7 +39,7 @@ def test_emotion_show_crops_the_face_and_predicts_seven_emotions(tmp_path, capsy
     assert man["preprocessing"]["face_crop"] is True
     x, y, w, h = man["preprocessing"]["face_box_xywh"]
     assert 190 < x + w / 2 < 260 and 85 < y + h / 2 < 150  # on her face
-    assert man["model"]["input_shape"] == [48, 48, 1]
+    assert man["model"]["input_shape"] == [EMOTION_SIDE, EMOTION_SIDE, 1]
     assert sorted(p["class"] for p in man["prediction"]) == sorted(
         ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
     )

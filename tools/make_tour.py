@@ -42,8 +42,8 @@ cells = [
     code('fm.compute_cam(lm.model, face.x, method="scorecam", classes=lm.classes)'),
     md(
         "## Architectures side by side\n\nThe emotion VGG-16 next to its trained ResNet-18 and MobileNetV2 siblings "
-        "(the same FER2013 faces; PrivateTest 65.4%, 69.4% and 67.2%): the same face through all three, layers "
-        "aligned by relative depth. The siblings see the 40x40 centre of the face they were trained on."
+        "(the same FER2013 faces; PrivateTest 70.3%, 69.4% and 67.2%): the same face through all three, layers "
+        "aligned by relative depth. All three see the 40x40 centre of the face they were trained on."
     ),
     code(
         'resnet, mobilenet = fm.load_model("emotion-resnet"), fm.load_model("emotion-mobilenet")\n'

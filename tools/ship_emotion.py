@@ -35,8 +35,8 @@ def cpu_name() -> str:
 #: the card's "model" line per architecture (the layers as the builders in featuremaps.emotion.model make them)
 MODEL_TEXT = {
     "vgg16": "VGG-16: 13 conv 3x3 layers in 5 blocks (64, 64 | 128, 128 | 256 x3 | 512 x3 | 512 x3), 2x2 max "
-    "pooling after blocks 1-4 and a max over the whole 3x3 map after block 5, dense 512-512 head "
-    "with dropout 0.4, 7-way softmax",
+    "pooling after blocks 1-4 and a max over the whole final map after block 5 (2x2 at 40 px, 3x3 at 48 px), "
+    "dense 512-512 head with dropout 0.4, 7-way softmax",
     "resnet": "ResNet-18: 3x3 stem at full resolution, four stages of two basic blocks (64, 128, 256, 512 "
     "filters), global pooling, 7-way softmax",
     "mobilenet": "MobileNetV2: stride-1 stem, inverted residual blocks (1x1 expand with ReLU6, 3x3 depthwise, "

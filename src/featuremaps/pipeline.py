@@ -70,6 +70,20 @@ def seen_part(image: np.ndarray, fraction: float, resize: str = "crop") -> np.nd
     return image[y0 : y0 + kh, x0 : x0 + kw]
 
 
+def sees_centre(lm: LoadedModel, shape: tuple[int, ...]) -> bool:
+    """Whether ``lm`` is an emotion model trained with ``--crop`` (it sees the centre of a 48 px face)."""
+    return lm.is_emotion and shape[0] == shape[1] and shape[0] < EMOTION_SIDE
+
+
+def fit_input(lm: LoadedModel, rgb: np.ndarray, shape: tuple[int, ...], resize: str = "crop") -> np.ndarray:
+    """``rgb`` as ``lm`` takes it, before its preprocessing: :func:`fit_to` ``shape``, except that an emotion
+    model trained with ``--crop`` gets the centre of the image fitted to 48 px, as in its validation."""
+    if not sees_centre(lm, shape):
+        return fit_to(rgb, shape[:2], shape[2], resize)
+    off = (EMOTION_SIDE - shape[0]) // 2
+    return fit_to(rgb, (EMOTION_SIDE, EMOTION_SIDE), shape[2], resize)[off : off + shape[0], off : off + shape[1]]
+
+
 def prepare(
     lm: LoadedModel,
     rgb: np.ndarray,
@@ -85,14 +99,9 @@ def prepare(
         face_box = box.as_list() if box else None
         rgb = face
     shape = lm.resolve_input_shape(rgb.shape[:2], input_shape)
-    side = EMOTION_SIDE
-    if lm.is_emotion and shape[0] == shape[1] and shape[0] < side:  # trained with --crop: the face's centre
-        off = (side - shape[0]) // 2
-        pixels = fit_to(rgb, (side, side), shape[2], resize)[off : off + shape[0], off : off + shape[1]]
-        if face is not None:  # what CAMs and pictures lay maps over: the part of the face the model saw
-            face = seen_part(face, shape[0] / side, resize)
-    else:
-        pixels = fit_to(rgb, shape[:2], shape[2], resize)
+    pixels = fit_input(lm, rgb, shape, resize)
+    if face is not None and sees_centre(lm, shape):  # what CAMs and pictures lay maps over: what it saw
+        face = seen_part(face, shape[0] / EMOTION_SIDE, resize)
     shown = np.clip(pixels, 0, 255).astype(np.uint8)
     if shown.shape[2] == 1:
         shown = np.repeat(shown, 3, axis=2)

@@ -27,6 +27,7 @@ from featuremaps.patterns.exemplars import Exemplar, scan
 from featuremaps.patterns.figure import patterns_figure
 from featuremaps.patterns.kernels import first_kernels, kernel_images
 from featuremaps.patterns.optimise import STEPS, optimise
+from featuremaps.pipeline import fit_input
 from featuremaps.receptive import adapter_fields
 from featuremaps.targets import ChannelMean, ClassScore, Neuron
 
@@ -430,8 +431,9 @@ def _scan(ad, lm, c, chans, images, count, shape, fields, exemplars, progress):
         progress(0, count, f"{c.label} exemplars")
         seen = lambda i: progress(i, count, f"{c.label} exemplars")  # noqa: E731
     wanted = None if isinstance(chans, int) else chans
+    fit = lambda img: fit_input(lm, img, shape)  # noqa: E731  (a --crop emotion model: the face's centre)
     return scan(
-        ad, c.name, wanted, images(), shape, lm.preprocess_fn, fields.fields.get(c.label), max(exemplars, 1), seen
+        ad, c.name, wanted, images(), shape, lm.preprocess_fn, fields.fields.get(c.label), max(exemplars, 1), seen, fit
     )
 
 

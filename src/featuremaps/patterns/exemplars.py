@@ -56,6 +56,7 @@ def scan(
     field: Field | None,
     k: int = 4,
     progress: Callable[[int], None] | None = None,
+    fit: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Scan:
     """The top ``k`` images of each of ``channels`` (None: every channel) of conv ``layer``.
 
@@ -69,6 +70,7 @@ def scan(
         field: the layer's receptive field (None: the whole image is the crop)
         k: exemplars per channel
         progress: called with the number of images seen so far after every batch
+        fit: an image as the model takes it (default: :func:`fit_to` ``shape``, a centre crop)
     """
     h, w, c = shape
     best: dict[int, list[tuple[float, int, int, int]]] = {}  # channel -> [(value, image number, y, x)]
@@ -100,7 +102,7 @@ def scan(
             progress(seen)
 
     for img, src in images:
-        batch.append(fit_to(img, (h, w), c))
+        batch.append(fit_to(img, (h, w), c) if fit is None else fit(img))
         sources.append(src)
         if len(batch) == BATCH:
             flush()
