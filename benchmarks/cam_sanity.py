@@ -52,13 +52,15 @@ def run(
 ):
     from featuremaps.cam import CamEngine, upsample
     from featuremaps.emotion import data as fer
+    from featuremaps.emotion.augment import centre_crop
 
     model = load_model(weights)
     faces = fer.load(fer2013_path(data), limit=-(-limit // 7))["PrivateTest"]  # the same number of faces per emotion
-    xs = faces.x.astype(np.float32)[..., None] / 255.0
-    eng = CamEngine(model, (48, 48, 1), layer)
-    rand_eng = CamEngine(randomised_copy(model, TOP_LAYERS), (48, 48, 1), layer)
-    head_eng = CamEngine(randomised_copy(model, HEAD_LAYERS), (48, 48, 1), layer)
+    side = int(model.inputs[0].shape[1])  # 48, or the centre of the face a --crop model was trained on
+    xs = centre_crop(faces.x, side).astype(np.float32)[..., None] / 255.0
+    eng = CamEngine(model, (side, side, 1), layer)
+    rand_eng = CamEngine(randomised_copy(model, TOP_LAYERS), (side, side, 1), layer)
+    head_eng = CamEngine(randomised_copy(model, HEAD_LAYERS), (side, side, 1), layer)
     rng = np.random.default_rng(0)
     out = {
         m: {
@@ -92,8 +94,8 @@ def run(
         c = int(np.argmax(eng.forward(x[None])[0]))
         h, w = eng.adapter.layer_shapes(eng.input_shape)[eng.layer.name][:2]
         for name, sal in (
-            ("random", upsample(rng.uniform(size=(h, w)).astype(np.float32), (48, 48))),
-            ("random px", rng.uniform(size=(48, 48))),
+            ("random", upsample(rng.uniform(size=(h, w)).astype(np.float32), (side, side))),
+            ("random px", rng.uniform(size=(side, side))),
         ):
             d, i = curves(eng.forward, x, sal, c)
             out[name]["deletion"].append(d)
