@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from PIL import Image
 
 from featuremaps import keras_backend
+from featuremaps.emotion.shipped import INPUT_SHAPE, model_card
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # test modules import Keras (TensorFlow) before featuremaps: triton, where installed, must come first
@@ -23,7 +23,7 @@ SHARED = ROOT.parent / "shared"
 FER_ARCHIVE = Path(os.environ.get("FEATUREMAPS_FER2013") or SHARED / "data" / "fer2013" / "fer2013.tar.gz")
 EXAMPLES = ROOT / "examples"
 #: the side of the face crop the shipped emotion VGG-16 takes (its card's input_side; a card without one: 48)
-EMOTION_SIDE = json.loads((ROOT / "src/featuremaps/data/emotion_vgg16.card.json").read_text()).get("input_side", 48)
+EMOTION_SIDE = (model_card() or {}).get("input_side", INPUT_SHAPE[0])
 
 
 def needs_fer():

@@ -34,7 +34,7 @@ from featuremaps.explore.session import (
 from featuremaps.faces import FaceBox, crop_face, detect_faces
 from featuremaps.images import load_image
 from featuremaps.io import encode_png
-from featuremaps.pipeline import EMOTION_SIDE, describe_prediction, prepare
+from featuremaps.pipeline import EMOTION_SIDE, describe_prediction, prepare, sees_centre
 from featuremaps.render import NORM_MODES, apply_colormap, colormap, fit_size, quantise, resize_maps
 
 #: one frame's bytes at most (the page's raw frames are 60-200 kB, a 1080p JPEG well under 1 MiB): over it, an
@@ -109,7 +109,7 @@ def seen_box(ex: Explorer, frame_hw: tuple[int, int], box: FaceBox | None, shape
         scale = max(tw / W, th / H)
         w, h = round(tw / scale), round(th / scale)
         x, y = (W - w) // 2, (H - h) // 2
-    if ex.lm.is_emotion and th == tw and th < EMOTION_SIDE:
+    if sees_centre(ex.lm, (th, tw)):
         f = th / EMOTION_SIDE
         x, y, w, h = x + w * (1 - f) / 2, y + h * (1 - f) / 2, w * f, h * f
     return [round(float(v), 1) for v in (x, y, w, h)]

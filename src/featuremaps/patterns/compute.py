@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -431,7 +432,7 @@ def _scan(ad, lm, c, chans, images, count, shape, fields, exemplars, progress):
         progress(0, count, f"{c.label} exemplars")
         seen = lambda i: progress(i, count, f"{c.label} exemplars")  # noqa: E731
     wanted = None if isinstance(chans, int) else chans
-    fit = lambda img: fit_input(lm, img, shape)  # noqa: E731  (a --crop emotion model: the face's centre)
+    fit = partial(fit_input, lm, shape=shape)  # a --crop emotion model: the face's centre, as show feeds it
     return scan(
         ad, c.name, wanted, images(), shape, lm.preprocess_fn, fields.fields.get(c.label), max(exemplars, 1), seen, fit
     )
