@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from conftest import class_means, hooked_channel_means, needs_fer, torch_and_onn
 from PIL import Image
 
 from featuremaps import colormap, models
-from featuremaps.atlas import AtlasStats, compute_atlas, open_source, selectivity
+from featuremaps.atlas import AtlasStats, compute_atlas, open_source, selectivity, write_atlas
+from featuremaps.atlas.crops import fitted
 from featuremaps.cli import main
 
 CLASSES = ["dark", "light"]
@@ -656,3 +658,41 @@ def test_figures_are_still_written_atomically(tmp_path, spot_data, monkeypatch):
     after = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas", "spot.keras", "spots"]  # no temporary left
+
+
+def test_a_crop_trained_emotion_model_sees_the_centre_of_each_face_as_show_feeds_it(tmp_path):
+    """A model trained with ``--crop 40`` is fed the centre 40x40 of each 48 px face (as ``show``, ``patterns``
+    and training's validation feed it), not the face squeezed to 40 px: with a 1x1 identity conv, channel 0's
+    class mean is the mean of the centre 40x40 of that class' faces, by hand; a 48 px face counts as cut, not
+    resized; the top-image figure's tiles are those centres."""
+    import keras
+
+    x = keras.Input((40, 40, 1))
+    conv = keras.layers.Conv2D(1, 1, use_bias=False, name="pixel")
+    h = conv(x)
+    conv.set_weights([np.ones((1, 1, 1, 1), np.float32)])
+    y = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    lm = dataclasses.replace(models.wrap(keras.Model(x, y), preprocess="raw", classes=CLASSES), is_emotion=True)
+    root = tmp_path / "faces"
+    faces = {}
+    rng = np.random.default_rng(0)
+    for cls, ring in zip(CLASSES, (255, 0), strict=True):  # 'dark' faces have a white 4 px ring, 'light' a black one
+        (root / cls).mkdir(parents=True)
+        faces[cls] = []
+        for i in range(3):
+            im = rng.integers(40, 200, (48, 48), dtype=np.uint8)
+            im[:4], im[-4:], im[:, :4], im[:, -4:] = ring, ring, ring, ring
+            Image.fromarray(im).save(root / cls / f"{i}.png")
+            faces[cls].append(im)
+    res = compute_atlas(lm, open_source(root, "PrivateTest", lm.classes), batch_size=2)
+    assert res.input_shape == (40, 40, 1) and res.centre and res.resized == 0
+    for k, cls in enumerate(CLASSES):
+        want = np.mean([f[4:44, 4:44].astype(np.float64).mean() for f in faces[cls]])
+        assert res.means[0][k, 0] == pytest.approx(want, abs=1e-3), cls  # squeezed, the ring would weigh in
+    seen = fitted([faces["dark"][0]], res.input_shape, res.centre)[0, ..., 0]
+    np.testing.assert_array_equal(seen, faces["dark"][0][4:44, 4:44])
+    squeezed = fitted([faces["dark"][0]], res.input_shape)[0, ..., 0]  # a model that was not trained with --crop
+    assert squeezed.max() == 255  # the ring is in
+    out = tmp_path / "atlas"
+    write_atlas(res, open_source(root, "PrivateTest", lm.classes), out, lm)
+    assert "the centre 40x40 of it resized to 48x48" in json.loads((out / "atlas.json").read_text())["top_images"]

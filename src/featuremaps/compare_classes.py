@@ -30,7 +30,7 @@ from featuremaps.extractor import feature_extractor, parse_select
 from featuremaps.faces import NoFaceError
 from featuremaps.html import esc, img_tag, page
 from featuremaps.io import atomic_dir, safe_name, save_json, save_png, save_text
-from featuremaps.pipeline import model_title, percent, prediction_of, prepare
+from featuremaps.pipeline import fitted_size, model_title, percent, prediction_of, prepare
 from featuremaps.render import colormap, fit_size, resize_rgb
 
 
@@ -144,11 +144,10 @@ def compare_classes(
             ) from None
     shape = preps[0].x.shape
     notes = []
-    resized = [
-        f"{lab} {f.shape[1]}x{f.shape[0]}" for f, lab in zip(faces, labels, strict=True) if f.shape[:2] != shape[:2]
-    ]
+    size = fitted_size(lm, shape)  # a --crop emotion model: faces fitted to 48 px, then their centre cut
+    resized = [f"{lab} {f.shape[1]}x{f.shape[0]}" for f, lab in zip(faces, labels, strict=True) if f.shape[:2] != size]
     if resized:
-        notes.append(f"resized to {shape[1]}x{shape[0]}: {', '.join(resized)}")
+        notes.append(f"resized to {size[1]}x{size[0]}: {', '.join(resized)}")
     top = mode in ("top-mean", "top-max")  # ranked over all faces at once, so every face shows the same channels
     fx = feature_extractor(
         lm.model, shape, layers=layers, maps=None if top else maps, select="first" if top else select

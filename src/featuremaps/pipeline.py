@@ -75,13 +75,25 @@ def sees_centre(lm: LoadedModel, shape: tuple[int, ...]) -> bool:
     return lm.is_emotion and shape[0] == shape[1] and shape[0] < EMOTION_SIDE
 
 
-def fit_input(lm: LoadedModel, rgb: np.ndarray, shape: tuple[int, ...], resize: str = "crop") -> np.ndarray:
-    """``rgb`` as ``lm`` takes it, before its preprocessing: :func:`fit_to` ``shape``, except that an emotion
-    model trained with ``--crop`` gets the centre of the image fitted to 48 px, as in its validation."""
-    if not sees_centre(lm, shape):
+def fit_centred(rgb: np.ndarray, shape: tuple[int, ...], resize: str = "crop", centre: bool = False) -> np.ndarray:
+    """:func:`fit_to` ``shape`` (H, W, C); with ``centre`` (an emotion model trained with ``--crop``,
+    :func:`sees_centre`), fitted to the 48 px face instead and its centre ``shape`` cut, as in its validation."""
+    if not centre:
         return fit_to(rgb, shape[:2], shape[2], resize)
     off = (EMOTION_SIDE - shape[0]) // 2
     return fit_to(rgb, (EMOTION_SIDE, EMOTION_SIDE), shape[2], resize)[off : off + shape[0], off : off + shape[1]]
+
+
+def fitted_size(lm: LoadedModel, shape: tuple[int, ...]) -> tuple[int, int]:
+    """The (H, W) an image is resized to before ``lm`` sees it: ``shape``'s, or 48 px for a model that sees the
+    centre of the face (:func:`sees_centre`): a 48 px face is then cut, not resized."""
+    return (EMOTION_SIDE, EMOTION_SIDE) if sees_centre(lm, shape) else tuple(shape[:2])
+
+
+def fit_input(lm: LoadedModel, rgb: np.ndarray, shape: tuple[int, ...], resize: str = "crop") -> np.ndarray:
+    """``rgb`` as ``lm`` takes it, before its preprocessing: :func:`fit_to` ``shape``, except that an emotion
+    model trained with ``--crop`` gets the centre of the image fitted to 48 px, as in its validation."""
+    return fit_centred(rgb, shape, resize, sees_centre(lm, shape))
 
 
 def prepare(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from featuremaps.errors import UserError
-from featuremaps.images import fit_to
+from featuremaps.pipeline import fit_centred
 from featuremaps.receptive import MERGE_NOTE, TRANSPOSED_NOTE, adapter_fields, crop_box, peaks, whole_box
 
 
@@ -33,18 +33,27 @@ class TopCrops:
     approximate: str = ""  # where the layer's field is approximated (a branching graph), what the fields say
 
 
-def fitted(images: list[np.ndarray], shape) -> np.ndarray:
+def fitted(images: list[np.ndarray], shape, centre: bool = False) -> np.ndarray:
     """uint8-valued images (any size, grey or RGB) as the model is fed them before its preprocessing: (B, H, W, C)
-    float32 0-255, stretched to ``shape`` (H, W, C) as the atlas does."""
+    float32 0-255, stretched to ``shape`` (H, W, C) as the atlas does; with ``centre`` (an emotion model trained
+    with ``--crop``: :func:`featuremaps.pipeline.sees_centre`), stretched to 48 px and cut to their centre
+    ``shape``, as ``show`` feeds it."""
     h, w, ch = shape
-    if ch == 1 and all(im.ndim == 2 and im.shape == (h, w) for im in images):
+    if ch == 1 and not centre and all(im.ndim == 2 and im.shape == (h, w) for im in images):
         return np.stack(images).astype(np.float32)[..., None]
     rgb = [np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im for im in images]
-    return np.stack([fit_to(im, (h, w), ch, "stretch") for im in rgb])
+    return np.stack([fit_centred(im, shape, "stretch", centre) for im in rgb]).astype(np.float32)
 
 
 def locate(
-    ad, convs: list, wanted: list[dict[int, np.ndarray]], read, shape, preprocess, batch_size: int = 64
+    ad,
+    convs: list,
+    wanted: list[dict[int, np.ndarray]],
+    read,
+    shape,
+    preprocess,
+    batch_size: int = 64,
+    centre: bool = False,
 ) -> list[TopCrops]:
     """Crops of the top images of the chosen channels of each layer, from one more forward pass over them.
 
@@ -56,6 +65,7 @@ def locate(
         shape: the model's input (H, W, C)
         preprocess: the model's preprocessing of 0-255 pixels
         batch_size: images per forward pass (every layer's maps of a batch are held at once)
+        centre: the model sees the centre of each image fitted to 48 px (:func:`fitted`)
     """
     h, w = shape[:2]
     rf = adapter_fields(ad, convs)
@@ -85,7 +95,7 @@ def locate(
                 continue  # read once already, unreadable now (a file removed since): its tile stays empty
         if not part:
             continue
-        x = fitted(pixels, shape)
+        x = fitted(pixels, shape, centre)
         row = {i: b for b, i in enumerate(part)}
         # the same layers for every batch: one graph (Keras caches it by the names)
         maps, _ = ad.forward(np.asarray(preprocess(x.copy()), np.float32), [convs[j].name for j in located])

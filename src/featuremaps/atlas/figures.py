@@ -90,7 +90,7 @@ def render_top_images(res: AtlasResult, j: int, source: Source, n: int = SHOW_CH
             x0 = label_w + t * (side + 4)
             box = None if boxes is None else boxes[t]
             im = source.image(int(idx))
-            whole = fitted([im], res.input_shape)[0].clip(0, 255).round().astype(np.uint8) if box else im
+            whole = fitted([im], res.input_shape, res.centre)[0].clip(0, 255).round().astype(np.uint8) if box else im
             pic = fit_square(crop(whole, box) if box else whole, side)
             c.fill((x0, y0), (side, side), TILE_BG)
             c.paste(pic, (x0 + (side - pic.shape[1]) // 2, y0 + (side - pic.shape[0]) // 2))

@@ -292,4 +292,4 @@ def compute_atlas_ray(
         if started:
             ray.shutdown()
     # the crops of the drawn top images: one more forward pass over them, on the driver (which holds the source)
-    return add_crops(finish(stats, driver.convs, source, shape), driver, source, batch_size)
+    return add_crops(finish(stats, driver.convs, source, shape, driver.centre), driver, source, batch_size)

@@ -16,6 +16,7 @@ from featuremaps.charts import render_class_heatmap
 from featuremaps.errors import UserError
 from featuremaps.frameworks import adapter
 from featuremaps.maps import select_layers
+from featuremaps.pipeline import EMOTION_SIDE, fitted_size, sees_centre
 
 TOP_K = 9  # images kept per channel
 SHOW_CHANNELS = 6  # most selective channels drawn with their top images (cropped), per layer
@@ -177,9 +178,12 @@ def most_selective(res: AtlasResult, j: int, n: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- the model
 def to_input(lm, images: list[np.ndarray], shape) -> tuple[np.ndarray, int]:
-    """uint8 images -> preprocessed float32 batch of ``shape``; also how many had to be resized."""
-    resized = sum(im.shape[:2] != tuple(shape[:2]) for im in images)
-    return np.asarray(lm.preprocess_fn(fitted(images, shape)), dtype=np.float32), resized
+    """uint8 images -> preprocessed float32 batch of ``shape``; also how many had to be resized (a model that
+    sees the centre of a 48 px face, :func:`featuremaps.pipeline.sees_centre`, gets the centre of each image
+    fitted to 48 px: a 48 px face is cut, not resized)."""
+    size = fitted_size(lm, shape)
+    resized = sum(im.shape[:2] != size for im in images)
+    return np.asarray(lm.preprocess_fn(fitted(images, shape, sees_centre(lm, shape))), dtype=np.float32), resized
 
 
 @dataclass
@@ -199,6 +203,13 @@ class AtlasResult:
     bad: list = field(default_factory=list)  # their messages, lowest ids first (at most MAX_BAD_NAMES)
     duplicates: list = field(default_factory=list)  # photos in more than one class: [(id, label), ...] each
     crops: list[TopCrops] | None = None  # per layer, the drawn channels' top images cut to their fields
+    centre: bool = False  # the model saw the centre of each image fitted to 48 px (a --crop emotion model)
+
+    @property
+    def fed(self) -> str:
+        """How each image was fed to the model, in words: ``40x40``, or its centre after a resize to 48 px."""
+        h, w = self.input_shape[:2]
+        return f"the centre {w}x{h} of it resized to {EMOTION_SIDE}x{EMOTION_SIDE}" if self.centre else f"{w}x{h}"
 
     def heatmap(self, j: int, cmap: str = "viridis") -> np.ndarray:
         """The class x channel heatmap of layer ``j`` (:func:`featuremaps.charts.render_class_heatmap`), RGB uint8."""
@@ -245,6 +256,7 @@ class BatchReducer:
 
     def __init__(self, lm, shape: tuple, layers, n_classes: int):
         self.lm, self.shape, self.n_classes = lm, tuple(shape), n_classes
+        self.centre = sees_centre(lm, self.shape)  # a --crop emotion model: the centre of the 48 px fit
         self.adapter = adapter(lm.model, self.shape)
         self.convs = select_layers(self.adapter.conv_layers(self.shape), layers)
         shapes = self.adapter.layer_shapes(self.shape)
@@ -311,11 +323,12 @@ def compute_atlas(
         red.reduce(stats, ids, source.labels[ids], lambda p, ids=ids: source.image(int(ids[p])))
         if progress:
             progress(min(n, b0 + batch_size), n)
-    return add_crops(finish(stats, red.convs, source, shape), red, source, batch_size)
+    return add_crops(finish(stats, red.convs, source, shape, red.centre), red, source, batch_size)
 
 
-def finish(stats: AtlasStats, convs: list, source: Source, shape: tuple) -> AtlasResult:
-    """Class means, selectivity and sorted top-k tables from the (merged) statistics."""
+def finish(stats: AtlasStats, convs: list, source: Source, shape: tuple, centre: bool = False) -> AtlasResult:
+    """Class means, selectivity and sorted top-k tables from the (merged) statistics; ``centre``: the model saw
+    the centre of each image fitted to 48 px (:func:`featuremaps.pipeline.sees_centre`)."""
     if stats.images == 0:
         first = stats.bad[0][1] if stats.bad else "no images"
         raise UserError(f"none of the {stats.bad_count} images of {source.description} could be read (first: {first})")
@@ -337,6 +350,7 @@ def finish(stats: AtlasStats, convs: list, source: Source, shape: tuple) -> Atla
         stats.bad_count,
         [m for _, m in stats.bad],
         stats.duplicates(),
+        centre=centre,
     )
 
 
@@ -349,5 +363,7 @@ def add_crops(
     wanted = []
     for j in range(len(res.layers)):
         wanted.append({int(ch): res.top_idx[j][ch] for ch in most_selective(res, j, n)})
-    res.crops = locate(red.adapter, red.convs, wanted, source.image, res.input_shape, red.lm.preprocess_fn, batch_size)
+    res.crops = locate(
+        red.adapter, red.convs, wanted, source.image, res.input_shape, red.lm.preprocess_fn, batch_size, res.centre
+    )
     return res

@@ -147,7 +147,7 @@ def write_atlas(res: AtlasResult, source: Source, out: Path, lm, kept: list[str]
                 "selectivity_index": "(mu_max - mu_rest) / "
                 "(mu_max + mu_rest) over class means of the channel's spatial mean",
                 "top_images": "the drawn channels' top images; box: {top, left, bottom, right}, inclusive pixels of "
-                f"the image as the model was fed ({res.input_shape[1]}x{res.input_shape[0]}), the receptive field "
+                f"the image as the model was fed ({res.fed}), the receptive field "
                 "around the channel's maximum on it (the whole image where the field is unknown; null: not located)",
                 "preferred_class": f"null where the selectivity index is under {SI_FLOOR} (class means all but equal)",
                 "layers": layers,
