@@ -12,6 +12,7 @@ from featuremaps.emotion.model import (
     fold_batch_norm,
     load_weights_npz,
     model_card,
+    pools_of,
     save_weights_npz,
     shipped_build,
     shipped_weights_available,
@@ -124,13 +125,62 @@ def test_every_position_of_the_last_map_reaches_the_head():
         assert not np.allclose(ops.convert_to_numpy(cut.head([bumped])[0]), base), (i, j)
 
 
+def _reach(model, layer: str) -> np.ndarray:
+    """(H, W) booleans: whether raising all channels of ``layer``'s map at each position changes the output."""
+    from featuremaps.cam import CamEngine
+
+    eng = CamEngine(model, tuple(model.inputs[0].shape[1:]), layer)
+    x = np.random.default_rng(0).random((1, *eng.input_shape), dtype=np.float32)
+    cut = eng.adapter.cut(eng.input_shape, eng.layer.name)
+    acts = keras.ops.convert_to_numpy(cut.body(x))
+    base = keras.ops.convert_to_numpy(cut.head([acts])[0])
+    out = np.zeros(acts.shape[1:3], bool)
+    for i, j in np.ndindex(*out.shape):
+        bumped = acts.copy()
+        bumped[0, i, j, :] += 10.0
+        out[i, j] = not np.allclose(keras.ops.convert_to_numpy(cut.head([bumped])[0]), base)
+    return out
+
+
+def test_ceil_pools_let_every_position_of_a_40px_models_maps_reach_the_output():
+    """At 40 px block 4's maps are 5x5: a flooring 2x2 pool keeps 2x2 of them, so the bottom row and right column
+    of C10 never reach the output (the shipped 70.3% model, trained so); a pool that rounds up (the default
+    since) keeps 3x3 and every position counts. Where every map is even (48 px) the two are the same network."""
+    ceil = build_emotion_vgg16((40, 40, 1), width=0.125)
+    floor = build_emotion_vgg16((40, 40, 1), width=0.125, pools="floor")
+    assert ceil.get_layer("block5_conv3").output.shape[1:3] == (3, 3)
+    assert floor.get_layer("block5_conv3").output.shape[1:3] == (2, 2)
+    assert _reach(ceil, "block4_conv3").all()
+    reach = _reach(floor, "block4_conv3")
+    assert reach[:4, :4].all() and not reach[4].any() and not reach[:, 4].any()
+    a, b = build_emotion_vgg16(width=0.125), build_emotion_vgg16(width=0.125, pools="floor")
+    b.set_weights(a.get_weights())
+    x = np.random.default_rng(1).random((2, 48, 48, 1), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(a(x)), np.asarray(b(x)), atol=1e-6)
+    with pytest.raises(UserError, match="pools 'round'"):
+        build_emotion_vgg16(pools="round")
+
+
+def test_folding_keeps_the_pools():
+    """fold_batch_norm builds the inference form with the trained model's pools, so it ships what was trained."""
+    for pools in ("ceil", "floor"):
+        m = build_emotion_vgg16((40, 40, 1), batch_norm=True, width=0.125, pools=pools)
+        assert pools_of(m) == pools
+        folded = fold_batch_norm(m, width=0.125)
+        assert pools_of(folded) == pools
+        x = np.random.default_rng(0).random((2, 40, 40, 1), dtype=np.float32)
+        np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(m(x, training=False)), atol=1e-5)
+
+
 def test_shipped_build_reads_the_card():
-    """A card without arch/input_side/width (the bundled VGG-16's) builds the 48 px width-1 model; a card that
-    names another arch or an input the builders cannot take is refused in one line."""
-    assert shipped_build("vgg16", None) == {"input_shape": (48, 48, 1), "width": 1.0}
-    assert shipped_build("vgg16", {"recipe": {}}) == {"input_shape": (48, 48, 1), "width": 1.0}
+    """A card without arch/input_side/width/pools (the bundled VGG-16's) builds the 48 px width-1 model with
+    flooring pools; a card that names another arch or an input the builders cannot take is refused in one line."""
+    old = {"input_shape": (48, 48, 1), "width": 1.0, "pools": "floor"}
+    assert shipped_build("vgg16", None) == old
+    assert shipped_build("vgg16", {"recipe": {}}) == old
+    assert shipped_build("vgg16", {"input_side": 40, "pools": "ceil"})["pools"] == "ceil"
     card = {"arch": "resnet", "input_side": 44, "width": 0.5}
     assert shipped_build("resnet", card) == {"input_shape": (44, 44, 1), "width": 0.5}
-    for bad in ({"arch": "resnet"}, {"input_side": 64}, {"input_side": "44"}, {"width": 0}):
+    for bad in ({"arch": "resnet"}, {"input_side": 64}, {"input_side": "44"}, {"width": 0}, {"pools": "round"}):
         with pytest.raises(UserError, match="reinstall featuremaps"):
             shipped_build("vgg16", bad)

@@ -267,6 +267,8 @@ def test_crop_recipe_options_maps_and_curves_without_matplotlib(tmp_path, monkey
     assert json.loads((out / "state.json").read_text())["recipe"]["crop"] == 44
     m = keras.models.load_model(out / "last.keras", compile=False)
     assert tuple(m.inputs[0].shape[1:]) == (44, 44, 1)
+    # 44 -> 22 -> 11 -> 6 -> 3: the pools round up, so every position of block 3's 11x11 maps reaches the head
+    assert r["pools"] == "ceil" and m.get_layer("block5_conv3").output.shape[1:3] == (3, 3)
     curves = Image.open(out / "curves.png")
     assert curves.size[0] > 400 and curves.size[1] > 200
     sheets = sorted(p.stem for p in (out / "maps").glob("*.png"))

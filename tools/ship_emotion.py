@@ -76,7 +76,8 @@ def ship(
     continued run does not beat the shipped model on PublicTest).
 
     The card records what the loader needs to rebuild the network: ``arch``, ``input_side`` (48, or the
-    run's ``--crop``: the shipped model then takes the face's centre crop) and ``width``.
+    run's ``--crop``: the shipped model then takes the face's centre crop), ``width`` and, for the VGG-16,
+    ``pools`` (how its pools treat an odd map: ``ceil`` since 2026-12-09, ``floor`` before).
     """
     import keras
     import numpy as np
@@ -92,6 +93,7 @@ def ship(
         card_file,
         fold_batch_norm,
         load_weights_npz,
+        pools_of,
         recalibrate_batch_norm,
         save_weights_npz,
         weights_file,
@@ -108,6 +110,7 @@ def ship(
     trained = keras.models.load_model(run / checkpoint, compile=False)
     arch, width = arch_of(trained), float(recipe.get("width", 1.0))
     side = int(trained.inputs[0].shape[1])  # 48, or the run's --crop
+    pools = {"pools": pools_of(trained)} if arch == "vgg16" else {}  # the loader builds the same pools
     # a run started with --init bundled continues the shipped model: its card's stages and history come first
     prior_card = dest / card_file(arch)
     from_bundled = (recipe.get("init") or {}).get("from") == "bundled"
@@ -135,7 +138,7 @@ def ship(
     r32 = evaluate(model, data, ("PrivateTest",))
     tmp = Path(tempfile.mkdtemp()) / "w.npz"
     save_weights_npz(model, tmp)
-    m16 = build_emotion_model(arch, input_shape=(side, side, 1), width=width)  # as load_emotion_model builds it
+    m16 = build_emotion_model(arch, input_shape=(side, side, 1), width=width, **pools)  # as load_emotion_model does
     load_weights_npz(m16, tmp)
     r16 = evaluate(m16, data)
     r16t = evaluate(m16, data, ("PublicTest", "PrivateTest"), tta=True) if tta else None
@@ -164,6 +167,7 @@ def ship(
         "arch": arch,
         "input_side": side,
         "width": width,
+        **pools,
         "input": f"{side}x{side} {seen}, pixels scaled to [0, 1]",
         "classes": list(EMOTIONS),
         "data": "FER2013 (Goodfellow et al. 2013): Training 28,709 faces for training, PublicTest 3,589 for model "

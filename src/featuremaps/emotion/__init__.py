@@ -20,6 +20,7 @@ _MODEL = (
     "fold_batch_norm",
     "load_emotion_model",
     "load_weights_npz",
+    "pools_of",
     "recalibrate_batch_norm",
     "save_weights_npz",
     "unfold_batch_norm",

@@ -37,6 +37,8 @@ from featuremaps.errors import UserError
 from featuremaps.io import atomic_path
 
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+#: how the VGG-16's 2x2 pools treat an odd map (:func:`build_emotion_vgg16`)
+POOLS = ("ceil", "floor")
 #: ResNet-18 stages: (filters, blocks, stride of the first block); 48 -> 24 -> 12 -> 6 -> 3 px
 RESNET18_STAGES = ((64, 2, 2), (128, 2, 2), (256, 2, 2), (512, 2, 2))
 #: MobileNetV2 (Sandler et al. 2018) inverted residuals: (expansion t, filters c, repeats n, stride s)
@@ -58,11 +60,16 @@ def build_emotion_vgg16(
     batch_norm: bool = False,
     width: float = 1.0,
     weight_decay: float = 0.0,
+    pools: str = "ceil",
 ):
     """VGG-16 (13 conv 3x3 in 5 blocks, max pooling, dense 512-512 head with dropout); input in [0, 1].
 
     The last pool takes the maximum over the whole final map (3x3 at 48 px), so every position reaches the
-    head; Keras' 2x2 pool there would drop the bottom row and right column of a 3x3 map.
+    head; Keras' 2x2 pool there would drop the bottom row and right column of a 3x3 map. For the same reason
+    the 2x2 pools after blocks 1-4 round up (``pools="ceil"``, padding ``same``: an odd map's last row and
+    column are pooled on their own): at 40 px block 4's maps are 5x5, and a flooring pool (``"floor"``, Keras'
+    default, the form of the models shipped before 2026-12-09) keeps 2x2 of them, so their bottom row and right
+    column never reach the output. The two are the same network where every map is even (48 px).
 
     ``batch_norm=True`` is the training form (conv -> BN -> ReLU); the default is the inference form with
     ReLU inside each conv, which :func:`fold_batch_norm` fills from a trained BN model. ``width`` scales
@@ -71,6 +78,8 @@ def build_emotion_vgg16(
     BN or biases.
     """
 
+    if pools not in POOLS:
+        raise UserError(f"pools '{pools}' is not one of {', '.join(POOLS)}")
     inputs = keras.Input(shape=input_shape, name="face")
     x = inputs
     for b, (filters, n) in enumerate(VGG16_BLOCKS, start=1):
@@ -91,7 +100,7 @@ def build_emotion_vgg16(
             else:
                 x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"block{b}_conv{i}")(x)
         if b < len(VGG16_BLOCKS):
-            x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
+            x = layers.MaxPooling2D(2, padding="same" if pools == "ceil" else "valid", name=f"block{b}_pool")(x)
         else:
             # the whole final map (see the docstring): a 2x2 pool of a 3x3 map blanks CAMs over the mouth
             x = layers.GlobalMaxPooling2D(keepdims=True, name=f"block{b}_pool")(x)
@@ -246,6 +255,12 @@ def arch_of(model) -> str:
     return name if name in BUILDERS else "vgg16"
 
 
+def pools_of(model) -> str:
+    """``ceil`` or ``floor``: how a VGG-16 built here pools an odd map (:func:`build_emotion_vgg16`)."""
+    same = [layer.padding == "same" for layer in model.layers if isinstance(layer, layers.MaxPooling2D)]
+    return "ceil" if same and all(same) else "floor"
+
+
 def _bn_of(model, conv_name: str):
     """The BN layer after conv ``conv_name`` in a training-form model (VGG: ``block1_bn1``; others: ``<conv>_bn``)."""
     names = {layer.name for layer in model.layers}
@@ -297,6 +312,7 @@ def fold_batch_norm(trained, width: float = 1.0):
         input_shape=tuple(trained.inputs[0].shape[1:]),
         num_classes=int(trained.outputs[0].shape[-1]),
         width=width,
+        **({"pools": pools_of(trained)} if arch == "vgg16" else {}),
     )
     for layer in model.layers:
         if not layer.get_weights():
@@ -329,7 +345,7 @@ def unfold_batch_norm(
     resumes where the folded model is instead of from a disturbed network.
 
     ``input_shape`` builds the training model for another input size (``(44, 44, 1)`` for random crops; the
-    weights do not depend on it); ``faces`` are then centre-cropped to it for the statistics. VGG-16 only.
+    weights do not depend on it, nor on the pools, which round up as in every new build); ``faces`` are then centre-cropped to it for the statistics. VGG-16 only.
     ``weight_decay``: the training model's L2 penalty (:func:`build_emotion_vgg16`).
     """
 
@@ -372,8 +388,9 @@ def unfold_batch_norm(
 
 def shipped_build(arch: str, card: dict | None) -> dict:
     """The builder's keyword arguments for the shipped model ``arch`` from its card: ``input_shape`` from the
-    card's ``input_side`` (a model trained with ``--crop 44`` takes the face's centre 44x44) and ``width``.
-    A card without them (the bundled VGG-16's before these fields existed) gives the 48 px, width 1 model."""
+    card's ``input_side`` (a model trained with ``--crop 44`` takes the face's centre 44x44), ``width`` and, for
+    the VGG-16, ``pools``. A card without them (the bundled VGG-16's before these fields existed) gives the
+    48 px, width 1 model with flooring pools."""
     card = card or {}
     side, width = card.get("input_side", INPUT_SHAPE[0]), card.get("width", 1.0)
     if card.get("arch", arch) != arch or not isinstance(side, int) or not 16 <= side <= INPUT_SHAPE[0]:
@@ -383,7 +400,13 @@ def shipped_build(arch: str, card: dict | None) -> dict:
         )
     if not isinstance(width, int | float) or not width > 0:
         raise UserError(f"the shipped {card_file(arch)} has width {width!r}; reinstall featuremaps")
-    return {"input_shape": (side, side, INPUT_SHAPE[2]), "width": float(width)}
+    build = {"input_shape": (side, side, INPUT_SHAPE[2]), "width": float(width)}
+    if arch == "vgg16":  # a card without "pools" is a model trained with flooring pools
+        pools = card.get("pools", "floor")
+        if pools not in POOLS:
+            raise UserError(f"the shipped {card_file(arch)} has pools {pools!r}; reinstall featuremaps")
+        build["pools"] = pools
+    return build
 
 
 def save_weights_npz(model, path: str | Path, dtype=np.float16) -> None:

@@ -547,6 +547,7 @@ def _train(
                 "width": width,
                 "crop": crop,
                 "input_side": side,
+                **({"pools": emotion.pools_of(model)} if arch == "vgg16" else {}),
                 "augmentation": (
                     f"one random {crop}x{crop} crop + horizontal flip per face and epoch; centre crop for validation"
                     if crop
