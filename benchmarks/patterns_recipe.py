@@ -32,9 +32,9 @@ import featuremaps  # noqa: F401  (its import keeps TensorFlow's start-up lines 
 
 #: the README figure's channels (docs/patterns_emotion.png): 4 of C3, C8 and C13 each
 CHANNELS = {
-    "block2_conv1": [3, 56, 90, 25],
-    "block4_conv1": [330, 270, 78, 395],
-    "block5_conv3": [480, 257, 429, 449],
+    "block2_conv1": [3, 90, 56, 24],
+    "block4_conv1": [387, 438, 46, 136],
+    "block5_conv3": [133, 0, 250, 38],
 }
 
 

@@ -43,7 +43,7 @@ around the channel's maximum.
 
     python tools/docs_images.py --diversity
 
-docs/patterns_diversity.png is `featuremaps patterns --layers C8 --channels F331,F271 --images 3`: three images
+docs/patterns_diversity.png is `featuremaps patterns --layers C8 --channels F388,F439 --images 3`: three images
 per channel pushed apart by the diversity term (its default weight).
 """
 
@@ -156,7 +156,7 @@ def diversity() -> int:
     from featuremaps.cli import main as fm
 
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["patterns", "--layers", "C8", "--channels", "F331,F271", "--images", "3", "--out", f"{tmp}/div"]
+        args = ["patterns", "--layers", "C8", "--channels", "F388,F439", "--images", "3", "--out", f"{tmp}/div"]
         if fm(args) != 0:
             return 1
         shutil.copyfile(Path(tmp) / "div" / "patterns.png", ROOT / "docs" / "patterns_diversity.png")

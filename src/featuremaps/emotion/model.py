@@ -345,7 +345,8 @@ def unfold_batch_norm(
     resumes where the folded model is instead of from a disturbed network.
 
     ``input_shape`` builds the training model for another input size (``(44, 44, 1)`` for random crops; the
-    weights do not depend on it, nor on the pools, which round up as in every new build); ``faces`` are then centre-cropped to it for the statistics. VGG-16 only.
+    weights do not depend on it, nor on the pools, which round up as in every new build); ``faces`` are then
+    centre-cropped to it for the statistics. VGG-16 only.
     ``weight_decay``: the training model's L2 penalty (:func:`build_emotion_vgg16`).
     """
 
