@@ -52,11 +52,12 @@ cells = [
     md(
         "## What a channel looks for\n\nFeature visualization: for each channel, the image that activates it most "
         "(a Fourier-parameterised image optimised under small random jitter, scale and rotation, Lucid's recipe), "
-        "all channels of a layer in one batch. Four channels of C8 that respond most to FER2013 faces: tiled eyes "
-        "and arcs (with `data=` the result also shows each channel's top dataset images, cropped to its receptive "
+        "all channels of a layer in one batch. Four channels of C8 that respond most to FER2013 faces: tiled "
+        "mouth corners, open mouths and eyes, all of them most active on smiling faces (with `data=` the result "
+        "also shows each channel's top dataset images, cropped to its receptive "
         "field)."
     ),
-    code('fm.find_patterns(lm, layers="C8", channels="F331,F271,F79,F396")'),
+    code('fm.find_patterns(lm, layers="C8", channels="F388,F439,F47,F137")'),
     md("And what the network thinks *happy* and *surprise* look like: the class's logit, maximised."),
     code('fm.find_patterns(lm, target_classes=["happy", "surprise"])'),
     md(

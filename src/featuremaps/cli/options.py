@@ -73,7 +73,7 @@ COMMAND_EXAMPLES = {
   featuremaps patterns --layers C3 --channels F1-F8       # what 8 channels of the emotion model look for
   featuremaps patterns --layers C8 --data fer2013 --kernels   # with FER2013 exemplars; C1's filters
   featuremaps patterns --class happy,surprise             # what the network thinks happy looks like
-  featuremaps patterns --layers C8 --channels F331,F271 --images 3   # 3 different images per channel
+  featuremaps patterns --layers C8 --channels F388,F439 --images 3   # 3 different images per channel
   featuremaps patterns vgg16 --weights none --layers block5_conv3 --channels F1-F4 --steps 64""",
     "explore": """examples:
   featuremaps explore examples/                          # the bundled emotion model, the example photos
