@@ -24,7 +24,8 @@ cells = [
     ),
     md(
         "## The emotion model on a face\n\nThe bundled VGG-16 trained on FER2013 (48x48 grayscale faces, 7 emotions): "
-        "the face is cropped, then the first 16 maps of each conv layer (C1...C13, F1...F16)."
+        "the face is cropped to 48x48 and the model sees its centre 40x40, as in training; below, the first 16 maps "
+        "of each conv layer (C1...C13, F1...F16)."
     ),
     code('shown = fm.show(["astronaut.png"], out=out)\nshown'),
     code(
