@@ -42,7 +42,7 @@ def fitted(images: list[np.ndarray], shape, centre: bool = False) -> np.ndarray:
     if ch == 1 and not centre and all(im.ndim == 2 and im.shape == (h, w) for im in images):
         return np.stack(images).astype(np.float32)[..., None]
     rgb = [np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im for im in images]
-    return np.stack([fit_centred(im, shape, "stretch", centre) for im in rgb]).astype(np.float32)
+    return np.stack([fit_centred(im, shape, "stretch", centre) for im in rgb])
 
 
 def locate(

@@ -211,6 +211,12 @@ class AtlasResult:
         h, w = self.input_shape[:2]
         return f"the centre {w}x{h} of it resized to {EMOTION_SIDE}x{EMOTION_SIDE}" if self.centre else f"{w}x{h}"
 
+    @property
+    def resized_to(self) -> str:
+        """What a resized image was resized to, in words (the note on :attr:`resized`)."""
+        h, w = self.input_shape[:2]
+        return f"{EMOTION_SIDE}x{EMOTION_SIDE} and cut to their centre {w}x{h}" if self.centre else f"{w}x{h}"
+
     def heatmap(self, j: int, cmap: str = "viridis") -> np.ndarray:
         """The class x channel heatmap of layer ``j`` (:func:`featuremaps.charts.render_class_heatmap`), RGB uint8."""
         rows = [f"{name} ({n})" for name, n in zip(self.classes, self.counts, strict=True)]

@@ -21,7 +21,6 @@ from featuremaps.cli.options import fer_data
 from featuremaps.cli.progress import Progress, clean, kept_note
 from featuremaps.errors import UserError
 from featuremaps.io import check_replaceable, check_writable
-from featuremaps.pipeline import EMOTION_SIDE
 
 
 def _ray_engine(args):
@@ -83,9 +82,7 @@ def run(args) -> int:
         more = f"; ... ({res.skipped - 3} more, in atlas.json)" if res.skipped > 3 else ""
         progress.warn(f"skipped {res.skipped} unreadable image(s): {shown}{more}")
     if res.resized:
-        h, w = res.input_shape[:2]
-        to = f"{EMOTION_SIDE}x{EMOTION_SIDE} and cut to their centre {w}x{h}" if res.centre else f"{w}x{h}"
-        progress.note(f"{res.resized} of {res.images} images were resized to {to} (the model's input)")
+        progress.note(f"{res.resized} of {res.images} images were resized to {res.resized_to} (the model's input)")
     if res.duplicates:
         progress.warn(clean(duplicate_note(res, source)))
     kept: list[str] = []
